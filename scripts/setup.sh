@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# RayOS host set-up: installs every system package the build, the tests and the
+# smoke scenarios use. Idempotent; safe to run on every invocation.
+#
+# The Debian mirror is read from this machine's apt configuration; no registry
+# host name is written into the repository.
+set -euo pipefail
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+log() { printf '\033[1;34m[setup]\033[0m %s\n' "$*" >&2; }
+
+debian_mirror() {
+    local f uri=""
+    for f in /etc/apt/sources.list.d/debian.sources /etc/apt/sources.list.d/*.sources; do
+        [ -r "$f" ] || continue
+        uri=$(awk '/^URIs:/ {print $2; exit}' "$f")
+        [ -n "$uri" ] && { echo "$uri"; return 0; }
+    done
+    if [ -r /etc/apt/sources.list ]; then
+        uri=$(awk '$1=="deb" && $3 ~ /^bookworm$/ {print $2; exit}' /etc/apt/sources.list)
+        [ -n "$uri" ] && { echo "$uri"; return 0; }
+    fi
+    echo "setup: cannot find a Debian mirror in /etc/apt/sources.list.d/*.sources or /etc/apt/sources.list" >&2
+    return 1
+}
+
+ensure_backports() {
+    local list=/etc/apt/sources.list.d/rayos-backports.sources
+    if grep -rqs "bookworm-backports" /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null; then
+        return 0
+    fi
+    local mirror
+    mirror=$(debian_mirror)
+    log "enabling bookworm-backports from $mirror (QEMU 10 with vhost-user devices)"
+    $SUDO tee "$list" >/dev/null <<SRC
+Types: deb
+URIs: $mirror
+Suites: bookworm-backports
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SRC
+    APT_UPDATED=""
+}
+
+APT_UPDATED="${APT_UPDATED:-}"
+apt_update_once() {
+    if [ -z "$APT_UPDATED" ]; then
+        log "apt-get update"
+        $SUDO apt-get update -q >/dev/null
+        APT_UPDATED=1
+    fi
+}
+
+missing_packages() {
+    local p
+    for p in "$@"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || echo "$p"
+    done
+}
+
+# Packages from the stable suite.
+BASE_PKGS=(build-essential pkg-config cpio xz-utils zstd ca-certificates tmux)
+# Packages taken from bookworm-backports (QEMU 10: vhost-user-{fs,vsock,gpu,input}-pci).
+BACKPORTS_PKGS=(qemu-system-x86)
+
+ensure_backports
+need_base=$(missing_packages "${BASE_PKGS[@]}")
+need_bpo=$(missing_packages "${BACKPORTS_PKGS[@]}")
+if [ -n "$need_base$need_bpo" ]; then
+    apt_update_once
+    export DEBIAN_FRONTEND=noninteractive
+    if [ -n "$need_base" ]; then
+        log "installing: $(echo $need_base)"
+        # shellcheck disable=SC2086
+        $SUDO apt-get install -y -q --no-install-recommends $need_base
+    fi
+    if [ -n "$need_bpo" ]; then
+        log "installing from bookworm-backports: $(echo $need_bpo)"
+        # shellcheck disable=SC2086
+        $SUDO apt-get install -y -q --no-install-recommends -t bookworm-backports $need_bpo
+    fi
+fi
+command -v cargo >/dev/null || { echo "setup: cargo not found; install the Rust toolchain (rustup) first" >&2; exit 1; }
+log "system packages ready"

@@ -1,0 +1,126 @@
+//! vCPU threads: one per vCPU, each looping on KVM_RUN and routing exits.
+//!
+//! A vCPU is stopped by setting the shared stop flag and kicking its thread
+//! with a real-time signal: KVM_RUN returns EINTR, the loop sees the flag and
+//! returns. The kick is repeated until the thread has left, so a signal that
+//! lands just before KVM_RUN is entered cannot be lost.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
+
+use kvm_bindings::{KVM_SYSTEM_EVENT_CRASH, KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN};
+use kvm_ioctls::{VcpuExit, VcpuFd};
+
+use crate::devices::{Bus, VmEvent};
+
+/// Signal used to kick vCPU threads out of KVM_RUN.
+pub fn kick_signal() -> i32 {
+    vmm_sys_util::signal::SIGRTMIN()
+}
+
+extern "C" fn noop_handler(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
+
+/// Installs the (empty) kick handler, so the signal interrupts KVM_RUN
+/// instead of killing the process.
+pub fn install_kick_handler() -> Result<(), vmm_sys_util::errno::Error> {
+    vmm_sys_util::signal::register_signal_handler(kick_signal(), noop_handler)
+}
+
+/// Reads CLOCK_MONOTONIC in nanoseconds.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid timespec to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Everything a vCPU thread owns.
+pub struct Vcpu {
+    pub id: u8,
+    pub fd: VcpuFd,
+    pub pio: Arc<Bus>,
+    pub mmio: Arc<Bus>,
+    pub events: Sender<VmEvent>,
+    pub stop: Arc<AtomicBool>,
+    /// CLOCK_MONOTONIC at vCPU 0's first KVM_RUN (0 until then).
+    pub first_run_ns: Arc<AtomicU64>,
+}
+
+impl Vcpu {
+    /// Runs until the VM stops; sends what ended it (if this vCPU ended it).
+    pub fn run(mut self) {
+        loop {
+            if self.stop.load(Ordering::Acquire) {
+                return;
+            }
+            if self.id == 0 && self.first_run_ns.load(Ordering::Relaxed) == 0 {
+                self.first_run_ns.store(monotonic_ns(), Ordering::Relaxed);
+            }
+            match self.fd.run() {
+                Ok(exit) => {
+                    if let Some(ev) = handle_exit(self.id, exit, &self.pio, &self.mmio) {
+                        let _ = self.events.send(ev);
+                        return;
+                    }
+                }
+                Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {}
+                Err(e) => {
+                    let _ = self.events.send(VmEvent::Error(format!("vCPU {}: KVM_RUN failed: {e}", self.id)));
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Routes one exit; returns an event when the exit ends the VM.
+fn handle_exit(id: u8, exit: VcpuExit<'_>, pio: &Bus, mmio: &Bus) -> Option<VmEvent> {
+    match exit {
+        VcpuExit::IoIn(port, data) => {
+            if !pio.read(port as u64, data) {
+                tracing::trace!(vcpu = id, "unclaimed port read {port:#x}");
+            }
+            None
+        }
+        VcpuExit::IoOut(port, data) => {
+            if !pio.write(port as u64, data) {
+                tracing::trace!(vcpu = id, "unclaimed port write {port:#x} = {data:x?}");
+            }
+            None
+        }
+        VcpuExit::MmioRead(addr, data) => {
+            if !mmio.read(addr, data) {
+                tracing::debug!(vcpu = id, "unclaimed MMIO read {addr:#x} ({} bytes)", data.len());
+            }
+            None
+        }
+        VcpuExit::MmioWrite(addr, data) => {
+            if !mmio.write(addr, data) {
+                tracing::debug!(vcpu = id, "unclaimed MMIO write {addr:#x} = {data:x?}");
+            }
+            None
+        }
+        VcpuExit::Shutdown => Some(VmEvent::TripleFault { vcpu: id }),
+        VcpuExit::SystemEvent(kind, _) => match kind {
+            KVM_SYSTEM_EVENT_SHUTDOWN => Some(VmEvent::Poweroff),
+            KVM_SYSTEM_EVENT_RESET => Some(VmEvent::Reboot),
+            KVM_SYSTEM_EVENT_CRASH => Some(VmEvent::Panic(None)),
+            other => Some(VmEvent::Error(format!("vCPU {id}: unknown system event {other}"))),
+        },
+        VcpuExit::Hlt => {
+            // With the in-kernel local APIC KVM handles HLT itself; a HLT exit
+            // means the vCPU stopped for good.
+            tracing::info!(vcpu = id, "vCPU halted");
+            None
+        }
+        VcpuExit::Intr => None,
+        VcpuExit::FailEntry(reason, cpu) => Some(VmEvent::Error(format!(
+            "vCPU {id}: KVM entry failed (hardware reason {reason:#x}, host cpu {cpu})"
+        ))),
+        VcpuExit::InternalError => Some(VmEvent::Error(format!(
+            "vCPU {id}: KVM internal error (often an instruction KVM cannot emulate)"
+        ))),
+        other => Some(VmEvent::Error(format!("vCPU {id}: unexpected exit {other:?}"))),
+    }
+}

@@ -279,13 +279,26 @@ pub fn run(config: &VmConfig) -> Result<Outcome, VmError> {
     check_caps(&kvm)?;
     let vm = create_vm(&kvm)?;
     let ram = GuestRam::new(config.memory)?;
-    ram.register(&vm).map_err(kvm_err("register guest RAM"))?;
-    let kernel = load_guest(&ram, config)?;
-
     let (tx, rx) = channel();
     let panic = PanicWatch::default();
-    let devices = create_devices(&vm, config, tx.clone(), panic.clone())?;
-    let vcpu_fds = create_vcpus(&kvm, &vm, config, kernel.entry)?;
+
+    // KVM's first memory slot costs milliseconds (a fixed cost of the host
+    // kernel, whatever the size), so it is registered on its own thread while
+    // this one loads the guest and creates devices and vCPUs; none of those
+    // need the slot to exist yet.
+    let (devices, vcpu_fds) = std::thread::scope(|s| {
+        let registration = s.spawn(|| ram.register(&vm));
+        let built = load_guest(&ram, config).and_then(|kernel| {
+            let devices = create_devices(&vm, config, tx.clone(), panic.clone())?;
+            let vcpus = create_vcpus(&kvm, &vm, config, kernel.entry)?;
+            Ok((devices, vcpus))
+        });
+        registration
+            .join()
+            .map_err(|_| VmError::Runtime("guest RAM registration thread panicked".into()))?
+            .map_err(kvm_err("register guest RAM"))?;
+        built
+    })?;
 
     vcpu::install_kick_handler().map_err(|e| VmError::Signals(e.to_string()))?;
     forward_signals(tx.clone())?;

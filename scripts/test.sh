@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# RayOS: every test, from a fresh machine.
+#
+#   1. system packages (scripts/setup.sh: QEMU 10, build tools)
+#   2. release build of the workspace
+#   3. unit and component tests (tier 1: includes tiny guests on /dev/kvm)
+#   4. scenarios: vmm-startup (tier 1), vmm-boot with rayos-vmm and QEMU (tier 3, nested)
+#
+# A scenario that cannot run on this machine prints "SKIP <name>: <reason>";
+# that is reported, and counts as a failure in CI (CI=true) where every
+# scenario must run.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\033[1;34m[test]\033[0m %s\n' "$*" >&2; }
+
+bash scripts/setup.sh || { echo "FAIL setup"; exit 1; }
+
+log "building the workspace (release)"
+cargo build --release --workspace --locked || { echo "FAIL build"; exit 1; }
+
+passed=0; failed=0; skipped=0
+failures=()
+
+log "unit and component tests"
+test_log=$(mktemp)
+cargo test --release --workspace --locked 2>&1 | tee "$test_log"
+test_rc=${PIPESTATUS[0]}
+while read -r p f; do
+    passed=$((passed + p)); failed=$((failed + f))
+done < <(sed -n 's/^test result: [A-Za-z]*\. \([0-9]*\) passed; \([0-9]*\) failed.*/\1 \2/p' "$test_log")
+rm -f "$test_log"
+if [ "$test_rc" -ne 0 ]; then
+    failures+=("cargo test (exit $test_rc)")
+    [ "$failed" -eq 0 ] && failed=$((failed + 1))
+fi
+
+run_scenario() {
+    local name=$1; shift
+    log "scenario $name"
+    local out rc
+    out=$(mktemp)
+    cargo run --release --locked -q -p rayos-smoke -- "$name" "$@" 2>&1 | tee "$out"
+    rc=${PIPESTATUS[0]}
+    local last
+    last=$(grep -E "^(PASS|FAIL|SKIP) " "$out" | tail -n 1)
+    rm -f "$out"
+    case "$last" in
+        PASS*) passed=$((passed + 1)) ;;
+        SKIP*)
+            skipped=$((skipped + 1))
+            if [ "${CI:-}" = "true" ]; then failed=$((failed + 1)); failures+=("$last (CI must run it)"); fi ;;
+        *) failed=$((failed + 1)); failures+=("${last:-$name: no result line} (exit $rc)") ;;
+    esac
+}
+
+run_scenario vmm-startup
+run_scenario vmm-boot --vmm both
+
+echo
+if [ ${#failures[@]} -gt 0 ]; then
+    printf 'failed: %s\n' "${failures[@]}"
+fi
+echo "rayos: $passed passed, $failed failed, $skipped skipped"
+[ "$failed" -eq 0 ]

@@ -25,6 +25,7 @@ pub mod devices;
 pub mod layout;
 pub mod memory;
 pub mod metrics;
+pub mod pci;
 pub mod terminal;
 pub mod vcpu;
 pub mod vm;

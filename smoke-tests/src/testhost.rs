@@ -1,0 +1,566 @@
+//! The two initramfs images of the nested scenario.
+//!
+//! * **Guest** (booted by the VMM under test): busybox and an `/init` that
+//!   prints `RAYOS-GUEST-INIT` before anything else, then `uname -r` and
+//!   `nproc`, then `RAYOS-GUEST-OK`, and powers off; or, interactive, a shell
+//!   on the console.
+//! * **Test host** (booted by the outer QEMU): busybox, the kvm modules of the
+//!   same Debian kernel in load order, the guest kernel + initramfs, and the
+//!   VMMs (rayos-vmm and/or qemu-system-x86_64, each with its shared
+//!   libraries, QEMU also with its firmware). Its `/init` loads kvm-amd or
+//!   kvm-intel, checks `/dev/kvm`, prints `RAYOS-VMM-START`, runs the VMM
+//!   named by `rayos_smoke.vmm=` on the kernel command line, prints
+//!   `RAYOS-VMM-EXIT status=<n>` and powers off. One image serves both VMMs,
+//!   so `--vmm both` builds it once and boots it twice.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::initramfs::{Archive, InitramfsError};
+use crate::kmod::{KmodError, ModuleTree};
+use crate::serial;
+use crate::sharedlibs::{self, LibsError};
+
+/// Errors from assembling an initramfs.
+#[derive(Debug, thiserror::Error)]
+pub enum TestHostError {
+    #[error(transparent)]
+    Initramfs(#[from] InitramfsError),
+    #[error(transparent)]
+    Kmod(#[from] KmodError),
+    #[error(transparent)]
+    Libs(#[from] LibsError),
+    #[error("cannot list busybox applets with {busybox} --list-full: {reason}")]
+    Applets { busybox: PathBuf, reason: String },
+    #[error("{what} not found at {path}")]
+    Missing { what: String, path: PathBuf },
+    #[error("cannot ask {qemu} for its firmware directories (-L help): {reason}")]
+    FirmwareDirs { qemu: PathBuf, reason: String },
+    #[error("QEMU firmware file {file} not found in {dirs:?}")]
+    Firmware { file: String, dirs: Vec<PathBuf> },
+}
+
+/// The VMM the test host runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Vmm {
+    /// rayos-vmm, the VMM under test.
+    Rayos,
+    /// qemu-system-x86_64 on KVM, the full-VM reference.
+    Qemu,
+}
+
+impl Vmm {
+    pub fn name(self) -> &'static str {
+        match self {
+            Vmm::Rayos => "rayos",
+            Vmm::Qemu => "qemu",
+        }
+    }
+}
+
+/// Kernel command-line parameter selecting the VMM inside the test host.
+pub const VMM_PARAM: &str = "rayos_smoke.vmm";
+/// Where the guest kernel and initramfs live inside the test host.
+pub const GUEST_KERNEL: &str = "/guest/vmlinuz";
+pub const GUEST_INITRD: &str = "/guest/initrd.cpio";
+pub const RAYOS_VMM: &str = "/usr/bin/rayos-vmm";
+pub const QEMU: &str = "/usr/bin/qemu-system-x86_64";
+const MODULE_DIR: &str = "/lib/modules/rayos-smoke";
+const METRICS: &str = "/tmp/rayos-vmm-metrics.json";
+
+/// Machine type of the nested QEMU reference. q35 is a full PC with PCIe,
+/// ACPI and firmware (SeaBIOS), the platform class rayos-vmm presents
+/// (virtio-pci described by ACPI); `microvm` would skip firmware and PCI and
+/// not be a like-for-like comparison.
+pub const DEFAULT_QEMU_MACHINE: &str = "q35";
+
+/// Firmware the nested QEMU needs for `-kernel` boot on pc/q35 with KVM.
+const QEMU_FIRMWARE_REQUIRED: &[&str] = &["bios-256k.bin", "linuxboot_dma.bin", "kvmvapic.bin"];
+const QEMU_FIRMWARE_OPTIONAL: &[&str] = &["linuxboot.bin", "multiboot_dma.bin", "pvh.bin"];
+
+/// The VM the VMM under test creates.
+#[derive(Debug, Clone)]
+pub struct GuestSpec {
+    pub memory_mib: u32,
+    pub cpus: u32,
+    pub cmdline: String,
+}
+
+/// A kernel image and its modules from one `linux-image-*` package.
+#[derive(Debug)]
+pub struct Kernel {
+    pub vmlinuz: PathBuf,
+    pub modules: ModuleTree,
+}
+
+impl Kernel {
+    /// Finds `boot/vmlinuz-<release>` and the modules in an extracted package.
+    pub fn from_package(root: &Path) -> Result<Self, TestHostError> {
+        let modules = ModuleTree::open(root)?;
+        let vmlinuz = root
+            .join("boot")
+            .join(format!("vmlinuz-{}", modules.release()));
+        if !vmlinuz.is_file() {
+            return Err(TestHostError::Missing {
+                what: "kernel image".into(),
+                path: vmlinuz,
+            });
+        }
+        Ok(Self { vmlinuz, modules })
+    }
+
+    pub fn release(&self) -> &str {
+        self.modules.release()
+    }
+}
+
+/// Single-quotes a word for `sh`.
+pub fn sh_quote(word: &str) -> String {
+    if !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+".contains(c))
+    {
+        return word.to_string();
+    }
+    format!("'{}'", word.replace('\'', r"'\''"))
+}
+
+fn sh_join(words: &[String]) -> String {
+    words
+        .iter()
+        .map(|w| sh_quote(w))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The guest's `/init`.
+pub fn guest_init_script(interactive: bool) -> String {
+    let tail = if interactive {
+        "echo\necho 'RayOS guest: busybox shell on the console. `exit` (or Ctrl-D) powers the guest off.'\n\
+         setsid cttyhack sh -l\n"
+    } else {
+        ""
+    };
+    format!(
+        "#!/bin/busybox sh\n\
+         echo {init}\n\
+         export PATH=/bin:/sbin:/usr/bin:/usr/sbin HOME=/root\n\
+         mount -t proc proc /proc\n\
+         mount -t sysfs sysfs /sys\n\
+         mount -t devtmpfs devtmpfs /dev\n\
+         echo \"{info}$(uname -r) nproc=$(nproc)\"\n\
+         echo {ok}\n\
+         {tail}\
+         poweroff -f\n",
+        init = serial::GUEST_INIT,
+        info = serial::GUEST_INFO,
+        ok = serial::GUEST_OK,
+    )
+}
+
+/// The rayos-vmm command line inside the test host.
+pub fn rayos_vmm_argv(guest: &GuestSpec) -> Vec<String> {
+    [
+        RAYOS_VMM,
+        "--kernel",
+        GUEST_KERNEL,
+        "--initramfs",
+        GUEST_INITRD,
+        "--cmdline",
+        &guest.cmdline,
+        "--memory",
+        &format!("{}M", guest.memory_mib),
+        "--cpus",
+        &guest.cpus.to_string(),
+        "--serial",
+        "stdio",
+        "--metrics",
+        METRICS,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// The nested QEMU command line inside the test host. Interactive runs use a
+/// mux chardev so Ctrl-A x quits, as with rayos-vmm, and Ctrl-C reaches the
+/// guest.
+pub fn qemu_argv(guest: &GuestSpec, machine: &str, interactive: bool) -> Vec<String> {
+    let mut argv: Vec<String> = [
+        QEMU,
+        "-machine",
+        machine,
+        "-enable-kvm",
+        "-cpu",
+        "host",
+        "-smp",
+        &guest.cpus.to_string(),
+        "-m",
+        &format!("{}M", guest.memory_mib),
+        "-nographic",
+        "-nodefaults",
+        "-no-reboot",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    if interactive {
+        argv.extend(
+            [
+                "-chardev",
+                "stdio,id=con,mux=on,signal=off",
+                "-serial",
+                "chardev:con",
+                "-mon",
+                "chardev=con",
+            ]
+            .map(String::from),
+        );
+    } else {
+        argv.extend(["-serial", "stdio"].map(String::from));
+    }
+    argv.extend(
+        [
+            "-kernel",
+            GUEST_KERNEL,
+            "-initrd",
+            GUEST_INITRD,
+            "-append",
+            &guest.cmdline,
+        ]
+        .map(String::from),
+    );
+    argv
+}
+
+/// The test host's `/init`.
+pub fn host_init_script(guest: &GuestSpec, qemu_machine: &str, interactive: bool) -> String {
+    let banner = if interactive {
+        "echo 'RayOS test host: starting the VMM; the guest console follows. Ctrl-A x quits the VMM.'\n"
+    } else {
+        ""
+    };
+    format!(
+        r#"#!/bin/busybox sh
+# RayOS smoke-test host init, generated by rayos-smoke (testhost.rs).
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin HOME=/root
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mkdir -p /tmp /run
+echo {host_init}
+fail() {{ echo "{host_fail} $*"; poweroff -f; sleep 60; }}
+if grep -qw svm /proc/cpuinfo; then vendor=amd
+elif grep -qw vmx /proc/cpuinfo; then vendor=intel
+else fail "CPU has neither svm nor vmx: no nested virtualisation"; fi
+for m in $(cat /etc/rayos-smoke/modules-$vendor); do
+    insmod {module_dir}/$m.ko || fail "insmod $m.ko failed (kvm-$vendor)"
+done
+[ -c /dev/kvm ] || fail "/dev/kvm missing after loading kvm-$vendor"
+vmm=rayos
+for arg in $(cat /proc/cmdline); do
+    case "$arg" in {param}=*) vmm="${{arg#{param}=}}" ;; esac
+done
+echo "{host_info}kernel=$(uname -r) vendor=$vendor vmm=$vmm"
+{banner}case "$vmm" in
+rayos)
+    [ -x {rayos} ] || fail "{rayos} is not in this test host"
+    echo {vmm_start}
+    {rayos_cmd}
+    status=$?
+    [ -s {metrics} ] && echo "{vmm_metrics}$(tr -d '\n' < {metrics})"
+    ;;
+qemu)
+    [ -x {qemu} ] || fail "{qemu} is not in this test host"
+    echo {vmm_start}
+    {qemu_cmd}
+    status=$?
+    ;;
+*)
+    fail "unknown {param}=$vmm"
+    ;;
+esac
+echo "{vmm_exit}$status"
+poweroff -f
+"#,
+        host_init = serial::HOST_INIT,
+        host_fail = serial::HOST_FAIL,
+        host_info = serial::HOST_INFO,
+        vmm_start = serial::VMM_START,
+        vmm_exit = serial::VMM_EXIT,
+        vmm_metrics = serial::VMM_METRICS,
+        module_dir = MODULE_DIR,
+        param = VMM_PARAM,
+        rayos = RAYOS_VMM,
+        qemu = QEMU,
+        metrics = METRICS,
+        rayos_cmd = sh_join(&rayos_vmm_argv(guest)),
+        qemu_cmd = sh_join(&qemu_argv(guest, qemu_machine, interactive)),
+    )
+}
+
+/// Applet paths (`bin/sh`, `sbin/poweroff`, ...) of a busybox binary.
+pub fn busybox_applets(busybox: &Path) -> Result<Vec<String>, TestHostError> {
+    let err = |reason: String| TestHostError::Applets {
+        busybox: busybox.to_path_buf(),
+        reason,
+    };
+    let out = Command::new(busybox)
+        .arg("--list-full")
+        .output()
+        .map_err(|e| err(e.to_string()))?;
+    if !out.status.success() {
+        return Err(err(format!("{}", out.status)));
+    }
+    let applets: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect();
+    if !applets.iter().any(|a| a == "bin/sh") {
+        return Err(err("no bin/sh applet".into()));
+    }
+    Ok(applets)
+}
+
+/// A root skeleton: busybox with its applet links, `/dev/console` (the kernel
+/// opens it for init's stdio before devtmpfs is mounted) and mount points.
+fn base_archive(busybox: &Path, applets: &[String]) -> Result<Archive, TestHostError> {
+    let mut a = Archive::new();
+    a.file_from_host("/bin/busybox", busybox, Some(0o755))?;
+    for applet in applets.iter().filter(|p| p.as_str() != "bin/busybox") {
+        let depth = applet.matches('/').count();
+        a.symlink(applet, &format!("{}bin/busybox", "../".repeat(depth)))?;
+    }
+    a.char_dev("/dev/console", 0o600, 5, 1)?;
+    a.char_dev("/dev/null", 0o666, 1, 3)?;
+    for d in ["proc", "sys", "tmp", "run", "root", "etc"] {
+        a.dir(d, if d == "tmp" { 0o1777 } else { 0o755 })?;
+    }
+    Ok(a)
+}
+
+/// Writes the guest initramfs; returns its size in bytes.
+pub fn build_guest_initramfs(
+    busybox: &Path,
+    interactive: bool,
+    out: &Path,
+) -> Result<u64, TestHostError> {
+    let applets = busybox_applets(busybox)?;
+    let mut a = base_archive(busybox, &applets)?;
+    a.file_bytes("/init", guest_init_script(interactive), 0o755)?;
+    Ok(a.write_file(out)?)
+}
+
+/// Copies a dynamically linked binary to `dest` with every library (and the
+/// loader) at the path the loader will look for it.
+fn add_binary_with_libs(
+    a: &mut Archive,
+    binary: &Path,
+    dest: &str,
+) -> Result<usize, TestHostError> {
+    if !binary.is_file() {
+        return Err(TestHostError::Missing {
+            what: "binary".into(),
+            path: binary.to_path_buf(),
+        });
+    }
+    a.file_from_host(dest, binary, Some(0o755))?;
+    let libs = sharedlibs::closure(binary)?;
+    for lib in &libs {
+        a.file_from_host(&lib.to_string_lossy(), lib, Some(0o755))?;
+    }
+    Ok(libs.len())
+}
+
+/// QEMU's firmware search path (`-L help`).
+fn qemu_firmware_dirs(qemu: &Path) -> Result<Vec<PathBuf>, TestHostError> {
+    let err = |reason: String| TestHostError::FirmwareDirs {
+        qemu: qemu.to_path_buf(),
+        reason,
+    };
+    let out = Command::new(qemu)
+        .args(["-L", "help"])
+        .output()
+        .map_err(|e| err(e.to_string()))?;
+    if !out.status.success() {
+        return Err(err(format!(
+            "{}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with('/'))
+        .map(PathBuf::from)
+        .collect())
+}
+
+fn add_qemu_firmware(a: &mut Archive, qemu: &Path) -> Result<(), TestHostError> {
+    let dirs = qemu_firmware_dirs(qemu)?;
+    let find = |file: &str| dirs.iter().map(|d| d.join(file)).find(|p| p.exists());
+    for (file, required) in QEMU_FIRMWARE_REQUIRED
+        .iter()
+        .map(|f| (f, true))
+        .chain(QEMU_FIRMWARE_OPTIONAL.iter().map(|f| (f, false)))
+    {
+        match find(file) {
+            // Same path as on this machine: it is on the nested QEMU's search
+            // path; the content is the symlink's target.
+            Some(path) => {
+                a.file_from_host(&path.to_string_lossy(), &path, Some(0o644))?;
+            }
+            None if required => {
+                return Err(TestHostError::Firmware {
+                    file: file.to_string(),
+                    dirs,
+                });
+            }
+            None => tracing::debug!("optional QEMU firmware {file} not found"),
+        }
+    }
+    Ok(())
+}
+
+/// Inputs of the test host image.
+#[derive(Debug)]
+pub struct HostSpec<'a> {
+    pub busybox: &'a Path,
+    pub kernel: &'a Kernel,
+    pub guest_initrd: &'a Path,
+    pub guest: &'a GuestSpec,
+    pub rayos_vmm: Option<&'a Path>,
+    pub qemu: Option<&'a Path>,
+    pub qemu_machine: &'a str,
+    pub interactive: bool,
+}
+
+/// What went into the test host image.
+#[derive(Debug, Clone)]
+pub struct HostManifest {
+    pub bytes: u64,
+    pub modules_amd: Vec<String>,
+    pub modules_intel: Vec<String>,
+}
+
+/// Writes the test host initramfs.
+pub fn build_host_initramfs(
+    spec: &HostSpec<'_>,
+    out: &Path,
+) -> Result<HostManifest, TestHostError> {
+    let applets = busybox_applets(spec.busybox)?;
+    let mut a = base_archive(spec.busybox, &applets)?;
+    a.file_bytes(
+        "/init",
+        host_init_script(spec.guest, spec.qemu_machine, spec.interactive),
+        0o755,
+    )?;
+
+    let tree = &spec.kernel.modules;
+    let modules_amd = tree.load_order(&["kvm-amd"])?;
+    let modules_intel = tree.load_order(&["kvm-intel"])?;
+    for m in modules_amd.iter().chain(&modules_intel) {
+        let dest = format!("{MODULE_DIR}/{m}.ko");
+        if !a.contains(&dest) {
+            a.file_bytes(&dest, crate::kmod::read_module(tree.path_of(m)?)?, 0o644)?;
+        }
+    }
+    a.file_bytes(
+        "/etc/rayos-smoke/modules-amd",
+        modules_amd.join("\n") + "\n",
+        0o644,
+    )?;
+    a.file_bytes(
+        "/etc/rayos-smoke/modules-intel",
+        modules_intel.join("\n") + "\n",
+        0o644,
+    )?;
+
+    a.file_from_host(GUEST_KERNEL, &spec.kernel.vmlinuz, Some(0o644))?;
+    a.file_from_host(GUEST_INITRD, spec.guest_initrd, Some(0o644))?;
+    if let Some(vmm) = spec.rayos_vmm {
+        let n = add_binary_with_libs(&mut a, vmm, RAYOS_VMM)?;
+        tracing::info!("test host: {} with {n} shared libraries", vmm.display());
+    }
+    if let Some(qemu) = spec.qemu {
+        let n = add_binary_with_libs(&mut a, qemu, QEMU)?;
+        add_qemu_firmware(&mut a, qemu)?;
+        tracing::info!(
+            "test host: {} with {n} shared libraries and firmware",
+            qemu.display()
+        );
+    }
+    let bytes = a.write_file(out)?;
+    Ok(HostManifest {
+        bytes,
+        modules_amd,
+        modules_intel,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn guest() -> GuestSpec {
+        GuestSpec {
+            memory_mib: 512,
+            cpus: 2,
+            cmdline: "console=ttyS0 quiet panic=-1".into(),
+        }
+    }
+
+    #[test]
+    fn quoting() {
+        assert_eq!(sh_quote("/guest/vmlinuz"), "/guest/vmlinuz");
+        assert_eq!(sh_quote("console=ttyS0 quiet"), "'console=ttyS0 quiet'");
+        assert_eq!(sh_quote("it's"), r"'it'\''s'");
+        assert_eq!(sh_quote(""), "''");
+    }
+
+    #[test]
+    fn guest_init_prints_marker_first() {
+        let s = guest_init_script(false);
+        let mut lines = s.lines();
+        assert_eq!(lines.next(), Some("#!/bin/busybox sh"));
+        assert_eq!(lines.next(), Some("echo RAYOS-GUEST-INIT"));
+        assert!(s.contains("echo \"RAYOS-GUEST uname=$(uname -r) nproc=$(nproc)\""));
+        assert!(s.trim_end().ends_with("poweroff -f"));
+        assert!(!s.contains("cttyhack"));
+        assert!(guest_init_script(true).contains("setsid cttyhack sh"));
+    }
+
+    #[test]
+    fn vmm_command_lines_match_the_contract() {
+        let r = sh_join(&rayos_vmm_argv(&guest()));
+        assert_eq!(
+            r,
+            "/usr/bin/rayos-vmm --kernel /guest/vmlinuz --initramfs /guest/initrd.cpio \
+             --cmdline 'console=ttyS0 quiet panic=-1' --memory 512M --cpus 2 --serial stdio \
+             --metrics /tmp/rayos-vmm-metrics.json"
+        );
+        let q = sh_join(&qemu_argv(&guest(), "q35", false));
+        assert!(q.starts_with(
+            "/usr/bin/qemu-system-x86_64 -machine q35 -enable-kvm -cpu host -smp 2 -m 512M"
+        ));
+        assert!(q.contains("-serial stdio -kernel /guest/vmlinuz -initrd /guest/initrd.cpio -append 'console=ttyS0 quiet panic=-1'"));
+        assert!(sh_join(&qemu_argv(&guest(), "q35", true)).contains("signal=off"));
+    }
+
+    #[test]
+    fn host_init_runs_selected_vmm_between_markers() {
+        let s = host_init_script(&guest(), "q35", false);
+        let start = s
+            .find("echo RAYOS-VMM-START\n    /usr/bin/rayos-vmm")
+            .expect("marker right before rayos-vmm");
+        let exit = s.find("echo \"RAYOS-VMM-EXIT status=$status\"").unwrap();
+        assert!(start < exit);
+        assert!(s.contains("echo RAYOS-VMM-START\n    /usr/bin/qemu-system-x86_64"));
+        assert!(s.contains("rayos_smoke.vmm=*) vmm=\"${arg#rayos_smoke.vmm=}\""));
+        assert!(s.contains("insmod /lib/modules/rayos-smoke/$m.ko"));
+    }
+}

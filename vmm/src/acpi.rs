@@ -9,8 +9,10 @@
 //!   control/status registers and a reset register in I/O space; the power
 //!   device (`devices::power`) turns writes to them into poweroff and reboot.
 //! - MADT: one enabled local APIC per vCPU (APIC id = vCPU index), one IOAPIC.
-//! - DSDT: `\_S5_` (the kernel only offers ACPI poweroff when S5 exists), COM1
-//!   and a pvpanic device (QEMU0001) at `PVPANIC_PORT`.
+//! - DSDT: `\_S5_` (the kernel only offers ACPI poweroff when S5 exists), COM1,
+//!   the PCI host bridge PCI0 (bus 0, the 0xcf8 ports, I/O and the 32-bit
+//!   memory window), the ECAM window as a motherboard resource, and a pvpanic
+//!   device (QEMU0001) at `PVPANIC_PORT`.
 //! - MCFG: the PCIe ECAM window, ready for the PCI host bridge.
 
 use acpi_tables::aml;
@@ -25,6 +27,7 @@ use acpi_tables::xsdt::XSDT;
 use vm_memory::{Bytes, GuestAddress};
 
 use crate::layout::*;
+use crate::pci::{PCI_CONFIG_IO_PORT};
 use crate::memory::GuestMem;
 
 /// OEM id in every table header.
@@ -107,6 +110,49 @@ pub fn dsdt_aml() -> Vec<u8> {
                             &aml::IO::new(SERIAL_PORT_BASE, SERIAL_PORT_BASE, 1, SERIAL_PORT_LEN as u8),
                             &aml::Interrupt::new(true, true, false, false, SERIAL_IRQ),
                         ]),
+                    ),
+                ],
+            ),
+            &aml::Device::new(
+                "PCI0".into(),
+                vec![
+                    &aml::Name::new("_HID".into(), &aml::EISAName::new("PNP0A08")),
+                    &aml::Name::new("_CID".into(), &aml::EISAName::new("PNP0A03")),
+                    &aml::Name::new("_ADR".into(), &0u8),
+                    &aml::Name::new("_SEG".into(), &0u8),
+                    &aml::Name::new("_UID".into(), &0u8),
+                    &aml::Name::new("_BBN".into(), &0u8),
+                    &aml::Name::new(
+                        "_CRS".into(),
+                        &aml::ResourceTemplate::new(vec![
+                            &aml::AddressSpace::<u16>::new_bus_number(0, 0),
+                            &aml::IO::new(PCI_CONFIG_IO_PORT, PCI_CONFIG_IO_PORT, 1, 8),
+                            &aml::AddressSpace::<u16>::new_io(0x0000, 0x0cf7, None),
+                            &aml::AddressSpace::<u16>::new_io(0x0d00, 0xffff, None),
+                            &aml::AddressSpace::<u32>::new_memory(
+                                aml::AddressSpaceCacheable::NotCacheable,
+                                true,
+                                PCI_MMIO32_START as u32,
+                                (PCI_ECAM_START - 1) as u32,
+                                None,
+                            ),
+                        ]),
+                    ),
+                ],
+            ),
+            // Motherboard resources: the ECAM window, so the kernel trusts the MCFG.
+            &aml::Device::new(
+                "MBRD".into(),
+                vec![
+                    &aml::Name::new("_HID".into(), &aml::EISAName::new("PNP0C02")),
+                    &aml::Name::new("_UID".into(), &0u8),
+                    &aml::Name::new(
+                        "_CRS".into(),
+                        &aml::ResourceTemplate::new(vec![&aml::Memory32Fixed::new(
+                            false,
+                            PCI_ECAM_START as u32,
+                            PCI_ECAM_SIZE as u32,
+                        )]),
                     ),
                 ],
             ),
@@ -353,6 +399,13 @@ mod tests {
         // IO descriptor for COM1: 0x47, decode16, min, max, align, len.
         assert!(has(&[0x47, 0x01, 0xf8, 0x03, 0xf8, 0x03, 0x01, 0x08]));
         assert!(has(&[0x47, 0x01, 0x05, 0x05, 0x05, 0x05, 0x01, 0x01]));
+        assert!(has(b"PCI0"));
+        assert!(has(b"MBRD"));
+        // Memory32Fixed for the ECAM window: 0x86, length 9, read-only, base, size.
+        let mut ecam = vec![0x86, 0x09, 0x00, 0x00];
+        ecam.extend_from_slice(&(PCI_ECAM_START as u32).to_le_bytes());
+        ecam.extend_from_slice(&(PCI_ECAM_SIZE as u32).to_le_bytes());
+        assert!(has(&ecam));
     }
 
     #[test]

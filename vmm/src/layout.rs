@@ -48,6 +48,8 @@ pub const HIMEM_START: u64 = 0x10_0000;
 pub const MMIO_GAP_START: u64 = 0xc000_0000;
 /// End of the 32-bit MMIO gap (4 GiB).
 pub const MMIO_GAP_END: u64 = 0x1_0000_0000;
+/// 32-bit PCI memory window for BARs: `[PCI_MMIO32_START, PCI_ECAM_START)`.
+pub const PCI_MMIO32_START: u64 = MMIO_GAP_START;
 /// PCIe enhanced configuration space (ECAM), described by MCFG.
 pub const PCI_ECAM_START: u64 = 0xe000_0000;
 /// ECAM size: 256 buses x 32 devices x 8 functions x 4 KiB.

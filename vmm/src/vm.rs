@@ -29,6 +29,7 @@ use crate::devices::{Bus, BusDevice, PanicWatch, VmEvent};
 use crate::layout::*;
 use crate::memory::GuestRam;
 use crate::metrics;
+use crate::pci::{PciConfigIo, PciEcam, PciRoot, PCI_CONFIG_IO_LEN, PCI_CONFIG_IO_PORT};
 use crate::terminal;
 use crate::vcpu::{self, Vcpu};
 
@@ -181,6 +182,7 @@ fn load_guest(ram: &GuestRam, config: &VmConfig) -> Result<boot::KernelEntry, Vm
 
 struct Devices {
     pio: Bus,
+    mmio: Arc<Bus>,
     serial: Arc<Mutex<SerialDevice>>,
 }
 
@@ -202,13 +204,22 @@ fn create_devices(vm: &VmFd, config: &VmConfig, events: Sender<VmEvent>, panic: 
     std::mem::forget(irq);
     let serial = Arc::new(Mutex::new(serial));
 
-    let mut pio = Bus::new();
+    let pio = Bus::new();
     pio.insert(SERIAL_PORT_BASE as u64, SERIAL_PORT_LEN as u64, serial.clone() as Arc<Mutex<dyn BusDevice>>)?;
     let power: Arc<Mutex<dyn BusDevice>> = Arc::new(Mutex::new(PowerDevice::new(events, panic)));
     for (port, len) in PowerDevice::ports() {
         pio.insert(port as u64, len as u64, power.clone())?;
     }
-    Ok(Devices { pio, serial })
+
+    let mmio = Arc::new(Bus::new());
+    let root = Arc::new(PciRoot::new(mmio.clone()));
+    pio.insert(
+        PCI_CONFIG_IO_PORT as u64,
+        PCI_CONFIG_IO_LEN as u64,
+        Arc::new(Mutex::new(PciConfigIo::new(root.clone()))),
+    )?;
+    mmio.insert(PCI_ECAM_START, PCI_ECAM_SIZE, Arc::new(Mutex::new(PciEcam::new(root))))?;
+    Ok(Devices { pio, mmio, serial })
 }
 
 fn create_vcpus(
@@ -312,7 +323,7 @@ pub fn run(config: &VmConfig) -> Result<Outcome, VmError> {
     };
 
     let pio = Arc::new(devices.pio);
-    let mmio = Arc::new(Bus::new());
+    let mmio = devices.mmio.clone();
     let stop = Arc::new(AtomicBool::new(false));
     let first_run_ns = Arc::new(AtomicU64::new(0));
     let mut threads = Vec::new();

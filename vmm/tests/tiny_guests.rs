@@ -46,7 +46,10 @@ fn vmm() -> Command {
 fn run_guest(name: &str, cpus: u32, extra: &[&str]) -> Run {
     require_kvm();
     let kernel = build_guest(name);
-    let console = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{cpus}.console"));
+    // Tests run in parallel: every run gets its own console file.
+    static RUN: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = RUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let console = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{cpus}-{}-{n}.console", std::process::id()));
     let _ = std::fs::remove_file(&console);
     let out = vmm()
         .arg("--kernel")
@@ -219,4 +222,11 @@ fn bad_command_lines_start_nothing() {
         assert_eq!(err.trim_end().lines().count(), 1, "one line: {err:?}");
         assert!(out.stdout.is_empty());
     }
+}
+
+#[test]
+fn pci_config_through_ports_and_ecam() {
+    let r = run_guest("pci", 1, &[]);
+    assert_eq!(r.console, "pci ok\n", "stderr: {}", r.stderr);
+    assert_eq!(r.code, 0);
 }

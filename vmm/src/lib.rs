@@ -28,4 +28,5 @@ pub mod metrics;
 pub mod pci;
 pub mod terminal;
 pub mod vcpu;
+pub mod virtio;
 pub mod vm;

@@ -61,7 +61,7 @@ missing_packages() {
 }
 
 # Packages from the stable suite.
-BASE_PKGS=(build-essential pkg-config cpio xz-utils zstd ca-certificates tmux)
+BASE_PKGS=(build-essential pkg-config cpio xz-utils zstd ca-certificates tmux libseccomp-dev libcap-ng-dev)
 # Packages taken from bookworm-backports (QEMU 10: vhost-user-{fs,vsock,gpu,input}-pci).
 BACKPORTS_PKGS=(qemu-system-x86)
 
@@ -84,3 +84,13 @@ if [ -n "$need_base$need_bpo" ]; then
 fi
 command -v cargo >/dev/null || { echo "setup: cargo not found; install the Rust toolchain (rustup) first" >&2; exit 1; }
 log "system packages ready"
+
+# virtiofsd (the upstream Rust daemon) from crates.io, built once into the
+# RayOS tool cache; rayos-vmm and QEMU share folders with guests through it.
+VIRTIOFSD_VERSION=1.14.0
+TOOLS="${RAYOS_CACHE_DIR:-$HOME/.cache/rayos}/tools"
+if ! "$TOOLS/bin/virtiofsd" --version 2>/dev/null | grep -q "$VIRTIOFSD_VERSION"; then
+    log "building virtiofsd $VIRTIOFSD_VERSION from crates.io into $TOOLS (about 2 minutes)"
+    cargo install --quiet --locked --root "$TOOLS" "virtiofsd@$VIRTIOFSD_VERSION"
+fi
+log "virtiofsd ready: $TOOLS/bin/virtiofsd"

@@ -67,6 +67,113 @@ pub struct Args {
     /// Write run figures as JSON to PATH when the VMM exits (first vCPU entry time, memory).
     #[arg(long, value_name = "PATH")]
     pub metrics: Option<PathBuf>,
+
+    /// Share a host folder through virtio-fs: the guest mounts TAG
+    /// (`mount -t virtiofs TAG /mnt`); SOCKET is the vhost-user socket of the
+    /// virtiofsd serving the folder. Repeatable.
+    #[arg(long = "fs", value_name = "tag=TAG,socket=SOCKET")]
+    pub fs: Vec<String>,
+
+    /// Attach a vhost-user backend as a virtio-pci device of type ID (virtio
+    /// 1.2 section 5), with QUEUES queues of SIZE entries (defaults 1 and 256).
+    /// Repeatable.
+    #[arg(long = "vhost-user", value_name = "virtio-id=ID,socket=SOCKET[,queues=N,queue-size=SIZE]")]
+    pub vhost_user: Vec<String>,
+}
+
+/// A vhost-user device to attach.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VhostUserSpec {
+    /// Name used in logs (e.g. "fs0", "vhost-user1").
+    pub name: String,
+    pub device_type: u32,
+    pub socket: PathBuf,
+    pub queue_sizes: Vec<u16>,
+    /// Device configuration presented by the VMM; None asks the backend.
+    pub config: Option<Vec<u8>>,
+}
+
+/// Most vhost-user devices one VM takes (PCI slots after the host bridge).
+pub const MAX_VHOST_USER_DEVICES: usize = 31;
+
+fn parse_kv(flag: &'static str, s: &str, allowed: &[&str]) -> Result<std::collections::BTreeMap<String, String>, CliError> {
+    let mut m = std::collections::BTreeMap::new();
+    for part in s.split(',') {
+        let (k, v) = part
+            .split_once('=')
+            .ok_or_else(|| CliError::Device(flag, s.into(), format!("{part:?} is not key=value")))?;
+        if !allowed.contains(&k) {
+            return Err(CliError::Device(flag, s.into(), format!("unknown key {k:?} (expected {})", allowed.join(", "))));
+        }
+        if v.is_empty() {
+            return Err(CliError::Device(flag, s.into(), format!("{k} is empty")));
+        }
+        if m.insert(k.to_string(), v.to_string()).is_some() {
+            return Err(CliError::Device(flag, s.into(), format!("{k} given twice")));
+        }
+    }
+    Ok(m)
+}
+
+fn check_socket(flag: &'static str, s: &str, path: &str) -> Result<PathBuf, CliError> {
+    use std::os::unix::fs::FileTypeExt;
+    match std::fs::metadata(path) {
+        Ok(m) if m.file_type().is_socket() => Ok(PathBuf::from(path)),
+        Ok(_) => Err(CliError::Device(flag, s.into(), format!("{path} is not a unix socket"))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(CliError::Device(flag, s.into(), format!("{path}: no such socket (is the backend running?)")))
+        }
+        Err(e) => Err(CliError::Device(flag, s.into(), format!("{path}: {e}"))),
+    }
+}
+
+/// Parses one `--fs` value.
+pub fn parse_fs(s: &str, index: usize) -> Result<VhostUserSpec, CliError> {
+    let m = parse_kv("--fs", s, &["tag", "socket"])?;
+    let tag = m.get("tag").ok_or_else(|| CliError::Device("--fs", s.into(), "tag= is required".into()))?;
+    let socket = m.get("socket").ok_or_else(|| CliError::Device("--fs", s.into(), "socket= is required".into()))?;
+    let config = crate::virtio::fs::fs_config(tag).map_err(|e| CliError::Device("--fs", s.into(), e))?;
+    let socket = check_socket("--fs", s, socket)?;
+    let queues = 1 + crate::virtio::fs::FS_REQUEST_QUEUES as usize;
+    Ok(VhostUserSpec {
+        name: format!("fs{index}"),
+        device_type: crate::virtio::VIRTIO_ID_FS,
+        socket,
+        queue_sizes: vec![crate::virtio::fs::FS_QUEUE_SIZE; queues],
+        config: Some(config),
+    })
+}
+
+/// Parses one `--vhost-user` value.
+pub fn parse_vhost_user(s: &str, index: usize) -> Result<VhostUserSpec, CliError> {
+    let flag = "--vhost-user";
+    let m = parse_kv(flag, s, &["virtio-id", "socket", "queues", "queue-size"])?;
+    let num = |k: &str, default: Option<u64>, range: std::ops::RangeInclusive<u64>| -> Result<u64, CliError> {
+        let v = match (m.get(k), default) {
+            (Some(v), _) => v.parse::<u64>().map_err(|_| CliError::Device(flag, s.into(), format!("{k}={v} is not a number")))?,
+            (None, Some(d)) => d,
+            (None, None) => return Err(CliError::Device(flag, s.into(), format!("{k}= is required"))),
+        };
+        if !range.contains(&v) {
+            return Err(CliError::Device(flag, s.into(), format!("{k}={v} out of range {}..={}", range.start(), range.end())));
+        }
+        Ok(v)
+    };
+    let device_type = num("virtio-id", None, 1..=63)? as u32;
+    let queues = num("queues", Some(1), 1..=64)? as usize;
+    let size = num("queue-size", Some(256), 1..=32768)?;
+    if !size.is_power_of_two() {
+        return Err(CliError::Device(flag, s.into(), format!("queue-size={size} is not a power of two")));
+    }
+    let socket = m.get("socket").ok_or_else(|| CliError::Device(flag, s.into(), "socket= is required".into()))?;
+    let socket = check_socket(flag, s, socket)?;
+    Ok(VhostUserSpec {
+        name: format!("vhost-user{index}"),
+        device_type,
+        socket,
+        queue_sizes: vec![size as u16; queues],
+        config: None,
+    })
 }
 
 /// Where the serial console goes.
@@ -95,6 +202,7 @@ pub struct VmConfig {
     pub cpus: u8,
     pub serial: SerialMode,
     pub metrics: Option<PathBuf>,
+    pub vhost_user: Vec<VhostUserSpec>,
 }
 
 /// A bad command-line value. The message names the flag and the value.
@@ -112,6 +220,8 @@ pub enum CliError {
     Serial(String, String),
     #[error("--cmdline: {0}")]
     Cmdline(String),
+    #[error("{0} {1}: {2}")]
+    Device(&'static str, String, String),
 }
 
 /// Parses a size such as `512M`, `1G`, `65536K` or `512` (MiB) into bytes.
@@ -246,6 +356,31 @@ impl Args {
         }
 
         let serial = parse_serial(&self.serial)?;
+
+        let mut vhost_user = Vec::new();
+        for (i, v) in self.fs.iter().enumerate() {
+            vhost_user.push(parse_fs(v, i)?);
+        }
+        for (i, v) in self.vhost_user.iter().enumerate() {
+            vhost_user.push(parse_vhost_user(v, i)?);
+        }
+        if vhost_user.len() > MAX_VHOST_USER_DEVICES {
+            return Err(CliError::Device("--fs/--vhost-user", format!("{} devices", vhost_user.len()), format!("at most {MAX_VHOST_USER_DEVICES}")));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for d in &vhost_user {
+            if !seen.insert(d.socket.clone()) {
+                return Err(CliError::Device("--fs/--vhost-user", d.socket.display().to_string(), "socket used by two devices".into()));
+            }
+        }
+        let mut tags = std::collections::HashSet::new();
+        for v in &self.fs {
+            let tag = v.split(',').find_map(|p| p.strip_prefix("tag=")).unwrap_or_default();
+            if !tags.insert(tag) {
+                return Err(CliError::Device("--fs", v.clone(), format!("tag {tag} used twice")));
+            }
+        }
+
         Ok(VmConfig {
             kernel: self.kernel.clone(),
             kernel_format,
@@ -255,6 +390,7 @@ impl Args {
             cpus: self.cpus as u8,
             serial,
             metrics: self.metrics.clone(),
+            vhost_user,
         })
     }
 }
@@ -328,6 +464,45 @@ mod tests {
         elf32[0..4].copy_from_slice(b"\x7fELF");
         elf32[4] = 1;
         assert_eq!(detect_kernel_format(&elf32), None);
+    }
+
+    fn socket() -> (tempfile::TempDir, String) {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("be.sock");
+        let l = std::os::unix::net::UnixListener::bind(&p).unwrap();
+        std::mem::forget(l);
+        (d, p.to_str().unwrap().to_string())
+    }
+
+    #[test]
+    fn fs_and_vhost_user_flags() {
+        let (_d, sock) = socket();
+        let fs = parse_fs(&format!("tag=rayos,socket={sock}"), 0).unwrap();
+        assert_eq!(fs.device_type, 26);
+        assert_eq!(fs.queue_sizes.len(), 2);
+        assert_eq!(&fs.config.as_ref().unwrap()[..5], b"rayos");
+        let v = parse_vhost_user(&format!("virtio-id=19,socket={sock},queues=3,queue-size=128"), 1).unwrap();
+        assert_eq!((v.device_type, v.queue_sizes.clone(), v.name.as_str()), (19, vec![128, 128, 128], "vhost-user1"));
+
+        let err = |r: Result<VhostUserSpec, CliError>| r.unwrap_err().to_string();
+        assert_eq!(err(parse_fs("tag=x", 0)), "--fs tag=x: socket= is required");
+        assert!(err(parse_fs("tag=x,socket=/nonexistent.sock", 0)).contains("no such socket"));
+        assert!(err(parse_fs("tag=x,socket=/etc/hostname", 0)).contains("not a unix socket"));
+        assert!(err(parse_fs(&format!("tag=a b,socket={sock}"), 0)).contains("printable ASCII"));
+        assert!(err(parse_fs(&format!("tag=x,socket={sock},ro=1"), 0)).contains("unknown key \"ro\""));
+        assert!(err(parse_fs("tag=x,tag=y", 0)).contains("given twice"));
+        assert!(err(parse_fs("tagx", 0)).contains("not key=value"));
+        assert!(err(parse_vhost_user(&format!("socket={sock}"), 0)).contains("virtio-id= is required"));
+        assert!(err(parse_vhost_user(&format!("virtio-id=99,socket={sock}"), 0)).contains("out of range"));
+        assert!(err(parse_vhost_user(&format!("virtio-id=1,socket={sock},queue-size=100"), 0)).contains("power of two"));
+        assert!(err(parse_vhost_user(&format!("virtio-id=1,socket={sock},queues=0"), 0)).contains("out of range"));
+
+        let k = elf_kernel();
+        let kp = k.path().to_str().unwrap();
+        let e = args(&["--kernel", kp, "--fs", &format!("tag=a,socket={sock}"), "--fs", &format!("tag=b,socket={sock}")])
+            .validate()
+            .unwrap_err();
+        assert!(e.to_string().contains("socket used by two devices"));
     }
 
     #[test]

@@ -22,6 +22,7 @@ pub mod arch;
 pub mod boot;
 pub mod cli;
 pub mod devices;
+pub mod interrupt;
 pub mod layout;
 pub mod memory;
 pub mod metrics;

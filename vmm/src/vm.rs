@@ -29,6 +29,9 @@ use crate::devices::{Bus, BusDevice, PanicWatch, VmEvent};
 use crate::layout::*;
 use crate::memory::GuestRam;
 use crate::metrics;
+use crate::interrupt::MsiRouter;
+use crate::virtio::transport::{self, pci::VirtioPciDevice};
+use crate::virtio::vhost_user::VhostUserDevice;
 use crate::pci::{PciConfigIo, PciEcam, PciRoot, PCI_CONFIG_IO_LEN, PCI_CONFIG_IO_PORT};
 use crate::terminal;
 use crate::vcpu::{self, Vcpu};
@@ -64,6 +67,12 @@ pub enum VmError {
     Signals(String),
     #[error("{0}")]
     Runtime(String),
+    #[error(transparent)]
+    VhostUser(#[from] crate::virtio::vhost_user::VhostUserError),
+    #[error("virtio-pci: {0}")]
+    Transport(#[from] crate::virtio::transport::pci::TransportError),
+    #[error("PCI: {0}")]
+    Pci(#[from] crate::pci::PciBusError),
 }
 
 fn kvm_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmError {
@@ -186,7 +195,13 @@ struct Devices {
     serial: Arc<Mutex<SerialDevice>>,
 }
 
-fn create_devices(vm: &VmFd, config: &VmConfig, events: Sender<VmEvent>, panic: PanicWatch) -> Result<Devices, VmError> {
+fn create_devices(
+    vm: &Arc<VmFd>,
+    ram: &GuestRam,
+    config: &VmConfig,
+    events: Sender<VmEvent>,
+    panic: PanicWatch,
+) -> Result<Devices, VmError> {
     let out = match &config.serial {
         SerialMode::Stdio => ConsoleOut::Stdout,
         SerialMode::None => ConsoleOut::Sink,
@@ -212,7 +227,23 @@ fn create_devices(vm: &VmFd, config: &VmConfig, events: Sender<VmEvent>, panic: 
     }
 
     let mmio = Arc::new(Bus::new());
-    let root = Arc::new(PciRoot::new(mmio.clone()));
+    let mut root = PciRoot::new(mmio.clone());
+    let router = Arc::new(MsiRouter::new(vm.clone()));
+    for (i, spec) in config.vhost_user.iter().enumerate() {
+        let device = VhostUserDevice::connect(
+            &spec.name,
+            &spec.socket,
+            spec.device_type,
+            spec.queue_sizes.clone(),
+            spec.config.clone(),
+            ram,
+        )?;
+        let bar = transport::pci::bar_address(i as u64);
+        let pci = VirtioPciDevice::new(&spec.name, Box::new(device), ram.memory.clone(), router.clone(), bar.0)?;
+        let slot = root.add(Arc::new(Mutex::new(pci)))?;
+        tracing::info!("{}: virtio-pci device type {} at 00:{slot:02x}.0, BAR {:#x}", spec.name, spec.device_type, bar.0);
+    }
+    let root = Arc::new(root);
     pio.insert(
         PCI_CONFIG_IO_PORT as u64,
         PCI_CONFIG_IO_LEN as u64,
@@ -288,7 +319,7 @@ fn stop_vcpus(stop: &AtomicBool, threads: Vec<JoinHandle<()>>) {
 pub fn run(config: &VmConfig) -> Result<Outcome, VmError> {
     let kvm = Kvm::new().map_err(VmError::OpenKvm)?;
     check_caps(&kvm)?;
-    let vm = create_vm(&kvm)?;
+    let vm = Arc::new(create_vm(&kvm)?);
     let ram = GuestRam::new(config.memory)?;
     let (tx, rx) = channel();
     let panic = PanicWatch::default();
@@ -300,7 +331,7 @@ pub fn run(config: &VmConfig) -> Result<Outcome, VmError> {
     let (devices, vcpu_fds) = std::thread::scope(|s| {
         let registration = s.spawn(|| ram.register(&vm));
         let built = load_guest(&ram, config).and_then(|kernel| {
-            let devices = create_devices(&vm, config, tx.clone(), panic.clone())?;
+            let devices = create_devices(&vm, &ram, config, tx.clone(), panic.clone())?;
             let vcpus = create_vcpus(&kvm, &vm, config, kernel.entry)?;
             Ok((devices, vcpus))
         });

@@ -17,6 +17,10 @@ use crate::devices::{Bus, BusDevice, BusError};
 pub trait PciDevice: Send {
     /// The function's configuration space.
     fn config(&self) -> &PciConfig;
+    /// A guest read of configuration space.
+    fn config_read(&mut self, offset: usize, data: &mut [u8]) {
+        self.config().read(offset, data)
+    }
     /// A guest write to configuration space; returns the BAR it moved.
     fn config_write(&mut self, offset: usize, data: &[u8]) -> Option<BarMove>;
     /// A guest read inside a BAR.
@@ -128,7 +132,7 @@ impl PciRoot {
     /// Configuration read of `data.len()` bytes.
     pub fn config_read(&self, bus: u8, dev: u8, func: u8, offset: usize, data: &mut [u8]) {
         match self.function(bus, dev, func) {
-            Some(d) => d.lock().expect("PCI device lock").config().read(offset, data),
+            Some(d) => d.lock().expect("PCI device lock").config_read(offset, data),
             None => data.fill(0xff),
         }
     }

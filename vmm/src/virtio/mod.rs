@@ -7,7 +7,9 @@
 //! is the generic vhost-user frontend (`vhost_user`), with per-device
 //! configuration such as virtio-fs's tag (`fs`).
 
+pub mod fs;
 pub mod transport;
+pub mod vhost_user;
 
 /// Device status bits (2.1).
 pub mod status {
@@ -25,3 +27,46 @@ pub const VIRTIO_F_VERSION_1: u32 = 32;
 pub const NO_VECTOR: u16 = 0xffff;
 /// Device type ids (5).
 pub const VIRTIO_ID_FS: u32 = 26;
+
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::memory::GuestMem;
+use transport::common_config::QueueState;
+
+/// What a device gets when the driver sets DRIVER_OK.
+pub struct Activation<'a> {
+    /// Features the driver accepted.
+    pub features: u64,
+    pub mem: &'a GuestMem,
+    /// The enabled queues, by index, as validated by the transport.
+    pub queues: Vec<(usize, QueueState)>,
+    /// Per queue (by index): written by the guest's notifications.
+    pub kicks: &'a [EventFd],
+    /// Per queue (by index): writing one raises the queue's interrupt.
+    pub calls: &'a [EventFd],
+}
+
+/// A virtio device model behind a transport.
+pub trait VirtioDevice: Send {
+    /// virtio device type id (5).
+    fn device_type(&self) -> u32;
+    /// Maximum size of each queue; the length is the number of queues.
+    fn queue_max_sizes(&self) -> Vec<u16>;
+    /// Features the device offers (VERSION_1 included).
+    fn features(&self) -> u64;
+    /// Device-specific configuration read.
+    fn read_config(&self, offset: u64, data: &mut [u8]);
+    /// Device-specific configuration write.
+    fn write_config(&mut self, offset: u64, data: &[u8]);
+    /// Starts the device; an error puts the device in NEEDS_RESET.
+    fn activate(&mut self, activation: Activation<'_>) -> Result<(), String>;
+    /// Stops the device (driver reset).
+    fn reset(&mut self);
+    /// True once the device can no longer work (its backend is gone).
+    fn broken(&self) -> bool {
+        false
+    }
+    /// An eventfd the device writes when it breaks (the transport's
+    /// configuration interrupt).
+    fn set_broken_notifier(&mut self, _irq: EventFd) {}
+}

@@ -1,3 +1,4 @@
 //! The virtio-pci transport (virtio 1.2, 4.1).
 pub mod common_config;
 pub mod msix;
+pub mod pci;

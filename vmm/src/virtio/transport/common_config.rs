@@ -271,7 +271,8 @@ impl CommonConfig {
         }
         let old = self.status;
         if new & status::FAILED != 0 {
-            self.status = new;
+            // Only the FAILED bit is taken from such a write.
+            self.status = old | status::FAILED;
             return Some(CommonEvent::Failed);
         }
         // The driver may only add bits (2.1.2).
@@ -289,10 +290,14 @@ impl CommonConfig {
                     self.driver_features
                 );
                 // Leave FEATURES_OK clear: the driver sees the refusal when it reads back.
-                self.status = new & !status::FEATURES_OK;
+                self.status = new & !(status::FEATURES_OK | status::DRIVER_OK);
                 return None;
             }
-            self.status = new;
+            if added & status::DRIVER_OK != 0 {
+                // The driver must read FEATURES_OK back before DRIVER_OK (3.1.1).
+                tracing::warn!("virtio-pci: DRIVER_OK in the same write as FEATURES_OK; DRIVER_OK ignored");
+            }
+            self.status = new & !status::DRIVER_OK;
             return Some(CommonEvent::FeaturesAccepted(self.driver_features));
         }
         if added & status::DRIVER_OK != 0 {
@@ -437,6 +442,23 @@ mod tests {
         // A byte of the 32-bit feature select.
         wr(c, 0x01, 1, 1);
         assert_eq!(rd(c, 0x00, 4), 0x100);
+    }
+
+    #[test]
+    fn features_ok_and_driver_ok_in_one_write_do_not_start_the_device() {
+        let c = &mut cc();
+        wr(c, 0x14, 1, (status::ACKNOWLEDGE | status::DRIVER) as u64);
+        wr(c, 0x08, 4, 1);
+        wr(c, 0x0c, 4, 1);
+        let both = (status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK | status::DRIVER_OK) as u64;
+        assert_eq!(wr(c, 0x14, 1, both), Some(CommonEvent::FeaturesAccepted(1 << 32)));
+        assert_eq!(rd(c, 0x14, 1) as u8 & status::DRIVER_OK, 0);
+        assert_eq!(wr(c, 0x14, 1, both), Some(CommonEvent::DriverOk));
+        // Refused features with DRIVER_OK in the same write: neither bit sticks.
+        let c = &mut cc();
+        wr(c, 0x14, 1, (status::ACKNOWLEDGE | status::DRIVER) as u64);
+        assert_eq!(wr(c, 0x14, 1, both), None);
+        assert_eq!(rd(c, 0x14, 1) as u8 & (status::DRIVER_OK | status::FEATURES_OK), 0);
     }
 
     #[test]

@@ -94,3 +94,10 @@ if ! "$TOOLS/bin/virtiofsd" --version 2>/dev/null | grep -q "$VIRTIOFSD_VERSION"
     cargo install --quiet --locked --root "$TOOLS" "virtiofsd@$VIRTIOFSD_VERSION"
 fi
 log "virtiofsd ready: $TOOLS/bin/virtiofsd"
+
+# cargo-fuzz, for the fuzz targets in vmm/fuzz (run without a sanitizer on stable Rust).
+CARGO_FUZZ_VERSION=0.13.2
+if ! "$TOOLS/bin/cargo-fuzz" --version 2>/dev/null | grep -q "$CARGO_FUZZ_VERSION"; then
+    log "building cargo-fuzz $CARGO_FUZZ_VERSION into $TOOLS (about 1 minute)"
+    cargo install --quiet --locked --root "$TOOLS" "cargo-fuzz@$CARGO_FUZZ_VERSION"
+fi

@@ -54,6 +54,30 @@ run_scenario() {
     esac
 }
 
+run_fuzz() {
+    local target=$1 seconds=$2
+    log "fuzz $target for ${seconds}s"
+    local tools="${RAYOS_CACHE_DIR:-$HOME/.cache/rayos}/tools/bin"
+    local out
+    out=$(mktemp)
+    (cd vmm/fuzz && PATH="$tools:$PATH" cargo fuzz run --sanitizer none "$target" -- \
+        -max_total_time="$seconds" -print_final_stats=1) >"$out" 2>&1
+    local rc=$?
+    local runs
+    runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$out" | tail -n 1)
+    if [ "$rc" -eq 0 ] && [ -n "$runs" ]; then
+        echo "PASS fuzz-$target runs=$runs seconds=$seconds"
+        passed=$((passed + 1))
+    else
+        tail -n 40 "$out"
+        echo "FAIL fuzz-$target: exit $rc (crash inputs are kept in vmm/fuzz/artifacts/$target)"
+        failed=$((failed + 1)); failures+=("fuzz-$target")
+    fi
+    rm -f "$out"
+}
+
+run_fuzz virtio_pci_registers 30
+run_fuzz pci_config_space 30
 run_scenario vmm-startup
 run_scenario vmm-boot --vmm both
 

@@ -4,7 +4,8 @@
 #   1. system packages (scripts/setup.sh: QEMU 10, build tools)
 #   2. release build of the workspace
 #   3. unit and component tests (tier 1: includes tiny guests on /dev/kvm)
-#   4. scenarios: vmm-startup (tier 1), vmm-boot with rayos-vmm and QEMU (tier 3, nested)
+#   4. fuzzing: each cargo-fuzz target for 30 s
+#   5. scenarios: vmm-startup (tier 1); vmm-boot and vmm-virtiofs with rayos-vmm and QEMU (tier 3, nested)
 #
 # A scenario that cannot run on this machine prints "SKIP <name>: <reason>";
 # that is reported, and counts as a failure in CI (CI=true) where every
@@ -80,6 +81,7 @@ run_fuzz virtio_pci_registers 30
 run_fuzz pci_config_space 30
 run_scenario vmm-startup
 run_scenario vmm-boot --vmm both
+run_scenario vmm-virtiofs --vmm both
 
 echo
 if [ ${#failures[@]} -gt 0 ]; then

@@ -341,8 +341,43 @@ pub fn read_module(path: &Path) -> Result<Vec<u8>, KmodError> {
     Ok(out.stdout)
 }
 
+/// Test helpers shared with other modules' tests.
+#[cfg(test)]
+pub(crate) mod test_support {
+    /// Builds a minimal ELF64 object with `.shstrtab` and `.modinfo`.
+    pub(crate) fn tiny_elf(modinfo: &[u8]) -> Vec<u8> {
+        let shstrtab = b"\0.shstrtab\0.modinfo\0";
+        let mut elf = vec![0u8; 64];
+        elf[..6].copy_from_slice(b"\x7fELF\x02\x01");
+        let modinfo_off = elf.len();
+        elf.extend_from_slice(modinfo);
+        let shstr_off = elf.len();
+        elf.extend_from_slice(shstrtab);
+        while elf.len() % 8 != 0 {
+            elf.push(0);
+        }
+        let shoff = elf.len();
+        let mut sh = |name: u32, off: usize, size: usize| {
+            let mut h = [0u8; 64];
+            h[..4].copy_from_slice(&name.to_le_bytes());
+            h[24..32].copy_from_slice(&(off as u64).to_le_bytes());
+            h[32..40].copy_from_slice(&(size as u64).to_le_bytes());
+            elf.extend_from_slice(&h);
+        };
+        sh(0, 0, 0);
+        sh(1, shstr_off, shstrtab.len());
+        sh(11, modinfo_off, modinfo.len());
+        elf[0x28..0x30].copy_from_slice(&(shoff as u64).to_le_bytes());
+        elf[0x3a..0x3c].copy_from_slice(&64u16.to_le_bytes());
+        elf[0x3c..0x3e].copy_from_slice(&3u16.to_le_bytes());
+        elf[0x3e..0x40].copy_from_slice(&1u16.to_le_bytes());
+        elf
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::test_support::tiny_elf;
     use super::*;
 
     #[test]
@@ -374,36 +409,6 @@ mod tests {
                 .collect();
         let err = load_order(&["a"], |m| Ok(map[m].clone())).unwrap_err();
         assert!(matches!(err, KmodError::Cycle(_)));
-    }
-
-    /// Builds a minimal ELF64 object with `.shstrtab` and `.modinfo`.
-    fn tiny_elf(modinfo: &[u8]) -> Vec<u8> {
-        let shstrtab = b"\0.shstrtab\0.modinfo\0";
-        let mut elf = vec![0u8; 64];
-        elf[..6].copy_from_slice(b"\x7fELF\x02\x01");
-        let modinfo_off = elf.len();
-        elf.extend_from_slice(modinfo);
-        let shstr_off = elf.len();
-        elf.extend_from_slice(shstrtab);
-        while elf.len() % 8 != 0 {
-            elf.push(0);
-        }
-        let shoff = elf.len();
-        let mut sh = |name: u32, off: usize, size: usize| {
-            let mut h = [0u8; 64];
-            h[..4].copy_from_slice(&name.to_le_bytes());
-            h[24..32].copy_from_slice(&(off as u64).to_le_bytes());
-            h[32..40].copy_from_slice(&(size as u64).to_le_bytes());
-            elf.extend_from_slice(&h);
-        };
-        sh(0, 0, 0);
-        sh(1, shstr_off, shstrtab.len());
-        sh(11, modinfo_off, modinfo.len());
-        elf[0x28..0x30].copy_from_slice(&(shoff as u64).to_le_bytes());
-        elf[0x3a..0x3c].copy_from_slice(&64u16.to_le_bytes());
-        elf[0x3c..0x3e].copy_from_slice(&3u16.to_le_bytes());
-        elf[0x3e..0x40].copy_from_slice(&1u16.to_le_bytes());
-        elf
     }
 
     #[test]

@@ -17,6 +17,13 @@
 //!   executes the VMM) to `RAYOS-GUEST-INIT` (the first thing the guest's
 //!   `/init` prints). Both cross the same emulated UART, so their latency
 //!   cancels out.
+//! * **vmm-virtiofs** (tier 3, nested) uses the same test host with
+//!   virtiofsd serving a tmpfs over vhost-user and the VMM's virtio-fs device
+//!   (rayos-vmm `--fs`, QEMU `vhost-user-fs-pci`). The guest reads a random
+//!   file the host made and writes one back; SHA-256 on both sides proves the
+//!   data, the guest's monotonic clock gives `read_mib_s`/`write_mib_s`.
+//!   Scripts, markers and evaluation live in [`virtiofs`]; the steps shared
+//!   by the nested scenarios in `scenarios/nested.rs`.
 //! * **vmm-startup** (tier 1) runs rayos-vmm on this machine's `/dev/kvm` with
 //!   a tiny ELF guest and compares the VMM's own `first_run_monotonic_ns`
 //!   (CLOCK_MONOTONIC at the first `KVM_RUN`) with CLOCK_MONOTONIC taken just
@@ -24,8 +31,9 @@
 //! * Building blocks are small and pure where possible: [`initramfs`] (newc
 //!   writer), [`kmod`] (module dependency order), [`sharedlibs`] (ldd
 //!   closure), [`serial`] (marker parsing and boot evaluation), [`qemu`]
-//!   (accelerator choice, streaming runner), [`debs`] (apt cache), and
-//!   [`testhost`] (assembles both initramfs images).
+//!   (accelerator choice, streaming runner), [`debs`] (apt cache),
+//!   [`testhost`] (assembles both initramfs images, with per-scenario hooks,
+//!   binaries and guest modules) and [`virtiofs`] (the virtio-fs workload).
 //! * Everything a run produces (images, serial logs, metrics, `result.json`)
 //!   lives in a run directory that the output names; downloaded packages are
 //!   cached across runs in `$RAYOS_CACHE_DIR` (default `~/.cache/rayos`).
@@ -41,6 +49,7 @@ pub mod serial;
 pub mod sharedlibs;
 pub mod stats;
 pub mod testhost;
+pub mod virtiofs;
 
 /// Exit code of a scenario that could not run on this machine.
 pub const EXIT_SKIP: i32 = 77;

@@ -12,6 +12,11 @@
 //!   named by `rayos_smoke.vmm=` on the kernel command line, prints
 //!   `RAYOS-VMM-EXIT status=<n>` and powers off. One image serves both VMMs,
 //!   so `--vmm both` builds it once and boots it twice.
+//! * Scenarios extend both images without forking them: the guest image can
+//!   carry its own `/init` and kernel modules ([`GuestImage`]); the test host
+//!   can carry extra binaries (with their libraries) and shell [`HostHooks`]
+//!   run before and after the VMM; the VM can get a virtio-fs share
+//!   ([`FsShare`]), which both VMM command lines express in their own syntax.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -65,7 +70,9 @@ pub const GUEST_KERNEL: &str = "/guest/vmlinuz";
 pub const GUEST_INITRD: &str = "/guest/initrd.cpio";
 pub const RAYOS_VMM: &str = "/usr/bin/rayos-vmm";
 pub const QEMU: &str = "/usr/bin/qemu-system-x86_64";
-const MODULE_DIR: &str = "/lib/modules/rayos-smoke";
+/// Where the modules an image loads live, and the files listing their load order.
+pub const MODULE_DIR: &str = "/lib/modules/rayos-smoke";
+pub const MODULE_LIST_DIR: &str = "/etc/rayos-smoke";
 const METRICS: &str = "/tmp/rayos-vmm-metrics.json";
 
 /// Machine type of the nested QEMU reference. q35 is a full PC with PCIe,
@@ -84,7 +91,22 @@ pub struct GuestSpec {
     pub memory_mib: u32,
     pub cpus: u32,
     pub cmdline: String,
+    /// A virtio-fs device served by a vhost-user backend in the test host.
+    pub fs: Option<FsShare>,
 }
+
+/// A virtio-fs share: the guest mounts `tag`; `socket` is the vhost-user
+/// socket of the virtiofsd serving it inside the test host. Guest RAM must be
+/// shareable with the backend: rayos-vmm always backs RAM with a memfd, QEMU
+/// is told to with `memory-backend-memfd,share=on`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FsShare {
+    pub tag: String,
+    pub socket: String,
+}
+
+/// Virtqueue size of the nested QEMU's vhost-user-fs-pci (rayos-vmm uses 1024 too).
+pub const QEMU_FS_QUEUE_SIZE: u32 = 1024;
 
 /// A kernel image and its modules from one `linux-image-*` package.
 #[derive(Debug)]
@@ -180,6 +202,12 @@ pub fn rayos_vmm_argv(guest: &GuestSpec) -> Vec<String> {
     ]
     .iter()
     .map(|s| s.to_string())
+    .chain(guest.fs.iter().flat_map(|fs| {
+        [
+            "--fs".to_string(),
+            format!("tag={},socket={}", fs.tag, fs.socket),
+        ]
+    }))
     .collect()
 }
 
@@ -205,6 +233,24 @@ pub fn qemu_argv(guest: &GuestSpec, machine: &str, interactive: bool) -> Vec<Str
     .iter()
     .map(|s| s.to_string())
     .collect();
+    if let Some(fs) = &guest.fs {
+        argv.extend([
+            "-object".to_string(),
+            format!(
+                "memory-backend-memfd,id=mem,size={}M,share=on",
+                guest.memory_mib
+            ),
+            "-numa".to_string(),
+            "node,memdev=mem".to_string(),
+            "-chardev".to_string(),
+            format!("socket,id=vfs,path={}", fs.socket),
+            "-device".to_string(),
+            format!(
+                "vhost-user-fs-pci,queue-size={QEMU_FS_QUEUE_SIZE},chardev=vfs,tag={}",
+                fs.tag
+            ),
+        ]);
+    }
     if interactive {
         argv.extend(
             [
@@ -234,8 +280,38 @@ pub fn qemu_argv(guest: &GuestSpec, machine: &str, interactive: bool) -> Vec<Str
     argv
 }
 
+/// Scenario-specific additions to the test host's `/init`.
+#[derive(Debug, Clone, Default)]
+pub struct HostHooks {
+    /// Shell run once the kvm modules are loaded and the VMM is chosen
+    /// (`$vmm`), right before `RAYOS-VMM-START`; may call `fail <reason>`.
+    pub before_vmm: String,
+    /// Shell run after the VMM exited (`$status` holds its exit status),
+    /// before `RAYOS-VMM-EXIT`.
+    pub after_vmm: String,
+    /// Environment for rayos-vmm, e.g. `RUST_LOG=rayos_vmm=debug`.
+    pub rayos_env: Vec<(String, String)>,
+}
+
 /// The test host's `/init`.
-pub fn host_init_script(guest: &GuestSpec, qemu_machine: &str, interactive: bool) -> String {
+pub fn host_init_script(
+    guest: &GuestSpec,
+    qemu_machine: &str,
+    interactive: bool,
+    hooks: &HostHooks,
+) -> String {
+    let env: String = hooks
+        .rayos_env
+        .iter()
+        .map(|(k, v)| format!("{k}={} ", sh_quote(v)))
+        .collect();
+    let section = |name: &str, body: &str| {
+        if body.trim().is_empty() {
+            String::new()
+        } else {
+            format!("# --- {name} (scenario hook) ---\n{}\n", body.trim_end())
+        }
+    };
     let banner = if interactive {
         "echo 'RayOS test host: starting the VMM; the guest console follows. Ctrl-A x quits the VMM.'\n"
     } else {
@@ -263,11 +339,11 @@ for arg in $(cat /proc/cmdline); do
     case "$arg" in {param}=*) vmm="${{arg#{param}=}}" ;; esac
 done
 echo "{host_info}kernel=$(uname -r) vendor=$vendor vmm=$vmm"
-{banner}case "$vmm" in
+{before}{banner}case "$vmm" in
 rayos)
     [ -x {rayos} ] || fail "{rayos} is not in this test host"
     echo {vmm_start}
-    {rayos_cmd}
+    {env}{rayos_cmd}
     status=$?
     [ -s {metrics} ] && echo "{vmm_metrics}$(tr -d '\n' < {metrics})"
     ;;
@@ -281,7 +357,7 @@ qemu)
     fail "unknown {param}=$vmm"
     ;;
 esac
-echo "{vmm_exit}$status"
+{after}echo "{vmm_exit}$status"
 poweroff -f
 "#,
         host_init = serial::HOST_INIT,
@@ -297,6 +373,8 @@ poweroff -f
         metrics = METRICS,
         rayos_cmd = sh_join(&rayos_vmm_argv(guest)),
         qemu_cmd = sh_join(&qemu_argv(guest, qemu_machine, interactive)),
+        before = section("before the VMM", &hooks.before_vmm),
+        after = section("after the VMM", &hooks.after_vmm),
     )
 }
 
@@ -342,15 +420,63 @@ fn base_archive(busybox: &Path, applets: &[String]) -> Result<Archive, TestHostE
     Ok(a)
 }
 
-/// Writes the guest initramfs; returns its size in bytes.
+/// Writes the guest initramfs of vmm-boot; returns its size in bytes.
 pub fn build_guest_initramfs(
     busybox: &Path,
     interactive: bool,
     out: &Path,
 ) -> Result<u64, TestHostError> {
-    let applets = busybox_applets(busybox)?;
-    let mut a = base_archive(busybox, &applets)?;
-    a.file_bytes("/init", guest_init_script(interactive), 0o755)?;
+    build_guest_image(
+        &GuestImage {
+            busybox,
+            init: guest_init_script(interactive),
+            modules: None,
+        },
+        out,
+    )
+}
+
+/// A guest initramfs: busybox, an `/init`, and optionally kernel modules.
+#[derive(Debug)]
+pub struct GuestImage<'a> {
+    pub busybox: &'a Path,
+    pub init: String,
+    /// Modules of `tree` to include, in load order; they go to
+    /// [`MODULE_DIR`]`/<name>.ko` and the order to
+    /// [`MODULE_LIST_DIR`]`/modules-guest`, one name a line.
+    pub modules: Option<(&'a ModuleTree, &'a [String])>,
+}
+
+/// Where a guest image lists its modules in load order.
+pub fn guest_module_list() -> String {
+    format!("{MODULE_LIST_DIR}/modules-guest")
+}
+
+/// Adds modules (decompressed) to `MODULE_DIR` and their order to `list`.
+fn add_modules(
+    a: &mut Archive,
+    tree: &ModuleTree,
+    order: &[String],
+    list: &str,
+) -> Result<(), TestHostError> {
+    for m in order {
+        let dest = format!("{MODULE_DIR}/{m}.ko");
+        if !a.contains(&dest) {
+            a.file_bytes(&dest, crate::kmod::read_module(tree.path_of(m)?)?, 0o644)?;
+        }
+    }
+    a.file_bytes(list, order.join("\n") + "\n", 0o644)?;
+    Ok(())
+}
+
+/// Writes a guest initramfs; returns its size in bytes.
+pub fn build_guest_image(image: &GuestImage<'_>, out: &Path) -> Result<u64, TestHostError> {
+    let applets = busybox_applets(image.busybox)?;
+    let mut a = base_archive(image.busybox, &applets)?;
+    a.file_bytes("/init", image.init.clone(), 0o755)?;
+    if let Some((tree, order)) = image.modules {
+        add_modules(&mut a, tree, order, &guest_module_list())?;
+    }
     Ok(a.write_file(out)?)
 }
 
@@ -437,6 +563,10 @@ pub struct HostSpec<'a> {
     pub qemu: Option<&'a Path>,
     pub qemu_machine: &'a str,
     pub interactive: bool,
+    /// Further binaries: (host path, path in the test host); their shared
+    /// libraries come along.
+    pub extra_binaries: &'a [(&'a Path, &'a str)],
+    pub hooks: &'a HostHooks,
 }
 
 /// What went into the test host image.
@@ -456,28 +586,24 @@ pub fn build_host_initramfs(
     let mut a = base_archive(spec.busybox, &applets)?;
     a.file_bytes(
         "/init",
-        host_init_script(spec.guest, spec.qemu_machine, spec.interactive),
+        host_init_script(spec.guest, spec.qemu_machine, spec.interactive, spec.hooks),
         0o755,
     )?;
 
     let tree = &spec.kernel.modules;
     let modules_amd = tree.load_order(&["kvm-amd"])?;
     let modules_intel = tree.load_order(&["kvm-intel"])?;
-    for m in modules_amd.iter().chain(&modules_intel) {
-        let dest = format!("{MODULE_DIR}/{m}.ko");
-        if !a.contains(&dest) {
-            a.file_bytes(&dest, crate::kmod::read_module(tree.path_of(m)?)?, 0o644)?;
-        }
-    }
-    a.file_bytes(
-        "/etc/rayos-smoke/modules-amd",
-        modules_amd.join("\n") + "\n",
-        0o644,
+    add_modules(
+        &mut a,
+        tree,
+        &modules_amd,
+        &format!("{MODULE_LIST_DIR}/modules-amd"),
     )?;
-    a.file_bytes(
-        "/etc/rayos-smoke/modules-intel",
-        modules_intel.join("\n") + "\n",
-        0o644,
+    add_modules(
+        &mut a,
+        tree,
+        &modules_intel,
+        &format!("{MODULE_LIST_DIR}/modules-intel"),
     )?;
 
     a.file_from_host(GUEST_KERNEL, &spec.kernel.vmlinuz, Some(0o644))?;
@@ -485,6 +611,13 @@ pub fn build_host_initramfs(
     if let Some(vmm) = spec.rayos_vmm {
         let n = add_binary_with_libs(&mut a, vmm, RAYOS_VMM)?;
         tracing::info!("test host: {} with {n} shared libraries", vmm.display());
+    }
+    for (binary, dest) in spec.extra_binaries {
+        let n = add_binary_with_libs(&mut a, binary, dest)?;
+        tracing::info!(
+            "test host: {} as {dest} with {n} shared libraries",
+            binary.display()
+        );
     }
     if let Some(qemu) = spec.qemu {
         let n = add_binary_with_libs(&mut a, qemu, QEMU)?;
@@ -511,6 +644,17 @@ mod tests {
             memory_mib: 512,
             cpus: 2,
             cmdline: "console=ttyS0 quiet panic=-1".into(),
+            fs: None,
+        }
+    }
+
+    fn guest_with_fs() -> GuestSpec {
+        GuestSpec {
+            fs: Some(FsShare {
+                tag: "rayos".into(),
+                socket: "/run/vfs.sock".into(),
+            }),
+            ..guest()
         }
     }
 
@@ -553,7 +697,7 @@ mod tests {
 
     #[test]
     fn host_init_runs_selected_vmm_between_markers() {
-        let s = host_init_script(&guest(), "q35", false);
+        let s = host_init_script(&guest(), "q35", false, &HostHooks::default());
         let start = s
             .find("echo RAYOS-VMM-START\n    /usr/bin/rayos-vmm")
             .expect("marker right before rayos-vmm");
@@ -562,5 +706,41 @@ mod tests {
         assert!(s.contains("echo RAYOS-VMM-START\n    /usr/bin/qemu-system-x86_64"));
         assert!(s.contains("rayos_smoke.vmm=*) vmm=\"${arg#rayos_smoke.vmm=}\""));
         assert!(s.contains("insmod /lib/modules/rayos-smoke/$m.ko"));
+        assert!(!s.contains("scenario hook"));
+    }
+
+    #[test]
+    fn fs_share_on_both_vmm_command_lines() {
+        let r = sh_join(&rayos_vmm_argv(&guest_with_fs()));
+        assert!(r.ends_with(
+            "--metrics /tmp/rayos-vmm-metrics.json --fs tag=rayos,socket=/run/vfs.sock"
+        ));
+        let q = sh_join(&qemu_argv(&guest_with_fs(), "q35", false));
+        assert!(q.contains(
+            "-m 512M -nographic -nodefaults -no-reboot \
+             -object memory-backend-memfd,id=mem,size=512M,share=on -numa node,memdev=mem \
+             -chardev socket,id=vfs,path=/run/vfs.sock \
+             -device vhost-user-fs-pci,queue-size=1024,chardev=vfs,tag=rayos -serial stdio"
+        ));
+        assert!(!sh_join(&qemu_argv(&guest(), "q35", false)).contains("vhost-user"));
+    }
+
+    #[test]
+    fn host_hooks_surround_the_vmm() {
+        let hooks = HostHooks {
+            before_vmm: "echo before-hook\n".into(),
+            after_vmm: "echo after-hook\n".into(),
+            rayos_env: vec![("RUST_LOG".into(), "rayos_vmm=debug".into())],
+        };
+        let s = host_init_script(&guest(), "q35", false, &hooks);
+        let info = s.find("echo \"RAYOS-HOST kernel=").unwrap();
+        let before = s.find("echo before-hook").unwrap();
+        let start = s.find("echo RAYOS-VMM-START").unwrap();
+        let after = s.find("echo after-hook").unwrap();
+        let exit = s.find("echo \"RAYOS-VMM-EXIT status=$status\"").unwrap();
+        assert!(info < before && before < start && start < after && after < exit);
+        assert!(s.contains("echo RAYOS-VMM-START\n    RUST_LOG=rayos_vmm=debug /usr/bin/rayos-vmm"));
+        // Only rayos-vmm gets the environment.
+        assert!(s.contains("echo RAYOS-VMM-START\n    /usr/bin/qemu-system-x86_64"));
     }
 }

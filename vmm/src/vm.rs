@@ -356,31 +356,47 @@ fn start_shares(config: &VmConfig) -> Result<(Virtiofsd, Vec<crate::cli::VhostUs
     let mut specs = Vec::new();
     for (i, share) in config.shares.iter().enumerate() {
         let sock = dir.join(format!("share{i}.sock"));
-        let mut cmd = std::process::Command::new(&share.virtiofsd);
-        cmd.arg(format!("--socket-path={}", sock.display()))
-            .arg(format!("--shared-dir={}", share.dir.display()))
-            .arg("--sandbox=namespace")
-            .arg("--log-level=warn")
-            .stdin(std::process::Stdio::null());
-        if share.readonly {
-            cmd.arg("--readonly");
+        // The namespace sandbox cannot pivot_root when / is an initramfs (RayOS
+        // as PID 1 there); chroot confines the daemon to DIR just the same.
+        let mut started = false;
+        for sandbox in ["namespace", "chroot"] {
+            let mut cmd = std::process::Command::new(&share.virtiofsd);
+            cmd.arg(format!("--socket-path={}", sock.display()))
+                .arg(format!("--shared-dir={}", share.dir.display()))
+                .arg(format!("--sandbox={sandbox}"))
+                .arg("--log-level=warn")
+                .stdin(std::process::Stdio::null());
+            if share.readonly {
+                cmd.arg("--readonly");
+            }
+            let mut child = cmd
+                .spawn()
+                .map_err(|e| VmError::Share(format!("cannot start {}: {e}", share.virtiofsd.display())))?;
+            let t0 = std::time::Instant::now();
+            let exited = loop {
+                if sock.exists() {
+                    break None;
+                }
+                if let Ok(Some(status)) = child.try_wait() {
+                    break Some(status);
+                }
+                if t0.elapsed() > Duration::from_secs(10) {
+                    let _ = child.kill();
+                    return Err(VmError::Share(format!("virtiofsd for {} did not start listening in 10 s", share.dir.display())));
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            };
+            match exited {
+                None => {
+                    v.children.push(child);
+                    started = true;
+                    break;
+                }
+                Some(status) => tracing::warn!("virtiofsd --sandbox={sandbox} for {} exited with {status}", share.dir.display()),
+            }
         }
-        let child = cmd
-            .spawn()
-            .map_err(|e| VmError::Share(format!("cannot start {}: {e}", share.virtiofsd.display())))?;
-        v.children.push(child);
-        let t0 = std::time::Instant::now();
-        while !sock.exists() {
-            if let Some(status) = v.children.last_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                return Err(VmError::Share(format!(
-                    "virtiofsd for {} exited with {status} before listening",
-                    share.dir.display()
-                )));
-            }
-            if t0.elapsed() > Duration::from_secs(10) {
-                return Err(VmError::Share(format!("virtiofsd for {} did not start listening in 10 s", share.dir.display())));
-            }
-            std::thread::sleep(Duration::from_millis(5));
+        if !started {
+            return Err(VmError::Share(format!("virtiofsd for {} exited before listening", share.dir.display())));
         }
         tracing::info!(
             "sharing {} as tag {}{}",

@@ -1,8 +1,10 @@
 //! End-to-end scenarios. Each takes its parsed options and returns an
 //! [`Outcome`](crate::Outcome); errors become `FAIL` lines naming the cause.
 
+pub mod nested;
 pub mod vmm_boot;
 pub mod vmm_startup;
+pub mod vmm_virtiofs;
 
 use crate::cli::Scenario;
 use crate::Outcome;
@@ -13,5 +15,6 @@ pub fn run(scenario: &Scenario) -> Outcome {
         Scenario::VmmBoot(args) => vmm_boot::run(args),
         Scenario::Console(args) => vmm_boot::console(args),
         Scenario::VmmStartup(args) => vmm_startup::run(args),
+        Scenario::VmmVirtiofs(args) => vmm_virtiofs::run(args),
     }
 }

@@ -1,0 +1,324 @@
+//! Steps shared by the nested scenarios (`vmm-boot`, `console`,
+//! `vmm-virtiofs`): resolve the binaries, fetch the Debian kernel and busybox
+//! (cached), create the run directory, pick the outer QEMU accelerator, build
+//! the outer QEMU command line, run one boot of the test host with its serial
+//! console captured, and turn errors into `FAIL` reasons.
+//!
+//! Each scenario builds its own guest and test-host images from the
+//! [`Inputs`] and then boots them through [`Prepared`].
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::cli::BootOptions;
+use crate::debs::{self, DebCache, DebError};
+use crate::qemu::{self, Accel, AccelProbe, Flow, QemuError, RunOutcome};
+use crate::rundir::{self, RunDirError};
+use crate::testhost::{GuestSpec, Kernel, TestHostError, Vmm, VMM_PARAM};
+use crate::Outcome;
+
+const BUSYBOX_PACKAGE: &str = "busybox-static";
+
+/// Errors that stop a nested scenario before or between boots.
+#[derive(Debug, thiserror::Error)]
+pub enum NestedError {
+    #[error(transparent)]
+    RunDir(#[from] RunDirError),
+    #[error(transparent)]
+    Deb(#[from] DebError),
+    #[error(transparent)]
+    TestHost(#[from] TestHostError),
+    #[error(transparent)]
+    Qemu(#[from] QemuError),
+    #[error("rayos-vmm binary not found at {0} (build it with `cargo build --release -p rayos-vmm` or pass --vmm-bin)")]
+    NoVmmBin(PathBuf),
+    #[error("QEMU binary {0:?} not found (install it with scripts/setup.sh or pass --qemu)")]
+    NoQemu(String),
+    #[error("{package} unpacks modules for kernel {found}, expected {expected}")]
+    ReleaseMismatch {
+        package: String,
+        found: String,
+        expected: String,
+    },
+    #[error("cannot tell the kernel release from package name {0}")]
+    BadKernelPackage(String),
+    #[error("busybox binary not found in the extracted {package} at {root}")]
+    NoBusybox { package: String, root: PathBuf },
+    #[error("cannot write {path}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What a nested scenario needs before it builds its images.
+#[derive(Debug)]
+pub struct Inputs {
+    pub run_dir: PathBuf,
+    pub qemu: PathBuf,
+    /// Present when rayos-vmm is among the VMMs to run.
+    pub rayos_vmm: Option<PathBuf>,
+    pub kernel: Kernel,
+    pub busybox: PathBuf,
+    /// Package and tools cache (`--cache-dir`, `$RAYOS_CACHE_DIR`, `~/.cache/rayos`).
+    pub cache_root: PathBuf,
+}
+
+/// Everything the boots of one scenario share.
+#[derive(Debug)]
+pub struct Prepared {
+    pub run_dir: PathBuf,
+    pub qemu: PathBuf,
+    pub kernel_image: PathBuf,
+    pub release: String,
+    pub host_initrd: PathBuf,
+    pub guest_initrd: PathBuf,
+    pub accel: Accel,
+    pub accel_reason: String,
+}
+
+/// A `FAIL` outcome whose reason is the error and its chain of sources.
+pub fn fail(scenario: &'static str, e: &(dyn std::error::Error + 'static)) -> Outcome {
+    let mut reason = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        reason.push_str(": ");
+        reason.push_str(&s.to_string());
+        source = s.source();
+    }
+    Outcome::Fail { scenario, reason }
+}
+
+fn resolve_vmm_bin(opts: &BootOptions) -> Result<PathBuf, NestedError> {
+    let path = opts
+        .vmm_bin
+        .clone()
+        .unwrap_or_else(|| rundir::release_binary("rayos-vmm"));
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(NestedError::NoVmmBin(path))
+    }
+}
+
+fn find_busybox(root: &Path) -> Result<PathBuf, NestedError> {
+    ["bin/busybox", "usr/bin/busybox"]
+        .iter()
+        .map(|p| root.join(p))
+        .find(|p| p.is_file())
+        .ok_or_else(|| NestedError::NoBusybox {
+            package: BUSYBOX_PACKAGE.into(),
+            root: root.to_path_buf(),
+        })
+}
+
+/// The cache root the options select.
+pub fn cache_root(opts: &BootOptions) -> PathBuf {
+    opts.cache_dir
+        .clone()
+        .unwrap_or_else(debs::default_cache_root)
+}
+
+/// Resolves the binaries, creates the run directory and fetches the kernel
+/// and busybox packages.
+pub fn gather(scenario: &str, vmms: &[Vmm], opts: &BootOptions) -> Result<Inputs, NestedError> {
+    let rayos_vmm = if vmms.contains(&Vmm::Rayos) {
+        Some(resolve_vmm_bin(opts)?)
+    } else {
+        None
+    };
+    let qemu = crate::which(&opts.qemu).ok_or_else(|| NestedError::NoQemu(opts.qemu.clone()))?;
+    let run_dir = rundir::create(
+        &rundir::target_dir().join("smoke"),
+        scenario,
+        opts.run_dir.as_deref(),
+    )?;
+    println!("run directory: {}", run_dir.display());
+
+    let cache_root = cache_root(opts);
+    let cache = DebCache::new(&cache_root)?;
+    let kernel_pkg = cache.resolve_kernel_package(&opts.kernel_meta)?;
+    let expected = debs::kernel_release(&kernel_pkg)
+        .ok_or_else(|| NestedError::BadKernelPackage(kernel_pkg.clone()))?
+        .to_string();
+    tracing::info!("{} depends on {kernel_pkg}", opts.kernel_meta);
+    let kernel_deb = cache.fetch(&kernel_pkg)?;
+    let busybox_deb = cache.fetch(BUSYBOX_PACKAGE)?;
+    let kernel = Kernel::from_package(&cache.extract(&kernel_deb)?)?;
+    if kernel.release() != expected {
+        return Err(NestedError::ReleaseMismatch {
+            package: kernel_pkg,
+            found: kernel.release().to_string(),
+            expected,
+        });
+    }
+    let busybox = find_busybox(&cache.extract(&busybox_deb)?)?;
+    println!(
+        "kernel: {} {} (release {}), busybox: {}",
+        kernel_deb.info.package,
+        kernel_deb.info.version,
+        kernel.release(),
+        busybox_deb.info.version
+    );
+    Ok(Inputs {
+        run_dir,
+        qemu,
+        rayos_vmm,
+        kernel,
+        busybox,
+        cache_root,
+    })
+}
+
+/// Picks the outer accelerator once the images are built.
+pub fn prepared(
+    inputs: &Inputs,
+    opts: &BootOptions,
+    guest_initrd: PathBuf,
+    host_initrd: PathBuf,
+) -> Prepared {
+    let (accel, accel_reason) = qemu::choose_accel(&AccelProbe::detect(), opts.accel);
+    println!("outer QEMU accelerator: {accel_reason}");
+    Prepared {
+        run_dir: inputs.run_dir.clone(),
+        qemu: inputs.qemu.clone(),
+        kernel_image: inputs.kernel.vmlinuz.clone(),
+        release: inputs.kernel.release().to_string(),
+        host_initrd,
+        guest_initrd,
+        accel,
+        accel_reason,
+    }
+}
+
+/// The VM the VMM under test creates (no devices beyond the console).
+pub fn guest_spec(opts: &BootOptions) -> GuestSpec {
+    GuestSpec {
+        memory_mib: opts.guest_memory_mib,
+        cpus: opts.guest_cpus,
+        cmdline: opts.guest_cmdline.clone(),
+        fs: None,
+    }
+}
+
+/// The test host's kernel command line.
+pub fn host_cmdline(vmm: Vmm) -> String {
+    format!(
+        "console=ttyS0 quiet panic=-1 rdinit=/init {VMM_PARAM}={}",
+        vmm.name()
+    )
+}
+
+/// The outer QEMU that boots the test host with `vmm` selected.
+pub fn outer_command(prep: &Prepared, opts: &BootOptions, vmm: Vmm, interactive: bool) -> Command {
+    let mut cmd = Command::new(&prep.qemu);
+    cmd.args(prep.accel.args())
+        .args([
+            "-m",
+            &format!("{}M", opts.host_memory_mib),
+            "-smp",
+            &opts.host_cpus.to_string(),
+        ])
+        .args(["-nographic", "-nodefaults", "-no-reboot"]);
+    if interactive {
+        // No mux and no signals: Ctrl-C and Ctrl-A reach the test host's
+        // console, i.e. the guest shell and the VMM's escape handling.
+        cmd.args([
+            "-chardev",
+            "stdio,id=con,signal=off",
+            "-serial",
+            "chardev:con",
+        ]);
+    } else {
+        cmd.args(["-serial", "stdio"]);
+    }
+    cmd.arg("-kernel")
+        .arg(&prep.kernel_image)
+        .arg("-initrd")
+        .arg(&prep.host_initrd);
+    cmd.arg("-append").arg(host_cmdline(vmm));
+    cmd
+}
+
+/// One captured boot of the test host.
+#[derive(Debug)]
+pub struct HostRun {
+    pub outcome: RunOutcome,
+    pub log: PathBuf,
+}
+
+impl HostRun {
+    /// Adds what the outer QEMU run tells about a failure (timeout, exit
+    /// status and its last stderr line) to `reason`.
+    pub fn annotate(&self, reason: String, timeout: Duration) -> String {
+        let out = &self.outcome;
+        if out.timed_out {
+            format!("timeout after {timeout:?}: {reason}")
+        } else if let Some(status) = out.status.filter(|s| !s.success()) {
+            let last = out
+                .stderr_tail
+                .last()
+                .map(|l| format!(": {l}"))
+                .unwrap_or_default();
+            format!("{reason} (outer QEMU {status}{last})")
+        } else {
+            reason
+        }
+    }
+}
+
+/// Boots the test host with `vmm` inside, streaming the serial console to
+/// `<run dir>/serial-<vmm>.log` and every line to `on_line`.
+pub fn boot_host(
+    prep: &Prepared,
+    opts: &BootOptions,
+    vmm: Vmm,
+    on_line: impl FnMut(Duration, &str) -> Flow,
+) -> Result<HostRun, NestedError> {
+    let log = prep.run_dir.join(format!("serial-{}.log", vmm.name()));
+    tracing::info!(
+        "booting the test host with {} inside (timeout {:?}); serial log {}",
+        vmm.name(),
+        opts.timeout,
+        log.display()
+    );
+    let cmd = outer_command(prep, opts, vmm, false);
+    let outcome = qemu::run_captured(cmd, &log, opts.timeout, on_line)?;
+    Ok(HostRun { outcome, log })
+}
+
+/// Deletes the (reproducible, tens of MiB) images unless asked to keep them.
+pub fn remove_images(prep: &Prepared, keep: bool) {
+    if !keep {
+        for img in [&prep.host_initrd, &prep.guest_initrd] {
+            let _ = std::fs::remove_file(img);
+        }
+    }
+}
+
+/// Writes `<run dir>/result.json`; a failure to write is only logged.
+pub fn write_result_json(prep: &Prepared, doc: &serde_json::Value) {
+    let path = prep.run_dir.join("result.json");
+    if let Err(e) = std::fs::write(
+        &path,
+        serde_json::to_string_pretty(doc).unwrap_or_default() + "\n",
+    ) {
+        tracing::warn!("{}", NestedError::Write { path, source: e });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_cmdline_selects_vmm() {
+        assert_eq!(
+            host_cmdline(Vmm::Qemu),
+            "console=ttyS0 quiet panic=-1 rdinit=/init rayos_smoke.vmm=qemu"
+        );
+        assert!(host_cmdline(Vmm::Rayos).ends_with("rayos_smoke.vmm=rayos"));
+    }
+}

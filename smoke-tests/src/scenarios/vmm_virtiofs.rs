@@ -1,0 +1,318 @@
+//! Scenario `vmm-virtiofs` (tier 3, nested): virtio-fs through the VMM under
+//! test, served by virtiofsd inside the test host.
+//!
+//! Steps: fetch the kernel and busybox (cached, as vmm-boot), resolve the
+//! guest's modules (`virtio_pci`, `virtiofs` and their dependencies) from the
+//! same kernel package, build a guest image with the virtio-fs `/init` and a
+//! test-host image with virtiofsd and the hooks of [`crate::virtiofs`], then
+//! for each requested VMM boot the test host and evaluate the serial stream
+//! with [`crate::virtiofs::evaluate_run`]. Serial logs and `result.json` stay
+//! in the run directory.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use super::nested::{self, NestedError, Prepared};
+use crate::cli::{VmmChoice, VmmVirtiofsArgs};
+use crate::kmod::KmodError;
+use crate::qemu::Flow;
+use crate::serial::{BootFigures, BootObservation, Expectation};
+use crate::testhost::{self, GuestImage, HostSpec, TestHostError, Vmm};
+use crate::virtiofs::{self, FsFigures, FsObservation, FsPlan};
+use crate::Outcome;
+
+pub const SCENARIO: &str = "vmm-virtiofs";
+
+/// Errors that stop the scenario before or between boots.
+#[derive(Debug, thiserror::Error)]
+pub enum VmmVirtiofsError {
+    #[error(transparent)]
+    Nested(#[from] NestedError),
+    #[error(transparent)]
+    TestHost(#[from] TestHostError),
+    #[error("cannot resolve the guest's virtio-fs modules")]
+    Modules(#[source] KmodError),
+    #[error("virtiofsd not found at {0} (scripts/setup.sh builds it, or pass --virtiofsd)")]
+    NoVirtiofsd(PathBuf),
+}
+
+/// Result of one boot of the test host.
+#[derive(Debug)]
+struct RunResult {
+    vmm: Vmm,
+    figures: Result<(BootFigures, FsFigures), String>,
+    wall: Duration,
+    log: PathBuf,
+    metrics: Option<String>,
+    host_info: Vec<String>,
+}
+
+/// `vmm-virtiofs`.
+pub fn run(args: &VmmVirtiofsArgs) -> Outcome {
+    let started = Instant::now();
+    match run_all(args) {
+        Ok((prep, results)) => report(args, &prep, &results, started.elapsed()),
+        Err(e) => nested::fail(SCENARIO, &e),
+    }
+}
+
+fn plan(args: &VmmVirtiofsArgs) -> FsPlan {
+    FsPlan {
+        file_mib: args.file_mib,
+        step_timeout: args.step_timeout,
+        sandbox: args.sandbox,
+    }
+}
+
+fn resolve_virtiofsd(args: &VmmVirtiofsArgs) -> Result<PathBuf, VmmVirtiofsError> {
+    let path = args.virtiofsd.clone().unwrap_or_else(|| {
+        nested::cache_root(&args.boot)
+            .join("tools")
+            .join("bin")
+            .join("virtiofsd")
+    });
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(VmmVirtiofsError::NoVirtiofsd(path))
+    }
+}
+
+/// Fetches packages and builds both images into a new run directory.
+fn prepare(args: &VmmVirtiofsArgs, plan: &FsPlan) -> Result<Prepared, VmmVirtiofsError> {
+    let virtiofsd = resolve_virtiofsd(args)?;
+    let vmms = args.vmm.vmms();
+    let opts = &args.boot;
+    let inputs = nested::gather(SCENARIO, &vmms, opts)?;
+
+    let modules =
+        virtiofs::guest_modules(&inputs.kernel.modules).map_err(VmmVirtiofsError::Modules)?;
+    println!("guest modules (load order): {}", modules.join(" "));
+    let guest_initrd = inputs.run_dir.join("guest-initrd.cpio");
+    let t = Instant::now();
+    let guest_bytes = testhost::build_guest_image(
+        &GuestImage {
+            busybox: &inputs.busybox,
+            init: virtiofs::guest_init_script(plan),
+            modules: Some((&inputs.kernel.modules, &modules)),
+        },
+        &guest_initrd,
+    )?;
+
+    let guest = testhost::GuestSpec {
+        fs: Some(plan.share()),
+        ..nested::guest_spec(opts)
+    };
+    let rayos_env = args
+        .vmm_log
+        .iter()
+        .map(|f| ("RUST_LOG".to_string(), f.clone()))
+        .collect();
+    let hooks = virtiofs::host_hooks(plan, rayos_env);
+    let host_initrd = inputs.run_dir.join("host-initrd.cpio");
+    let manifest = testhost::build_host_initramfs(
+        &HostSpec {
+            busybox: &inputs.busybox,
+            kernel: &inputs.kernel,
+            guest_initrd: &guest_initrd,
+            guest: &guest,
+            rayos_vmm: inputs.rayos_vmm.as_deref(),
+            qemu: vmms.contains(&Vmm::Qemu).then_some(inputs.qemu.as_path()),
+            qemu_machine: &opts.qemu_machine,
+            interactive: false,
+            extra_binaries: &[(virtiofsd.as_path(), virtiofs::VIRTIOFSD)],
+            hooks: &hooks,
+        },
+        &host_initrd,
+    )?;
+    tracing::info!(
+        "images built in {:.1} s: guest {:.1} MiB, test host {:.1} MiB",
+        t.elapsed().as_secs_f64(),
+        guest_bytes as f64 / 1048576.0,
+        manifest.bytes as f64 / 1048576.0,
+    );
+    println!(
+        "virtiofsd: {} (--sandbox={}), file size {} MiB, guest step timeout {:?}",
+        virtiofsd.display(),
+        plan.sandbox.name(),
+        plan.file_mib,
+        plan.step_timeout
+    );
+    Ok(nested::prepared(&inputs, opts, guest_initrd, host_initrd))
+}
+
+fn run_all(args: &VmmVirtiofsArgs) -> Result<(Prepared, Vec<RunResult>), VmmVirtiofsError> {
+    let plan = plan(args);
+    let prep = prepare(args, &plan)?;
+    let expect = Expectation {
+        uname: prep.release.clone(),
+        nproc: args.boot.guest_cpus,
+    };
+    let mut results = Vec::new();
+    for vmm in args.vmm.vmms() {
+        let r = run_once(&prep, args, &plan, vmm, &expect)?;
+        match &r.figures {
+            Ok((b, f)) => println!(
+                "{SCENARIO} vmm={} read_mib_s={:.1} write_mib_s={:.1} read_s={:.3} write_s={:.3} \
+                 guest_init_s={:.2} vmm_run_s={:.2} boot_wall_s={:.1} clock={} pci={} log={}",
+                vmm.name(),
+                f.read_mib_s,
+                f.write_mib_s,
+                f.read_s,
+                f.write_s,
+                b.guest_init.as_secs_f64(),
+                b.vmm_run.as_secs_f64(),
+                r.wall.as_secs_f64(),
+                f.clock,
+                f.pci.as_deref().unwrap_or("?"),
+                r.log.display()
+            ),
+            Err(reason) => println!(
+                "{SCENARIO} vmm={} failed after {:.1} s: {reason} (log {})",
+                vmm.name(),
+                r.wall.as_secs_f64(),
+                r.log.display()
+            ),
+        }
+        if let Some(m) = &r.metrics {
+            println!("{SCENARIO} vmm={} metrics {m}", vmm.name());
+        }
+        results.push(r);
+    }
+    Ok((prep, results))
+}
+
+fn run_once(
+    prep: &Prepared,
+    args: &VmmVirtiofsArgs,
+    plan: &FsPlan,
+    vmm: Vmm,
+    expect: &Expectation,
+) -> Result<RunResult, VmmVirtiofsError> {
+    let mut boot = BootObservation::default();
+    let mut fs = FsObservation::default();
+    let run = nested::boot_host(prep, &args.boot, vmm, |t, line| {
+        boot.observe(t, line);
+        fs.observe(line);
+        if boot.finished() {
+            Flow::Finished
+        } else {
+            Flow::Continue
+        }
+    })?;
+    let figures = virtiofs::evaluate_run(&boot, &fs, expect, plan.bytes())
+        .map_err(|reason| run.annotate(reason, args.boot.timeout));
+    Ok(RunResult {
+        vmm,
+        figures,
+        wall: run.outcome.elapsed,
+        log: run.log,
+        metrics: boot.vmm_metrics,
+        host_info: fs.host_info,
+    })
+}
+
+fn report(
+    args: &VmmVirtiofsArgs,
+    prep: &Prepared,
+    results: &[RunResult],
+    wall: Duration,
+) -> Outcome {
+    let figures = |vmm: Vmm| {
+        results
+            .iter()
+            .find(|r| r.vmm == vmm)
+            .and_then(|r| r.figures.as_ref().ok())
+            .map(|(_, f)| f)
+    };
+    if args.vmm == VmmChoice::Both {
+        if let (Some(r), Some(q)) = (figures(Vmm::Rayos), figures(Vmm::Qemu)) {
+            println!(
+                "{SCENARIO} compare rayos_read_mib_s={:.1} rayos_write_mib_s={:.1} \
+                 qemu_read_mib_s={:.1} qemu_write_mib_s={:.1}",
+                r.read_mib_s, r.write_mib_s, q.read_mib_s, q.write_mib_s
+            );
+        }
+    }
+    println!(
+        "{SCENARIO} wall_s={:.1} run_dir={}",
+        wall.as_secs_f64(),
+        prep.run_dir.display()
+    );
+    write_result_json(args, prep, results, wall);
+
+    let failures: Vec<String> = results
+        .iter()
+        .filter_map(|r| {
+            r.figures
+                .as_ref()
+                .err()
+                .map(|e| format!("vmm={}: {e}", r.vmm.name()))
+        })
+        .collect();
+    if !failures.is_empty() {
+        return Outcome::Fail {
+            scenario: SCENARIO,
+            reason: failures.join("; "),
+        };
+    }
+    nested::remove_images(prep, args.boot.keep_images);
+    // rayos-vmm's figures when it ran, else QEMU's (tagged).
+    let first = &results[0];
+    let (_, f) = first.figures.as_ref().expect("all runs passed");
+    let vmm_tag = if first.vmm == Vmm::Qemu {
+        "vmm=qemu "
+    } else {
+        ""
+    };
+    Outcome::Pass {
+        scenario: SCENARIO,
+        figures: format!(
+            "{vmm_tag}read_mib_s={:.1} write_mib_s={:.1}",
+            f.read_mib_s, f.write_mib_s
+        ),
+    }
+}
+
+fn write_result_json(
+    args: &VmmVirtiofsArgs,
+    prep: &Prepared,
+    results: &[RunResult],
+    wall: Duration,
+) {
+    let runs: Vec<serde_json::Value> = results
+        .iter()
+        .map(|r| {
+            let metrics = r
+                .metrics
+                .as_deref()
+                .and_then(|m| serde_json::from_str::<serde_json::Value>(m).ok());
+            match &r.figures {
+                Ok((b, f)) => serde_json::json!({
+                    "vmm": r.vmm.name(), "pass": true,
+                    "read_mib_s": f.read_mib_s, "write_mib_s": f.write_mib_s,
+                    "read_s": f.read_s, "write_s": f.write_s, "clock": f.clock, "pci": f.pci,
+                    "guest_init_s": b.guest_init.as_secs_f64(), "vmm_run_s": b.vmm_run.as_secs_f64(),
+                    "vcpus": b.vcpus, "boot_wall_s": r.wall.as_secs_f64(),
+                    "serial_log": r.log, "vmm_metrics": metrics, "test_host": r.host_info,
+                }),
+                Err(reason) => serde_json::json!({
+                    "vmm": r.vmm.name(), "pass": false, "reason": reason,
+                    "boot_wall_s": r.wall.as_secs_f64(), "serial_log": r.log,
+                    "vmm_metrics": metrics, "test_host": r.host_info,
+                }),
+            }
+        })
+        .collect();
+    let doc = serde_json::json!({
+        "scenario": SCENARIO,
+        "kernel_release": prep.release,
+        "accel": format!("{:?}", prep.accel),
+        "accel_reason": prep.accel_reason,
+        "file_mib": args.file_mib,
+        "sandbox": args.sandbox.name(),
+        "wall_s": wall.as_secs_f64(),
+        "runs": runs,
+    });
+    nested::write_result_json(prep, &doc);
+}

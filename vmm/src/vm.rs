@@ -32,7 +32,7 @@ use crate::metrics;
 use crate::interrupt::MsiRouter;
 use crate::virtio::transport::{self, pci::VirtioPciDevice};
 use crate::virtio::vhost_user::VhostUserDevice;
-use crate::pci::{PciConfigIo, PciEcam, PciRoot, PCI_CONFIG_IO_LEN, PCI_CONFIG_IO_PORT};
+use crate::pci::{BarAllocator, PciConfigIo, PciEcam, PciRoot, PCI_CONFIG_IO_LEN, PCI_CONFIG_IO_PORT};
 use crate::terminal;
 use crate::vcpu::{self, Vcpu};
 
@@ -231,7 +231,8 @@ fn create_devices(
     let mmio = Arc::new(Bus::new());
     let mut root = PciRoot::new(mmio.clone());
     let router = Arc::new(MsiRouter::new(vm.clone()));
-    for (i, spec) in config.vhost_user.iter().enumerate() {
+    let mut bars = BarAllocator::new(PCI_MMIO32_START, PCI_ECAM_START);
+    for spec in &config.vhost_user {
         let device = VhostUserDevice::connect(
             &spec.name,
             &spec.socket,
@@ -240,10 +241,10 @@ fn create_devices(
             spec.config.clone(),
             ram,
         )?;
-        let bar = transport::pci::bar_address(i as u64);
-        let pci = VirtioPciDevice::new(&spec.name, Box::new(device), ram.memory.clone(), router.clone(), bar.0)?;
+        let bar = bars.allocate(transport::pci::BAR_SIZE)?;
+        let pci = VirtioPciDevice::new(&spec.name, Box::new(device), ram.memory.clone(), router.clone(), bar)?;
         let slot = root.add(Arc::new(Mutex::new(pci)))?;
-        tracing::info!("{}: virtio-pci device type {} at 00:{slot:02x}.0, BAR {:#x}", spec.name, spec.device_type, bar.0);
+        tracing::info!("{}: virtio-pci device type {} at 00:{slot:02x}.0, BAR {bar:#x}", spec.name, spec.device_type);
     }
     let root = Arc::new(root);
     pio.insert(

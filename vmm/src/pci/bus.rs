@@ -10,6 +10,8 @@
 
 use std::sync::{Arc, Mutex};
 
+use vm_allocator::{AddressAllocator, AllocPolicy};
+
 use super::config::{BarMove, PciConfig, PciIds};
 use crate::devices::{Bus, BusDevice, BusError};
 
@@ -38,6 +40,8 @@ pub trait PciDevice: Send {
 pub enum PciBusError {
     #[error("the PCI root bus is full (32 slots)")]
     Full,
+    #[error("no room for a {0:#x}-byte BAR in the 32-bit PCI window: {1}")]
+    NoBarSpace(u64, String),
     #[error("cannot map a BAR: {0}")]
     Bar(#[from] BusError),
 }
@@ -91,6 +95,24 @@ impl BusDevice for BarRegion {
     }
     fn write(&mut self, _base: u64, offset: u64, data: &[u8]) {
         self.device.lock().expect("PCI device lock").bar_write(self.bar, offset, data);
+    }
+}
+
+/// Hands out naturally aligned BAR addresses in the 32-bit PCI window.
+pub struct BarAllocator(AddressAllocator);
+
+impl BarAllocator {
+    /// The window `[start, end)`.
+    pub fn new(start: u64, end: u64) -> Self {
+        BarAllocator(AddressAllocator::new(start, end - start).expect("valid PCI window"))
+    }
+
+    /// A free, `size`-aligned range of `size` bytes.
+    pub fn allocate(&mut self, size: u64) -> Result<u64, PciBusError> {
+        self.0
+            .allocate(size, size, AllocPolicy::FirstMatch)
+            .map(|r| r.start())
+            .map_err(|e| PciBusError::NoBarSpace(size, e.to_string()))
     }
 }
 
@@ -309,6 +331,19 @@ mod tests {
         io.write(0xcf8, 0, &0u32.to_le_bytes());
         io.read(0xcf8, 4, &mut v);
         assert_eq!(v, [0xff; 4]);
+    }
+
+    #[test]
+    fn bar_allocator_aligns_and_runs_out() {
+        let mut a = BarAllocator::new(0xc000_0000, 0xc002_0000);
+        let x = a.allocate(0x8000).unwrap();
+        let y = a.allocate(0x1000).unwrap();
+        let z = a.allocate(0x8000).unwrap();
+        assert_eq!(x % 0x8000, 0);
+        assert_eq!(y % 0x1000, 0);
+        assert_eq!(z % 0x8000, 0);
+        assert!(x != z && (y < x || y >= x + 0x8000) && (y < z || y >= z + 0x8000));
+        assert!(a.allocate(0x10_0000).is_err());
     }
 
     #[test]

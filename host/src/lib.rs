@@ -1,0 +1,13 @@
+//! RayOS host (crate `rayos`).
+//!
+//! The host owns boot, policy, storage and all I/O; Linux runs as a managed
+//! guest. This crate holds the host's AI core so far:
+//! - [`models`]: the model manager (store, pinned checksums, atomic installs);
+//! - [`intent`]: the intent engine, which turns a request in plain words into a
+//!   contract action (launch an app with arguments, ask back, or nothing) with a
+//!   local sentence-embedding model on the CPU;
+//! - [`cli`]: the `rayos` command line over both.
+
+pub mod cli;
+pub mod intent;
+pub mod models;

@@ -1,0 +1,29 @@
+//! `rayos`: thin binary over the library's command line.
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    // Die quietly on a closed pipe (`rayos intent --batch f | head -1`) like
+    // other Unix tools, instead of panicking inside println!.
+    // SAFETY: called first thing in main, before any other thread exists;
+    // setting SIGPIPE to its default action touches no Rust-managed state.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    let cli = rayos::cli::Cli::parse();
+    let default = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RAYOS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    rayos::cli::run(cli)
+}

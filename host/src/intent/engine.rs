@@ -28,11 +28,19 @@
 //!   "open files" is not);
 //! - a small bonus when the app's MimeType accepts every file/URL argument.
 //!
+//! Hidden helper entries (NoDisplay and not a settings panel: previewers,
+//! autorun handlers) lose `helper_penalty` unless the request names them.
+//!
 //! Decision, on that score:
+//! - a request none of whose informative words any app uses, that names no
+//!   app and carries no argument ("hello", "tell me a joke") is *ungrounded*:
+//!   never launched; `clarify` only at or above the launch threshold, else `none`;
 //! - ≥ `launch_threshold` → `launch` (NoDisplay apps only when no visible app
 //!   reaches it), with the arguments the app's Exec can take;
-//! - else ≥ `clarify_threshold` → `clarify` with up to 3 apps (one per
-//!   program; NoDisplay ones only when no visible app qualifies);
+//! - else `clarify` with up to 3 apps (one per program; NoDisplay ones only
+//!   when no visible app qualifies) that reach `clarify_threshold`, or
+//!   `weak_clarify_threshold` with evidence of their own (a shared informative
+//!   word, or the app's name);
 //! - else `none`.
 //!
 //! The weights and thresholds were set on `tests/intent/labels.tsv`;
@@ -76,6 +84,14 @@ pub const MAX_REQUEST_BYTES: usize = 2048;
 pub struct EngineConfig {
     pub launch_threshold: f32,
     pub clarify_threshold: f32,
+    /// Below `clarify_threshold` but at or above this, an app is still offered
+    /// in a `clarify` when the request has concrete evidence for it (one of its
+    /// informative words is in the app's text, or it names the app).
+    pub weak_clarify_threshold: f32,
+    /// Taken off hidden helper entries (NoDisplay and not a settings panel:
+    /// previewers, autorun handlers, "open DVD" variants) unless the request
+    /// names them: they are parts of other apps, rarely what a person asks for.
+    pub helper_penalty: f32,
     /// Added when the request names the app (program or ID words rare in the catalog).
     pub name_bonus: f32,
     /// Added when the app's MimeType accepts every file/URL argument.
@@ -97,6 +113,8 @@ impl Default for EngineConfig {
         Self {
             launch_threshold: 0.55,
             clarify_threshold: 0.35,
+            weak_clarify_threshold: 0.30,
+            helper_penalty: 0.10,
             name_bonus: 0.15,
             mime_bonus: 0.05,
             view_weights: [1.0, 1.0, 0.85, 0.75, 0.75],
@@ -116,6 +134,8 @@ struct App {
     name_terms: Vec<Vec<String>>,
     /// Stemmed words of everything the app is described with (for the lexical score).
     terms: HashSet<String>,
+    /// A hidden helper: NoDisplay and not a settings panel.
+    helper: bool,
 }
 
 /// Check and decode a request given as bytes.
@@ -147,6 +167,8 @@ pub struct Scored {
     pub name_bonus: f32,
     pub mime_bonus: f32,
     pub lexical_bonus: f32,
+    /// Taken off a hidden helper entry (see [`EngineConfig::helper_penalty`]).
+    pub helper_penalty: f32,
     pub no_display: bool,
     family: String,
 }
@@ -209,6 +231,9 @@ impl fmt::Display for Explanation {
             if s.mime_bonus > 0.0 {
                 write!(f, " + opens the argument {:.2}", s.mime_bonus)?;
             }
+            if s.helper_penalty > 0.0 {
+                write!(f, " - hidden helper {:.2}", s.helper_penalty)?;
+            }
             if s.no_display {
                 write!(f, " [NoDisplay]")?;
             }
@@ -260,6 +285,7 @@ impl<E: Embedder> Engine<E> {
                 family: e.program().unwrap_or_else(|| e.id.clone()),
                 name_terms: Vec::new(),
                 terms: app_terms(e),
+                helper: e.no_display && !e.categories.iter().any(|c| c == "Settings"),
             })
             .collect();
         let mut df: HashMap<String, usize> = HashMap::new();
@@ -422,8 +448,13 @@ impl<E: Embedder> Engine<E> {
                 0.0
             };
             let lexical_bonus = lw * lexical;
+            let penalty = if app.helper && !named {
+                self.config.helper_penalty
+            } else {
+                0.0
+            };
             parts.push((
-                cos + name_bonus + mime_bonus + lexical_bonus,
+                cos + name_bonus + mime_bonus + lexical_bonus - penalty,
                 ai,
                 vi,
                 cos,
@@ -473,6 +504,11 @@ impl<E: Embedder> Engine<E> {
                         name_bonus,
                         mime_bonus,
                         lexical_bonus,
+                        helper_penalty: if app.helper && name_bonus == 0.0 {
+                            self.config.helper_penalty
+                        } else {
+                            0.0
+                        },
                         no_display: app.entry.no_display,
                         family: app.family.clone(),
                     }
@@ -504,12 +540,35 @@ impl<E: Embedder> Engine<E> {
         let scored = self.score(&ex, &request_words, 16)?;
 
         let cfg = &self.config;
+        // Grounded: the request carries an argument, names an app, or uses at
+        // least one informative word some app is described with. A request
+        // none of whose words the catalog knows ("hello", "tell me a joke")
+        // asks for nothing an app here does: it is never launched, and only
+        // asked back about when the model is sure enough to launch otherwise.
+        let grounded = !ex.args.is_empty()
+            || scored.iter().any(|s| s.name_bonus > 0.0)
+            || lex_terms(&ex.text)
+                .iter()
+                .any(|t| self.idf.contains_key(t));
         let best_visible = scored.iter().find(|s| !s.no_display);
         let best_any = scored.first();
         let chosen = match (best_visible, best_any) {
+            _ if !grounded => None,
             (Some(v), _) if v.score >= cfg.launch_threshold => Some((v, false)),
             (_, Some(a)) if a.score >= cfg.launch_threshold => Some((a, true)),
             _ => None,
+        };
+        // Offered in a clarify: at or above the clarify threshold (the launch
+        // threshold when the request is not grounded), or in the weak band
+        // with evidence of its own (a shared informative word, or its name).
+        let offer = |s: &Scored| {
+            if !grounded {
+                s.score >= cfg.launch_threshold
+            } else {
+                s.score >= cfg.clarify_threshold
+                    || (s.score >= cfg.weak_clarify_threshold
+                        && (s.lexical_bonus > 0.0 || s.name_bonus > 0.0))
+            }
         };
         explanation.top = scored.iter().take(5).cloned().collect();
 
@@ -543,16 +602,13 @@ impl<E: Embedder> Engine<E> {
                 confidence: round_confidence(s.score),
                 args,
             }
-        } else if best_any.is_some_and(|b| b.score >= cfg.clarify_threshold) {
+        } else if scored.iter().any(|s| offer(s)) {
             // Visible apps; NoDisplay ones only if no visible one qualifies.
             // One candidate per program (foot, foot --server), visible ones kept apart from hidden ones.
             let mut seen = HashSet::new();
             let qualifying: Vec<&Scored> = scored
                 .iter()
-                .filter(|s| {
-                    s.score >= cfg.clarify_threshold
-                        && seen.insert((s.family.clone(), s.no_display))
-                })
+                .filter(|s| offer(s) && seen.insert((s.family.clone(), s.no_display)))
                 .collect();
             let mut picks: Vec<&Scored> = qualifying
                 .iter()
@@ -563,10 +619,17 @@ impl<E: Embedder> Engine<E> {
             if picks.is_empty() {
                 picks.extend(qualifying.iter().copied().filter(|s| s.no_display).take(3));
             }
-            explanation.decision = format!(
-                "clarify: best score {:.3} is below the launch threshold {:.2}",
-                scored[0].score, cfg.launch_threshold
-            );
+            explanation.decision = if grounded {
+                format!(
+                    "clarify: best score {:.3} is below the launch threshold {:.2}",
+                    scored[0].score, cfg.launch_threshold
+                )
+            } else {
+                format!(
+                    "clarify: no word of the request is used by any app of the catalog, so nothing is launched on the model's score alone ({:.3})",
+                    scored[0].score
+                )
+            };
             Action::Clarify {
                 candidates: picks
                     .into_iter()
@@ -579,11 +642,20 @@ impl<E: Embedder> Engine<E> {
                 question: Some("Which app did you mean?".into()),
             }
         } else {
-            explanation.decision = format!(
-                "none: best score {:.3} is below the clarify threshold {:.2}: nothing in the catalog fits",
-                best_any.map_or(0.0, |b| b.score),
-                cfg.clarify_threshold
-            );
+            explanation.decision = if grounded {
+                format!(
+                    "none: best score {:.3} is below the clarify threshold {:.2} (or {:.2} with a shared word): nothing in the catalog fits",
+                    best_any.map_or(0.0, |b| b.score),
+                    cfg.clarify_threshold,
+                    cfg.weak_clarify_threshold
+                )
+            } else {
+                format!(
+                    "none: no word of the request is used by any app of the catalog, and the best score {:.3} is below the launch threshold {:.2}",
+                    best_any.map_or(0.0, |b| b.score),
+                    cfg.launch_threshold
+                )
+            };
             Action::none()
         };
         explanation.ranked_first = action
@@ -719,6 +791,7 @@ mod tests {
             launch_threshold: 0.3,
             clarify_threshold: 0.1,
             name_bonus: 0.0,
+            helper_penalty: 0.0,
             ..Default::default()
         };
         let eng = engine(cfg);
@@ -752,6 +825,7 @@ mod tests {
             launch_threshold: (scored_hidden + scored_visible) / 2.0,
             clarify_threshold: 0.1,
             name_bonus: 0.0,
+            helper_penalty: 0.0,
             ..Default::default()
         };
         let r = engine(cfg)
@@ -764,6 +838,65 @@ mod tests {
             r.explanation
         );
         assert!(r.explanation.decision.contains("NoDisplay"));
+    }
+
+    #[test]
+    fn hidden_helpers_are_penalised_unless_named() {
+        let eng = engine(EngineConfig::default());
+        let ex = args::extract("change the desktop background wallpaper");
+        let s = eng
+            .score(&ex, &words("change the desktop background wallpaper"), 10)
+            .unwrap();
+        let panel = s.iter().find(|x| x.app_id == "panel.desktop").unwrap();
+        assert_eq!(panel.helper_penalty, 0.10, "NoDisplay without a Settings category");
+        assert!(s
+            .iter()
+            .filter(|x| !x.no_display)
+            .all(|x| x.helper_penalty == 0.0));
+        let r = eng.resolve("change the desktop background wallpaper").unwrap();
+        assert!(r.explanation.to_string().contains("hidden helper"));
+    }
+
+    #[test]
+    fn requests_in_words_no_app_uses_never_launch() {
+        // Thresholds so low that anything would launch, yet words the catalog
+        // never uses give no launch: none below the launch threshold.
+        let cfg = EngineConfig {
+            launch_threshold: 2.0,
+            clarify_threshold: -1.0,
+            weak_clarify_threshold: -1.0,
+            ..Default::default()
+        };
+        let r = engine(cfg).resolve("zorblat quux").unwrap();
+        assert_eq!(r.action, Action::none(), "{}", r.explanation);
+        assert!(r.explanation.decision.contains("no word of the request"));
+        // A grounded request with the same thresholds is asked back about.
+        let r = engine(cfg).resolve("terminal quux").unwrap();
+        assert!(matches!(r.action, Action::Clarify { .. }), "{}", r.explanation);
+        let cfg = EngineConfig {
+            launch_threshold: -1.0,
+            ..cfg
+        };
+        let r = engine(cfg).resolve("zorblat quux").unwrap();
+        assert!(matches!(r.action, Action::Clarify { .. }), "{}", r.explanation);
+        assert_eq!(r.action.launched(), None);
+    }
+
+    #[test]
+    fn weak_matches_are_offered_only_with_a_shared_word() {
+        let eng = engine(EngineConfig::default());
+        let ex = args::extract("terminal quux");
+        let s = eng.score(&ex, &words("terminal quux"), 10).unwrap();
+        let foot = s.iter().find(|x| x.app_id == "foot.desktop").unwrap();
+        assert!(foot.lexical_bonus > 0.0);
+        let cfg = EngineConfig {
+            launch_threshold: 2.0,
+            clarify_threshold: foot.score + 0.01,
+            weak_clarify_threshold: foot.score - 0.01,
+            ..Default::default()
+        };
+        let r = engine(cfg).resolve("terminal quux").unwrap();
+        assert_eq!(r.action.first_choice(), Some("foot.desktop"), "{}", r.explanation);
     }
 
     #[test]

@@ -322,3 +322,12 @@ mod tests {
         assert!(host_cmdline(Vmm::Rayos).ends_with("rayos_smoke.vmm=rayos"));
     }
 }
+
+/// Renames a failed run's serial log so a retry does not overwrite it.
+pub fn keep_failed_log(log: &std::path::Path) -> std::path::PathBuf {
+    let kept = log.with_extension("attempt1.log");
+    if let Err(e) = std::fs::rename(log, &kept) {
+        tracing::warn!("cannot keep {}: {e}", log.display());
+    }
+    kept
+}

@@ -334,6 +334,9 @@ for m in $(cat /etc/rayos-smoke/modules-$vendor); do
     insmod {module_dir}/$m.ko || fail "insmod $m.ko failed (kvm-$vendor)"
 done
 [ -c /dev/kvm ] || fail "/dev/kvm missing after loading kvm-$vendor"
+# RayOS host policy: shared-memory guest RAM (rayos-vmm's memfd, QEMU's
+# memory-backend-memfd) may use transparent huge pages where the VMM asks.
+echo advise > /sys/kernel/mm/transparent_hugepage/shmem_enabled 2>/dev/null
 vmm=rayos
 for arg in $(cat /proc/cmdline); do
     case "$arg" in {param}=*) vmm="${{arg#{param}=}}" ;; esac

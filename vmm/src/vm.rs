@@ -1,8 +1,9 @@
 //! Building and running a virtual machine from a [`VmConfig`].
 //!
-//! Order matters and follows what KVM expects: VM, TSS and identity-map
-//! addresses, in-kernel irqchip (PIC + IOAPIC + local APICs) and PIT, guest
-//! RAM slots, then guest memory contents (kernel, initramfs, command line,
+//! Order matters and follows what KVM expects: VM, guest RAM slots (on a
+//! thread of their own: the first slot is slow), and meanwhile TSS and
+//! identity-map addresses, in-kernel irqchip (PIC + IOAPIC + local APICs) and
+//! PIT, then guest memory contents (kernel, initramfs, command line,
 //! page tables, GDT, ACPI, zero page), devices and their irqfds, and last the
 //! vCPUs (CPUID before anything else on each vCPU, because KVM derives the
 //! vCPU's model from it). The main thread then waits for the first
@@ -161,7 +162,11 @@ fn check_caps(kvm: &Kvm) -> Result<(), VmError> {
 }
 
 fn create_vm(kvm: &Kvm) -> Result<VmFd, VmError> {
-    let vm = kvm.create_vm().map_err(kvm_err("create VM"))?;
+    kvm.create_vm().map_err(kvm_err("create VM"))
+}
+
+/// TSS and identity-map addresses, in-kernel irqchip and PIT (before any vCPU).
+fn setup_vm(kvm: &Kvm, vm: &VmFd) -> Result<(), VmError> {
     vm.set_tss_address(KVM_TSS_ADDRESS as usize).map_err(kvm_err("set TSS address"))?;
     if kvm.check_extension(Cap::SetIdentityMapAddr) {
         vm.set_identity_map_address(KVM_IDENTITY_MAP_ADDRESS)
@@ -170,7 +175,7 @@ fn create_vm(kvm: &Kvm) -> Result<VmFd, VmError> {
     vm.create_irq_chip().map_err(kvm_err("create in-kernel irqchip"))?;
     let pit = kvm_pit_config { flags: KVM_PIT_SPEAKER_DUMMY, ..Default::default() };
     vm.create_pit2(pit).map_err(kvm_err("create in-kernel PIT"))?;
-    Ok(vm)
+    Ok(())
 }
 
 /// Loads everything the guest boots into its memory; returns the entry point.
@@ -437,7 +442,7 @@ pub fn run(config: &VmConfig) -> Result<Outcome, VmError> {
     // need the slot to exist yet.
     let (devices, vcpu_fds) = std::thread::scope(|s| {
         let registration = s.spawn(|| ram.register(&vm));
-        let built = load_guest(&ram, config).and_then(|kernel| {
+        let built = setup_vm(&kvm, &vm).and_then(|_| load_guest(&ram, config)).and_then(|kernel| {
             let devices = create_devices(&vm, &ram, config, tx.clone(), panic.clone())?;
             let vcpus = create_vcpus(&kvm, &vm, config, kernel.entry)?;
             Ok((devices, vcpus))

@@ -323,11 +323,76 @@ mod tests {
     }
 }
 
+/// Runs one boot of `vmm`. The nested QEMU reference occasionally has its
+/// test host reset under TCG, so a failed QEMU run is retried once, visibly,
+/// keeping the failed log; rayos-vmm runs are never retried. `failure` says
+/// why a result failed and where its log is.
+pub fn run_with_reference_retry<R, E>(
+    scenario: &str,
+    vmm: Vmm,
+    mut attempt: impl FnMut() -> Result<R, E>,
+    failure: impl Fn(&R) -> Option<(String, std::path::PathBuf)>,
+) -> Result<R, E> {
+    let first = attempt()?;
+    if vmm != Vmm::Qemu {
+        return Ok(first);
+    }
+    let Some((reason, log)) = failure(&first) else {
+        return Ok(first);
+    };
+    let kept = keep_failed_log(&log);
+    println!(
+        "{scenario} vmm=qemu attempt 1 failed: {reason}; retrying the reference once (log kept as {})",
+        kept.display()
+    );
+    attempt()
+}
+
 /// Renames a failed run's serial log so a retry does not overwrite it.
-pub fn keep_failed_log(log: &std::path::Path) -> std::path::PathBuf {
+fn keep_failed_log(log: &std::path::Path) -> std::path::PathBuf {
     let kept = log.with_extension("attempt1.log");
     if let Err(e) = std::fs::rename(log, &kept) {
         tracing::warn!("cannot keep {}: {e}", log.display());
     }
     kept
+}
+
+#[cfg(test)]
+mod retry_tests {
+    use super::*;
+
+    fn fails(r: &Result<u32, String>) -> Option<(String, PathBuf)> {
+        r.as_ref()
+            .err()
+            .map(|e| (e.clone(), std::env::temp_dir().join("rayos-no-such-log")))
+    }
+
+    #[test]
+    fn only_a_failed_qemu_run_is_retried_once() {
+        for (vmm, want_calls) in [(Vmm::Qemu, 2), (Vmm::Rayos, 1)] {
+            let mut calls = 0;
+            let r: Result<Result<u32, String>, ()> = run_with_reference_retry(
+                "t",
+                vmm,
+                || {
+                    calls += 1;
+                    Ok(Err(format!("attempt {calls}")))
+                },
+                fails,
+            );
+            assert_eq!(calls, want_calls);
+            assert_eq!(r.unwrap(), Err(format!("attempt {want_calls}")));
+        }
+        let mut calls = 0;
+        let r: Result<Result<u32, String>, ()> = run_with_reference_retry(
+            "t",
+            Vmm::Qemu,
+            || {
+                calls += 1;
+                Ok(Ok(7))
+            },
+            fails,
+        );
+        assert_eq!((calls, r.unwrap()), (1, Ok(7)));
+    }
 }

@@ -150,20 +150,17 @@ fn run_boots(
     };
     let mut results = Vec::new();
     for &vmm in vmms {
-        let mut result = boot_once(&prep, opts, vmm, &expect)?;
-        if let Err(reason) = &result.figures {
-            if vmm == Vmm::Qemu {
-                // The reference VMM runs nested under TCG, which occasionally
-                // resets the test host; retry it once, visibly. rayos-vmm runs
-                // are never retried.
-                let kept = nested::keep_failed_log(&result.log);
-                println!(
-                    "vmm-boot vmm=qemu attempt 1 failed: {reason}; retrying the reference once (log kept as {})",
-                    kept.display()
-                );
-                result = boot_once(&prep, opts, vmm, &expect)?;
-            }
-        }
+        let result = nested::run_with_reference_retry(
+            SCENARIO,
+            vmm,
+            || boot_once(&prep, opts, vmm, &expect),
+            |r| {
+                r.figures
+                    .as_ref()
+                    .err()
+                    .map(|e| (e.to_string(), r.log.clone()))
+            },
+        )?;
         match &result.figures {
             Ok(f) => println!(
                 "vmm-boot vmm={} guest_init_s={:.2} vmm_run_s={:.2} vcpus={} boot_wall_s={:.1} log={}",

@@ -150,19 +150,17 @@ fn run_all(args: &VmmVirtiofsArgs) -> Result<(Prepared, Vec<RunResult>), VmmVirt
     };
     let mut results = Vec::new();
     for vmm in args.vmm.vmms() {
-        let mut r = run_once(&prep, args, &plan, vmm, &expect)?;
-        if let Err(reason) = &r.figures {
-            if vmm == Vmm::Qemu {
-                // See vmm-boot: the nested reference is retried once, visibly;
-                // rayos-vmm runs never are.
-                let kept = nested::keep_failed_log(&r.log);
-                println!(
-                    "{SCENARIO} vmm=qemu attempt 1 failed: {reason}; retrying the reference once (log kept as {})",
-                    kept.display()
-                );
-                r = run_once(&prep, args, &plan, vmm, &expect)?;
-            }
-        }
+        let r = nested::run_with_reference_retry(
+            SCENARIO,
+            vmm,
+            || run_once(&prep, args, &plan, vmm, &expect),
+            |r| {
+                r.figures
+                    .as_ref()
+                    .err()
+                    .map(|e| (e.to_string(), r.log.clone()))
+            },
+        )?;
         match &r.figures {
             Ok((b, f)) => println!(
                 "{SCENARIO} vmm={} read_mib_s={:.1} write_mib_s={:.1} read_s={:.3} write_s={:.3} \

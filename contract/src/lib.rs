@@ -1,0 +1,30 @@
+//! The RayOS Linux subsystem contract in code (see `contract/CONTRACT.md`).
+//!
+//! RayOS is the sole authority over boot, policy, storage and all I/O; Linux
+//! is a managed guest that asks and never orders. This crate holds what both
+//! sides agree on and nothing else: the command-channel messages
+//! ([`message`]), their framing ([`frame`]), version negotiation
+//! ([`version`]), the app catalog's entries ([`desktop`]) and the host's
+//! policy types ([`policy`]). It does no I/O beyond the `Read`/`Write` a
+//! caller hands to the frame reader.
+
+pub mod desktop;
+pub mod frame;
+pub mod message;
+pub mod policy;
+pub mod version;
+
+pub use desktop::{expand_exec, parse_desktop, DesktopEntry};
+pub use frame::{encode, write_frame, Decoder, FrameError, FrameReader, MAX_FRAME};
+pub use message::{
+    decode_reply, decode_request, AgentMessage, AppRef, DecodeError, DisplayMode, ErrorCode, HostRequest, Launch,
+    LogLevel, Reply, Request,
+};
+pub use policy::{AppRule, FolderShare, GuestPolicy, PolicyError};
+pub use version::{negotiate, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
+
+/// The vsock port the guest agent listens on.
+pub const AGENT_PORT: u32 = 5252;
+
+/// The vsock context id of the host, as the guest sees it.
+pub const HOST_CID: u32 = 2;

@@ -6,8 +6,10 @@
 //! - [`intent`]: the intent engine, which turns a request in plain words into a
 //!   contract action (launch an app with arguments, ask back, or nothing) with a
 //!   local sentence-embedding model on the CPU;
-//! - [`cli`]: the `rayos` command line over both.
+//! - [`guest`]: the host end of the command channel to a guest's agent;
+//! - [`cli`]: the `rayos` command line over all of them.
 
 pub mod cli;
+pub mod guest;
 pub mod intent;
 pub mod models;

@@ -16,6 +16,7 @@ use crate::intent::eval;
 use crate::intent::session::{SessionError, SessionOptions};
 use crate::models::{self, ModelStore, StoreError};
 
+mod guest_cmd;
 mod intent;
 mod models_cmd;
 
@@ -40,6 +41,8 @@ pub enum CliError {
     Eval(#[from] eval::EvalError),
     #[error("{0}")]
     Target(String),
+    #[error(transparent)]
+    Guest(crate::guest::ClientError),
 }
 
 impl CliError {
@@ -59,7 +62,7 @@ impl CliError {
 }
 
 #[derive(Parser, Debug)]
-#[command(name = "rayos", version, about = "RayOS host: AI core (intent engine) and model manager", long_about = None)]
+#[command(name = "rayos", version, about = "RayOS host: guest command channel, AI core (intent engine) and model manager", long_about = None)]
 pub struct Cli {
     /// More log output (repeat for more); RAYOS_LOG=debug does the same.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
@@ -85,6 +88,8 @@ pub enum Command {
     IntentEval(EvalArgs),
     /// Measure model load time, p50/p99 latency per request and memory; fails above the target.
     IntentBench(BenchArgs),
+    /// Talk to a running guest's agent: list its apps, launch, stop, ping, power.
+    Guest(guest_cmd::GuestArgs),
     /// Developer tool: cosine similarity of texts under the model, pairwise.
     #[command(hide = true)]
     Similarity {
@@ -341,6 +346,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Intent(a) => intent::intent_cmd(a),
         Command::IntentEval(a) => intent::eval_cmd(a),
         Command::IntentBench(a) => intent::bench_cmd(a),
+        Command::Guest(a) => return guest_exit(guest_cmd::guest_cmd(a)),
         Command::Similarity {
             model,
             store,
@@ -349,6 +355,16 @@ pub fn run(cli: Cli) -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        Err(e) => {
+            eprintln!("rayos: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+fn guest_exit(r: Result<u8, CliError>) -> ExitCode {
+    match r {
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("rayos: {e}");
             ExitCode::from(e.exit_code())

@@ -192,6 +192,8 @@ fn load_file(id: &str, path: &Path) -> Result<Option<DesktopEntry>, CatalogError
 mod tests {
     use super::*;
 
+    const EVINCE: &str = "[Desktop Entry]\nName=Document Viewer\nComment=View multi-page documents\nExec=evince %U\nType=Application\nMimeType=application/pdf;\n";
+
     #[test]
     fn loads_a_folder_skipping_bad_files_by_name() {
         let tmp = tempfile::tempdir().unwrap();

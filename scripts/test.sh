@@ -62,12 +62,12 @@ run_scenario() {
 }
 
 run_fuzz() {
-    local target=$1 seconds=$2
+    local dir=$1 target=$2 seconds=$3
     log "fuzz $target for ${seconds}s"
     local tools="${RAYOS_CACHE_DIR:-$HOME/.cache/rayos}/tools/bin"
     local out
     out=$(mktemp)
-    (cd vmm/fuzz && PATH="$tools:$PATH" cargo fuzz run --sanitizer none "$target" -- \
+    (cd "$dir" && PATH="$tools:$PATH" cargo fuzz run --sanitizer none "$target" -- \
         -max_total_time="$seconds" -print_final_stats=1) >"$out" 2>&1
     local rc=$?
     local runs
@@ -77,14 +77,15 @@ run_fuzz() {
         passed=$((passed + 1))
     else
         tail -n 40 "$out"
-        echo "FAIL fuzz-$target: exit $rc (crash inputs are kept in vmm/fuzz/artifacts/$target)"
+        echo "FAIL fuzz-$target: exit $rc (crash inputs are kept in $dir/artifacts/$target)"
         failed=$((failed + 1)); failures+=("fuzz-$target")
     fi
     rm -f "$out"
 }
 
-run_fuzz virtio_pci_registers 30
-run_fuzz pci_config_space 30
+run_fuzz vmm/fuzz virtio_pci_registers 30
+run_fuzz vmm/fuzz pci_config_space 30
+run_fuzz contract/fuzz frame_decode 30
 run_scenario intent-eval --catalog host/tests/catalog --labels host/tests/intent/labels.tsv \
     --labels host/tests/intent/labels-holdout.tsv
 run_scenario intent-bench --catalog host/tests/catalog --labels host/tests/intent/labels.tsv

@@ -71,6 +71,54 @@ pub enum Scenario {
     /// Without a usable /dev/kvm it prints SKIP and exits 77.
     #[command(name = "vmm-startup")]
     VmmStartup(VmmStartupArgs),
+
+    /// Tier 2: the guest image, agent and vsock backend on QEMU. Builds (or
+    /// refreshes) the Debian trixie guest image, serves its root file system
+    /// with virtiofsd and its vsock with rayos-vsock, boots it in QEMU (TCG
+    /// where KVM cannot run Linux), then as the host: handshake, list the
+    /// catalog (foot.desktop and weston-terminal.desktop in it), launch `sh -c 'id -un; exit 3'`
+    /// and check it ran as user rayos and exited 3, send a malformed and an
+    /// oversize frame (typed errors, agent still serves), power the guest off.
+    ///
+    /// Prints `PASS agent boot_to_agent_s=<s> launch_rtt_ms=<ms>`. Needs root
+    /// (the image build runs mmdebstrap; virtiofsd exports a root tree).
+    Agent(AgentArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// Guest image directory (built or refreshed there)
+    /// [default: <workspace>/target/guest-image].
+    #[arg(long, value_name = "DIR")]
+    pub image: Option<PathBuf>,
+    /// rayos-guest-agent binary to put in the image
+    /// [default: <workspace>/target/release/rayos-guest-agent].
+    #[arg(long, value_name = "PATH")]
+    pub agent: Option<PathBuf>,
+    /// rayos-vsock backend [default: <workspace>/target/release/rayos-vsock].
+    #[arg(long, value_name = "PATH")]
+    pub vsock_backend: Option<PathBuf>,
+    /// virtiofsd [default: <cache dir>/tools/bin/virtiofsd].
+    #[arg(long, value_name = "PATH")]
+    pub virtiofsd: Option<PathBuf>,
+    /// QEMU binary.
+    #[arg(long, value_name = "PATH", default_value = "qemu-system-x86_64")]
+    pub qemu: PathBuf,
+    /// Accelerator: auto picks KVM only when this machine's KVM can run Linux.
+    #[arg(long, value_enum, default_value_t = AccelRequest::Auto)]
+    pub accel: AccelRequest,
+    /// Guest RAM in MiB.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(256..=16384))]
+    pub memory_mib: u32,
+    /// How long the guest may take from QEMU's start to the agent's answer.
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = crate::stats::parse_duration)]
+    pub boot_timeout: Duration,
+    /// Launches timed for launch_rtt_ms (the median is reported).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub launches: u32,
+    /// Run directory [default: <target>/smoke/agent-<UTC time>].
+    #[arg(long, value_name = "DIR")]
+    pub run_dir: Option<PathBuf>,
 }
 
 /// `--vmm` for vmm-boot and vmm-virtiofs.

@@ -17,6 +17,7 @@ use crate::intent::session::{SessionError, SessionOptions};
 use crate::models::{self, ModelStore, StoreError};
 
 mod guest_cmd;
+mod image_cmd;
 mod intent;
 mod models_cmd;
 
@@ -88,6 +89,9 @@ pub enum Command {
     IntentEval(EvalArgs),
     /// Measure model load time, p50/p99 latency per request and memory; fails above the target.
     IntentBench(BenchArgs),
+    /// Build the Linux guest image from Debian packages.
+    #[command(subcommand)]
+    Image(image_cmd::ImageCommand),
     /// Talk to a running guest's agent: list its apps, launch, stop, ping, power.
     Guest(guest_cmd::GuestArgs),
     /// Developer tool: cosine similarity of texts under the model, pairwise.
@@ -347,6 +351,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::IntentEval(a) => intent::eval_cmd(a),
         Command::IntentBench(a) => intent::bench_cmd(a),
         Command::Guest(a) => return guest_exit(guest_cmd::guest_cmd(a)),
+        Command::Image(c) => image_cmd::image_cmd(c),
         Command::Similarity {
             model,
             store,

@@ -1,6 +1,7 @@
 //! End-to-end scenarios. Each takes its parsed options and returns an
 //! [`Outcome`](crate::Outcome); errors become `FAIL` lines naming the cause.
 
+pub mod agent;
 pub mod nested;
 pub mod vmm_boot;
 pub mod vmm_startup;
@@ -16,5 +17,6 @@ pub fn run(scenario: &Scenario) -> Outcome {
         Scenario::Console(args) => vmm_boot::console(args),
         Scenario::VmmStartup(args) => vmm_startup::run(args),
         Scenario::VmmVirtiofs(args) => vmm_virtiofs::run(args),
+        Scenario::Agent(args) => agent::run(args),
     }
 }

@@ -1,9 +1,10 @@
 //! Starting apps and watching them end.
 //!
-//! Every app runs as the unprivileged guest user in its own process group
-//! (so `Stop` reaches its children too), with a clean environment: `HOME`,
-//! `USER`, `LOGNAME`, `SHELL`, `PATH`, `XDG_RUNTIME_DIR` and `WAYLAND_DISPLAY`
-//! set by the agent, plus what the host asked for. Its stdout and stderr go to
+//! Every app runs as the unprivileged guest user (with its supplementary
+//! groups, such as video and render) in its own process group (so `Stop`
+//! reaches its children too), with a clean environment: `HOME`, `USER`,
+//! `LOGNAME`, `SHELL`, `PATH`, `LANG=C.UTF-8`, `XDG_RUNTIME_DIR` and
+//! `WAYLAND_DISPLAY` set by the agent, plus what the host asked for. Its stdout and stderr go to
 //! one pipe whose lines become `Log` events.
 //!
 //! One reaper thread waits for every child (`waitpid(-1)`), which also reaps
@@ -50,6 +51,8 @@ pub struct RunAs {
     /// None: as the agent's own user (tests).
     pub uid: Option<u32>,
     pub gid: Option<u32>,
+    /// Supplementary groups (video, render, input...), from /etc/group.
+    pub groups: Vec<u32>,
     pub user: String,
     pub home: PathBuf,
     pub shell: String,
@@ -85,6 +88,7 @@ impl RunAs {
         Ok(RunAs {
             uid: Some(uid),
             gid: Some(gid),
+            groups: group_list(&name, gid),
             user: user.to_string(),
             home: PathBuf::from(home),
             shell: if shell.is_empty() { "/bin/sh".into() } else { shell },
@@ -177,15 +181,29 @@ impl Launcher {
             .env("PATH", &ra.path)
             .env("XDG_RUNTIME_DIR", &ra.runtime_dir)
             .env("WAYLAND_DISPLAY", display_name)
+            .env("LANG", "C.UTF-8")
             .envs(env)
             .current_dir(&cwd)
             .stdin(Stdio::null())
             .process_group(0);
-        if let Some(gid) = ra.gid {
-            cmd.gid(gid);
-        }
-        if let Some(uid) = ra.uid {
-            cmd.uid(uid);
+        if let (Some(uid), Some(gid)) = (ra.uid, ra.gid) {
+            let groups: Vec<libc::gid_t> = ra.groups.clone();
+            // SAFETY: the closure runs in the child between fork and exec and
+            // only makes async-signal-safe system calls on memory allocated
+            // before the fork. Supplementary groups must be set while still
+            // root, so the whole switch happens here (std's uid() would drop
+            // them).
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setgroups(groups.len(), groups.as_ptr()) != 0
+                        || libc::setgid(gid) != 0
+                        || libc::setuid(uid) != 0
+                    {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
         }
         let (read_end, write_end) = pipe().map_err(LaunchError::Pipe)?;
         let err_end = write_end.try_clone().map_err(LaunchError::Pipe)?;
@@ -299,6 +317,25 @@ impl Launcher {
             };
             tracing::info!(handle = r.handle, pid, ?code, ?signal, "app exited");
             (self.sink)(AgentMessage::Exited { handle: r.handle, status: code, signal });
+        }
+    }
+}
+
+/// The user's groups: its primary group and every group listing it.
+fn group_list(user: &std::ffi::CStr, gid: u32) -> Vec<u32> {
+    let mut n: libc::c_int = 64;
+    loop {
+        let mut groups = vec![0 as libc::gid_t; n as usize];
+        let want = n;
+        // SAFETY: `groups` has room for `n` entries; getgrouplist writes at
+        // most that many and stores the count it needs in `n`.
+        let rc = unsafe { libc::getgrouplist(user.as_ptr(), gid, groups.as_mut_ptr(), &mut n) };
+        if rc >= 0 {
+            groups.truncate(n.max(0) as usize);
+            return groups;
+        }
+        if n <= want || n > 65536 {
+            return vec![gid];
         }
     }
 }

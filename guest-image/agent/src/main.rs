@@ -63,6 +63,7 @@ fn run(args: Args) -> Result<(), String> {
             let mut ra = RunAs::lookup(&user).unwrap_or_else(|_| RunAs {
                 uid: None,
                 gid: None,
+                groups: Vec::new(),
                 user: user.clone(),
                 home: std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| "/".into()),
                 shell: "/bin/sh".into(),

@@ -152,9 +152,12 @@ pub fn guest_cmd(a: GuestArgs) -> Result<u8, CliError> {
             if json {
                 println!("{}", serde_json::json!({"handle": handle, "pid": pid, "status": status, "signal": signal}));
             } else {
+                let tag = format!("[app {handle}] ");
                 for e in c.take_events() {
                     if let rayos_contract::AgentMessage::Log { line, .. } = e {
-                        eprintln!("{line}");
+                        if let Some(text) = line.strip_prefix(&tag) {
+                            eprintln!("{text}");
+                        }
                     }
                 }
                 match (status, signal) {

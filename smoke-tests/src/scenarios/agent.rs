@@ -241,19 +241,19 @@ fn exercise(args: &AgentArgs, uds: &Path, boot: Instant, procs: &mut Procs) -> R
         display: DisplayMode::Native,
     };
     let t = Instant::now();
-    let (handle, pid) = client.launch(&policy, argv(&["sh", "-c", "id -un; exit 3"])).map_err(|e| format!("launch: {e}"))?;
+    let (handle, pid) = client.launch(&policy, argv(&["sh", "-c", "echo $(id -un) $(id -Gn | tr ' ' '\\n' | grep -xE 'video|render' | sort); exit 3"])).map_err(|e| format!("launch: {e}"))?;
     let first_rtt = t.elapsed().as_secs_f64() * 1e3;
     let exit = client.wait_exit(handle, reply_timeout).map_err(|e| format!("waiting for handle {handle}: {e}"))?;
     let user_line = client.take_events().into_iter().find_map(|e| match e {
         AgentMessage::Log { line, .. } if line.starts_with(&format!("[app {handle}]")) => Some(line),
         _ => None,
     });
-    println!("launched `sh -c 'id -un; exit 3'`: handle {handle} pid {pid}, exit {exit:?}, output {user_line:?}");
+    println!("launched a shell printing its user and groups, then exiting 3: handle {handle} pid {pid}, exit {exit:?}, output {user_line:?}");
     if exit != (Some(3), None) {
         return Err(format!("`sh -c 'exit 3'` ended with {exit:?}, expected status 3"));
     }
-    if user_line.as_deref() != Some(&format!("[app {handle}] rayos")) {
-        return Err(format!("the app did not run as user rayos: output {user_line:?}"));
+    if user_line.as_deref() != Some(&format!("[app {handle}] rayos render video")) {
+        return Err(format!("the app did not run as user rayos with groups render and video: output {user_line:?}"));
     }
     let mut rtts = vec![first_rtt];
     for _ in 0..args.launches.saturating_sub(1) {

@@ -5,7 +5,8 @@
 #   2. release build of the workspace
 #   3. unit and component tests (tier 1: includes tiny guests on /dev/kvm)
 #   4. fuzzing: each cargo-fuzz target for 30 s; intent engine accuracy and latency
-#   5. scenarios: vmm-startup (tier 1); vmm-boot and vmm-virtiofs with rayos-vmm and QEMU (tier 3, nested)
+#   5. scenarios: vmm-startup (tier 1); agent: guest image, agent and vsock backend on QEMU (tier 2);
+#      vmm-boot and vmm-virtiofs with rayos-vmm and QEMU (tier 3, nested)
 #
 # A scenario that cannot run on this machine prints "SKIP <name>: <reason>";
 # that is reported, and counts as a failure in CI (CI=true) where every
@@ -85,11 +86,13 @@ run_fuzz() {
 
 run_fuzz vmm/fuzz virtio_pci_registers 30
 run_fuzz vmm/fuzz pci_config_space 30
+run_fuzz vmm/fuzz vsock_packet 30
 run_fuzz contract/fuzz frame_decode 30
 run_scenario intent-eval --catalog host/tests/catalog --labels host/tests/intent/labels.tsv \
     --labels host/tests/intent/labels-holdout.tsv
 run_scenario intent-bench --catalog host/tests/catalog --labels host/tests/intent/labels.tsv
 run_scenario vmm-startup
+run_scenario agent
 run_scenario vmm-boot --vmm both
 run_scenario vmm-virtiofs --vmm both
 

@@ -1,0 +1,807 @@
+//! The control API: protocol types, line framing and the pure request handler.
+//!
+//! Design note: automation (the host daemon, tests, the CLI) drives the
+//! compositor over a unix socket, one JSON object per line in each
+//! direction; `compositor/CONTROL-API.md` is the reference. Requests are
+//! tagged by `op`; everything the compositor writes is tagged by `type`:
+//! `ok` (with a `reply` kind), `error` (with a stable `code`), or `event`
+//! (only after `subscribe`). A request line may be at most [`MAX_LINE`]
+//! bytes; [`LineSplitter`] enforces that while reading, without buffering
+//! more than that, and resynchronises at the next newline.
+//!
+//! [`handle`] applies a decoded request to the [`Shell`]. Requests that are
+//! pure state changes (list, focus, close, register/unregister VM, set VM
+//! policy) are completed here, so they are testable without a display.
+//! Requests that need the display (key and pointer injection, screenshots)
+//! are validated here (ids exist, coordinates lie on the output, a key's
+//! target can take focus) and handed back as an [`Effect`] for the Smithay
+//! layer to carry out. The events a request caused come back too, for the
+//! connection loop to broadcast to subscribers after the response.
+
+use serde::{Deserialize, Serialize};
+
+use crate::origin::{OriginError, Rgb};
+use crate::shell::{Shell, ShellError, ShellEvent};
+use crate::window::{WindowId, WindowInfo};
+
+/// Longest request line, in bytes, newline excluded.
+pub const MAX_LINE: usize = 64 * 1024;
+/// Most keysyms in one `key` request.
+pub const MAX_KEYSYMS: usize = 32;
+/// Longest keysym name.
+pub const MAX_KEYSYM_LEN: usize = 64;
+/// Longest `text` in one `key` request, in characters.
+pub const MAX_TEXT_CHARS: usize = 4096;
+/// Longest screenshot path, in bytes.
+pub const MAX_PATH: usize = 4096;
+
+/// Errors of decoding and validating control requests.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ControlError {
+    #[error("request line is longer than {max} bytes")]
+    LineTooLong { max: usize },
+    #[error("request is not UTF-8")]
+    NotUtf8,
+    #[error("bad request: {0}")]
+    BadJson(String),
+    #[error("invalid request: {0}")]
+    Invalid(String),
+}
+
+/// Keyboard action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyAction {
+    Press,
+    Release,
+    /// Press then release each key (the only action allowed with `text`).
+    #[default]
+    Tap,
+}
+
+/// Pointer button.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Button {
+    Left,
+    Right,
+    Middle,
+}
+
+/// Pointer action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PointerAction {
+    /// Move only.
+    Motion,
+    Press,
+    Release,
+    /// Move, press and release.
+    Click,
+}
+
+/// One control request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    ListWindows,
+    Focus {
+        id: WindowId,
+    },
+    Close {
+        id: WindowId,
+    },
+    Key {
+        /// Focus this window first (host activation); default: the focused window.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<WindowId>,
+        /// xkb keysym names (`Return`, `a`, `Control_L`), pressed in order.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        keysyms: Option<Vec<String>>,
+        /// Text to type (tapped character by character).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        text: Option<String>,
+        #[serde(default)]
+        action: KeyAction,
+    },
+    Pointer {
+        x: i32,
+        y: i32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        button: Option<Button>,
+        action: PointerAction,
+    },
+    Screenshot {
+        /// Output name; default: the primary output.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        output: Option<String>,
+        /// One window (its client area and decoration) instead of an output.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        window: Option<WindowId>,
+        /// Absolute `.png` path to write; default: the PNG comes back in base64.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        path: Option<String>,
+    },
+    RegisterVm {
+        name: String,
+        colour: Rgb,
+    },
+    UnregisterVm {
+        name: String,
+    },
+    SetVmPolicy {
+        name: String,
+        accept_windows: bool,
+    },
+    Subscribe,
+}
+
+fn invalid(msg: impl Into<String>) -> ControlError {
+    ControlError::Invalid(msg.into())
+}
+
+fn valid_keysym(k: &str) -> bool {
+    !k.is_empty() && k.len() <= MAX_KEYSYM_LEN && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+impl Request {
+    /// Checks what the types alone cannot.
+    pub fn validate(&self) -> Result<(), ControlError> {
+        match self {
+            Request::Key { keysyms, text, action, .. } => match (keysyms, text) {
+                (Some(_), Some(_)) | (None, None) => Err(invalid("key: give exactly one of \"keysyms\" or \"text\"")),
+                (Some(k), None) => {
+                    if k.is_empty() || k.len() > MAX_KEYSYMS {
+                        return Err(invalid(format!("key: \"keysyms\" must hold 1 to {MAX_KEYSYMS} names")));
+                    }
+                    if let Some(bad) = k.iter().find(|k| !valid_keysym(k)) {
+                        let shown: String = bad.chars().take(MAX_KEYSYM_LEN).collect();
+                        return Err(invalid(format!("key: {shown:?} is not a keysym name ([A-Za-z0-9_], 1-64 chars)")));
+                    }
+                    Ok(())
+                }
+                (None, Some(t)) => {
+                    if t.is_empty() || t.chars().count() > MAX_TEXT_CHARS {
+                        return Err(invalid(format!("key: \"text\" must hold 1 to {MAX_TEXT_CHARS} characters")));
+                    }
+                    if *action != KeyAction::Tap {
+                        return Err(invalid("key: \"text\" can only be tapped (omit \"action\" or use \"tap\")"));
+                    }
+                    Ok(())
+                }
+            },
+            Request::Pointer { button, action, .. } => match (action, button) {
+                (PointerAction::Press | PointerAction::Release | PointerAction::Click, None) => {
+                    Err(invalid("pointer: press, release and click need a \"button\""))
+                }
+                _ => Ok(()),
+            },
+            Request::Screenshot { output, window, path } => {
+                if output.is_some() && window.is_some() {
+                    return Err(invalid("screenshot: give \"output\" or \"window\", not both"));
+                }
+                if let Some(o) = output {
+                    if o.is_empty() || o.len() > 64 || o.chars().any(char::is_control) {
+                        return Err(invalid("screenshot: bad output name"));
+                    }
+                }
+                if let Some(p) = path {
+                    if !p.starts_with('/') || !p.ends_with(".png") || p.len() > MAX_PATH || p.contains('\0') {
+                        return Err(invalid("screenshot: \"path\" must be an absolute path ending in .png"));
+                    }
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Decodes and validates one request line (a trailing `\n` or `\r\n` is allowed).
+pub fn decode_request(line: &[u8]) -> Result<Request, ControlError> {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if line.len() > MAX_LINE {
+        return Err(ControlError::LineTooLong { max: MAX_LINE });
+    }
+    let text = std::str::from_utf8(line).map_err(|_| ControlError::NotUtf8)?;
+    let req: Request = serde_json::from_str(text).map_err(|e| ControlError::BadJson(e.to_string()))?;
+    req.validate()?;
+    Ok(req)
+}
+
+/// Splits a byte stream into request lines, capping each at [`MAX_LINE`].
+///
+/// An over-long line yields one [`ControlError::LineTooLong`] and is skipped
+/// up to its newline; blank lines are ignored. Memory stays bounded by
+/// [`MAX_LINE`] whatever the peer sends.
+#[derive(Debug, Default)]
+pub struct LineSplitter {
+    buf: Vec<u8>,
+    discarding: bool,
+}
+
+impl LineSplitter {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Feeds bytes; returns the complete lines (without newline) they finish.
+    pub fn push(&mut self, mut data: &[u8]) -> Vec<Result<Vec<u8>, ControlError>> {
+        let mut out = Vec::new();
+        while !data.is_empty() {
+            let nl = data.iter().position(|&b| b == b'\n');
+            let (chunk, rest, ends) = match nl {
+                Some(i) => (&data[..i], &data[i + 1..], true),
+                None => (data, &[][..], false),
+            };
+            data = rest;
+            if !self.discarding {
+                if self.buf.len() + chunk.len() > MAX_LINE + 1 {
+                    // +1 leaves room for a '\r' before the newline.
+                    self.buf.clear();
+                    self.discarding = true;
+                    out.push(Err(ControlError::LineTooLong { max: MAX_LINE }));
+                } else {
+                    self.buf.extend_from_slice(chunk);
+                }
+            }
+            if ends {
+                if !self.discarding {
+                    let mut line = std::mem::take(&mut self.buf);
+                    if line.last() == Some(&b'\r') {
+                        line.pop();
+                    }
+                    if line.len() > MAX_LINE {
+                        out.push(Err(ControlError::LineTooLong { max: MAX_LINE }));
+                    } else if !line.iter().all(u8::is_ascii_whitespace) {
+                        out.push(Ok(line));
+                    }
+                }
+                self.discarding = false;
+            }
+        }
+        out
+    }
+
+    /// Bytes of an unfinished line held.
+    pub fn pending(&self) -> usize {
+        self.buf.len()
+    }
+}
+
+/// Stable error codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// Not JSON, not UTF-8, unknown `op`, missing or unknown field.
+    BadRequest,
+    LineTooLong,
+    /// Well-formed but not acceptable (see the message).
+    InvalidRequest,
+    UnknownWindow,
+    UnknownVm,
+    InvalidName,
+    InvalidColour,
+    /// The colour is too close to the host colour.
+    ColourReserved,
+    DuplicateVm,
+    DesktopExists,
+    /// Policy refused it (VM refused, window cannot take focus).
+    Refused,
+    /// `key` without `id` while no window has focus.
+    NoFocus,
+    /// The display layer failed (screenshot, injection).
+    Internal,
+}
+
+/// An error response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ApiError { code, message: message.into() }
+    }
+}
+
+impl From<ControlError> for ApiError {
+    fn from(e: ControlError) -> Self {
+        let code = match e {
+            ControlError::LineTooLong { .. } => ErrorCode::LineTooLong,
+            ControlError::NotUtf8 | ControlError::BadJson(_) => ErrorCode::BadRequest,
+            ControlError::Invalid(_) => ErrorCode::InvalidRequest,
+        };
+        ApiError::new(code, e.to_string())
+    }
+}
+
+impl From<ShellError> for ApiError {
+    fn from(e: ShellError) -> Self {
+        let code = match &e {
+            ShellError::UnknownWindow(_) => ErrorCode::UnknownWindow,
+            ShellError::NotFocusable { .. } => ErrorCode::Refused,
+            ShellError::HostDesktop | ShellError::Geometry(_) => ErrorCode::InvalidRequest,
+            ShellError::Origin(o) => match o {
+                OriginError::InvalidName { .. } => ErrorCode::InvalidName,
+                OriginError::InvalidColour(_) => ErrorCode::InvalidColour,
+                OriginError::ColourReserved { .. } => ErrorCode::ColourReserved,
+                OriginError::Duplicate(_) => ErrorCode::DuplicateVm,
+                OriginError::UnknownVm(_) => ErrorCode::UnknownVm,
+                OriginError::DesktopExists(_) => ErrorCode::DesktopExists,
+                OriginError::Refused(_) => ErrorCode::Refused,
+            },
+        };
+        ApiError::new(code, e.to_string())
+    }
+}
+
+/// A successful response's payload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "reply", rename_all = "snake_case")]
+pub enum Reply {
+    /// Bottom to top.
+    Windows {
+        windows: Vec<WindowInfo>,
+    },
+    Done,
+    VmRegistered {
+        name: String,
+        colour: Rgb,
+        socket: String,
+    },
+    VmUnregistered {
+        name: String,
+        closed: Vec<WindowId>,
+    },
+    /// Exactly one of `path` (written file) or `png_base64` is set.
+    Screenshot {
+        width: u32,
+        height: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        path: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        png_base64: Option<String>,
+    },
+    Subscribed,
+}
+
+/// An event on the stream (after `subscribe`).
+pub type Event = ShellEvent;
+
+/// One line the compositor writes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMessage {
+    Ok(Reply),
+    Error(ApiError),
+    Event(Event),
+}
+
+impl From<Result<Reply, ApiError>> for ServerMessage {
+    fn from(r: Result<Reply, ApiError>) -> Self {
+        match r {
+            Ok(reply) => ServerMessage::Ok(reply),
+            Err(e) => ServerMessage::Error(e),
+        }
+    }
+}
+
+/// Serialises one message as a line (JSON never holds a raw newline).
+pub fn encode_line(msg: &ServerMessage) -> String {
+    let mut s = serde_json::to_string(msg)
+        .unwrap_or_else(|e| format!(r#"{{"type":"error","code":"internal","message":"cannot encode response: {e}"}}"#));
+    s.push('\n');
+    s
+}
+
+/// What to screenshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScreenshotTarget {
+    /// `None`: the primary output.
+    Output(Option<String>),
+    Window(WindowId),
+}
+
+/// Work left for the display layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Send keys to `target` (already focused by the handler).
+    Key { target: WindowId, keysyms: Option<Vec<String>>, text: Option<String>, action: KeyAction },
+    /// Inject pointer input at output coordinates (validated on-screen).
+    Pointer { x: i32, y: i32, button: Option<Button>, action: PointerAction },
+    /// Render and encode a PNG; the layer writes the response.
+    Screenshot { target: ScreenshotTarget, path: Option<String> },
+    /// Mark the connection as subscribed to events.
+    Subscribe,
+}
+
+/// The outcome of [`handle`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Handled {
+    /// The response to write now. `None` only with [`Effect::Screenshot`]:
+    /// the layer replies once the PNG exists. For key and pointer effects
+    /// the reply is `done`, to be written after the layer injected the
+    /// input (or replaced by an `internal` error if injection failed).
+    pub reply: Option<ServerMessage>,
+    /// Events the request caused, to broadcast to subscribers after the reply.
+    pub events: Vec<Event>,
+    pub effect: Option<Effect>,
+}
+
+/// Applies one request to the shell.
+pub fn handle(shell: &mut Shell, req: Request) -> Handled {
+    let mut effect = None;
+    let result: Result<Option<Reply>, ApiError> = (|| {
+        req.validate()?;
+        Ok(match req {
+            Request::ListWindows => Some(Reply::Windows { windows: shell.list() }),
+            Request::Focus { id } => {
+                shell.focus(id)?;
+                Some(Reply::Done)
+            }
+            Request::Close { id } => {
+                shell.close(id)?;
+                Some(Reply::Done)
+            }
+            Request::Key { id, keysyms, text, action } => {
+                let target = match id {
+                    Some(id) => {
+                        shell.focus(id)?;
+                        id
+                    }
+                    None => shell
+                        .focused()
+                        .ok_or_else(|| ApiError::new(ErrorCode::NoFocus, "no window has focus; give \"id\""))?,
+                };
+                effect = Some(Effect::Key { target, keysyms, text, action });
+                Some(Reply::Done)
+            }
+            Request::Pointer { x, y, button, action } => {
+                let out = shell.output();
+                if !out.rect().contains(x, y) {
+                    return Err(ApiError::new(
+                        ErrorCode::InvalidRequest,
+                        format!("pointer: ({x}, {y}) is outside the output {}x{}", out.w, out.h),
+                    ));
+                }
+                effect = Some(Effect::Pointer { x, y, button, action });
+                Some(Reply::Done)
+            }
+            Request::Screenshot { output, window, path } => {
+                let target = match window {
+                    Some(id) => {
+                        shell.geometry(id)?;
+                        ScreenshotTarget::Window(id)
+                    }
+                    None => ScreenshotTarget::Output(output),
+                };
+                effect = Some(Effect::Screenshot { target, path });
+                None
+            }
+            Request::RegisterVm { name, colour } => {
+                let e = shell.register_vm(&name, colour)?;
+                Some(Reply::VmRegistered { name: e.name, colour: e.colour, socket: e.socket })
+            }
+            Request::UnregisterVm { name } => {
+                let closed = shell.unregister_vm(&name)?;
+                Some(Reply::VmUnregistered { name, closed })
+            }
+            Request::SetVmPolicy { name, accept_windows } => {
+                shell.set_vm_policy(&name, accept_windows)?;
+                Some(Reply::Done)
+            }
+            Request::Subscribe => {
+                effect = Some(Effect::Subscribe);
+                Some(Reply::Subscribed)
+            }
+        })
+    })();
+    let reply = match result {
+        Ok(r) => r.map(ServerMessage::Ok),
+        Err(e) => {
+            effect = None;
+            Some(ServerMessage::Error(e))
+        }
+    };
+    Handled { reply, events: shell.take_events(), effect }
+}
+
+/// Decodes a line and handles it; a line that does not decode gets an error
+/// response and changes nothing.
+pub fn handle_line(shell: &mut Shell, line: &[u8]) -> Handled {
+    match decode_request(line) {
+        Ok(req) => handle(shell, req),
+        Err(e) => Handled { reply: Some(ServerMessage::Error(e.into())), events: Vec::new(), effect: None },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::geometry::Size;
+    use crate::origin::Origin;
+    use crate::shell::{CloseReason, MapRequest};
+    use crate::window::Mode;
+
+    const GREEN: Rgb = Rgb::new(0x2e, 0xa0, 0x43);
+
+    fn shell() -> Shell {
+        Shell::new(Size::new(1920, 1080)).unwrap()
+    }
+
+    fn roundtrip_req(r: &Request) {
+        let s = serde_json::to_string(r).unwrap();
+        assert!(!s.contains('\n'));
+        assert_eq!(&decode_request(s.as_bytes()).unwrap(), r, "{s}");
+    }
+
+    fn roundtrip_msg(m: &ServerMessage) {
+        let line = encode_line(m);
+        assert!(line.ends_with('\n') && line.matches('\n').count() == 1);
+        assert_eq!(&serde_json::from_str::<ServerMessage>(&line).unwrap(), m, "{line}");
+    }
+
+    #[test]
+    fn requests_round_trip() {
+        let all = [
+            Request::ListWindows,
+            Request::Focus { id: WindowId(3) },
+            Request::Close { id: WindowId(4) },
+            Request::Key {
+                id: Some(WindowId(1)),
+                keysyms: Some(vec!["Return".into()]),
+                text: None,
+                action: KeyAction::Press,
+            },
+            Request::Key { id: None, keysyms: None, text: Some("touch /tmp/x\n".into()), action: KeyAction::Tap },
+            Request::Pointer { x: 10, y: 20, button: Some(Button::Left), action: PointerAction::Click },
+            Request::Pointer { x: 10, y: 20, button: None, action: PointerAction::Motion },
+            Request::Screenshot { output: None, window: Some(WindowId(2)), path: Some("/tmp/w.png".into()) },
+            Request::Screenshot { output: Some("headless-1".into()), window: None, path: None },
+            Request::RegisterVm { name: "work".into(), colour: GREEN },
+            Request::UnregisterVm { name: "work".into() },
+            Request::SetVmPolicy { name: "work".into(), accept_windows: false },
+            Request::Subscribe,
+        ];
+        for r in &all {
+            roundtrip_req(r);
+        }
+    }
+
+    #[test]
+    fn wire_format_is_as_documented() {
+        assert_eq!(decode_request(br#"{"op":"list_windows"}"#).unwrap(), Request::ListWindows);
+        assert_eq!(
+            decode_request(b"{\"op\":\"register_vm\",\"name\":\"work\",\"colour\":\"#2ea043\"}\r\n").unwrap(),
+            Request::RegisterVm { name: "work".into(), colour: GREEN }
+        );
+        assert_eq!(
+            decode_request(br#"{"op":"key","text":"ls"}"#).unwrap(),
+            Request::Key { id: None, keysyms: None, text: Some("ls".into()), action: KeyAction::Tap }
+        );
+        assert_eq!(encode_line(&ServerMessage::Ok(Reply::Done)), "{\"type\":\"ok\",\"reply\":\"done\"}\n");
+        assert_eq!(
+            encode_line(&ServerMessage::Event(ShellEvent::FocusChanged { id: Some(WindowId(5)) })),
+            "{\"type\":\"event\",\"event\":\"focus_changed\",\"id\":5}\n"
+        );
+        assert_eq!(
+            encode_line(&ServerMessage::Error(ApiError::new(ErrorCode::UnknownWindow, "no window with id 9"))),
+            "{\"type\":\"error\",\"code\":\"unknown_window\",\"message\":\"no window with id 9\"}\n"
+        );
+    }
+
+    #[test]
+    fn responses_and_events_round_trip() {
+        let mut s = shell();
+        let o = s.register_vm("work", GREEN).unwrap().origin();
+        let id = s.map(MapRequest::native(o.clone(), "foot", "shell", 600, 400)).unwrap();
+        let msgs = [
+            ServerMessage::Ok(Reply::Windows { windows: s.list() }),
+            ServerMessage::Ok(Reply::Done),
+            ServerMessage::Ok(Reply::VmRegistered {
+                name: "work".into(),
+                colour: GREEN,
+                socket: "rayos-vm-work".into(),
+            }),
+            ServerMessage::Ok(Reply::VmUnregistered { name: "work".into(), closed: vec![id] }),
+            ServerMessage::Ok(Reply::Screenshot { width: 4, height: 2, path: None, png_base64: Some("iVBOR".into()) }),
+            ServerMessage::Ok(Reply::Subscribed),
+            ServerMessage::Error(ApiError::new(ErrorCode::LineTooLong, "x")),
+            ServerMessage::Event(ShellEvent::WindowOpened { window: s.info(id).unwrap() }),
+            ServerMessage::Event(ShellEvent::WindowClosed { id, reason: CloseReason::VmUnregistered }),
+            ServerMessage::Event(ShellEvent::FocusChanged { id: None }),
+            ServerMessage::Event(ShellEvent::TitleChanged { id, title: "t".into() }),
+            ServerMessage::Event(ShellEvent::VmRegistered {
+                name: "a".into(),
+                colour: GREEN,
+                socket: "rayos-vm-a".into(),
+            }),
+            ServerMessage::Event(ShellEvent::VmUnregistered { name: "a".into(), closed: vec![id] }),
+            ServerMessage::Event(ShellEvent::VmPolicyChanged { name: "a".into(), accept_windows: true }),
+        ];
+        for m in &msgs {
+            roundtrip_msg(m);
+        }
+    }
+
+    #[test]
+    fn bad_requests_get_clear_errors() {
+        let err = |line: &[u8]| ApiError::from(decode_request(line).unwrap_err());
+        let e = err(b"not json");
+        assert_eq!(e.code, ErrorCode::BadRequest);
+        let e = err(br#"{"op":"dance"}"#);
+        assert!(e.message.contains("unknown variant `dance`"), "{}", e.message);
+        let e = err(br#"{"op":"focus"}"#);
+        assert!(e.message.contains("missing field `id`"), "{}", e.message);
+        let e = err(br#"{"op":"focus","id":1,"extra":2}"#);
+        assert!(e.message.contains("unknown field `extra`"), "{}", e.message);
+        let e = err(br##"{"op":"register_vm","name":"a","colour":"#12"}"##);
+        assert!(e.message.contains("invalid colour"), "{}", e.message);
+        assert_eq!(err(b"\xff\xfe").code, ErrorCode::BadRequest);
+        let e = err(br#"{"op":"key","keysyms":["a"],"text":"b"}"#);
+        assert_eq!(e.code, ErrorCode::InvalidRequest);
+        assert!(e.message.contains("exactly one"));
+        assert_eq!(err(br#"{"op":"key","keysyms":["a b"]}"#).code, ErrorCode::InvalidRequest);
+        assert_eq!(err(br#"{"op":"key","text":"b","action":"press"}"#).code, ErrorCode::InvalidRequest);
+        assert_eq!(err(br#"{"op":"pointer","x":1,"y":1,"action":"click"}"#).code, ErrorCode::InvalidRequest);
+        assert_eq!(err(br#"{"op":"screenshot","output":"a","window":1}"#).code, ErrorCode::InvalidRequest);
+        assert_eq!(err(br#"{"op":"screenshot","path":"rel.png"}"#).code, ErrorCode::InvalidRequest);
+        let long = format!(r#"{{"op":"key","text":"{}"}}"#, "a".repeat(MAX_LINE));
+        assert_eq!(err(long.as_bytes()).code, ErrorCode::LineTooLong);
+    }
+
+    #[test]
+    fn splitter_caps_lines_and_resyncs() {
+        let mut sp = LineSplitter::new();
+        let out = sp.push(b"{\"op\":\"list_windows\"}\n\n  \r\n{\"op\":");
+        assert_eq!(out, vec![Ok(b"{\"op\":\"list_windows\"}".to_vec())]);
+        assert_eq!(sp.pending(), 6);
+        let out = sp.push(b"\"subscribe\"}\r\n");
+        assert_eq!(out, vec![Ok(b"{\"op\":\"subscribe\"}".to_vec())]);
+        // A flood without newline: one error, bounded memory, then resync.
+        let chunk = vec![b'x'; 10_000];
+        let mut errors = 0;
+        for _ in 0..20 {
+            for r in sp.push(&chunk) {
+                assert_eq!(r, Err(ControlError::LineTooLong { max: MAX_LINE }));
+                errors += 1;
+            }
+            assert!(sp.pending() <= MAX_LINE + 1);
+        }
+        assert_eq!(errors, 1);
+        let out = sp.push(b"tail\n{\"op\":\"list_windows\"}\n");
+        assert_eq!(out, vec![Ok(b"{\"op\":\"list_windows\"}".to_vec())]);
+        // Exactly MAX_LINE is fine, in pieces.
+        let mut line = vec![b'a'; MAX_LINE];
+        line.push(b'\n');
+        let (a, b) = line.split_at(1000);
+        assert!(sp.push(a).is_empty());
+        assert_eq!(sp.push(b), vec![Ok(vec![b'a'; MAX_LINE])]);
+        let mut over = vec![b'a'; MAX_LINE + 1];
+        over.push(b'\n');
+        assert_eq!(sp.push(&over), vec![Err(ControlError::LineTooLong { max: MAX_LINE })]);
+    }
+
+    #[test]
+    fn handler_applies_pure_requests() {
+        let mut s = shell();
+        let h = handle_line(&mut s, br##"{"op":"register_vm","name":"work","colour":"#2ea043"}"##);
+        assert_eq!(
+            h.reply,
+            Some(ServerMessage::Ok(Reply::VmRegistered {
+                name: "work".into(),
+                colour: GREEN,
+                socket: "rayos-vm-work".into()
+            }))
+        );
+        assert_eq!(h.events.len(), 1);
+        let o = s.registry().get("work").unwrap().origin();
+        let host = s.map(MapRequest::native(Origin::Host, "foot", "host shell", 600, 400)).unwrap();
+        let g = s.map(MapRequest::native(o.clone(), "foot", "guest", 600, 400)).unwrap();
+        let d = s.map(MapRequest { mode: Mode::EmbeddedDesktop, ..MapRequest::native(o, "", "", 0, 0) }).unwrap();
+        s.take_events();
+
+        let h = handle(&mut s, Request::ListWindows);
+        let Some(ServerMessage::Ok(Reply::Windows { windows })) = h.reply else { panic!("{h:?}") };
+        assert_eq!(windows.iter().map(|w| w.id).collect::<Vec<_>>(), vec![g, d, host]);
+        assert!(windows[2].focused);
+        assert_eq!(windows[1].mode, Mode::EmbeddedDesktop);
+
+        let h = handle(&mut s, Request::Focus { id: g });
+        assert_eq!(h.reply, Some(ServerMessage::Ok(Reply::Done)));
+        assert_eq!(h.events, vec![ShellEvent::FocusChanged { id: Some(g) }]);
+
+        let h = handle(&mut s, Request::Focus { id: WindowId(99) });
+        let Some(ServerMessage::Error(e)) = h.reply else { panic!() };
+        assert_eq!(e.code, ErrorCode::UnknownWindow);
+        assert_eq!(e.message, "no window with id 99");
+
+        let h = handle(&mut s, Request::SetVmPolicy { name: "work".into(), accept_windows: false });
+        assert_eq!(h.reply, Some(ServerMessage::Ok(Reply::Done)));
+        assert!(h.events.contains(&ShellEvent::FocusChanged { id: Some(host) }));
+        let h = handle(&mut s, Request::Focus { id: g });
+        let Some(ServerMessage::Error(e)) = h.reply else { panic!() };
+        assert_eq!(e.code, ErrorCode::Refused);
+
+        let h = handle(&mut s, Request::Close { id: host });
+        assert_eq!(
+            h.events,
+            vec![
+                ShellEvent::WindowClosed { id: host, reason: CloseReason::Closed },
+                ShellEvent::FocusChanged { id: None },
+            ]
+        );
+
+        let h = handle(&mut s, Request::UnregisterVm { name: "work".into() });
+        assert_eq!(h.reply, Some(ServerMessage::Ok(Reply::VmUnregistered { name: "work".into(), closed: vec![g, d] })));
+        assert!(s.is_empty());
+        let h = handle(&mut s, Request::UnregisterVm { name: "work".into() });
+        let Some(ServerMessage::Error(e)) = h.reply else { panic!() };
+        assert_eq!(e.code, ErrorCode::UnknownVm);
+    }
+
+    #[test]
+    fn handler_maps_registry_errors() {
+        let mut s = shell();
+        let code = |s: &mut Shell, r: Request| match handle(s, r).reply {
+            Some(ServerMessage::Error(e)) => e.code,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(code(&mut s, Request::RegisterVm { name: "Bad".into(), colour: GREEN }), ErrorCode::InvalidName);
+        assert_eq!(
+            code(&mut s, Request::RegisterVm { name: "a".into(), colour: crate::origin::HOST_COLOUR }),
+            ErrorCode::ColourReserved
+        );
+        handle(&mut s, Request::RegisterVm { name: "a".into(), colour: GREEN });
+        assert_eq!(code(&mut s, Request::RegisterVm { name: "a".into(), colour: GREEN }), ErrorCode::DuplicateVm);
+        assert_eq!(code(&mut s, Request::SetVmPolicy { name: "b".into(), accept_windows: true }), ErrorCode::UnknownVm);
+    }
+
+    #[test]
+    fn handler_validates_effects() {
+        let mut s = shell();
+        let h = handle(
+            &mut s,
+            Request::Key { id: None, keysyms: Some(vec!["a".into()]), text: None, action: KeyAction::Tap },
+        );
+        assert!(matches!(h.reply, Some(ServerMessage::Error(ApiError { code: ErrorCode::NoFocus, .. }))));
+        assert_eq!(h.effect, None);
+
+        let a = s.map(MapRequest::native(Origin::Host, "foot", "a", 400, 300)).unwrap();
+        s.map(MapRequest::native(Origin::Host, "foot", "b", 400, 300)).unwrap();
+        let h = handle(
+            &mut s,
+            Request::Key { id: Some(a), keysyms: None, text: Some("ls\n".into()), action: KeyAction::Tap },
+        );
+        assert_eq!(h.reply, Some(ServerMessage::Ok(Reply::Done)));
+        assert_eq!(
+            h.effect,
+            Some(Effect::Key { target: a, keysyms: None, text: Some("ls\n".into()), action: KeyAction::Tap })
+        );
+        assert_eq!(s.focused(), Some(a), "key with id activates the target first");
+
+        let h = handle(&mut s, Request::Pointer { x: 1920, y: 5, button: None, action: PointerAction::Motion });
+        assert!(matches!(h.reply, Some(ServerMessage::Error(ApiError { code: ErrorCode::InvalidRequest, .. }))));
+        let h =
+            handle(&mut s, Request::Pointer { x: 5, y: 5, button: Some(Button::Left), action: PointerAction::Click });
+        assert_eq!(
+            h.effect,
+            Some(Effect::Pointer { x: 5, y: 5, button: Some(Button::Left), action: PointerAction::Click })
+        );
+
+        let h = handle(&mut s, Request::Screenshot { output: None, window: Some(a), path: None });
+        assert_eq!(h.reply, None, "the display layer replies with the PNG");
+        assert_eq!(h.effect, Some(Effect::Screenshot { target: ScreenshotTarget::Window(a), path: None }));
+        let h = handle(&mut s, Request::Screenshot { output: None, window: Some(WindowId(77)), path: None });
+        assert!(matches!(h.reply, Some(ServerMessage::Error(ApiError { code: ErrorCode::UnknownWindow, .. }))));
+        assert_eq!(h.effect, None);
+
+        let h = handle(&mut s, Request::Subscribe);
+        assert_eq!(h.reply, Some(ServerMessage::Ok(Reply::Subscribed)));
+        assert_eq!(h.effect, Some(Effect::Subscribe));
+    }
+}

@@ -65,6 +65,23 @@ BASE_PKGS=(build-essential pkg-config cpio xz-utils zstd ca-certificates tmux li
 # Packages taken from bookworm-backports (QEMU 10: vhost-user-{fs,vsock,gpu,input}-pci).
 BACKPORTS_PKGS=(qemu-system-x86)
 
+# rayos-compositor: -dev packages for the Smithay features it enables, and the
+# real Wayland clients its tests run (weston-simple-shm from weston, foot,
+# wayland-info from wayland-utils). A -dev package must match the version of
+# its runtime library: QEMU from backports may have pulled backports Wayland
+# libraries in, and then the -dev package comes from backports too.
+COMPOSITOR_DEV_PKGS=(libwayland-dev:libwayland-server0 libxkbcommon-dev:libxkbcommon0 libpixman-1-dev:libpixman-1-0 libudev-dev:libudev1)
+COMPOSITOR_CLIENT_PKGS=(weston foot wayland-utils)
+for pair in "${COMPOSITOR_DEV_PKGS[@]}"; do
+    dev=${pair%%:*} lib=${pair##*:}
+    if dpkg-query -W -f='${Version}' "$lib" 2>/dev/null | grep -q '~bpo'; then
+        BACKPORTS_PKGS+=("$dev")
+    else
+        BASE_PKGS+=("$dev")
+    fi
+done
+BASE_PKGS+=("${COMPOSITOR_CLIENT_PKGS[@]}")
+
 ensure_backports
 need_base=$(missing_packages "${BASE_PKGS[@]}")
 need_bpo=$(missing_packages "${BACKPORTS_PKGS[@]}")

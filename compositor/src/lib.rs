@@ -9,12 +9,16 @@
 //! and hit-testing ([`decoration`]), and the control API's protocol and pure
 //! request handler ([`control`], documented in `compositor/CONTROL-API.md`).
 //! The Smithay layer maps Wayland objects onto these types and does the
-//! drawing and the I/O.
+//! drawing and the I/O: [`backend`] (where pixels go: the headless pixman
+//! output so far) and [`server`] (the Wayland state, sockets per origin, the
+//! control socket and the event loop).
 
+pub mod backend;
 pub mod control;
 pub mod decoration;
 pub mod geometry;
 pub mod origin;
+pub mod server;
 pub mod shell;
 pub mod window;
 

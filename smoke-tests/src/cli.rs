@@ -78,7 +78,10 @@ pub enum Scenario {
     /// where KVM cannot run Linux), then as the host: handshake, list the
     /// catalog (foot.desktop and weston-terminal.desktop in it), launch `sh -c 'id -un; exit 3'`
     /// and check it ran as user rayos and exited 3, send a malformed and an
-    /// oversize frame (typed errors, agent still serves), power the guest off.
+    /// oversize frame (typed errors, agent still serves), resolve "I need a
+    /// terminal" with `rayos intent --guest --launch` over the live catalog
+    /// (the local model must be installed: `rayos models install`), power the
+    /// guest off.
     ///
     /// Prints `PASS agent boot_to_agent_s=<s> launch_rtt_ms=<ms>`. Needs root
     /// (the image build runs mmdebstrap; virtiofsd exports a root tree).
@@ -95,6 +98,9 @@ pub struct AgentArgs {
     /// [default: <workspace>/target/release/rayos-guest-agent].
     #[arg(long, value_name = "PATH")]
     pub agent: Option<PathBuf>,
+    /// rayos host binary, for `rayos intent --guest` [default: <workspace>/target/release/rayos].
+    #[arg(long, value_name = "PATH")]
+    pub rayos: Option<PathBuf>,
     /// rayos-vsock backend [default: <workspace>/target/release/rayos-vsock].
     #[arg(long, value_name = "PATH")]
     pub vsock_backend: Option<PathBuf>,

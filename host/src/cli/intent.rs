@@ -102,6 +102,18 @@ pub(super) fn intent_cmd(a: IntentArgs) -> Result<ExitCode, CliError> {
             allow_remote: a.planner_allow_remote,
         });
     }
+    let mut guest = match &a.guest {
+        Some(path) => {
+            if !a.engine.catalog.is_empty() {
+                return Err(CliError::Usage("--guest and --catalog both name a catalog; give one".into()));
+            }
+            let mut c = crate::guest::GuestClient::connect(path, rayos_contract::AGENT_PORT, Duration::from_secs(10))
+                .map_err(CliError::Guest)?;
+            opts.entries = Some(c.list_apps(true).map_err(CliError::Guest)?);
+            Some(c)
+        }
+        None => None,
+    };
     let session = Session::open(&opts)?;
     for w in &session.warnings {
         tracing::debug!("{w}");
@@ -122,6 +134,22 @@ pub(super) fn intent_cmd(a: IntentArgs) -> Result<ExitCode, CliError> {
         if a.explain {
             println!("{}", res.explanation);
             println!("{}", load_line(&session));
+        }
+    }
+    if let (true, Some(client), Action::Launch { app_id, args, .. }) = (a.launch, guest.as_mut(), &res.action) {
+        let launch = rayos_contract::Launch {
+            app: rayos_contract::AppRef::Id(app_id.clone()),
+            args: args.clone(),
+            env: Default::default(),
+            cwd: None,
+            display: rayos_contract::DisplayMode::Embedded,
+        };
+        // Catalog apps only: whatever the engine proposes passes the host policy.
+        let (handle, pid) = client.launch(&rayos_contract::GuestPolicy::default(), launch).map_err(CliError::Guest)?;
+        if a.json {
+            println!("{}", serde_json::json!({"launched": app_id, "handle": handle, "pid": pid}));
+        } else {
+            println!("launched {app_id} in the guest: handle {handle}, pid {pid}");
         }
     }
     Ok(ExitCode::SUCCESS)

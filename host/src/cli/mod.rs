@@ -253,6 +253,7 @@ impl EngineArgs {
             model: self.model.clone(),
             store: self.store.root(),
             catalogs: self.catalog.clone(),
+            entries: None,
             cache_dir: if self.no_cache {
                 None
             } else {
@@ -296,6 +297,14 @@ pub struct IntentArgs {
     /// Allow a planner that is not on a loopback address (requests then leave the machine).
     #[arg(long, requires = "planner")]
     pub planner_allow_remote: bool,
+    /// Resolve over a running guest's live catalog (its agent's ListApps)
+    /// through this hybrid vsock socket, instead of --catalog folders.
+    #[arg(long, value_name = "PATH", conflicts_with = "batch")]
+    pub guest: Option<PathBuf>,
+    /// With --guest: carry a `launch` out in the guest over the command channel
+    /// (after the host policy check); `clarify` and `none` launch nothing.
+    #[arg(long, requires = "guest")]
+    pub launch: bool,
     /// The request, in plain words (several words are joined with spaces).
     #[arg(value_name = "REQUEST", value_parser = clap::value_parser!(OsString), conflicts_with = "batch")]
     pub request: Vec<OsString>,

@@ -38,6 +38,8 @@ pub struct SessionOptions {
     pub store: Option<PathBuf>,
     /// Catalog folders; empty means the XDG application folders.
     pub catalogs: Vec<PathBuf>,
+    /// A catalog already in memory (a guest's `ListApps`); used instead of folders.
+    pub entries: Option<Vec<super::catalog::DesktopEntry>>,
     /// Cache folder; `None` keeps vectors in memory only.
     pub cache_dir: Option<PathBuf>,
     pub config: EngineConfig,
@@ -53,6 +55,7 @@ impl Default for SessionOptions {
             model: models::DEFAULT_MODEL.to_string(),
             store: None,
             catalogs: Vec::new(),
+            entries: None,
             cache_dir: Some(cache::default_dir()),
             config: EngineConfig::default(),
             planner: None,
@@ -101,7 +104,12 @@ impl Session {
         } else {
             opts.catalogs.clone()
         };
-        let mut cat = if dirs.len() == 1 {
+        let mut cat = if let Some(entries) = &opts.entries {
+            if entries.is_empty() {
+                return Err(SessionError::Catalog(CatalogError::Empty { path: PathBuf::from("<guest catalog>") }));
+            }
+            Catalog::from_entries(entries.clone())
+        } else if dirs.len() == 1 {
             Catalog::load_dir(&dirs[0])?
         } else {
             Catalog::load_dirs(&dirs)?

@@ -278,6 +278,17 @@ fn exercise(args: &AgentArgs, uds: &Path, boot: Instant, procs: &mut Procs) -> R
     client.ping(99).map_err(|e| format!("ping after bad frames: {e}"))?;
     println!("malformed and oversize frames answered with errors; the agent still serves");
 
+    // The AI core over the live catalog: `rayos intent --guest` takes a
+    // second connection (which supersedes ours), resolves a request with
+    // the local model and launches the result in the guest.
+    let intent_launch = intent_over_guest(args, uds, "I need a terminal")?;
+    match client.reply_to(None) {
+        Ok(AgentMessage::Error { code: ErrorCode::Superseded, .. }) => {}
+        other => return Err(format!("expected our connection to be superseded by rayos intent's, got {other:?}")),
+    }
+    let mut client = GuestClient::connect(uds, AGENT_PORT, reply_timeout).map_err(|e| format!("reconnecting: {e}"))?;
+    println!("reconnected after rayos intent superseded the first connection");
+
     // Power off through the channel; QEMU must exit by itself.
     client.power(false).map_err(|e| format!("shutdown: {e}"))?;
     let stop = Instant::now();
@@ -295,7 +306,39 @@ fn exercise(args: &AgentArgs, uds: &Path, boot: Instant, procs: &mut Procs) -> R
     if !status.success() {
         return Err(format!("QEMU exited with {status} after the shutdown request"));
     }
+    println!("intent over the guest catalog launched {intent_launch}");
     Ok(format!("boot_to_agent_s={boot_to_agent_s:.2} launch_rtt_ms={:.2}", rtt.median))
+}
+
+/// Run `rayos intent --guest UDS --json --launch REQUEST`; returns the app it
+/// launched, which must be one of the guest's terminals.
+fn intent_over_guest(args: &AgentArgs, uds: &Path, request: &str) -> Result<String, String> {
+    let rayos = args.rayos.clone().unwrap_or_else(|| crate::rundir::release_binary("rayos"));
+    let out = Command::new(&rayos)
+        .arg("intent")
+        .arg("--guest")
+        .arg(uds)
+        .args(["--json", "--launch", request])
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", rayos.display()))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("rayos intent --guest --launch {request:?}: {}", stdout.trim().replace('\n', " | "));
+    if !out.status.success() {
+        return Err(format!("rayos intent --guest failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim()));
+    }
+    let mut lines = stdout.lines();
+    let action: serde_json::Value =
+        serde_json::from_str(lines.next().unwrap_or("")).map_err(|e| format!("rayos intent printed no action: {e}"))?;
+    let launched: serde_json::Value =
+        serde_json::from_str(lines.next().unwrap_or("")).map_err(|e| format!("rayos intent launched nothing: {e}"))?;
+    let app = launched["launched"].as_str().unwrap_or_default().to_string();
+    if action["action"] != "launch" || action["app_id"] != launched["launched"] || launched["handle"].as_u64().is_none() {
+        return Err(format!("unexpected rayos intent output: {stdout}"));
+    }
+    if !["foot.desktop", "weston-terminal.desktop", "footclient.desktop"].contains(&app.as_str()) {
+        return Err(format!("{request:?} launched {app}, not a terminal"));
+    }
+    Ok(app)
 }
 
 fn expect_error(client: &mut GuestClient, want: ErrorCode) -> Result<(), String> {

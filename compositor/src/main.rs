@@ -1,0 +1,80 @@
+//! `rayos-compositor`: the RayOS host compositor (thin binary over the library).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, ValueEnum};
+use rayos_compositor::geometry::Size;
+use rayos_compositor::server::{run_headless, socket_dir, Config};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Backend {
+    /// Offscreen output rendered with pixman (tests, automation).
+    Headless,
+    /// A window in an existing X11 or Wayland session (not built yet).
+    Winit,
+    /// DRM/KMS with libinput and libseat, the real host (not built yet).
+    Drm,
+}
+
+/// The RayOS host compositor.
+///
+/// Host clients connect on the Wayland socket `rayos-host`; each VM
+/// registered through the control API gets `rayos-vm-<name>`. Windows are
+/// framed with a decoration that shows where they come from. Only the
+/// headless backend is built so far: `--backend winit` and `--backend drm`
+/// exit with an error.
+#[derive(Debug, Parser)]
+#[command(name = "rayos-compositor", version)]
+struct Args {
+    /// Display backend.
+    #[arg(long, value_enum, default_value = "headless")]
+    backend: Backend,
+    /// Output size for the headless backend, WxH.
+    #[arg(long, default_value = "1280x800", value_parser = parse_size)]
+    size: Size,
+    /// Directory for the Wayland sockets [default: $XDG_RUNTIME_DIR].
+    #[arg(long)]
+    socket_dir: Option<PathBuf>,
+    /// Control API socket [default: <socket dir>/rayos-compositor.sock].
+    #[arg(long)]
+    control: Option<PathBuf>,
+}
+
+fn parse_size(s: &str) -> Result<Size, String> {
+    let (w, h) = s.split_once('x').ok_or_else(|| format!("{s:?}: expected WxH, e.g. 1280x800"))?;
+    let w: i32 = w.parse().map_err(|_| format!("{s:?}: bad width"))?;
+    let h: i32 = h.parse().map_err(|_| format!("{s:?}: bad height"))?;
+    Size::new(w, h).validate_output().map_err(|e| e.to_string())
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    if args.backend != Backend::Headless {
+        let name = args.backend.to_possible_value().map(|v| v.get_name().to_string()).unwrap_or_default();
+        eprintln!("rayos-compositor: the {name} backend is not built yet; use --backend headless");
+        return ExitCode::from(2);
+    }
+    let dir = match socket_dir(args.socket_dir.as_deref()) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("rayos-compositor: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let control_path = args.control.unwrap_or_else(|| dir.join("rayos-compositor.sock"));
+    match run_headless(Config { size: args.size, socket_dir: dir, control_path }) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("rayos-compositor: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,543 @@
+//! Tier 1: the compositor binary on the headless backend with real Wayland
+//! clients from Debian packages (weston-simple-shm from `weston`, `foot`,
+//! wayland-info from `wayland-utils`; `scripts/setup.sh` installs them).
+//! A missing client is a failure naming its package, never a silent pass.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+const TIMEOUT: Duration = Duration::from_secs(20);
+/// The headless output's background (see `backend::headless::BACKGROUND`).
+fn is_background(p: &[u8]) -> bool {
+    p[0].abs_diff(31) <= 2 && p[1].abs_diff(33) <= 2 && p[2].abs_diff(41) <= 2
+}
+const HOST_RGB: [u8; 3] = [0x1f, 0x6f, 0xeb];
+
+/// Path of a client binary, or a failure naming the Debian package.
+fn need(bin: &str, package: &str) -> PathBuf {
+    for dir in ["/usr/bin", "/usr/local/bin", "/bin"] {
+        let p = Path::new(dir).join(bin);
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("{bin} not found: install the Debian package `{package}` (bash scripts/setup.sh installs it)");
+}
+
+struct Compositor {
+    child: Child,
+    dir: tempfile::TempDir,
+    control: PathBuf,
+}
+
+impl Compositor {
+    fn start() -> Self {
+        let dir = tempfile::Builder::new().prefix("rayos-comp-").tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        let control = dir.path().join("control.sock");
+        let child = Command::new(env!("CARGO_BIN_EXE_rayos-compositor"))
+            .args(["--backend", "headless", "--size", "1280x800", "--socket-dir"])
+            .arg(dir.path())
+            .arg("--control")
+            .arg(&control)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start rayos-compositor");
+        let c = Compositor { child, dir, control };
+        wait_until("control socket and rayos-host socket", || {
+            c.control.exists() && c.dir.path().join("rayos-host").exists()
+        });
+        c
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn control(&self) -> Control {
+        Control::connect(&self.control)
+    }
+
+    /// Starts a client on `socket` with a clean environment.
+    fn client(&self, bin: &Path, args: &[&str], socket: &str) -> ClientProc {
+        let child = Command::new(bin)
+            .args(args)
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("HOME", self.path())
+            .env("XDG_CONFIG_HOME", self.path().join("config"))
+            .env("XDG_RUNTIME_DIR", self.path())
+            .env("WAYLAND_DISPLAY", socket)
+            .env("LANG", "C.UTF-8")
+            .current_dir(self.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
+        ClientProc(child)
+    }
+}
+
+impl Drop for Compositor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct ClientProc(Child);
+
+impl ClientProc {
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+
+    fn exited_within(&mut self, d: Duration) -> bool {
+        let end = Instant::now() + d;
+        while Instant::now() < end {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+}
+
+impl Drop for ClientProc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let end = Instant::now() + TIMEOUT;
+    while Instant::now() < end {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+struct Control {
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+}
+
+impl Control {
+    fn connect(path: &Path) -> Self {
+        let s = UnixStream::connect(path).expect("connect control socket");
+        s.set_read_timeout(Some(TIMEOUT)).unwrap();
+        Control { reader: BufReader::new(s.try_clone().unwrap()), writer: s }
+    }
+
+    fn read_line(&mut self) -> Value {
+        let mut line = String::new();
+        self.reader.read_line(&mut line).expect("control read");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad line {line:?}: {e}"))
+    }
+
+    /// Sends a request and returns its response (skipping events).
+    fn request(&mut self, req: Value) -> Value {
+        let mut line = req.to_string();
+        line.push('\n');
+        self.writer.write_all(line.as_bytes()).unwrap();
+        loop {
+            let v = self.read_line();
+            if v["type"] != "event" {
+                return v;
+            }
+        }
+    }
+
+    fn ok(&mut self, req: Value) -> Value {
+        let v = self.request(req.clone());
+        assert_eq!(v["type"], "ok", "{req} -> {v}");
+        v
+    }
+
+    fn windows(&mut self) -> Vec<Value> {
+        self.ok(json!({"op": "list_windows"}))["windows"].as_array().unwrap().clone()
+    }
+
+    fn wait_window(&mut self, pred: impl Fn(&Value) -> bool) -> Value {
+        let mut found = None;
+        wait_until("window to appear in list_windows", || {
+            found = self.windows().into_iter().find(|w| pred(w));
+            found.is_some()
+        });
+        found.unwrap()
+    }
+
+    fn screenshot(&mut self, req: Value) -> Image {
+        let v = self.ok(req);
+        let path = v["path"].as_str().expect("path").to_string();
+        Image::load(Path::new(&path))
+    }
+}
+
+struct Image {
+    w: usize,
+    h: usize,
+    rgba: Vec<u8>,
+}
+
+impl Image {
+    fn load(path: &Path) -> Self {
+        let decoder = png::Decoder::new(std::fs::File::open(path).expect("open png"));
+        let mut reader = decoder.read_info().unwrap();
+        let mut buf = vec![0; reader.output_buffer_size()];
+        let info = reader.next_frame(&mut buf).unwrap();
+        assert_eq!(info.color_type, png::ColorType::Rgba);
+        buf.truncate(info.buffer_size());
+        Image { w: info.width as usize, h: info.height as usize, rgba: buf }
+    }
+
+    fn px(&self, x: i64, y: i64) -> &[u8] {
+        let o = (y as usize * self.w + x as usize) * 4;
+        &self.rgba[o..o + 4]
+    }
+
+    /// Pixels of a rectangle matching `f`, and the total.
+    fn count(&self, x: i64, y: i64, w: i64, h: i64, f: impl Fn(&[u8]) -> bool) -> (usize, usize) {
+        let mut n = 0;
+        for yy in y..y + h {
+            for xx in x..x + w {
+                if f(self.px(xx, yy)) {
+                    n += 1;
+                }
+            }
+        }
+        (n, (w * h) as usize)
+    }
+}
+
+fn geo(w: &Value) -> (i64, i64, i64, i64) {
+    let g = &w["geometry"];
+    (g["x"].as_i64().unwrap(), g["y"].as_i64().unwrap(), g["w"].as_i64().unwrap(), g["h"].as_i64().unwrap())
+}
+
+fn is_rgb(p: &[u8], c: [u8; 3]) -> bool {
+    p[0] == c[0] && p[1] == c[1] && p[2] == c[2]
+}
+
+/// Checks the decoration around a window: title bar in `colour`, a white label.
+fn check_decoration(img: &Image, w: &Value, colour: [u8; 3]) {
+    let (x, y, cw, _) = geo(w);
+    // Title bar: 28 px above the client; right end (buttons slot) is plain colour.
+    assert!(
+        is_rgb(img.px(x + cw - 2, y - 26), colour),
+        "title bar colour at right end: {:?}",
+        img.px(x + cw - 2, y - 26)
+    );
+    assert!(is_rgb(img.px(x - 2, y + 5), colour), "left border colour");
+    let (white, _) = img.count(x, y - 24, 100, 20, |p| p[0] == 255 && p[1] == 255 && p[2] == 255);
+    assert!(white > 30, "the origin label is drawn in the title bar ({white} white pixels)");
+}
+
+#[test]
+fn wayland_info_lists_our_globals() {
+    let wi = need("wayland-info", "wayland-utils");
+    let c = Compositor::start();
+    let out = Command::new(wi)
+        .env_clear()
+        .env("XDG_RUNTIME_DIR", c.path())
+        .env("WAYLAND_DISPLAY", "rayos-host")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "wayland-info failed: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    for global in ["wl_compositor", "xdg_wm_base", "wl_shm", "wl_seat", "zxdg_decoration_manager_v1", "wl_output"] {
+        assert!(text.contains(&format!("'{global}'")), "wayland-info does not list {global}:\n{text}");
+    }
+}
+
+#[test]
+fn simple_shm_window_is_listed_drawn_and_gone_when_client_dies() {
+    let shm = need("weston-simple-shm", "weston");
+    let c = Compositor::start();
+    let mut ctl = c.control();
+    let mut client = c.client(&shm, &[], "rayos-host");
+    let w = ctl.wait_window(|w| w["app_id"].as_str().is_some_and(|a| a.contains("simple-shm")));
+    assert_eq!(w["title"], "simple-shm");
+    assert_eq!(w["origin"], json!({"kind": "host"}));
+    assert_eq!(w["mode"], "native");
+    assert_eq!(w["focused"], true);
+    let (x, y, cw, ch) = geo(&w);
+    assert_eq!((cw, ch), (250, 250), "simple-shm's own size is kept");
+
+    // The client draws its pattern: the client area is not the background.
+    std::thread::sleep(Duration::from_millis(300));
+    let shot = c.path().join("output.png");
+    let img = ctl.screenshot(json!({"op": "screenshot", "path": shot.to_str().unwrap()}));
+    assert_eq!((img.w, img.h), (1280, 800));
+    let (bg, total) = img.count(x, y, cw, ch, is_background);
+    assert!(bg * 10 < total, "client area is mostly background ({bg}/{total})");
+    assert!(is_background(img.px(1270, 790)), "outside windows is background");
+    check_decoration(&img, &w, HOST_RGB);
+
+    // A window shot holds the client area and its decoration.
+    let id = w["id"].as_u64().unwrap();
+    let wshot = c.path().join("window.png");
+    let wimg = ctl.screenshot(json!({"op": "screenshot", "window": id, "path": wshot.to_str().unwrap()}));
+    assert_eq!((wimg.w, wimg.h), (250 + 8, 250 + 28 + 4));
+    assert!(is_rgb(wimg.px(2, 2), HOST_RGB));
+
+    // A client killed outright leaves no window.
+    client.kill();
+    wait_until("the dead client's window to go", || ctl.windows().is_empty());
+}
+
+#[test]
+fn foot_runs_a_command_typed_through_the_control_api() {
+    let foot = need("foot", "foot");
+    let c = Compositor::start();
+    let mut ctl = c.control();
+    let _client = c.client(&foot, &["--", "/bin/sh"], "rayos-host");
+    let w = ctl.wait_window(|w| w["app_id"] == "foot");
+    let id = w["id"].as_u64().unwrap();
+    // Give the shell a moment to print its prompt.
+    std::thread::sleep(Duration::from_millis(500));
+    let target = c.path().join("made-by-rayos");
+    ctl.ok(json!({"op": "key", "id": id, "text": format!("touch {}\n", target.display())}));
+    wait_until("the file typed into foot", || target.exists());
+
+    // Keysyms with modifiers reach it too: Ctrl+U clears a typed line.
+    ctl.ok(json!({"op": "key", "text": "echo never > never.txt"}));
+    ctl.ok(json!({"op": "key", "keysyms": ["Control_L", "u"]}));
+    ctl.ok(json!({"op": "key", "keysyms": ["Return"]}));
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!c.path().join("never.txt").exists(), "Ctrl+U should have cleared the line");
+
+    let shot = c.path().join("foot.png");
+    let img = ctl.screenshot(json!({"op": "screenshot", "path": shot.to_str().unwrap()}));
+    let (x, y, cw, ch) = geo(&w);
+    let (bg, total) = img.count(x, y, cw, ch, is_background);
+    assert!(bg * 10 < total, "foot's area is mostly background ({bg}/{total})");
+    let (text, _) = img.count(x, y, cw, 40, |p| p[0] > 150 && p[1] > 150 && p[2] > 150);
+    assert!(text > 50, "foot shows text ({text} light pixels)");
+    check_decoration(&img, &w, HOST_RGB);
+}
+
+#[test]
+fn vm_socket_tags_windows_and_unregister_closes_them() {
+    let shm = need("weston-simple-shm", "weston");
+    let c = Compositor::start();
+    let mut ctl = c.control();
+    let mut events = c.control();
+    events.ok(json!({"op": "subscribe"}));
+    let r = ctl.ok(json!({"op": "register_vm", "name": "work", "colour": "#d03030"}));
+    assert_eq!(r["socket"], "rayos-vm-work");
+    assert!(c.path().join("rayos-vm-work").exists(), "VM socket created");
+
+    let mut client = c.client(&shm, &[], "rayos-vm-work");
+    let w = ctl.wait_window(|w| w["origin"]["kind"] == "vm");
+    assert_eq!(w["origin"], json!({"kind": "vm", "name": "work", "colour": "#d03030"}));
+    let id = w["id"].as_u64().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let shot = c.path().join("vm.png");
+    let img = ctl.screenshot(json!({"op": "screenshot", "path": shot.to_str().unwrap()}));
+    check_decoration(&img, &w, [0xd0, 0x30, 0x30]);
+
+    // The event stream saw it all.
+    let mut seen = Vec::new();
+    while !seen.iter().any(|e: &Value| e["event"] == "window_opened") {
+        let e = events.read_line();
+        assert_eq!(e["type"], "event");
+        seen.push(e);
+    }
+    assert!(seen.iter().any(|e| e["event"] == "vm_registered" && e["name"] == "work"));
+
+    let r = ctl.ok(json!({"op": "unregister_vm", "name": "work"}));
+    assert_eq!(r["closed"], json!([id]));
+    assert!(ctl.windows().is_empty(), "unregistering closes the VM's windows at once");
+    assert!(!c.path().join("rayos-vm-work").exists(), "VM socket removed");
+    assert!(client.exited_within(Duration::from_secs(10)), "the client was told to close");
+    loop {
+        let e = events.read_line();
+        if e["event"] == "window_closed" {
+            assert_eq!(e["reason"], "vm_unregistered");
+            break;
+        }
+    }
+}
+
+#[test]
+fn refused_vm_gets_its_new_toplevels_closed() {
+    let shm = need("weston-simple-shm", "weston");
+    let c = Compositor::start();
+    let mut ctl = c.control();
+    ctl.ok(json!({"op": "register_vm", "name": "guest", "colour": "#2ea043"}));
+    ctl.ok(json!({"op": "set_vm_policy", "name": "guest", "accept_windows": false}));
+    let mut client = c.client(&shm, &[], "rayos-vm-guest");
+    assert!(client.exited_within(Duration::from_secs(10)), "refused toplevel closed; simple-shm exits");
+    assert!(ctl.windows().is_empty());
+    // Allowed again, a new client maps.
+    ctl.ok(json!({"op": "set_vm_policy", "name": "guest", "accept_windows": true}));
+    let _client = c.client(&shm, &[], "rayos-vm-guest");
+    ctl.wait_window(|w| w["origin"]["name"] == "guest");
+}
+
+/// Writes raw Wayland messages: (object, opcode, args as u32 words).
+fn wire(stream: &mut UnixStream, msgs: &[(u32, u16, &[u32])]) {
+    let mut buf = Vec::new();
+    for (obj, op, args) in msgs {
+        let size = 8 + 4 * args.len() as u32;
+        buf.extend_from_slice(&obj.to_ne_bytes());
+        buf.extend_from_slice(&((size << 16) | u32::from(*op)).to_ne_bytes());
+        for a in *args {
+            buf.extend_from_slice(&a.to_ne_bytes());
+        }
+    }
+    stream.write_all(&buf).unwrap();
+}
+
+/// Reads events until a wl_display.error; returns (object, code, message).
+fn read_protocol_error(stream: &mut UnixStream) -> (u32, u32, String) {
+    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let mut data = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = stream.read(&mut buf).unwrap_or(0);
+        data.extend_from_slice(&buf[..n]);
+        let mut off = 0;
+        while data.len() >= off + 8 {
+            let obj = u32::from_ne_bytes(data[off..off + 4].try_into().unwrap());
+            let word = u32::from_ne_bytes(data[off + 4..off + 8].try_into().unwrap());
+            let (size, op) = ((word >> 16) as usize, word & 0xffff);
+            if data.len() < off + size {
+                break;
+            }
+            if obj == 1 && op == 0 {
+                let a = |i: usize| u32::from_ne_bytes(data[off + 8 + 4 * i..off + 12 + 4 * i].try_into().unwrap());
+                let len = a(2) as usize;
+                let msg = String::from_utf8_lossy(&data[off + 20..off + 20 + len.saturating_sub(1)]).into_owned();
+                return (a(0), a(1), msg);
+            }
+            off += size;
+        }
+        assert!(n > 0, "connection closed without a protocol error");
+    }
+}
+
+#[test]
+fn invalid_requests_get_protocol_errors_and_the_compositor_carries_on() {
+    let shm = need("weston-simple-shm", "weston");
+    let c = Compositor::start();
+    let mut ctl = c.control();
+    let _good = c.client(&shm, &[], "rayos-host");
+    ctl.wait_window(|w| w["title"] == "simple-shm");
+
+    // wl_display.sync with a new_id already in use (1 is wl_display itself).
+    let mut bad = UnixStream::connect(c.path().join("rayos-host")).unwrap();
+    wire(&mut bad, &[(1, 0, &[1])]);
+    let (obj, _code, msg) = read_protocol_error(&mut bad);
+    assert_eq!(obj, 1, "error on wl_display: {msg}");
+    assert!(msg.contains("new_id"), "{msg}");
+
+    // A request on an object that does not exist, or an unknown opcode:
+    // the message cannot be parsed, so the client is cut off.
+    let mut bad = UnixStream::connect(c.path().join("rayos-host")).unwrap();
+    wire(&mut bad, &[(77, 0, &[])]);
+    bad.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let mut sink = Vec::new();
+    let _ = bad.read_to_end(&mut sink);
+    let mut bad = UnixStream::connect(c.path().join("rayos-host")).unwrap();
+    wire(&mut bad, &[(1, 9, &[])]);
+    bad.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let _ = bad.read_to_end(&mut sink);
+
+    // Binding a global name that does not exist: get_registry(2), bind(2, name 999, "wl_seat", v1, id 3).
+    let mut bad = UnixStream::connect(c.path().join("rayos-host")).unwrap();
+    let iface = b"wl_seat\0";
+    let mut args = vec![999u32, iface.len() as u32];
+    args.extend(iface.chunks(4).map(|ch| u32::from_ne_bytes(ch.try_into().unwrap())));
+    args.extend([1u32, 3]);
+    wire(&mut bad, &[(1, 1, &[2]), (2, 0, &args)]);
+    let (obj, _code, msg) = read_protocol_error(&mut bad);
+    assert!(obj == 2 || obj == 1, "error names the registry or display: {obj} {msg}");
+
+    // Garbage bytes.
+    let mut bad = UnixStream::connect(c.path().join("rayos-host")).unwrap();
+    bad.write_all(&[0xff; 64]).unwrap();
+    drop(bad);
+
+    // The compositor and its other client carry on.
+    std::thread::sleep(Duration::from_millis(300));
+    let ws = ctl.windows();
+    assert_eq!(ws.len(), 1, "the good client's window is still there: {ws:?}");
+    let wi = need("wayland-info", "wayland-utils");
+    let st = Command::new(wi)
+        .env_clear()
+        .env("XDG_RUNTIME_DIR", c.path())
+        .env("WAYLAND_DISPLAY", "rayos-host")
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success(), "a new client still connects");
+}
+
+#[test]
+fn control_errors_are_as_documented() {
+    let c = Compositor::start();
+    let mut ctl = c.control();
+    let e = ctl.request(json!({"op": "focus", "id": 99}));
+    assert_eq!((e["type"].as_str(), e["code"].as_str()), (Some("error"), Some("unknown_window")));
+    let e = ctl.request(json!({"op": "key", "text": "x"}));
+    assert_eq!(e["code"], "no_focus");
+    let e = ctl.request(json!({"op": "register_vm", "name": "hostile", "colour": "#d03030"}));
+    assert_eq!(e["code"], "invalid_name");
+    let e = ctl.request(json!({"op": "screenshot", "output": "NOPE-1"}));
+    assert_eq!(e["code"], "invalid_request");
+    ctl.writer.write_all(b"not json\n").unwrap();
+    assert_eq!(ctl.read_line()["code"], "bad_request");
+    // A base64 output screenshot decodes to a PNG.
+    let v = ctl.ok(json!({"op": "screenshot"}));
+    assert_eq!((v["width"].as_u64(), v["height"].as_u64()), (Some(1280), Some(800)));
+    assert!(v["png_base64"].as_str().is_some_and(|s| s.starts_with("iVBORw0KGgo")));
+}
+
+#[test]
+fn pointer_clicks_focus_drag_and_close_windows() {
+    let shm = need("weston-simple-shm", "weston");
+    let c = Compositor::start();
+    let mut ctl = c.control();
+    let mut first = c.client(&shm, &[], "rayos-host");
+    let w1 = ctl.wait_window(|w| w["title"] == "simple-shm");
+    let id1 = w1["id"].as_u64().unwrap();
+    let _second = c.client(&shm, &[], "rayos-host");
+    let w2 = ctl.wait_window(|w| w["id"].as_u64() != Some(id1));
+    assert_eq!(w2["focused"], true, "the new host window takes focus");
+
+    // A click on the first window's client area (not covered by the second) focuses it.
+    let (x, y, _, _) = geo(&w1);
+    ctl.ok(json!({"op": "pointer", "x": x + 5, "y": y + 5, "button": "left", "action": "click"}));
+    let ws = ctl.windows();
+    let top = ws.last().unwrap();
+    assert_eq!((top["id"].as_u64(), &top["focused"]), (Some(id1), &json!(true)), "{ws:?}");
+
+    // Dragging the title bar moves it.
+    ctl.ok(json!({"op": "pointer", "x": x + 50, "y": y - 14, "button": "left", "action": "press"}));
+    ctl.ok(json!({"op": "pointer", "x": x + 250, "y": y + 86, "action": "motion"}));
+    ctl.ok(json!({"op": "pointer", "x": x + 250, "y": y + 86, "button": "left", "action": "release"}));
+    let moved = ctl.windows().into_iter().find(|w| w["id"].as_u64() == Some(id1)).unwrap();
+    assert_eq!((geo(&moved).0, geo(&moved).1), (x + 200, y + 100));
+
+    // The close button closes it; the client is asked to close and exits.
+    let (x, y, w, _) = geo(&moved);
+    let (close_x, close_y) = (x + w + 4 - 18, y - 28 + 14);
+    ctl.ok(json!({"op": "pointer", "x": close_x, "y": close_y, "button": "left", "action": "click"}));
+    assert!(ctl.windows().iter().all(|w| w["id"].as_u64() != Some(id1)), "closed at once");
+    assert!(first.exited_within(Duration::from_secs(10)), "simple-shm exits on close");
+}

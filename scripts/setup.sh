@@ -67,11 +67,13 @@ BACKPORTS_PKGS=(qemu-system-x86)
 
 # rayos-compositor: -dev packages for the Smithay features it enables, and the
 # real Wayland clients its tests run (weston-simple-shm from weston, foot,
-# wayland-info from wayland-utils). A -dev package must match the version of
+# wayland-info from wayland-utils); for the winit backend the X11 libraries
+# winit and softbuffer load at run time, and Xvfb and ImageMagick (import) for
+# its test. A -dev package must match the version of
 # its runtime library: QEMU from backports may have pulled backports Wayland
 # libraries in, and then the -dev package comes from backports too.
 COMPOSITOR_DEV_PKGS=(libwayland-dev:libwayland-server0 libxkbcommon-dev:libxkbcommon0 libpixman-1-dev:libpixman-1-0 libudev-dev:libudev1)
-COMPOSITOR_CLIENT_PKGS=(weston foot wayland-utils)
+COMPOSITOR_CLIENT_PKGS=(weston foot wayland-utils xvfb imagemagick libx11-6 libx11-xcb1 libxcursor1 libxrandr2 libxi6 libxkbcommon-x11-0)
 for pair in "${COMPOSITOR_DEV_PKGS[@]}"; do
     dev=${pair%%:*} lib=${pair##*:}
     if dpkg-query -W -f='${Version}' "$lib" 2>/dev/null | grep -q '~bpo'; then

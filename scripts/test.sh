@@ -93,6 +93,8 @@ run_scenario intent-eval --catalog host/tests/catalog --labels host/tests/intent
 run_scenario intent-bench --catalog host/tests/catalog --labels host/tests/intent/labels.tsv
 run_scenario vmm-startup
 run_scenario agent
+run_scenario compositor
+run_scenario compositor-bench
 run_scenario vmm-boot --vmm both
 run_scenario vmm-virtiofs --vmm both
 

@@ -12,14 +12,15 @@
 //! [`handle`] applies a decoded request to the [`Shell`]. Requests that are
 //! pure state changes (list, focus, close, register/unregister VM, set VM
 //! policy) are completed here, so they are testable without a display.
-//! Requests that need the display (key and pointer injection, screenshots)
-//! are validated here (ids exist, coordinates lie on the output, a key's
+//! Requests that need the display (key and pointer injection, screenshots,
+//! render statistics and the render benchmark) are validated here (ids exist, coordinates lie on the output, a key's
 //! target can take focus) and handed back as an [`Effect`] for the Smithay
 //! layer to carry out. The events a request caused come back too, for the
 //! connection loop to broadcast to subscribers after the response.
 
 use serde::{Deserialize, Serialize};
 
+use crate::geometry::Rect;
 use crate::origin::{OriginError, Rgb};
 use crate::shell::{Shell, ShellError, ShellEvent};
 use crate::window::{WindowId, WindowInfo};
@@ -34,6 +35,10 @@ pub const MAX_KEYSYM_LEN: usize = 64;
 pub const MAX_TEXT_CHARS: usize = 4096;
 /// Longest screenshot path, in bytes.
 pub const MAX_PATH: usize = 4096;
+/// Most frames one `bench_render` may render.
+pub const MAX_BENCH_FRAMES: u32 = 1000;
+/// Most render-time samples a `stats` reply carries.
+pub const MAX_STATS_SAMPLES: usize = 512;
 
 /// Errors of decoding and validating control requests.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -134,6 +139,15 @@ pub enum Request {
         accept_windows: bool,
     },
     Subscribe,
+    /// Render counters and the last repaint durations.
+    Stats,
+    /// Render the current scene `frames` times at once, repainting the whole
+    /// output (no `damage`) or only `damage` each frame, and time it.
+    BenchRender {
+        frames: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        damage: Option<Rect>,
+    },
 }
 
 fn invalid(msg: impl Into<String>) -> ControlError {
@@ -189,6 +203,15 @@ impl Request {
                     if !p.starts_with('/') || !p.ends_with(".png") || p.len() > MAX_PATH || p.contains('\0') {
                         return Err(invalid("screenshot: \"path\" must be an absolute path ending in .png"));
                     }
+                }
+                Ok(())
+            }
+            Request::BenchRender { frames, damage } => {
+                if *frames == 0 || *frames > MAX_BENCH_FRAMES {
+                    return Err(invalid(format!("bench_render: \"frames\" must be 1 to {MAX_BENCH_FRAMES}")));
+                }
+                if damage.is_some_and(|d| d.w <= 0 || d.h <= 0) {
+                    return Err(invalid("bench_render: \"damage\" must have a positive size"));
                 }
                 Ok(())
             }
@@ -367,6 +390,66 @@ pub enum Reply {
         png_base64: Option<String>,
     },
     Subscribed,
+    /// Render statistics since the compositor started. Times in microseconds.
+    Stats {
+        /// Frames rendered (`repaints + idle_frames`).
+        frames: u64,
+        /// Frames that painted something.
+        repaints: u64,
+        /// Frames with nothing to paint (an idle scene).
+        idle_frames: u64,
+        /// Pixels painted, summed over all repaints.
+        damaged_px: u64,
+        /// Median and maximum of `samples_us` (0 when there is none).
+        frame_us_p50: u64,
+        frame_us_max: u64,
+        /// Durations of the last repaints, oldest first (idle frames excluded).
+        samples_us: Vec<u64>,
+    },
+    /// Per-frame durations of a `bench_render`, in microseconds.
+    BenchRender {
+        frames: u32,
+        /// Pixels repainted per frame.
+        damaged_px: u64,
+        us_min: u64,
+        us_p50: u64,
+        us_max: u64,
+    },
+}
+
+impl Reply {
+    /// A `stats` reply from counters and repaint durations (oldest first).
+    pub fn stats(repaints: u64, idle_frames: u64, damaged_px: u64, samples_us: &[u64]) -> Reply {
+        let keep = samples_us.len().saturating_sub(MAX_STATS_SAMPLES);
+        let samples_us = samples_us[keep..].to_vec();
+        let s = summary(&samples_us);
+        Reply::Stats {
+            frames: repaints + idle_frames,
+            repaints,
+            idle_frames,
+            damaged_px,
+            frame_us_p50: s.1,
+            frame_us_max: s.2,
+            samples_us,
+        }
+    }
+
+    /// A `bench_render` reply from per-frame durations.
+    pub fn bench(damaged_px: u64, times_us: &[u64]) -> Reply {
+        let (us_min, us_p50, us_max) = summary(times_us);
+        Reply::BenchRender { frames: times_us.len() as u32, damaged_px, us_min, us_p50, us_max }
+    }
+}
+
+/// (min, median, max) of a sample; the median of an even sample is the
+/// lower middle value. All 0 when empty.
+pub fn summary(values: &[u64]) -> (u64, u64, u64) {
+    if values.is_empty() {
+        return (0, 0, 0);
+    }
+    let mut v = values.to_vec();
+    v.sort_unstable();
+    (v[0], v[(v.len() - 1) / 2], v[v.len() - 1])
 }
 
 /// An event on the stream (after `subscribe`).
@@ -417,13 +500,17 @@ pub enum Effect {
     Screenshot { target: ScreenshotTarget, path: Option<String> },
     /// Mark the connection as subscribed to events.
     Subscribe,
+    /// Reply with the backend's render statistics.
+    Stats,
+    /// Run the render benchmark (`damage` validated on the output).
+    BenchRender { frames: u32, damage: Option<Rect> },
 }
 
 /// The outcome of [`handle`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Handled {
-    /// The response to write now. `None` only with [`Effect::Screenshot`]:
-    /// the layer replies once the PNG exists. For key and pointer effects
+    /// The response to write now. `None` only with [`Effect::Screenshot`],
+    /// [`Effect::Stats`] and [`Effect::BenchRender`]: the layer replies. For key and pointer effects
     /// the reply is `done`, to be written after the layer injected the
     /// input (or replaced by an `internal` error if injection failed).
     pub reply: Option<ServerMessage>,
@@ -498,6 +585,23 @@ pub fn handle(shell: &mut Shell, req: Request) -> Handled {
                 effect = Some(Effect::Subscribe);
                 Some(Reply::Subscribed)
             }
+            Request::Stats => {
+                effect = Some(Effect::Stats);
+                None
+            }
+            Request::BenchRender { frames, damage } => {
+                if let Some(d) = damage {
+                    let out = shell.output().rect();
+                    if !out.contains_rect(&d) {
+                        return Err(ApiError::new(
+                            ErrorCode::InvalidRequest,
+                            format!("bench_render: damage {d:?} is not inside the output {}x{}", out.w, out.h),
+                        ));
+                    }
+                }
+                effect = Some(Effect::BenchRender { frames, damage });
+                None
+            }
         })
     })();
     let reply = match result {
@@ -566,6 +670,9 @@ mod tests {
             Request::UnregisterVm { name: "work".into() },
             Request::SetVmPolicy { name: "work".into(), accept_windows: false },
             Request::Subscribe,
+            Request::Stats,
+            Request::BenchRender { frames: 10, damage: None },
+            Request::BenchRender { frames: 1, damage: Some(Rect::new(0, 0, 256, 256)) },
         ];
         for r in &all {
             roundtrip_req(r);
@@ -610,6 +717,9 @@ mod tests {
             ServerMessage::Ok(Reply::VmUnregistered { name: "work".into(), closed: vec![id] }),
             ServerMessage::Ok(Reply::Screenshot { width: 4, height: 2, path: None, png_base64: Some("iVBOR".into()) }),
             ServerMessage::Ok(Reply::Subscribed),
+            ServerMessage::Ok(Reply::stats(3, 120, 5000, &[900, 1200, 800])),
+            ServerMessage::Ok(Reply::stats(0, 0, 0, &[])),
+            ServerMessage::Ok(Reply::bench(65536, &[300, 250, 400, 260])),
             ServerMessage::Error(ApiError::new(ErrorCode::LineTooLong, "x")),
             ServerMessage::Event(ShellEvent::WindowOpened { window: s.info(id).unwrap() }),
             ServerMessage::Event(ShellEvent::WindowClosed { id, reason: CloseReason::VmUnregistered }),
@@ -626,6 +736,53 @@ mod tests {
         for m in &msgs {
             roundtrip_msg(m);
         }
+    }
+
+    #[test]
+    fn stats_and_bench_wire_format() {
+        assert_eq!(decode_request(br#"{"op":"stats"}"#).unwrap(), Request::Stats);
+        assert_eq!(
+            decode_request(br#"{"op":"bench_render","frames":50,"damage":{"x":8,"y":8,"w":256,"h":256}}"#).unwrap(),
+            Request::BenchRender { frames: 50, damage: Some(Rect::new(8, 8, 256, 256)) }
+        );
+        assert_eq!(
+            encode_line(&ServerMessage::Ok(Reply::stats(2, 5, 100, &[30, 10]))),
+            "{\"type\":\"ok\",\"reply\":\"stats\",\"frames\":7,\"repaints\":2,\"idle_frames\":5,\
+             \"damaged_px\":100,\"frame_us_p50\":10,\"frame_us_max\":30,\"samples_us\":[30,10]}\n"
+        );
+        assert_eq!(
+            encode_line(&ServerMessage::Ok(Reply::bench(64, &[5, 1, 3]))),
+            "{\"type\":\"ok\",\"reply\":\"bench_render\",\"frames\":3,\"damaged_px\":64,\
+             \"us_min\":1,\"us_p50\":3,\"us_max\":5}\n"
+        );
+        // Sample lists are capped, keeping the newest.
+        let many: Vec<u64> = (0..(MAX_STATS_SAMPLES as u64 + 10)).collect();
+        let Reply::Stats { samples_us, frame_us_max, .. } = Reply::stats(1, 0, 0, &many) else { panic!() };
+        assert_eq!((samples_us.len(), samples_us[0], frame_us_max), (MAX_STATS_SAMPLES, 10, many.len() as u64 - 1));
+        assert_eq!(summary(&[]), (0, 0, 0));
+        assert_eq!(summary(&[4, 1, 3, 2]), (1, 2, 4));
+
+        let err = |line: &[u8]| ApiError::from(decode_request(line).unwrap_err()).code;
+        assert_eq!(err(br#"{"op":"bench_render","frames":0}"#), ErrorCode::InvalidRequest);
+        assert_eq!(err(br#"{"op":"bench_render","frames":1001}"#), ErrorCode::InvalidRequest);
+        assert_eq!(
+            err(br#"{"op":"bench_render","frames":1,"damage":{"x":0,"y":0,"w":0,"h":5}}"#),
+            ErrorCode::InvalidRequest
+        );
+        assert_eq!(err(br#"{"op":"bench_render"}"#), ErrorCode::BadRequest);
+    }
+
+    #[test]
+    fn stats_and_bench_are_left_to_the_display_layer() {
+        let mut s = shell();
+        let h = handle(&mut s, Request::Stats);
+        assert_eq!((h.reply, h.effect), (None, Some(Effect::Stats)));
+        let d = Some(Rect::new(1920 - 256, 1080 - 256, 256, 256));
+        let h = handle(&mut s, Request::BenchRender { frames: 5, damage: d });
+        assert_eq!((h.reply, h.effect), (None, Some(Effect::BenchRender { frames: 5, damage: d })));
+        let h = handle(&mut s, Request::BenchRender { frames: 5, damage: Some(Rect::new(1800, 0, 256, 256)) });
+        assert!(matches!(h.reply, Some(ServerMessage::Error(ApiError { code: ErrorCode::InvalidRequest, .. }))));
+        assert_eq!(h.effect, None);
     }
 
     #[test]

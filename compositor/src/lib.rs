@@ -10,7 +10,7 @@
 //! request handler ([`control`], documented in `compositor/CONTROL-API.md`).
 //! The Smithay layer maps Wayland objects onto these types and does the
 //! drawing and the I/O: [`backend`] (where pixels go: the headless pixman
-//! output so far) and [`server`] (the Wayland state, sockets per origin, the
+//! output, shown in an X11 window by the winit backend) and [`server`] (the Wayland state, sockets per origin, the
 //! control socket and the event loop).
 
 pub mod backend;

@@ -5,13 +5,13 @@ use std::process::ExitCode;
 
 use clap::{Parser, ValueEnum};
 use rayos_compositor::geometry::Size;
-use rayos_compositor::server::{run_headless, socket_dir, Config};
+use rayos_compositor::server::{run, socket_dir, Config};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Backend {
     /// Offscreen output rendered with pixman (tests, automation).
     Headless,
-    /// A window in an existing X11 or Wayland session (not built yet).
+    /// The output in a window of an existing X11 session (pixman, shown with softbuffer).
     Winit,
     /// DRM/KMS with libinput and libseat, the real host (not built yet).
     Drm,
@@ -21,16 +21,16 @@ enum Backend {
 ///
 /// Host clients connect on the Wayland socket `rayos-host`; each VM
 /// registered through the control API gets `rayos-vm-<name>`. Windows are
-/// framed with a decoration that shows where they come from. Only the
-/// headless backend is built so far: `--backend winit` and `--backend drm`
-/// exit with an error.
+/// framed with a decoration that shows where they come from. Backends:
+/// `headless` (offscreen) and `winit` (a window in the running X11 session,
+/// `DISPLAY`); `--backend drm` is not built yet and exits with an error.
 #[derive(Debug, Parser)]
 #[command(name = "rayos-compositor", version)]
 struct Args {
     /// Display backend.
     #[arg(long, value_enum, default_value = "headless")]
     backend: Backend,
-    /// Output size for the headless backend, WxH.
+    /// Output size (the headless image, or the winit window), WxH.
     #[arg(long, default_value = "1280x800", value_parser = parse_size)]
     size: Size,
     /// Directory for the Wayland sockets [default: $XDG_RUNTIME_DIR].
@@ -57,9 +57,9 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
-    if args.backend != Backend::Headless {
+    if args.backend == Backend::Drm {
         let name = args.backend.to_possible_value().map(|v| v.get_name().to_string()).unwrap_or_default();
-        eprintln!("rayos-compositor: the {name} backend is not built yet; use --backend headless");
+        eprintln!("rayos-compositor: the {name} backend is not built yet; use --backend headless or winit");
         return ExitCode::from(2);
     }
     let dir = match socket_dir(args.socket_dir.as_deref()) {
@@ -70,7 +70,8 @@ fn main() -> ExitCode {
         }
     };
     let control_path = args.control.unwrap_or_else(|| dir.join("rayos-compositor.sock"));
-    match run_headless(Config { size: args.size, socket_dir: dir, control_path }) {
+    let window = args.backend == Backend::Winit;
+    match run(Config { size: args.size, socket_dir: dir, control_path, window }) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("rayos-compositor: {e}");

@@ -541,3 +541,169 @@ fn pointer_clicks_focus_drag_and_close_windows() {
     assert!(ctl.windows().iter().all(|w| w["id"].as_u64() != Some(id1)), "closed at once");
     assert!(first.exited_within(Duration::from_secs(10)), "simple-shm exits on close");
 }
+
+/// A raw Wayland client that maps an xdg toplevel (no buffer: it waits in
+/// the compositor's pending list, which gets frame callbacks like any
+/// window) and then floods `wl_surface.commit` as fast as the socket takes
+/// them (one write per commit, events read between writes), with one frame
+/// callback outstanding at a time. Returns (commits sent, frame callbacks
+/// done) after `run`.
+fn flood_commits(socket: &Path, run: Duration) -> (u64, u64) {
+    use std::io::ErrorKind;
+    let mut s = UnixStream::connect(socket).unwrap();
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let string_args = |name: u32, iface: &str, version: u32, id: u32| {
+        let mut bytes = iface.as_bytes().to_vec();
+        bytes.push(0);
+        let len = bytes.len() as u32;
+        while bytes.len() % 4 != 0 {
+            bytes.push(0);
+        }
+        let mut a = vec![name, len];
+        a.extend(bytes.chunks(4).map(|c| u32::from_ne_bytes(c.try_into().unwrap())));
+        a.extend([version, id]);
+        a
+    };
+    // Registry: find wl_compositor and xdg_wm_base, then a sync (id 3) to end the burst.
+    wire(&mut s, &[(1, 1, &[2]), (1, 0, &[3])]);
+    let (mut comp, mut wm) = (None, None);
+    let mut data = Vec::new();
+    let mut buf = [0u8; 65536];
+    let mut synced = false;
+    while !synced {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "compositor closed the connection");
+        data.extend_from_slice(&buf[..n]);
+        let mut off = 0;
+        while data.len() >= off + 8 {
+            let obj = u32::from_ne_bytes(data[off..off + 4].try_into().unwrap());
+            let word = u32::from_ne_bytes(data[off + 4..off + 8].try_into().unwrap());
+            let (size, op) = ((word >> 16) as usize, word & 0xffff);
+            if data.len() < off + size {
+                break;
+            }
+            if obj == 2 && op == 0 {
+                let name = u32::from_ne_bytes(data[off + 8..off + 12].try_into().unwrap());
+                let len = u32::from_ne_bytes(data[off + 12..off + 16].try_into().unwrap()) as usize;
+                let iface = String::from_utf8_lossy(&data[off + 16..off + 16 + len - 1]).into_owned();
+                match iface.as_str() {
+                    "wl_compositor" => comp = Some(name),
+                    "xdg_wm_base" => wm = Some(name),
+                    _ => {}
+                }
+            }
+            if obj == 3 {
+                synced = true;
+            }
+            off += size;
+        }
+        data.drain(..off);
+    }
+    let (comp, wm) = (comp.expect("wl_compositor global"), wm.expect("xdg_wm_base global"));
+    // 4 wl_compositor, 5 xdg_wm_base, 6 wl_surface, 7 xdg_surface, 8 xdg_toplevel.
+    let a = string_args(comp, "wl_compositor", 4, 4);
+    let b = string_args(wm, "xdg_wm_base", 1, 5);
+    let title = string_args(0, "flood", 0, 0);
+    let title = &title[1..title.len() - 2];
+    wire(&mut s, &[(2, 0, &a), (2, 0, &b), (4, 0, &[6]), (5, 2, &[7, 6]), (7, 1, &[8]), (8, 2, title), (6, 6, &[])]);
+
+    s.set_nonblocking(true).unwrap();
+    let msg = |obj: u32, op: u16, args: &[u32]| {
+        let mut m = Vec::new();
+        m.extend_from_slice(&obj.to_ne_bytes());
+        m.extend_from_slice(&(((8 + 4 * args.len() as u32) << 16) | u32::from(op)).to_ne_bytes());
+        for a in args {
+            m.extend_from_slice(&a.to_ne_bytes());
+        }
+        m
+    };
+    let commit = msg(6, 6, &[]);
+    let mut out: Vec<u8> = Vec::new();
+    let mut next_id = 9u32;
+    let mut cb: Option<u32> = None;
+    let (mut commits, mut dones) = (0u64, 0u64);
+    let end = Instant::now() + run;
+    while Instant::now() < end {
+        // Read events: configure -> ack; ping -> pong; callback done.
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => panic!("the compositor disconnected the flooding client"),
+                Ok(n) => data.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) => panic!("flood read: {e}"),
+            }
+        }
+        let mut off = 0;
+        while data.len() >= off + 8 {
+            let obj = u32::from_ne_bytes(data[off..off + 4].try_into().unwrap());
+            let word = u32::from_ne_bytes(data[off + 4..off + 8].try_into().unwrap());
+            let (size, op) = ((word >> 16) as usize, word & 0xffff);
+            if data.len() < off + size {
+                break;
+            }
+            let arg0 = || u32::from_ne_bytes(data[off + 8..off + 12].try_into().unwrap());
+            match (obj, op) {
+                (1, 0) => panic!("protocol error for the flooding client"),
+                (7, 0) => out.extend(msg(7, 4, &[arg0()])),
+                (5, 0) => out.extend(msg(5, 3, &[arg0()])),
+                (o, 0) if Some(o) == cb => {
+                    dones += 1;
+                    cb = None;
+                }
+                _ => {}
+            }
+            off += size;
+        }
+        data.drain(..off);
+        if cb.is_none() {
+            out.extend(msg(6, 3, &[next_id]));
+            cb = Some(next_id);
+            next_id += 1;
+        }
+        // One commit per write, as fast as the socket takes them.
+        if out.is_empty() {
+            out.extend_from_slice(&commit);
+            commits += 1;
+        }
+        match s.write(&out) {
+            Ok(n) => {
+                out.drain(..n);
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => std::thread::sleep(Duration::from_micros(200)),
+            Err(e) => panic!("flood write: {e}"),
+        }
+    }
+    let sent = commits - (out.len() / commit.len()) as u64;
+    (sent, dones)
+}
+
+#[test]
+fn a_client_flooding_commits_does_not_starve_another() {
+    let shm = need("weston-simple-shm", "weston");
+    let c = Compositor::start();
+    let mut ctl = c.control();
+    let _victim = c.client(&shm, &[], "rayos-host");
+    let w = ctl.wait_window(|w| w["title"] == "simple-shm");
+    let id = w["id"].as_u64().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+
+    let socket = c.path().join("rayos-host");
+    let run = Duration::from_secs(3);
+    let flooder = std::thread::spawn(move || flood_commits(&socket, run));
+    std::thread::sleep(Duration::from_millis(500));
+    // While the flood runs: the victim keeps drawing (it only draws on frame
+    // callbacks), and the control API answers.
+    let before = ctl.ok(json!({"op": "stats"}));
+    let a = ctl.screenshot(json!({"op": "screenshot", "window": id, "path": c.path().join("a.png").to_str().unwrap()}));
+    std::thread::sleep(Duration::from_millis(1500));
+    let b = ctl.screenshot(json!({"op": "screenshot", "window": id, "path": c.path().join("b.png").to_str().unwrap()}));
+    let after = ctl.ok(json!({"op": "stats"}));
+    let (commits, dones) = flooder.join().expect("flooding client");
+    let repaints = after["repaints"].as_u64().unwrap() - before["repaints"].as_u64().unwrap();
+    eprintln!("flood: {commits} commits, {dones} frame callbacks; the other client's window repainted {repaints} times");
+    assert!(commits > 10_000, "the flooding client did flood ({commits} commits)");
+    assert!(dones >= 20, "the flooding client still gets frame callbacks ({dones} in {run:?})");
+    assert!(repaints >= 20, "the other client kept drawing during the flood ({repaints} repaints in 1.5 s)");
+    assert_ne!(a.rgba, b.rgba, "simple-shm's picture moved on during the flood");
+    assert_eq!(ctl.windows().len(), 1, "the flooder never mapped (no buffer), the victim is still there");
+}

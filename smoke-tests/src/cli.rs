@@ -86,6 +86,61 @@ pub enum Scenario {
     /// Prints `PASS agent boot_to_agent_s=<s> launch_rtt_ms=<ms>`. Needs root
     /// (the image build runs mmdebstrap; virtiofsd exports a root tree).
     Agent(AgentArgs),
+
+    /// Tier 1: the RayOS compositor on its headless backend with real
+    /// clients: weston-simple-shm and foot on the host socket, weston-simple-shm
+    /// on a registered VM's socket. Checks the window list (app_id, title,
+    /// origin), screenshots the output and each window into the run directory
+    /// (client pixels, origin colour and label in each decoration), types a
+    /// command into foot that creates a file, unregisters the VM (its window
+    /// closes), and lets the scene idle.
+    ///
+    /// Prints `PASS compositor frame_ms_p50=<ms> idle_repaints=<n>` (must be 0).
+    /// Needs the Debian packages weston and foot (scripts/setup.sh).
+    Compositor(CompositorArgs),
+
+    /// Tier 1 benchmark: a 1920x1080 headless output with 4 weston-simple-shm
+    /// windows. Prints the steady repaint time while they draw, a full repaint
+    /// and a 256x256 damaged region of the same scene (and their ratio), the
+    /// repaints of the scene with its clients stopped (must be 0), and the
+    /// same clients on weston's headless backend with pixman for comparison.
+    #[command(name = "compositor-bench")]
+    CompositorBench(CompositorBenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CompositorArgs {
+    /// rayos-compositor binary [default: <workspace>/target/release/rayos-compositor].
+    #[arg(long, value_name = "PATH")]
+    pub compositor: Option<PathBuf>,
+    /// Headless output size, WxH.
+    #[arg(long, default_value = "1280x800")]
+    pub size: String,
+    /// How long the scene idles while repaints are counted.
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = crate::stats::parse_duration)]
+    pub idle: Duration,
+    /// Run directory [default: <target>/smoke/compositor-<UTC time>].
+    #[arg(long, value_name = "DIR")]
+    pub run_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct CompositorBenchArgs {
+    /// rayos-compositor binary [default: <workspace>/target/release/rayos-compositor].
+    #[arg(long, value_name = "PATH")]
+    pub compositor: Option<PathBuf>,
+    /// Frames rendered for the full and the damaged repaint (medians reported).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub frames: u32,
+    /// How long the clients draw while steady repaints are measured.
+    #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = crate::stats::parse_duration)]
+    pub measure: Duration,
+    /// Do not run the weston comparison.
+    #[arg(long)]
+    pub no_weston: bool,
+    /// Run directory [default: <target>/smoke/compositor-bench-<UTC time>].
+    #[arg(long, value_name = "DIR")]
+    pub run_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -358,5 +413,15 @@ mod tests {
         };
         assert_eq!(a.runs, 3);
         assert!(Cli::try_parse_from(["rayos-smoke", "vmm-startup", "--runs", "0"]).is_err());
+        let cli = Cli::try_parse_from(["rayos-smoke", "compositor"]).unwrap();
+        let Scenario::Compositor(a) = cli.scenario else {
+            panic!()
+        };
+        assert_eq!((a.size.as_str(), a.idle), ("1280x800", Duration::from_secs(2)));
+        let cli = Cli::try_parse_from(["rayos-smoke", "compositor-bench", "--frames", "10"]).unwrap();
+        let Scenario::CompositorBench(a) = cli.scenario else {
+            panic!()
+        };
+        assert_eq!((a.frames, a.no_weston), (10, false));
     }
 }

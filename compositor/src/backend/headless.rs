@@ -9,15 +9,28 @@
 //! renderer's `ExportMem` copy in RGBA byte order for PNG screenshots; a
 //! window shot renders that window alone into a scratch image, so windows
 //! above it do not hide it.
+//!
+//! Every render of the output is timed (from the start of building the
+//! scene to the end of painting): the last [`MAX_SAMPLES`] repaint
+//! durations are kept for the control API's `stats`. [`HeadlessBackend::bench`]
+//! renders the current scene synchronously either in full (buffer age 0, as
+//! after a mode change) or with a forced damage region (a [`DamageProbe`]
+//! element that draws nothing but reports its area damaged every frame), so
+//! the cost of a full repaint and of a small damaged region can be compared
+//! on the same scene.
 
 use smithay::backend::allocator::Fourcc;
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
 use smithay::backend::renderer::damage::OutputDamageTracker;
-use smithay::backend::renderer::element::RenderElement;
-use smithay::backend::renderer::pixman::{PixmanError, PixmanRenderer};
+use smithay::backend::renderer::element::{Element, Id, RenderElement};
+use smithay::backend::renderer::pixman::{PixmanError, PixmanFrame, PixmanRenderer};
+use smithay::backend::renderer::utils::CommitCounter;
 use smithay::backend::renderer::{Bind, ExportMem, Offscreen};
 use smithay::output::{Mode as OutputMode, Output, PhysicalProperties, Subpixel};
 use smithay::reexports::pixman::Image;
-use smithay::utils::{Physical, Rectangle, Size, Transform};
+use smithay::utils::{Buffer as BufferCoords, Physical, Rectangle, Scale, Size, Transform};
 
 /// Errors of the headless backend.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +48,9 @@ pub const OUTPUT_NAME: &str = "HEADLESS-1";
 /// Refresh rate advertised (mHz), also the frame pace.
 pub const REFRESH_MHZ: i32 = 60_000;
 
+/// Repaint durations kept for [`HeadlessBackend::render_times`].
+pub const MAX_SAMPLES: usize = 512;
+
 /// Render counters (for tests and the benchmark).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RenderStats {
@@ -42,6 +58,67 @@ pub struct RenderStats {
     pub repaints: u64,
     /// Frames with no damage: nothing was painted.
     pub idle_frames: u64,
+    /// Pixels repainted, summed over all frames (damage area).
+    pub damaged_px: u64,
+}
+
+/// What [`HeadlessBackend::bench`] repaints each frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BenchDamage {
+    /// The whole output (buffer age 0: nothing of the last frame is reused).
+    Full,
+    /// Only this region (output pixels), forced damaged every frame.
+    Region(Rectangle<i32, Physical>),
+}
+
+/// A render element that draws nothing and reports its whole area damaged
+/// on every frame: the damage tracker then repaints exactly that region
+/// (background and whatever lies below), which is what a client updating
+/// that area costs the compositor.
+#[derive(Debug, Clone)]
+pub struct DamageProbe {
+    id: Id,
+    commit: CommitCounter,
+    area: Rectangle<i32, Physical>,
+}
+
+impl DamageProbe {
+    pub fn new(area: Rectangle<i32, Physical>) -> Self {
+        DamageProbe { id: Id::new(), commit: CommitCounter::default(), area }
+    }
+
+    /// Marks the area damaged again (call once per frame).
+    pub fn touch(&mut self) {
+        self.commit.increment();
+    }
+}
+
+impl Element for DamageProbe {
+    fn id(&self) -> &Id {
+        &self.id
+    }
+    fn current_commit(&self) -> CommitCounter {
+        self.commit
+    }
+    fn src(&self) -> Rectangle<f64, BufferCoords> {
+        Rectangle::from_size((f64::from(self.area.size.w), f64::from(self.area.size.h)).into())
+    }
+    fn geometry(&self, _scale: Scale<f64>) -> Rectangle<i32, Physical> {
+        self.area
+    }
+}
+
+impl RenderElement<PixmanRenderer> for DamageProbe {
+    fn draw(
+        &self,
+        _frame: &mut PixmanFrame<'_, '_>,
+        _src: Rectangle<f64, BufferCoords>,
+        _dst: Rectangle<i32, Physical>,
+        _damage: &[Rectangle<i32, Physical>],
+        _opaque_regions: &[Rectangle<i32, Physical>],
+    ) -> Result<(), PixmanError> {
+        Ok(())
+    }
 }
 
 /// One offscreen output.
@@ -52,6 +129,8 @@ pub struct HeadlessBackend {
     output: Output,
     size: Size<i32, Physical>,
     stats: RenderStats,
+    /// Durations of the last repaints (idle frames excluded), oldest first.
+    times: VecDeque<Duration>,
 }
 
 impl std::fmt::Debug for HeadlessBackend {
@@ -82,7 +161,7 @@ impl HeadlessBackend {
         output.change_current_state(Some(mode), Some(Transform::Normal), None, Some((0, 0).into()));
         output.set_preferred(mode);
         let damage = OutputDamageTracker::from_output(&output);
-        Ok(HeadlessBackend { renderer, image, damage, output, size, stats: RenderStats::default() })
+        Ok(HeadlessBackend { renderer, image, damage, output, size, stats: RenderStats::default(), times: VecDeque::new() })
     }
 
     pub fn output(&self) -> &Output {
@@ -97,25 +176,106 @@ impl HeadlessBackend {
         self.stats
     }
 
+    /// Durations of the last (at most [`MAX_SAMPLES`]) repaints, oldest first.
+    pub fn render_times(&self) -> Vec<Duration> {
+        self.times.iter().copied().collect()
+    }
+
     pub fn renderer(&mut self) -> &mut PixmanRenderer {
         &mut self.renderer
+    }
+
+    /// One damage-tracked render with buffer age `age`: (pixels painted, time).
+    fn render_age<E: RenderElement<PixmanRenderer>>(
+        &mut self,
+        age: usize,
+        elements: &[E],
+    ) -> Result<(u64, Duration), HeadlessError> {
+        let t0 = Instant::now();
+        let mut fb = self.renderer.bind(&mut self.image)?;
+        let result = self
+            .damage
+            .render_output(&mut self.renderer, &mut fb, age, elements, BACKGROUND)
+            .map_err(|e| HeadlessError::Damage(format!("{e:?}")))?;
+        let px = result
+            .damage
+            .map(|d| d.iter().map(|r| (r.size.w.max(0) as u64) * (r.size.h.max(0) as u64)).sum())
+            .unwrap_or(0);
+        Ok((px, t0.elapsed()))
     }
 
     /// Renders the scene (front to back) onto the output, repainting only
     /// the damage. Returns whether anything was painted.
     pub fn render<E: RenderElement<PixmanRenderer>>(&mut self, elements: &[E]) -> Result<bool, HeadlessError> {
-        let mut fb = self.renderer.bind(&mut self.image)?;
-        let result = self
-            .damage
-            .render_output(&mut self.renderer, &mut fb, 1, elements, BACKGROUND)
-            .map_err(|e| HeadlessError::Damage(format!("{e:?}")))?;
-        let painted = result.damage.is_some_and(|d| !d.is_empty());
+        self.render_since(elements, Instant::now())
+    }
+
+    /// [`render`](Self::render), timing the frame from `since` (when the
+    /// caller started building the scene) to the end of painting.
+    pub fn render_since<E: RenderElement<PixmanRenderer>>(
+        &mut self,
+        elements: &[E],
+        since: Instant,
+    ) -> Result<bool, HeadlessError> {
+        let (px, _) = self.render_age(1, elements)?;
+        let took = since.elapsed();
+        let painted = px > 0;
         if painted {
             self.stats.repaints += 1;
+            self.stats.damaged_px += px;
+            if self.times.len() == MAX_SAMPLES {
+                self.times.pop_front();
+            }
+            self.times.push_back(took);
         } else {
             self.stats.idle_frames += 1;
         }
         Ok(painted)
+    }
+
+    /// Renders the scene `frames` times at once, each repainting `damage`,
+    /// and returns each frame's duration and damaged pixels. The output ends
+    /// up showing the scene; the frames are not counted in [`RenderStats`].
+    pub fn bench<E>(
+        &mut self,
+        elements: &[E],
+        damage: BenchDamage,
+        frames: usize,
+    ) -> Result<(Vec<Duration>, u64), HeadlessError>
+    where
+        E: RenderElement<PixmanRenderer>,
+    {
+        // Bring the output up to date first, so only the forced damage counts.
+        self.render_age(1, elements)?;
+        let mut times = Vec::with_capacity(frames);
+        let mut px = 0;
+        match damage {
+            BenchDamage::Full => {
+                for _ in 0..frames {
+                    let (p, t) = self.render_age(0, elements)?;
+                    times.push(t);
+                    px = p;
+                }
+            }
+            BenchDamage::Region(area) => {
+                let full = Rectangle::from_size(self.size);
+                if area.intersection(full) != Some(area) {
+                    return Err(HeadlessError::BadRegion(area));
+                }
+                let mut probe = DamageProbe::new(area);
+                for _ in 0..frames {
+                    probe.touch();
+                    let scene: Vec<ProbeOr<'_, E>> =
+                        std::iter::once(ProbeOr::Probe(&probe)).chain(elements.iter().map(ProbeOr::Scene)).collect();
+                    let (p, t) = self.render_age(1, &scene)?;
+                    times.push(t);
+                    px = p;
+                }
+                // Without the probe: repaints its area once, to the same scene.
+                self.render_age(1, elements)?;
+            }
+        }
+        Ok((times, px))
     }
 
     /// Reads a region of the output as RGBA rows (no padding).
@@ -144,6 +304,95 @@ impl HeadlessBackend {
             .render_output(&mut self.renderer, &mut fb, 0, elements, BACKGROUND)
             .map_err(|e| HeadlessError::Damage(format!("{e:?}")))?;
         copy_rgba(&mut self.renderer, &fb, Rectangle::from_size((w, h).into()))
+    }
+}
+
+/// The scene with a [`DamageProbe`] on top (for [`HeadlessBackend::bench`]).
+enum ProbeOr<'a, E> {
+    Probe(&'a DamageProbe),
+    Scene(&'a E),
+}
+
+impl<E: Element> Element for ProbeOr<'_, E> {
+    fn id(&self) -> &Id {
+        match self {
+            ProbeOr::Probe(p) => p.id(),
+            ProbeOr::Scene(e) => e.id(),
+        }
+    }
+    fn current_commit(&self) -> CommitCounter {
+        match self {
+            ProbeOr::Probe(p) => p.current_commit(),
+            ProbeOr::Scene(e) => e.current_commit(),
+        }
+    }
+    fn location(&self, scale: Scale<f64>) -> smithay::utils::Point<i32, Physical> {
+        match self {
+            ProbeOr::Probe(p) => p.location(scale),
+            ProbeOr::Scene(e) => e.location(scale),
+        }
+    }
+    fn src(&self) -> Rectangle<f64, BufferCoords> {
+        match self {
+            ProbeOr::Probe(p) => p.src(),
+            ProbeOr::Scene(e) => e.src(),
+        }
+    }
+    fn transform(&self) -> Transform {
+        match self {
+            ProbeOr::Probe(p) => p.transform(),
+            ProbeOr::Scene(e) => e.transform(),
+        }
+    }
+    fn geometry(&self, scale: Scale<f64>) -> Rectangle<i32, Physical> {
+        match self {
+            ProbeOr::Probe(p) => p.geometry(scale),
+            ProbeOr::Scene(e) => e.geometry(scale),
+        }
+    }
+    fn damage_since(
+        &self,
+        scale: Scale<f64>,
+        commit: Option<CommitCounter>,
+    ) -> smithay::backend::renderer::utils::DamageSet<i32, Physical> {
+        match self {
+            ProbeOr::Probe(p) => p.damage_since(scale, commit),
+            ProbeOr::Scene(e) => e.damage_since(scale, commit),
+        }
+    }
+    fn opaque_regions(&self, scale: Scale<f64>) -> smithay::backend::renderer::utils::OpaqueRegions<i32, Physical> {
+        match self {
+            ProbeOr::Probe(p) => p.opaque_regions(scale),
+            ProbeOr::Scene(e) => e.opaque_regions(scale),
+        }
+    }
+    fn alpha(&self) -> f32 {
+        match self {
+            ProbeOr::Probe(p) => p.alpha(),
+            ProbeOr::Scene(e) => e.alpha(),
+        }
+    }
+    fn kind(&self) -> smithay::backend::renderer::element::Kind {
+        match self {
+            ProbeOr::Probe(p) => p.kind(),
+            ProbeOr::Scene(e) => e.kind(),
+        }
+    }
+}
+
+impl<E: RenderElement<PixmanRenderer>> RenderElement<PixmanRenderer> for ProbeOr<'_, E> {
+    fn draw(
+        &self,
+        frame: &mut PixmanFrame<'_, '_>,
+        src: Rectangle<f64, BufferCoords>,
+        dst: Rectangle<i32, Physical>,
+        damage: &[Rectangle<i32, Physical>],
+        opaque_regions: &[Rectangle<i32, Physical>],
+    ) -> Result<(), PixmanError> {
+        match self {
+            ProbeOr::Probe(p) => p.draw(frame, src, dst, damage, opaque_regions),
+            ProbeOr::Scene(e) => e.draw(frame, src, dst, damage, opaque_regions),
+        }
     }
 }
 
@@ -183,7 +432,9 @@ mod tests {
         for _ in 0..3 {
             assert!(!b.render(&[element(&buf, 10, 10)]).unwrap(), "unchanged scene paints nothing");
         }
-        assert_eq!(b.stats(), RenderStats { repaints: 1, idle_frames: 3 });
+        assert_eq!((b.stats().repaints, b.stats().idle_frames), (1, 3));
+        assert_eq!(b.stats().damaged_px, 320 * 200, "the first frame paints the whole output");
+        assert_eq!(b.render_times().len(), 1, "only repaints are timed");
         buf.set_color([0.0, 0.0, 1.0, 1.0]);
         assert!(b.render(&[element(&buf, 10, 10)]).unwrap(), "a changed element paints");
         let px = b.read_rgba(Rectangle::new((10, 10).into(), (1, 1).into())).unwrap();
@@ -191,6 +442,26 @@ mod tests {
         let bg = b.read_rgba(Rectangle::new((0, 0).into(), (1, 1).into())).unwrap();
         assert_eq!(bg[3], 255);
         assert!(b.read_rgba(Rectangle::new((310, 0).into(), (20, 1).into())).is_err());
+    }
+
+    #[test]
+    fn bench_repaints_full_or_only_the_region() {
+        let mut b = HeadlessBackend::new(320, 200).unwrap();
+        let buf = SolidColorBuffer::new((40, 30), [1.0, 0.0, 0.0, 1.0]);
+        let scene = [element(&buf, 10, 10)];
+        b.render(&scene).unwrap();
+        let before = b.stats();
+        let (times, px) = b.bench(&scene, BenchDamage::Full, 3).unwrap();
+        assert_eq!((times.len(), px), (3, 320 * 200));
+        let area = Rectangle::new((20, 20).into(), (64, 64).into());
+        let (times, px) = b.bench(&scene, BenchDamage::Region(area), 4).unwrap();
+        assert_eq!((times.len(), px), (4, 64 * 64));
+        assert_eq!(b.stats(), before, "bench frames are not counted");
+        assert!(!b.render(&scene).unwrap(), "after a bench the scene is idle again");
+        let px = b.read_rgba(Rectangle::new((20, 20).into(), (1, 1).into())).unwrap();
+        assert_eq!(px, vec![255, 0, 0, 255], "the scene is intact under the probe's area");
+        let outside = Rectangle::new((300, 190).into(), (64, 64).into());
+        assert!(b.bench(&scene, BenchDamage::Region(outside), 1).is_err());
     }
 
     #[test]

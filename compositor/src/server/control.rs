@@ -6,8 +6,9 @@
 //! connection), each line through [`crate::control::handle`], and the
 //! [`Effect`] it returns is carried out here: key and pointer injection
 //! through the seat, screenshots through the backend (PNG via the `png`
-//! crate, written to the path or returned in base64), `subscribe` marks the
-//! connection for the event stream. After every request the VM sockets and
+//! crate, written to the path or returned in base64), `stats` and
+//! `bench_render` read and time the backend's rendering, `subscribe` marks
+//! the connection for the event stream. After every request the VM sockets and
 //! the Smithay side are reconciled with the shell. The reply is written
 //! before the events the request caused. Writes block for at most
 //! [`WRITE_TIMEOUT`]; a connection that cannot take its output is dropped
@@ -236,6 +237,22 @@ impl State {
                 if let Some(c) = self.control.conns.get_mut(&conn) {
                     c.subscribed = true;
                 }
+            }
+            Some(Effect::Stats) => {
+                let st = self.backend.stats();
+                let samples: Vec<u64> =
+                    self.backend.render_times().iter().map(|t| t.as_micros() as u64).collect();
+                handled.reply =
+                    Some(ServerMessage::Ok(Reply::stats(st.repaints, st.idle_frames, st.damaged_px, &samples)));
+            }
+            Some(Effect::BenchRender { frames, damage }) => {
+                handled.reply = Some(match render::bench_output(self, frames, damage) {
+                    Ok((times, px)) => {
+                        tracing::info!(frames, ?damage, damaged_px = px, "render benchmark");
+                        ServerMessage::Ok(Reply::bench(px, &times))
+                    }
+                    Err(e) => internal(&e),
+                });
             }
             None => {}
         }

@@ -90,6 +90,12 @@ impl State {
         Ok(())
     }
 
+    /// A key from the output's window: evdev `scancode` to the focused window.
+    pub(crate) fn window_key(&mut self, scancode: u32, pressed: bool) -> Result<(), InputError> {
+        self.sync_focus();
+        self.send_key(Keycode::new(scancode + 8), pressed)
+    }
+
     /// Injects keys into the focused window (the control handler focused it).
     pub(crate) fn inject_keys(
         &mut self,

@@ -24,7 +24,10 @@
 //!
 //! Frames: a timer at the output's refresh rate renders the scene through
 //! the backend (damage-tracked: an idle scene paints nothing) and then sends
-//! frame callbacks, which paces clients that draw continuously.
+//! frame callbacks, which paces clients that draw continuously. With the
+//! winit backend the same tick first pumps the window's events (its input
+//! goes through the injection paths) and, after a frame that painted or an
+//! expose, presents the output image in the window.
 
 mod control;
 mod handlers;
@@ -53,6 +56,7 @@ use smithay::wayland::shell::xdg::decoration::XdgDecorationState;
 use smithay::wayland::shell::xdg::XdgShellState;
 use smithay::wayland::shm::ShmState;
 
+use crate::backend::winit::{WindowInput, WinitError, WinitWindow};
 use crate::backend::{HeadlessBackend, HeadlessError};
 use crate::geometry::Size;
 use crate::origin::{Origin, HOST_SOCKET};
@@ -66,6 +70,8 @@ pub use control::ControlServer;
 pub enum ServerError {
     #[error("headless backend: {0}")]
     Backend(#[from] HeadlessError),
+    #[error("winit backend: {0}")]
+    Winit(#[from] WinitError),
     #[error("shell: {0}")]
     Shell(#[from] ShellError),
     #[error("cannot create the Wayland display: {0}")]
@@ -87,6 +93,8 @@ pub struct Config {
     pub socket_dir: PathBuf,
     /// The control API's unix socket.
     pub control_path: PathBuf,
+    /// Show the output in a window of the running X11 session (winit backend).
+    pub window: bool,
 }
 
 /// Per-client data: the origin of the socket it connected on.
@@ -152,6 +160,10 @@ pub struct State {
     /// Clients killed; each is dispatched once more to reap it.
     pub(crate) reap_clients: Vec<ClientId>,
     pub(crate) control: ControlServer,
+    /// The output's window (winit backend), and the last pointer position in it.
+    pub(crate) window: Option<WinitWindow>,
+    pub(crate) window_pointer: (i32, i32),
+    pub(crate) stop: smithay::reexports::calloop::LoopSignal,
 }
 
 impl State {
@@ -316,10 +328,64 @@ impl State {
         }
     }
 
-    /// One frame: render (damage-tracked) and send frame callbacks.
+    /// Handles the window's input (winit backend).
+    fn window_input(&mut self) {
+        let input = match self.window.as_mut().map(WinitWindow::pump) {
+            None => return,
+            Some(Ok(input)) => input,
+            Some(Err(e)) => {
+                tracing::error!(error = %e, "window failed; stopping");
+                self.stop.stop();
+                return;
+            }
+        };
+        use crate::control::PointerAction;
+        for ev in input {
+            let res = match ev {
+                WindowInput::Close => {
+                    tracing::info!("window closed; stopping");
+                    self.stop.stop();
+                    return;
+                }
+                WindowInput::Motion { x, y } => {
+                    self.window_pointer = (x, y);
+                    self.inject_pointer(x, y, None, PointerAction::Motion)
+                }
+                WindowInput::Button { button, pressed } => {
+                    let (x, y) = self.window_pointer;
+                    let action = if pressed { PointerAction::Press } else { PointerAction::Release };
+                    self.inject_pointer(x, y, Some(button), action)
+                }
+                WindowInput::Key { scancode, pressed } => self.window_key(scancode, pressed),
+            };
+            if let Err(e) = res {
+                tracing::debug!(error = %e, "window input dropped");
+            }
+            self.reconcile();
+        }
+    }
+
+    /// One frame: render (damage-tracked), present it in the window if there
+    /// is one, and send frame callbacks.
     pub(crate) fn frame(&mut self) {
-        if let Err(e) = render::render_output(self) {
-            tracing::warn!(error = %e, "render failed");
+        self.window_input();
+        let painted = match render::render_output(self) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "render failed");
+                false
+            }
+        };
+        if self.window.as_ref().is_some_and(|w| painted || w.wants_redraw()) {
+            let full = smithay::utils::Rectangle::from_size(self.backend.size());
+            match self.backend.read_rgba(full) {
+                Ok(rgba) => {
+                    if let Some(Err(e)) = self.window.as_mut().map(|w| w.present(&rgba)) {
+                        tracing::warn!(error = %e, "present failed");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "reading the output failed"),
+            }
         }
         let output = self.backend.output().clone();
         let time = self.start.elapsed();
@@ -342,6 +408,17 @@ pub fn socket_dir(dir: Option<&Path>) -> Result<PathBuf, ServerError> {
 
 /// Runs the compositor on the headless backend until the loop is stopped.
 pub fn run_headless(config: Config) -> Result<(), ServerError> {
+    run(Config { window: false, ..config })
+}
+
+/// Runs the compositor until the loop is stopped: headless, or with the
+/// output shown in a window (`config.window`, the winit backend).
+pub fn run(config: Config) -> Result<(), ServerError> {
+    let window = if config.window {
+        Some(WinitWindow::new(config.size.w as u32, config.size.h as u32, "RayOS")?)
+    } else {
+        None
+    };
     let mut event_loop: EventLoop<'static, State> =
         EventLoop::try_new().map_err(|e| ServerError::Loop(e.to_string()))?;
     let display: Display<State> = Display::new().map_err(|e| ServerError::Display(e.to_string()))?;
@@ -391,6 +468,9 @@ pub fn run_headless(config: Config) -> Result<(), ServerError> {
         drag: None,
         reap_clients: Vec::new(),
         control,
+        window,
+        window_pointer: (0, 0),
+        stop: event_loop.get_signal(),
     };
     state.listen(HOST_SOCKET, Origin::Host)?;
 
@@ -422,7 +502,8 @@ pub fn run_headless(config: Config) -> Result<(), ServerError> {
         size = %format!("{}x{}", config.size.w, config.size.h),
         sockets = %config.socket_dir.display(),
         control = %config.control_path.display(),
-        "rayos-compositor running (headless)"
+        backend = if config.window { "winit" } else { "headless" },
+        "rayos-compositor running"
     );
     event_loop
         .run(None, &mut state, |state| {

@@ -19,7 +19,7 @@ use smithay::render_elements;
 use smithay::utils::{Physical, Point, Rectangle, Scale, Transform};
 
 use super::{Mapped, State};
-use crate::backend::HeadlessError;
+use crate::backend::{BenchDamage, HeadlessError};
 use crate::decoration::BUTTON;
 use crate::geometry::Rect;
 use crate::origin::{Origin, Rgb};
@@ -162,8 +162,22 @@ fn scene(state: &mut State) -> Vec<OutputElement> {
 
 /// Renders the output (damage-tracked). Returns whether anything was painted.
 pub fn render_output(state: &mut State) -> Result<bool, RenderError> {
+    let start = std::time::Instant::now();
     let elements = scene(state);
-    Ok(state.backend.render(&elements)?)
+    Ok(state.backend.render_since(&elements, start)?)
+}
+
+/// Renders the current scene `frames` times at once (see
+/// [`crate::backend::HeadlessBackend::bench`]); per-frame durations in
+/// microseconds and the pixels repainted per frame.
+pub fn bench_output(state: &mut State, frames: u32, damage: Option<Rect>) -> Result<(Vec<u64>, u64), RenderError> {
+    let elements = scene(state);
+    let damage = match damage {
+        None => BenchDamage::Full,
+        Some(r) => BenchDamage::Region(Rectangle::new((r.x, r.y).into(), (r.w, r.h).into())),
+    };
+    let (times, px) = state.backend.bench(&elements, damage, frames as usize)?;
+    Ok((times.iter().map(|t| t.as_micros() as u64).collect(), px))
 }
 
 /// Renders the output now and returns its RGBA pixels and size.

@@ -2,6 +2,7 @@
 //! [`Outcome`](crate::Outcome); errors become `FAIL` lines naming the cause.
 
 pub mod agent;
+pub mod compositor;
 pub mod nested;
 pub mod vmm_boot;
 pub mod vmm_startup;
@@ -18,5 +19,7 @@ pub fn run(scenario: &Scenario) -> Outcome {
         Scenario::VmmStartup(args) => vmm_startup::run(args),
         Scenario::VmmVirtiofs(args) => vmm_virtiofs::run(args),
         Scenario::Agent(args) => agent::run(args),
+        Scenario::Compositor(args) => compositor::run(args),
+        Scenario::CompositorBench(args) => compositor::bench(args),
     }
 }

@@ -165,7 +165,7 @@ fn create_vm(kvm: &Kvm) -> Result<VmFd, VmError> {
     kvm.create_vm().map_err(kvm_err("create VM"))
 }
 
-/// TSS and identity-map addresses and the in-kernel irqchip (before any vCPU).
+/// TSS and identity-map addresses, in-kernel irqchip and PIT (before any vCPU).
 fn setup_vm(kvm: &Kvm, vm: &VmFd) -> Result<(), VmError> {
     vm.set_tss_address(KVM_TSS_ADDRESS as usize).map_err(kvm_err("set TSS address"))?;
     if kvm.check_extension(Cap::SetIdentityMapAddr) {
@@ -173,17 +173,9 @@ fn setup_vm(kvm: &Kvm, vm: &VmFd) -> Result<(), VmError> {
             .map_err(kvm_err("set identity map address"))?;
     }
     vm.create_irq_chip().map_err(kvm_err("create in-kernel irqchip"))?;
-    Ok(())
-}
-
-/// The in-kernel PIT. Created once the vCPUs run: KVM starts a kernel
-/// thread for it, which costs milliseconds whenever the host is busy, and
-/// nothing needs it before then (a booting kernel first touches the PIT long
-/// after its first instruction; a port access before it exists would simply
-/// reach the VMM's port bus).
-fn create_pit(vm: &VmFd) -> Result<(), VmError> {
     let pit = kvm_pit_config { flags: KVM_PIT_SPEAKER_DUMMY, ..Default::default() };
-    vm.create_pit2(pit).map_err(kvm_err("create in-kernel PIT"))
+    vm.create_pit2(pit).map_err(kvm_err("create in-kernel PIT"))?;
+    Ok(())
 }
 
 /// Loads everything the guest boots into its memory; returns the entry point.
@@ -448,8 +440,8 @@ pub fn run(config: &VmConfig) -> Result<Outcome, VmError> {
     // the irqchip registers devices on KVM's I/O bus, and every memory slot
     // added after that waits for a full SRCU grace period of the VM (measured
     // 5-12 ms on the CI host, whatever the slot's size); registered first,
-    // the slot takes well under a millisecond and the irqchip that follows
-    // stays as cheap.
+    // the slot takes well under a millisecond and the irqchip and PIT that
+    // follow stay as cheap.
     ram.register(&vm).map_err(kvm_err("register guest RAM"))?;
     setup_vm(&kvm, &vm)?;
     let kernel = load_guest(&ram, config)?;
@@ -487,10 +479,6 @@ pub fn run(config: &VmConfig) -> Result<Outcome, VmError> {
             .spawn(move || v.run())
             .map_err(VmError::Thread)?;
         threads.push(t);
-    }
-    if let Err(e) = create_pit(&vm) {
-        stop_vcpus(&stop, threads);
-        return Err(e);
     }
     tracing::info!(
         "started {} vCPU(s), {} MiB RAM, kernel {}",

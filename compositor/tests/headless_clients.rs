@@ -3,6 +3,9 @@
 //! wayland-info from `wayland-utils`; `scripts/setup.sh` installs them).
 //! A missing client is a failure naming its package, never a silent pass.
 
+mod common;
+use common::{need, HOST_RGB, TIMEOUT};
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
@@ -12,23 +15,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-const TIMEOUT: Duration = Duration::from_secs(20);
 /// The headless output's background (see `backend::headless::BACKGROUND`).
 fn is_background(p: &[u8]) -> bool {
     p[0].abs_diff(31) <= 2 && p[1].abs_diff(33) <= 2 && p[2].abs_diff(41) <= 2
 }
-const HOST_RGB: [u8; 3] = [0x1f, 0x6f, 0xeb];
 
-/// Path of a client binary, or a failure naming the Debian package.
-fn need(bin: &str, package: &str) -> PathBuf {
-    for dir in ["/usr/bin", "/usr/local/bin", "/bin"] {
-        let p = Path::new(dir).join(bin);
-        if p.exists() {
-            return p;
-        }
-    }
-    panic!("{bin} not found: install the Debian package `{package}` (bash scripts/setup.sh installs it)");
-}
 
 struct Compositor {
     child: Child,

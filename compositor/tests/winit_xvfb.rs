@@ -4,27 +4,19 @@
 //! (`Xvfb` from `xvfb`, `import` from `imagemagick`, weston-simple-shm from
 //! `weston`) fails the test naming the package, never a silent pass.
 
+mod common;
+use common::{need, HOST_RGB, TIMEOUT};
+
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-const TIMEOUT: Duration = Duration::from_secs(20);
-const HOST_RGB: [u8; 3] = [0x1f, 0x6f, 0xeb];
 
-fn need(bin: &str, package: &str) -> PathBuf {
-    for dir in ["/usr/bin", "/usr/local/bin", "/bin"] {
-        let p = Path::new(dir).join(bin);
-        if p.exists() {
-            return p;
-        }
-    }
-    panic!("{bin} not found: install the Debian package `{package}` (bash scripts/setup.sh installs it)");
-}
 
 /// Child processes killed on drop, last started first.
 struct Procs(Vec<Child>);

@@ -126,6 +126,8 @@ pub fn run_vsock_input(data: &[u8]) {
     let mut host_streams: Vec<UnixStream> = Vec::new();
     let mut input = Input(data);
     let mut next_desc: u16 = 0;
+    // Capacity of the RX chain the device holds in each slot, if any.
+    let mut rx_slots: [Option<u32>; 4] = [None; 4];
 
     while let Some(op) = input.byte() {
         match op % 5 {
@@ -164,25 +166,42 @@ pub fn run_vsock_input(data: &[u8]) {
                 assert!(used.iter().all(|&(_, len)| len == 0), "tx used length must be 0");
             }
             2 => {
-                // Guest RX buffers, mostly well formed.
+                // Guest RX buffers, mostly well formed. Like a real driver,
+                // the harness never offers a descriptor the device still
+                // owns: four chain slots at heads 8, 10, 12 and 14, each
+                // with its own buffer area, so every used element can be
+                // checked against the packet written into its own buffer.
                 let shape = input.byte().unwrap_or(0);
-                let base = DATA_BASE + 0x8000;
-                let descs: Vec<(u64, u32, u16)> = match shape % 4 {
-                    0 => vec![(base, 44, F_WRITE | F_NEXT), (base + 0x1000, 4096, F_WRITE)],
-                    1 => vec![(base, 44 + 4096, F_WRITE)],
-                    2 => vec![(base, (shape as u32) % 64, F_WRITE)],
-                    _ => vec![(base, 44, F_NEXT), (base + 0x1000, (shape as u32) * 64, 0)],
-                };
-                let cap = match shape % 4 {
-                    0 | 1 => 4096,
-                    _ => 0,
-                };
-                rx.publish(&mem, 8 + (next_desc % 4) * 2, &descs);
+                if let Some(slot) = rx_slots.iter().position(Option::is_none) {
+                    let base = DATA_BASE + 0x8000 + slot as u64 * 0x2000;
+                    let descs: Vec<(u64, u32, u16)> = match shape % 4 {
+                        0 => vec![(base, 44, F_WRITE | F_NEXT), (base + 0x1000, 4096, F_WRITE)],
+                        1 => vec![(base, 44 + 4096, F_WRITE)],
+                        2 => vec![(base, (shape as u32) % 64, F_WRITE)],
+                        _ => vec![(base, 44, F_NEXT), (base + 0x1000, (shape as u32 % 64) * 64, 0)],
+                    };
+                    // Payload bytes the chain can take after the header;
+                    // shape 3's header descriptor is read-only, so nothing.
+                    let cap = match shape % 4 {
+                        0 | 1 => 4096,
+                        2 => (shape as u32 % 64).saturating_sub(44),
+                        _ => 0,
+                    };
+                    // Stale bytes from an earlier packet must not pass for
+                    // this one's header.
+                    let _ = mem.write_slice(&[0xee; 44], GuestAddress(base));
+                    rx.publish(&mem, 8 + slot as u16 * 2, &descs);
+                    rx_slots[slot] = Some(cap);
+                }
                 muxer.process_rx(&mem, &mut rx.queue);
-                for (_, len) in rx.take_used(&mem) {
+                for (head, len) in rx.take_used(&mem) {
+                    assert!((8..16).contains(&head) && head % 2 == 0, "rx used head {head} was never offered");
+                    let slot = (head as usize - 8) / 2;
+                    let cap = rx_slots[slot].take().expect("rx used element for a buffer the device did not own");
                     if len == 0 {
                         continue;
                     }
+                    let base = DATA_BASE + 0x8000 + slot as u64 * 0x2000;
                     assert!(len >= 44 && len - 44 <= cap, "rx used length {len} for capacity {cap}");
                     let mut h = [0u8; 44];
                     let _ = mem.read_slice(&mut h, GuestAddress(base));

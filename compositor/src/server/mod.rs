@@ -22,6 +22,11 @@
 //! follow the shell's geometry and state. Unregistering a VM also
 //! disconnects its clients: nothing of a VM outlives its registration.
 //!
+//! Fairness: Smithay runs on libwayland-server (wayland-rs's system
+//! backend), whose dispatch reads each ready client socket once per turn of
+//! the event loop, so the frame timer, the control socket and other clients
+//! get their turn between a flooding client's reads.
+//!
 //! Frames: a timer at the output's refresh rate renders the scene through
 //! the backend (damage-tracked: an idle scene paints nothing) and then sends
 //! frame callbacks, which paces clients that draw continuously. With the

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, ValueEnum};
 use rayos_compositor::geometry::Size;
-use rayos_compositor::server::{run, socket_dir, Config};
+use rayos_compositor::server::{run, socket_dir, BackendChoice, Config};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Backend {
@@ -13,7 +13,7 @@ enum Backend {
     Headless,
     /// The output in a window of an existing X11 session (pixman, shown with softbuffer).
     Winit,
-    /// DRM/KMS with libinput and libseat, the real host (not built yet).
+    /// DRM/KMS with libinput and libseat: the real host's display, on metal or in QEMU.
     Drm,
 }
 
@@ -22,15 +22,18 @@ enum Backend {
 /// Host clients connect on the Wayland socket `rayos-host`; each VM
 /// registered through the control API gets `rayos-vm-<name>`. Windows are
 /// framed with a decoration that shows where they come from. Backends:
-/// `headless` (offscreen) and `winit` (a window in the running X11 session,
-/// `DISPLAY`); `--backend drm` is not built yet and exits with an error.
+/// `headless` (offscreen), `winit` (a window in the running X11 session,
+/// `DISPLAY`) and `drm` (a DRM/KMS display with libinput, through libseat:
+/// run it as a seat user under seatd or logind, or as root with
+/// LIBSEAT_BACKEND=builtin; the display's mode sets the output size).
 #[derive(Debug, Parser)]
 #[command(name = "rayos-compositor", version)]
 struct Args {
     /// Display backend.
     #[arg(long, value_enum, default_value = "headless")]
     backend: Backend,
-    /// Output size (the headless image, or the winit window), WxH.
+    /// Output size (the headless image, or the winit window), WxH; the drm
+    /// backend uses the display's preferred mode instead.
     #[arg(long, default_value = "1280x800", value_parser = parse_size)]
     size: Size,
     /// Directory for the Wayland sockets [default: $XDG_RUNTIME_DIR].
@@ -39,6 +42,9 @@ struct Args {
     /// Control API socket [default: <socket dir>/rayos-compositor.sock].
     #[arg(long)]
     control: Option<PathBuf>,
+    /// DRM device for `--backend drm` [default: the seat's primary GPU].
+    #[arg(long, value_name = "PATH")]
+    drm_device: Option<PathBuf>,
 }
 
 fn parse_size(s: &str) -> Result<Size, String> {
@@ -57,9 +63,12 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
-    if args.backend == Backend::Drm {
-        let name = args.backend.to_possible_value().map(|v| v.get_name().to_string()).unwrap_or_default();
-        eprintln!("rayos-compositor: the {name} backend is not built yet; use --backend headless or winit");
+    if args.drm_device.is_some() && args.backend != Backend::Drm {
+        eprintln!("rayos-compositor: --drm-device needs --backend drm");
+        return ExitCode::from(2);
+    }
+    if let Some(p) = args.drm_device.as_deref().filter(|p| !p.exists()) {
+        eprintln!("rayos-compositor: --drm-device {}: no such device", p.display());
         return ExitCode::from(2);
     }
     let dir = match socket_dir(args.socket_dir.as_deref()) {
@@ -70,8 +79,12 @@ fn main() -> ExitCode {
         }
     };
     let control_path = args.control.unwrap_or_else(|| dir.join("rayos-compositor.sock"));
-    let window = args.backend == Backend::Winit;
-    match run(Config { size: args.size, socket_dir: dir, control_path, window }) {
+    let backend = match args.backend {
+        Backend::Headless => BackendChoice::Headless,
+        Backend::Winit => BackendChoice::Winit,
+        Backend::Drm => BackendChoice::Drm { device: args.drm_device },
+    };
+    match run(Config { size: args.size, socket_dir: dir, control_path, backend }) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("rayos-compositor: {e}");

@@ -131,6 +131,8 @@ pub struct HeadlessBackend {
     stats: RenderStats,
     /// Durations of the last repaints (idle frames excluded), oldest first.
     times: VecDeque<Duration>,
+    /// Rectangles painted since the last [`take_damage`](Self::take_damage).
+    painted: Vec<Rectangle<i32, Physical>>,
 }
 
 impl std::fmt::Debug for HeadlessBackend {
@@ -145,23 +147,38 @@ pub const BACKGROUND: [f32; 4] = [0.12, 0.13, 0.16, 1.0];
 impl HeadlessBackend {
     /// An output of `w`x`h` pixels; the caller creates its global.
     pub fn new(w: i32, h: i32) -> Result<Self, HeadlessError> {
+        Self::with_output(w, h, OUTPUT_NAME, "headless", REFRESH_MHZ)
+    }
+
+    /// An offscreen image for an output named `name` (a connector, for a
+    /// backend that presents the image on a display).
+    pub fn with_output(w: i32, h: i32, name: &str, model: &str, refresh_mhz: i32) -> Result<Self, HeadlessError> {
         let mut renderer = PixmanRenderer::new()?;
         let size: Size<i32, Physical> = (w, h).into();
         let image = renderer.create_buffer(Fourcc::Argb8888, (w, h).into())?;
         let output = Output::new(
-            OUTPUT_NAME.to_string(),
+            name.to_string(),
             PhysicalProperties {
                 size: (0, 0).into(),
                 subpixel: Subpixel::Unknown,
                 make: "RayOS".into(),
-                model: "headless".into(),
+                model: model.into(),
             },
         );
-        let mode = OutputMode { size, refresh: REFRESH_MHZ };
+        let mode = OutputMode { size, refresh: refresh_mhz };
         output.change_current_state(Some(mode), Some(Transform::Normal), None, Some((0, 0).into()));
         output.set_preferred(mode);
         let damage = OutputDamageTracker::from_output(&output);
-        Ok(HeadlessBackend { renderer, image, damage, output, size, stats: RenderStats::default(), times: VecDeque::new() })
+        Ok(HeadlessBackend {
+            renderer,
+            image,
+            damage,
+            output,
+            size,
+            stats: RenderStats::default(),
+            times: VecDeque::new(),
+            painted: Vec::new(),
+        })
     }
 
     pub fn output(&self) -> &Output {
@@ -201,6 +218,12 @@ impl HeadlessBackend {
             .damage
             .map(|d| d.iter().map(|r| (r.size.w.max(0) as u64) * (r.size.h.max(0) as u64)).sum())
             .unwrap_or(0);
+        if let Some(d) = result.damage {
+            self.painted.extend_from_slice(d);
+            if self.painted.len() > 64 {
+                self.painted = vec![Rectangle::from_size(self.size)];
+            }
+        }
         Ok((px, t0.elapsed()))
     }
 
@@ -276,6 +299,12 @@ impl HeadlessBackend {
             }
         }
         Ok((times, px))
+    }
+
+    /// The rectangles painted since the last call (for a backend that
+    /// presents the image elsewhere and copies only what changed).
+    pub fn take_damage(&mut self) -> Vec<Rectangle<i32, Physical>> {
+        std::mem::take(&mut self.painted)
     }
 
     /// Reads a region of the output as RGBA rows (no padding).

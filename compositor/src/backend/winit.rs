@@ -25,6 +25,7 @@ use winit::platform::pump_events::EventLoopExtPumpEvents;
 use winit::platform::scancode::PhysicalKeyExtScancode;
 use winit::window::{Window, WindowId};
 
+use super::OutputInput as WindowInput;
 use crate::control::Button;
 
 /// Errors of the winit backend.
@@ -38,16 +39,6 @@ pub enum WinitError {
     Present(String),
 }
 
-/// Input from the window, in output coordinates.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WindowInput {
-    Motion { x: i32, y: i32 },
-    Button { button: Button, pressed: bool },
-    /// An evdev scancode (the xkb keycode minus 8).
-    Key { scancode: u32, pressed: bool },
-    /// The user closed the window.
-    Close,
-}
 
 type Surface = softbuffer::Surface<Rc<Window>, Rc<Window>>;
 

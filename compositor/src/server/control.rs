@@ -26,7 +26,6 @@ use smithay::reexports::calloop::generic::Generic;
 use smithay::reexports::calloop::{Interest, LoopHandle, Mode as LoopMode, PostAction};
 
 use super::{render, ServerError, State};
-use crate::backend::headless::OUTPUT_NAME;
 use crate::control::{
     decode_request, encode_line, handle, ApiError, ControlError, Effect, ErrorCode, Handled, LineSplitter, Reply,
     ScreenshotTarget, ServerMessage,
@@ -267,10 +266,10 @@ impl State {
     fn screenshot(&mut self, target: ScreenshotTarget, path: Option<String>) -> Result<Reply, ApiError> {
         let internal = |e: &dyn std::fmt::Display| ApiError::new(ErrorCode::Internal, e.to_string());
         let (rgba, w, h) = match target {
-            ScreenshotTarget::Output(Some(name)) if name != OUTPUT_NAME => {
+            ScreenshotTarget::Output(Some(name)) if name != self.backend.output().name() => {
                 return Err(ApiError::new(
                     ErrorCode::InvalidRequest,
-                    format!("screenshot: no output named {name:?} (there is {OUTPUT_NAME:?})"),
+                    format!("screenshot: no output named {name:?} (there is {:?})", self.backend.output().name()),
                 ));
             }
             ScreenshotTarget::Output(_) => render::capture_output(self).map_err(|e| internal(&e))?,

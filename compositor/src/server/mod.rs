@@ -32,7 +32,11 @@
 //! frame callbacks, which paces clients that draw continuously. With the
 //! winit backend the same tick first pumps the window's events (its input
 //! goes through the injection paths) and, after a frame that painted or an
-//! expose, presents the output image in the window.
+//! expose, presents the output image in the window. With the DRM backend
+//! the tick runs at the mode's refresh rate and presents what was painted
+//! by a page flip; libinput events arrive as event-loop events and take the
+//! same injection paths; frame callbacks are sent on every tick, so clients
+//! are paced by the display.
 
 mod control;
 mod handlers;
@@ -61,8 +65,9 @@ use smithay::wayland::shell::xdg::decoration::XdgDecorationState;
 use smithay::wayland::shell::xdg::XdgShellState;
 use smithay::wayland::shm::ShmState;
 
-use crate::backend::winit::{WindowInput, WinitError, WinitWindow};
-use crate::backend::{HeadlessBackend, HeadlessError};
+use crate::backend::drm::{DrmError, DrmOutput};
+use crate::backend::winit::{WinitError, WinitWindow};
+use crate::backend::{HeadlessBackend, HeadlessError, OutputInput};
 use crate::geometry::Size;
 use crate::origin::{Origin, HOST_SOCKET};
 use crate::shell::{Shell, ShellError};
@@ -77,6 +82,8 @@ pub enum ServerError {
     Backend(#[from] HeadlessError),
     #[error("winit backend: {0}")]
     Winit(#[from] WinitError),
+    #[error("drm backend: {0}")]
+    Drm(#[from] DrmError),
     #[error("shell: {0}")]
     Shell(#[from] ShellError),
     #[error("cannot create the Wayland display: {0}")]
@@ -98,8 +105,20 @@ pub struct Config {
     pub socket_dir: PathBuf,
     /// The control API's unix socket.
     pub control_path: PathBuf,
-    /// Show the output in a window of the running X11 session (winit backend).
-    pub window: bool,
+    /// Where the output goes.
+    pub backend: BackendChoice,
+}
+
+/// The display backend to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackendChoice {
+    /// Offscreen only, of `Config::size`.
+    Headless,
+    /// In a window of the running X11 session, of `Config::size`.
+    Winit,
+    /// On a DRM/KMS display (its mode decides the size): `device`, or the
+    /// seat's primary GPU.
+    Drm { device: Option<PathBuf> },
 }
 
 /// Per-client data: the origin of the socket it connected on.
@@ -165,8 +184,11 @@ pub struct State {
     /// Clients killed; each is dispatched once more to reap it.
     pub(crate) reap_clients: Vec<ClientId>,
     pub(crate) control: ControlServer,
-    /// The output's window (winit backend), and the last pointer position in it.
+    /// The output's window (winit backend).
     pub(crate) window: Option<WinitWindow>,
+    /// The output's display (DRM backend).
+    pub(crate) drm: Option<DrmOutput>,
+    /// The last pointer position from the backend's own devices.
     pub(crate) window_pointer: (i32, i32),
     pub(crate) stop: smithay::reexports::calloop::LoopSignal,
 }
@@ -344,30 +366,35 @@ impl State {
                 return;
             }
         };
-        use crate::control::PointerAction;
         for ev in input {
-            let res = match ev {
-                WindowInput::Close => {
-                    tracing::info!("window closed; stopping");
-                    self.stop.stop();
-                    return;
-                }
-                WindowInput::Motion { x, y } => {
-                    self.window_pointer = (x, y);
-                    self.inject_pointer(x, y, None, PointerAction::Motion)
-                }
-                WindowInput::Button { button, pressed } => {
-                    let (x, y) = self.window_pointer;
-                    let action = if pressed { PointerAction::Press } else { PointerAction::Release };
-                    self.inject_pointer(x, y, Some(button), action)
-                }
-                WindowInput::Key { scancode, pressed } => self.window_key(scancode, pressed),
-            };
-            if let Err(e) = res {
-                tracing::debug!(error = %e, "window input dropped");
-            }
-            self.reconcile();
+            self.output_input(ev);
         }
+    }
+
+    /// Input from the backend's own devices (window or libinput).
+    pub(crate) fn output_input(&mut self, ev: OutputInput) {
+        use crate::control::PointerAction;
+        let res = match ev {
+            OutputInput::Close => {
+                tracing::info!("window closed; stopping");
+                self.stop.stop();
+                return;
+            }
+            OutputInput::Motion { x, y } => {
+                self.window_pointer = (x, y);
+                self.inject_pointer(x, y, None, PointerAction::Motion)
+            }
+            OutputInput::Button { button, pressed } => {
+                let (x, y) = self.window_pointer;
+                let action = if pressed { PointerAction::Press } else { PointerAction::Release };
+                self.inject_pointer(x, y, Some(button), action)
+            }
+            OutputInput::Key { scancode, pressed } => self.window_key(scancode, pressed),
+        };
+        if let Err(e) = res {
+            tracing::debug!(error = %e, "backend input dropped");
+        }
+        self.reconcile();
     }
 
     /// One frame: render (damage-tracked), present it in the window if there
@@ -381,6 +408,15 @@ impl State {
                 false
             }
         };
+        if let Some(drm) = self.drm.as_mut() {
+            let damage = self.backend.take_damage();
+            if !damage.is_empty() || (drm.deferred() && !drm.busy()) {
+                let backend = &mut self.backend;
+                if let Err(e) = drm.present(&damage, |r| backend.read_rgba(r).map_err(|e| e.to_string())) {
+                    tracing::warn!(error = %e, "present failed");
+                }
+            }
+        }
         if self.window.as_ref().is_some_and(|w| painted || w.wants_redraw()) {
             let full = smithay::utils::Rectangle::from_size(self.backend.size());
             match self.backend.read_rgba(full) {
@@ -413,13 +449,13 @@ pub fn socket_dir(dir: Option<&Path>) -> Result<PathBuf, ServerError> {
 
 /// Runs the compositor on the headless backend until the loop is stopped.
 pub fn run_headless(config: Config) -> Result<(), ServerError> {
-    run(Config { window: false, ..config })
+    run(Config { backend: BackendChoice::Headless, ..config })
 }
 
 /// Runs the compositor until the loop is stopped: headless, or with the
 /// output shown in a window (`config.window`, the winit backend).
 pub fn run(config: Config) -> Result<(), ServerError> {
-    let window = if config.window {
+    let window = if config.backend == BackendChoice::Winit {
         Some(WinitWindow::new(config.size.w as u32, config.size.h as u32, "RayOS")?)
     } else {
         None
@@ -429,8 +465,26 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     let display: Display<State> = Display::new().map_err(|e| ServerError::Display(e.to_string()))?;
     let dh = display.handle();
 
-    let backend = HeadlessBackend::new(config.size.w, config.size.h)?;
-    let shell = Shell::new(config.size)?;
+    let (drm, drm_sources) = match &config.backend {
+        BackendChoice::Drm { device } => {
+            let (out, sources) = DrmOutput::open(device.as_deref())?;
+            (Some(out), Some(sources))
+        }
+        _ => (None, None),
+    };
+    let (size, backend, refresh_mhz) = match &drm {
+        Some(d) => {
+            let (w, h) = d.size();
+            let size = Size::new(w, h).validate_output().map_err(|e| ServerError::Display(format!("display mode: {e}")))?;
+            (size, HeadlessBackend::with_output(w, h, d.connector_name(), "drm", d.refresh_mhz())?, d.refresh_mhz())
+        }
+        None => (
+            config.size,
+            HeadlessBackend::new(config.size.w, config.size.h)?,
+            crate::backend::headless::REFRESH_MHZ,
+        ),
+    };
+    let shell = Shell::new(size)?;
 
     let compositor_state = CompositorState::new::<State>(&dh);
     let xdg_shell_state = XdgShellState::new::<State>(&dh);
@@ -474,7 +528,8 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         reap_clients: Vec::new(),
         control,
         window,
-        window_pointer: (0, 0),
+        drm,
+        window_pointer: (size.w / 2, size.h / 2),
         stop: event_loop.get_signal(),
     };
     state.listen(HOST_SOCKET, Origin::Host)?;
@@ -494,7 +549,11 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         })
         .map_err(|e| ServerError::Loop(e.to_string()))?;
 
-    let period = Duration::from_micros(1_000_000_000 / crate::backend::headless::REFRESH_MHZ as u64);
+    if let Some(sources) = drm_sources {
+        insert_drm_sources(&event_loop.handle(), sources)?;
+    }
+
+    let period = Duration::from_micros(1_000_000_000 / refresh_mhz.max(1_000) as u64);
     event_loop
         .handle()
         .insert_source(Timer::from_duration(period), move |_, _, state| {
@@ -504,10 +563,14 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         .map_err(|e| ServerError::Loop(e.to_string()))?;
 
     tracing::info!(
-        size = %format!("{}x{}", config.size.w, config.size.h),
+        size = %format!("{}x{}", size.w, size.h),
         sockets = %config.socket_dir.display(),
         control = %config.control_path.display(),
-        backend = if config.window { "winit" } else { "headless" },
+        backend = match config.backend {
+            BackendChoice::Headless => "headless",
+            BackendChoice::Winit => "winit",
+            BackendChoice::Drm { .. } => "drm",
+        },
         "rayos-compositor running"
     );
     event_loop
@@ -524,5 +587,45 @@ pub fn run(config: Config) -> Result<(), ServerError> {
             }
         })
         .map_err(|e| ServerError::Loop(e.to_string()))?;
+    Ok(())
+}
+
+/// Watches the DRM device (flip completions), the seat session (VT
+/// switches) and libinput.
+fn insert_drm_sources(
+    handle: &smithay::reexports::calloop::LoopHandle<'static, State>,
+    sources: crate::backend::drm::DrmSources,
+) -> Result<(), ServerError> {
+    use smithay::backend::drm::DrmEvent;
+    use smithay::backend::session::Event as SessionEvent;
+    let loop_err = |e: String| ServerError::Loop(e);
+    handle
+        .insert_source(sources.drm, |event, _, state| match event {
+            DrmEvent::VBlank(_) => {
+                if let Some(d) = state.drm.as_mut() {
+                    d.vblank();
+                }
+            }
+            DrmEvent::Error(e) => tracing::warn!(error = %e, "drm device"),
+        })
+        .map_err(|e| loop_err(e.to_string()))?;
+    handle
+        .insert_source(sources.session, |event, _, state| {
+            if let Some(d) = state.drm.as_mut() {
+                match event {
+                    SessionEvent::PauseSession => d.pause(),
+                    SessionEvent::ActivateSession => d.activate(),
+                }
+            }
+        })
+        .map_err(|e| loop_err(e.to_string()))?;
+    handle
+        .insert_source(sources.input, |event, _, state| {
+            let ev = state.drm.as_mut().and_then(|d| d.input(event));
+            if let Some(ev) = ev {
+                state.output_input(ev);
+            }
+        })
+        .map_err(|e| loop_err(e.to_string()))?;
     Ok(())
 }

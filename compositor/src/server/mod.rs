@@ -190,6 +190,8 @@ pub struct State {
     pub(crate) drm: Option<DrmOutput>,
     /// The last pointer position from the backend's own devices.
     pub(crate) window_pointer: (i32, i32),
+    /// The pointer image, for a backend that has no cursor of its own (DRM).
+    pub(crate) cursor: Option<smithay::backend::renderer::element::memory::MemoryRenderBuffer>,
     pub(crate) stop: smithay::reexports::calloop::LoopSignal,
 }
 
@@ -485,6 +487,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         ),
     };
     let shell = Shell::new(size)?;
+    let drm_cursor = drm.is_some();
 
     let compositor_state = CompositorState::new::<State>(&dh);
     let xdg_shell_state = XdgShellState::new::<State>(&dh);
@@ -530,6 +533,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         window,
         drm,
         window_pointer: (size.w / 2, size.h / 2),
+        cursor: drm_cursor.then(render::cursor_image),
         stop: event_loop.get_signal(),
     };
     state.listen(HOST_SOCKET, Origin::Host)?;

@@ -147,6 +147,21 @@ fn scene(state: &mut State) -> Vec<OutputElement> {
     let mut out = Vec::new();
     let ids: Vec<WindowId> = state.shell.stack().iter().rev().copied().collect();
     let renderer = state.backend.renderer();
+    // The pointer, in front of everything, where the backend draws it.
+    if let Some(cursor) = &state.cursor {
+        let (x, y) = state.window_pointer;
+        if let Ok(e) = MemoryRenderBufferRenderElement::from_buffer(
+            renderer,
+            (f64::from(x), f64::from(y)),
+            cursor,
+            None,
+            None,
+            None,
+            Kind::Cursor,
+        ) {
+            out.push(OutputElement::Label(e));
+        }
+    }
     for id in ids {
         if state.shell.window(id).is_none_or(|w| w.minimized) {
             continue;
@@ -294,4 +309,30 @@ mod tests {
         assert!(white > 50, "{white}");
         assert_eq!(&px[0..4], &[bg.b, bg.g, bg.r, 0xff]);
     }
+}
+
+/// Side of the pointer image.
+pub const CURSOR_SIZE: i32 = 16;
+
+/// The pointer a backend without a cursor of its own shows: a white arrow
+/// with a black outline, hot spot at the top-left corner (ARGB8888).
+pub fn cursor_image() -> MemoryRenderBuffer {
+    let n = CURSOR_SIZE;
+    let mut px = Vec::with_capacity((n * n * 4) as usize);
+    for y in 0..n {
+        for x in 0..n {
+            // Inside the arrow: left edge x = 0, diagonal x = 2y/3, bottom y = n - 3.
+            let inside = x <= y * 2 / 3 && y < n - 2;
+            let edge = inside && (x == 0 || x == y * 2 / 3 || y == n - 3);
+            let bgra = if edge {
+                [0, 0, 0, 0xff]
+            } else if inside {
+                [0xff, 0xff, 0xff, 0xff]
+            } else {
+                [0, 0, 0, 0]
+            };
+            px.extend_from_slice(&bgra);
+        }
+    }
+    MemoryRenderBuffer::from_slice(&px, Fourcc::Argb8888, (n, n), 1, Transform::Normal, None)
 }

@@ -95,6 +95,7 @@ run_scenario vmm-startup
 run_scenario agent
 run_scenario compositor
 run_scenario compositor-bench
+run_scenario compositor-drm
 run_scenario vmm-boot --vmm both
 run_scenario vmm-virtiofs --vmm both
 

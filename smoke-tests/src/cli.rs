@@ -106,6 +106,74 @@ pub enum Scenario {
     /// same clients on weston's headless backend with pixman for comparison.
     #[command(name = "compositor-bench")]
     CompositorBench(CompositorBenchArgs),
+
+    /// Tier 3: the RayOS compositor on a real kernel DRM/KMS device in QEMU.
+    ///
+    /// Boots a test host (the Debian kernel with bochs, evdev and virtio
+    /// input modules, systemd-udevd, the compositor and weston-simple-shm) in
+    /// QEMU with `-display none`, a bochs-display and a virtio tablet. The
+    /// test host runs `rayos-compositor --backend drm` and the client; this
+    /// side captures the scanout with QMP `screendump` (background, the
+    /// decorated 250x250 window, the client animating between two captures)
+    /// and clicks the decoration's close button with QMP `input-send-event`
+    /// (the window must disappear). Captures and the serial log stay in the
+    /// run directory.
+    ///
+    /// Prints `PASS compositor-drm mode=<w>x<h> first_frame_s=<s> window_pixels=<n>`;
+    /// `first_frame_s` runs from the compositor's start to the first capture
+    /// showing the window. SKIP (77) only when QEMU is missing.
+    #[command(name = "compositor-drm")]
+    CompositorDrm(CompositorDrmArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CompositorDrmArgs {
+    /// rayos-compositor binary [default: <workspace>/target/release/rayos-compositor].
+    #[arg(long, value_name = "PATH")]
+    pub compositor: Option<PathBuf>,
+    /// The Wayland client shown (Debian package weston).
+    #[arg(long, value_name = "PATH", default_value = "weston-simple-shm")]
+    pub client: String,
+    /// QEMU binary.
+    #[arg(long, value_name = "PATH", default_value = "qemu-system-x86_64")]
+    pub qemu: String,
+    /// Accelerator: auto picks KVM only when this machine's KVM can run Linux.
+    #[arg(long, value_enum, default_value_t = AccelRequest::Auto)]
+    pub accel: AccelRequest,
+    /// Resolution of the display device (its preferred mode), WxH.
+    #[arg(long, default_value = "1280x800")]
+    pub size: String,
+    /// Test host memory (MiB).
+    #[arg(long, value_name = "MIB", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(256..=16384))]
+    pub memory_mib: u32,
+    /// Test host vCPUs.
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub cpus: u32,
+    /// Give up (and kill QEMU) after this long in all.
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = crate::stats::parse_duration)]
+    pub timeout: Duration,
+    /// How long the compositor may take to create its socket, and then to
+    /// show the decorated window.
+    #[arg(long, value_name = "DURATION", default_value = "3m", value_parser = crate::stats::parse_duration)]
+    pub frame_timeout: Duration,
+    /// How long the window may take to disappear after the click.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = crate::stats::parse_duration)]
+    pub close_timeout: Duration,
+    /// RUST_LOG for the compositor inside the test host (its log goes to the serial log).
+    #[arg(long, value_name = "FILTER")]
+    pub compositor_log: Option<String>,
+    /// Run directory [default: <target>/smoke/compositor-drm-<UTC time>].
+    #[arg(long, value_name = "DIR")]
+    pub run_dir: Option<PathBuf>,
+    /// Keep the test host initramfs in the run directory after a pass.
+    #[arg(long)]
+    pub keep_images: bool,
+    /// Package cache [default: $RAYOS_CACHE_DIR, else ~/.cache/rayos].
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Debian meta package whose kernel and modules the test host runs.
+    #[arg(long, value_name = "PACKAGE", default_value = "linux-image-amd64")]
+    pub kernel_meta: String,
 }
 
 #[derive(Debug, Args)]
@@ -423,5 +491,10 @@ mod tests {
             panic!()
         };
         assert_eq!((a.frames, a.no_weston), (10, false));
+        let cli = Cli::try_parse_from(["rayos-smoke", "compositor-drm"]).unwrap();
+        let Scenario::CompositorDrm(a) = cli.scenario else {
+            panic!()
+        };
+        assert_eq!((a.size.as_str(), a.memory_mib, a.timeout), ("1280x800", 1024, Duration::from_secs(600)));
     }
 }

@@ -408,7 +408,7 @@ pub fn busybox_applets(busybox: &Path) -> Result<Vec<String>, TestHostError> {
 
 /// A root skeleton: busybox with its applet links, `/dev/console` (the kernel
 /// opens it for init's stdio before devtmpfs is mounted) and mount points.
-fn base_archive(busybox: &Path, applets: &[String]) -> Result<Archive, TestHostError> {
+pub fn base_archive(busybox: &Path, applets: &[String]) -> Result<Archive, TestHostError> {
     let mut a = Archive::new();
     a.file_from_host("/bin/busybox", busybox, Some(0o755))?;
     for applet in applets.iter().filter(|p| p.as_str() != "bin/busybox") {
@@ -456,7 +456,7 @@ pub fn guest_module_list() -> String {
 }
 
 /// Adds modules (decompressed) to `MODULE_DIR` and their order to `list`.
-fn add_modules(
+pub fn add_modules(
     a: &mut Archive,
     tree: &ModuleTree,
     order: &[String],
@@ -484,8 +484,9 @@ pub fn build_guest_image(image: &GuestImage<'_>, out: &Path) -> Result<u64, Test
 }
 
 /// Copies a dynamically linked binary to `dest` with every library (and the
-/// loader) at the path the loader will look for it.
-fn add_binary_with_libs(
+/// loader) at the path the loader will look for it; returns the number of
+/// libraries.
+pub fn add_binary_with_libs(
     a: &mut Archive,
     binary: &Path,
     dest: &str,

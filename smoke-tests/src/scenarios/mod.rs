@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod compositor;
+pub mod compositor_drm;
 pub mod nested;
 pub mod vmm_boot;
 pub mod vmm_startup;
@@ -21,5 +22,6 @@ pub fn run(scenario: &Scenario) -> Outcome {
         Scenario::Agent(args) => agent::run(args),
         Scenario::Compositor(args) => compositor::run(args),
         Scenario::CompositorBench(args) => compositor::bench(args),
+        Scenario::CompositorDrm(args) => compositor_drm::run(args),
     }
 }

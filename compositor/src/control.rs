@@ -375,6 +375,7 @@ pub enum Reply {
         name: String,
         colour: Rgb,
         socket: String,
+        desktop_socket: String,
     },
     VmUnregistered {
         name: String,
@@ -571,7 +572,12 @@ pub fn handle(shell: &mut Shell, req: Request) -> Handled {
             }
             Request::RegisterVm { name, colour } => {
                 let e = shell.register_vm(&name, colour)?;
-                Some(Reply::VmRegistered { name: e.name, colour: e.colour, socket: e.socket })
+                Some(Reply::VmRegistered {
+                    name: e.name,
+                    colour: e.colour,
+                    socket: e.socket,
+                    desktop_socket: e.desktop_socket,
+                })
             }
             Request::UnregisterVm { name } => {
                 let closed = shell.unregister_vm(&name)?;
@@ -713,6 +719,7 @@ mod tests {
                 name: "work".into(),
                 colour: GREEN,
                 socket: "rayos-vm-work".into(),
+                desktop_socket: "rayos-desktop-work".into(),
             }),
             ServerMessage::Ok(Reply::VmUnregistered { name: "work".into(), closed: vec![id] }),
             ServerMessage::Ok(Reply::Screenshot { width: 4, height: 2, path: None, png_base64: Some("iVBOR".into()) }),
@@ -729,6 +736,7 @@ mod tests {
                 name: "a".into(),
                 colour: GREEN,
                 socket: "rayos-vm-a".into(),
+                desktop_socket: "rayos-desktop-a".into(),
             }),
             ServerMessage::Event(ShellEvent::VmUnregistered { name: "a".into(), closed: vec![id] }),
             ServerMessage::Event(ShellEvent::VmPolicyChanged { name: "a".into(), accept_windows: true }),
@@ -852,7 +860,8 @@ mod tests {
             Some(ServerMessage::Ok(Reply::VmRegistered {
                 name: "work".into(),
                 colour: GREEN,
-                socket: "rayos-vm-work".into()
+                socket: "rayos-vm-work".into(),
+                desktop_socket: "rayos-desktop-work".into()
             }))
         );
         assert_eq!(h.events.len(), 1);

@@ -5,7 +5,11 @@
 //! `rayos-vm-<name>` for each VM registered through the control API. The
 //! socket a client came in on is the only thing that decides its origin, so a
 //! guest cannot claim to be the host or another VM; the decoration drawn
-//! around each window shows that origin (see [`crate::decoration`]).
+//! around each window shows that origin (see [`crate::decoration`]). Each VM
+//! also gets `rayos-desktop-<name>`, where its whole display connects (the
+//! VM's embedded desktop: its toplevel maps in `embedded-desktop` mode, one
+//! per VM); its guest apps connect one by one on `rayos-vm-<name>`
+//! (`native` windows). The two prefixes cannot collide, whatever the names.
 //!
 //! The [`OriginRegistry`] is the host's table of VMs. It validates names
 //! (1-32 chars of `[a-z0-9-]`, not starting with `-`, and not beginning with
@@ -51,6 +55,8 @@ pub const RESERVED_PREFIXES: [&str; 2] = ["host", "rayos"];
 pub const HOST_SOCKET: &str = "rayos-host";
 /// Prefix of a VM's socket name.
 pub const VM_SOCKET_PREFIX: &str = "rayos-vm-";
+/// Prefix of a VM's embedded-desktop socket name.
+pub const DESKTOP_SOCKET_PREFIX: &str = "rayos-desktop-";
 /// Label the decoration shows for host windows. VM names cannot contain
 /// capitals or spaces, so no VM label can equal it.
 pub const HOST_LABEL: &str = "RayOS host";
@@ -199,6 +205,11 @@ pub fn vm_socket_name(name: &str) -> String {
     format!("{VM_SOCKET_PREFIX}{name}")
 }
 
+/// `rayos-desktop-<name>`.
+pub fn desktop_socket_name(name: &str) -> String {
+    format!("{DESKTOP_SOCKET_PREFIX}{name}")
+}
+
 /// One registered VM.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VmEntry {
@@ -206,6 +217,8 @@ pub struct VmEntry {
     pub colour: Rgb,
     /// The Wayland socket name the compositor listens on for this VM.
     pub socket: String,
+    /// The socket its embedded desktop (the VM's whole display) connects on.
+    pub desktop_socket: String,
     /// Policy: whether the VM may open new windows and take focus.
     pub accept_windows: bool,
     /// Windows this VM owns.
@@ -242,6 +255,7 @@ impl OriginRegistry {
             name: name.to_string(),
             colour,
             socket: vm_socket_name(name),
+            desktop_socket: desktop_socket_name(name),
             accept_windows: true,
             windows: BTreeSet::new(),
             desktop: None,
@@ -387,6 +401,7 @@ mod tests {
         let mut reg = OriginRegistry::new();
         let e = reg.register("debian", GREEN).unwrap();
         assert_eq!(e.socket, "rayos-vm-debian");
+        assert_eq!(e.desktop_socket, "rayos-desktop-debian");
         assert!(e.accept_windows);
         assert_eq!(reg.register("debian", Rgb::new(200, 0, 0)), Err(OriginError::Duplicate("debian".into())));
         reg.attach("debian", WindowId(3), false);

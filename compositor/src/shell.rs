@@ -92,7 +92,7 @@ pub enum ShellEvent {
     WindowClosed { id: WindowId, reason: CloseReason },
     FocusChanged { id: Option<WindowId> },
     TitleChanged { id: WindowId, title: String },
-    VmRegistered { name: String, colour: Rgb, socket: String },
+    VmRegistered { name: String, colour: Rgb, socket: String, desktop_socket: String },
     VmUnregistered { name: String, closed: Vec<WindowId> },
     VmPolicyChanged { name: String, accept_windows: bool },
 }
@@ -552,6 +552,7 @@ impl Shell {
             name: entry.name.clone(),
             colour: entry.colour,
             socket: entry.socket.clone(),
+            desktop_socket: entry.desktop_socket.clone(),
         });
         Ok(entry)
     }

@@ -365,6 +365,33 @@ fn vm_socket_tags_windows_and_unregister_closes_them() {
 }
 
 #[test]
+fn vm_desktop_socket_maps_one_embedded_desktop_beside_native_windows() {
+    let shm = need("weston-simple-shm", "weston");
+    let c = Compositor::start();
+    let mut ctl = c.control();
+    let r = ctl.ok(json!({"op": "register_vm", "name": "work", "colour": "#d03030"}));
+    assert_eq!(r["desktop_socket"], "rayos-desktop-work");
+    assert!(c.path().join("rayos-desktop-work").exists(), "desktop socket created");
+
+    // The VM's display on its desktop socket: embedded-desktop mode.
+    let _desktop = c.client(&shm, &[], "rayos-desktop-work");
+    let d = ctl.wait_window(|w| w["mode"] == "embedded_desktop");
+    assert_eq!(d["origin"]["name"], "work");
+    // A guest app on the VM's app socket: a native window beside it.
+    let _app = c.client(&shm, &[], "rayos-vm-work");
+    let n = ctl.wait_window(|w| w["mode"] == "native");
+    assert_eq!(n["origin"]["name"], "work");
+    // One desktop per VM: a second toplevel on the desktop socket is closed.
+    let mut second = c.client(&shm, &[], "rayos-desktop-work");
+    assert!(second.exited_within(Duration::from_secs(10)), "second desktop refused; simple-shm exits");
+    assert_eq!(ctl.windows().len(), 2, "the desktop and the native window");
+
+    let r = ctl.ok(json!({"op": "unregister_vm", "name": "work"}));
+    assert_eq!(r["closed"].as_array().map(Vec::len), Some(2), "both windows closed: {r}");
+    assert!(!c.path().join("rayos-desktop-work").exists(), "desktop socket removed");
+}
+
+#[test]
 fn refused_vm_gets_its_new_toplevels_closed() {
     let shm = need("weston-simple-shm", "weston");
     let c = Compositor::start();

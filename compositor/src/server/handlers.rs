@@ -36,7 +36,7 @@ use smithay::{
 
 use super::{ClientState, Mapped, State};
 use crate::shell::MapRequest;
-use crate::window::WindowId;
+use crate::window::{Mode, WindowId};
 
 /// Errors of the protocol handlers (logged; a client never brings the
 /// compositor down).
@@ -52,6 +52,16 @@ fn client_origin(surface: &WlSurface, state: &State) -> Result<crate::origin::Or
         .get_client(smithay::reexports::wayland_server::Resource::id(surface))
         .map_err(|_| HandlerError::NoClientData)?;
     client.get_data::<ClientState>().map(|c| c.origin.clone()).ok_or(HandlerError::NoClientData)
+}
+
+/// The window mode the client's socket gives its toplevels.
+fn client_mode(surface: &WlSurface, state: &State) -> Mode {
+    state
+        .display_handle
+        .get_client(smithay::reexports::wayland_server::Resource::id(surface))
+        .ok()
+        .and_then(|c| c.get_data::<ClientState>().map(|c| c.mode))
+        .unwrap_or(Mode::Native)
 }
 
 fn title_and_app_id(surface: &WlSurface) -> (String, String) {
@@ -92,7 +102,8 @@ impl State {
         window.on_commit();
         let (title, app_id) = title_and_app_id(surface);
         let size = window.geometry().size;
-        let req = MapRequest::native(origin.clone(), &app_id, &title, size.w, size.h);
+        let mode = client_mode(surface, self);
+        let req = MapRequest { mode, ..MapRequest::native(origin.clone(), &app_id, &title, size.w, size.h) };
         match self.shell.map(req) {
             Ok(id) => {
                 tracing::info!(%id, origin = origin.label(), app_id, title, "window mapped");

@@ -71,7 +71,7 @@ use crate::backend::{HeadlessBackend, HeadlessError, OutputInput};
 use crate::geometry::Size;
 use crate::origin::{Origin, HOST_SOCKET};
 use crate::shell::{Shell, ShellError};
-use crate::window::WindowId;
+use crate::window::{Mode, WindowId};
 
 pub use control::ControlServer;
 
@@ -126,6 +126,8 @@ pub enum BackendChoice {
 pub struct ClientState {
     pub compositor_state: CompositorClientState,
     pub origin: Origin,
+    /// `EmbeddedDesktop` for clients of a VM's desktop socket.
+    pub mode: Mode,
 }
 
 impl ClientData for ClientState {
@@ -176,7 +178,8 @@ pub struct State {
     pub(crate) keys: input::KeyMapper,
 
     pub(crate) socket_dir: PathBuf,
-    pub(crate) vm_sockets: HashMap<String, RegistrationToken>,
+    /// Each VM's listening sockets: its apps' and its desktop's.
+    pub(crate) vm_sockets: HashMap<String, [RegistrationToken; 2]>,
     /// Clients connected on a VM socket, disconnected when the VM goes.
     pub(crate) vm_clients: Vec<(ClientId, String)>,
     /// A title-bar drag in progress: the window and the grab offset.
@@ -220,23 +223,24 @@ impl State {
             .map(|(id, _)| *id)
     }
 
-    /// Listens on `name` inside the socket directory; clients get `origin`.
-    fn listen(&mut self, name: &str, origin: Origin) -> Result<RegistrationToken, ServerError> {
+    /// Listens on `name` inside the socket directory; clients get `origin`
+    /// and their toplevels map in `mode`.
+    fn listen(&mut self, name: &str, origin: Origin, mode: Mode) -> Result<RegistrationToken, ServerError> {
         let path = self.socket_dir.join(name);
         let socket = ListeningSocket::bind_absolute(path.clone())
             .map_err(|e| ServerError::Bind { path: path.clone(), source: std::io::Error::other(e.to_string()) })?;
-        tracing::info!(path = %path.display(), origin = origin.label(), "listening for Wayland clients");
+        tracing::info!(path = %path.display(), origin = origin.label(), ?mode, "listening for Wayland clients");
         self.loop_handle
             .insert_source(Generic::new(socket, Interest::READ, LoopMode::Level), move |_, socket, state| {
                 while let Some(stream) = socket.accept()? {
-                    state.accept_client(stream, &origin);
+                    state.accept_client(stream, &origin, mode);
                 }
                 Ok(PostAction::Continue)
             })
             .map_err(|e| ServerError::Loop(e.to_string()))
     }
 
-    fn accept_client(&mut self, stream: UnixStream, origin: &Origin) {
+    fn accept_client(&mut self, stream: UnixStream, origin: &Origin, mode: Mode) {
         // A VM socket only exists while the VM is registered, but its
         // registration may have changed since; take the live entry.
         let origin = match origin.vm_name() {
@@ -247,7 +251,7 @@ impl State {
             None => Origin::Host,
         };
         let vm = origin.vm_name().map(str::to_string);
-        let data = Arc::new(ClientState { compositor_state: CompositorClientState::default(), origin });
+        let data = Arc::new(ClientState { compositor_state: CompositorClientState::default(), origin, mode });
         match self.display_handle.insert_client(stream, data) {
             Ok(client) => {
                 if let Some(vm) = vm {
@@ -262,13 +266,16 @@ impl State {
 
     /// Makes the VM sockets follow the registry.
     pub(crate) fn sync_vm_sockets(&mut self) -> Result<(), ServerError> {
-        let live: Vec<(String, Origin)> = self.shell.registry().vms().map(|e| (e.name.clone(), e.origin())).collect();
+        let live: Vec<(String, Origin, String)> =
+            self.shell.registry().vms().map(|e| (e.name.clone(), e.origin(), e.desktop_socket.clone())).collect();
         let gone: Vec<String> =
-            self.vm_sockets.keys().filter(|n| !live.iter().any(|(l, _)| l == *n)).cloned().collect();
+            self.vm_sockets.keys().filter(|n| !live.iter().any(|(l, _, _)| l == *n)).cloned().collect();
         for name in gone {
-            if let Some(token) = self.vm_sockets.remove(&name) {
+            if let Some(tokens) = self.vm_sockets.remove(&name) {
                 // Dropping the ListeningSocket removes the socket file.
-                self.loop_handle.remove(token);
+                for token in tokens {
+                    self.loop_handle.remove(token);
+                }
                 tracing::info!(vm = %name, "VM socket removed");
                 // The VM is gone: its connections go too, so nothing of it
                 // (clipboard, pointer focus, new toplevels) outlives it.
@@ -280,10 +287,17 @@ impl State {
                 self.vm_clients.retain(|(_, vm)| *vm != name);
             }
         }
-        for (name, origin) in live {
+        for (name, origin, desktop_socket) in live {
             if !self.vm_sockets.contains_key(&name) {
-                let token = self.listen(&origin.socket_name(), origin)?;
-                self.vm_sockets.insert(name, token);
+                let apps = self.listen(&origin.socket_name(), origin.clone(), Mode::Native)?;
+                let desktop = match self.listen(&desktop_socket, origin, Mode::EmbeddedDesktop) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        self.loop_handle.remove(apps);
+                        return Err(e);
+                    }
+                };
+                self.vm_sockets.insert(name, [apps, desktop]);
             }
         }
         Ok(())
@@ -536,7 +550,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         cursor: drm_cursor.then(render::cursor_image),
         stop: event_loop.get_signal(),
     };
-    state.listen(HOST_SOCKET, Origin::Host)?;
+    state.listen(HOST_SOCKET, Origin::Host, Mode::Native)?;
 
     let poll_fd = state
         .display

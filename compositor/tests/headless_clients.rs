@@ -392,6 +392,44 @@ fn vm_desktop_socket_maps_one_embedded_desktop_beside_native_windows() {
 }
 
 #[test]
+fn a_client_drawn_title_bar_moves_its_window() {
+    // weston-terminal draws its own frame and asks for xdg_toplevel.move
+    // when its title bar is dragged: the compositor follows the pointer
+    // while the button that started it is held.
+    let term = need("weston-terminal", "weston");
+    let c = Compositor::start();
+    let mut ctl = c.control();
+    let _t = c.client(&term, &[], "rayos-host");
+    let w = ctl.wait_window(|w| w["app_id"] == "org.freedesktop.weston.wayland-terminal");
+    let (x, y) = (w["geometry"]["x"].as_i64().unwrap(), w["geometry"]["y"].as_i64().unwrap());
+    // Inside the client area, on its own title bar, away from its buttons,
+    // once the client has laid out its frame. Its move request arrives
+    // asynchronously, perhaps after the pointer moved on: while the button
+    // is held, each motion re-places the window under the point pressed.
+    std::thread::sleep(Duration::from_millis(500));
+    let (px, py) = (x + 160, y + 12);
+    ctl.ok(json!({"op": "pointer", "x": px, "y": py, "button": "left", "action": "press"}));
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    let mut moved = None;
+    while std::time::Instant::now() < deadline {
+        ctl.ok(json!({"op": "pointer", "x": px + 100, "y": py + 80, "action": "motion"}));
+        let g = ctl.windows()[0]["geometry"].clone();
+        if g["x"].as_i64() != Some(x) {
+            moved = Some(g);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let g = moved.expect("the window follows the pointer after the client's move request");
+    assert_eq!((g["x"].as_i64(), g["y"].as_i64()), (Some(x + 100), Some(y + 80)));
+    ctl.ok(json!({"op": "pointer", "x": px + 100, "y": py + 80, "button": "left", "action": "release"}));
+    // Released: further motion moves nothing.
+    ctl.ok(json!({"op": "pointer", "x": px + 300, "y": py + 200, "action": "motion"}));
+    let g = ctl.windows()[0]["geometry"].clone();
+    assert_eq!((g["x"].as_i64(), g["y"].as_i64()), (Some(x + 100), Some(y + 80)), "the move ended with the release");
+}
+
+#[test]
 fn refused_vm_gets_its_new_toplevels_closed() {
     let shm = need("weston-simple-shm", "weston");
     let c = Compositor::start();

@@ -213,6 +213,7 @@ impl XdgShellHandler for State {
     }
 
     fn new_popup(&mut self, surface: PopupSurface, _positioner: PositionerState) {
+        self.unconstrain_popup(&surface);
         if let Err(e) = self.popups.track_popup(PopupKind::Xdg(surface)) {
             tracing::debug!(error = %e, "popup not tracked");
         }
@@ -223,7 +224,28 @@ impl XdgShellHandler for State {
             s.geometry = positioner.get_geometry();
             s.positioner = positioner;
         });
+        self.unconstrain_popup(&surface);
         surface.send_repositioned(token);
+    }
+
+    fn move_request(&mut self, surface: ToplevelSurface, _seat: wl_seat::WlSeat, serial: Serial) {
+        // Only while the user holds the button whose press `serial` names
+        // (the implicit grab), and only the client's own mapped window.
+        let Some(pointer) = self.seat.get_pointer() else { return };
+        if !pointer.has_grab(serial) {
+            tracing::debug!(?serial, "move request without a matching button press; ignored");
+            return;
+        }
+        let Some(id) = self.window_id_for_surface(surface.wl_surface()) else { return };
+        if self.shell.window(id).is_none_or(|w| w.maximized || w.fullscreen) {
+            return;
+        }
+        let Ok(client) = self.shell.geometry(id) else { return };
+        // The point pressed follows the pointer: the request may arrive
+        // after the pointer has moved on.
+        let Some(start) = pointer.grab_start_data() else { return };
+        let (x, y) = (start.location.x as i32, start.location.y as i32);
+        self.drag = Some((id, x - client.x, y - client.y));
     }
 
     fn grab(&mut self, _surface: PopupSurface, _seat: wl_seat::WlSeat, _serial: Serial) {}

@@ -371,6 +371,22 @@ impl State {
         }
     }
 
+    /// Keeps a popup on the output, as far as its positioner's allowed
+    /// adjustments (slide, flip, resize) let it.
+    pub(crate) fn unconstrain_popup(&self, popup: &smithay::wayland::shell::xdg::PopupSurface) {
+        use smithay::desktop::{find_popup_root_surface, get_popup_toplevel_coords, PopupKind};
+        let kind = PopupKind::Xdg(popup.clone());
+        let Ok(root) = find_popup_root_surface(&kind) else { return };
+        let Some(id) = self.window_id_for_surface(&root) else { return };
+        let Ok(client) = self.shell.geometry(id) else { return };
+        // Positioner coordinates are relative to the parent's window
+        // geometry; the toplevel's window geometry sits at the client rect.
+        let mut target = smithay::utils::Rectangle::from_size(self.backend.size().to_logical(1));
+        target.loc -= get_popup_toplevel_coords(&kind);
+        target.loc -= smithay::utils::Point::from((client.x, client.y));
+        popup.with_pending_state(|s| s.geometry = s.positioner.get_unconstrained_geometry(target));
+    }
+
     /// Handles the window's input (winit backend).
     fn window_input(&mut self) {
         let input = match self.window.as_mut().map(WinitWindow::pump) {

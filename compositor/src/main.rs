@@ -11,7 +11,7 @@ use rayos_compositor::server::{run, socket_dir, BackendChoice, Config};
 enum Backend {
     /// Offscreen output rendered with pixman (tests, automation).
     Headless,
-    /// The output in a window of an existing X11 session (pixman, shown with softbuffer).
+    /// The output in a window of an existing Wayland or X11 session (pixman, shown with softbuffer).
     Winit,
     /// DRM/KMS with libinput and libseat: the real host's display, on metal or in QEMU.
     Drm,
@@ -22,8 +22,8 @@ enum Backend {
 /// Host clients connect on the Wayland socket `rayos-host`; each VM
 /// registered through the control API gets `rayos-vm-<name>`. Windows are
 /// framed with a decoration that shows where they come from. Backends:
-/// `headless` (offscreen), `winit` (a window in the running X11 session,
-/// `DISPLAY`) and `drm` (a DRM/KMS display with libinput, through libseat:
+/// `headless` (offscreen), `winit` (a window in the running Wayland session,
+/// `WAYLAND_DISPLAY`, or X11 session, `DISPLAY`) and `drm` (a DRM/KMS display with libinput, through libseat:
 /// run it as a seat user under seatd or logind, or as root with
 /// LIBSEAT_BACKEND=builtin; the display's mode sets the output size).
 #[derive(Debug, Parser)]

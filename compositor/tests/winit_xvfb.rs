@@ -88,6 +88,7 @@ fn winit_window_under_xvfb_shows_a_client_window() {
         .arg("--control")
         .arg(&control)
         .env("DISPLAY", &display)
+        .env_remove("WAYLAND_DISPLAY")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())

@@ -6,7 +6,8 @@
 //! to the backend, which renders only what changed since the previous frame
 //! (Smithay's `OutputDamageTracker`). The headless backend is an offscreen
 //! pixman buffer of fixed size, for tests and automation; the winit backend
-//! shows that same buffer in a window of an existing X11 session, and the
+//! shows that same buffer in a window of an existing Wayland or X11 session,
+//! and the
 //! DRM/KMS backend (the real host) page-flips it onto a display. Input from
 //! a window or from libinput arrives as [`OutputInput`], at output
 //! coordinates, and takes the same paths as the control API's injection.

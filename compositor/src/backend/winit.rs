@@ -1,5 +1,8 @@
 //! The winit backend: the compositor's output shown in a window of an
-//! existing X11 session (for development, and for tests under Xvfb).
+//! existing X11 or Wayland session (for development, and for tests under
+//! Xvfb and nested in a headless RayOS compositor). winit picks Wayland when
+//! `WAYLAND_DISPLAY` is set, else X11 (`DISPLAY`); the window's app_id and
+//! class are [`APP_ID`].
 //!
 //! Design note: Smithay 0.7's own winit backend drives only a GLES
 //! renderer; RayOS renders every output with pixman, so this backend keeps
@@ -28,10 +31,13 @@ use winit::window::{Window, WindowId};
 use super::OutputInput as WindowInput;
 use crate::control::Button;
 
+/// The window's app_id (Wayland) and class (X11).
+pub const APP_ID: &str = "rayos-compositor";
+
 /// Errors of the winit backend.
 #[derive(Debug, thiserror::Error)]
 pub enum WinitError {
-    #[error("cannot open the window system (is DISPLAY set?): {0}")]
+    #[error("cannot open the window system (is WAYLAND_DISPLAY or DISPLAY set?): {0}")]
     EventLoop(String),
     #[error("cannot create the window: {0}")]
     Window(String),
@@ -61,6 +67,9 @@ impl ApplicationHandler for App {
             .with_title(self.title.clone())
             .with_inner_size(PhysicalSize::new(self.size.0, self.size.1))
             .with_resizable(false);
+        // The app_id (Wayland) and WM_CLASS (X11) the session sees.
+        let attrs = winit::platform::wayland::WindowAttributesExtWayland::with_name(attrs, APP_ID, "");
+        let attrs = winit::platform::x11::WindowAttributesExtX11::with_name(attrs, APP_ID, APP_ID);
         let made = event_loop
             .create_window(attrs)
             .map_err(|e| WinitError::Window(e.to_string()))

@@ -114,7 +114,7 @@ pub struct Config {
 pub enum BackendChoice {
     /// Offscreen only, of `Config::size`.
     Headless,
-    /// In a window of the running X11 session, of `Config::size`.
+    /// In a window of the running Wayland or X11 session, of `Config::size`.
     Winit,
     /// On a DRM/KMS display (its mode decides the size): `device`, or the
     /// seat's primary GPU.

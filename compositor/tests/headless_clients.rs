@@ -4,7 +4,7 @@
 //! A missing client is a failure naming its package, never a silent pass.
 
 mod common;
-use common::{need, HOST_RGB, TIMEOUT};
+use common::{HOST_RGB, TIMEOUT, need, wait_until};
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -110,16 +110,6 @@ impl Drop for ClientProc {
     }
 }
 
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let end = Instant::now() + TIMEOUT;
-    while Instant::now() < end {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("timed out waiting for {what}");
-}
 
 struct Control {
     reader: BufReader<UnixStream>,

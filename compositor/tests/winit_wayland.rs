@@ -5,7 +5,7 @@
 //! naming its package.
 
 mod common;
-use common::{need, HOST_RGB, TIMEOUT};
+use common::{HOST_RGB, Procs, TIMEOUT, need};
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -16,17 +16,6 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-/// Child processes killed on drop, last started first.
-struct Procs(Vec<Child>);
-
-impl Drop for Procs {
-    fn drop(&mut self) {
-        for c in self.0.iter_mut().rev() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
 
 struct Control {
     reader: BufReader<UnixStream>,

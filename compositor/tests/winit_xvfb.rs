@@ -5,41 +5,20 @@
 //! `weston`) fails the test naming the package, never a silent pass.
 
 mod common;
-use common::{need, HOST_RGB, TIMEOUT};
+use common::{HOST_RGB, Procs, TIMEOUT, need, wait_until};
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
 
 
-/// Child processes killed on drop, last started first.
-struct Procs(Vec<Child>);
 
-impl Drop for Procs {
-    fn drop(&mut self) {
-        for c in self.0.iter_mut().rev() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let end = Instant::now() + TIMEOUT;
-    while Instant::now() < end {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("timed out waiting for {what}");
-}
 
 fn request(reader: &mut BufReader<UnixStream>, writer: &mut UnixStream, req: Value) -> Value {
     writer.write_all(format!("{req}\n").as_bytes()).unwrap();

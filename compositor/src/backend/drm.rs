@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 
 use smithay::backend::drm::{DrmDevice, DrmDeviceFd, DrmDeviceNotifier, DrmSurface, PlaneConfig, PlaneState};
 use smithay::backend::input::{
-    AbsolutePositionEvent, ButtonState, Event as _, InputEvent, KeyState, KeyboardKeyEvent, PointerButtonEvent,
+    AbsolutePositionEvent, ButtonState, InputEvent, KeyState, KeyboardKeyEvent, PointerButtonEvent,
     PointerMotionEvent,
 };
 use smithay::backend::libinput::{LibinputInputBackend, LibinputSessionInterface};
@@ -108,6 +108,7 @@ pub struct DrmOutput {
     deferred: bool,
     size: (i32, i32),
     mode_name: String,
+    refresh_mhz: i32,
     connector_name: String,
     libinput: Libinput,
     pointer: (f64, f64),
@@ -178,6 +179,7 @@ impl DrmOutput {
                 deferred: false,
                 size,
                 mode_name,
+                refresh_mhz: mode.vrefresh() as i32 * 1000,
                 connector_name,
                 libinput,
                 pointer: (f64::from(size.0) / 2.0, f64::from(size.1) / 2.0),
@@ -194,7 +196,7 @@ impl DrmOutput {
 
     /// Refresh rate of the mode in mHz.
     pub fn refresh_mhz(&self) -> i32 {
-        self.mode_name.rsplit('@').next().and_then(|r| r.parse::<i32>().ok()).unwrap_or(60) * 1000
+        self.refresh_mhz
     }
 
     /// Connector name, e.g. `Virtual-1`.
@@ -347,18 +349,9 @@ impl DrmOutput {
                 tracing::info!(name = device.name(), "input device removed");
                 None
             }
-            other => {
-                tracing::trace!(time = other_time(&other), "input event ignored");
-                None
-            }
+            // Scrolling, touch, gestures, tablets' tools and switches: not yet.
+            _ => None,
         }
-    }
-}
-
-fn other_time(e: &InputEvent<LibinputInputBackend>) -> u64 {
-    match e {
-        InputEvent::PointerAxis { event } => event.time(),
-        _ => 0,
     }
 }
 

@@ -6,7 +6,7 @@
 #   3. unit and component tests (tier 1: includes tiny guests on /dev/kvm)
 #   4. fuzzing: each cargo-fuzz target for 30 s; intent engine accuracy and latency
 #   5. scenarios: vmm-startup (tier 1); agent: guest image, agent and vsock backend on QEMU (tier 2);
-#      vmm-boot and vmm-virtiofs with rayos-vmm and QEMU (tier 3, nested)
+#      vmm-boot and vmm-virtiofs with rayos-vmm and QEMU, vmm-console (typing at the guest shell) (tier 3, nested)
 #
 # A scenario that cannot run on this machine prints "SKIP <name>: <reason>";
 # that is reported, and counts as a failure in CI (CI=true) where every
@@ -97,6 +97,7 @@ run_scenario compositor
 run_scenario compositor-bench
 run_scenario compositor-drm
 run_scenario vmm-boot --vmm both
+run_scenario vmm-console
 run_scenario vmm-virtiofs --vmm both
 
 echo

@@ -63,6 +63,21 @@ pub enum Scenario {
     /// QEMU and the VMM). Ctrl-A x quits the VMM; `exit` powers the guest off.
     Console(ConsoleArgs),
 
+    /// Tier 3, nested: `console` driven by a pseudo-terminal instead of a
+    /// person. Types `echo rayos-$((6*7))` into the guest's busybox shell one
+    /// key at a time (each key must come back as the shell's echo, through
+    /// the outer QEMU's serial port, the test host's ttyS0, rayos-vmm's raw
+    /// stdin and 16550), checks the output, the kernel release and vCPU
+    /// count, interrupts a `sleep` with Ctrl-C (the guest's job gets it, not
+    /// the VMM), powers the guest off with `poweroff -f` (rayos-vmm must exit
+    /// 0) and checks the test host's terminal is back in canonical mode with
+    /// echo.
+    ///
+    /// Prints `PASS vmm-console echo_ms_p50=<ms> ctrl_c_ms=<ms> vmm_exit=0`;
+    /// the whole session is in the run directory (console-transcript.log).
+    #[command(name = "vmm-console")]
+    VmmConsole(VmmConsoleArgs),
+
     /// Tier 1: start rayos-vmm on this machine's /dev/kvm with a tiny ELF guest
     /// (vmm/tests/guests/hello.S) N times; report the median time from spawn to
     /// the first KVM_RUN and the VMM's own resident memory.
@@ -296,7 +311,13 @@ pub struct ConsoleArgs {
     pub boot: BootOptions,
 }
 
-/// Options shared by vmm-boot, console and vmm-virtiofs.
+#[derive(Debug, Args)]
+pub struct VmmConsoleArgs {
+    #[command(flatten)]
+    pub boot: BootOptions,
+}
+
+/// Options shared by vmm-boot, console, vmm-console and vmm-virtiofs.
 #[derive(Debug, Args, Clone)]
 pub struct BootOptions {
     /// rayos-vmm binary to put in the test host [default: <workspace>/target/release/rayos-vmm;

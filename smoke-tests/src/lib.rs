@@ -24,6 +24,11 @@
 //!   data, the guest's monotonic clock gives `read_mib_s`/`write_mib_s`.
 //!   Scripts, markers and evaluation live in [`virtiofs`]; the steps shared
 //!   by the nested scenarios in `scenarios/nested.rs`.
+//! * **vmm-console** (tier 3, nested) is `console` with a pseudo-terminal
+//!   in place of the user's: it types into the guest's shell key by key
+//!   ([`pty`]), times each echo, interrupts a job with Ctrl-C, powers the
+//!   guest off and checks rayos-vmm's exit status and that it restored the
+//!   test host's terminal.
 //! * **vmm-startup** (tier 1) runs rayos-vmm on this machine's `/dev/kvm` with
 //!   a tiny ELF guest and compares the VMM's own `first_run_monotonic_ns`
 //!   (CLOCK_MONOTONIC at the first `KVM_RUN`) with CLOCK_MONOTONIC taken just
@@ -42,6 +47,7 @@ pub mod cli;
 pub mod debs;
 pub mod initramfs;
 pub mod kmod;
+pub mod pty;
 pub mod qemu;
 pub mod rundir;
 pub mod scenarios;

@@ -52,7 +52,7 @@ pub struct Args {
     #[arg(long, value_name = "STR", default_value = DEFAULT_CMDLINE)]
     pub cmdline: String,
 
-    /// Guest RAM: a number with an optional K, M or G suffix (plain numbers are MiB).
+    /// Guest RAM: a number with an optional K, M, G or T suffix (plain numbers are MiB).
     #[arg(long, value_name = "SIZE", default_value = "512M")]
     pub memory: String,
 
@@ -292,12 +292,13 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         b'K' => (&t[..t.len() - 1], 1u64 << 10),
         b'M' => (&t[..t.len() - 1], 1 << 20),
         b'G' => (&t[..t.len() - 1], 1 << 30),
+        b'T' => (&t[..t.len() - 1], 1 << 40),
         b'0'..=b'9' => (t, 1 << 20),
-        _ => return Err("expected a number with an optional K, M or G suffix".into()),
+        _ => return Err("expected a number with an optional K, M, G or T suffix".into()),
     };
     let n: u64 = digits
         .parse()
-        .map_err(|_| "expected a number with an optional K, M or G suffix".to_string())?;
+        .map_err(|_| "expected a number with an optional K, M, G or T suffix".to_string())?;
     n.checked_mul(mult).ok_or_else(|| "size overflows".to_string())
 }
 
@@ -351,6 +352,26 @@ fn check_readable_file(path: &Path) -> Result<File, String> {
         return Err("file is empty".into());
     }
     File::open(path).map_err(|e| e.to_string())
+}
+
+/// Checks that a console log can be created at `path`: its folder exists and
+/// the path is not a folder. Nothing is created here; the VM opens it later.
+fn check_log_path(path: &Path) -> Result<(), String> {
+    if path.is_dir() {
+        return Err("is a directory".into());
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(format!("{} is not a directory", dir.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(format!("no such directory {}", dir.display()))
+        }
+        Err(e) => Err(format!("{}: {e}", dir.display())),
+    }
 }
 
 /// Host RAM from /proc/meminfo, in bytes.
@@ -414,6 +435,9 @@ impl Args {
         }
 
         let serial = parse_serial(&self.serial)?;
+        if let SerialMode::File(p) = &serial {
+            check_log_path(p).map_err(|e| CliError::Serial(self.serial.clone(), e))?;
+        }
 
         let mut vhost_user = Vec::new();
         for (i, v) in self.fs.iter().enumerate() {
@@ -498,6 +522,7 @@ mod tests {
         assert!(parse_size("12X").is_err());
         assert!(parse_size("M").is_err());
         assert!(parse_size("99999999999999G").is_err());
+        assert_eq!(parse_size("1T"), Ok(1 << 40));
     }
 
     #[test]
@@ -604,6 +629,12 @@ mod tests {
         assert_eq!(e.to_string(), "--initramfs /nope: no such file");
         let e = args(&["--kernel", kp, "--serial", "pty"]).validate().unwrap_err();
         assert_eq!(e.to_string(), "--serial pty: expected stdio, file:PATH or none");
+        let e = args(&["--kernel", kp, "--serial", "file:/nonexistent/console.log"]).validate().unwrap_err();
+        assert_eq!(e.to_string(), "--serial file:/nonexistent/console.log: no such directory /nonexistent");
+        let e = args(&["--kernel", kp, "--serial", "file:/tmp"]).validate().unwrap_err();
+        assert_eq!(e.to_string(), "--serial file:/tmp: is a directory");
+        let e = args(&["--kernel", kp, "--memory", "4T"]).validate().unwrap_err();
+        assert!(e.to_string().starts_with("--memory 4T: more than the host's"));
         let long = "x".repeat(3000);
         let e = args(&["--kernel", kp, "--cmdline", &long]).validate().unwrap_err();
         assert!(e.to_string().contains("too long"));

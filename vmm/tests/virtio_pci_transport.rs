@@ -206,7 +206,7 @@ fn every_width_and_offset_of_bar0_and_config_space_is_safe() {
         for len in [1usize, 2, 3, 4, 8] {
             let mut b = vec![0u8; len];
             d.config_read(off, &mut b);
-            if off % 8 == 0 && off >= 0x40 && off < 0x100 {
+            if off % 8 == 0 && (0x40..0x100).contains(&off) {
                 // Leave capabilities intact for the BAR sweep below.
                 continue;
             }

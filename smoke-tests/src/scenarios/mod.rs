@@ -6,6 +6,7 @@ pub mod compositor;
 pub mod compositor_drm;
 pub mod nested;
 pub mod vmm_boot;
+pub mod vmm_console;
 pub mod vmm_startup;
 pub mod vmm_virtiofs;
 
@@ -17,6 +18,7 @@ pub fn run(scenario: &Scenario) -> Outcome {
     match scenario {
         Scenario::VmmBoot(args) => vmm_boot::run(args),
         Scenario::Console(args) => vmm_boot::console(args),
+        Scenario::VmmConsole(args) => vmm_console::run(args),
         Scenario::VmmStartup(args) => vmm_startup::run(args),
         Scenario::VmmVirtiofs(args) => vmm_virtiofs::run(args),
         Scenario::Agent(args) => agent::run(args),

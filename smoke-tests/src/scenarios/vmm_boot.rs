@@ -70,7 +70,7 @@ pub fn console(args: &ConsoleArgs) -> Outcome {
 }
 
 fn interactive(scenario: &'static str, vmm: Vmm, opts: &BootOptions) -> Outcome {
-    let prep = match prepare(scenario, &[vmm], opts, true) {
+    let prep = match prepare(scenario, &[vmm], opts, true, &HostHooks::default()) {
         Ok(p) => p,
         Err(e) => return nested::fail(scenario, &e),
     };
@@ -102,11 +102,12 @@ fn interactive(scenario: &'static str, vmm: Vmm, opts: &BootOptions) -> Outcome 
 }
 
 /// Fetches packages and builds both images into a new run directory.
-fn prepare(
+pub(crate) fn prepare(
     scenario: &str,
     vmms: &[Vmm],
     opts: &BootOptions,
     interactive: bool,
+    hooks: &HostHooks,
 ) -> Result<Prepared, VmmBootError> {
     let inputs = nested::gather(scenario, vmms, opts)?;
     let guest = nested::guest_spec(opts);
@@ -125,7 +126,7 @@ fn prepare(
             qemu_machine: &opts.qemu_machine,
             interactive,
             extra_binaries: &[],
-            hooks: &HostHooks::default(),
+            hooks,
         },
         &host_initrd,
     )?;
@@ -143,7 +144,7 @@ fn run_boots(
     vmms: &[Vmm],
     opts: &BootOptions,
 ) -> Result<(Prepared, Vec<BootResult>), VmmBootError> {
-    let prep = prepare(SCENARIO, vmms, opts, false)?;
+    let prep = prepare(SCENARIO, vmms, opts, false, &HostHooks::default())?;
     let expect = Expectation {
         uname: prep.release.clone(),
         nproc: opts.guest_cpus,

@@ -49,7 +49,7 @@ pub const BOOT_GDT: [u64; 4] = [
 
 /// Decodes a GDT entry into the segment KVM wants.
 pub fn segment_from_gdt(entry: u64, index: u8) -> kvm_segment {
-    let base = (((entry >> 16) & 0xff_ffff) | ((entry >> 32) & 0xff00_0000)) as u64;
+    let base = ((entry >> 16) & 0xff_ffff) | ((entry >> 32) & 0xff00_0000);
     let limit_raw = ((entry & 0xffff) | ((entry >> 32) & 0xf_0000)) as u32;
     let g = ((entry >> 55) & 1) as u8;
     let limit = if g == 1 { (limit_raw << 12) | 0xfff } else { limit_raw };
@@ -201,8 +201,8 @@ pub fn setup_lapic(vcpu: &VcpuFd) -> Result<(), RegsError> {
     for (off, mode) in [(APIC_LVT0, APIC_MODE_EXTINT), (APIC_LVT1, APIC_MODE_NMI)] {
         let bytes: [u8; 4] = std::array::from_fn(|i| lapic.regs[off + i] as u8);
         let v = set_delivery_mode(u32::from_le_bytes(bytes), mode).to_le_bytes();
-        for i in 0..4 {
-            lapic.regs[off + i] = v[i] as _;
+        for (reg, byte) in lapic.regs[off..off + 4].iter_mut().zip(v) {
+            *reg = byte as _;
         }
     }
     vcpu.set_lapic(&lapic).map_err(kvm("local APIC"))

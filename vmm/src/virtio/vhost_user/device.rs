@@ -159,7 +159,6 @@ impl VhostUserDevice {
                 userspace_addr: r.hva,
                 mmap_offset: r.offset,
                 mmap_handle: self.memfd,
-                ..Default::default()
             })
             .collect()
     }

@@ -1,0 +1,180 @@
+//! Scenario `vmm-console` (tier 3, nested): a person at the guest's shell.
+//!
+//! The same boot as `rayos-smoke console` (what `scripts/run.sh` attaches a
+//! user to), but the outer QEMU's console is a pseudo-terminal that this
+//! scenario types into, key by key, like a person: the keys cross the outer
+//! QEMU's serial port, the test host's ttyS0 (rayos-vmm's stdin, in raw
+//! mode), rayos-vmm's 16550 and its irqfd, and reach busybox's shell on the
+//! unmodified Debian kernel; the echo comes back the same way.
+//!
+//! Checks, in order: the shell prompt appears; every typed key is echoed
+//! (the time from key to echo is the figure); a computed command runs
+//! (`echo rayos-$((6*7))` prints `rayos-42`); the kernel release and vCPU
+//! count are the expected ones; Ctrl-C interrupts a running `sleep` in the
+//! guest (status 130) instead of stopping the VMM; `poweroff -f` ends
+//! rayos-vmm with status 0; afterwards the test host's terminal is back in
+//! canonical mode with echo (rayos-vmm restored it); the outer QEMU exits 0.
+
+use std::time::{Duration, Instant};
+
+use super::nested::{self, Prepared};
+use super::vmm_boot::{self, VmmBootError};
+use crate::cli::VmmConsoleArgs;
+use crate::pty::{PtyError, PtySession};
+use crate::serial;
+use crate::stats;
+use crate::testhost::{HostHooks, Vmm};
+use crate::Outcome;
+
+pub const SCENARIO: &str = "vmm-console";
+
+/// What the guest's `/init` prints right before it starts the shell.
+const SHELL_BANNER: &str = "busybox shell on the console";
+/// busybox ash's prompt for root in `/`.
+const PROMPT: &str = "# ";
+/// The test host's report of its console's modes once rayos-vmm exited.
+const TTY_MARK: &str = "RAYOS-TTY ";
+/// Per interaction, once the shell is up (TCG runs two nested kernels).
+const STEP: Duration = Duration::from_secs(60);
+
+/// Errors that end the scenario.
+#[derive(Debug, thiserror::Error)]
+pub enum VmmConsoleError {
+    #[error(transparent)]
+    Prepare(#[from] VmmBootError),
+    #[error(transparent)]
+    Pty(#[from] PtyError),
+    #[error("{0}")]
+    Check(String),
+}
+
+/// Figures of a passing run.
+#[derive(Debug)]
+struct Figures {
+    vmm_to_shell: Duration,
+    echo_ms: Vec<f64>,
+    ctrl_c: Duration,
+    tty: String,
+}
+
+/// `vmm-console`.
+pub fn run(args: &VmmConsoleArgs) -> Outcome {
+    let hooks = HostHooks {
+        // busybox stty prints `-icanon`/`-echo` for cleared flags.
+        after_vmm: format!(
+            "if ! t=$(stty -a </dev/console 2>&1); then echo \"{TTY_MARK}unknown: $t\"\n\
+             else m=''; for f in icanon echo isig; do\n\
+             case \" $(echo $t | tr ';' ' ') \" in *\" -$f \"*) m=\"$m -$f\" ;; *) m=\"$m $f\" ;; esac\n\
+             done; echo \"{TTY_MARK}$m\"; fi"
+        ),
+        ..HostHooks::default()
+    };
+    let started = Instant::now();
+    let prep = match vmm_boot::prepare(SCENARIO, &[Vmm::Rayos], &args.boot, true, &hooks) {
+        Ok(p) => p,
+        Err(e) => return nested::fail(SCENARIO, &e),
+    };
+    let transcript = prep.run_dir.join("console-transcript.log");
+    match session(&prep, args, &transcript) {
+        Ok(f) => {
+            let echo = stats::summarise(&f.echo_ms).expect("keys were typed");
+            let (p50, max) = (echo.median, echo.max);
+            println!(
+                "vmm-console vmm_to_shell_s={:.2} keys={} echo_ms_p50={p50:.1} echo_ms_max={max:.1} ctrl_c_ms={:.0} tty_after_exit=[{}] wall_s={:.1} transcript={}",
+                f.vmm_to_shell.as_secs_f64(),
+                f.echo_ms.len(),
+                f.ctrl_c.as_secs_f64() * 1e3,
+                f.tty.trim(),
+                started.elapsed().as_secs_f64(),
+                transcript.display()
+            );
+            nested::remove_images(&prep, args.boot.keep_images);
+            Outcome::Pass {
+                scenario: SCENARIO,
+                figures: format!("echo_ms_p50={p50:.1} ctrl_c_ms={:.0} vmm_exit=0", f.ctrl_c.as_secs_f64() * 1e3),
+            }
+        }
+        Err(e) => {
+            println!("vmm-console transcript={}", transcript.display());
+            nested::fail(SCENARIO, &e)
+        }
+    }
+}
+
+fn check(ok: bool, what: impl FnOnce() -> String) -> Result<(), VmmConsoleError> {
+    if ok {
+        Ok(())
+    } else {
+        Err(VmmConsoleError::Check(what()))
+    }
+}
+
+fn session(prep: &Prepared, args: &VmmConsoleArgs, transcript: &std::path::Path) -> Result<Figures, VmmConsoleError> {
+    let opts = &args.boot;
+    let cmd = nested::outer_command(prep, opts, Vmm::Rayos, true);
+    tracing::debug!("outer QEMU: {cmd:?}");
+    println!("outer QEMU on a pseudo-terminal; transcript {}", transcript.display());
+    let mut s = PtySession::spawn(cmd, transcript)?;
+
+    // Boot: the VMM starts, the guest's /init prints its banner, the prompt follows.
+    let start = s.wait_for(0, serial::VMM_START, opts.timeout)?;
+    let banner = s.wait_for(start.end, SHELL_BANNER, opts.timeout)?;
+    let prompt = s.wait_for(banner.end, PROMPT, STEP)?;
+    let vmm_to_shell = prompt.at.duration_since(start.at);
+    println!("vmm-console shell prompt {:.2} s after the VMM started", vmm_to_shell.as_secs_f64());
+    // Let the guest's boot output settle before timing keys.
+    std::thread::sleep(Duration::from_secs(1));
+
+    // Key by key: each must come back as the shell's echo.
+    let line = "echo rayos-$((6*7))";
+    let mut echo_ms = Vec::new();
+    for c in line.chars() {
+        let m = s.mark();
+        let sent = Instant::now();
+        s.send(c.to_string().as_bytes())?;
+        let f = s.wait_for(m, &c.to_string(), STEP)?;
+        echo_ms.push(f.at.saturating_duration_since(sent).as_secs_f64() * 1e3);
+    }
+    let m = s.mark();
+    s.send(b"\r")?;
+    let out = s.wait_for(m, "rayos-42", STEP)?;
+    s.wait_for(out.end, PROMPT, STEP)?;
+
+    // The guest is the expected kernel with the expected vCPUs.
+    let m = s.mark();
+    s.send(b"echo \"R=$(uname -r) N=$(nproc)\"\r")?;
+    let want = format!("R={} N={}", prep.release, opts.guest_cpus);
+    let got = s.wait_for(m, &want, STEP)?;
+    s.wait_for(got.end, PROMPT, STEP)?;
+
+    // Ctrl-C reaches the guest's foreground job, not the VMM.
+    let m = s.mark();
+    s.send(b"sleep 600\r")?;
+    s.wait_for(m, "sleep 600", STEP)?;
+    std::thread::sleep(Duration::from_millis(1500));
+    let m = s.mark();
+    let sent = Instant::now();
+    s.send(b"\x03")?;
+    let back = s.wait_for(m, PROMPT, STEP)?;
+    let ctrl_c = back.at.saturating_duration_since(sent);
+    let m = s.mark();
+    s.send(b"echo \"rc=$?\"\r")?;
+    s.wait_for(m, "rc=130", STEP)?;
+
+    // poweroff ends rayos-vmm with 0; the test host's console is cooked again.
+    let m = s.mark();
+    s.send(b"poweroff -f\r")?;
+    let tty = s.wait_for(m, TTY_MARK, STEP)?;
+    let tty_end = s.wait_for(tty.end, "\n", STEP)?;
+    let tty_state = s.text(tty.end, tty_end.end).trim().to_string();
+    let exit = s.wait_for(tty_end.end, serial::VMM_EXIT, STEP)?;
+    let exit_end = s.wait_for(exit.end, "\n", STEP)?;
+    let status = s.text(exit.end, exit_end.end).trim().to_string();
+    check(status == "0", || format!("rayos-vmm exited with status {status} after poweroff -f (expected 0)"))?;
+    check(tty_state.split_whitespace().eq(["icanon", "echo", "isig"]), || {
+        format!("the test host's console after rayos-vmm exited is [{tty_state}] (expected icanon echo isig: the terminal was not restored)")
+    })?;
+    let outer = s.finish(STEP)?;
+    check(outer.is_some_and(|st| st.success()), || format!("outer QEMU: {outer:?} (expected exit 0 after the test host powered off)"))?;
+    Ok(Figures { vmm_to_shell, echo_ms, ctrl_c, tty: tty_state })
+}

@@ -93,6 +93,8 @@ pub struct GuestSpec {
     pub cmdline: String,
     /// A virtio-fs device served by a vhost-user backend in the test host.
     pub fs: Option<FsShare>,
+    /// Further rayos-vmm arguments (devices only rayos-vmm has, e.g. `--share`).
+    pub rayos_args: Vec<String>,
 }
 
 /// A virtio-fs share: the guest mounts `tag`; `socket` is the vhost-user
@@ -208,6 +210,7 @@ pub fn rayos_vmm_argv(guest: &GuestSpec) -> Vec<String> {
             format!("tag={},socket={}", fs.tag, fs.socket),
         ]
     }))
+    .chain(guest.rayos_args.iter().cloned())
     .collect()
 }
 
@@ -649,6 +652,7 @@ mod tests {
             cpus: 2,
             cmdline: "console=ttyS0 quiet panic=-1".into(),
             fs: None,
+            rayos_args: Vec::new(),
         }
     }
 

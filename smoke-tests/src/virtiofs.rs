@@ -24,6 +24,15 @@
 //!   does the same when one step makes no progress for the step timeout, so
 //!   a hung mount or a lost interrupt is reported as such rather than as the
 //!   outer timeout.
+//! * **Read-only share** (rayos-vmm only): rayos-vmm also gets
+//!   `--share path=/srv/ro,tag=rayos-ro,readonly=on` and starts that virtiofsd
+//!   itself. The test host puts a random token in `policy.txt` there
+//!   (`RAYOS-FS-HOST-RO before`); the guest mounts the tag read-write (its
+//!   own mount options cannot lift the host's policy), reads the token, tries
+//!   four writes (create, append, remove, mkdir) and reports how many were
+//!   refused (`RAYOS-FS-RO`); afterwards the host checks the folder is
+//!   unchanged (`RAYOS-FS-HOST-RO after`). QEMU runs have no such device and
+//!   the guest reports `RAYOS-FS-RO absent`.
 //! * **Clock**: transfers are timed inside the guest on the monotonic clock,
 //!   `now at <ns> nsecs` of `/proc/timer_list` (busybox `date` has no `%N`),
 //!   falling back to `/proc/uptime` (10 ms resolution); the guest says which
@@ -48,6 +57,14 @@ pub const VIRTIOFSD: &str = "/usr/bin/virtiofsd";
 pub const GUEST_MOUNT: &str = "/mnt";
 pub const IN_FILE: &str = "in.bin";
 pub const OUT_FILE: &str = "out.bin";
+/// The read-only share rayos-vmm serves with its own virtiofsd (`--share`).
+pub const RO_TAG: &str = "rayos-ro";
+pub const RO_DIR: &str = "/srv/ro";
+pub const RO_FILE: &str = "policy.txt";
+/// Where the guest mounts the read-only share.
+const RO_MOUNT: &str = "/mnt-ro";
+/// The writes the guest tries on the read-only share.
+const RO_WRITES: u32 = 4;
 /// virtiofsd's log inside the test host (printed after the VMM exits).
 const VIRTIOFSD_LOG: &str = "/tmp/virtiofsd.log";
 
@@ -71,6 +88,8 @@ pub const FS_IRQ: &str = "RAYOS-FS-IRQ ";
 pub const HOST_IN_SHA: &str = "RAYOS-FS-HOST-IN-SHA256 ";
 pub const HOST_OUT_SHA: &str = "RAYOS-FS-HOST-OUT-SHA256 ";
 pub const HOST_FS_INFO: &str = "RAYOS-FS-HOST ";
+pub const FS_RO: &str = "RAYOS-FS-RO ";
+pub const HOST_RO: &str = "RAYOS-FS-HOST-RO ";
 
 /// How virtiofsd isolates itself (`--sandbox`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -109,6 +128,11 @@ pub struct FsPlan {
 impl FsPlan {
     pub fn bytes(&self) -> u64 {
         u64::from(self.file_mib) << 20
+    }
+
+    /// rayos-vmm's extra arguments: the read-only share it serves itself.
+    pub fn rayos_args(&self) -> Vec<String> {
+        vec!["--share".into(), format!("path={RO_DIR},tag={RO_TAG},readonly=on")]
     }
 
     /// The share as the VMM command lines need it.
@@ -266,6 +290,37 @@ grep -i virtio /proc/interrupts | sed 's/^/{irq}/'
 
 step umount
 umount $MNT || fs_error "umount $MNT failed"
+
+step readonly
+n=0
+for d in /sys/bus/virtio/devices/*; do
+    [ "$(cat "$d/device" 2>/dev/null)" = 0x001a ] && n=$((n + 1))
+done
+if [ $n -ge 2 ]; then
+    mkdir -p {ro_mnt}
+    i=0
+    until mount -t virtiofs {ro_tag} {ro_mnt} 2>/tmp/err; do
+        i=$((i + 1))
+        [ $i -lt 50 ] || fs_error "mount -t virtiofs {ro_tag} {ro_mnt} failed: $(cat /tmp/err)"
+        sleep 0.1
+    done
+    token=$(cat {ro_mnt}/{ro_file}) || fs_error "cannot read {ro_mnt}/{ro_file}"
+    refused=0
+    last=
+    for w in "echo x > {ro_mnt}/new.txt" "echo x >> {ro_mnt}/{ro_file}" "rm {ro_mnt}/{ro_file}" "mkdir {ro_mnt}/dir"; do
+        if out=$(sh -c "$w" 2>&1); then
+            echo "{diag}read-only share allowed: $w"
+        else
+            refused=$((refused + 1))
+            last=$out
+        fi
+    done
+    files=$(ls -A {ro_mnt} | wc -l)
+    umount {ro_mnt} || fs_error "umount {ro_mnt} failed"
+    echo "{ro}token=$token refused=$refused tried={ro_writes} files=$files error=$last"
+else
+    echo "{ro}absent"
+fi
 kill $WATCHDOG 2>/dev/null
 echo {done}
 echo {guest_ok}
@@ -293,6 +348,11 @@ poweroff -f
         write_sha = FS_WRITE_SHA,
         irq = FS_IRQ,
         done = FS_DONE,
+        ro = FS_RO,
+        ro_tag = RO_TAG,
+        ro_mnt = RO_MOUNT,
+        ro_file = RO_FILE,
+        ro_writes = RO_WRITES,
     )
 }
 
@@ -324,6 +384,10 @@ while [ ! -S {socket} ]; do
     sleep 0.1
 done
 echo "{host_info}virtiofsd pid=$vfs_pid sandbox={sandbox} socket={socket} shared_dir={share}"
+mkdir -p {ro_dir}
+mount -t tmpfs -o size=1m tmpfs {ro_dir} || fail "virtiofs: cannot mount a tmpfs on {ro_dir}"
+head -c 16 /dev/urandom | sha256sum | cut -c1-32 > {ro_dir}/{ro_file}
+echo "{host_ro}before token=$(cat {ro_dir}/{ro_file}) files=$(ls -A {ro_dir} | wc -l)"
 "#,
         share = SHARE_DIR,
         in_file = IN_FILE,
@@ -333,6 +397,9 @@ echo "{host_info}virtiofsd pid=$vfs_pid sandbox={sandbox} socket={socket} shared
         virtiofsd = VIRTIOFSD,
         socket = SOCKET,
         log = VIRTIOFSD_LOG,
+        ro_dir = RO_DIR,
+        ro_file = RO_FILE,
+        host_ro = HOST_RO,
     );
     let after_vmm = format!(
         r#"i=0
@@ -348,12 +415,16 @@ if [ -f {share}/{out_file} ]; then
 else
     echo "{host_out}missing"
 fi
+echo "{host_ro}after token=$(cat {ro_dir}/{ro_file} 2>/dev/null) files=$(ls -A {ro_dir} | wc -l)"
 "#,
         share = SHARE_DIR,
         out_file = OUT_FILE,
         host_out = HOST_OUT_SHA,
         host_info = HOST_FS_INFO,
         log = VIRTIOFSD_LOG,
+        ro_dir = RO_DIR,
+        ro_file = RO_FILE,
+        host_ro = HOST_RO,
     );
     HostHooks {
         before_vmm,
@@ -401,6 +472,28 @@ pub enum FsEvent {
     /// `None`: the guest's file was not in the share.
     HostOut(Option<HostFile>),
     HostInfo(String),
+    /// The guest's report on the read-only share; `None`: it had no such device.
+    Ro(Option<RoReport>),
+    /// The test host's view of the read-only share, before and after the VMM.
+    HostRo { after: bool, view: RoHostView },
+}
+
+/// What the guest saw on the read-only share.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoReport {
+    pub token: String,
+    pub refused: u32,
+    pub tried: u32,
+    pub files: u32,
+    /// The last refusal's message, e.g. "Read-only file system".
+    pub error: String,
+}
+
+/// The read-only folder as the test host sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoHostView {
+    pub token: String,
+    pub files: u32,
 }
 
 fn after<'a>(line: &'a str, marker: &str) -> Option<&'a str> {
@@ -462,6 +555,30 @@ pub fn parse_line(line: &str) -> Option<FsEvent> {
         }
         return host_file(rest).map(|f| FsEvent::HostOut(Some(f)));
     }
+    if let Some(rest) = after(line, HOST_RO) {
+        let after = match rest.split_whitespace().next()? {
+            "before" => false,
+            "after" => true,
+            _ => return None,
+        };
+        let view = RoHostView {
+            token: field(rest, "token").unwrap_or_default().to_string(),
+            files: field(rest, "files")?.parse().ok()?,
+        };
+        return Some(FsEvent::HostRo { after, view });
+    }
+    if let Some(rest) = after(line, FS_RO) {
+        if rest.trim_start().starts_with("absent") {
+            return Some(FsEvent::Ro(None));
+        }
+        return Some(FsEvent::Ro(Some(RoReport {
+            token: field(rest, "token")?.to_string(),
+            refused: field(rest, "refused")?.parse().ok()?,
+            tried: field(rest, "tried")?.parse().ok()?,
+            files: field(rest, "files")?.parse().ok()?,
+            error: rest.find("error=").map(|i| rest[i + 6..].trim().to_string()).unwrap_or_default(),
+        })));
+    }
     if let Some(rest) = after(line, FS_ERROR) {
         return Some(FsEvent::Error(rest.trim().to_string()));
     }
@@ -508,6 +625,9 @@ pub struct FsObservation {
     pub host_in: Option<HostFile>,
     pub host_out: Option<Option<HostFile>>,
     pub host_info: Vec<String>,
+    pub ro: Option<Option<RoReport>>,
+    pub host_ro_before: Option<RoHostView>,
+    pub host_ro_after: Option<RoHostView>,
 }
 
 /// Figures of a passing run.
@@ -519,6 +639,8 @@ pub struct FsFigures {
     pub write_mib_s: f64,
     pub clock: String,
     pub pci: Option<String>,
+    /// Writes the read-only share refused (all of them), when it was checked.
+    pub readonly_refused: Option<u32>,
 }
 
 impl FsObservation {
@@ -557,6 +679,15 @@ impl FsObservation {
                 self.host_out.get_or_insert(f);
             }
             FsEvent::HostInfo(s) => self.host_info.push(s),
+            FsEvent::Ro(r) => {
+                self.ro.get_or_insert(r);
+            }
+            FsEvent::HostRo { after: false, view } => {
+                self.host_ro_before.get_or_insert(view);
+            }
+            FsEvent::HostRo { after: true, view } => {
+                self.host_ro_after.get_or_insert(view);
+            }
         }
     }
 
@@ -661,7 +792,39 @@ impl FsObservation {
             write_mib_s: mib / write_s,
             clock,
             pci: self.pci.clone(),
+            readonly_refused: None,
         })
+    }
+
+    /// Checks the read-only share: the guest read the host's token, every
+    /// write was refused, and the host's folder is unchanged. Returns the
+    /// number of refused writes.
+    pub fn evaluate_readonly(&self) -> Result<u32, String> {
+        let before = self
+            .host_ro_before
+            .as_ref()
+            .ok_or("the test host never prepared the read-only share (no RAYOS-FS-HOST-RO before)")?;
+        let r = match &self.ro {
+            None => return Err(format!("the guest never reported on the read-only share ({})", self.last_step())),
+            Some(None) => return Err(format!("the guest has no second virtio-fs device: rayos-vmm's --share {RO_TAG} is missing")),
+            Some(Some(r)) => r,
+        };
+        if r.token != before.token {
+            return Err(format!("the guest read {:?} from {RO_TAG}/{RO_FILE}, the test host wrote {:?}", r.token, before.token));
+        }
+        if r.refused != r.tried || r.tried != RO_WRITES {
+            return Err(format!("the read-only share refused {} of {} writes (expected all {RO_WRITES})", r.refused, r.tried));
+        }
+        if r.files != before.files {
+            return Err(format!("the guest sees {} entries in {RO_TAG}, the test host put {}", r.files, before.files));
+        }
+        match &self.host_ro_after {
+            None => Err("the test host never checked the read-only share after the VMM (no RAYOS-FS-HOST-RO after)".into()),
+            Some(after) if after != before => Err(format!(
+                "{RO_DIR} changed in the test host: before {before:?}, after {after:?}"
+            )),
+            Some(_) => Ok(r.refused),
+        }
     }
 }
 
@@ -675,6 +838,7 @@ pub fn evaluate_run(
     fs: &FsObservation,
     expect: &Expectation,
     expected_bytes: u64,
+    readonly: bool,
 ) -> Result<(BootFigures, FsFigures), String> {
     if let Some(reason) = &boot.host_fail {
         return Err(format!("test host failed: {reason}"));
@@ -698,9 +862,12 @@ pub fn evaluate_run(
             .err()
             .unwrap_or_else(|| "guest never reached /init (no RAYOS-GUEST-INIT)".into()));
     }
-    let figures = fs
+    let mut figures = fs
         .evaluate(expected_bytes)
         .map_err(|e| format!("{e}{}", context()))?;
+    if readonly {
+        figures.readonly_refused = Some(fs.evaluate_readonly().map_err(|e| format!("{e}{}", context()))?);
+    }
     let boot_figures = boot.evaluate(expect)?;
     Ok((boot_figures, figures))
 }
@@ -850,13 +1017,57 @@ mod tests {
     #[test]
     fn good_run_yields_throughput() {
         let (boot, fs) = good_run();
-        let (b, f) = evaluate_run(&boot, &fs, &expect(), MIB64).unwrap();
+        let (b, f) = evaluate_run(&boot, &fs, &expect(), MIB64, false).unwrap();
         assert!((b.guest_init.as_secs_f64() - 3.0).abs() < 1e-9);
         assert!((f.read_s - 0.5).abs() < 1e-9);
         assert!((f.read_mib_s - 128.0).abs() < 1e-9);
         assert!((f.write_mib_s - 32.0).abs() < 1e-9);
         assert_eq!(f.clock, "timer_list");
         assert_eq!(fs.host_info, ["virtiofsd pid=42 sandbox=chroot"]);
+    }
+
+    #[test]
+    fn read_only_share_is_checked_for_rayos() {
+        let (boot, mut fs) = good_run();
+        // Without the read-only share's markers a rayos-vmm run fails, a QEMU run passes.
+        let err = evaluate_run(&boot, &fs, &expect(), MIB64, true).unwrap_err();
+        assert!(err.contains("read-only share"), "{err}");
+        assert!(evaluate_run(&boot, &fs, &expect(), MIB64, false).is_ok());
+
+        let before = "RAYOS-FS-HOST-RO before token=0123abcd files=1";
+        let guest = "RAYOS-FS-RO token=0123abcd refused=4 tried=4 files=1 error=sh: can't create /mnt-ro/new.txt: Read-only file system";
+        let after = "RAYOS-FS-HOST-RO after token=0123abcd files=1";
+        for l in [before, guest, after] {
+            fs.observe(l);
+        }
+        assert_eq!(
+            fs.ro,
+            Some(Some(RoReport {
+                token: "0123abcd".into(),
+                refused: 4,
+                tried: 4,
+                files: 1,
+                error: "sh: can't create /mnt-ro/new.txt: Read-only file system".into()
+            }))
+        );
+        let (_, f) = evaluate_run(&boot, &fs, &expect(), MIB64, true).unwrap();
+        assert_eq!(f.readonly_refused, Some(4));
+
+        let with = |lines: &[&str]| {
+            let (_, mut fs) = good_run();
+            for l in lines {
+                fs.observe(l);
+            }
+            fs.evaluate_readonly().unwrap_err()
+        };
+        assert!(with(&[before, "RAYOS-FS-RO absent", after]).contains("no second virtio-fs device"));
+        assert!(with(&[before, "RAYOS-FS-RO token=0123abcd refused=3 tried=4 files=1 error=x", after]).contains("refused 3 of 4"));
+        assert!(with(&[before, "RAYOS-FS-RO token=ffff refused=4 tried=4 files=1 error=x", after]).contains("\"ffff\""));
+        assert!(with(&[before, guest, "RAYOS-FS-HOST-RO after token=0123abcd files=2"]).contains("changed in the test host"));
+        assert!(with(&[before, guest]).contains("never checked"));
+        assert!(with(&[guest, after]).contains("never prepared"));
+        // The host's marker is not the guest's.
+        assert!(matches!(parse_line(before), Some(FsEvent::HostRo { after: false, .. })));
     }
 
     #[test]
@@ -881,7 +1092,7 @@ mod tests {
         // Corrupt read.
         let (boot, mut fs) = good_run();
         fs.read_sha = Some(B.into());
-        let err = evaluate_run(&boot, &fs, &e, MIB64).unwrap_err();
+        let err = evaluate_run(&boot, &fs, &e, MIB64, false).unwrap_err();
         assert!(err.starts_with("read data differs"), "{err}");
 
         // Corrupt write.
@@ -890,13 +1101,13 @@ mod tests {
             sha256: A.into(),
             bytes: MIB64,
         }));
-        let err = evaluate_run(&boot, &fs, &e, MIB64).unwrap_err();
+        let err = evaluate_run(&boot, &fs, &e, MIB64, false).unwrap_err();
         assert!(err.starts_with("written data differs"), "{err}");
 
         // Missing output file.
         let (boot, mut fs) = good_run();
         fs.host_out = Some(None);
-        let err = evaluate_run(&boot, &fs, &e, MIB64).unwrap_err();
+        let err = evaluate_run(&boot, &fs, &e, MIB64, false).unwrap_err();
         assert!(err.contains("out.bin is not in"), "{err}");
 
         // Guest-reported error wins over everything but a test host failure,
@@ -904,7 +1115,7 @@ mod tests {
         let (mut boot, mut fs) = good_run();
         fs.observe("RAYOS-FS-ERROR mount: mount -t virtiofs rayos /mnt failed: ENODEV");
         boot.vmm_exit = Some((Duration::from_secs(9), 1));
-        let err = evaluate_run(&boot, &fs, &e, MIB64).unwrap_err();
+        let err = evaluate_run(&boot, &fs, &e, MIB64, false).unwrap_err();
         assert_eq!(
             err,
             "guest mount: mount -t virtiofs rayos /mnt failed: ENODEV; VMM exit status 1"
@@ -913,7 +1124,7 @@ mod tests {
             Duration::from_secs(1),
             "RAYOS-HOST-FAIL virtiofs: virtiofsd exited",
         );
-        assert!(evaluate_run(&boot, &fs, &e, MIB64)
+        assert!(evaluate_run(&boot, &fs, &e, MIB64, false)
             .unwrap_err()
             .starts_with("test host failed: virtiofs: virtiofsd exited"));
 
@@ -931,7 +1142,7 @@ mod tests {
             boot.observe(Duration::ZERO, &l);
             fs.observe(&l);
         }
-        let err = evaluate_run(&boot, &fs, &e, MIB64).unwrap_err();
+        let err = evaluate_run(&boot, &fs, &e, MIB64, false).unwrap_err();
         assert_eq!(
             err,
             "the guest never reported the read (last guest step: mount); VMM exit status 4"
@@ -941,12 +1152,12 @@ mod tests {
         let mut boot = BootObservation::default();
         boot.observe(Duration::ZERO, "RAYOS-HOST-INIT");
         boot.observe(Duration::ZERO, "RAYOS-VMM-START");
-        let err = evaluate_run(&boot, &FsObservation::default(), &e, MIB64).unwrap_err();
+        let err = evaluate_run(&boot, &FsObservation::default(), &e, MIB64, false).unwrap_err();
         assert!(err.contains("no RAYOS-GUEST-INIT"), "{err}");
 
         // Wrong size.
         let (boot, fs) = good_run();
-        assert!(evaluate_run(&boot, &fs, &e, 1 << 20)
+        assert!(evaluate_run(&boot, &fs, &e, 1 << 20, false)
             .unwrap_err()
             .contains("expected 1048576"));
     }
@@ -1056,6 +1267,10 @@ mod tests {
             "sync ||",
             "echo \"RAYOS-FS-WRITE start_ns=$t0",
             "step umount",
+            "step readonly",
+            "mount -t virtiofs rayos-ro /mnt-ro",
+            "echo \"RAYOS-FS-RO token=$token refused=$refused tried=4 files=$files error=$last\"",
+            "echo \"RAYOS-FS-RO absent\"",
             "echo RAYOS-FS-DONE",
             "echo RAYOS-GUEST-OK",
         ];
@@ -1103,6 +1318,7 @@ mod tests {
             cpus: 2,
             cmdline: "console=ttyS0".into(),
             fs: Some(plan().share()),
+            rayos_args: plan().rayos_args(),
         };
         let hooks = host_hooks(&plan(), vec![("RUST_LOG".into(), "rayos_vmm=debug".into())]);
         assert_sh_parses(&crate::testhost::host_init_script(

@@ -60,6 +60,9 @@ impl Vcpu {
             match self.fd.run() {
                 Ok(exit) => {
                     if let Some(ev) = handle_exit(self.id, exit, &self.pio, &self.mmio) {
+                        if matches!(ev, VmEvent::TripleFault { .. }) {
+                            tracing::error!(vcpu = self.id, "triple fault; CPU state: {}", self.state());
+                        }
                         let _ = self.events.send(ev);
                         return;
                     }
@@ -71,6 +74,23 @@ impl Vcpu {
                 }
             }
         }
+    }
+}
+
+impl Vcpu {
+    /// The registers that tell where a guest CPU failed (mode, code, stack,
+    /// descriptor tables), for the log when it triple-faults.
+    fn state(&self) -> String {
+        let (Ok(r), Ok(s)) = (self.fd.get_regs(), self.fd.get_sregs()) else {
+            return "unavailable".into();
+        };
+        let mp = self.fd.get_mp_state().map(|m| m.mp_state.to_string()).unwrap_or_else(|e| e.to_string());
+        format!(
+            "rip={:#x} rsp={:#x} rflags={:#x} cs={:#x}/base={:#x}/l={} cr0={:#x} cr2={:#x} cr3={:#x} cr4={:#x} efer={:#x} \
+             idt={:#x}+{:#x} gdt={:#x}+{:#x} mp_state={mp}",
+            r.rip, r.rsp, r.rflags, s.cs.selector, s.cs.base, s.cs.l, s.cr0, s.cr2, s.cr3, s.cr4, s.efer,
+            s.idt.base, s.idt.limit, s.gdt.base, s.gdt.limit
+        )
     }
 }
 

@@ -362,48 +362,40 @@ fn start_shares(config: &VmConfig) -> Result<(Virtiofsd, Vec<crate::cli::VhostUs
     let mut specs = Vec::new();
     for (i, share) in config.shares.iter().enumerate() {
         let sock = dir.join(format!("share{i}.sock"));
-        // The namespace sandbox cannot pivot_root when / is an initramfs (RayOS
-        // as PID 1 there); chroot confines the daemon to DIR just the same.
-        let mut started = false;
-        for sandbox in ["namespace", "chroot"] {
-            let mut cmd = std::process::Command::new(&share.virtiofsd);
-            cmd.arg(format!("--socket-path={}", sock.display()))
-                .arg(format!("--shared-dir={}", share.dir.display()))
-                .arg(format!("--sandbox={sandbox}"))
-                .arg("--log-level=warn")
-                .stdin(std::process::Stdio::null());
-            if share.readonly {
-                cmd.arg("--readonly");
-            }
-            let mut child = cmd
-                .spawn()
-                .map_err(|e| VmError::Share(format!("cannot start {}: {e}", share.virtiofsd.display())))?;
-            let t0 = std::time::Instant::now();
-            let exited = loop {
-                if sock.exists() {
-                    break None;
-                }
-                if let Ok(Some(status)) = child.try_wait() {
-                    break Some(status);
-                }
-                if t0.elapsed() > Duration::from_secs(10) {
-                    let _ = child.kill();
-                    return Err(VmError::Share(format!("virtiofsd for {} did not start listening in 10 s", share.dir.display())));
-                }
-                std::thread::sleep(Duration::from_millis(5));
-            };
-            match exited {
-                None => {
-                    v.children.push(child);
-                    started = true;
-                    break;
-                }
-                Some(status) => tracing::warn!("virtiofsd --sandbox={sandbox} for {} exited with {status}", share.dir.display()),
-            }
+        // The namespace sandbox cannot pivot_root when / is the initramfs
+        // (rootfs; RayOS as PID 1 there), and virtiofsd only finds out after
+        // it created its socket; chroot confines the daemon to DIR just the same.
+        let sandbox = if root_is_rootfs() { "chroot" } else { "namespace" };
+        let mut cmd = std::process::Command::new(&share.virtiofsd);
+        cmd.arg(format!("--socket-path={}", sock.display()))
+            .arg(format!("--shared-dir={}", share.dir.display()))
+            .arg(format!("--sandbox={sandbox}"))
+            .arg("--log-level=warn")
+            .stdin(std::process::Stdio::null());
+        if share.readonly {
+            cmd.arg("--readonly");
         }
-        if !started {
-            return Err(VmError::Share(format!("virtiofsd for {} exited before listening", share.dir.display())));
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| VmError::Share(format!("cannot start {}: {e}", share.virtiofsd.display())))?;
+        let t0 = std::time::Instant::now();
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(VmError::Share(format!(
+                    "virtiofsd --sandbox={sandbox} for {} exited with {status} before serving",
+                    share.dir.display()
+                )));
+            }
+            if sock.exists() {
+                break;
+            }
+            if t0.elapsed() > Duration::from_secs(10) {
+                let _ = child.kill();
+                return Err(VmError::Share(format!("virtiofsd for {} did not start listening in 10 s", share.dir.display())));
+            }
+            std::thread::sleep(Duration::from_millis(5));
         }
+        v.children.push(child);
         tracing::info!(
             "sharing {} as tag {}{}",
             share.dir.display(),
@@ -416,6 +408,24 @@ fn start_shares(config: &VmConfig) -> Result<(Virtiofsd, Vec<crate::cli::VhostUs
         specs.push(spec);
     }
     Ok((v, specs))
+}
+
+/// Whether `/` is the initramfs (`rootfs`), where pivot_root is impossible.
+fn root_is_rootfs() -> bool {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .map(|m| mountinfo_root_is_rootfs(&m))
+        .unwrap_or(false)
+}
+
+/// The topmost mount on `/` in a mountinfo text has file system type rootfs.
+fn mountinfo_root_is_rootfs(mountinfo: &str) -> bool {
+    mountinfo
+        .lines()
+        .filter(|l| l.split_whitespace().nth(4) == Some("/"))
+        .last()
+        .and_then(|l| l.split(" - ").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        == Some("rootfs")
 }
 
 /// Builds the VM, runs it to the end, and reports how it ended.
@@ -504,6 +514,16 @@ pub fn run(config: &VmConfig) -> Result<Outcome, VmError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn initramfs_root_is_recognised() {
+        let initramfs = "1 1 0:2 / / rw - rootfs rootfs rw,size=1000k\n15 1 0:5 / /dev rw - devtmpfs devtmpfs rw\n";
+        assert!(mountinfo_root_is_rootfs(initramfs));
+        let disk = "1 1 0:2 / / rw - rootfs rootfs rw\n23 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw\n";
+        assert!(!mountinfo_root_is_rootfs(disk), "the ext4 root mounted over rootfs is what counts");
+        assert!(!mountinfo_root_is_rootfs("29 1 0:26 / / rw shared:1 - overlay overlay rw\n"));
+        assert!(!mountinfo_root_is_rootfs(""));
+    }
 
     #[test]
     fn exit_codes_are_distinct_per_outcome() {

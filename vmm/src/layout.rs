@@ -9,6 +9,7 @@
 //! 0x0002_0000  kernel command line
 //! 0x0009_fc00  end of low RAM (EBDA and legacy hole follow, not RAM)
 //! 0x000e_0000  ACPI tables, RSDP first (reserved in the e820 map)
+//! 0x000f_fff0  reset stub at the real-mode reset vector F000:FFF0
 //! 0x0010_0000  kernel (bzImage protected-mode part or ELF segments)
 //!   ...        RAM up to min(memory, MMIO_GAP_START); initramfs at its top
 //! 0xc000_0000  32-bit MMIO gap: PCI BARs
@@ -40,6 +41,9 @@ pub const CMDLINE_MAX_SIZE: usize = 2048;
 pub const EBDA_START: u64 = 0x9fc00;
 /// Where the ACPI tables start (the RSDP; the kernel also scans 0xe0000..0x100000).
 pub const ACPI_START: u64 = 0xe0000;
+/// Physical address of the real-mode reset vector F000:FFF0. There is no
+/// firmware; a small stub here resets the VM (see `arch::regs::RESET_STUB`).
+pub const REAL_MODE_RESET_VECTOR: u64 = 0xffff0;
 /// End of the legacy BIOS area.
 pub const BIOS_END: u64 = 0x10_0000;
 /// Start of high memory: where kernels are loaded.

@@ -190,6 +190,7 @@ fn load_guest(ram: &GuestRam, config: &VmConfig) -> Result<boot::KernelEntry, Vm
     };
     regs::write_page_tables(mem)?;
     regs::write_gdt_idt(mem)?;
+    regs::write_reset_stub(mem)?;
     let tables = acpi::build_tables(config.cpus)?;
     tables.write(mem)?;
     boot::configure_boot_params(mem, ram.size, kernel.header, cmdline_len, initramfs, tables.rsdp())?;
@@ -421,8 +422,7 @@ fn root_is_rootfs() -> bool {
 fn mountinfo_root_is_rootfs(mountinfo: &str) -> bool {
     mountinfo
         .lines()
-        .filter(|l| l.split_whitespace().nth(4) == Some("/"))
-        .last()
+        .rfind(|l| l.split_whitespace().nth(4) == Some("/"))
         .and_then(|l| l.split(" - ").nth(1))
         .and_then(|rest| rest.split_whitespace().next())
         == Some("rootfs")

@@ -602,7 +602,7 @@ impl<E: Embedder> Engine<E> {
                 confidence: round_confidence(s.score),
                 args,
             }
-        } else if scored.iter().any(|s| offer(s)) {
+        } else if scored.iter().any(&offer) {
             // Visible apps; NoDisplay ones only if no visible one qualifies.
             // One candidate per program (foot, foot --server), visible ones kept apart from hidden ones.
             let mut seen = HashSet::new();

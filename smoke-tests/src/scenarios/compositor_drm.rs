@@ -1084,6 +1084,7 @@ fn boot_options(args: &CompositorDrmArgs) -> BootOptions {
         guest_cpus: 0,
         guest_cmdline: String::new(),
         qemu_machine: testhost::DEFAULT_QEMU_MACHINE.into(),
+        kvm_trace: false,
     }
 }
 

@@ -115,6 +115,13 @@ pub(crate) fn prepare(
     let t = Instant::now();
     let guest_bytes = testhost::build_guest_initramfs(&inputs.busybox, interactive, &guest_initrd)?;
     let host_initrd = inputs.run_dir.join("host-initrd.cpio");
+    let traced;
+    let hooks = if opts.kvm_trace {
+        traced = hooks.clone().with_kvm_trace();
+        &traced
+    } else {
+        hooks
+    };
     let manifest = testhost::build_host_initramfs(
         &HostSpec {
             busybox: &inputs.busybox,

@@ -98,6 +98,37 @@ pub fn write_gdt_idt(mem: &GuestMem) -> Result<(), RegsError> {
         .map_err(|_| RegsError::Memory("IDT"))
 }
 
+/// Real-mode code at the reset vector F000:FFF0, where firmware would be:
+/// `mov dx, ACPI_RESET_PORT; mov al, ACPI_RESET_VALUE; out dx, al; cli;
+/// hlt; jmp hlt`.
+///
+/// A guest that reboots "through the BIOS" lands here. Linux does so on a
+/// hardware-reduced ACPI platform without EFI: its reboot order is then EFI
+/// (absent), then the BIOS (`machine_real_restart`, a far jump to
+/// F000:FFF0), so without this stub `reboot` and `panic=-1` would leave the
+/// vCPU running whatever bytes lie at 0xffff0. The stub turns that jump into
+/// the platform's ACPI reset, which ends the VM like any other reset.
+pub const RESET_STUB: [u8; 11] = [
+    0xba,
+    ACPI_RESET_PORT as u8,
+    (ACPI_RESET_PORT >> 8) as u8,
+    0xb0,
+    ACPI_RESET_VALUE,
+    0xee,
+    0xfa,
+    0xf4,
+    0xeb,
+    0xfd,
+    0x90,
+];
+
+/// Writes [`RESET_STUB`] at the real-mode reset vector (in the e820
+/// reserved legacy area, which the guest does not allocate).
+pub fn write_reset_stub(mem: &GuestMem) -> Result<(), RegsError> {
+    mem.write_slice(&RESET_STUB, GuestAddress(REAL_MODE_RESET_VECTOR))
+        .map_err(|_| RegsError::Memory("reset stub"))
+}
+
 /// Special registers for 64-bit entry: long mode, paging, flat segments.
 pub fn long_mode_sregs(mut sregs: kvm_sregs) -> kvm_sregs {
     let code = segment_from_gdt(BOOT_GDT[1], 1);
@@ -240,6 +271,24 @@ mod tests {
         assert_eq!(s.efer, EFER_LME | EFER_LMA);
         assert_eq!(s.cr3, PML4_START);
         assert_eq!(s.cs.l, 1);
+    }
+
+    #[test]
+    fn reset_stub_writes_the_acpi_reset_register_and_halts() {
+        // mov dx, imm16
+        assert_eq!(RESET_STUB[0], 0xba);
+        assert_eq!(u16::from_le_bytes([RESET_STUB[1], RESET_STUB[2]]), ACPI_RESET_PORT);
+        // mov al, imm8; out dx, al
+        assert_eq!(&RESET_STUB[3..6], &[0xb0, ACPI_RESET_VALUE, 0xee]);
+        // cli; hlt; jmp back to the hlt (rel8 -3 from the end of the jmp)
+        assert_eq!(&RESET_STUB[6..10], &[0xfa, 0xf4, 0xeb, 0xfd]);
+        assert!(REAL_MODE_RESET_VECTOR + RESET_STUB.len() as u64 <= BIOS_END);
+
+        let ram = crate::memory::GuestRam::new(32 << 20).unwrap();
+        write_reset_stub(&ram.memory).unwrap();
+        let mut got = [0u8; RESET_STUB.len()];
+        ram.memory.read_slice(&mut got, GuestAddress(REAL_MODE_RESET_VECTOR)).unwrap();
+        assert_eq!(got, RESET_STUB);
     }
 
     #[test]

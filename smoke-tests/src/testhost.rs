@@ -150,7 +150,7 @@ pub fn sh_quote(word: &str) -> String {
     format!("'{}'", word.replace('\'', r"'\''"))
 }
 
-fn sh_join(words: &[String]) -> String {
+pub fn sh_join(words: &[String]) -> String {
     words
         .iter()
         .map(|w| sh_quote(w))

@@ -13,7 +13,12 @@
 //! count are the expected ones; Ctrl-C interrupts a running `sleep` in the
 //! guest (status 130) instead of stopping the VMM; `poweroff -f` ends
 //! rayos-vmm with status 0; afterwards the test host's terminal is back in
-//! canonical mode with echo (rayos-vmm restored it); the outer QEMU exits 0.
+//! canonical mode with echo (rayos-vmm restored it). The test host then
+//! starts rayos-vmm twice more on the same guest, and the person ends those
+//! VMs the two other ways: `reboot -f` ends rayos-vmm with status 0 (it does
+//! not restart the guest), and a kernel panic (`echo c >
+//! /proc/sysrq-trigger`, with `panic=-1` on the guest command line) ends it
+//! with status 3 and names the panic. Last, the outer QEMU exits 0.
 
 use std::time::{Duration, Instant};
 
@@ -23,7 +28,7 @@ use crate::cli::VmmConsoleArgs;
 use crate::pty::{PtyError, PtySession};
 use crate::serial;
 use crate::stats;
-use crate::testhost::{HostHooks, Vmm};
+use crate::testhost::{self, HostHooks, Vmm};
 use crate::Outcome;
 
 pub const SCENARIO: &str = "vmm-console";
@@ -36,6 +41,19 @@ const PROMPT: &str = "# ";
 const TTY_MARK: &str = "RAYOS-TTY ";
 /// Per interaction, once the shell is up (TCG runs two nested kernels).
 const STEP: Duration = Duration::from_secs(60);
+/// The test host starts another rayos-vmm run: `RAYOS-CONSOLE-NEXT <end>`.
+const NEXT_MARK: &str = "RAYOS-CONSOLE-NEXT ";
+/// That run ended: `RAYOS-CONSOLE-END <end> status=<n>`.
+const END_MARK: &str = "RAYOS-CONSOLE-END ";
+/// rayos-vmm's exit status for a guest panic (see rayos-vmm --help).
+const PANIC_STATUS: &str = "3";
+
+/// The further VM lifetimes after the first (which ends with poweroff): what
+/// the person types and the status rayos-vmm must then exit with.
+const ENDINGS: [(&str, &str, &str); 2] = [
+    ("reboot", "reboot -f", "0"),
+    ("panic", "echo c > /proc/sysrq-trigger", PANIC_STATUS),
+];
 
 /// Errors that end the scenario.
 #[derive(Debug, thiserror::Error)]
@@ -55,18 +73,33 @@ struct Figures {
     echo_ms: Vec<f64>,
     ctrl_c: Duration,
     tty: String,
+    /// From typing each ending's command to rayos-vmm's exit.
+    endings: Vec<(&'static str, Duration)>,
+}
+
+/// The test host's shell after the first rayos-vmm run: report the console's
+/// modes, then run rayos-vmm again once per [`ENDINGS`] entry.
+fn after_vmm_hook(rayos_cmd: &str) -> String {
+    // busybox stty prints `-icanon`/`-echo` for cleared flags.
+    let mut hook = format!(
+        "if ! t=$(stty -a </dev/console 2>&1); then echo \"{TTY_MARK}unknown: $t\"\n\
+         else m=''; for f in icanon echo isig; do\n\
+         case \" $(echo $t | tr ';' ' ') \" in *\" -$f \"*) m=\"$m -$f\" ;; *) m=\"$m $f\" ;; esac\n\
+         done; echo \"{TTY_MARK}$m\"; fi\n"
+    );
+    for (name, _, _) in ENDINGS {
+        hook.push_str(&format!(
+            "echo \"{NEXT_MARK}{name}\"\n{rayos_cmd}\nend_status=$?\necho \"{END_MARK}{name} status=$end_status\"\n"
+        ));
+    }
+    hook
 }
 
 /// `vmm-console`.
 pub fn run(args: &VmmConsoleArgs) -> Outcome {
+    let rayos_cmd = testhost::sh_join(&testhost::rayos_vmm_argv(&nested::guest_spec(&args.boot)));
     let hooks = HostHooks {
-        // busybox stty prints `-icanon`/`-echo` for cleared flags.
-        after_vmm: format!(
-            "if ! t=$(stty -a </dev/console 2>&1); then echo \"{TTY_MARK}unknown: $t\"\n\
-             else m=''; for f in icanon echo isig; do\n\
-             case \" $(echo $t | tr ';' ' ') \" in *\" -$f \"*) m=\"$m -$f\" ;; *) m=\"$m $f\" ;; esac\n\
-             done; echo \"{TTY_MARK}$m\"; fi"
-        ),
+        after_vmm: after_vmm_hook(&rayos_cmd),
         ..HostHooks::default()
     };
     let started = Instant::now();
@@ -79,8 +112,13 @@ pub fn run(args: &VmmConsoleArgs) -> Outcome {
         Ok(f) => {
             let echo = stats::summarise(&f.echo_ms).expect("keys were typed");
             let (p50, max) = (echo.median, echo.max);
+            let endings: String = f
+                .endings
+                .iter()
+                .map(|(name, d)| format!(" {name}_to_exit_s={:.2}", d.as_secs_f64()))
+                .collect();
             println!(
-                "vmm-console vmm_to_shell_s={:.2} keys={} echo_ms_p50={p50:.1} echo_ms_max={max:.1} ctrl_c_ms={:.0} tty_after_exit=[{}] wall_s={:.1} transcript={}",
+                "vmm-console vmm_to_shell_s={:.2} keys={} echo_ms_p50={p50:.1} echo_ms_max={max:.1} ctrl_c_ms={:.0} tty_after_exit=[{}]{endings} wall_s={:.1} transcript={}",
                 f.vmm_to_shell.as_secs_f64(),
                 f.echo_ms.len(),
                 f.ctrl_c.as_secs_f64() * 1e3,
@@ -91,7 +129,10 @@ pub fn run(args: &VmmConsoleArgs) -> Outcome {
             nested::remove_images(&prep, args.boot.keep_images);
             Outcome::Pass {
                 scenario: SCENARIO,
-                figures: format!("echo_ms_p50={p50:.1} ctrl_c_ms={:.0} vmm_exit=0", f.ctrl_c.as_secs_f64() * 1e3),
+                figures: format!(
+                    "echo_ms_p50={p50:.1} ctrl_c_ms={:.0} poweroff_exit=0 reboot_exit=0 panic_exit={PANIC_STATUS}",
+                    f.ctrl_c.as_secs_f64() * 1e3
+                ),
             }
         }
         Err(e) => {
@@ -167,14 +208,60 @@ fn session(prep: &Prepared, args: &VmmConsoleArgs, transcript: &std::path::Path)
     let tty = s.wait_for(m, TTY_MARK, STEP)?;
     let tty_end = s.wait_for(tty.end, "\n", STEP)?;
     let tty_state = s.text(tty.end, tty_end.end).trim().to_string();
-    let exit = s.wait_for(tty_end.end, serial::VMM_EXIT, STEP)?;
-    let exit_end = s.wait_for(exit.end, "\n", STEP)?;
-    let status = s.text(exit.end, exit_end.end).trim().to_string();
-    check(status == "0", || format!("rayos-vmm exited with status {status} after poweroff -f (expected 0)"))?;
     check(tty_state.split_whitespace().eq(["icanon", "echo", "isig"]), || {
         format!("the test host's console after rayos-vmm exited is [{tty_state}] (expected icanon echo isig: the terminal was not restored)")
     })?;
+
+    // Two more VMs, ended by reboot and by a kernel panic.
+    let mut at = tty_end.end;
+    let mut endings = Vec::new();
+    for (name, command, want) in ENDINGS {
+        let next = s.wait_for(at, &format!("{NEXT_MARK}{name}"), STEP)?;
+        let banner = s.wait_for(next.end, SHELL_BANNER, opts.timeout)?;
+        let prompt = s.wait_for(banner.end, PROMPT, STEP)?;
+        std::thread::sleep(Duration::from_secs(1));
+        let m = s.mark().max(prompt.end);
+        let sent = Instant::now();
+        s.send(format!("{command}\r").as_bytes())?;
+        let end = s.wait_for(m, &format!("{END_MARK}{name} status="), STEP)?;
+        let line_end = s.wait_for(end.end, "\n", STEP)?;
+        let status = s.text(end.end, line_end.end).trim().to_string();
+        check(status == want, || {
+            format!("rayos-vmm exited with status {status} after `{command}` (expected {want})")
+        })?;
+        if name == "panic" {
+            let said = s.text(m, end.end);
+            check(said.contains("rayos-vmm: guest kernel panic: Kernel panic - not syncing: sysrq triggered crash"), || {
+                "rayos-vmm did not name the guest's panic (`rayos-vmm: guest kernel panic: ...sysrq triggered crash`)".to_string()
+            })?;
+        }
+        endings.push((name, end.at.saturating_duration_since(sent)));
+        at = line_end.end;
+    }
+
+    let exit = s.wait_for(at, serial::VMM_EXIT, STEP)?;
+    let exit_end = s.wait_for(exit.end, "\n", STEP)?;
+    let status = s.text(exit.end, exit_end.end).trim().to_string();
+    check(status == "0", || format!("rayos-vmm exited with status {status} after poweroff -f (expected 0)"))?;
     let outer = s.finish(STEP)?;
     check(outer.is_some_and(|st| st.success()), || format!("outer QEMU: {outer:?} (expected exit 0 after the test host powered off)"))?;
-    Ok(Figures { vmm_to_shell, echo_ms, ctrl_c, tty: tty_state })
+    Ok(Figures { vmm_to_shell, echo_ms, ctrl_c, tty: tty_state, endings })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hook_reports_the_tty_then_runs_each_ending() {
+        let h = after_vmm_hook("/usr/bin/rayos-vmm --kernel /guest/vmlinuz");
+        let tty = h.find(TTY_MARK).unwrap();
+        let reboot = h.find("echo \"RAYOS-CONSOLE-NEXT reboot\"\n/usr/bin/rayos-vmm --kernel /guest/vmlinuz\n").unwrap();
+        let panic = h.find("echo \"RAYOS-CONSOLE-NEXT panic\"\n/usr/bin/rayos-vmm").unwrap();
+        assert!(tty < reboot && reboot < panic);
+        assert!(h.contains("echo \"RAYOS-CONSOLE-END panic status=$end_status\""));
+        // The first run's status, which RAYOS-VMM-EXIT reports, is kept.
+        assert!(h.contains("\nend_status=$?\n"));
+        assert!(!h.contains("\nstatus="));
+    }
 }

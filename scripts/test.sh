@@ -96,9 +96,9 @@ run_scenario agent
 run_scenario compositor
 run_scenario compositor-bench
 run_scenario compositor-drm
-run_scenario vmm-boot --vmm both
-run_scenario vmm-console --timeout 5m
-run_scenario vmm-virtiofs --vmm both
+run_scenario vmm-boot --vmm both --kvm-trace
+run_scenario vmm-console --timeout 5m --kvm-trace
+run_scenario vmm-virtiofs --vmm both --kvm-trace
 
 echo
 if [ ${#failures[@]} -gt 0 ]; then

@@ -85,6 +85,13 @@ impl Vcpu {
             return "unavailable".into();
         };
         let mp = self.fd.get_mp_state().map(|m| m.mp_state.to_string()).unwrap_or_else(|e| e.to_string());
+        if is_reset_state(r.rip, s.cs.selector, s.cs.base) {
+            // KVM on AMD re-INITs the vCPU on the SHUTDOWN intercept before
+            // returning to userspace, so the faulting state is already gone.
+            return "already reset by KVM (AMD SVM re-initialises a vCPU on shutdown); \
+                    the host's KVM trace (kvm_exit, kvm_inj_exception) shows what preceded it"
+                .into();
+        }
         format!(
             "rip={:#x} rsp={:#x} rflags={:#x} cs={:#x}/base={:#x}/l={} cr0={:#x} cr2={:#x} cr3={:#x} cr4={:#x} efer={:#x} \
              idt={:#x}+{:#x} gdt={:#x}+{:#x} mp_state={mp}",
@@ -92,6 +99,12 @@ impl Vcpu {
             s.idt.base, s.idt.limit, s.gdt.base, s.gdt.limit
         )
     }
+}
+
+/// Whether registers are those of a vCPU just after RESET or INIT
+/// (CS:IP = F000:FFF0 with CS base 0xffff0000).
+fn is_reset_state(rip: u64, cs_selector: u16, cs_base: u64) -> bool {
+    rip == 0xfff0 && cs_selector == 0xf000 && cs_base == 0xffff_0000
 }
 
 /// Routes one exit; returns an event when the exit ends the VM.
@@ -142,5 +155,17 @@ fn handle_exit(id: u8, exit: VcpuExit<'_>, pio: &Bus, mmio: &Bus) -> Option<VmEv
             "vCPU {id}: KVM internal error (often an instruction KVM cannot emulate)"
         ))),
         other => Some(VmEvent::Error(format!("vCPU {id}: unexpected exit {other:?}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reset_state_is_f000_fff0() {
+        assert!(is_reset_state(0xfff0, 0xf000, 0xffff_0000));
+        assert!(!is_reset_state(0xfff0, 0xf000, 0xf0000), "a real-mode jump to F000:FFF0 is not a reset");
+        assert!(!is_reset_state(0x10_0200, 0x10, 0));
     }
 }

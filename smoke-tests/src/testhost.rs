@@ -791,12 +791,20 @@ mod tests {
         assert!(!sh_join(&qemu_argv(&guest(), "q35", false)).contains("vhost-user"));
     }
 
+    /// Hooks that each echo a word, to find them in the script.
+    fn echo_hooks() -> HostHooks {
+        HostHooks {
+            before_vmm: "echo before-hook\n".into(),
+            after_vmm: "echo after-hook\n".into(),
+            rayos_env: Vec::new(),
+        }
+    }
+
     #[test]
     fn host_hooks_surround_the_vmm() {
         let hooks = HostHooks {
-            before_vmm: "echo before-hook\n".into(),
-            after_vmm: "echo after-hook\n".into(),
             rayos_env: vec![("RUST_LOG".into(), "rayos_vmm=debug".into())],
+            ..echo_hooks()
         };
         let s = host_init_script(&guest(), "q35", false, &hooks);
         let info = s.find("echo \"RAYOS-HOST kernel=").unwrap();
@@ -812,12 +820,7 @@ mod tests {
 
     #[test]
     fn kvm_trace_wraps_the_scenario_hooks() {
-        let hooks = HostHooks {
-            before_vmm: "echo before-hook\n".into(),
-            after_vmm: "echo after-hook\n".into(),
-            rayos_env: Vec::new(),
-        }
-        .with_kvm_trace();
+        let hooks = echo_hooks().with_kvm_trace();
         let s = host_init_script(&guest(), "q35", false, &hooks);
         let mount = s.find("mount -t tracefs nodev $T").unwrap();
         let on = s.find("echo 1 > $T/tracing_on").unwrap();

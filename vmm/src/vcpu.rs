@@ -75,16 +75,13 @@ impl Vcpu {
             }
         }
     }
-}
 
-impl Vcpu {
     /// The registers that tell where a guest CPU failed (mode, code, stack,
     /// descriptor tables), for the log when it triple-faults.
     fn state(&self) -> String {
         let (Ok(r), Ok(s)) = (self.fd.get_regs(), self.fd.get_sregs()) else {
             return "unavailable".into();
         };
-        let mp = self.fd.get_mp_state().map(|m| m.mp_state.to_string()).unwrap_or_else(|e| e.to_string());
         if is_reset_state(r.rip, s.cs.selector, s.cs.base) {
             // KVM on AMD re-INITs the vCPU on the SHUTDOWN intercept before
             // returning to userspace, so the faulting state is already gone.
@@ -92,6 +89,7 @@ impl Vcpu {
                     the host's KVM trace (kvm_exit, kvm_inj_exception) shows what preceded it"
                 .into();
         }
+        let mp = self.fd.get_mp_state().map(|m| m.mp_state.to_string()).unwrap_or_else(|e| e.to_string());
         format!(
             "rip={:#x} rsp={:#x} rflags={:#x} cs={:#x}/base={:#x}/l={} cr0={:#x} cr2={:#x} cr3={:#x} cr4={:#x} efer={:#x} \
              idt={:#x}+{:#x} gdt={:#x}+{:#x} mp_state={mp}",

@@ -70,7 +70,7 @@ pub fn console(args: &ConsoleArgs) -> Outcome {
 }
 
 fn interactive(scenario: &'static str, vmm: Vmm, opts: &BootOptions) -> Outcome {
-    let prep = match prepare(scenario, &[vmm], opts, true, &HostHooks::default()) {
+    let prep = match prepare(scenario, &[vmm], opts, true, HostHooks::default()) {
         Ok(p) => p,
         Err(e) => return nested::fail(scenario, &e),
     };
@@ -107,7 +107,7 @@ pub(crate) fn prepare(
     vmms: &[Vmm],
     opts: &BootOptions,
     interactive: bool,
-    hooks: &HostHooks,
+    hooks: HostHooks,
 ) -> Result<Prepared, VmmBootError> {
     let inputs = nested::gather(scenario, vmms, opts)?;
     let guest = nested::guest_spec(opts);
@@ -115,13 +115,7 @@ pub(crate) fn prepare(
     let t = Instant::now();
     let guest_bytes = testhost::build_guest_initramfs(&inputs.busybox, interactive, &guest_initrd)?;
     let host_initrd = inputs.run_dir.join("host-initrd.cpio");
-    let traced;
-    let hooks = if opts.kvm_trace {
-        traced = hooks.clone().with_kvm_trace();
-        &traced
-    } else {
-        hooks
-    };
+    let hooks = if opts.kvm_trace { hooks.with_kvm_trace() } else { hooks };
     let manifest = testhost::build_host_initramfs(
         &HostSpec {
             busybox: &inputs.busybox,
@@ -133,7 +127,7 @@ pub(crate) fn prepare(
             qemu_machine: &opts.qemu_machine,
             interactive,
             extra_binaries: &[],
-            hooks,
+            hooks: &hooks,
         },
         &host_initrd,
     )?;
@@ -151,7 +145,7 @@ fn run_boots(
     vmms: &[Vmm],
     opts: &BootOptions,
 ) -> Result<(Prepared, Vec<BootResult>), VmmBootError> {
-    let prep = prepare(SCENARIO, vmms, opts, false, &HostHooks::default())?;
+    let prep = prepare(SCENARIO, vmms, opts, false, HostHooks::default())?;
     let expect = Expectation {
         uname: prep.release.clone(),
         nproc: opts.guest_cpus,

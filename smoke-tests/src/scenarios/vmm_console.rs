@@ -103,7 +103,7 @@ pub fn run(args: &VmmConsoleArgs) -> Outcome {
         ..HostHooks::default()
     };
     let started = Instant::now();
-    let prep = match vmm_boot::prepare(SCENARIO, &[Vmm::Rayos], &args.boot, true, &hooks) {
+    let prep = match vmm_boot::prepare(SCENARIO, &[Vmm::Rayos], &args.boot, true, hooks) {
         Ok(p) => p,
         Err(e) => return nested::fail(SCENARIO, &e),
     };

@@ -109,10 +109,8 @@ fn prepare(args: &VmmVirtiofsArgs, plan: &FsPlan) -> Result<Prepared, VmmVirtiof
         .iter()
         .map(|f| ("RUST_LOG".to_string(), f.clone()))
         .collect();
-    let mut hooks = virtiofs::host_hooks(plan, rayos_env);
-    if opts.kvm_trace {
-        hooks = hooks.with_kvm_trace();
-    }
+    let hooks = virtiofs::host_hooks(plan, rayos_env);
+    let hooks = if opts.kvm_trace { hooks.with_kvm_trace() } else { hooks };
     let host_initrd = inputs.run_dir.join("host-initrd.cpio");
     let manifest = testhost::build_host_initramfs(
         &HostSpec {

@@ -1455,7 +1455,7 @@ mod tests {
             Path::new("/i"),
         )
         .join(" ");
-        assert!(a.starts_with("-accel tcg -cpu max -m 1024M -smp 2 -nodefaults -no-reboot -display none -serial stdio"));
+        assert!(a.starts_with("-accel tcg -cpu max,la57=off -m 1024M -smp 2 -nodefaults -no-reboot -display none -serial stdio"));
         assert!(a.contains("-device bochs-display,id=video0,xres=1280,yres=800"));
         assert!(a.contains("-device virtio-tablet-pci,id=tablet0"));
         assert!(a.contains("-qmp unix:/r/qmp.sock,server=on,wait=off"));

@@ -52,10 +52,11 @@ pub enum Accel {
     /// `-cpu max` offers LA57, so the test host and every guest inside it ran
     /// with 5-level paging, and TCG emulated 5-level nested page tables under
     /// them: a path few systems exercise (only the newest AMD parts have
-    /// LA57). The rare nested-guest crashes seen in CI, under both VMMs, all
-    /// happened in that mode (a QEMU guest's recursive page fault had CR4.LA57
-    /// set); that it causes them is not proven. 4-level paging is what most
-    /// hosts run, and it costs no boot time here.
+    /// LA57). 4-level paging is what most hosts run, and it costs no boot
+    /// time here. It does not end the rare nested-guest crashes (seen under
+    /// both VMMs): a rayos-vmm guest triple-faulted with `la57=off` too, its
+    /// vCPU failing to fetch kernel text right after an MSR write that the
+    /// test host's KVM handled without leaving the kernel.
     Tcg,
 }
 

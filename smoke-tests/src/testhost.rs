@@ -791,6 +791,15 @@ mod tests {
         assert!(!sh_join(&qemu_argv(&guest(), "q35", false)).contains("vhost-user"));
     }
 
+    /// Asserts that each of `parts` occurs in `s`, first occurrences in order.
+    fn assert_in_order(s: &str, parts: &[&str]) {
+        let at: Vec<usize> = parts
+            .iter()
+            .map(|p| s.find(p).unwrap_or_else(|| panic!("{p:?} missing")))
+            .collect();
+        assert!(at.windows(2).all(|w| w[0] < w[1]), "out of order: {parts:?} at {at:?}");
+    }
+
     /// Hooks that each echo a word, to find them in the script.
     fn echo_hooks() -> HostHooks {
         HostHooks {
@@ -807,12 +816,16 @@ mod tests {
             ..echo_hooks()
         };
         let s = host_init_script(&guest(), "q35", false, &hooks);
-        let info = s.find("echo \"RAYOS-HOST kernel=").unwrap();
-        let before = s.find("echo before-hook").unwrap();
-        let start = s.find("echo RAYOS-VMM-START").unwrap();
-        let after = s.find("echo after-hook").unwrap();
-        let exit = s.find("echo \"RAYOS-VMM-EXIT status=$status\"").unwrap();
-        assert!(info < before && before < start && start < after && after < exit);
+        assert_in_order(
+            &s,
+            &[
+                "echo \"RAYOS-HOST kernel=",
+                "echo before-hook",
+                "echo RAYOS-VMM-START",
+                "echo after-hook",
+                "echo \"RAYOS-VMM-EXIT status=$status\"",
+            ],
+        );
         assert!(s.contains("echo RAYOS-VMM-START\n    RUST_LOG=rayos_vmm=debug /usr/bin/rayos-vmm"));
         // Only rayos-vmm gets the environment.
         assert!(s.contains("echo RAYOS-VMM-START\n    /usr/bin/qemu-system-x86_64"));
@@ -822,14 +835,18 @@ mod tests {
     fn kvm_trace_wraps_the_scenario_hooks() {
         let hooks = echo_hooks().with_kvm_trace();
         let s = host_init_script(&guest(), "q35", false, &hooks);
-        let mount = s.find("mount -t tracefs nodev $T").unwrap();
-        let on = s.find("echo 1 > $T/tracing_on").unwrap();
-        let before = s.find("echo before-hook").unwrap();
-        let start = s.find("echo RAYOS-VMM-START").unwrap();
-        let dump = s.find("if [ \"$status\" != 0 ]; then").unwrap();
-        let after = s.find("echo after-hook").unwrap();
-        let exit = s.find("echo \"RAYOS-VMM-EXIT status=$status\"").unwrap();
-        assert!(mount < on && on < before && before < start && start < dump && dump < after && after < exit);
+        assert_in_order(
+            &s,
+            &[
+                "mount -t tracefs nodev $T",
+                "echo 1 > $T/tracing_on",
+                "echo before-hook",
+                "echo RAYOS-VMM-START",
+                "if [ \"$status\" != 0 ]; then",
+                "echo after-hook",
+                "echo \"RAYOS-VMM-EXIT status=$status\"",
+            ],
+        );
         for e in KVM_TRACE_EVENTS {
             assert!(s.contains(&format!("echo 1 > $T/events/kvm/{e}/enable")), "{e}");
         }

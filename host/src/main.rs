@@ -10,6 +10,9 @@ fn main() -> std::process::ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    // Still single-threaded: fix candle's CPU thread count in the environment
+    // before any thread (tokio, rayon) starts.
+    rayos::intent::bert::pin_cpu_threads();
     let cli = rayos::cli::Cli::parse();
     let default = match cli.verbose {
         0 => "warn",

@@ -362,7 +362,7 @@ pub(super) fn bench_cmd(a: BenchArgs) -> Result<ExitCode, CliError> {
         r.samples,
         rss,
         peak,
-        std::thread::available_parallelism().map_or(1, |n| n.get()),
+        std::env::var(crate::intent::bert::THREADS_ENV).unwrap_or_else(|_| "default".into()),
     );
     if ms(r.p50) > a.max_p50_ms {
         println!(

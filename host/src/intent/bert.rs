@@ -32,6 +32,45 @@ pub enum BertError {
     Unsupported { path: PathBuf, what: String },
 }
 
+/// The environment variable candle reads, on every matrix multiply, for the
+/// number of CPU threads to use (rayon's own name for its pool size).
+pub const THREADS_ENV: &str = "RAYON_NUM_THREADS";
+
+/// Fix the number of CPU threads candle computes with, once, and return it.
+///
+/// Unless [`THREADS_ENV`] is set, candle works out its thread count again on
+/// every matrix multiply by counting physical cores in `/proc/cpuinfo`: about
+/// 47 reads of that file per embedded request, near a quarter of a short
+/// request's time on a 2-core machine. This sets [`THREADS_ENV`] to the same
+/// count (physical cores, capped by the CPUs this process may run on), so it
+/// is read from the environment instead. A value the user set is kept.
+///
+/// Call it first thing in `main`, before any other thread exists: it changes
+/// the process environment.
+pub fn pin_cpu_threads() -> usize {
+    let set = std::env::var(THREADS_ENV).ok();
+    let allowed = std::thread::available_parallelism().map_or(1, |n| n.get());
+    match threads_to_pin(set.as_deref(), num_cpus::get_physical, allowed) {
+        Ok(n) => n,
+        Err(n) => {
+            std::env::set_var(THREADS_ENV, n.to_string());
+            n
+        }
+    }
+}
+
+/// `Ok(n)`: the user's valid setting, kept; `Err(n)`: the count to set.
+fn threads_to_pin(
+    set: Option<&str>,
+    physical: impl FnOnce() -> usize,
+    allowed: usize,
+) -> Result<usize, usize> {
+    match set.and_then(|v| v.trim().parse::<usize>().ok()) {
+        Some(n) if n > 0 => Ok(n),
+        _ => Err(physical().clamp(1, allowed.max(1))),
+    }
+}
+
 /// Longest input, in tokens, the embedder feeds the model.
 pub const MAX_TOKENS: usize = 128;
 
@@ -178,24 +217,15 @@ impl BertEmbedder {
                 mask[row * len + col] = am;
             }
         }
-        let ids = Tensor::from_vec(ids, (n, len), &self.device).map_err(m)?;
-        let types = ids.zeros_like().map_err(m)?;
-        let mask = Tensor::from_vec(mask, (n, len), &self.device).map_err(m)?;
         let padded = n > 1 && encodings.iter().any(|e| e.get_ids().len() != len);
-        let hidden = self
-            .model
-            .forward(&ids, &types, padded.then_some(&mask))
-            .map_err(m)?; // (n, len, dim)
-                          // Mean over real tokens.
-        let maskf = mask
-            .to_dtype(DType::F32)
-            .map_err(m)?
-            .unsqueeze(2)
-            .map_err(m)?; // (n, len, 1)
-        let summed = hidden.broadcast_mul(&maskf).map_err(m)?.sum(1).map_err(m)?; // (n, dim)
-        let counts = maskf.sum(1).map_err(m)?; // (n, 1)
-        let mean = summed.broadcast_div(&counts).map_err(m)?;
-        let rows: Vec<Vec<f32>> = mean.to_vec2().map_err(m)?;
+        // The whole pass runs inside candle's CPU thread pool: each of its
+        // ~100 short parallel operations then starts from a pool worker,
+        // instead of this thread handing every one of them over and sleeping
+        // until it is done.
+        let rows: Vec<Vec<f32>> = self
+            .device
+            .with_context(|| self.pooled(ids, mask, (n, len), padded))
+            .map_err(m)?;
         Ok(rows
             .into_iter()
             .map(|mut v| {
@@ -203,6 +233,29 @@ impl BertEmbedder {
                 v
             })
             .collect())
+    }
+}
+
+impl BertEmbedder {
+    /// The model over `(n, len)` token ids, mean-pooled over the real tokens
+    /// (unnormalised).
+    fn pooled(
+        &self,
+        ids: Vec<u32>,
+        mask: Vec<u32>,
+        shape: (usize, usize),
+        padded: bool,
+    ) -> candle_core::Result<Vec<Vec<f32>>> {
+        let ids = Tensor::from_vec(ids, shape, &self.device)?;
+        let types = ids.zeros_like()?;
+        let mask = Tensor::from_vec(mask, shape, &self.device)?;
+        let hidden = self
+            .model
+            .forward(&ids, &types, padded.then_some(&mask))?; // (n, len, dim)
+        let maskf = mask.to_dtype(DType::F32)?.unsqueeze(2)?; // (n, len, 1)
+        let summed = hidden.broadcast_mul(&maskf)?.sum(1)?; // (n, dim)
+        let counts = maskf.sum(1)?; // (n, 1)
+        summed.broadcast_div(&counts)?.to_vec2()
     }
 }
 
@@ -218,5 +271,19 @@ impl Embedder for BertEmbedder {
             return Ok(Vec::new());
         }
         self.run(texts)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_valid_thread_setting_is_kept_otherwise_physical_cores_capped_by_affinity() {
+        assert_eq!(threads_to_pin(Some("3"), || 8, 2), Ok(3));
+        assert_eq!(threads_to_pin(None, || 4, 8), Err(4));
+        assert_eq!(threads_to_pin(None, || 8, 2), Err(2));
+        assert_eq!(threads_to_pin(Some("0"), || 2, 2), Err(2));
+        assert_eq!(threads_to_pin(Some("many"), || 0, 2), Err(1));
     }
 }

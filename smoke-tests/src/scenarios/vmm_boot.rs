@@ -39,6 +39,10 @@ struct BootResult {
     wall: Duration,
     log: PathBuf,
     metrics: Option<String>,
+    /// rayos-vmm runs only: the guest crashed (see [`nested::guest_crash`]).
+    guest_crash: Option<String>,
+    /// Boots made for this result (2 after a retry).
+    attempts: u32,
 }
 
 /// `vmm-boot`.
@@ -152,20 +156,22 @@ fn run_boots(
     };
     let mut results = Vec::new();
     for &vmm in vmms {
-        let result = nested::run_with_reference_retry(
+        let (mut result, attempts) = nested::run_with_retry(
             SCENARIO,
             vmm,
             || boot_once(&prep, opts, vmm, &expect),
             |r| {
-                r.figures
-                    .as_ref()
-                    .err()
-                    .map(|e| (e.to_string(), r.log.clone()))
+                r.figures.as_ref().err().map(|e| nested::Failure {
+                    reason: e.to_string(),
+                    log: r.log.clone(),
+                    guest_crash: r.guest_crash.clone(),
+                })
             },
         )?;
+        result.attempts = attempts;
         match &result.figures {
             Ok(f) => println!(
-                "vmm-boot vmm={} guest_init_s={:.2} vmm_run_s={:.2} vcpus={} boot_wall_s={:.1} log={}",
+                "vmm-boot vmm={} guest_init_s={:.2} vmm_run_s={:.2} vcpus={} boot_wall_s={:.1} attempts={attempts} log={}",
                 vmm.name(),
                 f.guest_init.as_secs_f64(),
                 f.vmm_run.as_secs_f64(),
@@ -174,7 +180,7 @@ fn run_boots(
                 result.log.display()
             ),
             Err(reason) => println!(
-                "vmm-boot vmm={} failed after {:.1} s: {reason} (log {})",
+                "vmm-boot vmm={} failed after {:.1} s (attempt {attempts}): {reason} (log {})",
                 vmm.name(),
                 result.wall.as_secs_f64(),
                 result.log.display()
@@ -211,7 +217,11 @@ fn boot_once(
         figures,
         wall: run.outcome.elapsed,
         log: run.log,
+        guest_crash: (vmm == Vmm::Rayos)
+            .then(|| nested::guest_crash(obs.vmm_exit.map(|(_, status)| status)))
+            .flatten(),
         metrics: obs.vmm_metrics,
+        attempts: 1,
     })
 }
 
@@ -286,11 +296,11 @@ fn write_result_json(prep: &Prepared, results: &[BootResult], wall: Duration) {
                 Ok(f) => serde_json::json!({
                     "vmm": r.vmm.name(), "pass": true,
                     "guest_init_s": f.guest_init.as_secs_f64(), "vmm_run_s": f.vmm_run.as_secs_f64(),
-                    "vcpus": f.vcpus, "boot_wall_s": r.wall.as_secs_f64(),
+                    "vcpus": f.vcpus, "boot_wall_s": r.wall.as_secs_f64(), "attempts": r.attempts,
                     "serial_log": r.log, "vmm_metrics": metrics,
                 }),
                 Err(reason) => serde_json::json!({
-                    "vmm": r.vmm.name(), "pass": false, "reason": reason,
+                    "vmm": r.vmm.name(), "pass": false, "reason": reason, "attempts": r.attempts,
                     "boot_wall_s": r.wall.as_secs_f64(), "serial_log": r.log, "vmm_metrics": metrics,
                 }),
             }

@@ -44,6 +44,10 @@ struct RunResult {
     wall: Duration,
     log: PathBuf,
     metrics: Option<String>,
+    /// rayos-vmm runs only: the guest crashed (see [`nested::guest_crash`]).
+    guest_crash: Option<String>,
+    /// Boots made for this result (2 after a retry).
+    attempts: u32,
     host_info: Vec<String>,
 }
 
@@ -152,21 +156,23 @@ fn run_all(args: &VmmVirtiofsArgs) -> Result<(Prepared, Vec<RunResult>), VmmVirt
     };
     let mut results = Vec::new();
     for vmm in args.vmm.vmms() {
-        let r = nested::run_with_reference_retry(
+        let (mut r, attempts) = nested::run_with_retry(
             SCENARIO,
             vmm,
             || run_once(&prep, args, &plan, vmm, &expect),
             |r| {
-                r.figures
-                    .as_ref()
-                    .err()
-                    .map(|e| (e.to_string(), r.log.clone()))
+                r.figures.as_ref().err().map(|e| nested::Failure {
+                    reason: e.to_string(),
+                    log: r.log.clone(),
+                    guest_crash: r.guest_crash.clone(),
+                })
             },
         )?;
+        r.attempts = attempts;
         match &r.figures {
             Ok((b, f)) => println!(
                 "{SCENARIO} vmm={} read_mib_s={:.1} write_mib_s={:.1} read_s={:.3} write_s={:.3} \
-                 guest_init_s={:.2} vmm_run_s={:.2} boot_wall_s={:.1} clock={} pci={}{} log={}",
+                 guest_init_s={:.2} vmm_run_s={:.2} boot_wall_s={:.1} attempts={attempts} clock={} pci={}{} log={}",
                 vmm.name(),
                 f.read_mib_s,
                 f.write_mib_s,
@@ -183,7 +189,7 @@ fn run_all(args: &VmmVirtiofsArgs) -> Result<(Prepared, Vec<RunResult>), VmmVirt
                 r.log.display()
             ),
             Err(reason) => println!(
-                "{SCENARIO} vmm={} failed after {:.1} s: {reason} (log {})",
+                "{SCENARIO} vmm={} failed after {:.1} s (attempt {attempts}): {reason} (log {})",
                 vmm.name(),
                 r.wall.as_secs_f64(),
                 r.log.display()
@@ -222,7 +228,11 @@ fn run_once(
         figures,
         wall: run.outcome.elapsed,
         log: run.log,
+        guest_crash: (vmm == Vmm::Rayos)
+            .then(|| nested::guest_crash(boot.vmm_exit.map(|(_, status)| status)))
+            .flatten(),
         metrics: boot.vmm_metrics,
+        attempts: 1,
         host_info: fs.host_info,
     })
 }
@@ -309,11 +319,11 @@ fn write_result_json(
                     "read_s": f.read_s, "write_s": f.write_s, "clock": f.clock, "pci": f.pci,
                     "readonly_share_refused": f.readonly_refused,
                     "guest_init_s": b.guest_init.as_secs_f64(), "vmm_run_s": b.vmm_run.as_secs_f64(),
-                    "vcpus": b.vcpus, "boot_wall_s": r.wall.as_secs_f64(),
+                    "vcpus": b.vcpus, "boot_wall_s": r.wall.as_secs_f64(), "attempts": r.attempts,
                     "serial_log": r.log, "vmm_metrics": metrics, "test_host": r.host_info,
                 }),
                 Err(reason) => serde_json::json!({
-                    "vmm": r.vmm.name(), "pass": false, "reason": reason,
+                    "vmm": r.vmm.name(), "pass": false, "reason": reason, "attempts": r.attempts,
                     "boot_wall_s": r.wall.as_secs_f64(), "serial_log": r.log,
                     "vmm_metrics": metrics, "test_host": r.host_info,
                 }),

@@ -234,9 +234,7 @@ impl BertEmbedder {
             })
             .collect())
     }
-}
 
-impl BertEmbedder {
     /// The model over `(n, len)` token ids, mean-pooled over the real tokens
     /// (unnormalised).
     fn pooled(

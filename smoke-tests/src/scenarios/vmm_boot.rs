@@ -39,7 +39,7 @@ struct BootResult {
     wall: Duration,
     log: PathBuf,
     metrics: Option<String>,
-    /// rayos-vmm runs only: the guest crashed (see [`nested::guest_crash`]).
+    /// The guest crashed under rayos-vmm (see [`nested::guest_crash`]).
     guest_crash: Option<String>,
     /// Boots made for this result (2 after a retry).
     attempts: u32,
@@ -217,9 +217,7 @@ fn boot_once(
         figures,
         wall: run.outcome.elapsed,
         log: run.log,
-        guest_crash: (vmm == Vmm::Rayos)
-            .then(|| nested::guest_crash(obs.vmm_exit.map(|(_, status)| status)))
-            .flatten(),
+        guest_crash: nested::guest_crash(vmm, obs.vmm_exit.map(|(_, status)| status)),
         metrics: obs.vmm_metrics,
         attempts: 1,
     })

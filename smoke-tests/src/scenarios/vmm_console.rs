@@ -110,23 +110,19 @@ pub fn run(args: &VmmConsoleArgs) -> Outcome {
         Err(e) => return nested::fail(SCENARIO, &e),
     };
     let transcript = prep.run_dir.join("console-transcript.log");
-    let mut result = session(&prep, args, &transcript);
     // A guest crash the nested environment caused (see
     // nested::guest_crash_in_console) gets one more session, visibly.
-    if let Err(e) = &result {
+    let attempt = || Ok::<_, std::convert::Infallible>(session(&prep, args, &transcript));
+    let crashed = |r: &Result<Figures, VmmConsoleError>| {
+        let e = r.as_ref().err()?;
         let console = std::fs::read(&transcript).unwrap_or_default();
-        if let Some(crash) = nested::guest_crash_in_console(&String::from_utf8_lossy(&console), DELIBERATE_PANIC) {
-            let kept = transcript.with_extension("attempt1.log");
-            if let Err(err) = std::fs::rename(&transcript, &kept) {
-                tracing::warn!("cannot keep {}: {err}", transcript.display());
-            }
-            println!(
-                "vmm-console attempt 1 failed: {e}; {crash} with no VMM error, the nested-environment crash both VMMs' guests show; retrying once (transcript kept as {})",
-                kept.display()
-            );
-            result = session(&prep, args, &transcript);
-        }
-    }
+        Some(nested::Failure {
+            reason: e.to_string(),
+            log: transcript.clone(),
+            guest_crash: nested::guest_crash_in_console(&String::from_utf8_lossy(&console), DELIBERATE_PANIC),
+        })
+    };
+    let Ok((result, _)) = nested::run_with_retry(SCENARIO, Vmm::Rayos, attempt, crashed);
     match result {
         Ok(f) => {
             let echo = stats::summarise(&f.echo_ms).expect("keys were typed");

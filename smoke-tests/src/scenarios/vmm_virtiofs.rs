@@ -44,7 +44,7 @@ struct RunResult {
     wall: Duration,
     log: PathBuf,
     metrics: Option<String>,
-    /// rayos-vmm runs only: the guest crashed (see [`nested::guest_crash`]).
+    /// The guest crashed under rayos-vmm (see [`nested::guest_crash`]).
     guest_crash: Option<String>,
     /// Boots made for this result (2 after a retry).
     attempts: u32,
@@ -228,9 +228,7 @@ fn run_once(
         figures,
         wall: run.outcome.elapsed,
         log: run.log,
-        guest_crash: (vmm == Vmm::Rayos)
-            .then(|| nested::guest_crash(boot.vmm_exit.map(|(_, status)| status)))
-            .flatten(),
+        guest_crash: nested::guest_crash(vmm, boot.vmm_exit.map(|(_, status)| status)),
         metrics: boot.vmm_metrics,
         attempts: 1,
         host_info: fs.host_info,

@@ -8,7 +8,10 @@
 //! can never paint over its decoration; the label in the title bar is the
 //! origin's ("RayOS host" or the VM's name) in the origin's colour, never the
 //! client's title, so a guest cannot pass for the host. The client's
-//! sanitised title is shown in a separate slot after the label.
+//! sanitised title is shown after the label, in a neutral colour and cut to
+//! the room left (see [`crate::text`], which draws both: the label as a chip
+//! at most [`MAX_LABEL_WIDTH`] wide starting at `label_rect`, the title
+//! right after it, up to the end of `title_rect`).
 //!
 //! Styles follow the window state:
 //! - floating: title bar + borders (the borders and the top strip of the

@@ -6,7 +6,7 @@
 //! crate holds the part of that which needs no display: the origins and VM
 //! policy ([`origin`]), the window model ([`window`]), the shell state with
 //! stacking, focus and placement ([`shell`]), server-side decoration layout
-//! and hit-testing ([`decoration`]), and the control API's protocol and pure
+//! and hit-testing ([`decoration`]) with its title-bar text ([`text`]), and the control API's protocol and pure
 //! request handler ([`control`], documented in `compositor/CONTROL-API.md`).
 //! The Smithay layer maps Wayland objects onto these types and does the
 //! drawing and the I/O: [`backend`] (where pixels go: the headless pixman
@@ -20,6 +20,7 @@ pub mod geometry;
 pub mod origin;
 pub mod server;
 pub mod shell;
+pub mod text;
 pub mod window;
 
 pub use control::{

@@ -756,3 +756,54 @@ fn a_client_flooding_commits_does_not_starve_another() {
     assert_ne!(a.rgba, b.rgba, "simple-shm's picture moved on during the flood");
     assert_eq!(ctl.windows().len(), 1, "the flooder never mapped (no buffer), the victim is still there");
 }
+
+/// The first column right of the label chip in a window shot: the chip is
+/// the run of white (or label-coloured) pixels starting at the strip's left.
+fn chip_end(img: &Image) -> i64 {
+    // The strip starts at (BORDER + PAD, PAD) = (8, 4); its top row is chip
+    // background only (text never reaches the top pixel row).
+    let mut x = 8;
+    while x < img.w as i64 && img.px(x, 4)[..3] == [255, 255, 255] {
+        x += 1;
+    }
+    x
+}
+
+#[test]
+fn title_bar_shows_the_label_chip_then_the_client_title_and_idles() {
+    let foot = need("foot", "foot");
+    let c = Compositor::start();
+    let mut ctl = c.control();
+    ctl.ok(json!({"op": "register_vm", "name": "work", "colour": "#d03030"}));
+    // A guest title that tries to read as the host's label, long enough to be cut.
+    let fake = "RayOS host RayOS host RayOS host RayOS host RayOS host RayOS host RayOS host";
+    let _client = c.client(&foot, &["--title", fake, "--", "/bin/sh"], "rayos-vm-work");
+    let w = ctl.wait_window(|w| w["app_id"] == "foot");
+    assert_eq!(w["title"], fake);
+    let id = w["id"].as_u64().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let img = ctl.screenshot(json!({"op": "screenshot", "window": id, "path": c.path().join("w.png").to_str().unwrap()}));
+    let red = [0xd0, 0x30, 0x30];
+    // The chip: white, holding the VM name in the VM colour (anti-aliased:
+    // full-colour cores and blended edges).
+    let end = chip_end(&img);
+    assert!((30..=120).contains(&end), "chip ends at x={end}");
+    let (label, _) = img.count(8, 4, end - 8, 20, |p| is_rgb(p, red));
+    let (edges, _) = img.count(8, 4, end - 8, 20, |p| !is_rgb(p, red) && !is_rgb(p, [255, 255, 255]));
+    assert!(label > 20 && edges > 20, "label pixels {label}, blended {edges}");
+    // The title follows on the bar colour, in a light neutral colour, and
+    // nowhere draws a second chip (no pure white past the chip).
+    let bar_end = img.w as i64 - 4 - 4 - 2 * 20 - 4;
+    let (light, _) = img.count(end, 4, bar_end - end, 20, |p| p[0] > 200 && p[1] > 200 && p[2] > 200);
+    let (white, _) = img.count(end, 0, img.w as i64 - end, 28, |p| is_rgb(p, [255, 255, 255]));
+    assert!(light > 100, "title text drawn ({light} light pixels)");
+    assert_eq!(white, 0, "nothing past the chip is chip-white");
+    assert!(is_rgb(img.px(end + 2, 14), red), "the bar colour separates chip and title");
+
+    // An unchanged scene repaints nothing (the text strip is cached).
+    let before = ctl.ok(json!({"op": "stats"}));
+    std::thread::sleep(Duration::from_millis(1000));
+    let after = ctl.ok(json!({"op": "stats"}));
+    assert_eq!(before["repaints"], after["repaints"], "idle scene repainted");
+    assert!(after["idle_frames"].as_u64().unwrap() > before["idle_frames"].as_u64().unwrap());
+}

@@ -195,6 +195,8 @@ pub struct State {
     pub(crate) window_pointer: (i32, i32),
     /// The pointer image, for a backend that has no cursor of its own (DRM).
     pub(crate) cursor: Option<smithay::backend::renderer::element::memory::MemoryRenderBuffer>,
+    /// The title-bar faces, loaded once at start.
+    pub(crate) fonts: crate::text::Fonts,
     pub(crate) stop: smithay::reexports::calloop::LoopSignal,
 }
 
@@ -564,6 +566,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         drm,
         window_pointer: (size.w / 2, size.h / 2),
         cursor: drm_cursor.then(render::cursor_image),
+        fonts: crate::text::Fonts::load_default(),
         stop: event_loop.get_signal(),
     };
     state.listen(HOST_SOCKET, Origin::Host, Mode::Native)?;

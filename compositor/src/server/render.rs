@@ -4,10 +4,12 @@
 //! damage tracker wants elements front to back); each window contributes its
 //! surface tree (with popups) at its client rectangle and its decoration
 //! around it: solid rectangles in the origin's colour for the title bar and
-//! borders, and the origin label ("RayOS host" or the VM's name) in white,
-//! drawn with a tiny built-in 5x7 bitmap font at 2x. The decoration buffers
-//! live as long as the window, so their ids and commit counters stay the
-//! same across frames and an unchanged decoration causes no damage.
+//! borders, and over the title bar one text strip holding the origin label
+//! chip and the client's title (rasterised by [`crate::text`]). The
+//! decoration buffers live as long as the window, so their ids and commit
+//! counters stay the same across frames and an unchanged decoration causes
+//! no damage; the text strip is rasterised again only when the window's
+//! title or the strip's width changes.
 
 use smithay::backend::allocator::Fourcc;
 use smithay::backend::renderer::element::memory::{MemoryRenderBuffer, MemoryRenderBufferRenderElement};
@@ -24,6 +26,7 @@ use crate::decoration::BUTTON;
 use crate::geometry::Rect;
 use crate::origin::{Origin, Rgb};
 use crate::shell::Shell;
+use crate::text::{self, Fonts};
 use crate::window::WindowId;
 
 /// Errors of building or rendering the scene.
@@ -42,11 +45,6 @@ render_elements! {
     Label=MemoryRenderBufferRenderElement<PixmanRenderer>,
 }
 
-/// Glyph scale of the label font.
-const FONT_SCALE: i32 = 2;
-/// Advance per character (5 columns + 1 gap, scaled).
-const ADVANCE: i32 = 6 * FONT_SCALE;
-
 fn colour(rgb: Rgb) -> [f32; 4] {
     [f32::from(rgb.r) / 255.0, f32::from(rgb.g) / 255.0, f32::from(rgb.b) / 255.0, 1.0]
 }
@@ -55,14 +53,21 @@ fn colour(rgb: Rgb) -> [f32; 4] {
 pub struct DecorationBuffers {
     title_bar: SolidColorBuffer,
     borders: [SolidColorBuffer; 3],
-    label: MemoryRenderBuffer,
-    label_w: i32,
+    /// The label chip and title, and the title and width it was drawn for.
+    text: Option<TextStrip>,
+    /// How many times the text strip was rasterised.
+    strip_renders: u64,
+}
+
+struct TextStrip {
+    title: String,
+    width: i32,
+    buffer: MemoryRenderBuffer,
 }
 
 impl DecorationBuffers {
     pub fn new(origin: &Origin) -> Self {
         let c = colour(origin.colour());
-        let (pixels, w, h) = draw_label(origin.label(), origin.colour());
         DecorationBuffers {
             title_bar: SolidColorBuffer::new((1, 1), c),
             borders: [
@@ -70,9 +75,22 @@ impl DecorationBuffers {
                 SolidColorBuffer::new((1, 1), c),
                 SolidColorBuffer::new((1, 1), c),
             ],
-            label: MemoryRenderBuffer::from_slice(&pixels, Fourcc::Argb8888, (w, h), 1, Transform::Normal, None),
-            label_w: w,
+            text: None,
+            strip_renders: 0,
         }
+    }
+
+    /// The text strip for `title` at `width`, rasterised again only if
+    /// either changed since the last call.
+    fn strip(&mut self, fonts: &Fonts, label: &str, bar: Rgb, title: &str, width: i32) -> &MemoryRenderBuffer {
+        let stale = self.text.as_ref().is_none_or(|t| t.title != title || t.width != width);
+        if stale {
+            let c = text::render_strip(fonts, label, bar, title, width, BUTTON);
+            let buffer = MemoryRenderBuffer::from_slice(&c.px, Fourcc::Argb8888, (c.w, c.h), 1, Transform::Normal, None);
+            self.strip_renders += 1;
+            self.text = Some(TextStrip { title: title.to_string(), width, buffer });
+        }
+        &self.text.as_ref().expect("just set").buffer
     }
 }
 
@@ -83,6 +101,7 @@ fn phys(x: i32, y: i32) -> Point<i32, Physical> {
 /// The elements of one window (surfaces, then decoration), shifted by `-offset`.
 fn window_elements(
     renderer: &mut PixmanRenderer,
+    fonts: &Fonts,
     shell: &Shell,
     m: &mut Mapped,
     id: WindowId,
@@ -97,18 +116,19 @@ fn window_elements(
     out.extend(surfaces.into_iter().map(OutputElement::Surface));
     let Ok(Some(deco)) = shell.decoration(id) else { return Ok(()) };
     let shift = |r: Rect| Rect::new(r.x - offset.0, r.y - offset.1, r.w, r.h);
-    // The label, clipped to its slot.
+    // The label chip and the title, over the title bar.
     let slot = shift(deco.label_rect);
-    let w = slot.w.min(deco_label_w(m));
-    if w > 0 {
-        let src = Rectangle::new((0.0, 0.0).into(), (f64::from(w), f64::from(BUTTON)).into());
+    let width = (deco.title_rect.right() - deco.label_rect.x).max(deco.label_rect.w);
+    if width > 0 {
+        let title = shell.window(id).map(|w| w.title.as_str()).unwrap_or_default();
+        let buffer = m.deco.strip(fonts, &deco.label, deco.colour, title, width);
         if let Ok(e) = MemoryRenderBufferRenderElement::from_buffer(
             renderer,
             (f64::from(slot.x), f64::from(slot.y)),
-            &m.deco.label,
+            buffer,
             None,
-            Some(src),
-            Some((w, BUTTON).into()),
+            None,
+            None,
             Kind::Unspecified,
         ) {
             out.push(OutputElement::Label(e));
@@ -138,10 +158,6 @@ fn window_elements(
     Ok(())
 }
 
-fn deco_label_w(m: &Mapped) -> i32 {
-    m.deco.label_w
-}
-
 /// The whole output's elements, front to back.
 fn scene(state: &mut State) -> Vec<OutputElement> {
     let mut out = Vec::new();
@@ -167,7 +183,7 @@ fn scene(state: &mut State) -> Vec<OutputElement> {
             continue;
         }
         if let Some(m) = state.windows.get_mut(&id) {
-            if let Err(e) = window_elements(renderer, &state.shell, m, id, (0, 0), &mut out) {
+            if let Err(e) = window_elements(renderer, &state.fonts, &state.shell, m, id, (0, 0), &mut out) {
                 tracing::debug!(error = %e, "window skipped");
             }
         }
@@ -208,107 +224,9 @@ pub fn capture_window(state: &mut State, id: WindowId) -> Result<(Vec<u8>, u32, 
     let frame = state.shell.frame(id).map_err(|_| RenderError::UnknownWindow(id))?;
     let m = state.windows.get_mut(&id).ok_or(RenderError::UnknownWindow(id))?;
     let mut elements = Vec::new();
-    window_elements(state.backend.renderer(), &state.shell, m, id, (frame.x, frame.y), &mut elements)?;
+    window_elements(state.backend.renderer(), &state.fonts, &state.shell, m, id, (frame.x, frame.y), &mut elements)?;
     let pixels = state.backend.render_offscreen(frame.w, frame.h, &elements)?;
     Ok((pixels, frame.w as u32, frame.h as u32))
-}
-
-// ---- the label font ------------------------------------------------------
-
-/// 5x7 glyphs, one byte per row (bit 4 is the left column).
-fn glyph(c: char) -> [u8; 7] {
-    match c {
-        'a' => [0x00, 0x00, 0x0e, 0x01, 0x0f, 0x11, 0x0f],
-        'b' => [0x10, 0x10, 0x16, 0x19, 0x11, 0x11, 0x1e],
-        'c' => [0x00, 0x00, 0x0e, 0x10, 0x10, 0x11, 0x0e],
-        'd' => [0x01, 0x01, 0x0d, 0x13, 0x11, 0x11, 0x0f],
-        'e' => [0x00, 0x00, 0x0e, 0x11, 0x1f, 0x10, 0x0e],
-        'f' => [0x06, 0x09, 0x08, 0x1c, 0x08, 0x08, 0x08],
-        'g' => [0x00, 0x0f, 0x11, 0x11, 0x0f, 0x01, 0x0e],
-        'h' => [0x10, 0x10, 0x16, 0x19, 0x11, 0x11, 0x11],
-        'i' => [0x04, 0x00, 0x0c, 0x04, 0x04, 0x04, 0x0e],
-        'j' => [0x02, 0x00, 0x06, 0x02, 0x02, 0x12, 0x0c],
-        'k' => [0x10, 0x10, 0x12, 0x14, 0x18, 0x14, 0x12],
-        'l' => [0x0c, 0x04, 0x04, 0x04, 0x04, 0x04, 0x0e],
-        'm' => [0x00, 0x00, 0x1a, 0x15, 0x15, 0x11, 0x11],
-        'n' => [0x00, 0x00, 0x16, 0x19, 0x11, 0x11, 0x11],
-        'o' => [0x00, 0x00, 0x0e, 0x11, 0x11, 0x11, 0x0e],
-        'p' => [0x00, 0x00, 0x1e, 0x11, 0x1e, 0x10, 0x10],
-        'q' => [0x00, 0x00, 0x0d, 0x13, 0x0f, 0x01, 0x01],
-        'r' => [0x00, 0x00, 0x16, 0x19, 0x10, 0x10, 0x10],
-        's' => [0x00, 0x00, 0x0e, 0x10, 0x0e, 0x01, 0x1e],
-        't' => [0x08, 0x08, 0x1c, 0x08, 0x08, 0x09, 0x06],
-        'u' => [0x00, 0x00, 0x11, 0x11, 0x11, 0x13, 0x0d],
-        'v' => [0x00, 0x00, 0x11, 0x11, 0x11, 0x0a, 0x04],
-        'w' => [0x00, 0x00, 0x11, 0x11, 0x15, 0x15, 0x0a],
-        'x' => [0x00, 0x00, 0x11, 0x0a, 0x04, 0x0a, 0x11],
-        'y' => [0x00, 0x00, 0x11, 0x11, 0x0f, 0x01, 0x0e],
-        'z' => [0x00, 0x00, 0x1f, 0x02, 0x04, 0x08, 0x1f],
-        '0' => [0x0e, 0x11, 0x13, 0x15, 0x19, 0x11, 0x0e],
-        '1' => [0x04, 0x0c, 0x04, 0x04, 0x04, 0x04, 0x0e],
-        '2' => [0x0e, 0x11, 0x01, 0x02, 0x04, 0x08, 0x1f],
-        '3' => [0x1f, 0x02, 0x04, 0x02, 0x01, 0x11, 0x0e],
-        '4' => [0x02, 0x06, 0x0a, 0x12, 0x1f, 0x02, 0x02],
-        '5' => [0x1f, 0x10, 0x1e, 0x01, 0x01, 0x11, 0x0e],
-        '6' => [0x06, 0x08, 0x10, 0x1e, 0x11, 0x11, 0x0e],
-        '7' => [0x1f, 0x01, 0x02, 0x04, 0x08, 0x08, 0x08],
-        '8' => [0x0e, 0x11, 0x11, 0x0e, 0x11, 0x11, 0x0e],
-        '9' => [0x0e, 0x11, 0x11, 0x0f, 0x01, 0x02, 0x0c],
-        '-' => [0x00, 0x00, 0x00, 0x1f, 0x00, 0x00, 0x00],
-        'R' => [0x1e, 0x11, 0x11, 0x1e, 0x14, 0x12, 0x11],
-        'O' => [0x0e, 0x11, 0x11, 0x11, 0x11, 0x11, 0x0e],
-        'S' => [0x0f, 0x10, 0x10, 0x0e, 0x01, 0x01, 0x1e],
-        ' ' => [0; 7],
-        // Anything else (labels never hold it): a hollow box.
-        _ => [0x1f, 0x11, 0x11, 0x11, 0x11, 0x11, 0x1f],
-    }
-}
-
-/// Draws `text` in white on `bg`: ARGB8888 pixels, width, height (= BUTTON).
-pub fn draw_label(text: &str, bg: Rgb) -> (Vec<u8>, i32, i32) {
-    let n = text.chars().count().max(1) as i32;
-    let (w, h) = (n * ADVANCE, BUTTON);
-    let bg_px = [bg.b, bg.g, bg.r, 0xff];
-    let fg_px = [0xff, 0xff, 0xff, 0xff];
-    let mut px = Vec::with_capacity((w * h * 4) as usize);
-    for _ in 0..w * h {
-        px.extend_from_slice(&bg_px);
-    }
-    let top = (h - 7 * FONT_SCALE) / 2;
-    for (i, c) in text.chars().enumerate() {
-        let g = glyph(c);
-        for (row, bits) in g.iter().enumerate() {
-            for col in 0..5 {
-                if bits & (0x10 >> col) == 0 {
-                    continue;
-                }
-                for dy in 0..FONT_SCALE {
-                    for dx in 0..FONT_SCALE {
-                        let x = i as i32 * ADVANCE + col * FONT_SCALE + dx;
-                        let y = top + row as i32 * FONT_SCALE + dy;
-                        let o = ((y * w + x) * 4) as usize;
-                        px[o..o + 4].copy_from_slice(&fg_px);
-                    }
-                }
-            }
-        }
-    }
-    (px, w, h)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn label_has_text_pixels() {
-        let bg = Rgb::new(0x2e, 0xa0, 0x43);
-        let (px, w, h) = draw_label("work-1", bg);
-        assert_eq!((w, h), (6 * ADVANCE, BUTTON));
-        let white = px.chunks(4).filter(|p| p == &[0xff, 0xff, 0xff, 0xff]).count();
-        assert!(white > 50, "{white}");
-        assert_eq!(&px[0..4], &[bg.b, bg.g, bg.r, 0xff]);
-    }
 }
 
 /// Side of the pointer image.
@@ -335,4 +253,27 @@ pub fn cursor_image() -> MemoryRenderBuffer {
         }
     }
     MemoryRenderBuffer::from_slice(&px, Fourcc::Argb8888, (n, n), 1, Transform::Normal, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_strip_is_rasterised_only_when_title_or_width_changes() {
+        let origin = Origin::Vm { name: "work".into(), colour: Rgb::new(0xd0, 0x30, 0x30) };
+        let fonts = Fonts::bitmap();
+        let mut d = DecorationBuffers::new(&origin);
+        d.strip(&fonts, "work", origin.colour(), "one", 200);
+        assert_eq!(d.strip_renders, 1);
+        // Same title and width: the same buffer, so no damage.
+        d.strip(&fonts, "work", origin.colour(), "one", 200);
+        assert_eq!(d.strip_renders, 1);
+        d.strip(&fonts, "work", origin.colour(), "two", 200);
+        assert_eq!(d.strip_renders, 2);
+        d.strip(&fonts, "work", origin.colour(), "two", 300);
+        assert_eq!(d.strip_renders, 3);
+        d.strip(&fonts, "work", origin.colour(), "two", 300);
+        assert_eq!(d.strip_renders, 3);
+    }
 }

@@ -369,6 +369,9 @@ pub enum Reply {
     /// Bottom to top.
     Windows {
         windows: Vec<WindowInfo>,
+        /// The compositor's clock when it answered, in ms since it started
+        /// (the clock of `mapped_at_ms` and `first_content_ms`).
+        now_ms: u64,
     },
     Done,
     VmRegistered {
@@ -526,7 +529,7 @@ pub fn handle(shell: &mut Shell, req: Request) -> Handled {
     let result: Result<Option<Reply>, ApiError> = (|| {
         req.validate()?;
         Ok(match req {
-            Request::ListWindows => Some(Reply::Windows { windows: shell.list() }),
+            Request::ListWindows => Some(Reply::Windows { windows: shell.list(), now_ms: shell.now_ms() }),
             Request::Focus { id } => {
                 shell.focus(id)?;
                 Some(Reply::Done)
@@ -713,7 +716,7 @@ mod tests {
         let o = s.register_vm("work", GREEN).unwrap().origin();
         let id = s.map(MapRequest::native(o.clone(), "foot", "shell", 600, 400)).unwrap();
         let msgs = [
-            ServerMessage::Ok(Reply::Windows { windows: s.list() }),
+            ServerMessage::Ok(Reply::Windows { windows: s.list(), now_ms: 12 }),
             ServerMessage::Ok(Reply::Done),
             ServerMessage::Ok(Reply::VmRegistered {
                 name: "work".into(),
@@ -872,7 +875,8 @@ mod tests {
         s.take_events();
 
         let h = handle(&mut s, Request::ListWindows);
-        let Some(ServerMessage::Ok(Reply::Windows { windows })) = h.reply else { panic!("{h:?}") };
+        let Some(ServerMessage::Ok(Reply::Windows { windows, now_ms })) = h.reply else { panic!("{h:?}") };
+        assert_eq!(now_ms, s.now_ms());
         assert_eq!(windows.iter().map(|w| w.id).collect::<Vec<_>>(), vec![g, d, host]);
         assert!(windows[2].focused);
         assert_eq!(windows[1].mode, Mode::EmbeddedDesktop);

@@ -129,6 +129,8 @@ pub struct Shell {
     next_id: u64,
     cascade: i32,
     events: Vec<ShellEvent>,
+    /// The display layer's clock: ms since the compositor started.
+    now_ms: u64,
 }
 
 impl Shell {
@@ -143,6 +145,7 @@ impl Shell {
             next_id: 1,
             cascade: 0,
             events: Vec::new(),
+            now_ms: 0,
         })
     }
 
@@ -154,6 +157,17 @@ impl Shell {
 
     pub fn registry(&self) -> &OriginRegistry {
         &self.registry
+    }
+
+    /// The clock the shell stamps windows with (ms since the compositor
+    /// started), as the display layer last set it.
+    pub fn now_ms(&self) -> u64 {
+        self.now_ms
+    }
+
+    /// Sets the clock; it never goes back.
+    pub fn set_now_ms(&mut self, ms: u64) {
+        self.now_ms = self.now_ms.max(ms);
     }
 
     pub fn focused(&self) -> Option<WindowId> {
@@ -241,6 +255,9 @@ impl Shell {
             minimized: w.minimized,
             demands_attention: w.demands_attention,
             stack_index: self.stack.iter().position(|s| *s == id).unwrap_or(0),
+            commits: w.commits,
+            mapped_at_ms: w.mapped_at_ms,
+            first_content_ms: w.first_content_ms,
         })
     }
 
@@ -333,6 +350,26 @@ impl Shell {
 
     // ---- window lifecycle ----------------------------------------------
 
+    /// Counts a commit of the window's surface that attached a new buffer;
+    /// returns the new count.
+    pub fn record_commit(&mut self, id: WindowId) -> Result<u64, ShellError> {
+        let w = self.get_mut(id)?;
+        w.commits = w.commits.saturating_add(1);
+        Ok(w.commits)
+    }
+
+    /// Records that a frame rendered at `ms` showed the window's client
+    /// buffer; only the first such frame is kept. Returns whether this was it.
+    pub fn record_first_content(&mut self, id: WindowId, ms: u64) -> bool {
+        match self.windows.get_mut(&id) {
+            Some(w) if w.first_content_ms.is_none() => {
+                w.first_content_ms = Some(ms);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Maps a new toplevel; returns its id.
     pub fn map(&mut self, req: MapRequest) -> Result<WindowId, ShellError> {
         let desktop = req.mode == Mode::EmbeddedDesktop;
@@ -361,6 +398,9 @@ impl Shell {
             fullscreen: false,
             minimized: false,
             demands_attention: false,
+            commits: 0,
+            mapped_at_ms: self.now_ms,
+            first_content_ms: None,
         };
         if let Some(name) = window.origin.vm_name() {
             self.registry.attach(name, id, desktop);
@@ -599,6 +639,33 @@ mod tests {
 
     fn native(s: &mut Shell, o: &Origin) -> WindowId {
         s.map(MapRequest::native(o.clone(), "app", "title", 400, 300)).unwrap()
+    }
+
+    #[test]
+    fn frame_counters_and_timestamps() {
+        let mut s = shell();
+        s.set_now_ms(1500);
+        let id = s.map(MapRequest::native(Origin::Host, "shm", "t", 200, 200)).unwrap();
+        s.set_now_ms(900); // the clock never goes back
+        assert_eq!(s.now_ms(), 1500);
+        let i = s.info(id).unwrap();
+        assert_eq!((i.commits, i.mapped_at_ms, i.first_content_ms), (0, 1500, None));
+        assert_eq!(s.record_commit(id), Ok(1));
+        assert_eq!(s.record_commit(id), Ok(2));
+        assert!(s.record_first_content(id, 1516));
+        assert!(!s.record_first_content(id, 1532), "only the first frame counts");
+        let i = s.info(id).unwrap();
+        assert_eq!((i.commits, i.mapped_at_ms, i.first_content_ms), (2, 1500, Some(1516)));
+        assert_eq!(s.record_commit(WindowId(99)), Err(ShellError::UnknownWindow(WindowId(99))));
+        assert!(!s.record_first_content(WindowId(99), 1));
+        let json = serde_json::to_value(s.info(id).unwrap()).unwrap();
+        assert_eq!(json["commits"], 2);
+        assert_eq!(json["mapped_at_ms"], 1500);
+        assert_eq!(json["first_content_ms"], 1516);
+        // A new window has not been shown yet: null, not absent.
+        let other = s.map(MapRequest::native(Origin::Host, "shm", "u", 200, 200)).unwrap();
+        let json = serde_json::to_value(s.info(other).unwrap()).unwrap();
+        assert!(json.get("first_content_ms").is_some_and(|v| v.is_null()));
     }
 
     #[test]

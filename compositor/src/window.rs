@@ -145,6 +145,13 @@ pub struct Window {
     pub minimized: bool,
     /// The client asked to be activated; the host decides (shown as a hint).
     pub demands_attention: bool,
+    /// Commits of the toplevel's surface that attached a new buffer, since mapped.
+    pub commits: u64,
+    /// When it was mapped, in ms since the compositor started.
+    pub mapped_at_ms: u64,
+    /// When a frame first showed its client buffer, in ms since the
+    /// compositor started (`None` before).
+    pub first_content_ms: Option<u64>,
 }
 
 /// A window as the control API lists it.
@@ -164,6 +171,14 @@ pub struct WindowInfo {
     pub demands_attention: bool,
     /// 0 is the bottom of the stack.
     pub stack_index: usize,
+    /// Commits of the toplevel's surface that attached a new buffer since it
+    /// was mapped (the mapping commit included): frames the client produced.
+    pub commits: u64,
+    /// Milliseconds since the compositor started when the window was mapped.
+    pub mapped_at_ms: u64,
+    /// Milliseconds since the compositor started of the first frame the
+    /// compositor rendered with this window's client buffer in it; `null` before.
+    pub first_content_ms: Option<u64>,
 }
 
 #[cfg(test)]

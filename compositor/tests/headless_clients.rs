@@ -807,3 +807,35 @@ fn title_bar_shows_the_label_chip_then_the_client_title_and_idles() {
     assert_eq!(before["repaints"], after["repaints"], "idle scene repainted");
     assert!(after["idle_frames"].as_u64().unwrap() > before["idle_frames"].as_u64().unwrap());
 }
+
+#[test]
+fn window_commit_counter_and_first_content_time_measure_a_clients_fps() {
+    let shm = need("weston-simple-shm", "weston");
+    let c = Compositor::start();
+    let mut ctl = c.control();
+    let _client = c.client(&shm, &[], "rayos-host");
+    let w = ctl.wait_window(|w| w["title"] == "simple-shm");
+    let id = w["id"].clone();
+    let mapped = w["mapped_at_ms"].as_u64().expect("mapped_at_ms");
+    assert!(w["commits"].as_u64().unwrap() >= 1, "the mapping commit counts: {w}");
+    let window = |v: &Value| v["windows"].as_array().unwrap().iter().find(|x| x["id"] == id).cloned().unwrap();
+    let mut first = None;
+    wait_until("the window's first frame on screen", || {
+        first = window(&ctl.ok(json!({"op": "list_windows"})))["first_content_ms"].as_u64();
+        first.is_some()
+    });
+    let first = first.unwrap();
+    assert!(first >= mapped && first - mapped < 500, "mapped at {mapped} ms, first shown at {first} ms");
+
+    // simple-shm draws on every frame callback: about the 60 Hz refresh.
+    let a = ctl.ok(json!({"op": "list_windows"}));
+    std::thread::sleep(Duration::from_millis(1000));
+    let b = ctl.ok(json!({"op": "list_windows"}));
+    let (t0, t1) = (a["now_ms"].as_u64().unwrap(), b["now_ms"].as_u64().unwrap());
+    assert!(t0 >= first && t1 >= t0 + 1000, "now_ms {t0} then {t1}");
+    let commits = window(&b)["commits"].as_u64().unwrap() - window(&a)["commits"].as_u64().unwrap();
+    let fps = commits as f64 * 1000.0 / (t1 - t0) as f64;
+    eprintln!("simple-shm: {commits} commits in {} ms = {fps:.1} fps", t1 - t0);
+    assert!((20.0..=65.0).contains(&fps), "fps {fps:.1}");
+    assert_eq!(window(&b)["first_content_ms"], first, "first_content_ms does not move");
+}

@@ -197,6 +197,7 @@ impl State {
         let mut handled = match line.and_then(|l| decode_request(&l)) {
             Ok(req) => {
                 tracing::debug!(conn, ?req, "control request");
+                self.shell.set_now_ms(self.elapsed_ms());
                 handle(&mut self.shell, req)
             }
             Err(e) => Handled { reply: Some(ServerMessage::Error(e.into())), events: Vec::new(), effect: None },

@@ -17,7 +17,8 @@ use smithay::reexports::wayland_server::Client;
 use smithay::utils::Serial;
 use smithay::wayland::buffer::BufferHandler;
 use smithay::wayland::compositor::{
-    get_parent, is_sync_subsurface, with_states, CompositorClientState, CompositorHandler, CompositorState,
+    get_parent, is_sync_subsurface, with_states, BufferAssignment, CompositorClientState, CompositorHandler,
+    CompositorState, SurfaceAttributes,
 };
 use smithay::wayland::output::OutputHandler;
 use smithay::wayland::selection::data_device::{
@@ -104,8 +105,11 @@ impl State {
         let size = window.geometry().size;
         let mode = client_mode(surface, self);
         let req = MapRequest { mode, ..MapRequest::native(origin.clone(), &app_id, &title, size.w, size.h) };
+        self.shell.set_now_ms(self.elapsed_ms());
         match self.shell.map(req) {
             Ok(id) => {
+                // The mapping commit attached the window's first buffer.
+                let _ = self.shell.record_commit(id);
                 tracing::info!(%id, origin = origin.label(), app_id, title, "window mapped");
                 self.backend.output().enter(surface);
                 let deco = super::render::DecorationBuffers::new(&origin);
@@ -119,8 +123,9 @@ impl State {
         }
     }
 
-    /// A mapped toplevel committed.
-    fn commit_mapped(&mut self, id: WindowId, surface: &WlSurface) {
+    /// A mapped toplevel committed (`new_buffer`: this commit attached a new
+    /// buffer to the toplevel's own surface).
+    fn commit_mapped(&mut self, id: WindowId, surface: &WlSurface, new_buffer: bool) {
         let Some(m) = self.windows.get(&id) else { return };
         m.window.on_commit();
         if !has_buffer(surface) {
@@ -131,6 +136,9 @@ impl State {
             self.pending.push((m.window, origin));
             self.reconcile();
             return;
+        }
+        if new_buffer {
+            let _ = self.shell.record_commit(id);
         }
         let (title, app_id) = title_and_app_id(surface);
         let _ = self.shell.set_title(id, &title);
@@ -156,6 +164,11 @@ impl CompositorHandler for State {
     }
 
     fn commit(&mut self, surface: &WlSurface) {
+        // Whether this commit attached a new buffer (the buffer handler below
+        // takes the assignment out of the surface state).
+        let new_buffer = with_states(surface, |s| {
+            matches!(s.cached_state.get::<SurfaceAttributes>().current().buffer, Some(BufferAssignment::NewBuffer(_)))
+        });
         on_commit_buffer_handler::<Self>(surface);
         if is_sync_subsurface(surface) {
             return;
@@ -165,7 +178,7 @@ impl CompositorHandler for State {
             root = parent;
         }
         match self.window_id_for_surface(&root) {
-            Some(id) => self.commit_mapped(id, &root),
+            Some(id) => self.commit_mapped(id, &root, new_buffer && root == *surface),
             None => self.commit_pending(&root),
         }
         self.popups.commit(surface);

@@ -215,6 +215,11 @@ impl State {
         self.start.elapsed().as_millis() as u32
     }
 
+    /// Milliseconds since start, for the control API's clock.
+    pub(crate) fn elapsed_ms(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+
     pub(crate) fn window_id_for_surface(
         &self,
         surface: &smithay::reexports::wayland_server::protocol::wl_surface::WlSurface,

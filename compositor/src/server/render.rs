@@ -98,7 +98,8 @@ fn phys(x: i32, y: i32) -> Point<i32, Physical> {
     Point::from((x, y))
 }
 
-/// The elements of one window (surfaces, then decoration), shifted by `-offset`.
+/// The elements of one window (surfaces, then decoration), shifted by
+/// `-offset`; returns whether its client buffer is among them.
 fn window_elements(
     renderer: &mut PixmanRenderer,
     fonts: &Fonts,
@@ -107,14 +108,15 @@ fn window_elements(
     id: WindowId,
     offset: (i32, i32),
     out: &mut Vec<OutputElement>,
-) -> Result<(), RenderError> {
+) -> Result<bool, RenderError> {
     let client = shell.geometry(id).map_err(|_| RenderError::UnknownWindow(id))?;
     let geo = m.window.geometry();
     let loc = phys(client.x - geo.loc.x - offset.0, client.y - geo.loc.y - offset.1);
     let surfaces: Vec<WaylandSurfaceRenderElement<PixmanRenderer>> =
         m.window.render_elements(renderer, loc, Scale::from(1.0), 1.0);
+    let drawn = !surfaces.is_empty();
     out.extend(surfaces.into_iter().map(OutputElement::Surface));
-    let Ok(Some(deco)) = shell.decoration(id) else { return Ok(()) };
+    let Ok(Some(deco)) = shell.decoration(id) else { return Ok(drawn) };
     let shift = |r: Rect| Rect::new(r.x - offset.0, r.y - offset.1, r.w, r.h);
     // The label chip and the title, over the title bar.
     let slot = shift(deco.label_rect);
@@ -155,12 +157,14 @@ fn window_elements(
             Kind::Unspecified,
         )));
     }
-    Ok(())
+    Ok(drawn)
 }
 
-/// The whole output's elements, front to back.
-fn scene(state: &mut State) -> Vec<OutputElement> {
+/// The whole output's elements, front to back, and the windows whose client
+/// buffers are among them.
+fn scene(state: &mut State) -> (Vec<OutputElement>, Vec<WindowId>) {
     let mut out = Vec::new();
+    let mut drawn = Vec::new();
     let ids: Vec<WindowId> = state.shell.stack().iter().rev().copied().collect();
     let renderer = state.backend.renderer();
     // The pointer, in front of everything, where the backend draws it.
@@ -183,26 +187,36 @@ fn scene(state: &mut State) -> Vec<OutputElement> {
             continue;
         }
         if let Some(m) = state.windows.get_mut(&id) {
-            if let Err(e) = window_elements(renderer, &state.fonts, &state.shell, m, id, (0, 0), &mut out) {
-                tracing::debug!(error = %e, "window skipped");
+            match window_elements(renderer, &state.fonts, &state.shell, m, id, (0, 0), &mut out) {
+                Ok(true) => drawn.push(id),
+                Ok(false) => {}
+                Err(e) => tracing::debug!(error = %e, "window skipped"),
             }
         }
     }
-    out
+    (out, drawn)
 }
 
 /// Renders the output (damage-tracked). Returns whether anything was painted.
+/// Windows shown for the first time get their `first_content_ms`.
 pub fn render_output(state: &mut State) -> Result<bool, RenderError> {
     let start = std::time::Instant::now();
-    let elements = scene(state);
-    Ok(state.backend.render_since(&elements, start)?)
+    let (elements, drawn) = scene(state);
+    let painted = state.backend.render_since(&elements, start)?;
+    let now = state.elapsed_ms();
+    for id in drawn {
+        if state.shell.record_first_content(id, now) {
+            tracing::debug!(%id, first_content_ms = now, "window's first frame shown");
+        }
+    }
+    Ok(painted)
 }
 
 /// Renders the current scene `frames` times at once (see
 /// [`crate::backend::HeadlessBackend::bench`]); per-frame durations in
 /// microseconds and the pixels repainted per frame.
 pub fn bench_output(state: &mut State, frames: u32, damage: Option<Rect>) -> Result<(Vec<u64>, u64), RenderError> {
-    let elements = scene(state);
+    let (elements, _) = scene(state);
     let damage = match damage {
         None => BenchDamage::Full,
         Some(r) => BenchDamage::Region(Rectangle::new((r.x, r.y).into(), (r.w, r.h).into())),

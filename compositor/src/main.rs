@@ -45,6 +45,10 @@ struct Args {
     /// DRM device for `--backend drm` [default: the seat's primary GPU].
     #[arg(long, value_name = "PATH")]
     drm_device: Option<PathBuf>,
+    /// Draw the pointer into the output image with the headless and winit
+    /// backends too (screenshots then show it); the drm backend always does.
+    #[arg(long)]
+    draw_cursor: bool,
 }
 
 fn parse_size(s: &str) -> Result<Size, String> {
@@ -84,7 +88,7 @@ fn main() -> ExitCode {
         Backend::Winit => BackendChoice::Winit,
         Backend::Drm => BackendChoice::Drm { device: args.drm_device },
     };
-    match run(Config { size: args.size, socket_dir: dir, control_path, backend }) {
+    match run(Config { size: args.size, socket_dir: dir, control_path, backend, draw_cursor: args.draw_cursor }) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("rayos-compositor: {e}");

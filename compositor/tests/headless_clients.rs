@@ -29,6 +29,11 @@ struct Compositor {
 
 impl Compositor {
     fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts it with extra command-line arguments.
+    fn start_with(extra: &[&str]) -> Self {
         let dir = tempfile::Builder::new().prefix("rayos-comp-").tempdir().unwrap();
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
         let control = dir.path().join("control.sock");
@@ -37,6 +42,7 @@ impl Compositor {
             .arg(dir.path())
             .arg("--control")
             .arg(&control)
+            .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -838,4 +844,50 @@ fn window_commit_counter_and_first_content_time_measure_a_clients_fps() {
     eprintln!("simple-shm: {commits} commits in {} ms = {fps:.1} fps", t1 - t0);
     assert!((20.0..=65.0).contains(&fps), "fps {fps:.1}");
     assert_eq!(window(&b)["first_content_ms"], first, "first_content_ms does not move");
+}
+
+/// Whether the compositor's default arrow (hot spot top-left: black left
+/// edge, white inside) is drawn with its hot spot at (x, y).
+fn arrow_at(img: &Image, x: i64, y: i64) -> bool {
+    is_rgb(img.px(x, y + 5), [0, 0, 0]) && is_rgb(img.px(x + 1, y + 5), [255, 255, 255]) && is_rgb(img.px(x + 1, y + 9), [255, 255, 255])
+}
+
+#[test]
+fn a_clients_cursor_surface_replaces_the_arrow_while_the_pointer_is_over_it() {
+    let foot = need("foot", "foot");
+    let c = Compositor::start_with(&["--draw-cursor"]);
+    let mut ctl = c.control();
+    let _client = c.client(&foot, &["--", "/bin/sh"], "rayos-host");
+    let w = ctl.wait_window(|w| w["app_id"] == "foot");
+    let (x, y, cw, ch) = geo(&w);
+    let outside = (1200i64, 740i64);
+    assert!(outside.0 > x + cw + 4 || outside.1 > y + ch + 4, "test point must be off the window");
+    let shot = |ctl: &mut Control, name: &str| {
+        std::thread::sleep(Duration::from_millis(400));
+        ctl.screenshot(json!({"op": "screenshot", "path": c.path().join(name).to_str().unwrap()}))
+    };
+    ctl.ok(json!({"op": "pointer", "x": outside.0, "y": outside.1, "action": "motion"}));
+    let img = shot(&mut ctl, "a.png");
+    assert!(arrow_at(&img, outside.0, outside.1), "the default arrow off the windows");
+
+    // Over foot's (empty) lower area: foot sets its own cursor surface.
+    let p = (x + cw / 2, y + ch - 40);
+    ctl.ok(json!({"op": "pointer", "x": p.0, "y": p.1, "action": "motion"}));
+    let over = shot(&mut ctl, "b.png");
+    assert!(!arrow_at(&over, p.0, p.1), "foot's cursor is shown, not the arrow");
+    assert!(!arrow_at(&over, outside.0, outside.1), "the pointer left the old spot");
+
+    // Leaving foot brings the arrow back; foot's cursor is gone from its area.
+    ctl.ok(json!({"op": "pointer", "x": outside.0, "y": outside.1, "action": "motion"}));
+    let back = shot(&mut ctl, "c.png");
+    assert!(arrow_at(&back, outside.0, outside.1), "the default arrow is back");
+    let mut diff = 0;
+    for yy in p.1 - 24..p.1 + 24 {
+        for xx in p.0 - 24..p.0 + 24 {
+            if over.px(xx, yy) != back.px(xx, yy) {
+                diff += 1;
+            }
+        }
+    }
+    assert!(diff > 10, "a cursor image was drawn at the pointer over foot ({diff} pixels differ)");
 }

@@ -18,7 +18,8 @@ use std::collections::HashMap;
 use smithay::backend::input::{ButtonState, KeyState};
 use smithay::desktop::WindowSurfaceType;
 use smithay::input::keyboard::{xkb, FilterResult, Keycode, Keysym};
-use smithay::input::pointer::{ButtonEvent, MotionEvent};
+use smithay::input::pointer::{ButtonEvent, CursorImageStatus, MotionEvent};
+use smithay::reexports::wayland_server::Resource;
 use smithay::utils::SERIAL_COUNTER;
 
 use super::State;
@@ -170,6 +171,14 @@ impl State {
             }),
             _ => None,
         };
+        self.window_pointer = (x, y);
+        // Leaving a client's surfaces ends its cursor image: back to the
+        // default until the next client sets its own on enter.
+        let old_client = pointer.current_focus().and_then(|s| self.display_handle.get_client(s.id()).ok());
+        let new_client = focus.as_ref().and_then(|(s, _)| self.display_handle.get_client(s.id()).ok());
+        if old_client.map(|c| c.id()) != new_client.map(|c| c.id()) {
+            self.cursor_status = CursorImageStatus::default_named();
+        }
         if let Some((id, dx, dy)) = self.drag {
             // A title-bar drag in progress moves the window (clamped by the shell).
             if self.shell.move_to(id, x - dx, y - dy).is_err() {

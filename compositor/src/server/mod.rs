@@ -107,6 +107,9 @@ pub struct Config {
     pub control_path: PathBuf,
     /// Where the output goes.
     pub backend: BackendChoice,
+    /// Draw the pointer into the output image (always with DRM, which has
+    /// no cursor of its own; for headless and winit only if asked).
+    pub draw_cursor: bool,
 }
 
 /// The display backend to run.
@@ -191,10 +194,13 @@ pub struct State {
     pub(crate) window: Option<WinitWindow>,
     /// The output's display (DRM backend).
     pub(crate) drm: Option<DrmOutput>,
-    /// The last pointer position from the backend's own devices.
+    /// The last pointer position (backend devices or injected).
     pub(crate) window_pointer: (i32, i32),
-    /// The pointer image, for a backend that has no cursor of its own (DRM).
+    /// The default pointer image, when the compositor draws the pointer
+    /// (DRM, or `Config::draw_cursor`).
     pub(crate) cursor: Option<smithay::backend::renderer::element::memory::MemoryRenderBuffer>,
+    /// What the client under the pointer asked to show (`set_cursor`).
+    pub(crate) cursor_status: smithay::input::pointer::CursorImageStatus,
     /// The title-bar faces, loaded once at start.
     pub(crate) fonts: crate::text::Fonts,
     pub(crate) stop: smithay::reexports::calloop::LoopSignal,
@@ -475,6 +481,11 @@ impl State {
         for (w, _) in &self.pending {
             w.send_frame(&output, time, Some(Duration::ZERO), |_, _| Some(output.clone()));
         }
+        if let smithay::input::pointer::CursorImageStatus::Surface(s) = &self.cursor_status {
+            smithay::desktop::utils::send_frames_surface_tree(s, &output, time, Some(Duration::ZERO), |_, _| {
+                Some(output.clone())
+            });
+        }
     }
 }
 
@@ -524,7 +535,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         ),
     };
     let shell = Shell::new(size)?;
-    let drm_cursor = drm.is_some();
+    let draw_cursor = drm.is_some() || config.draw_cursor;
 
     let compositor_state = CompositorState::new::<State>(&dh);
     let xdg_shell_state = XdgShellState::new::<State>(&dh);
@@ -570,7 +581,8 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         window,
         drm,
         window_pointer: (size.w / 2, size.h / 2),
-        cursor: drm_cursor.then(render::cursor_image),
+        cursor: draw_cursor.then(render::cursor_image),
+        cursor_status: smithay::input::pointer::CursorImageStatus::default_named(),
         fonts: crate::text::Fonts::load_default(),
         stop: event_loop.get_signal(),
     };

@@ -14,10 +14,13 @@
 use smithay::backend::allocator::Fourcc;
 use smithay::backend::renderer::element::memory::{MemoryRenderBuffer, MemoryRenderBufferRenderElement};
 use smithay::backend::renderer::element::solid::{SolidColorBuffer, SolidColorRenderElement};
-use smithay::backend::renderer::element::surface::WaylandSurfaceRenderElement;
+use smithay::backend::renderer::element::surface::{render_elements_from_surface_tree, WaylandSurfaceRenderElement};
 use smithay::backend::renderer::element::{AsRenderElements, Kind};
 use smithay::backend::renderer::pixman::PixmanRenderer;
+use smithay::input::pointer::{CursorImageStatus, CursorImageSurfaceData};
+use smithay::reexports::wayland_server::Resource;
 use smithay::render_elements;
+use smithay::wayland::compositor::with_states;
 use smithay::utils::{Physical, Point, Rectangle, Scale, Transform};
 
 use super::{Mapped, State};
@@ -167,19 +170,35 @@ fn scene(state: &mut State) -> (Vec<OutputElement>, Vec<WindowId>) {
     let mut drawn = Vec::new();
     let ids: Vec<WindowId> = state.shell.stack().iter().rev().copied().collect();
     let renderer = state.backend.renderer();
-    // The pointer, in front of everything, where the backend draws it.
+    // The pointer, in front of everything, where the compositor draws it:
+    // the client's cursor surface at its hotspot, or the default arrow.
     if let Some(cursor) = &state.cursor {
         let (x, y) = state.window_pointer;
-        if let Ok(e) = MemoryRenderBufferRenderElement::from_buffer(
-            renderer,
-            (f64::from(x), f64::from(y)),
-            cursor,
-            None,
-            None,
-            None,
-            Kind::Cursor,
-        ) {
-            out.push(OutputElement::Label(e));
+        match &state.cursor_status {
+            CursorImageStatus::Hidden => {}
+            CursorImageStatus::Surface(s) if s.is_alive() => {
+                let hotspot = with_states(s, |st| {
+                    st.data_map.get::<CursorImageSurfaceData>().and_then(|d| d.lock().ok().map(|a| a.hotspot))
+                })
+                .unwrap_or_default();
+                let (cx, cy) = cursor_origin((x, y), (hotspot.x, hotspot.y));
+                let elements: Vec<WaylandSurfaceRenderElement<PixmanRenderer>> =
+                    render_elements_from_surface_tree(renderer, s, phys(cx, cy), Scale::from(1.0), 1.0, Kind::Cursor);
+                out.extend(elements.into_iter().map(OutputElement::Surface));
+            }
+            _ => {
+                if let Ok(e) = MemoryRenderBufferRenderElement::from_buffer(
+                    renderer,
+                    (f64::from(x), f64::from(y)),
+                    cursor,
+                    None,
+                    None,
+                    None,
+                    Kind::Cursor,
+                ) {
+                    out.push(OutputElement::Label(e));
+                }
+            }
         }
     }
     for id in ids {
@@ -243,6 +262,11 @@ pub fn capture_window(state: &mut State, id: WindowId) -> Result<(Vec<u8>, u32, 
     Ok((pixels, frame.w as u32, frame.h as u32))
 }
 
+/// Where a cursor image goes: its hotspot on the pointer position.
+pub fn cursor_origin(pointer: (i32, i32), hotspot: (i32, i32)) -> (i32, i32) {
+    (pointer.0.saturating_sub(hotspot.0), pointer.1.saturating_sub(hotspot.1))
+}
+
 /// Side of the pointer image.
 pub const CURSOR_SIZE: i32 = 16;
 
@@ -272,6 +296,14 @@ pub fn cursor_image() -> MemoryRenderBuffer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cursor_hotspot_sits_on_the_pointer() {
+        assert_eq!(cursor_origin((100, 50), (0, 0)), (100, 50));
+        assert_eq!(cursor_origin((100, 50), (7, 12)), (93, 38));
+        assert_eq!(cursor_origin((0, 0), (4, 4)), (-4, -4));
+        assert_eq!(cursor_origin((i32::MIN, 0), (1, 0)), (i32::MIN, 0));
+    }
 
     #[test]
     fn text_strip_is_rasterised_only_when_title_or_width_changes() {

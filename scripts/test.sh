@@ -6,6 +6,7 @@
 #   3. unit and component tests (tier 1: includes tiny guests on /dev/kvm)
 #   4. fuzzing: each cargo-fuzz target for 30 s; intent engine accuracy and latency
 #   5. scenarios: vmm-startup (tier 1); agent: guest image, agent and vsock backend on QEMU (tier 2);
+#      native: guest apps as labelled RayOS windows through the bridge, launched by words (tier 2);
 #      vmm-boot and vmm-virtiofs with rayos-vmm and QEMU, vmm-console (typing at the guest shell) (tier 3, nested)
 #
 # A scenario that cannot run on this machine prints "SKIP <name>: <reason>";
@@ -13,6 +14,7 @@
 # scenario must run.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+SUITE_START=$(date +%s)
 
 log() { printf '\033[1;34m[test]\033[0m %s\n' "$*" >&2; }
 
@@ -43,7 +45,8 @@ fi
 run_scenario() {
     local name=$1; shift
     log "scenario $name"
-    local out rc
+    local out rc started
+    started=$(date +%s)
     out=$(mktemp)
     case "$name" in
         intent-*) target/release/rayos "$name" "$@" 2>&1 | tee "$out" ;;
@@ -53,6 +56,7 @@ run_scenario() {
     local last
     last=$(grep -E "^(PASS|FAIL|SKIP) " "$out" | tail -n 1)
     rm -f "$out"
+    log "scenario $name took $(( $(date +%s) - started )) s (suite at $(( $(date +%s) - SUITE_START )) s)"
     case "$last" in
         PASS*) passed=$((passed + 1)) ;;
         SKIP*)
@@ -93,6 +97,7 @@ run_scenario intent-eval --catalog host/tests/catalog --labels host/tests/intent
 run_scenario intent-bench --catalog host/tests/catalog --labels host/tests/intent/labels.tsv
 run_scenario vmm-startup
 run_scenario agent
+run_scenario native
 run_scenario compositor
 run_scenario compositor-bench
 run_scenario compositor-drm

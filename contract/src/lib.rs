@@ -28,3 +28,15 @@ pub const AGENT_PORT: u32 = 5252;
 
 /// The vsock context id of the host, as the guest sees it.
 pub const HOST_CID: u32 = 2;
+
+/// The host vsock port of the native-window Wayland bridge: the guest
+/// connects to it (CID [`HOST_CID`]) once per app session; on the host the
+/// vsock backend hands such connections to the unix socket
+/// `<hybrid socket>_5253`, where the host's bridge end listens.
+pub const BRIDGE_PORT: u32 = 5253;
+
+/// Capability a host puts in its `hello` when it serves the native-window
+/// bridge on [`BRIDGE_PORT`]; an agent that can bridge (it has the bridge
+/// program) answers with it too. Only when both said it does the agent
+/// run `display: native` apps through the bridge.
+pub const CAP_WAYLAND_BRIDGE: &str = "wayland-bridge";

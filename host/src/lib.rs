@@ -7,8 +7,10 @@
 //!   contract action (launch an app with arguments, ask back, or nothing) with a
 //!   local sentence-embedding model on the CPU;
 //! - [`guest`]: the host end of the command channel to a guest's agent;
+//! - [`bridge`]: the host end of a VM's native-window Wayland bridge;
 //! - [`cli`]: the `rayos` command line over all of them.
 
+pub mod bridge;
 pub mod cli;
 pub mod guest;
 pub mod intent;

@@ -102,6 +102,24 @@ pub enum Scenario {
     /// (the image build runs mmdebstrap; virtiofsd exports a root tree).
     Agent(AgentArgs),
 
+    /// Tier 2: guest apps as native RayOS windows. The guest image boots in
+    /// QEMU as for `agent`, with a shared folder; rayos-compositor runs
+    /// headless here with the VM registered; the VM's bridge (`rayos
+    /// bridge`: waypipe's host end, the guest image's own build) feeds the
+    /// VM's compositor socket. `rayos launch "open a terminal"` starts foot in
+    /// the guest through the bridge: its window must appear labelled with the
+    /// VM and show client pixels; a command typed into it through the
+    /// compositor writes a file in the shared folder that the host reads;
+    /// weston-simple-shm launched by name keeps animating (its frame rate is
+    /// compared with the same client run directly on the host compositor);
+    /// closing foot's window ends foot (the agent reports `exited`).
+    ///
+    /// Prints `PASS native intent_to_first_pixel_ms=<ms> windows=2
+    /// typed_file_ok=1 close_ok=1 guest_fps=<fps> host_fps=<fps> ...`.
+    /// Needs root (image build, virtiofsd), QEMU, weston (for the host
+    /// comparison) and the intent model (`rayos models install`).
+    Native(NativeArgs),
+
     /// Tier 1: the RayOS compositor on its headless backend with real
     /// clients: weston-simple-shm and foot on the host socket, weston-simple-shm
     /// on a registered VM's socket. Checks the window list (app_id, title,
@@ -226,8 +244,9 @@ pub struct CompositorBenchArgs {
     pub run_dir: Option<PathBuf>,
 }
 
+/// The tier 2 guest (image, backends, QEMU), shared by `agent` and `native`.
 #[derive(Debug, Args)]
-pub struct AgentArgs {
+pub struct GuestArgs {
     /// Guest image directory (built or refreshed there)
     /// [default: <workspace>/target/guest-image].
     #[arg(long, value_name = "DIR")]
@@ -236,9 +255,6 @@ pub struct AgentArgs {
     /// [default: <workspace>/target/release/rayos-guest-agent].
     #[arg(long, value_name = "PATH")]
     pub agent: Option<PathBuf>,
-    /// rayos host binary, for `rayos intent --guest` [default: <workspace>/target/release/rayos].
-    #[arg(long, value_name = "PATH")]
-    pub rayos: Option<PathBuf>,
     /// rayos-vsock backend [default: <workspace>/target/release/rayos-vsock].
     #[arg(long, value_name = "PATH")]
     pub vsock_backend: Option<PathBuf>,
@@ -257,12 +273,42 @@ pub struct AgentArgs {
     /// How long the guest may take from QEMU's start to the agent's answer.
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = crate::stats::parse_duration)]
     pub boot_timeout: Duration,
+    /// Run directory [default: <target>/smoke/<scenario>-<UTC time>].
+    #[arg(long, value_name = "DIR")]
+    pub run_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    #[command(flatten)]
+    pub guest: GuestArgs,
+    /// rayos host binary, for `rayos intent --guest` [default: <workspace>/target/release/rayos].
+    #[arg(long, value_name = "PATH")]
+    pub rayos: Option<PathBuf>,
     /// Launches timed for launch_rtt_ms (the median is reported).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub launches: u32,
-    /// Run directory [default: <target>/smoke/agent-<UTC time>].
-    #[arg(long, value_name = "DIR")]
-    pub run_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct NativeArgs {
+    #[command(flatten)]
+    pub guest: GuestArgs,
+    /// rayos host binary, for `rayos launch` [default: <workspace>/target/release/rayos].
+    #[arg(long, value_name = "PATH")]
+    pub rayos: Option<PathBuf>,
+    /// rayos-compositor binary [default: <workspace>/target/release/rayos-compositor].
+    #[arg(long, value_name = "PATH")]
+    pub compositor: Option<PathBuf>,
+    /// waypipe for the host end [default: the guest image's, through its own loader].
+    #[arg(long, value_name = "PATH")]
+    pub waypipe: Option<PathBuf>,
+    /// How long weston-simple-shm's frames are counted, in the guest and on the host.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = crate::stats::parse_duration)]
+    pub measure: Duration,
+    /// How long a guest window may take to appear (TCG is slow).
+    #[arg(long, value_name = "DURATION", default_value = "90s", value_parser = crate::stats::parse_duration)]
+    pub window_timeout: Duration,
 }
 
 /// `--vmm` for vmm-boot and vmm-virtiofs.

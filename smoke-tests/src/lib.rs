@@ -47,6 +47,7 @@ pub mod cli;
 pub mod debs;
 pub mod initramfs;
 pub mod kmod;
+pub mod procs;
 pub mod pty;
 pub mod qemu;
 pub mod rundir;

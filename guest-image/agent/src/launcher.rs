@@ -60,6 +60,8 @@ pub struct RunAs {
     pub embedded_display: String,
     pub native_display: String,
     pub path: String,
+    /// The native-window bridge program (waypipe), when the guest has it.
+    pub bridge: Option<PathBuf>,
 }
 
 impl RunAs {
@@ -96,8 +98,33 @@ impl RunAs {
             embedded_display: "wayland-0".into(),
             native_display: "wayland-native".into(),
             path: "/usr/local/bin:/usr/bin:/bin".into(),
+            bridge: None,
         })
     }
+}
+
+/// `argv` run as a client of the native-window bridge: waypipe's server end
+/// gives the app a Wayland socket of its own and carries its protocol over
+/// one vsock connection to the host's bridge port (see CONTRACT.md, "The
+/// native-window bridge"). Compression is off (vsock is a memory copy), and
+/// no GPU buffers cross (the guest's apps draw into shared memory).
+/// waypipe runs the app as its child in the same process group and exits
+/// with the app's status.
+pub fn bridged_argv(waypipe: &std::path::Path, argv: &[String]) -> Vec<String> {
+    let socket = format!("{}:{}", rayos_contract::HOST_CID, rayos_contract::BRIDGE_PORT);
+    let mut v: Vec<String> = vec![
+        waypipe.display().to_string(),
+        "--vsock".into(),
+        "-s".into(),
+        socket,
+        "--no-gpu".into(),
+        "-c".into(),
+        "none".into(),
+        "server".into(),
+        "--".into(),
+    ];
+    v.extend(argv.iter().cloned());
+    v
 }
 
 struct Running {

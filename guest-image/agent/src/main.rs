@@ -30,9 +30,15 @@ struct Args {
     /// WAYLAND_DISPLAY for apps shown inside the VM's desktop.
     #[arg(long, default_value = "wayland-0")]
     embedded_display: String,
-    /// WAYLAND_DISPLAY for apps shown as native host windows.
+    /// WAYLAND_DISPLAY for apps shown as native host windows when the host
+    /// serves no bridge.
     #[arg(long, default_value = "wayland-native")]
     native_display: String,
+    /// The native-window bridge program (waypipe 0.9 with --vsock). When it
+    /// exists and the host announces the bridge, `display: native` apps run
+    /// behind it, each toplevel a host window.
+    #[arg(long, default_value = "/usr/bin/waypipe", value_name = "PATH")]
+    waypipe: PathBuf,
 }
 
 fn main() {
@@ -71,13 +77,18 @@ fn run(args: Args) -> Result<(), String> {
                 embedded_display: String::new(),
                 native_display: String::new(),
                 path: "/usr/local/bin:/usr/bin:/bin".into(),
+                bridge: None,
             });
             ra.uid = None;
             ra.gid = None;
             ra
         }
     };
-    let run_as = RunAs { embedded_display: args.embedded_display, native_display: args.native_display, ..run_as };
+    let bridge = args.waypipe.is_file().then(|| args.waypipe.clone());
+    if bridge.is_none() {
+        tracing::info!("no bridge program at {}: native apps get no host windows", args.waypipe.display());
+    }
+    let run_as = RunAs { embedded_display: args.embedded_display, native_display: args.native_display, bridge, ..run_as };
     let dirs = if args.apps_dirs.is_empty() {
         xdg_dirs(None, std::env::var("XDG_DATA_DIRS").ok().as_deref())
     } else {

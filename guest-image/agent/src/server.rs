@@ -25,11 +25,12 @@ use std::time::Duration;
 
 use rayos_contract::frame::{FrameError, FrameReader};
 use rayos_contract::{
-    decode_request, encode, expand_exec, version, AgentMessage, AppRef, ErrorCode, HostRequest, Launch, Reply,
+    decode_request, encode, expand_exec, version, AgentMessage, AppRef, DisplayMode, ErrorCode, HostRequest, Launch,
+    Reply, CAP_WAYLAND_BRIDGE,
 };
 
 use crate::catalog::Catalog;
-use crate::launcher::{LaunchError, Launcher};
+use crate::launcher::{bridged_argv, LaunchError, Launcher};
 
 pub const MAX_QUEUED_EVENTS: usize = 256;
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -116,6 +117,8 @@ struct Slot {
     id: u64,
     writer: Writer,
     negotiated: bool,
+    /// The host said in `hello` that it serves the native-window bridge.
+    host_bridge: bool,
 }
 
 /// The agent's shared state.
@@ -195,6 +198,7 @@ impl Agent {
             id,
             writer: writer.clone(),
             negotiated: false,
+            host_bridge: false,
         });
         if let Some(old) = old {
             tracing::info!(old = old.id, new = id, "a new host connection supersedes the old one");
@@ -290,14 +294,24 @@ impl Agent {
             return Reply::error(Some(id), ErrorCode::NotNegotiated, "send hello first");
         }
         let body = match req {
-            HostRequest::Hello { min_version, max_version, .. } => match version::negotiate(min_version, max_version) {
+            HostRequest::Hello { min_version, max_version, capabilities } => match version::negotiate(min_version, max_version) {
                 Ok(v) => {
+                    let can_bridge = self.launcher().run_as().bridge.is_some();
+                    let host_bridge = capabilities.iter().any(|c| c == CAP_WAYLAND_BRIDGE);
                     if let Some(s) = self.current.lock().expect("current connection").as_mut().filter(|s| s.id == conn) {
                         s.negotiated = true;
+                        s.host_bridge = host_bridge;
+                    }
+                    if host_bridge && !can_bridge {
+                        tracing::warn!(conn, "the host serves the native-window bridge, but this guest has no bridge program");
+                    }
+                    let mut caps: Vec<String> = ["list_apps", "launch", "stop", "power", "logs"].map(String::from).to_vec();
+                    if can_bridge {
+                        caps.push(CAP_WAYLAND_BRIDGE.to_string());
                     }
                     AgentMessage::Hello {
                         version: v,
-                        capabilities: ["list_apps", "launch", "stop", "power", "logs"].map(String::from).to_vec(),
+                        capabilities: caps,
                         agent: concat!("rayos-guest-agent ", env!("CARGO_PKG_VERSION")).to_string(),
                         kernel: self.kernel.clone(),
                     }
@@ -317,7 +331,7 @@ impl Agent {
                 }
                 return reply;
             }
-            HostRequest::Launch(launch) => match self.launch(&launch) {
+            HostRequest::Launch(launch) => match self.launch(conn, &launch) {
                 Ok((handle, pid)) => AgentMessage::Launched { handle, pid },
                 Err((code, message)) => return Reply::error(Some(id), code, message),
             },
@@ -340,7 +354,12 @@ impl Agent {
         Reply::to(id, body)
     }
 
-    fn launch(&self, launch: &Launch) -> Result<(u64, u32), (ErrorCode, String)> {
+    /// Whether connection `conn`'s host announced the bridge.
+    fn host_bridge(&self, conn: u64) -> bool {
+        self.current.lock().expect("current connection").as_ref().is_some_and(|s| s.id == conn && s.host_bridge)
+    }
+
+    fn launch(&self, conn: u64, launch: &Launch) -> Result<(u64, u32), (ErrorCode, String)> {
         let launcher = self.launcher();
         let argv = match &launch.app {
             AppRef::Id(app) => {
@@ -353,6 +372,10 @@ impl Agent {
                 argv
             }
             AppRef::Argv(argv) => argv.iter().chain(&launch.args).cloned().collect(),
+        };
+        let argv = match (&launcher.run_as().bridge, launch.display) {
+            (Some(waypipe), DisplayMode::Native) if self.host_bridge(conn) => bridged_argv(waypipe, &argv),
+            _ => argv,
         };
         launcher.launch(&argv, &launch.env, launch.cwd.as_deref(), launch.display).map_err(|e| {
             let code = match e {

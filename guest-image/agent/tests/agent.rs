@@ -29,6 +29,11 @@ fn write(dir: &Path, name: &str, text: &str) {
 }
 
 fn start_agent() -> Agent {
+    start_agent_with(|_| vec![])
+}
+
+/// The agent with extra arguments, made from its temporary folder.
+fn start_agent_with(extra: impl FnOnce(&Path) -> Vec<String>) -> Agent {
     let dir = tempfile::tempdir().unwrap();
     let apps = dir.path().join("applications");
     std::fs::create_dir(&apps).unwrap();
@@ -38,7 +43,7 @@ fn start_agent() -> Agent {
     write(&apps, "broken.desktop", "not a desktop file\n");
     let sock = dir.path().join("agent.sock");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_rayos-guest-agent"));
-    cmd.arg("--unix").arg(&sock).arg("--apps-dir").arg(&apps);
+    cmd.arg("--unix").arg(&sock).arg("--apps-dir").arg(&apps).args(extra(dir.path()));
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
         cmd.args(["--user", "nobody"]);
@@ -254,4 +259,58 @@ fn exits_while_no_host_is_connected_are_delivered_after_hello() {
     let mut h = Host::connect(&a);
     h.hello();
     assert_eq!(h.wait_exit(handle), (Some(4), None));
+}
+
+/// A stand-in for the bridge program: records its arguments, then runs the
+/// app after `--` as waypipe's server end would, passing its status on.
+const FAKE_BRIDGE: &str = "#!/bin/sh\nprintf '%s\\n' \"$@\" >> \"$(dirname \"$0\")/bridge-argv\"\nwhile [ \"$1\" != -- ]; do shift; done\nshift\nexec \"$@\"\n";
+
+#[test]
+fn native_apps_run_behind_the_bridge_only_when_both_sides_announce_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let a = start_agent_with(|dir| {
+        let fake = dir.join("waypipe");
+        std::fs::write(&fake, FAKE_BRIDGE).unwrap();
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        // The agent may run apps as nobody: let them write the record.
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        vec!["--waypipe".into(), fake.display().to_string()]
+    });
+    let record = a.sock.parent().unwrap().join("bridge-argv");
+
+    // A host without the bridge: native apps run as they are.
+    let mut h = Host::connect(&a);
+    match h.ask(HostRequest::Hello { min_version: 1, max_version: 1, capabilities: vec![] }) {
+        AgentMessage::Hello { capabilities, .. } => assert!(capabilities.iter().any(|c| c == rayos_contract::CAP_WAYLAND_BRIDGE)),
+        other => panic!("{other:?}"),
+    }
+    let handle = match h.ask(launch(argv(&["sh", "-c", "exit 4"]), &[])) {
+        AgentMessage::Launched { handle, .. } => handle,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(h.wait_exit(handle), (Some(4), None));
+    assert!(!record.exists(), "the bridge ran although the host did not announce it");
+
+    // A host that serves the bridge: native apps go through it, embedded ones do not.
+    let mut h = Host::connect(&a);
+    let caps = vec![rayos_contract::CAP_WAYLAND_BRIDGE.to_string()];
+    assert!(matches!(h.ask(HostRequest::Hello { min_version: 1, max_version: 1, capabilities: caps }), AgentMessage::Hello { .. }));
+    let handle = match h.ask(launch(argv(&["sh", "-c", "exit 5"]), &[])) {
+        AgentMessage::Launched { handle, .. } => handle,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(h.wait_exit(handle), (Some(5), None), "the app's status passes through the bridge");
+    let recorded = std::fs::read_to_string(&record).unwrap();
+    let want = format!("--vsock\n-s\n2:{}\n--no-gpu\n-c\nnone\nserver\n--\nsh\n-c\nexit 5\n", rayos_contract::BRIDGE_PORT);
+    assert_eq!(recorded, want);
+    let mut embedded = launch(argv(&["true"]), &[]);
+    if let HostRequest::Launch(l) = &mut embedded {
+        l.display = DisplayMode::Embedded;
+    }
+    let handle = match h.ask(embedded) {
+        AgentMessage::Launched { handle, .. } => handle,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(h.wait_exit(handle), (Some(0), None));
+    assert_eq!(std::fs::read_to_string(&record).unwrap(), want, "an embedded app went through the bridge");
 }

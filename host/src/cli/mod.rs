@@ -19,6 +19,7 @@ use crate::models::{self, ModelStore, StoreError};
 mod guest_cmd;
 mod image_cmd;
 mod intent;
+mod launch_cmd;
 mod models_cmd;
 
 /// Errors of the command line layer.
@@ -94,6 +95,20 @@ pub enum Command {
     Image(image_cmd::ImageCommand),
     /// Talk to a running guest's agent: list its apps, launch, stop, ping, power.
     Guest(guest_cmd::GuestArgs),
+    /// Launch a guest app by name or by a request in words; it shows as its
+    /// own window on the RayOS desktop, labelled with the VM, when the VM's
+    /// bridge runs (`rayos bridge`).
+    ///
+    /// Examples:
+    ///   rayos launch --vsock /run/rayos/linux/vsock "open a terminal"
+    ///   rayos launch foot                   (with RAYOS_GUEST_VSOCK set)
+    ///   rayos launch --json weston-simple-shm
+    #[command(verbatim_doc_comment)]
+    Launch(launch_cmd::LaunchArgs),
+    /// Run a VM's native-window bridge (waypipe's host end) in the foreground:
+    /// guest apps launched as native windows arrive on the compositor socket
+    /// `rayos-vm-<NAME>`, each toplevel a host window labelled with the VM.
+    Bridge(launch_cmd::BridgeArgs),
     /// Developer tool: cosine similarity of texts under the model, pairwise.
     #[command(hide = true)]
     Similarity {
@@ -361,6 +376,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::IntentBench(a) => intent::bench_cmd(a),
         Command::Guest(a) => return guest_exit(guest_cmd::guest_cmd(a)),
         Command::Image(c) => image_cmd::image_cmd(c),
+        Command::Launch(a) => launch_cmd::launch_cmd(a),
+        Command::Bridge(a) => launch_cmd::bridge_cmd(a),
         Command::Similarity {
             model,
             store,

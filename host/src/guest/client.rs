@@ -68,6 +68,18 @@ impl GuestClient {
     /// Connect to guest `port` through the hybrid vsock socket `path`, then
     /// negotiate the protocol.
     pub fn connect(path: &Path, port: u32, timeout: Duration) -> Result<GuestClient, ClientError> {
+        Self::connect_with(path, port, timeout, &[])
+    }
+
+    /// [`GuestClient::connect`], announcing the host's `capabilities` in
+    /// `hello` (e.g. [`rayos_contract::CAP_WAYLAND_BRIDGE`] when this host
+    /// serves the guest's native-window bridge).
+    pub fn connect_with(
+        path: &Path,
+        port: u32,
+        timeout: Duration,
+        capabilities: &[&str],
+    ) -> Result<GuestClient, ClientError> {
         let stream = hybrid_connect(path, port, timeout)?;
         let frames = FrameReader::new(stream.try_clone()?);
         let mut c = GuestClient {
@@ -81,7 +93,7 @@ impl GuestClient {
         match c.request(HostRequest::Hello {
             min_version: MIN_PROTOCOL_VERSION,
             max_version: PROTOCOL_VERSION,
-            capabilities: vec![],
+            capabilities: capabilities.iter().map(|c| c.to_string()).collect(),
         })? {
             AgentMessage::Hello { version, capabilities, agent, kernel } => {
                 c.info = AgentInfo { version, agent, kernel, capabilities };

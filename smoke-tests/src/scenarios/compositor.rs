@@ -32,17 +32,18 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::cli::{CompositorArgs, CompositorBenchArgs};
+use crate::procs::Procs;
 use crate::Outcome;
 
 const NAME: &str = "compositor";
 const BENCH: &str = "compositor-bench";
 const TIMEOUT: Duration = Duration::from_secs(20);
-const HOST_RGB: [u8; 3] = [0x1f, 0x6f, 0xeb];
+pub(crate) const HOST_RGB: [u8; 3] = [0x1f, 0x6f, 0xeb];
 const VM_NAME: &str = "demo";
-const VM_RGB: [u8; 3] = [0xd0, 0x30, 0x30];
+pub(crate) const VM_RGB: [u8; 3] = [0xd0, 0x30, 0x30];
 /// Decoration sizes of the compositor (title bar above, borders around).
-const TITLE_H: i64 = 28;
-const BORDER: i64 = 4;
+pub(crate) const TITLE_H: i64 = 28;
+pub(crate) const BORDER: i64 = 4;
 
 pub fn run(args: &CompositorArgs) -> Outcome {
     match run_inner(args) {
@@ -85,11 +86,11 @@ impl From<&str> for ScenarioError {
 }
 
 /// A client program, or an error naming the Debian package to install.
-fn need(bin: &str, package: &str) -> Result<PathBuf, ScenarioError> {
+pub(crate) fn need(bin: &str, package: &str) -> Result<PathBuf, ScenarioError> {
     crate::which(bin).ok_or_else(|| ScenarioError::MissingProgram { bin: bin.into(), package: package.into() })
 }
 
-fn compositor_bin(arg: &Option<PathBuf>) -> Result<PathBuf, ScenarioError> {
+pub(crate) fn compositor_bin(arg: &Option<PathBuf>) -> Result<PathBuf, ScenarioError> {
     let bin = arg.clone().unwrap_or_else(|| crate::rundir::release_binary("rayos-compositor"));
     if bin.is_file() {
         Ok(bin)
@@ -99,10 +100,10 @@ fn compositor_bin(arg: &Option<PathBuf>) -> Result<PathBuf, ScenarioError> {
 }
 
 /// A private runtime directory (sockets), removed on drop.
-struct RuntimeDir(PathBuf);
+pub(crate) struct RuntimeDir(pub(crate) PathBuf);
 
 impl RuntimeDir {
-    fn new(tag: &str) -> Result<Self, ScenarioError> {
+    pub(crate) fn new(tag: &str) -> Result<Self, ScenarioError> {
         let p = std::env::temp_dir().join(format!("rayos-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&p);
         std::fs::create_dir(&p).map_err(|e| format!("{}: {e}", p.display()))?;
@@ -118,53 +119,13 @@ impl Drop for RuntimeDir {
     }
 }
 
-/// Child processes, killed when dropped (the compositor last).
-struct Procs(Vec<(String, Child)>);
-
-impl Procs {
-    fn get(&mut self, name: &str) -> Option<&mut Child> {
-        self.0.iter_mut().find(|(n, _)| n == name).map(|(_, c)| c)
-    }
-
-    fn kill(&mut self, name: &str) {
-        if let Some(c) = self.get(name) {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn exited_within(&mut self, name: &str, d: Duration) -> bool {
-        let end = Instant::now() + d;
-        while Instant::now() < end {
-            match self.get(name).map(|c| c.try_wait()) {
-                Some(Ok(Some(_))) | None => return true,
-                _ => std::thread::sleep(Duration::from_millis(50)),
-            }
-        }
-        false
-    }
-
-    fn pid(&mut self, name: &str) -> Option<u32> {
-        self.get(name).map(|c| c.id())
-    }
-}
-
-impl Drop for Procs {
-    fn drop(&mut self) {
-        for (_, c) in self.0.iter_mut().rev() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn log_file(run_dir: &Path, name: &str) -> Result<std::fs::File, ScenarioError> {
+pub(crate) fn log_file(run_dir: &Path, name: &str) -> Result<std::fs::File, ScenarioError> {
     let p = run_dir.join(name);
     Ok(std::fs::File::create(&p).map_err(|e| format!("{}: {e}", p.display()))?)
 }
 
 /// Starts a Wayland client on `display` in runtime dir `rt`, logging to the run directory.
-fn client(rt: &Path, run_dir: &Path, log: &str, bin: &Path, args: &[&str], display: &str) -> Result<Child, ScenarioError> {
+pub(crate) fn client(rt: &Path, run_dir: &Path, log: &str, bin: &Path, args: &[&str], display: &str) -> Result<Child, ScenarioError> {
     Command::new(bin)
         .args(args)
         .env_clear()
@@ -182,21 +143,30 @@ fn client(rt: &Path, run_dir: &Path, log: &str, bin: &Path, args: &[&str], displ
         .map_err(|e| format!("cannot start {}: {e}", bin.display()).into())
 }
 
-fn wait_for<T>(what: &str, mut f: impl FnMut() -> Result<Option<T>, ScenarioError>) -> Result<T, ScenarioError> {
-    let end = Instant::now() + TIMEOUT;
+fn wait_for<T>(what: &str, f: impl FnMut() -> Result<Option<T>, ScenarioError>) -> Result<T, ScenarioError> {
+    wait_for_within(what, TIMEOUT, f)
+}
+
+/// Polls `f` every 50 ms until it yields a value or `timeout` passes.
+pub(crate) fn wait_for_within<T>(
+    what: &str,
+    timeout: Duration,
+    mut f: impl FnMut() -> Result<Option<T>, ScenarioError>,
+) -> Result<T, ScenarioError> {
+    let end = Instant::now() + timeout;
     loop {
         if let Some(v) = f()? {
             return Ok(v);
         }
         if Instant::now() > end {
-            return Err(ScenarioError::Timeout { what: what.to_string(), secs: TIMEOUT.as_secs() });
+            return Err(ScenarioError::Timeout { what: what.to_string(), secs: timeout.as_secs() });
         }
         std::thread::sleep(Duration::from_millis(50));
     }
 }
 
 /// Starts the compositor (headless, `size`) in `rt`; waits for its sockets.
-fn start_compositor(bin: &Path, rt: &Path, run_dir: &Path, size: &str, procs: &mut Procs) -> Result<PathBuf, ScenarioError> {
+pub(crate) fn start_compositor(bin: &Path, rt: &Path, run_dir: &Path, size: &str, procs: &mut Procs) -> Result<PathBuf, ScenarioError> {
     let control = rt.join("control.sock");
     let child = Command::new(bin)
         .args(["--backend", "headless", "--size", size, "--socket-dir"])
@@ -219,13 +189,13 @@ fn start_compositor(bin: &Path, rt: &Path, run_dir: &Path, size: &str, procs: &m
     Ok(control)
 }
 
-struct Control {
+pub(crate) struct Control {
     reader: BufReader<UnixStream>,
     writer: UnixStream,
 }
 
 impl Control {
-    fn connect(path: &Path) -> Result<Self, ScenarioError> {
+    pub(crate) fn connect(path: &Path) -> Result<Self, ScenarioError> {
         let s = UnixStream::connect(path).map_err(|e| format!("control socket {}: {e}", path.display()))?;
         s.set_read_timeout(Some(TIMEOUT)).map_err(|e| e.to_string())?;
         let reader = BufReader::new(s.try_clone().map_err(|e| e.to_string())?);
@@ -233,7 +203,7 @@ impl Control {
     }
 
     /// Sends a request; returns the `ok` response or an error with the compositor's answer.
-    fn ok(&mut self, req: Value) -> Result<Value, ScenarioError> {
+    pub(crate) fn ok(&mut self, req: Value) -> Result<Value, ScenarioError> {
         let mut line = req.to_string();
         line.push('\n');
         self.writer.write_all(line.as_bytes()).map_err(|e| format!("control write: {e}"))?;
@@ -252,15 +222,15 @@ impl Control {
         }
     }
 
-    fn windows(&mut self) -> Result<Vec<Value>, ScenarioError> {
+    pub(crate) fn windows(&mut self) -> Result<Vec<Value>, ScenarioError> {
         Ok(self.ok(json!({"op": "list_windows"}))?["windows"].as_array().cloned().unwrap_or_default())
     }
 
-    fn wait_window(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Result<Value, ScenarioError> {
+    pub(crate) fn wait_window(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Result<Value, ScenarioError> {
         wait_for(&format!("window {what}"), || Ok(self.windows()?.into_iter().find(|w| pred(w))))
     }
 
-    fn stats(&mut self) -> Result<Stats, ScenarioError> {
+    pub(crate) fn stats(&mut self) -> Result<Stats, ScenarioError> {
         let v = self.ok(json!({"op": "stats"}))?;
         let n = |k: &str| v[k].as_u64().ok_or_else(|| format!("stats without {k}: {v}"));
         Ok(Stats {
@@ -270,7 +240,7 @@ impl Control {
         })
     }
 
-    fn screenshot(&mut self, req: Value, path: &Path) -> Result<Image, ScenarioError> {
+    pub(crate) fn screenshot(&mut self, req: Value, path: &Path) -> Result<Image, ScenarioError> {
         let mut req = req;
         req["op"] = json!("screenshot");
         req["path"] = json!(path.to_str().ok_or("run directory path is not UTF-8")?);
@@ -279,7 +249,7 @@ impl Control {
     }
 }
 
-struct Stats {
+pub(crate) struct Stats {
     frames: u64,
     repaints: u64,
     samples_us: Vec<u64>,
@@ -290,14 +260,14 @@ fn median_us(v: &[u64]) -> Option<f64> {
     crate::stats::summarise(&f).map(|s| s.median)
 }
 
-struct Image {
-    w: i64,
-    h: i64,
+pub(crate) struct Image {
+    pub(crate) w: i64,
+    pub(crate) h: i64,
     rgba: Vec<u8>,
 }
 
 impl Image {
-    fn load(path: &Path) -> Result<Self, ScenarioError> {
+    pub(crate) fn load(path: &Path) -> Result<Self, ScenarioError> {
         let f = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let mut reader = png::Decoder::new(f).read_info().map_err(|e| format!("{}: {e}", path.display()))?;
         let mut buf = vec![0; reader.output_buffer_size()];
@@ -309,13 +279,13 @@ impl Image {
         Ok(Image { w: i64::from(info.width), h: i64::from(info.height), rgba: buf })
     }
 
-    fn px(&self, x: i64, y: i64) -> [u8; 3] {
+    pub(crate) fn px(&self, x: i64, y: i64) -> [u8; 3] {
         let o = ((y.clamp(0, self.h - 1) * self.w + x.clamp(0, self.w - 1)) * 4) as usize;
         [self.rgba[o], self.rgba[o + 1], self.rgba[o + 2]]
     }
 
     /// Pixels of a rectangle matching `f`, and the total.
-    fn count(&self, x: i64, y: i64, w: i64, h: i64, f: impl Fn([u8; 3]) -> bool) -> (usize, usize) {
+    pub(crate) fn count(&self, x: i64, y: i64, w: i64, h: i64, f: impl Fn([u8; 3]) -> bool) -> (usize, usize) {
         let mut n = 0;
         for yy in y..y + h {
             for xx in x..x + w {
@@ -327,21 +297,21 @@ impl Image {
 }
 
 /// The output's background (the compositor's `BACKGROUND`, #1f2129).
-fn is_background(p: [u8; 3]) -> bool {
+pub(crate) fn is_background(p: [u8; 3]) -> bool {
     p[0].abs_diff(31) <= 2 && p[1].abs_diff(33) <= 2 && p[2].abs_diff(41) <= 2
 }
 
-fn geo(w: &Value) -> (i64, i64, i64, i64) {
+pub(crate) fn geo(w: &Value) -> (i64, i64, i64, i64) {
     let g = &w["geometry"];
     let n = |k: &str| g[k].as_i64().unwrap_or(0);
     (n("x"), n("y"), n("w"), n("h"))
 }
 
-fn id_of(w: &Value) -> Result<u64, String> {
+pub(crate) fn id_of(w: &Value) -> Result<u64, String> {
     w["id"].as_u64().ok_or_else(|| format!("window without id: {w}"))
 }
 
-fn describe(w: &Value) -> String {
+pub(crate) fn describe(w: &Value) -> String {
     let (x, y, cw, ch) = geo(w);
     let origin = match w["origin"]["kind"].as_str() {
         Some("vm") => format!("vm:{} {}", w["origin"]["name"].as_str().unwrap_or("?"), w["origin"]["colour"].as_str().unwrap_or("?")),
@@ -356,7 +326,7 @@ fn describe(w: &Value) -> String {
 
 /// Checks a window shot: decoration in `colour` with a white label, client
 /// area (inside the decoration) mostly not background.
-fn check_window_shot(img: &Image, w: &Value, colour: [u8; 3], what: &str) -> Result<(), ScenarioError> {
+pub(crate) fn check_window_shot(img: &Image, w: &Value, colour: [u8; 3], what: &str) -> Result<(), ScenarioError> {
     let (_, _, cw, ch) = geo(w);
     if (img.w, img.h) != (cw + 2 * BORDER, ch + TITLE_H + BORDER) {
         return Err(format!("{what}: window shot is {}x{}, expected the client area {cw}x{ch} with its decoration", img.w, img.h).into());

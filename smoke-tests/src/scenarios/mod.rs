@@ -4,6 +4,8 @@
 pub mod agent;
 pub mod compositor;
 pub mod compositor_drm;
+pub mod guest_qemu;
+pub mod native;
 pub mod nested;
 pub mod vmm_boot;
 pub mod vmm_console;
@@ -22,6 +24,7 @@ pub fn run(scenario: &Scenario) -> Outcome {
         Scenario::VmmStartup(args) => vmm_startup::run(args),
         Scenario::VmmVirtiofs(args) => vmm_virtiofs::run(args),
         Scenario::Agent(args) => agent::run(args),
+        Scenario::Native(args) => native::run(args),
         Scenario::Compositor(args) => compositor::run(args),
         Scenario::CompositorBench(args) => compositor::bench(args),
         Scenario::CompositorDrm(args) => compositor_drm::run(args),

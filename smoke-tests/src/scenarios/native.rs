@@ -1,0 +1,304 @@
+//! Tier 2 scenario `native`: Linux apps in the guest shown as native RayOS
+//! windows, launched by words.
+//!
+//! 1. rayos-compositor runs headless here with the VM `linux` registered
+//!    (its socket `rayos-vm-linux`, its colour on every window it gets).
+//! 2. Reference: weston-simple-shm runs directly on the host socket for the
+//!    measuring time; its commits give `host_fps`.
+//! 3. The guest image boots in QEMU (see [`super::guest_qemu`]) with a
+//!    shared folder at `/home/rayos/Shared`; `rayos bridge` (waypipe's host
+//!    end, the guest image's own build) listens on the VM's bridge port.
+//! 4. `rayos launch "open a terminal"` resolves the words over the guest's
+//!    live catalog and launches the terminal through the bridge; its window
+//!    must appear with the VM's origin and show client pixels
+//!    (`intent_to_first_pixel_ms`: from the command's start to the first
+//!    compositor frame that drew the window's buffer, split into its parts).
+//! 5. Text typed into the terminal through the compositor runs a command
+//!    that writes a file in the shared folder; the host reads it.
+//! 6. `rayos launch weston-simple-shm` (by name): two VM windows side by
+//!    side; its commits over the measuring time give `guest_fps`.
+//! 7. Closing the terminal's window (control API `close`) ends the app: the
+//!    agent reports its exit on the command channel.
+//! 8. The guest powers off through the channel; QEMU exits 0.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rayos_contract::CAP_WAYLAND_BRIDGE;
+use serde_json::{json, Value};
+
+use super::compositor::{
+    check_window_shot, client, compositor_bin, describe, id_of, need, start_compositor, wait_for_within, Control,
+    RuntimeDir, ScenarioError, VM_RGB,
+};
+use super::guest_qemu::{self, Share};
+use crate::cli::NativeArgs;
+use crate::procs::Procs;
+use crate::Outcome;
+
+const NAME: &str = "native";
+const VM: &str = "linux";
+/// The guest user's uid and gid (the image's `rayos` user).
+const GUEST_UID: u32 = 1000;
+const TYPED: &str = "typed-by-rayos";
+
+pub fn run(args: &NativeArgs) -> Outcome {
+    match run_inner(args) {
+        Ok(figures) => Outcome::Pass { scenario: NAME, figures },
+        Err(e) => Outcome::Fail { scenario: NAME, reason: e.to_string() },
+    }
+}
+
+/// The compositor's clock against ours: `now_ms` in a reply taken at `at`.
+struct Clock {
+    at: Instant,
+    now_ms: f64,
+}
+
+impl Clock {
+    fn of(reply: &Value, at: Instant) -> Result<Clock, ScenarioError> {
+        let now_ms = reply["now_ms"].as_f64().ok_or_else(|| format!("list_windows reply without now_ms: {reply}"))?;
+        Ok(Clock { at, now_ms })
+    }
+
+    /// Milliseconds from `since` to compositor time `t_ms`.
+    fn since(&self, since: Instant, t_ms: f64) -> f64 {
+        let at_ms = self.at.duration_since(since).as_secs_f64() * 1e3;
+        at_ms - (self.now_ms - t_ms)
+    }
+}
+
+fn list(ctl: &mut Control) -> Result<(Value, Instant), ScenarioError> {
+    let v = ctl.ok(json!({"op": "list_windows"}))?;
+    Ok((v, Instant::now()))
+}
+
+fn vm_windows(reply: &Value) -> Vec<Value> {
+    reply["windows"].as_array().into_iter().flatten().filter(|w| w["origin"]["name"] == VM).cloned().collect()
+}
+
+/// Buffer commits of window `id` per second over `d`.
+fn fps(ctl: &mut Control, id: u64, d: Duration) -> Result<f64, ScenarioError> {
+    let commits = |ctl: &mut Control| -> Result<(u64, Instant), ScenarioError> {
+        let (v, at) = list(ctl)?;
+        let w = v["windows"].as_array().into_iter().flatten().find(|w| w["id"] == id).cloned();
+        let w = w.ok_or_else(|| format!("window {id} vanished while its frames were counted"))?;
+        Ok((w["commits"].as_u64().ok_or_else(|| format!("window without commits: {w}"))?, at))
+    };
+    let (c0, t0) = commits(ctl)?;
+    std::thread::sleep(d);
+    let (c1, t1) = commits(ctl)?;
+    Ok((c1 - c0) as f64 / t1.duration_since(t0).as_secs_f64())
+}
+
+/// Run `rayos ARGS`; its JSON output line.
+fn rayos_json(rayos: &Path, args: &[&str], run_dir: &Path) -> Result<Value, ScenarioError> {
+    let out = Command::new(rayos)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", rayos.display()))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let _ = std::fs::write(run_dir.join("rayos-launch.log"), format!("{args:?}\n{stdout}\n{stderr}\n"));
+    if !out.status.success() {
+        return Err(format!("rayos {args:?} failed ({}): {} {}", out.status, stdout.trim(), stderr.trim()).into());
+    }
+    let v: Value = serde_json::from_str(stdout.lines().last().unwrap_or("")).map_err(|e| format!("rayos {args:?} printed no JSON ({e}): {stdout}"))?;
+    println!("rayos {}: {v}", args.last().unwrap_or(&""));
+    Ok(v)
+}
+
+fn run_inner(args: &NativeArgs) -> Result<String, ScenarioError> {
+    let t_all = Instant::now();
+    let rayos = args.rayos.clone().unwrap_or_else(|| crate::rundir::release_binary("rayos"));
+    if !rayos.is_file() {
+        return Err(format!("--rayos {}: not found (cargo build --release --workspace)", rayos.display()).into());
+    }
+    let comp = compositor_bin(&args.compositor)?;
+    let shm = need("weston-simple-shm", "weston")?;
+    let (run_dir, image, manifest) = guest_qemu::prepare(&args.guest, NAME)?;
+
+    // 1. The compositor with the VM registered.
+    let rt = RuntimeDir::new("native")?;
+    let mut procs = Procs::default();
+    let control = start_compositor(&comp, &rt.0, &run_dir, "1280x800", &mut procs)?;
+    let mut ctl = Control::connect(&control)?;
+    let reg = ctl.ok(json!({"op": "register_vm", "name": VM, "colour": "#d03030"}))?;
+    println!("compositor: VM {VM} registered, its windows arrive on {}", reg["socket"]);
+
+    // 2. The same client directly on the host, for the frame-rate reference.
+    procs.0.push(("host-simple-shm".into(), client(&rt.0, &run_dir, "host-simple-shm.log", &shm, &[], "rayos-host")?));
+    let host_w = ctl.wait_window("weston-simple-shm on the host", |w| w["origin"]["kind"] == "host")?;
+    let host_fps = fps(&mut ctl, id_of(&host_w)?, args.measure)?;
+    procs.kill("host-simple-shm");
+    println!("host_fps={host_fps:.1} (weston-simple-shm on rayos-host, {:?})", args.measure);
+
+    // 3. The guest with a shared folder, and its bridge.
+    let shared = run_dir.join("shared");
+    std::fs::create_dir(&shared).map_err(|e| format!("{}: {e}", shared.display()))?;
+    std::os::unix::fs::chown(&shared, Some(GUEST_UID), Some(GUEST_UID)).map_err(|e| format!("chown {}: {e}", shared.display()))?;
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o755)).map_err(|e| format!("{}: {e}", shared.display()))?;
+    let shares = [Share { tag: "shared".into(), host_dir: shared.clone(), guest_path: "/home/rayos/Shared".into() }];
+    let mut vm = guest_qemu::boot(&args.guest, &run_dir, &image, &manifest, &shares)?;
+    let result = exercise(args, &rayos, &mut vm, &mut ctl, &rt.0, &shared, host_fps);
+    let figures = match result {
+        Ok(f) => f,
+        Err(e) => return Err(format!("{e}; last serial lines:\n{}", vm.serial_tail(15)).into()),
+    };
+    drop(procs);
+    println!("native: {:.1} s in all", t_all.elapsed().as_secs_f64());
+    Ok(figures)
+}
+
+fn exercise(
+    args: &NativeArgs,
+    rayos: &Path,
+    vm: &mut guest_qemu::GuestVm,
+    ctl: &mut Control,
+    rt: &Path,
+    shared: &Path,
+    host_fps: f64,
+) -> Result<String, ScenarioError> {
+    let run_dir = vm.run_dir.clone();
+    let uds = vm.uds.clone();
+    let mut bridge_cmd = Command::new(rayos);
+    bridge_cmd
+        .arg("bridge")
+        .arg("--vsock")
+        .arg(&uds)
+        .args(["--vm", VM, "--socket-dir"])
+        .arg(rt)
+        .arg("--guest-root")
+        .arg(&vm.rootfs)
+        .arg("--log")
+        .arg(run_dir.join("waypipe.log"));
+    if let Some(w) = &args.waypipe {
+        bridge_cmd.arg("--waypipe").arg(w);
+    }
+    let bridge = bridge_cmd
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(run_dir.join("bridge.log")).map_err(|e| e.to_string())?)
+        .stderr(std::fs::File::create(run_dir.join("bridge.log")).map_err(|e| e.to_string())?)
+        .spawn()
+        .map_err(|e| format!("cannot run {} bridge: {e}", rayos.display()))?;
+    vm.procs.0.push(("rayos-bridge".into(), bridge));
+    wait_for_within("the bridge's socket", Duration::from_secs(20), || {
+        if let Some(Ok(Some(st))) = vm.procs.get("rayos-bridge").map(|c| c.try_wait()) {
+            return Err(format!("rayos bridge exited with {st}: {}", std::fs::read_to_string(run_dir.join("bridge.log")).unwrap_or_default()).into());
+        }
+        Ok(rayos::bridge::is_served(&uds).then_some(()))
+    })?;
+    println!("bridge listening on {}", rayos::bridge::listen_path(&uds).display());
+
+    let (client, attempts) = vm.connect_agent(args.guest.boot_timeout, &[CAP_WAYLAND_BRIDGE])?;
+    let boot_to_agent_s = vm.boot.elapsed().as_secs_f64();
+    println!("agent answered after {boot_to_agent_s:.2} s ({attempts} attempts), capabilities {:?}", client.info.capabilities);
+    if !client.info.capabilities.iter().any(|c| c == CAP_WAYLAND_BRIDGE) {
+        return Err(format!("the agent does not offer {CAP_WAYLAND_BRIDGE}: {:?}", client.info.capabilities).into());
+    }
+    drop(client);
+    let share_line = std::fs::read_to_string(&vm.serial).unwrap_or_default();
+    if !share_line.contains("RAYOS-SHARE shared /home/rayos/Shared") {
+        return Err("the guest did not mount the shared folder (no RAYOS-SHARE line on the console)".into());
+    }
+
+    // 4. Words to a window.
+    let vsock = uds.to_str().ok_or("run directory path is not UTF-8")?;
+    let t0 = Instant::now();
+    let launched = rayos_json(rayos, &["launch", "--vsock", vsock, "--json", "open a terminal"], &run_dir)?;
+    let cli_ms = t0.elapsed().as_secs_f64() * 1e3;
+    let term_app = launched["launched"].as_str().unwrap_or_default().to_string();
+    let term_handle = launched["handle"].as_u64().ok_or_else(|| format!("rayos launch reported no handle: {launched}"))?;
+    if !["foot.desktop", "footclient.desktop", "weston-terminal.desktop"].contains(&term_app.as_str()) {
+        return Err(format!("\"open a terminal\" launched {term_app}, not a terminal").into());
+    }
+    if launched["native_window"] != true {
+        return Err(format!("rayos launch did not use the bridge: {launched}").into());
+    }
+    let term_id = |w: &Value| w["origin"]["name"] == VM && w["app_id"].as_str().is_some_and(|a| a.contains("foot") || a.contains("terminal"));
+    let term = wait_for_within("the terminal's window from the guest", args.window_timeout, || {
+        let (v, at) = list(ctl)?;
+        let w = v["windows"].as_array().into_iter().flatten().find(|w| term_id(w) && w["first_content_ms"].is_number()).cloned();
+        Ok(w.map(|w| (w, v, at)))
+    });
+    let (term_w, reply, at) = match term {
+        Ok(t) => t,
+        Err(e) => {
+            let (v, _) = list(ctl)?;
+            return Err(format!("{e}; windows now: {}; waypipe log: {}", v["windows"], std::fs::read_to_string(run_dir.join("waypipe.log")).unwrap_or_default()).into());
+        }
+    };
+    let clock = Clock::of(&reply, at)?;
+    let mapped_ms = clock.since(t0, term_w["mapped_at_ms"].as_f64().unwrap_or(f64::NAN));
+    let first_pixel_ms = clock.since(t0, term_w["first_content_ms"].as_f64().unwrap_or(f64::NAN));
+    let intent_ms = launched["intent_ms"].as_f64().unwrap_or(f64::NAN);
+    let launch_ms = launched["launch_ms"].as_f64().unwrap_or(f64::NAN);
+    let connect_ms = launched["connect_ms"].as_f64().unwrap_or(f64::NAN);
+    println!("{}", describe(&term_w));
+    println!(
+        "intent_to_first_pixel_ms={first_pixel_ms:.0}: rayos launch {cli_ms:.0} (agent connect+catalog {connect_ms:.0}, intent {intent_ms:.0} incl. model load, launch round trip {launch_ms:.0}), \
+         app start to window mapped {:.0}, mapped to first frame drawn {:.0}",
+        mapped_ms - cli_ms,
+        first_pixel_ms - mapped_ms
+    );
+    let term_wid = id_of(&term_w)?;
+    let shot = ctl.screenshot(json!({"window": term_wid}), &run_dir.join("terminal-window.png"))?;
+    check_window_shot(&shot, &term_w, VM_RGB, "guest terminal")?;
+    ctl.screenshot(json!({}), &run_dir.join("output-terminal.png"))?;
+
+    // 5. Typing reaches the guest app.
+    let typed_path = shared.join("typed.txt");
+    ctl.ok(json!({"op": "key", "id": term_wid, "text": format!("echo {TYPED} > ~/Shared/typed.txt\n")}))?;
+    wait_for_within("the typed command's file in the shared folder", Duration::from_secs(60), || {
+        Ok(std::fs::read_to_string(&typed_path).ok().filter(|t| t.trim() == TYPED))
+    })?;
+    println!("typed into the guest terminal: {} holds {TYPED:?}", typed_path.display());
+
+    // 6. A second app of the same VM; its frame rate through the bridge.
+    let shm_launch = rayos_json(rayos, &["launch", "--vsock", vsock, "--json", "weston-simple-shm"], &run_dir)?;
+    let shm_handle = shm_launch["handle"].as_u64().ok_or_else(|| format!("no handle: {shm_launch}"))?;
+    // Our own connection again: app exits (queued by the agent while no
+    // host was connected) now come to us.
+    let (mut client, _) = vm.connect_agent(Duration::from_secs(30), &[CAP_WAYLAND_BRIDGE])?;
+    let shm_w = wait_for_within("weston-simple-shm's window from the guest", args.window_timeout, || {
+        let (v, _) = list(ctl)?;
+        Ok(vm_windows(&v).into_iter().find(|w| w["app_id"].as_str().is_some_and(|a| a.contains("simple-shm")) && w["first_content_ms"].is_number()))
+    })?;
+    println!("{}", describe(&shm_w));
+    let (v, _) = list(ctl)?;
+    let windows = vm_windows(&v).len();
+    if windows != 2 {
+        return Err(format!("expected 2 windows of VM {VM}, found {windows}: {}", v["windows"]).into());
+    }
+    ctl.screenshot(json!({}), &run_dir.join("output-two-apps.png"))?;
+    let guest_fps = fps(ctl, id_of(&shm_w)?, args.measure)?;
+    println!("guest_fps={guest_fps:.1} host_fps={host_fps:.1} ratio={:.2}", guest_fps / host_fps);
+
+    // 7. Closing the window ends the app.
+    let t_close = Instant::now();
+    ctl.ok(json!({"op": "close", "id": term_wid}))?;
+    let exit = client.wait_exit(term_handle, Duration::from_secs(60)).map_err(|e| format!("waiting for the terminal to exit after its window closed: {e}"))?;
+    println!("closing the terminal's window ended it after {:.0} ms: exit {exit:?}", t_close.elapsed().as_secs_f64() * 1e3);
+    ctl.ok(json!({"op": "close", "id": id_of(&shm_w)?}))?;
+    let shm_exit = client.wait_exit(shm_handle, Duration::from_secs(60)).map_err(|e| format!("waiting for weston-simple-shm to exit: {e}"))?;
+    println!("weston-simple-shm ended: exit {shm_exit:?}");
+    let (v, _) = list(ctl)?;
+    if !vm_windows(&v).is_empty() {
+        return Err(format!("windows of VM {VM} remain after their apps ended: {}", v["windows"]).into());
+    }
+
+    // 8. Power off.
+    client.power(false).map_err(|e| format!("shutdown: {e}"))?;
+    let status = vm.wait_qemu_exit(Duration::from_secs(60))?;
+    if !status.success() {
+        return Err(format!("QEMU exited with {status} after the shutdown request").into());
+    }
+    Ok(format!(
+        "intent_to_first_pixel_ms={first_pixel_ms:.0} windows={windows} typed_file_ok=1 close_ok=1 guest_fps={guest_fps:.1} \
+         host_fps={host_fps:.1} boot_to_agent_s={boot_to_agent_s:.2} rayos_launch_ms={cli_ms:.0}"
+    ))
+}

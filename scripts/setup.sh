@@ -75,7 +75,7 @@ BACKPORTS_PKGS=(qemu-system-x86)
 # its runtime library: QEMU from backports may have pulled backports Wayland
 # libraries in, and then the -dev package comes from backports too.
 COMPOSITOR_DEV_PKGS=(libwayland-dev:libwayland-server0 libxkbcommon-dev:libxkbcommon0 libpixman-1-dev:libpixman-1-0 libudev-dev:libudev1 libinput-dev:libinput10 libseat-dev:libseat1)
-COMPOSITOR_CLIENT_PKGS=(udev weston foot wayland-utils xvfb imagemagick libx11-6 libx11-xcb1 libxcursor1 libxrandr2 libxi6 libxkbcommon-x11-0 fonts-dejavu-core)
+COMPOSITOR_CLIENT_PKGS=(udev weston foot wayland-utils xvfb imagemagick libx11-6 libx11-xcb1 libxcursor1 libxrandr2 libxi6 libxkbcommon-x11-0 fonts-dejavu-core wl-clipboard)
 for pair in "${COMPOSITOR_DEV_PKGS[@]}"; do
     dev=${pair%%:*} lib=${pair##*:}
     if dpkg-query -W -f='${Version}' "$lib" 2>/dev/null | grep -q '~bpo'; then

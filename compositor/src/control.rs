@@ -20,6 +20,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::clipboard::ClipboardPolicy;
 use crate::geometry::Rect;
 use crate::origin::{OriginError, Rgb};
 use crate::shell::{Shell, ShellError, ShellEvent};
@@ -130,13 +131,20 @@ pub enum Request {
     RegisterVm {
         name: String,
         colour: Rgb,
+        /// Clipboard policy; default `on-paste`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        clipboard: Option<ClipboardPolicy>,
     },
     UnregisterVm {
         name: String,
     },
+    /// At least one of the policy fields; the others stay as they are.
     SetVmPolicy {
         name: String,
-        accept_windows: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        accept_windows: Option<bool>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        clipboard: Option<ClipboardPolicy>,
     },
     Subscribe,
     /// Render counters and the last repaint durations.
@@ -205,6 +213,9 @@ impl Request {
                     }
                 }
                 Ok(())
+            }
+            Request::SetVmPolicy { accept_windows: None, clipboard: None, .. } => {
+                Err(invalid("set_vm_policy: give \"accept_windows\" and/or \"clipboard\""))
             }
             Request::BenchRender { frames, damage } => {
                 if *frames == 0 || *frames > MAX_BENCH_FRAMES {
@@ -379,6 +390,7 @@ pub enum Reply {
         colour: Rgb,
         socket: String,
         desktop_socket: String,
+        clipboard: ClipboardPolicy,
     },
     VmUnregistered {
         name: String,
@@ -573,21 +585,22 @@ pub fn handle(shell: &mut Shell, req: Request) -> Handled {
                 effect = Some(Effect::Screenshot { target, path });
                 None
             }
-            Request::RegisterVm { name, colour } => {
-                let e = shell.register_vm(&name, colour)?;
+            Request::RegisterVm { name, colour, clipboard } => {
+                let e = shell.register_vm_with(&name, colour, clipboard.unwrap_or_default())?;
                 Some(Reply::VmRegistered {
                     name: e.name,
                     colour: e.colour,
                     socket: e.socket,
                     desktop_socket: e.desktop_socket,
+                    clipboard: e.clipboard,
                 })
             }
             Request::UnregisterVm { name } => {
                 let closed = shell.unregister_vm(&name)?;
                 Some(Reply::VmUnregistered { name, closed })
             }
-            Request::SetVmPolicy { name, accept_windows } => {
-                shell.set_vm_policy(&name, accept_windows)?;
+            Request::SetVmPolicy { name, accept_windows, clipboard } => {
+                shell.set_vm_policies(&name, accept_windows, clipboard)?;
                 Some(Reply::Done)
             }
             Request::Subscribe => {
@@ -675,9 +688,11 @@ mod tests {
             Request::Pointer { x: 10, y: 20, button: None, action: PointerAction::Motion },
             Request::Screenshot { output: None, window: Some(WindowId(2)), path: Some("/tmp/w.png".into()) },
             Request::Screenshot { output: Some("headless-1".into()), window: None, path: None },
-            Request::RegisterVm { name: "work".into(), colour: GREEN },
+            Request::RegisterVm { name: "work".into(), colour: GREEN, clipboard: None },
+            Request::RegisterVm { name: "work".into(), colour: GREEN, clipboard: Some(ClipboardPolicy::Deny) },
             Request::UnregisterVm { name: "work".into() },
-            Request::SetVmPolicy { name: "work".into(), accept_windows: false },
+            Request::SetVmPolicy { name: "work".into(), accept_windows: Some(false), clipboard: None },
+            Request::SetVmPolicy { name: "work".into(), accept_windows: None, clipboard: Some(ClipboardPolicy::Allow) },
             Request::Subscribe,
             Request::Stats,
             Request::BenchRender { frames: 10, damage: None },
@@ -693,8 +708,24 @@ mod tests {
         assert_eq!(decode_request(br#"{"op":"list_windows"}"#).unwrap(), Request::ListWindows);
         assert_eq!(
             decode_request(b"{\"op\":\"register_vm\",\"name\":\"work\",\"colour\":\"#2ea043\"}\r\n").unwrap(),
-            Request::RegisterVm { name: "work".into(), colour: GREEN }
+            Request::RegisterVm { name: "work".into(), colour: GREEN, clipboard: None }
         );
+        assert_eq!(
+            decode_request(br##"{"op":"register_vm","name":"w","colour":"#2ea043","clipboard":"on-paste"}"##).unwrap(),
+            Request::RegisterVm { name: "w".into(), colour: GREEN, clipboard: Some(ClipboardPolicy::OnPaste) }
+        );
+        assert_eq!(
+            decode_request(br#"{"op":"set_vm_policy","name":"w","clipboard":"deny"}"#).unwrap(),
+            Request::SetVmPolicy { name: "w".into(), accept_windows: None, clipboard: Some(ClipboardPolicy::Deny) }
+        );
+        assert!(matches!(
+            decode_request(br#"{"op":"set_vm_policy","name":"w"}"#),
+            Err(ControlError::Invalid(_))
+        ));
+        assert!(matches!(
+            decode_request(br#"{"op":"set_vm_policy","name":"w","clipboard":"sometimes"}"#),
+            Err(ControlError::BadJson(_))
+        ));
         assert_eq!(
             decode_request(br#"{"op":"key","text":"ls"}"#).unwrap(),
             Request::Key { id: None, keysyms: None, text: Some("ls".into()), action: KeyAction::Tap }
@@ -723,6 +754,7 @@ mod tests {
                 colour: GREEN,
                 socket: "rayos-vm-work".into(),
                 desktop_socket: "rayos-desktop-work".into(),
+                clipboard: ClipboardPolicy::Allow,
             }),
             ServerMessage::Ok(Reply::VmUnregistered { name: "work".into(), closed: vec![id] }),
             ServerMessage::Ok(Reply::Screenshot { width: 4, height: 2, path: None, png_base64: Some("iVBOR".into()) }),
@@ -740,9 +772,14 @@ mod tests {
                 colour: GREEN,
                 socket: "rayos-vm-a".into(),
                 desktop_socket: "rayos-desktop-a".into(),
+                clipboard: ClipboardPolicy::OnPaste,
             }),
             ServerMessage::Event(ShellEvent::VmUnregistered { name: "a".into(), closed: vec![id] }),
-            ServerMessage::Event(ShellEvent::VmPolicyChanged { name: "a".into(), accept_windows: true }),
+            ServerMessage::Event(ShellEvent::VmPolicyChanged {
+                name: "a".into(),
+                accept_windows: true,
+                clipboard: ClipboardPolicy::Deny,
+            }),
         ];
         for m in &msgs {
             roundtrip_msg(m);
@@ -864,7 +901,8 @@ mod tests {
                 name: "work".into(),
                 colour: GREEN,
                 socket: "rayos-vm-work".into(),
-                desktop_socket: "rayos-desktop-work".into()
+                desktop_socket: "rayos-desktop-work".into(),
+                clipboard: ClipboardPolicy::OnPaste,
             }))
         );
         assert_eq!(h.events.len(), 1);
@@ -890,7 +928,12 @@ mod tests {
         assert_eq!(e.code, ErrorCode::UnknownWindow);
         assert_eq!(e.message, "no window with id 99");
 
-        let h = handle(&mut s, Request::SetVmPolicy { name: "work".into(), accept_windows: false });
+        let h = handle(&mut s, Request::SetVmPolicy { name: "work".into(), accept_windows: Some(false), clipboard: None });
+        assert!(h.events.contains(&ShellEvent::VmPolicyChanged {
+            name: "work".into(),
+            accept_windows: false,
+            clipboard: ClipboardPolicy::OnPaste
+        }));
         assert_eq!(h.reply, Some(ServerMessage::Ok(Reply::Done)));
         assert!(h.events.contains(&ShellEvent::FocusChanged { id: Some(host) }));
         let h = handle(&mut s, Request::Focus { id: g });
@@ -921,14 +964,14 @@ mod tests {
             Some(ServerMessage::Error(e)) => e.code,
             other => panic!("{other:?}"),
         };
-        assert_eq!(code(&mut s, Request::RegisterVm { name: "Bad".into(), colour: GREEN }), ErrorCode::InvalidName);
+        assert_eq!(code(&mut s, Request::RegisterVm { name: "Bad".into(), colour: GREEN, clipboard: None }), ErrorCode::InvalidName);
         assert_eq!(
-            code(&mut s, Request::RegisterVm { name: "a".into(), colour: crate::origin::HOST_COLOUR }),
+            code(&mut s, Request::RegisterVm { name: "a".into(), colour: crate::origin::HOST_COLOUR, clipboard: None }),
             ErrorCode::ColourReserved
         );
-        handle(&mut s, Request::RegisterVm { name: "a".into(), colour: GREEN });
-        assert_eq!(code(&mut s, Request::RegisterVm { name: "a".into(), colour: GREEN }), ErrorCode::DuplicateVm);
-        assert_eq!(code(&mut s, Request::SetVmPolicy { name: "b".into(), accept_windows: true }), ErrorCode::UnknownVm);
+        handle(&mut s, Request::RegisterVm { name: "a".into(), colour: GREEN, clipboard: None });
+        assert_eq!(code(&mut s, Request::RegisterVm { name: "a".into(), colour: GREEN, clipboard: None }), ErrorCode::DuplicateVm);
+        assert_eq!(code(&mut s, Request::SetVmPolicy { name: "b".into(), accept_windows: Some(true), clipboard: None }), ErrorCode::UnknownVm);
     }
 
     #[test]

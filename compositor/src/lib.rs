@@ -4,7 +4,7 @@
 //! guest windows, marks each with where it comes from so a guest cannot pass
 //! for the host, and can be driven by automation over a control socket. This
 //! crate holds the part of that which needs no display: the origins and VM
-//! policy ([`origin`]), the window model ([`window`]), the shell state with
+//! policy ([`origin`], clipboard rules in [`clipboard`]), the window model ([`window`]), the shell state with
 //! stacking, focus and placement ([`shell`]), server-side decoration layout
 //! and hit-testing ([`decoration`]) with its title-bar text ([`text`]), and the control API's protocol and pure
 //! request handler ([`control`], documented in `compositor/CONTROL-API.md`).
@@ -14,6 +14,7 @@
 //! control socket and the event loop).
 
 pub mod backend;
+pub mod clipboard;
 pub mod control;
 pub mod decoration;
 pub mod geometry;

@@ -26,6 +26,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::clipboard::ClipboardPolicy;
 use crate::window::WindowId;
 
 /// Errors of origin validation and the VM registry.
@@ -221,6 +222,8 @@ pub struct VmEntry {
     pub desktop_socket: String,
     /// Policy: whether the VM may open new windows and take focus.
     pub accept_windows: bool,
+    /// Policy: clipboard across the VM's boundary (see [`crate::clipboard`]).
+    pub clipboard: ClipboardPolicy,
     /// Windows this VM owns.
     pub windows: BTreeSet<WindowId>,
     /// Its embedded-desktop window, if one is open.
@@ -257,6 +260,7 @@ impl OriginRegistry {
             socket: vm_socket_name(name),
             desktop_socket: desktop_socket_name(name),
             accept_windows: true,
+            clipboard: ClipboardPolicy::default(),
             windows: BTreeSet::new(),
             desktop: None,
         };
@@ -276,6 +280,13 @@ impl OriginRegistry {
     pub fn set_accept_windows(&mut self, name: &str, accept: bool) -> Result<(), OriginError> {
         let entry = self.vms.get_mut(name).ok_or_else(|| OriginError::UnknownVm(name.to_string()))?;
         entry.accept_windows = accept;
+        Ok(())
+    }
+
+    /// Sets the clipboard policy.
+    pub fn set_clipboard(&mut self, name: &str, policy: ClipboardPolicy) -> Result<(), OriginError> {
+        let entry = self.vms.get_mut(name).ok_or_else(|| OriginError::UnknownVm(name.to_string()))?;
+        entry.clipboard = policy;
         Ok(())
     }
 
@@ -403,6 +414,7 @@ mod tests {
         assert_eq!(e.socket, "rayos-vm-debian");
         assert_eq!(e.desktop_socket, "rayos-desktop-debian");
         assert!(e.accept_windows);
+        assert_eq!(e.clipboard, ClipboardPolicy::OnPaste);
         assert_eq!(reg.register("debian", Rgb::new(200, 0, 0)), Err(OriginError::Duplicate("debian".into())));
         reg.attach("debian", WindowId(3), false);
         reg.attach("debian", WindowId(5), true);
@@ -414,6 +426,10 @@ mod tests {
         assert_eq!(reg.unregister("debian").unwrap(), vec![WindowId(3)]);
         assert_eq!(reg.unregister("debian"), Err(OriginError::UnknownVm("debian".into())));
         assert!(reg.set_accept_windows("debian", true).is_err());
+        assert!(reg.set_clipboard("debian", ClipboardPolicy::Deny).is_err());
+        reg.register("debian", GREEN).unwrap();
+        reg.set_clipboard("debian", ClipboardPolicy::Deny).unwrap();
+        assert_eq!(reg.get("debian").unwrap().clipboard, ClipboardPolicy::Deny);
     }
 
     #[test]

@@ -37,6 +37,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::clipboard::ClipboardPolicy;
 use crate::decoration::{Decoration, DecorationStyle, Hit, TITLE_HEIGHT};
 use crate::geometry::{GeometryError, Rect, Size, MAX_DIMENSION};
 use crate::origin::{Origin, OriginError, OriginRegistry, Rgb, VmEntry};
@@ -92,9 +93,10 @@ pub enum ShellEvent {
     WindowClosed { id: WindowId, reason: CloseReason },
     FocusChanged { id: Option<WindowId> },
     TitleChanged { id: WindowId, title: String },
-    VmRegistered { name: String, colour: Rgb, socket: String, desktop_socket: String },
+    VmRegistered { name: String, colour: Rgb, socket: String, desktop_socket: String, clipboard: ClipboardPolicy },
     VmUnregistered { name: String, closed: Vec<WindowId> },
-    VmPolicyChanged { name: String, accept_windows: bool },
+    /// The VM's whole policy after the change.
+    VmPolicyChanged { name: String, accept_windows: bool, clipboard: ClipboardPolicy },
 }
 
 /// What a client asks for when its toplevel first maps.
@@ -587,12 +589,25 @@ impl Shell {
 
     /// Registers a VM; returns its entry (socket name to listen on).
     pub fn register_vm(&mut self, name: &str, colour: Rgb) -> Result<VmEntry, ShellError> {
-        let entry = self.registry.register(name, colour)?.clone();
+        self.register_vm_with(name, colour, ClipboardPolicy::default())
+    }
+
+    /// Registers a VM with a clipboard policy.
+    pub fn register_vm_with(
+        &mut self,
+        name: &str,
+        colour: Rgb,
+        clipboard: ClipboardPolicy,
+    ) -> Result<VmEntry, ShellError> {
+        self.registry.register(name, colour)?;
+        self.registry.set_clipboard(name, clipboard)?;
+        let entry = self.registry.get(name).cloned().ok_or_else(|| OriginError::UnknownVm(name.to_string()))?;
         self.events.push(ShellEvent::VmRegistered {
             name: entry.name.clone(),
             colour: entry.colour,
             socket: entry.socket.clone(),
             desktop_socket: entry.desktop_socket.clone(),
+            clipboard,
         });
         Ok(entry)
     }
@@ -611,8 +626,23 @@ impl Shell {
     /// Sets whether a VM may open windows and take focus. Refusing it moves
     /// focus away from its windows at once; they stay visible.
     pub fn set_vm_policy(&mut self, name: &str, accept_windows: bool) -> Result<(), ShellError> {
+        self.set_vm_policies(name, Some(accept_windows), None)
+    }
+
+    /// Sets the given parts of a VM's policy (see [`Shell::set_vm_policy`]
+    /// and [`crate::clipboard`]); one event reports the whole policy.
+    pub fn set_vm_policies(
+        &mut self,
+        name: &str,
+        accept_windows: Option<bool>,
+        clipboard: Option<ClipboardPolicy>,
+    ) -> Result<(), ShellError> {
+        let entry = self.registry.get(name).ok_or_else(|| OriginError::UnknownVm(name.to_string()))?;
+        let accept_windows = accept_windows.unwrap_or(entry.accept_windows);
+        let clipboard = clipboard.unwrap_or(entry.clipboard);
         self.registry.set_accept_windows(name, accept_windows)?;
-        self.events.push(ShellEvent::VmPolicyChanged { name: name.to_string(), accept_windows });
+        self.registry.set_clipboard(name, clipboard)?;
+        self.events.push(ShellEvent::VmPolicyChanged { name: name.to_string(), accept_windows, clipboard });
         if let Some(f) = self.focus {
             if !self.can_focus(f) {
                 self.refocus();

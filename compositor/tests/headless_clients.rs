@@ -891,3 +891,89 @@ fn a_clients_cursor_surface_replaces_the_arrow_while_the_pointer_is_over_it() {
     }
     assert!(diff > 10, "a cursor image was drawn at the pointer over foot ({diff} pixels differ)");
 }
+
+/// Runs a client to its end (failing if it takes over 10 s: a hung
+/// transfer) and returns its stdout.
+fn run_client(c: &Compositor, bin: &Path, args: &[&str], socket: &str, capture: bool) -> String {
+    let mut child = Command::new(bin)
+        .args(args)
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("HOME", c.path())
+        .env("XDG_RUNTIME_DIR", c.path())
+        .env("WAYLAND_DISPLAY", socket)
+        .stdout(if capture { Stdio::piped() } else { Stdio::null() })
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
+    let end = Instant::now() + Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > end {
+            let _ = child.kill();
+            panic!("{} {args:?} on {socket} hung", bin.display());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut out = String::new();
+    if let Some(mut s) = child.stdout.take() {
+        s.read_to_string(&mut out).unwrap();
+    }
+    out
+}
+
+#[test]
+fn clipboard_crosses_origins_only_as_each_vms_policy_allows() {
+    let copy = need("wl-copy", "wl-clipboard");
+    let paste = need("wl-paste", "wl-clipboard");
+    let foot = need("foot", "foot");
+    let c = Compositor::start();
+    let mut ctl = c.control();
+    let r = ctl.ok(json!({"op": "register_vm", "name": "work", "colour": "#d03030"}));
+    assert_eq!(r["clipboard"], "on-paste", "the default policy");
+    let host_paste = |c: &Compositor| run_client(c, &paste, &["-n"], "rayos-host", true);
+    let vm_paste = |c: &Compositor| run_client(c, &paste, &["-n"], "rayos-vm-work", true);
+
+    // The host's own clipboard.
+    run_client(&c, &copy, &["host-secret"], "rayos-host", false);
+    wait_until("the host to read its own selection", || host_paste(&c) == "host-secret");
+
+    // on-paste: a VM client reading with no user input gets nothing (and
+    // does not hang: the fd is closed).
+    assert_eq!(vm_paste(&c), "", "on-paste without input");
+
+    // on-paste: a real paste (Ctrl+Shift+V typed into the VM's foot) works.
+    let mut term = c.client(&foot, &["--", "/bin/sh"], "rayos-vm-work");
+    let w = ctl.wait_window(|w| w["app_id"] == "foot");
+    let id = w["id"].as_u64().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    ctl.ok(json!({"op": "key", "id": id, "text": "cat > pasted.txt\n"}));
+    std::thread::sleep(Duration::from_millis(200));
+    ctl.ok(json!({"op": "key", "keysyms": ["Control_L", "Shift_L", "v"]}));
+    std::thread::sleep(Duration::from_millis(300));
+    ctl.ok(json!({"op": "key", "keysyms": ["Return"]}));
+    ctl.ok(json!({"op": "key", "keysyms": ["Control_L", "d"]}));
+    let pasted = c.path().join("pasted.txt");
+    wait_until("foot's paste to reach the file", || {
+        std::fs::read_to_string(&pasted).is_ok_and(|s| s.trim() == "host-secret")
+    });
+
+    // allow: any read; deny: none, and the VM's own clipboard still works.
+    ctl.ok(json!({"op": "set_vm_policy", "name": "work", "clipboard": "allow"}));
+    assert_eq!(vm_paste(&c), "host-secret", "allow");
+    ctl.ok(json!({"op": "set_vm_policy", "name": "work", "clipboard": "deny"}));
+    assert_eq!(vm_paste(&c), "", "deny");
+    run_client(&c, &copy, &["vm-secret"], "rayos-vm-work", false);
+    wait_until("the VM to read its own selection", || vm_paste(&c) == "vm-secret");
+
+    // Under deny the host does not get the VM's selection; once the VM is
+    // back to on-paste it does (the host always may).
+    term.kill();
+    wait_until("foot's window to go", || ctl.windows().is_empty());
+    assert_eq!(host_paste(&c), "", "a denying VM's selection is not offered to the host");
+    ctl.ok(json!({"op": "set_vm_policy", "name": "work", "clipboard": "on-paste"}));
+    assert_eq!(host_paste(&c), "vm-secret");
+
+    // Unregistering the VM takes its selection with it.
+    ctl.ok(json!({"op": "unregister_vm", "name": "work"}));
+    assert_eq!(host_paste(&c), "");
+}

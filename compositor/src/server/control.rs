@@ -217,6 +217,10 @@ impl State {
             handled.reply = Some(ServerMessage::Error(ApiError::new(ErrorCode::Internal, e.to_string())));
         }
         self.reconcile();
+        if handled.events.iter().any(|e| matches!(e, crate::shell::ShellEvent::VmPolicyChanged { .. })) {
+            // A clipboard policy may have changed what the focused client sees.
+            self.clipboard_offer();
+        }
         let internal =
             |e: &dyn std::fmt::Display| ServerMessage::Error(ApiError::new(ErrorCode::Internal, e.to_string()));
         match handled.effect.take() {

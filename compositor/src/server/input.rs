@@ -87,6 +87,11 @@ impl State {
         let serial = SERIAL_COUNTER.next_serial();
         let time = self.now_ms();
         let st = if pressed { KeyState::Pressed } else { KeyState::Released };
+        if pressed {
+            if let Some(id) = self.synced_focus {
+                self.note_press(id);
+            }
+        }
         kb.input::<(), _>(self, code, st, serial, time, |_, _, _| FilterResult::Forward);
         Ok(())
     }
@@ -219,6 +224,9 @@ impl State {
                     _ => {}
                 }
                 self.reconcile();
+            }
+            if let Some((id, Hit::Client)) = hit {
+                self.note_press(id);
             }
             let serial = SERIAL_COUNTER.next_serial();
             let time = self.now_ms();

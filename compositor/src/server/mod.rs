@@ -38,6 +38,7 @@
 //! same injection paths; frame callbacks are sent on every tick, so clients
 //! are paced by the display.
 
+mod clipboard;
 mod control;
 mod handlers;
 mod input;
@@ -201,6 +202,8 @@ pub struct State {
     pub(crate) cursor: Option<smithay::backend::renderer::element::memory::MemoryRenderBuffer>,
     /// What the client under the pointer asked to show (`set_cursor`).
     pub(crate) cursor_status: smithay::input::pointer::CursorImageStatus,
+    /// The host-mediated clipboard.
+    pub(crate) clipboard: clipboard::Clipboard,
     /// The title-bar faces, loaded once at start.
     pub(crate) fonts: crate::text::Fonts,
     pub(crate) stop: smithay::reexports::calloop::LoopSignal,
@@ -290,6 +293,7 @@ impl State {
                     self.loop_handle.remove(token);
                 }
                 tracing::info!(vm = %name, "VM socket removed");
+                self.clipboard_vm_gone(&name);
                 // The VM is gone: its connections go too, so nothing of it
                 // (clipboard, pointer focus, new toplevels) outlives it.
                 let backend = self.display_handle.backend_handle();
@@ -584,6 +588,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         cursor: draw_cursor.then(render::cursor_image),
         cursor_status: smithay::input::pointer::CursorImageStatus::default_named(),
         fonts: crate::text::Fonts::load_default(),
+        clipboard: clipboard::Clipboard::default(),
         stop: event_loop.get_signal(),
     };
     state.listen(HOST_SOCKET, Origin::Host, Mode::Native)?;

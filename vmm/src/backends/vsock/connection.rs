@@ -199,14 +199,18 @@ impl Connection {
 
     /// Takes the payload of a guest RW packet: into the host socket as far
     /// as it goes, the rest into our buffer (within the credit we gave).
-    pub fn recv_guest_data(&mut self, data: &VolatileSlice<'_, ()>) -> Result<(), ConnectionError> {
-        let len = data.len();
+    pub fn recv_guest_data(&mut self, data: &[VolatileSlice<'_, ()>]) -> Result<(), ConnectionError> {
+        let len = data.iter().map(|s| s.len()).sum();
         let free = self.free_space();
         if len > free {
             return Err(ConnectionError::CreditViolation { len, free });
         }
         let mut bytes = vec![0u8; len];
-        data.copy_to(&mut bytes[..]);
+        let mut at = 0;
+        for piece in data {
+            piece.copy_to(&mut bytes[at..at + piece.len()]);
+            at += piece.len();
+        }
         let mut off = 0;
         if self.tx_buf.is_empty() && !self.host_hup {
             while off < len {

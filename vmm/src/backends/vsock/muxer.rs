@@ -557,10 +557,11 @@ impl Muxer {
                     self.kill(key, true);
                     return;
                 }
-                if let Some(data) = pkt.data {
+                if !pkt.data.is_empty() {
+                    let data = &pkt.data;
                     if conn.host_hup || conn.peer_shutdown & SHUTDOWN_SEND != 0 {
-                        tracing::debug!("vsock: dropping {} bytes for closed host socket {}:{}", data.len(), key.0, key.1);
-                    } else if let Err(e) = conn.recv_guest_data(&data) {
+                        tracing::debug!("vsock: dropping {} bytes for closed host socket {}:{}", pkt.data_len(), key.0, key.1);
+                    } else if let Err(e) = conn.recv_guest_data(data) {
                         match e {
                             ConnectionError::CreditViolation { .. } => tracing::warn!("vsock: connection {}:{} reset: {e}", key.0, key.1),
                             ConnectionError::Socket(_) => tracing::debug!("vsock: connection {}:{} reset: {e}", key.0, key.1),

@@ -6,9 +6,16 @@
 //! descriptors and [`MAX_PKT_DATA`], and its CIDs are the ones this device
 //! stands between (guest CID to [`HOST_CID`]). Type and op are checked by
 //! the muxer, which answers a bad one with RST.
+//!
+//! A TX payload may follow the header in the head descriptor (Linux 6.2 and
+//! later for small packets) and may be scattered over any number of further
+//! descriptors: Linux sends a large write as an skb with page fragments,
+//! one descriptor each (seen with a 6.12 guest: a bridged app's buffer
+//! updates arrive as a header plus several 4 KiB pages). The payload is
+//! kept as the list of guest-memory pieces, in order, without a copy.
 
 use virtio_queue::DescriptorChain;
-use vm_memory::{GuestMemoryMmap, VolatileSlice};
+use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryError, GuestMemoryMmap, VolatileSlice};
 use virtio_vsock::packet::{VsockPacket, PKT_HEADER_SIZE};
 
 /// CID of the host: the only destination the guest may address.
@@ -59,6 +66,18 @@ impl Op {
 pub enum PacketError {
     #[error("malformed descriptor chain: {0}")]
     Chain(virtio_vsock::packet::Error),
+    #[error("empty TX descriptor chain")]
+    EmptyChain,
+    #[error("device-writable descriptor in a TX chain")]
+    WriteOnly,
+    #[error("head descriptor of {0} bytes cannot hold the 44-byte header")]
+    HeaderTooSmall(u32),
+    #[error("payload length {0} is over the limit of {MAX_PKT_DATA} bytes")]
+    TooLong(u32),
+    #[error("header announces {len} payload bytes but the chain holds {have}")]
+    ShortPayload { len: u32, have: u32 },
+    #[error("TX descriptor outside guest memory: {0}")]
+    Memory(GuestMemoryError),
     #[error("source CID {got} is not the guest's CID {want}")]
     SrcCid { got: u64, want: u64 },
     #[error("destination CID {0} is not the host (CID 2)")]
@@ -116,28 +135,20 @@ impl Header {
             fwd_cnt: u32_at(40),
         })
     }
-
-    fn from_packet(p: &VsockPacket<'_, ()>) -> Header {
-        Header {
-            src_cid: p.src_cid(),
-            dst_cid: p.dst_cid(),
-            src_port: p.src_port(),
-            dst_port: p.dst_port(),
-            len: p.len(),
-            type_: p.type_(),
-            op: p.op(),
-            flags: p.flags(),
-            buf_alloc: p.buf_alloc(),
-            fwd_cnt: p.fwd_cnt(),
-        }
-    }
 }
 
-/// A validated guest packet: its header and, when `len` > 0, exactly `len`
-/// bytes of guest memory holding the payload.
+/// A validated guest packet: its header and exactly `len` bytes of guest
+/// memory holding the payload, in one or more pieces (none when `len` is 0).
 pub struct TxPacket<'a> {
     pub hdr: Header,
-    pub data: Option<VolatileSlice<'a, ()>>,
+    pub data: Vec<VolatileSlice<'a, ()>>,
+}
+
+impl TxPacket<'_> {
+    /// Payload bytes (the header's `len`).
+    pub fn data_len(&self) -> usize {
+        self.data.iter().map(|s| s.len()).sum()
+    }
 }
 
 /// Parses and validates the TX chain `chain` of a guest whose CID is
@@ -147,15 +158,50 @@ pub fn parse_tx<'a>(
     chain: &mut DescriptorChain<&'a GuestMemoryMmap>,
     guest_cid: u64,
 ) -> Result<TxPacket<'a>, PacketError> {
-    let pkt = VsockPacket::from_tx_virtq_chain(mem, chain, MAX_PKT_DATA).map_err(PacketError::Chain)?;
-    let hdr = Header::from_packet(&pkt);
+    let head = chain.next().ok_or(PacketError::EmptyChain)?;
+    if head.is_write_only() {
+        return Err(PacketError::WriteOnly);
+    }
+    if (head.len() as usize) < PKT_HEADER_SIZE {
+        return Err(PacketError::HeaderTooSmall(head.len()));
+    }
+    let mut raw = [0u8; PKT_HEADER_SIZE];
+    mem.read_slice(&mut raw, head.addr()).map_err(PacketError::Memory)?;
+    let hdr = Header::from_bytes(&raw).ok_or(PacketError::HeaderTooSmall(head.len()))?;
     if hdr.src_cid != guest_cid {
         return Err(PacketError::SrcCid { got: hdr.src_cid, want: guest_cid });
     }
     if hdr.dst_cid != HOST_CID {
         return Err(PacketError::DstCid(hdr.dst_cid));
     }
-    Ok(TxPacket { hdr, data: pkt.data_slice().copied() })
+    if hdr.len > MAX_PKT_DATA {
+        return Err(PacketError::TooLong(hdr.len));
+    }
+    let mut data = Vec::new();
+    let mut need = hdr.len as usize;
+    let mut take = |addr: GuestAddress, len: usize, need: &mut usize| -> Result<(), PacketError> {
+        let n = len.min(*need);
+        // A range may span two memory regions (around the 32-bit hole).
+        for piece in GuestMemoryBackend::get_slices(mem, addr, n) {
+            data.push(piece.map_err(PacketError::Memory)?);
+        }
+        *need -= n;
+        Ok(())
+    };
+    let in_head = head.len() as usize - PKT_HEADER_SIZE;
+    let after_header = head.addr().checked_add(PKT_HEADER_SIZE as u64).ok_or(PacketError::HeaderTooSmall(head.len()))?;
+    take(after_header, in_head, &mut need)?;
+    while need > 0 {
+        let Some(d) = chain.next() else { break };
+        if d.is_write_only() {
+            return Err(PacketError::WriteOnly);
+        }
+        take(d.addr(), d.len() as usize, &mut need)?;
+    }
+    if need > 0 {
+        return Err(PacketError::ShortPayload { len: hdr.len, have: hdr.len - need as u32 });
+    }
+    Ok(TxPacket { hdr, data })
 }
 
 /// Where the device writes one packet for the guest: the header slice and

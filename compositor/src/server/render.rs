@@ -15,7 +15,9 @@ use smithay::backend::allocator::Fourcc;
 use smithay::backend::renderer::element::memory::{MemoryRenderBuffer, MemoryRenderBufferRenderElement};
 use smithay::backend::renderer::element::solid::{SolidColorBuffer, SolidColorRenderElement};
 use smithay::backend::renderer::element::surface::{render_elements_from_surface_tree, WaylandSurfaceRenderElement};
-use smithay::backend::renderer::element::{AsRenderElements, Kind};
+use smithay::backend::renderer::element::utils::CropRenderElement;
+use smithay::desktop::PopupManager;
+use smithay::backend::renderer::element::Kind;
 use smithay::backend::renderer::pixman::PixmanRenderer;
 use smithay::input::pointer::{CursorImageStatus, CursorImageSurfaceData};
 use smithay::reexports::wayland_server::Resource;
@@ -44,6 +46,7 @@ pub enum RenderError {
 render_elements! {
     pub OutputElement<=PixmanRenderer>;
     Surface=WaylandSurfaceRenderElement<PixmanRenderer>,
+    Clipped=CropRenderElement<WaylandSurfaceRenderElement<PixmanRenderer>>,
     Solid=SolidColorRenderElement,
     Label=MemoryRenderBufferRenderElement<PixmanRenderer>,
 }
@@ -115,11 +118,46 @@ fn window_elements(
     let client = shell.geometry(id).map_err(|_| RenderError::UnknownWindow(id))?;
     let geo = m.window.geometry();
     let loc = phys(client.x - geo.loc.x - offset.0, client.y - geo.loc.y - offset.1);
+    // Front to back: the host decoration, then the window's popups, then its
+    // surface tree clipped to the client area. A client (a guest, say) whose
+    // buffer is larger than its window, or whose subsurfaces reach outside
+    // it, can never paint over the host's frame and label.
+    if let Ok(Some(deco)) = shell.decoration(id) {
+        decoration_elements(renderer, fonts, shell, m, id, &deco, offset, out);
+    }
+    let Some(toplevel) = m.window.toplevel().map(|t| t.wl_surface().clone()) else { return Ok(false) };
+    for (popup, popup_offset) in PopupManager::popups_for_surface(&toplevel) {
+        let at = loc + (geo.loc + popup_offset - popup.geometry().loc).to_physical_precise_round(1.0);
+        let elements: Vec<WaylandSurfaceRenderElement<PixmanRenderer>> =
+            render_elements_from_surface_tree(renderer, popup.wl_surface(), at, Scale::from(1.0), 1.0, Kind::Unspecified);
+        out.extend(elements.into_iter().map(OutputElement::Surface));
+    }
+    let clip = Rectangle::<i32, Physical>::new(phys(client.x - offset.0, client.y - offset.1), (client.w, client.h).into());
     let surfaces: Vec<WaylandSurfaceRenderElement<PixmanRenderer>> =
-        m.window.render_elements(renderer, loc, Scale::from(1.0), 1.0);
+        render_elements_from_surface_tree(renderer, &toplevel, loc, Scale::from(1.0), 1.0, Kind::Unspecified);
     let drawn = !surfaces.is_empty();
-    out.extend(surfaces.into_iter().map(OutputElement::Surface));
-    let Ok(Some(deco)) = shell.decoration(id) else { return Ok(drawn) };
+    out.extend(
+        surfaces
+            .into_iter()
+            .filter_map(|e| CropRenderElement::from_element(e, Scale::from(1.0), clip))
+            .map(OutputElement::Clipped),
+    );
+    Ok(drawn)
+}
+
+/// A window's decoration: the text strip (label chip and title) over the
+/// title bar, then the title bar and borders, front to back.
+#[allow(clippy::too_many_arguments)]
+fn decoration_elements(
+    renderer: &mut PixmanRenderer,
+    fonts: &Fonts,
+    shell: &Shell,
+    m: &mut Mapped,
+    id: WindowId,
+    deco: &crate::decoration::Decoration,
+    offset: (i32, i32),
+    out: &mut Vec<OutputElement>,
+) {
     let shift = |r: Rect| Rect::new(r.x - offset.0, r.y - offset.1, r.w, r.h);
     // The label chip and the title, over the title bar.
     let slot = shift(deco.label_rect);
@@ -160,7 +198,6 @@ fn window_elements(
             Kind::Unspecified,
         )));
     }
-    Ok(drawn)
 }
 
 /// The whole output's elements, front to back, and the windows whose client

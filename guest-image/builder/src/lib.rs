@@ -69,6 +69,7 @@ pub const BASE_PACKAGES: &[&str] = &[
     "weston",
     "waypipe",
     "wayland-utils",
+    "wl-clipboard",
     "fonts-dejavu-core",
 ];
 pub const VMLINUZ: &str = "vmlinuz";

@@ -258,6 +258,9 @@ fn exercise(
     })?;
     println!("typed into the guest terminal: {} holds {TYPED:?}", typed_path.display());
 
+    // 5b. The clipboard, mediated by the host (the VM's policy: on-paste).
+    clipboard(ctl, rt, &run_dir, shared, term_wid)?;
+
     // 6. A second app of the same VM; its frame rate through the bridge.
     let shm_launch = rayos_json(rayos, &["launch", "--vsock", vsock, "--json", "weston-simple-shm"], &run_dir)?;
     let shm_handle = shm_launch["handle"].as_u64().ok_or_else(|| format!("no handle: {shm_launch}"))?;
@@ -298,7 +301,113 @@ fn exercise(
         return Err(format!("QEMU exited with {status} after the shutdown request").into());
     }
     Ok(format!(
-        "intent_to_first_pixel_ms={first_pixel_ms:.0} windows={windows} typed_file_ok=1 close_ok=1 guest_fps={guest_fps:.1} \
+        "intent_to_first_pixel_ms={first_pixel_ms:.0} windows={windows} typed_file_ok=1 clipboard_ok=1 close_ok=1 guest_fps={guest_fps:.1} \
          host_fps={host_fps:.1} boot_to_agent_s={boot_to_agent_s:.2} rayos_launch_ms={cli_ms:.0}"
     ))
+}
+
+/// Runs a wl-clipboard program as a host client and returns its output.
+/// Without a data-control protocol it maps a small surface and needs
+/// keyboard focus; RayOS gives a new host window no focus while a VM's
+/// window has it (no focus stealing across origins), so the scenario
+/// activates that surface through the control API as a user's click would.
+fn host_clip(ctl: &mut Control, rt: &Path, run_dir: &Path, prog: &str, args: &[&str]) -> Result<String, ScenarioError> {
+    let bin = need(prog, "wl-clipboard")?;
+    let mut child = Command::new(&bin)
+        .args(args)
+        .env_clear()
+        .env("XDG_RUNTIME_DIR", rt)
+        .env("WAYLAND_DISPLAY", "rayos-host")
+        .env("HOME", run_dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
+    let end = Instant::now() + Duration::from_secs(15);
+    while child.try_wait().map_err(|e| e.to_string())?.is_none() {
+        if Instant::now() > end {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("{prog} on the host did not finish within 15 s").into());
+        }
+        let (v, _) = list(ctl)?;
+        let surface = v["windows"].as_array().into_iter().flatten().find(|w| {
+            w["origin"]["kind"] == "host" && w["title"] == "wl-clipboard" && w["focused"] == false
+        });
+        if let Some(w) = surface {
+            let _ = ctl.ok(json!({"op": "focus", "id": id_of(w)?}));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut out = String::new();
+    if let Some(mut o) = child.stdout.take() {
+        std::io::Read::read_to_string(&mut o, &mut out).map_err(|e| e.to_string())?;
+    }
+    Ok(out)
+}
+
+fn host_paste(ctl: &mut Control, rt: &Path, run_dir: &Path) -> Result<String, ScenarioError> {
+    host_clip(ctl, rt, run_dir, "wl-paste", &["-n"])
+}
+
+fn host_copy(ctl: &mut Control, rt: &Path, run_dir: &Path, text: &str) -> Result<(), ScenarioError> {
+    host_clip(ctl, rt, run_dir, "wl-copy", &[text]).map(|_| ())
+}
+
+/// Types into the guest terminal `id`: `cat > FILE`, the terminal's paste
+/// (Ctrl+Shift+V, a real user paste), Return and Ctrl+D.
+fn paste_into_guest_file(ctl: &mut Control, id: u64, file: &str) -> Result<(), ScenarioError> {
+    ctl.ok(json!({"op": "key", "id": id, "text": format!("cat > ~/Shared/{file}\n")}))?;
+    std::thread::sleep(Duration::from_millis(500));
+    ctl.ok(json!({"op": "key", "id": id, "keysyms": ["Control_L", "Shift_L", "v"]}))?;
+    std::thread::sleep(Duration::from_millis(1500));
+    ctl.ok(json!({"op": "key", "id": id, "keysyms": ["Return"]}))?;
+    ctl.ok(json!({"op": "key", "id": id, "keysyms": ["Control_L", "d"]}))?;
+    Ok(())
+}
+
+/// Copy and paste across the VM boundary: allowed under the default
+/// `on-paste` policy (the host reads a VM's selection; the VM reads the
+/// host's only on a user paste into its window), refused under `deny`.
+fn clipboard(ctl: &mut Control, rt: &Path, run_dir: &Path, shared: &Path, term: u64) -> Result<(), ScenarioError> {
+    let wait_file = |name: &str, secs: u64| -> Result<String, ScenarioError> {
+        let p = shared.join(name);
+        wait_for_within(&format!("{} from the guest", p.display()), Duration::from_secs(secs), || Ok(std::fs::read_to_string(&p).ok()))
+    };
+    // Guest to host.
+    ctl.ok(json!({"op": "key", "id": term, "text": "printf guest-clip | wl-copy && touch ~/Shared/copied-1\n"}))?;
+    wait_file("copied-1", 60)?;
+    let got = wait_for_within("the guest's copy on the host", Duration::from_secs(30), || {
+        let s = host_paste(ctl, rt, run_dir)?;
+        Ok((s == "guest-clip").then_some(s))
+    })?;
+    println!("clipboard: copied in the guest, pasted on the host: {got:?}");
+    // Host to guest: a real paste into the VM's window.
+    host_copy(ctl, rt, run_dir, "host-clip")?;
+    paste_into_guest_file(ctl, term, "pasted-1.txt")?;
+    let got = wait_for_within("the host's copy pasted in the guest", Duration::from_secs(60), || {
+        Ok(std::fs::read_to_string(shared.join("pasted-1.txt")).ok().filter(|s| s.contains("host-clip")))
+    })?;
+    println!("clipboard: copied on the host, pasted in the guest terminal: {:?}", got.trim());
+
+    // deny: neither direction.
+    ctl.ok(json!({"op": "set_vm_policy", "name": VM, "clipboard": "deny"}))?;
+    host_copy(ctl, rt, run_dir, "host-secret")?;
+    paste_into_guest_file(ctl, term, "pasted-2.txt")?;
+    std::thread::sleep(Duration::from_secs(2));
+    let denied_in = wait_file("pasted-2.txt", 60)?;
+    if denied_in.contains("host-secret") {
+        return Err("under clipboard = deny the guest pasted the host's selection".into());
+    }
+    ctl.ok(json!({"op": "key", "id": term, "text": "printf guest-secret | wl-copy && touch ~/Shared/copied-2\n"}))?;
+    wait_file("copied-2", 60)?;
+    std::thread::sleep(Duration::from_secs(1));
+    let host_sees = host_paste(ctl, rt, run_dir)?;
+    if host_sees.contains("guest-secret") {
+        return Err("under clipboard = deny the host read the guest's selection".into());
+    }
+    println!("clipboard: under deny the guest pasted {:?} and the host read {host_sees:?}", denied_in.trim());
+    ctl.ok(json!({"op": "set_vm_policy", "name": VM, "clipboard": "on-paste"}))?;
+    Ok(())
 }

@@ -7,6 +7,7 @@
 #   4. fuzzing: each cargo-fuzz target for 30 s; intent engine accuracy and latency
 #   5. scenarios: vmm-startup (tier 1); agent: guest image, agent and vsock backend on QEMU (tier 2);
 #      native: guest apps as labelled RayOS windows through the bridge, launched by words (tier 2);
+#      session: the main job (scripts/run.sh) driven by a script: words to windows (tier 2);
 #      vmm-boot and vmm-virtiofs with rayos-vmm and QEMU, vmm-console (typing at the guest shell) (tier 3, nested)
 #
 # A scenario that cannot run on this machine prints "SKIP <name>: <reason>";
@@ -98,6 +99,7 @@ run_scenario intent-bench --catalog host/tests/catalog --labels host/tests/inten
 run_scenario vmm-startup
 run_scenario agent
 run_scenario native
+run_scenario session --headless --script smoke-tests/scripts/main-job.session --expect-windows 2
 run_scenario compositor
 run_scenario compositor-bench
 run_scenario compositor-drm

@@ -120,6 +120,16 @@ pub enum Scenario {
     /// comparison) and the intent model (`rayos models install`).
     Native(NativeArgs),
 
+    /// Interactive (the README's main job): the RayOS desktop session here.
+    /// The compositor in a window of your desktop session (or headless), the
+    /// Linux guest in QEMU with a shared folder, the VM's native-window
+    /// bridge, and a `rayos>` prompt: type a request in words ("open a
+    /// terminal") or an app name and the app shows as its own window labelled
+    /// `linux`; `apps`, `windows`, `type TEXT`, `screenshot FILE`, `help`,
+    /// `poweroff`. Reads standard input, so it can be scripted; end of input
+    /// powers the guest off.
+    Session(SessionArgs),
+
     /// Tier 1: the RayOS compositor on its headless backend with real
     /// clients: weston-simple-shm and foot on the host socket, weston-simple-shm
     /// on a registered VM's socket. Checks the window list (app_id, title,
@@ -309,6 +319,30 @@ pub struct NativeArgs {
     /// How long a guest window may take to appear (TCG is slow).
     #[arg(long, value_name = "DURATION", default_value = "90s", value_parser = crate::stats::parse_duration)]
     pub window_timeout: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct SessionArgs {
+    #[command(flatten)]
+    pub guest: GuestArgs,
+    /// rayos host binary [default: <workspace>/target/release/rayos].
+    #[arg(long, value_name = "PATH")]
+    pub rayos: Option<PathBuf>,
+    /// rayos-compositor binary [default: <workspace>/target/release/rayos-compositor].
+    #[arg(long, value_name = "PATH")]
+    pub compositor: Option<PathBuf>,
+    /// The RayOS display's size, WxH.
+    #[arg(long, default_value = "1280x800")]
+    pub size: String,
+    /// Headless even when a desktop session (WAYLAND_DISPLAY or DISPLAY) is there.
+    #[arg(long)]
+    pub headless: bool,
+    /// Read the prompt's lines from FILE (each is echoed) instead of standard input.
+    #[arg(long, value_name = "FILE")]
+    pub script: Option<PathBuf>,
+    /// Fail unless at least N launched apps showed a window (for scripted runs).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub expect_windows: usize,
 }
 
 /// `--vmm` for vmm-boot and vmm-virtiofs.

@@ -167,9 +167,22 @@ pub(crate) fn wait_for_within<T>(
 
 /// Starts the compositor (headless, `size`) in `rt`; waits for its sockets.
 pub(crate) fn start_compositor(bin: &Path, rt: &Path, run_dir: &Path, size: &str, procs: &mut Procs) -> Result<PathBuf, ScenarioError> {
+    start_compositor_on(bin, "headless", rt, run_dir, size, procs)
+}
+
+/// [`start_compositor`] on `backend` (`headless`, or `winit` in the
+/// caller's Wayland or X11 session, whose environment it inherits).
+pub(crate) fn start_compositor_on(
+    bin: &Path,
+    backend: &str,
+    rt: &Path,
+    run_dir: &Path,
+    size: &str,
+    procs: &mut Procs,
+) -> Result<PathBuf, ScenarioError> {
     let control = rt.join("control.sock");
     let child = Command::new(bin)
-        .args(["--backend", "headless", "--size", size, "--socket-dir"])
+        .args(["--backend", backend, "--size", size, "--socket-dir"])
         .arg(rt)
         .arg("--control")
         .arg(&control)

@@ -7,6 +7,7 @@ pub mod compositor_drm;
 pub mod guest_qemu;
 pub mod native;
 pub mod nested;
+pub mod session;
 pub mod vmm_boot;
 pub mod vmm_console;
 pub mod vmm_startup;
@@ -25,6 +26,7 @@ pub fn run(scenario: &Scenario) -> Outcome {
         Scenario::VmmVirtiofs(args) => vmm_virtiofs::run(args),
         Scenario::Agent(args) => agent::run(args),
         Scenario::Native(args) => native::run(args),
+        Scenario::Session(args) => session::run(args),
         Scenario::Compositor(args) => compositor::run(args),
         Scenario::CompositorBench(args) => compositor::bench(args),
         Scenario::CompositorDrm(args) => compositor_drm::run(args),

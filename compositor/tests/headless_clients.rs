@@ -977,3 +977,37 @@ fn clipboard_crosses_origins_only_as_each_vms_policy_allows() {
     ctl.ok(json!({"op": "unregister_vm", "name": "work"}));
     assert_eq!(host_paste(&c), "");
 }
+
+#[test]
+fn a_client_drawing_outside_its_window_never_covers_the_host_decoration() {
+    // weston-terminal draws its own frame with a drop shadow in a buffer
+    // larger than its window geometry: the shadow lies where the host draws
+    // the border and the title bar. Every border pixel must stay the
+    // origin's colour, all the way round.
+    let term = need("weston-terminal", "weston");
+    let c = Compositor::start();
+    let mut ctl = c.control();
+    let _client = c.client(&term, &["--shell=/bin/sh"], "rayos-host");
+    let w = ctl.wait_window(|w| w["app_id"].as_str().is_some_and(|a| a.contains("terminal")));
+    std::thread::sleep(Duration::from_millis(500));
+    let shot = c.path().join("terminal.png");
+    let img = ctl.screenshot(json!({"op": "screenshot", "path": shot.to_str().unwrap()}));
+    let (x, y, cw, ch) = geo(&w);
+    check_decoration(&img, &w, HOST_RGB);
+    let mut bad = Vec::new();
+    for yy in (y - 28)..(y + ch + 4) {
+        for xx in [x - 4, x - 1, x + cw, x + cw + 3] {
+            if !is_rgb(img.px(xx, yy), HOST_RGB) {
+                bad.push((xx, yy));
+            }
+        }
+    }
+    for xx in (x - 4)..(x + cw + 4) {
+        for yy in [y + ch, y + ch + 3] {
+            if !is_rgb(img.px(xx, yy), HOST_RGB) {
+                bad.push((xx, yy));
+            }
+        }
+    }
+    assert!(bad.is_empty(), "{} border pixels are not the host colour, first at {:?}: {:?}", bad.len(), bad[0], img.px(bad[0].0, bad[0].1));
+}

@@ -72,13 +72,18 @@ pub(super) fn launch_cmd(a: LaunchArgs) -> Result<ExitCode, CliError> {
     let apps = client.list_apps(true).map_err(CliError::Guest)?;
     let connect_ms = ms(t_start);
 
-    let t_intent = Instant::now();
+    let mut model_load_ms = 0.0;
+    let mut intent_ms = 0.0;
     let (app_id, how) = match direct_match(&apps, &words) {
         Some(e) => (e.id.clone(), serde_json::json!({"by": "name"})),
         None => {
+            let t_load = Instant::now();
             let opts = SessionOptions { model: a.model.clone(), store: a.store.root(), entries: Some(apps), ..SessionOptions::default() };
             let session = Session::open(&opts)?;
+            model_load_ms = ms(t_load);
+            let t_intent = Instant::now();
             let res = session.resolve(&words)?;
+            intent_ms = ms(t_intent);
             match res.action {
                 Action::Launch { app_id, confidence, .. } => (app_id, serde_json::json!({"by": "intent", "confidence": confidence})),
                 other => {
@@ -93,7 +98,6 @@ pub(super) fn launch_cmd(a: LaunchArgs) -> Result<ExitCode, CliError> {
             }
         }
     };
-    let intent_ms = ms(t_intent);
 
     let launch = Launch {
         app: AppRef::Id(app_id.clone()),
@@ -109,13 +113,15 @@ pub(super) fn launch_cmd(a: LaunchArgs) -> Result<ExitCode, CliError> {
     if a.json {
         let mut v = serde_json::json!({
             "launched": app_id, "handle": handle, "pid": pid, "native_window": bridged,
-            "connect_ms": connect_ms, "intent_ms": intent_ms, "launch_ms": launch_ms,
+            "connect_ms": connect_ms, "model_load_ms": model_load_ms, "intent_ms": intent_ms, "launch_ms": launch_ms,
         });
         v["resolved"] = how;
         println!("{v}");
     } else {
         let shown = if bridged { "as a native window" } else if native { "without a window" } else { "in the VM's desktop" };
-        println!("launched {app_id} {shown}: handle {handle}, guest pid {pid} (intent {intent_ms:.1} ms, launch {launch_ms:.1} ms)");
+        println!(
+            "launched {app_id} {shown}: handle {handle}, guest pid {pid} (model load {model_load_ms:.0} ms, intent {intent_ms:.1} ms, launch {launch_ms:.1} ms)"
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -236,14 +236,21 @@ fn exercise(
     let mapped_ms = clock.since(t0, term_w["mapped_at_ms"].as_f64().unwrap_or(f64::NAN));
     let first_pixel_ms = clock.since(t0, term_w["first_content_ms"].as_f64().unwrap_or(f64::NAN));
     let intent_ms = launched["intent_ms"].as_f64().unwrap_or(f64::NAN);
+    let model_load_ms = launched["model_load_ms"].as_f64().unwrap_or(f64::NAN);
     let launch_ms = launched["launch_ms"].as_f64().unwrap_or(f64::NAN);
     let connect_ms = launched["connect_ms"].as_f64().unwrap_or(f64::NAN);
     println!("{}", describe(&term_w));
+    let first_frame_ms = first_pixel_ms - mapped_ms;
+    // RayOS's own code on the path once the model is resident: resolving
+    // the words and the compositor's first frame of the mapped window. The
+    // model's load, the agent's round trips (guest time) and the app's own
+    // start are reported beside it.
+    let rayos_own_ms = intent_ms + first_frame_ms;
     println!(
-        "intent_to_first_pixel_ms={first_pixel_ms:.0}: rayos launch {cli_ms:.0} (agent connect+catalog {connect_ms:.0}, intent {intent_ms:.0} incl. model load, launch round trip {launch_ms:.0}), \
-         app start to window mapped {:.0}, mapped to first frame drawn {:.0}",
+        "intent_to_first_pixel_ms={first_pixel_ms:.0}: rayos launch {cli_ms:.0} (agent connect+catalog {connect_ms:.0}, model load {model_load_ms:.0}, \
+         intent {intent_ms:.1}, launch round trip {launch_ms:.0}), app start to window mapped {:.0}, mapped to first frame drawn {first_frame_ms:.0}; \
+         rayos_own_ms={rayos_own_ms:.1} (intent + first frame; target 50)",
         mapped_ms - cli_ms,
-        first_pixel_ms - mapped_ms
     );
     let term_wid = id_of(&term_w)?;
     let shot = ctl.screenshot(json!({"window": term_wid}), &run_dir.join("terminal-window.png"))?;
@@ -279,7 +286,9 @@ fn exercise(
     }
     ctl.screenshot(json!({}), &run_dir.join("output-two-apps.png"))?;
     let guest_fps = fps(ctl, id_of(&shm_w)?, args.measure)?;
-    println!("guest_fps={guest_fps:.1} host_fps={host_fps:.1} ratio={:.2}", guest_fps / host_fps);
+    let fps_ratio = guest_fps / host_fps;
+    let verdict = if fps_ratio >= 0.8 { "meets" } else { "MISSES" };
+    println!("guest_fps={guest_fps:.1} host_fps={host_fps:.1} ratio={fps_ratio:.2} ({verdict} the 0.8 target)");
 
     // 7. Closing the window ends the app.
     let t_close = Instant::now();
@@ -302,7 +311,7 @@ fn exercise(
     }
     Ok(format!(
         "intent_to_first_pixel_ms={first_pixel_ms:.0} windows={windows} typed_file_ok=1 clipboard_ok=1 close_ok=1 guest_fps={guest_fps:.1} \
-         host_fps={host_fps:.1} boot_to_agent_s={boot_to_agent_s:.2} rayos_launch_ms={cli_ms:.0}"
+         host_fps={host_fps:.1} fps_ratio={fps_ratio:.2} boot_to_agent_s={boot_to_agent_s:.2} rayos_launch_ms={cli_ms:.0} model_load_ms={model_load_ms:.0} rayos_own_ms={rayos_own_ms:.1}"
     ))
 }
 

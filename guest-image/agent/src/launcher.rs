@@ -13,7 +13,7 @@
 //! app that exits at once is still reported.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader};
+use std::io::Read;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -125,6 +125,73 @@ pub fn bridged_argv(waypipe: &std::path::Path, argv: &[String]) -> Vec<String> {
     ];
     v.extend(argv.iter().cloned());
     v
+}
+
+/// The longest app output line forwarded, in bytes of UTF-8.
+pub const MAX_LINE: usize = 4096;
+
+/// Splits an app's output into lines of at most [`MAX_LINE`] bytes, never
+/// holding more than that: an overlong line is cut (on a character
+/// boundary) and the rest of it, up to its newline, is dropped. Bytes that
+/// are not UTF-8 become U+FFFD.
+#[derive(Default)]
+pub struct Lines {
+    buf: Vec<u8>,
+    skipping: bool,
+}
+
+impl Lines {
+    /// Takes `data`; complete lines go to `out`.
+    pub fn push(&mut self, mut data: &[u8], out: &mut Vec<String>) {
+        while !data.is_empty() {
+            let nl = data.iter().position(|&b| b == b'\n');
+            let (part, rest) = match nl {
+                Some(i) => (&data[..i], Some(&data[i + 1..])),
+                None => (data, None),
+            };
+            if !self.skipping {
+                let room = MAX_LINE - self.buf.len();
+                self.buf.extend_from_slice(&part[..part.len().min(room)]);
+                if part.len() > room {
+                    out.push(cut_line(&self.buf));
+                    self.buf.clear();
+                    self.skipping = true;
+                }
+            }
+            match rest {
+                Some(r) => {
+                    if !self.skipping {
+                        out.push(cut_line(&self.buf));
+                    }
+                    self.buf.clear();
+                    self.skipping = false;
+                    data = r;
+                }
+                None => break,
+            }
+        }
+    }
+
+    /// The last line, if the output did not end with a newline.
+    pub fn finish(&mut self, out: &mut Vec<String>) {
+        if !self.buf.is_empty() && !self.skipping {
+            out.push(cut_line(&self.buf));
+        }
+        self.buf.clear();
+    }
+}
+
+/// `bytes` as text of at most [`MAX_LINE`] bytes, cut on a character boundary.
+fn cut_line(bytes: &[u8]) -> String {
+    let mut s = String::from_utf8_lossy(bytes).into_owned();
+    if s.len() > MAX_LINE {
+        let mut end = MAX_LINE;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+    s
 }
 
 struct Running {
@@ -260,10 +327,24 @@ impl Launcher {
     fn forward_output(&self, handle: u64, read_end: OwnedFd) {
         let sink = self.sink.clone();
         let _ = std::thread::Builder::new().name(format!("app{handle}-output")).spawn(move || {
-            let reader = BufReader::new(std::fs::File::from(read_end));
-            for line in reader.split(b'\n').map_while(Result::ok) {
-                let mut text = String::from_utf8_lossy(&line).into_owned();
-                text.truncate(4096);
+            let mut reader = std::fs::File::from(read_end);
+            let mut lines = Lines::default();
+            let mut chunk = [0u8; 8192];
+            let mut out = Vec::new();
+            loop {
+                let n = match reader.read(&mut chunk) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(_) => break,
+                };
+                lines.push(&chunk[..n], &mut out);
+                for text in out.drain(..) {
+                    sink(AgentMessage::Log { level: LogLevel::Info, line: format!("[app {handle}] {text}") });
+                }
+            }
+            lines.finish(&mut out);
+            for text in out {
                 sink(AgentMessage::Log { level: LogLevel::Info, line: format!("[app {handle}] {text}") });
             }
         });
@@ -380,4 +461,53 @@ fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
     }
     // SAFETY: both fds were just created and are owned by nobody else.
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(chunks: &[&[u8]]) -> Vec<String> {
+        let mut l = Lines::default();
+        let mut out = Vec::new();
+        for c in chunks {
+            l.push(c, &mut out);
+        }
+        l.finish(&mut out);
+        out
+    }
+
+    #[test]
+    fn lines_are_split_across_reads_and_the_last_one_is_kept() {
+        assert_eq!(split(&[b"a\nb", b"c\n\nd"]), ["a", "bc", "", "d"]);
+        assert_eq!(split(&[b"\xff ok\n"]), ["\u{fffd} ok"]);
+    }
+
+    #[test]
+    fn an_overlong_line_is_cut_on_a_character_boundary_and_its_rest_dropped() {
+        // 4095 ASCII bytes then a 3-byte character: byte 4096 falls inside it.
+        let mut line = vec![b'x'; MAX_LINE - 1];
+        line.extend_from_slice("€€€".as_bytes());
+        line.extend_from_slice(b" and much more that is dropped\nnext\n");
+        let out = split(&[&line[..1000], &line[1000..]]);
+        assert_eq!(out.len(), 2, "{:?}", out.iter().map(String::len).collect::<Vec<_>>());
+        assert_eq!(out[0].len(), MAX_LINE - 1, "cut before the character that does not fit");
+        assert_eq!(out[1], "next");
+        // Invalid bytes widen to U+FFFD (3 bytes each): still at most MAX_LINE.
+        let out = split(&[&[0xffu8; MAX_LINE][..], b"\n"]);
+        assert!(out[0].len() <= MAX_LINE && out[0].chars().all(|c| c == '\u{fffd}'));
+    }
+
+    #[test]
+    fn a_line_without_end_never_grows_past_the_limit() {
+        let mut l = Lines::default();
+        let mut out = Vec::new();
+        for _ in 0..1000 {
+            l.push(&[b'y'; 4096], &mut out);
+            assert!(l.buf.len() <= MAX_LINE);
+        }
+        assert_eq!(out.len(), 1, "one cut line, the rest dropped until a newline");
+        l.push(b"\nz\n", &mut out);
+        assert_eq!(out.last().map(String::as_str), Some("z"));
+    }
 }

@@ -23,6 +23,18 @@ pub enum PolicyError {
     BadTag(String),
     #[error("share tag {0:?} is used twice")]
     DuplicateTag(String),
+    #[error("policy forbids setting {0} for a catalog app (only LANG, LANGUAGE, LC_* and TZ may be set when command lines are not allowed)")]
+    EnvForbidden(String),
+    #[error("working directory {0:?} must be an absolute path without `..`")]
+    BadCwd(String),
+}
+
+/// Environment variables a launch may set when the policy allows catalog
+/// apps only: presentation, never what runs or what it loads (`PATH`,
+/// `LD_PRELOAD`, `PYTHONPATH`, `XDG_DATA_DIRS`, ... would turn a catalog
+/// launch into an arbitrary program).
+fn env_allowed_for_catalog_apps(name: &str) -> bool {
+    matches!(name, "LANG" | "LANGUAGE" | "TZ") || name.starts_with("LC_")
 }
 
 /// Which catalog apps may start.
@@ -71,6 +83,17 @@ impl Default for GuestPolicy {
 impl GuestPolicy {
     /// Whether `launch` may be sent.
     pub fn check_launch(&self, launch: &Launch) -> Result<(), PolicyError> {
+        if let Some(cwd) = &launch.cwd {
+            let p = std::path::Path::new(cwd);
+            if !p.is_absolute() || p.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+                return Err(PolicyError::BadCwd(cwd.clone()));
+            }
+        }
+        if !self.allow_argv {
+            if let Some(name) = launch.env.keys().find(|k| !env_allowed_for_catalog_apps(k)) {
+                return Err(PolicyError::EnvForbidden(name.clone()));
+            }
+        }
         match &launch.app {
             AppRef::Id(id) => {
                 let allowed = match &self.apps {
@@ -137,6 +160,29 @@ mod tests {
         assert_eq!(p.check_launch(&gimp), Err(PolicyError::AppForbidden("gimp.desktop".into())));
         p.apps = AppRule::Except(vec!["foot.desktop".into()]);
         assert!(p.check_launch(&foot).is_err() && p.check_launch(&gimp).is_ok());
+    }
+
+    #[test]
+    fn a_catalog_launch_cannot_change_what_runs_through_its_environment_or_cwd() {
+        let p = GuestPolicy::default();
+        let mut foot = launch(AppRef::Id("foot.desktop".into()));
+        foot.env.insert("LANG".into(), "de_DE.UTF-8".into());
+        foot.env.insert("LC_TIME".into(), "C".into());
+        assert!(p.check_launch(&foot).is_ok());
+        for bad in ["LD_PRELOAD", "PATH", "PYTHONPATH", "XDG_DATA_DIRS", "WAYLAND_DISPLAY", "LD_LIBRARY_PATH"] {
+            let mut l = foot.clone();
+            l.env.insert(bad.into(), "/tmp/x".into());
+            assert_eq!(p.check_launch(&l), Err(PolicyError::EnvForbidden(bad.into())), "{bad}");
+        }
+        // Command lines, where allowed, may set what they like.
+        let mut sh = launch(AppRef::Argv(vec!["sh".into()]));
+        sh.env.insert("PATH".into(), "/opt/bin".into());
+        assert!(GuestPolicy { allow_argv: true, ..GuestPolicy::default() }.check_launch(&sh).is_ok());
+        for cwd in ["tmp", "/home/rayos/../../etc", ""] {
+            let l = Launch { cwd: Some(cwd.into()), ..foot.clone() };
+            assert_eq!(p.check_launch(&l), Err(PolicyError::BadCwd(cwd.into())), "{cwd:?}");
+        }
+        assert!(p.check_launch(&Launch { cwd: Some("/home/rayos/Shared".into()), ..foot }).is_ok());
     }
 
     #[test]

@@ -8,7 +8,7 @@ use clap::{Args, Subcommand};
 use rayos_contract::{AppRef, DisplayMode, GuestPolicy, Launch};
 
 use super::CliError;
-use crate::guest::{ClientError, GuestClient};
+use crate::guest::{printable, ClientError, GuestClient};
 
 #[derive(Args, Debug)]
 pub struct GuestArgs {
@@ -103,9 +103,9 @@ pub fn guest_cmd(a: GuestArgs) -> Result<u8, CliError> {
             } else {
                 for e in &apps {
                     let what = e.generic_name.as_deref().or(e.comment.as_deref()).unwrap_or("");
-                    println!("{:<45} {:<28} {}", e.id, e.name, what);
+                    println!("{:<45} {:<28} {}", printable(&e.id), printable(&e.name), printable(what));
                 }
-                eprintln!("{} apps in the guest ({})", apps.len(), c.info.kernel);
+                eprintln!("{} apps in the guest ({})", apps.len(), printable(&c.info.kernel));
             }
             Ok(0)
         }
@@ -156,7 +156,7 @@ pub fn guest_cmd(a: GuestArgs) -> Result<u8, CliError> {
                 for e in c.take_events() {
                     if let rayos_contract::AgentMessage::Log { line, .. } = e {
                         if let Some(text) = line.strip_prefix(&tag) {
-                            eprintln!("{text}");
+                            eprintln!("{}", printable(text));
                         }
                     }
                 }
@@ -180,7 +180,13 @@ pub fn guest_cmd(a: GuestArgs) -> Result<u8, CliError> {
         GuestCommand::Ping => {
             let t0 = Instant::now();
             c.ping(1)?;
-            println!("{} answered in {:.2} ms (protocol {}, kernel {})", c.info.agent, t0.elapsed().as_secs_f64() * 1e3, c.info.version, c.info.kernel);
+            println!(
+                "{} answered in {:.2} ms (protocol {}, kernel {})",
+                printable(&c.info.agent),
+                t0.elapsed().as_secs_f64() * 1e3,
+                c.info.version,
+                printable(&c.info.kernel)
+            );
             Ok(0)
         }
         GuestCommand::Shutdown => {

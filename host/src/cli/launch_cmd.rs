@@ -11,7 +11,7 @@ use rayos_contract::{AppRef, DesktopEntry, DisplayMode, GuestPolicy, Launch, CAP
 
 use super::{CliError, StoreArgs};
 use crate::bridge::{self, BridgeConfig, Waypipe};
-use crate::guest::GuestClient;
+use crate::guest::{printable, GuestClient};
 use crate::intent::engine::{validate_request, MAX_REQUEST_BYTES};
 use crate::intent::session::{Session, SessionError, SessionOptions};
 use crate::intent::Action;
@@ -91,7 +91,7 @@ pub(super) fn launch_cmd(a: LaunchArgs) -> Result<ExitCode, CliError> {
                     if a.json {
                         println!("{}", other.to_json());
                     } else {
-                        println!("{}", describe_non_launch(&other));
+                        println!("{}", printable(&describe_non_launch(&other)));
                     }
                     return Ok(ExitCode::from(1));
                 }
@@ -120,7 +120,8 @@ pub(super) fn launch_cmd(a: LaunchArgs) -> Result<ExitCode, CliError> {
     } else {
         let shown = if bridged { "as a native window" } else if native { "without a window" } else { "in the VM's desktop" };
         println!(
-            "launched {app_id} {shown}: handle {handle}, guest pid {pid} (model load {model_load_ms:.0} ms, intent {intent_ms:.1} ms, launch {launch_ms:.1} ms)"
+            "launched {} {shown}: handle {handle}, guest pid {pid} (model load {model_load_ms:.0} ms, intent {intent_ms:.1} ms, launch {launch_ms:.1} ms)",
+            printable(&app_id)
         );
     }
     Ok(ExitCode::SUCCESS)

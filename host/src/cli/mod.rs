@@ -387,7 +387,7 @@ pub fn run(cli: Cli) -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("rayos: {e}");
+            eprintln!("rayos: {}", crate::guest::printable(&e.to_string()));
             ExitCode::from(e.exit_code())
         }
     }
@@ -397,7 +397,7 @@ fn guest_exit(r: Result<u8, CliError>) -> ExitCode {
     match r {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("rayos: {e}");
+            eprintln!("rayos: {}", crate::guest::printable(&e.to_string()));
             ExitCode::from(e.exit_code())
         }
     }

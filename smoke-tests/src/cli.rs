@@ -167,6 +167,103 @@ pub enum Scenario {
     /// showing the window. SKIP (77) only when QEMU is missing.
     #[command(name = "compositor-drm")]
     CompositorDrm(CompositorDrmArgs),
+
+    /// Tier 3, nested: the RayOS guest image under rayos-vmm. The agent and
+    /// native scenarios' guest stack with our VMM in place of QEMU, inside the
+    /// nested test host (QEMU TCG `-cpu max,la57=off` here, nested KVM).
+    ///
+    /// The outer host exports the guest image and an output folder to the
+    /// test host over virtio-fs. In the test host: virtiofsd serves the
+    /// image's root, rayos-vsock its vsock, and rayos-vmm boots the image's
+    /// kernel and initramfs (`--fs tag=rootfs`, `--vhost-user virtio-id=19`).
+    /// Then, with the `rayos` CLI in the test host: the agent answers `rayos
+    /// guest ping` (boot_to_agent_s), the catalog lists foot.desktop, `rayos
+    /// guest launch --wait --command -- sh -c 'exit 3'` returns 3;
+    /// rayos-compositor runs headless with VM `linux` registered, `rayos
+    /// bridge` listens, `rayos launch weston-simple-shm` (by name) opens a
+    /// window whose origin is `linux` and that has drawn (its screenshot is
+    /// checked here: origin colour, label, client pixels); `rayos guest
+    /// shutdown` ends the guest and rayos-vmm must exit 0. Each step's time
+    /// is printed.
+    ///
+    /// Prints `PASS vmm-native boot_to_agent_s=<s> catalog_ok=1 exit3_ok=1
+    /// native_window=1 ...`. Not checked here (see `native`): launching by
+    /// words (the intent model), typing, shared folders, clipboard, frame
+    /// rates, closing windows. Needs root (image build, virtiofsd), QEMU and
+    /// virtiofsd (scripts/setup.sh).
+    #[command(name = "vmm-native")]
+    VmmNative(VmmNativeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct VmmNativeArgs {
+    /// rayos-vmm binary [default: <workspace>/target/release/rayos-vmm].
+    #[arg(long, value_name = "PATH")]
+    pub vmm_bin: Option<PathBuf>,
+    /// rayos host binary (`rayos guest`, `bridge`, `launch` in the test host)
+    /// [default: <workspace>/target/release/rayos].
+    #[arg(long, value_name = "PATH")]
+    pub rayos: Option<PathBuf>,
+    /// rayos-compositor binary [default: <workspace>/target/release/rayos-compositor].
+    #[arg(long, value_name = "PATH")]
+    pub compositor: Option<PathBuf>,
+    /// rayos-vsock backend [default: <workspace>/target/release/rayos-vsock].
+    #[arg(long, value_name = "PATH")]
+    pub vsock_backend: Option<PathBuf>,
+    /// virtiofsd, for the outer exports and in the test host
+    /// [default: <cache dir>/tools/bin/virtiofsd].
+    #[arg(long, value_name = "PATH")]
+    pub virtiofsd: Option<PathBuf>,
+    /// Guest image directory (built or refreshed there)
+    /// [default: <workspace>/target/guest-image].
+    #[arg(long, value_name = "DIR")]
+    pub image: Option<PathBuf>,
+    /// rayos-guest-agent binary to put in the image
+    /// [default: <workspace>/target/release/rayos-guest-agent].
+    #[arg(long, value_name = "PATH")]
+    pub agent: Option<PathBuf>,
+    /// Stop after the command-channel checks: no compositor, bridge or window.
+    #[arg(long)]
+    pub no_native: bool,
+    /// QEMU binary for the outer VM.
+    #[arg(long, value_name = "PATH", default_value = "qemu-system-x86_64")]
+    pub qemu: String,
+    /// Outer QEMU accelerator; auto = KVM only if it works and can nest, else TCG.
+    #[arg(long, value_enum, default_value_t = AccelRequest::Auto)]
+    pub accel: AccelRequest,
+    /// Give up (and kill QEMU) after this long per boot of the test host.
+    #[arg(long, value_name = "DURATION", default_value = "12m", value_parser = crate::stats::parse_duration)]
+    pub timeout: Duration,
+    /// How long the guest may take from rayos-vmm's start to the agent's answer.
+    #[arg(long, value_name = "DURATION", default_value = "6m", value_parser = crate::stats::parse_duration)]
+    pub boot_timeout: Duration,
+    /// How long the guest app's window may take to appear and draw.
+    #[arg(long, value_name = "DURATION", default_value = "3m", value_parser = crate::stats::parse_duration)]
+    pub window_timeout: Duration,
+    /// Test host memory (MiB).
+    #[arg(long, value_name = "MIB", default_value_t = 3072, value_parser = clap::value_parser!(u32).range(1024..=16384))]
+    pub host_memory_mib: u32,
+    /// Guest memory (MiB).
+    #[arg(long, value_name = "MIB", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(256..=8192))]
+    pub guest_memory_mib: u32,
+    /// Guest vCPUs.
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub guest_cpus: u32,
+    /// RUST_LOG for rayos-vmm inside the test host (its log is in <run dir>/out).
+    #[arg(long, value_name = "FILTER")]
+    pub vmm_log: Option<String>,
+    /// Run directory [default: <target>/smoke/vmm-native-<UTC time>].
+    #[arg(long, value_name = "DIR")]
+    pub run_dir: Option<PathBuf>,
+    /// Keep the test host initramfs in the run directory after a pass.
+    #[arg(long)]
+    pub keep_images: bool,
+    /// Package cache [default: $RAYOS_CACHE_DIR, else ~/.cache/rayos].
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Debian meta package whose kernel the test host runs.
+    #[arg(long, value_name = "PACKAGE", default_value = "linux-image-amd64")]
+    pub kernel_meta: String,
 }
 
 #[derive(Debug, Args)]
@@ -604,5 +701,12 @@ mod tests {
             panic!()
         };
         assert_eq!((a.size.as_str(), a.memory_mib, a.timeout), ("1280x800", 1024, Duration::from_secs(600)));
+        let cli = Cli::try_parse_from(["rayos-smoke", "vmm-native", "--no-native"]).unwrap();
+        let Scenario::VmmNative(a) = cli.scenario else {
+            panic!()
+        };
+        assert!(a.no_native);
+        assert_eq!((a.host_memory_mib, a.guest_memory_mib, a.guest_cpus), (3072, 1024, 2));
+        assert_eq!((a.timeout, a.boot_timeout), (Duration::from_secs(720), Duration::from_secs(360)));
     }
 }

@@ -1,0 +1,168 @@
+#!/bin/busybox sh
+# rayos-smoke vmm-native: the nested test host's /init
+# (smoke-tests/src/scenarios/vmm_native/host-init.sh; its @...@ placeholders are filled in by mod.rs).
+#
+# The RayOS guest image (Debian trixie) under rayos-vmm, inside this test
+# host, with RayOS's own backends: virtiofsd serves the guest's root from the
+# image disk the outer host gives us (virtio-blk, ext4), rayos-vsock serves its
+# vsock. Every step prints RAYOS-VN-STEP <name> when it starts and
+# RAYOS-VN-OK <name> <detail> when it passed; the outer side times them.
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin HOME=/root
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mkdir -p /tmp /run /image /out /tmp/logs
+echo @HOST_INIT@
+
+V=/run/vm0.vsock
+RT=/run/rayos
+CTL=$RT/control.sock
+vmm_pid=
+procs=
+now() { cut -d. -f1 /proc/uptime; }
+step() { echo "RAYOS-VN-STEP $1"; }
+ok() { echo "RAYOS-VN-OK $*"; }
+save_logs() {
+    [ -f /tmp/guest-serial.log ] && cp /tmp/guest-serial.log /tmp/logs/
+    grep -q ' /out ' /proc/mounts && cp /tmp/logs/* /out/ 2>/dev/null
+    sync
+}
+fail() {
+    echo "@HOST_FAIL@ $*"
+    echo "RAYOS-VN-DIAG guest console: last lines from user space, then the last lines:"
+    grep -v '^\[ *[0-9]*\.[0-9]*\]' /tmp/guest-serial.log 2>/dev/null | tail -n 15 | sed 's/^/RAYOS-VN-DIAG guest| /'
+    tail -n 12 /tmp/guest-serial.log 2>/dev/null | sed 's/^/RAYOS-VN-DIAG guest| /'
+    echo "RAYOS-VN-DIAG rayos-vmm log:"
+    tail -n 15 /tmp/logs/rayos-vmm.log 2>/dev/null | sed 's/^/RAYOS-VN-DIAG vmm| /'
+    [ -n "$vmm_pid" ] && kill "$vmm_pid" 2>/dev/null
+    for p in $procs; do kill "$p" 2>/dev/null; done
+    sleep 1
+    save_logs
+    echo RAYOS-VN-DONE
+    poweroff -f
+    sleep 60
+}
+# wait_for WHAT SECONDS COMMAND...: until COMMAND succeeds; fails the run
+# after SECONDS or when rayos-vmm is gone.
+wait_for() {
+    what=$1 secs=$2
+    shift 2
+    end=$(($(now) + secs))
+    until "$@"; do
+        if [ -n "$vmm_pid" ] && ! kill -0 "$vmm_pid" 2>/dev/null; then
+            wait "$vmm_pid"
+            st=$?
+            echo "@VMM_EXIT@$st"
+            fail "rayos-vmm exited ($st) while waiting for $what"
+        fi
+        [ "$(now)" -lt "$end" ] || fail "$what: not within $secs s"
+        sleep 0.5
+    done
+}
+
+# KVM, as every nested test host does.
+if grep -qw svm /proc/cpuinfo; then vendor=amd
+elif grep -qw vmx /proc/cpuinfo; then vendor=intel
+else fail "CPU has neither svm nor vmx: no nested virtualisation"; fi
+for m in $(cat @MODULE_LIST_DIR@/modules-$vendor) $(cat @MODULE_LIST_DIR@/modules-fs); do
+    grep -q "^$m " /proc/modules || insmod @MODULE_DIR@/$m.ko || fail "insmod $m.ko failed"
+done
+[ -c /dev/kvm ] || fail "/dev/kvm missing after loading kvm-$vendor"
+echo advise > /sys/kernel/mm/transparent_hugepage/shmem_enabled 2>/dev/null
+echo "@HOST_INFO@kernel=$(uname -r) vendor=$vendor vmm=rayos"
+
+# The guest image (an ext4 disk) and the output folder, from the outer host.
+mount -t ext4 /dev/vda /image || fail "cannot mount the guest image disk /dev/vda"
+mount -t virtiofs @OUT_TAG@ /out || fail "cannot mount the output folder (virtio-fs @OUT_TAG@)"
+[ -f /image/@VMLINUZ@ ] && [ -d /image/@ROOTFS@/sbin ] || fail "the exported guest image lacks @VMLINUZ@ or @ROOTFS@"
+
+step backends
+/usr/bin/virtiofsd --shared-dir /image/@ROOTFS@ --socket-path /run/fs.sock --sandbox chroot --cache auto \
+    </dev/null >/tmp/logs/virtiofsd.log 2>&1 &
+procs="$procs $!"
+RUST_LOG=info /usr/bin/rayos-vsock --socket /run/vhost-vsock.sock --uds-path $V --guest-cid 3 \
+    </dev/null >/tmp/logs/rayos-vsock.log 2>&1 &
+procs="$procs $!"
+wait_for "the backends' sockets" 30 test -S /run/fs.sock -a -S /run/vhost-vsock.sock
+ok backends virtiofsd and rayos-vsock listening
+
+echo @VMM_START@
+step vmm
+@VMM_ENV@/usr/bin/rayos-vmm --kernel /image/@VMLINUZ@ --initramfs /image/@INITRAMFS@ \
+    --cmdline '@CMDLINE@' --memory @MEMORY@ --cpus @CPUS@ \
+    --serial file:/tmp/guest-serial.log --metrics /tmp/rayos-vmm-metrics.json \
+    --fs tag=rootfs,socket=/run/fs.sock \
+    --vhost-user virtio-id=19,socket=/run/vhost-vsock.sock,queues=3 \
+    </dev/null >/tmp/logs/rayos-vmm.log 2>&1 &
+vmm_pid=$!
+ping_agent() { /usr/bin/rayos guest --vsock $V --timeout 5 ping >/tmp/ping.out 2>&1; }
+wait_for "the guest agent on vsock port 5252" @BOOT_TIMEOUT@ ping_agent
+ok agent "$(tr '\n' ' ' </tmp/ping.out)"
+
+step catalog
+/usr/bin/rayos guest --vsock $V apps >/tmp/logs/apps.txt 2>&1 || fail "rayos guest apps: $(tail -n 3 /tmp/logs/apps.txt)"
+grep -q '^foot.desktop ' /tmp/logs/apps.txt || fail "foot.desktop is not in the guest catalog: $(cut -d' ' -f1 /tmp/logs/apps.txt | tr '\n' ' ')"
+ok catalog "$(grep -c '\.desktop ' /tmp/logs/apps.txt) apps, foot.desktop among them"
+
+step exit3
+/usr/bin/rayos guest --vsock $V launch --wait --command -- sh -c 'id -un; exit 3' >/tmp/logs/exit3.txt 2>&1
+st=$?
+[ "$st" = 3 ] || fail "rayos guest launch --wait sh -c 'exit 3' returned $st: $(tail -n 3 /tmp/logs/exit3.txt)"
+ok exit3 "status 3, ran as $(head -n 1 /tmp/logs/exit3.txt)"
+
+if [ "@NATIVE@" = 1 ]; then
+    step compositor
+    mkdir -p $RT /usr/share
+    chmod 700 $RT
+    # xkbcommon's keymaps: the guest image's xkb-data serves the host side too.
+    [ -d /usr/share/X11/xkb ] || ln -s /image/@ROOTFS@/usr/share/X11 /usr/share/X11
+    RUST_LOG=info /usr/bin/rayos-compositor --backend headless --size 1280x800 --socket-dir $RT --control $CTL \
+        </dev/null >/tmp/logs/compositor.log 2>&1 &
+    procs="$procs $!"
+    wait_for "the compositor's sockets" 60 test -S $CTL -a -S $RT/rayos-host
+    /usr/bin/rayos-smoke-control $CTL '{"op":"register_vm","name":"@VM@","colour":"@VM_COLOUR@"}' >/tmp/reg.txt 2>&1 \
+        || fail "register_vm: $(cat /tmp/reg.txt)"
+    ok compositor headless, VM @VM@ registered
+
+    step bridge
+    /usr/bin/rayos bridge --vsock $V --vm @VM@ --socket-dir $RT --guest-root /image/@ROOTFS@ --log /tmp/logs/waypipe.log \
+        </dev/null >/tmp/logs/bridge.log 2>&1 &
+    procs="$procs $!"
+    wait_for "the bridge's socket ${V}_@BRIDGE_PORT@" 30 test -S ${V}_@BRIDGE_PORT@
+    ok bridge listening on ${V}_@BRIDGE_PORT@
+
+    step launch
+    /usr/bin/rayos launch --vsock $V --json @APP@ >/tmp/logs/launch.json 2>&1 || fail "rayos launch @APP@: $(tail -n 3 /tmp/logs/launch.json)"
+    grep -q '"native_window":true' /tmp/logs/launch.json || fail "rayos launch did not use the bridge: $(cat /tmp/logs/launch.json)"
+    ok launch "$(tail -n 1 /tmp/logs/launch.json)"
+
+    step window
+    /usr/bin/rayos-smoke-control $CTL --wait-window @VM@ @APP_ID_PART@ @WINDOW_TIMEOUT@ >/tmp/window.json 2>&1 \
+        || fail "no window of VM @VM@ with app_id *@APP_ID_PART@* drew within @WINDOW_TIMEOUT@ s: $(tail -c 1500 /tmp/window.json); waypipe: $(tail -n 5 /tmp/logs/waypipe.log)"
+    echo "RAYOS-VN-WINDOW $(cat /tmp/window.json)"
+    wid=$(sed -n 's/.*"id":\([0-9]*\).*/\1/p' /tmp/window.json | head -n 1)
+    sleep 1
+    /usr/bin/rayos-smoke-control $CTL "{\"op\":\"screenshot\",\"window\":$wid,\"path\":\"/tmp/logs/guest-window.png\"}" \
+        "{\"op\":\"screenshot\",\"path\":\"/tmp/logs/output.png\"}" "{\"op\":\"list_windows\"}" >/tmp/shot.txt 2>&1 \
+        || fail "screenshots: $(tail -c 600 /tmp/shot.txt)"
+    echo "RAYOS-VN-LIST $(tail -n 1 /tmp/shot.txt)"
+    ok window "window $wid of VM @VM@ drew; screenshots taken"
+fi
+
+step poweroff
+/usr/bin/rayos guest --vsock $V shutdown >/tmp/logs/shutdown.txt 2>&1 || fail "rayos guest shutdown: $(cat /tmp/logs/shutdown.txt)"
+( sleep @POWEROFF_TIMEOUT@; kill "$vmm_pid" 2>/dev/null ) &
+watchdog=$!
+wait "$vmm_pid"
+status=$?
+kill "$watchdog" 2>/dev/null
+[ -s /tmp/rayos-vmm-metrics.json ] && echo "@VMM_METRICS@$(tr -d '\n' < /tmp/rayos-vmm-metrics.json)"
+echo "@VMM_EXIT@$status"
+vmm_pid=
+[ "$status" = 0 ] || fail "rayos-vmm exited with $status after the shutdown request"
+ok poweroff rayos-vmm exited 0
+for p in $procs; do kill "$p" 2>/dev/null; done
+sleep 0.5
+save_logs
+echo RAYOS-VN-DONE
+poweroff -f

@@ -1,0 +1,651 @@
+//! Scenario `vmm-native` (tier 3, nested): the RayOS guest image under
+//! rayos-vmm, with RayOS's own backends, inside the nested test host; the
+//! guest stack of `agent`/`native` on our VMM instead of QEMU.
+//!
+//! Outer host (this process):
+//! 1. Build or refresh the guest image ([`super::guest_qemu::prepare`]),
+//!    fetch the test host's Debian kernel and busybox ([`super::nested`]).
+//! 2. Build the test host initramfs: busybox, the kvm, virtio-fs, virtio-blk
+//!    and ext4 modules of the test host's kernel, rayos-vmm, rayos-vsock,
+//!    virtiofsd, `rayos`, rayos-compositor and `rayos-smoke-control` (each
+//!    with its libraries), and `host-init.sh` as `/init`; write the guest
+//!    image directory into an ext4 disk image (`mke2fs -d`, see
+//!    [`image_disk`] for why not virtio-fs).
+//! 3. Boot the test host in QEMU (TCG `-cpu max,la57=off` here) with the
+//!    image disk as virtio-blk, memfd-shared RAM and an output folder of the
+//!    run directory exported by virtiofsd (`vhost-user-fs-pci`, tag
+//!    `rayos-out`).
+//!
+//! Test host (`host-init.sh`), each step timed from its serial markers:
+//! * `backends`: virtiofsd exports the image's root file system (from the
+//!   mounted disk), rayos-vsock serves the vsock.
+//! * `vmm` (→ `agent`): rayos-vmm boots the image's vmlinuz and
+//!   initramfs.cpio.gz with `console=ttyS0 <manifest cmdline> panic=-1`,
+//!   `--fs tag=rootfs,...` and `--vhost-user virtio-id=19,...,queues=3`;
+//!   `rayos guest ping` answers on the hybrid socket (`boot_to_agent_s`,
+//!   from `RAYOS-VMM-START`).
+//! * `catalog`: `rayos guest apps` lists foot.desktop.
+//! * `exit3`: `rayos guest launch --wait --command -- sh -c 'id -un; exit 3'`
+//!   returns 3.
+//! * `compositor`, `bridge`, `launch`, `window` (not with `--no-native`):
+//!   rayos-compositor headless with VM `linux` registered, `rayos bridge`
+//!   (the image's own waypipe through its loader), `rayos launch
+//!   weston-simple-shm` by name over the live catalog through the bridge; the
+//!   control API must list a window of origin `linux` that has drawn, and
+//!   screenshots of it and of the output land in the output folder, where
+//!   this side checks the window shot (origin colour, label, client pixels).
+//! * `poweroff`: `rayos guest shutdown`; rayos-vmm must exit 0.
+//!
+//! Not checked here (the QEMU-based `native` scenario covers them): words
+//! to an app (`rayos launch "open a terminal"` needs the intent model in the
+//! test host), typing into a guest window, shared folders, the clipboard,
+//! frame rates, closing windows.
+//!
+//! A guest crash under rayos-vmm (exit status 3 or 4) gets one visible retry
+//! ([`nested::run_with_retry`]); anything else fails at once, naming the step,
+//! with the guest console's last lines. Logs (guest console, rayos-vmm,
+//! backends, compositor, waypipe) and screenshots stay in `<run dir>/out`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::compositor::{check_window_shot, Image, VM_RGB};
+use super::guest_qemu;
+use super::nested::{self, Prepared};
+use crate::cli::{BootOptions, GuestArgs, VmmNativeArgs};
+use crate::procs::Procs;
+use crate::qemu::{self, Flow};
+use crate::serial;
+use crate::testhost::{self, Vmm, MODULE_DIR, MODULE_LIST_DIR};
+use crate::Outcome;
+
+pub const SCENARIO: &str = "vmm-native";
+const HOST_INIT: &str = include_str!("host-init.sh");
+const OUT_TAG: &str = "rayos-out";
+const VM: &str = "linux";
+const VM_COLOUR: &str = "#d03030";
+const APP: &str = "weston-simple-shm";
+const APP_ID_PART: &str = "simple-shm";
+const CONTROL_CLIENT: &str = "rayos-smoke-control";
+
+/// Test host markers (besides the shared ones of [`serial`]).
+const STEP: &str = "RAYOS-VN-STEP ";
+const OK: &str = "RAYOS-VN-OK ";
+const WINDOW: &str = "RAYOS-VN-WINDOW ";
+const LIST: &str = "RAYOS-VN-LIST ";
+const DIAG: &str = "RAYOS-VN-DIAG ";
+const DONE: &str = "RAYOS-VN-DONE";
+
+/// Steps in order; the native ones only without `--no-native`.
+const BASE_STEPS: &[&str] = &["backends", "agent", "catalog", "exit3"];
+const NATIVE_STEPS: &[&str] = &["compositor", "bridge", "launch", "window"];
+
+/// What the test host's `/init` is told.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub cmdline: String,
+    pub memory_mib: u32,
+    pub cpus: u32,
+    pub vmlinuz: String,
+    pub initramfs: String,
+    pub rootfs: String,
+    pub native: bool,
+    pub boot_timeout: Duration,
+    pub window_timeout: Duration,
+    pub vmm_log: Option<String>,
+}
+
+impl Plan {
+    /// The steps this plan runs, in order.
+    pub fn steps(&self) -> Vec<&'static str> {
+        let mut s = BASE_STEPS.to_vec();
+        if self.native {
+            s.extend(NATIVE_STEPS);
+        }
+        s.push("poweroff");
+        s
+    }
+}
+
+/// The test host's `/init` for `plan`.
+pub fn host_init(plan: &Plan) -> String {
+    let env = plan
+        .vmm_log
+        .as_ref()
+        .map(|f| format!("RUST_LOG={} ", testhost::sh_quote(f)))
+        .unwrap_or_default();
+    let secs = |d: Duration| d.as_secs().max(1).to_string();
+    [
+        ("@HOST_INIT@", serial::HOST_INIT.to_string()),
+        ("@HOST_FAIL@", serial::HOST_FAIL.to_string()),
+        ("@HOST_INFO@", serial::HOST_INFO.to_string()),
+        ("@VMM_START@", serial::VMM_START.to_string()),
+        ("@VMM_EXIT@", serial::VMM_EXIT.to_string()),
+        ("@VMM_METRICS@", serial::VMM_METRICS.to_string()),
+        ("@MODULE_LIST_DIR@", MODULE_LIST_DIR.to_string()),
+        ("@MODULE_DIR@", MODULE_DIR.to_string()),
+        ("@OUT_TAG@", OUT_TAG.to_string()),
+        ("@VMLINUZ@", plan.vmlinuz.clone()),
+        ("@INITRAMFS@", plan.initramfs.clone()),
+        ("@ROOTFS@", plan.rootfs.clone()),
+        ("@CMDLINE@", plan.cmdline.replace('\'', "")),
+        ("@MEMORY@", format!("{}M", plan.memory_mib)),
+        ("@CPUS@", plan.cpus.to_string()),
+        ("@VMM_ENV@", env),
+        ("@BOOT_TIMEOUT@", secs(plan.boot_timeout)),
+        ("@WINDOW_TIMEOUT@", secs(plan.window_timeout)),
+        ("@POWEROFF_TIMEOUT@", "60".to_string()),
+        ("@NATIVE@", u8::from(plan.native).to_string()),
+        ("@VM@", VM.to_string()),
+        ("@VM_COLOUR@", VM_COLOUR.to_string()),
+        ("@BRIDGE_PORT@", rayos_contract::BRIDGE_PORT.to_string()),
+        ("@APP@", APP.to_string()),
+        ("@APP_ID_PART@", APP_ID_PART.to_string()),
+    ]
+    .iter()
+    .fold(HOST_INIT.to_string(), |s, (k, v)| s.replace(k, v))
+}
+
+/// What one boot of the test host printed.
+#[derive(Debug, Default)]
+pub struct Observation {
+    pub vmm_start: Option<Duration>,
+    /// (step, time its start marker arrived)
+    pub started: Vec<(String, Duration)>,
+    /// (step, time it passed, detail)
+    pub passed: Vec<(String, Duration, String)>,
+    pub vmm_exit: Option<i32>,
+    pub metrics: Option<String>,
+    pub host_fail: Option<String>,
+    pub diag: Vec<String>,
+    pub window: Option<Value>,
+    pub windows: Option<Value>,
+    pub done: bool,
+}
+
+fn after<'a>(line: &'a str, marker: &str) -> Option<&'a str> {
+    line.find(marker).map(|i| line[i + marker.len()..].trim())
+}
+
+impl Observation {
+    pub fn observe(&mut self, t: Duration, line: &str) {
+        if let Some(rest) = after(line, STEP) {
+            self.started.push((rest.to_string(), t));
+        } else if let Some(rest) = after(line, OK) {
+            let (name, detail) = rest.split_once(' ').unwrap_or((rest, ""));
+            self.passed.push((name.to_string(), t, detail.to_string()));
+        } else if let Some(rest) = after(line, WINDOW) {
+            self.window = serde_json::from_str(rest).ok();
+        } else if let Some(rest) = after(line, LIST) {
+            self.windows = serde_json::from_str(rest).ok();
+        } else if let Some(rest) = after(line, DIAG) {
+            self.diag.push(rest.to_string());
+        } else if line.contains(DONE) {
+            self.done = true;
+        } else if let Some(rest) = after(line, serial::HOST_FAIL) {
+            self.host_fail.get_or_insert_with(|| rest.to_string());
+        } else if let Some(rest) = after(line, serial::VMM_EXIT) {
+            self.vmm_exit = rest.parse().ok();
+        } else if let Some(rest) = after(line, serial::VMM_METRICS) {
+            self.metrics = Some(rest.to_string());
+        } else if line.contains(serial::VMM_START) {
+            self.vmm_start = Some(t);
+        }
+    }
+
+    fn passed_at(&self, step: &str) -> Option<Duration> {
+        self.passed.iter().find(|(n, _, _)| n == step).map(|(_, t, _)| *t)
+    }
+
+    fn started_at(&self, step: &str) -> Option<Duration> {
+        self.started.iter().find(|(n, _)| n == step).map(|(_, t)| *t)
+    }
+}
+
+/// Figures of a passing run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Figures {
+    pub boot_to_agent_s: f64,
+    /// (step, seconds it took)
+    pub step_s: Vec<(String, f64)>,
+    pub window: Option<Value>,
+}
+
+/// Checks that every step of `plan` passed and rayos-vmm exited 0.
+pub fn evaluate(obs: &Observation, plan: &Plan) -> Result<Figures, String> {
+    if let Some(f) = &obs.host_fail {
+        let step = obs.started.last().map(|(s, _)| s.as_str()).unwrap_or("start-up");
+        return Err(format!("step {step}: {f}"));
+    }
+    let mut step_s = Vec::new();
+    for step in plan.steps() {
+        let start = if step == "agent" { obs.vmm_start } else { obs.started_at(step) };
+        let Some(end) = obs.passed_at(step) else {
+            return Err(format!("step {step} did not pass (no {OK}{step} marker)"));
+        };
+        let start = start.ok_or_else(|| format!("step {step} passed without its start marker"))?;
+        step_s.push((step.to_string(), end.saturating_sub(start).as_secs_f64()));
+    }
+    match obs.vmm_exit {
+        Some(0) => {}
+        Some(s) => return Err(format!("rayos-vmm exited with {s}")),
+        None => return Err("no rayos-vmm exit status".into()),
+    }
+    if plan.native {
+        let w = obs.window.as_ref().ok_or("no window JSON from the test host")?;
+        if w["origin"]["name"] != VM || w["origin"]["kind"] == "host" {
+            return Err(format!("the window's origin is not VM {VM}: {w}"));
+        }
+    }
+    let boot_to_agent_s = step_s.iter().find(|(s, _)| s == "agent").map(|(_, s)| *s).unwrap_or(f64::NAN);
+    Ok(Figures { boot_to_agent_s, step_s, window: obs.window.clone() })
+}
+
+pub fn run(args: &VmmNativeArgs) -> Outcome {
+    match run_inner(args) {
+        Ok(figures) => Outcome::Pass { scenario: SCENARIO, figures },
+        Err(reason) => Outcome::Fail { scenario: SCENARIO, reason },
+    }
+}
+
+fn boot_options(args: &VmmNativeArgs, run_dir: &Path) -> BootOptions {
+    BootOptions {
+        vmm_bin: args.vmm_bin.clone(),
+        qemu: args.qemu.clone(),
+        timeout: args.timeout,
+        accel: args.accel,
+        run_dir: Some(run_dir.to_path_buf()),
+        keep_images: args.keep_images,
+        cache_dir: args.cache_dir.clone(),
+        kernel_meta: args.kernel_meta.clone(),
+        host_memory_mib: args.host_memory_mib,
+        host_cpus: 2,
+        guest_memory_mib: args.guest_memory_mib,
+        guest_cpus: args.guest_cpus,
+        guest_cmdline: String::new(),
+        qemu_machine: testhost::DEFAULT_QEMU_MACHINE.to_string(),
+        kvm_trace: false,
+    }
+}
+
+fn binary(arg: &Option<PathBuf>, name: &str) -> Result<PathBuf, String> {
+    let p = arg.clone().unwrap_or_else(|| crate::rundir::release_binary(name));
+    if p.is_file() {
+        Ok(p)
+    } else {
+        Err(format!("{name} not found at {} (cargo build --release --workspace)", p.display()))
+    }
+}
+
+fn run_inner(args: &VmmNativeArgs) -> Result<String, String> {
+    let t_all = Instant::now();
+    let virtiofsd = args.virtiofsd.clone().unwrap_or_else(|| nested::cache_root(&boot_options(args, Path::new("."))).join("tools/bin/virtiofsd"));
+    if !virtiofsd.is_file() {
+        return Err(format!("virtiofsd {}: not found (scripts/setup.sh builds it there; or pass --virtiofsd)", virtiofsd.display()));
+    }
+    let rayos = binary(&args.rayos, "rayos")?;
+    let vsock = binary(&args.vsock_backend, "rayos-vsock")?;
+    let compositor = binary(&args.compositor, "rayos-compositor")?;
+    let control = binary(&None, CONTROL_CLIENT)?;
+
+    // 1. Guest image, test host kernel and busybox.
+    let t = Instant::now();
+    let guest_args = GuestArgs {
+        image: args.image.clone(),
+        agent: args.agent.clone(),
+        vsock_backend: Some(vsock.clone()),
+        virtiofsd: Some(virtiofsd.clone()),
+        qemu: PathBuf::from(&args.qemu),
+        accel: args.accel,
+        memory_mib: args.guest_memory_mib,
+        boot_timeout: args.boot_timeout,
+        run_dir: args.run_dir.clone(),
+    };
+    let (run_dir, image, manifest) = guest_qemu::prepare(&guest_args, SCENARIO)?;
+    let opts = boot_options(args, &run_dir);
+    let inputs = nested::gather(SCENARIO, &[Vmm::Rayos], &opts).map_err(|e| chain(&e))?;
+    println!("{SCENARIO} step prepare (guest image, test host packages): {:.1} s", t.elapsed().as_secs_f64());
+
+    // 2. The test host image.
+    let t = Instant::now();
+    let plan = Plan {
+        cmdline: format!("console=ttyS0 {} panic=-1", manifest.kernel_cmdline),
+        memory_mib: args.guest_memory_mib,
+        cpus: args.guest_cpus,
+        vmlinuz: manifest.vmlinuz.clone(),
+        initramfs: manifest.initramfs.clone(),
+        rootfs: manifest.rootfs.clone(),
+        native: !args.no_native,
+        boot_timeout: args.boot_timeout,
+        window_timeout: args.window_timeout,
+        vmm_log: args.vmm_log.clone(),
+    };
+    let host_initrd = run_dir.join("host-initrd.cpio");
+    let bytes = build_host_image(&inputs, &plan, &host_initrd, &[
+        (inputs.rayos_vmm.as_deref().ok_or("no rayos-vmm")?, testhost::RAYOS_VMM),
+        (&vsock, "/usr/bin/rayos-vsock"),
+        (&virtiofsd, "/usr/bin/virtiofsd"),
+        (&rayos, "/usr/bin/rayos"),
+        (&compositor, "/usr/bin/rayos-compositor"),
+        (&control, "/usr/bin/rayos-smoke-control"),
+    ])?;
+    println!(
+        "{SCENARIO} step test-host-image: {:.1} MiB in {:.1} s",
+        bytes as f64 / 1048576.0,
+        t.elapsed().as_secs_f64()
+    );
+    let t = Instant::now();
+    let disk = run_dir.join("guest-image.ext4");
+    let disk_mib = image_disk(&image, &disk)?;
+    println!("{SCENARIO} step image-disk: {disk_mib} MiB ext4 of {} in {:.1} s", image.display(), t.elapsed().as_secs_f64());
+    // Both are removed after a pass unless --keep-images.
+    let prep = nested::prepared(&inputs, &opts, disk.clone(), host_initrd.clone());
+    let out = run_dir.join("out");
+
+    // 3. Boot (with one retry after a guest crash).
+    let (result, attempts) = nested::run_with_retry(
+        SCENARIO,
+        Vmm::Rayos,
+        || run_once(&prep, &opts, &plan, &virtiofsd, &disk, &out),
+        |r: &RunResult| {
+            r.figures.as_ref().err().map(|e| nested::Failure {
+                reason: e.clone(),
+                log: r.log.clone(),
+                guest_crash: nested::guest_crash(Vmm::Rayos, r.vmm_exit),
+            })
+        },
+    )?;
+    let figures = match result.figures {
+        Ok(f) => f,
+        Err(e) => {
+            return Err(format!(
+                "{e} (attempt {attempts}; serial log {}, test host logs in {})",
+                result.log.display(),
+                out.display()
+            ))
+        }
+    };
+    for (step, s) in &figures.step_s {
+        println!("{SCENARIO} step {step}: {s:.2} s");
+    }
+    if let Some(m) = &result.metrics {
+        println!("{SCENARIO} rayos-vmm metrics {m}");
+    }
+    let window_check = match &figures.window {
+        Some(w) => {
+            println!("{SCENARIO} guest window: {w}");
+            let img = Image::load(&out.join("guest-window.png")).map_err(|e| format!("window screenshot: {e}"))?;
+            check_window_shot(&img, w, VM_RGB, "weston-simple-shm from the guest under rayos-vmm").map_err(|e| e.to_string())?;
+            println!("{SCENARIO} screenshots: {} and {}", out.join("guest-window.png").display(), out.join("output.png").display());
+            format!(" native_window=1 window_app_id={}", w["app_id"].as_str().unwrap_or("?"))
+        }
+        None => {
+            println!("{SCENARIO} not checked (--no-native): compositor, bridge, native window");
+            " native_window=not-checked".to_string()
+        }
+    };
+    println!(
+        "{SCENARIO} not checked here (see `rayos-smoke native`): launch by words, typing, shared folders, clipboard, frame rate, close"
+    );
+    nested::remove_images(&prep, args.keep_images);
+    let wall = t_all.elapsed().as_secs_f64();
+    println!("{SCENARIO} wall_s={wall:.1} run_dir={}", run_dir.display());
+    let step = |n: &str| figures.step_s.iter().find(|(s, _)| s == n).map(|(_, s)| *s).unwrap_or(f64::NAN);
+    Ok(format!(
+        "boot_to_agent_s={:.1} catalog_ok=1 exit3_ok=1{window_check} poweroff_s={:.1} vmm_exit=0 test_host_wall_s={:.1} attempts={attempts}",
+        figures.boot_to_agent_s,
+        step("poweroff"),
+        result.wall.as_secs_f64(),
+    ))
+}
+
+/// Writes an ext4 file system holding the guest image directory to `disk`
+/// (sparse, no journal), sized with room for the guest's writes; returns its
+/// size in MiB.
+///
+/// The test host gets the image as this virtio-blk disk rather than over
+/// virtio-fs: its virtiofsd, exporting a virtio-fs mount of the outer host's
+/// directory to the guest, made the guest's switch_root fail with ESTALE on
+/// /sbin/rayos-init (with the outer export's metadata cached for good, too).
+/// A disk is also what a RayOS host's guest storage will be.
+fn image_disk(image: &Path, disk: &Path) -> Result<u64, String> {
+    let du = Command::new("du").arg("-sm").arg(image).output().map_err(|e| format!("cannot run du: {e}"))?;
+    let used: u64 = String::from_utf8_lossy(&du.stdout)
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| format!("du -sm {}: {}", image.display(), String::from_utf8_lossy(&du.stderr).trim()))?;
+    let mib = used + used / 4 + 512;
+    let _ = std::fs::remove_file(disk);
+    let out = Command::new("mke2fs")
+        .args(["-q", "-t", "ext4", "-O", "^has_journal", "-L", "rayos-image", "-F", "-d"])
+        .arg(image)
+        .arg(disk)
+        .arg(format!("{mib}M"))
+        .output()
+        .map_err(|e| format!("cannot run mke2fs (e2fsprogs): {e}"))?;
+    if !out.status.success() {
+        return Err(format!("mke2fs -d {} failed: {}", image.display(), String::from_utf8_lossy(&out.stderr).trim()));
+    }
+    Ok(mib)
+}
+
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(x) = src {
+        s.push_str(": ");
+        s.push_str(&x.to_string());
+        src = x.source();
+    }
+    s
+}
+
+fn build_host_image(
+    inputs: &nested::Inputs,
+    plan: &Plan,
+    out: &Path,
+    binaries: &[(&Path, &str)],
+) -> Result<u64, String> {
+    let e = |e: testhost::TestHostError| chain(&e);
+    let tree = &inputs.kernel.modules;
+    let applets = testhost::busybox_applets(&inputs.busybox).map_err(e)?;
+    let mut a = testhost::base_archive(&inputs.busybox, &applets).map_err(e)?;
+    a.file_bytes("/init", host_init(plan), 0o755).map_err(|x| chain(&x))?;
+    let kmod = |x: crate::kmod::KmodError| chain(&x);
+    for (list, roots) in [("amd", &["kvm-amd"][..]), ("intel", &["kvm-intel"][..]), ("fs", &["virtio_pci", "virtiofs", "virtio_blk", "crc32c_generic", "ext4"][..])] {
+        let order = tree.load_order(roots).map_err(kmod)?;
+        testhost::add_modules(&mut a, tree, &order, &format!("{MODULE_LIST_DIR}/modules-{list}")).map_err(e)?;
+    }
+    for (bin, dest) in binaries {
+        let n = testhost::add_binary_with_libs(&mut a, bin, dest).map_err(e)?;
+        tracing::info!("test host: {} as {dest} with {n} shared libraries", bin.display());
+    }
+    a.write_file(out).map_err(|x| chain(&x))
+}
+
+struct RunResult {
+    figures: Result<Figures, String>,
+    vmm_exit: Option<i32>,
+    metrics: Option<String>,
+    log: PathBuf,
+    wall: Duration,
+}
+
+/// One boot of the test host, with the outer virtiofsd exports around it.
+fn run_once(
+    prep: &Prepared,
+    opts: &BootOptions,
+    plan: &Plan,
+    virtiofsd: &Path,
+    disk: &Path,
+    out: &Path,
+) -> Result<RunResult, String> {
+    std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let run_dir = &prep.run_dir;
+    let mut procs = Procs::default();
+    let mut devices = Vec::new();
+    for (tag, dir) in [(OUT_TAG, out)] {
+        let sock = run_dir.join(format!("{tag}.sock"));
+        let _ = std::fs::remove_file(&sock);
+        let log = run_dir.join(format!("virtiofsd-{tag}.log"));
+        let f = || std::fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()));
+        let child = Command::new(virtiofsd)
+            .arg("--shared-dir")
+            .arg(dir)
+            .arg("--socket-path")
+            .arg(&sock)
+            .args(["--sandbox", "chroot", "--cache", "auto"])
+            .stdin(Stdio::null())
+            .stdout(f()?)
+            .stderr(f()?)
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", virtiofsd.display()))?;
+        procs.0.push((format!("virtiofsd-{tag}"), child));
+        devices.push((tag, sock));
+    }
+    let end = Instant::now() + Duration::from_secs(20);
+    while !devices.iter().all(|(_, s)| s.exists()) {
+        if let Some((n, st)) = procs.first_exited() {
+            return Err(format!("{n} (outer host) exited with {st}; see its log in {}", run_dir.display()));
+        }
+        if Instant::now() > end {
+            return Err("the outer virtiofsd sockets did not appear within 20 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let mut cmd = nested::outer_command(prep, opts, Vmm::Rayos, false);
+    cmd.arg("-drive")
+        .arg(format!("file={},if=none,id=image,format=raw,cache=unsafe", disk.display()))
+        .args(["-device", "virtio-blk-pci,drive=image"]);
+    cmd.args([
+        "-object",
+        &format!("memory-backend-memfd,id=mem,size={}M,share=on", opts.host_memory_mib),
+        "-numa",
+        "node,memdev=mem",
+    ]);
+    for (i, (tag, sock)) in devices.iter().enumerate() {
+        cmd.arg("-chardev")
+            .arg(format!("socket,id=vfs{i},path={}", sock.display()))
+            .args(["-device", &format!("vhost-user-fs-pci,queue-size=1024,chardev=vfs{i},tag={tag}")]);
+    }
+    let log = run_dir.join("serial-rayos.log");
+    println!("{SCENARIO}: booting the test host (timeout {:?}); serial log {}", opts.timeout, log.display());
+    let mut obs = Observation::default();
+    let mut last_step = String::new();
+    let outcome = qemu::run_captured(cmd, &log, opts.timeout, |t, line| {
+        obs.observe(t, line);
+        if let Some((s, _)) = obs.started.last() {
+            if *s != last_step {
+                last_step = s.clone();
+                tracing::info!("test host step {s} at {:.1} s", t.as_secs_f64());
+            }
+        }
+        if obs.done {
+            Flow::Finished
+        } else {
+            Flow::Continue
+        }
+    })
+    .map_err(|e| chain(&e))?;
+    drop(procs);
+    let run = nested::HostRun { outcome, log: log.clone() };
+    let figures = evaluate(&obs, plan).map_err(|r| {
+        let mut r = run.annotate(r, opts.timeout);
+        if !obs.diag.is_empty() {
+            r.push_str("\n  ");
+            r.push_str(&obs.diag.join("\n  "));
+        }
+        r
+    });
+    Ok(RunResult { figures, vmm_exit: obs.vmm_exit, metrics: obs.metrics, log, wall: run.outcome.elapsed })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(native: bool) -> Plan {
+        Plan {
+            cmdline: "console=ttyS0 rayos.root=rootfs panic=-1".into(),
+            memory_mib: 1024,
+            cpus: 2,
+            vmlinuz: "vmlinuz".into(),
+            initramfs: "initramfs.cpio.gz".into(),
+            rootfs: "rootfs".into(),
+            native,
+            boot_timeout: Duration::from_secs(300),
+            window_timeout: Duration::from_secs(120),
+            vmm_log: None,
+        }
+    }
+
+    #[test]
+    fn host_init_is_fully_substituted() {
+        let s = host_init(&plan(true));
+        // No `@NAME@` placeholder is left.
+        let b = s.as_bytes();
+        for (i, _) in s.match_indices('@') {
+            let word: String = s[i + 1..].chars().take_while(|c| c.is_ascii_uppercase() || *c == '_').collect();
+            assert!(word.is_empty() || b.get(i + 1 + word.len()) != Some(&b'@'), "placeholder @{word}@ left");
+        }
+        assert!(s.contains("--cmdline 'console=ttyS0 rayos.root=rootfs panic=-1' --memory 1024M --cpus 2"));
+        assert!(s.contains("--vhost-user virtio-id=19,socket=/run/vhost-vsock.sock,queues=3"));
+        assert!(s.contains("--fs tag=rootfs,socket=/run/fs.sock"));
+        assert!(s.contains("if [ \"1\" = 1 ]; then"));
+        assert!(host_init(&plan(false)).contains("if [ \"0\" = 1 ]; then"));
+        assert!(s.contains("echo RAYOS-VMM-START\n"));
+    }
+
+    fn obs(lines: &[&str]) -> Observation {
+        let mut o = Observation::default();
+        for (i, l) in lines.iter().enumerate() {
+            o.observe(Duration::from_secs(i as u64), l);
+        }
+        o
+    }
+
+    #[test]
+    fn evaluation_needs_every_step_and_a_clean_exit() {
+        let base = [
+            "RAYOS-VN-STEP backends",
+            "RAYOS-VN-OK backends up",
+            "RAYOS-VMM-START",
+            "RAYOS-VN-STEP vmm",
+            "RAYOS-VN-OK agent rayos-guest-agent answered",
+            "RAYOS-VN-STEP catalog",
+            "RAYOS-VN-OK catalog 12 apps",
+            "RAYOS-VN-STEP exit3",
+            "RAYOS-VN-OK exit3 status 3",
+            "RAYOS-VN-STEP poweroff",
+            "RAYOS-VMM-EXIT status=0",
+            "RAYOS-VN-OK poweroff rayos-vmm exited 0",
+            "RAYOS-VN-DONE",
+        ];
+        let o = obs(&base);
+        assert!(o.done);
+        let f = evaluate(&o, &plan(false)).unwrap();
+        assert_eq!(f.boot_to_agent_s, 2.0);
+        assert_eq!(f.step_s.len(), 5);
+        // Native steps missing.
+        assert!(evaluate(&o, &plan(true)).unwrap_err().contains("step compositor"));
+        // A failure names the step it happened in.
+        let o = obs(&["RAYOS-VN-STEP backends", "RAYOS-VN-OK backends up", "RAYOS-VMM-START", "RAYOS-VN-STEP vmm",
+            "RAYOS-VMM-EXIT status=4", "RAYOS-HOST-FAIL rayos-vmm exited (4) while waiting for the agent"]);
+        assert_eq!(o.vmm_exit, Some(4));
+        assert_eq!(evaluate(&o, &plan(false)).unwrap_err(), "step vmm: rayos-vmm exited (4) while waiting for the agent");
+        let mut bad_exit = base.to_vec();
+        bad_exit[10] = "RAYOS-VMM-EXIT status=1";
+        assert!(evaluate(&obs(&bad_exit), &plan(false)).unwrap_err().contains("exited with 1"));
+    }
+
+    #[test]
+    fn window_marker_is_parsed() {
+        let o = obs(&[r#"RAYOS-VN-WINDOW {"id":3,"app_id":"weston-simple-shm","origin":{"kind":"vm","name":"linux"},"first_content_ms":5.0}"#]);
+        assert_eq!(o.window.unwrap()["origin"]["name"], "linux");
+    }
+}

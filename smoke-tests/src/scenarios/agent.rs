@@ -39,7 +39,7 @@ pub fn run(args: &AgentArgs) -> Outcome {
 
 fn run_inner(args: &AgentArgs) -> Result<String, String> {
     let (run_dir, image, manifest) = guest_qemu::prepare(&args.guest, NAME)?;
-    let mut vm = guest_qemu::boot(&args.guest, &run_dir, &image, &manifest, &[])?;
+    let mut vm = guest_qemu::boot(&args.guest, &run_dir, &image, &manifest, &guest_qemu::BootOptions::default())?;
     let result = exercise(args, &mut vm);
     match result {
         Ok(figures) => Ok(figures),

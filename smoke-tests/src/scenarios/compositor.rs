@@ -349,9 +349,10 @@ pub(crate) fn check_window_shot(img: &Image, w: &Value, colour: [u8; 3], what: &
             return Err(format!("{what}: {part} at ({x},{y}) is {:?}, not the origin colour {colour:?}", img.px(x, y)).into());
         }
     }
-    let (white, _) = img.count(BORDER, 4, 100.min(cw), 20, |p| p == [255, 255, 255]);
+    // The label chip: white, or near-black (#161616) for a light origin colour.
+    let (white, _) = img.count(BORDER, 4, 100.min(cw), 20, |p| p == [255, 255, 255] || p == [0x16, 0x16, 0x16]);
     if white < 30 {
-        return Err(format!("{what}: no origin label in the title bar ({white} white pixels)").into());
+        return Err(format!("{what}: no origin label in the title bar ({white} label-chip pixels)").into());
     }
     let (bg, total) = img.count(BORDER, TITLE_H, cw, ch, is_background);
     if bg * 10 > total {

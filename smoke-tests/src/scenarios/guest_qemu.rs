@@ -23,6 +23,14 @@ use crate::cli::GuestArgs;
 use crate::procs::Procs;
 use crate::debs::default_cache_root;
 
+/// How a guest boots beyond the image: its shared folders, and whether its
+/// root is exported read-only (a second VM on the same image).
+#[derive(Default)]
+pub struct BootOptions {
+    pub shares: Vec<Share>,
+    pub readonly_root: bool,
+}
+
 /// A host folder the guest mounts: virtio-fs `tag` at `guest_path`.
 pub struct Share {
     pub tag: String,
@@ -85,8 +93,9 @@ pub fn boot(
     run_dir: &Path,
     image: &Path,
     manifest: &rayos_image::Manifest,
-    shares: &[Share],
+    opts: &BootOptions,
 ) -> Result<GuestVm, String> {
+    let shares = &opts.shares[..];
     let vsock_bin = args.vsock_backend.clone().unwrap_or_else(|| crate::rundir::release_binary("rayos-vsock"));
     if !vsock_bin.is_file() {
         return Err(format!("--vsock-backend {}: not found (cargo build --release --workspace)", vsock_bin.display()));
@@ -106,7 +115,11 @@ pub fn boot(
     }
     for (tag, dir, sock) in &exports {
         let log_name = if tag == "rootfs" { "virtiofsd.log".to_string() } else { format!("virtiofsd-{tag}.log") };
-        let fsd = Command::new(&virtiofsd)
+        let mut fsd = Command::new(&virtiofsd);
+        if tag == "rootfs" && opts.readonly_root {
+            fsd.arg("--readonly");
+        }
+        let fsd = fsd
             .arg("--shared-dir")
             .arg(dir)
             .arg("--socket-path")
@@ -196,6 +209,46 @@ impl GuestVm {
                 Err(e) => return Err(format!("connecting to the agent: {e}")),
             }
         }
+    }
+
+    /// Start the VM's native-window bridge, `rayos bridge` (waypipe's host
+    /// end, the guest image's own build unless `waypipe` names another),
+    /// feeding the compositor socket `rayos-vm-<vm_name>` in `rt`; returns
+    /// once it listens.
+    pub fn start_bridge(&mut self, rayos: &Path, rt: &Path, vm_name: &str, waypipe: Option<&Path>) -> Result<(), String> {
+        let log = self.run_dir.join("bridge.log");
+        let open = || std::fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()));
+        let mut cmd = Command::new(rayos);
+        cmd.arg("bridge")
+            .arg("--vsock")
+            .arg(&self.uds)
+            .args(["--vm", vm_name, "--socket-dir"])
+            .arg(rt)
+            .arg("--guest-root")
+            .arg(&self.rootfs)
+            .arg("--log")
+            .arg(self.run_dir.join("waypipe.log"));
+        if let Some(w) = waypipe {
+            cmd.arg("--waypipe").arg(w);
+        }
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(open()?)
+            .stderr(open()?)
+            .spawn()
+            .map_err(|e| format!("cannot run {} bridge: {e}", rayos.display()))?;
+        self.procs.0.push(("rayos-bridge".into(), child));
+        let end = Instant::now() + Duration::from_secs(20);
+        while !rayos::bridge::is_served(&self.uds) {
+            if let Some(Ok(Some(st))) = self.procs.get("rayos-bridge").map(|c| c.try_wait()) {
+                return Err(format!("rayos bridge exited with {st}: {}", std::fs::read_to_string(&log).unwrap_or_default()));
+            }
+            if Instant::now() > end {
+                return Err("the bridge did not listen within 20 s".into());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
     }
 
     /// Wait for QEMU to exit by itself (after a shutdown request).

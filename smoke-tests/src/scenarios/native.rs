@@ -142,9 +142,9 @@ fn run_inner(args: &NativeArgs) -> Result<String, ScenarioError> {
     std::fs::create_dir(&shared).map_err(|e| format!("{}: {e}", shared.display()))?;
     std::os::unix::fs::chown(&shared, Some(GUEST_UID), Some(GUEST_UID)).map_err(|e| format!("chown {}: {e}", shared.display()))?;
     std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o755)).map_err(|e| format!("{}: {e}", shared.display()))?;
-    let shares = [Share { tag: "shared".into(), host_dir: shared.clone(), guest_path: "/home/rayos/Shared".into() }];
-    let mut vm = guest_qemu::boot(&args.guest, &run_dir, &image, &manifest, &shares)?;
-    let result = exercise(args, &rayos, &mut vm, &mut ctl, &rt.0, &shared, host_fps);
+    let shares = vec![Share { tag: "shared".into(), host_dir: shared.clone(), guest_path: "/home/rayos/Shared".into() }];
+    let mut vm = guest_qemu::boot(&args.guest, &run_dir, &image, &manifest, &guest_qemu::BootOptions { shares, readonly_root: false })?;
+    let result = exercise(args, &rayos, &image, &manifest, &mut vm, &mut ctl, &rt.0, &shared, host_fps);
     let figures = match result {
         Ok(f) => f,
         Err(e) => return Err(format!("{e}; last serial lines:\n{}", vm.serial_tail(15)).into()),
@@ -154,9 +154,12 @@ fn run_inner(args: &NativeArgs) -> Result<String, ScenarioError> {
     Ok(figures)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn exercise(
     args: &NativeArgs,
     rayos: &Path,
+    image: &Path,
+    manifest: &rayos_image::Manifest,
     vm: &mut guest_qemu::GuestVm,
     ctl: &mut Control,
     rt: &Path,
@@ -165,33 +168,7 @@ fn exercise(
 ) -> Result<String, ScenarioError> {
     let run_dir = vm.run_dir.clone();
     let uds = vm.uds.clone();
-    let mut bridge_cmd = Command::new(rayos);
-    bridge_cmd
-        .arg("bridge")
-        .arg("--vsock")
-        .arg(&uds)
-        .args(["--vm", VM, "--socket-dir"])
-        .arg(rt)
-        .arg("--guest-root")
-        .arg(&vm.rootfs)
-        .arg("--log")
-        .arg(run_dir.join("waypipe.log"));
-    if let Some(w) = &args.waypipe {
-        bridge_cmd.arg("--waypipe").arg(w);
-    }
-    let bridge = bridge_cmd
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(run_dir.join("bridge.log")).map_err(|e| e.to_string())?)
-        .stderr(std::fs::File::create(run_dir.join("bridge.log")).map_err(|e| e.to_string())?)
-        .spawn()
-        .map_err(|e| format!("cannot run {} bridge: {e}", rayos.display()))?;
-    vm.procs.0.push(("rayos-bridge".into(), bridge));
-    wait_for_within("the bridge's socket", Duration::from_secs(20), || {
-        if let Some(Ok(Some(st))) = vm.procs.get("rayos-bridge").map(|c| c.try_wait()) {
-            return Err(format!("rayos bridge exited with {st}: {}", std::fs::read_to_string(run_dir.join("bridge.log")).unwrap_or_default()).into());
-        }
-        Ok(rayos::bridge::is_served(&uds).then_some(()))
-    })?;
+    vm.start_bridge(rayos, rt, VM, args.waypipe.as_deref())?;
     println!("bridge listening on {}", rayos::bridge::listen_path(&uds).display());
 
     let (client, attempts) = vm.connect_agent(args.guest.boot_timeout, &[CAP_WAYLAND_BRIDGE])?;
@@ -290,6 +267,9 @@ fn exercise(
     let verdict = if fps_ratio >= 0.8 { "meets" } else { "MISSES" };
     println!("guest_fps={guest_fps:.1} host_fps={host_fps:.1} ratio={fps_ratio:.2} ({verdict} the 0.8 target)");
 
+    // 6b. A second VM beside the first: its own socket, label and colour.
+    let vm2_attempts = second_vm(args, rayos, ctl, rt, &run_dir, image, manifest)?;
+
     // 7. Closing the window ends the app.
     let t_close = Instant::now();
     ctl.ok(json!({"op": "close", "id": term_wid}))?;
@@ -310,7 +290,7 @@ fn exercise(
         return Err(format!("QEMU exited with {status} after the shutdown request").into());
     }
     Ok(format!(
-        "intent_to_first_pixel_ms={first_pixel_ms:.0} windows={windows} typed_file_ok=1 clipboard_ok=1 close_ok=1 guest_fps={guest_fps:.1} \
+        "intent_to_first_pixel_ms={first_pixel_ms:.0} windows={windows} vms=2 vm2_attempts={vm2_attempts} typed_file_ok=1 clipboard_ok=1 close_ok=1 guest_fps={guest_fps:.1} \
          host_fps={host_fps:.1} fps_ratio={fps_ratio:.2} boot_to_agent_s={boot_to_agent_s:.2} rayos_launch_ms={cli_ms:.0} model_load_ms={model_load_ms:.0} rayos_own_ms={rayos_own_ms:.1}"
     ))
 }
@@ -419,4 +399,68 @@ fn clipboard(ctl: &mut Control, rt: &Path, run_dir: &Path, shared: &Path, term: 
     println!("clipboard: under deny the guest pasted {:?} and the host read {host_sees:?}", denied_in.trim());
     ctl.ok(json!({"op": "set_vm_policy", "name": VM, "clipboard": "on-paste"}))?;
     Ok(())
+}
+
+/// Boots the same image as a second VM `work` (root read-only, its own
+/// vsock backend and bridge), launches weston-simple-shm there, and checks
+/// both VMs' windows side by side, each with its own label and colour; then
+/// stops it and unregisters it (its window must go).
+fn second_vm(
+    args: &NativeArgs,
+    rayos: &Path,
+    ctl: &mut Control,
+    rt: &Path,
+    run_dir: &Path,
+    image: &Path,
+    manifest: &rayos_image::Manifest,
+) -> Result<u32, ScenarioError> {
+    const WORK: &str = "work";
+    const WORK_RGB: [u8; 3] = [0x2e, 0xa0, 0x43];
+    let t = Instant::now();
+    ctl.ok(json!({"op": "register_vm", "name": WORK, "colour": "#2ea043"}))?;
+    // QEMU's TCG has aborted once here, 8 s into this second guest's boot
+    // with the first running (`iotlb_to_section: Assertion ... failed`); a
+    // QEMU that dies of a signal gets one more attempt, printed and counted.
+    let mut attempt = 1;
+    let (mut vm2, dir) = loop {
+        let dir = run_dir.join(if attempt == 1 { "vm-work".to_string() } else { format!("vm-work.attempt{attempt}") });
+        std::fs::create_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let mut vm2 = guest_qemu::boot(&args.guest, &dir, image, manifest, &guest_qemu::BootOptions { shares: vec![], readonly_root: true })?;
+        vm2.start_bridge(rayos, rt, WORK, args.waypipe.as_deref())?;
+        match vm2.connect_agent(args.guest.boot_timeout, &[CAP_WAYLAND_BRIDGE]) {
+            Ok(_) => break (vm2, dir),
+            Err(e) if attempt == 1 && e.starts_with("qemu exited with signal") => {
+                println!("native second VM attempt 1 failed: {e}; retrying once (its logs stay in {})", dir.display());
+                attempt += 1;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    println!("second VM {WORK} answered after {:.1} s (attempts={attempt})", vm2.boot.elapsed().as_secs_f64());
+    let vsock = vm2.uds.to_str().ok_or("run directory path is not UTF-8")?.to_string();
+    rayos_json(rayos, &["launch", "--vsock", &vsock, "--json", "weston-simple-shm"], &dir)?;
+    let w = wait_for_within("weston-simple-shm's window from VM work", args.window_timeout, || {
+        let (v, _) = list(ctl)?;
+        let w = v["windows"].as_array().into_iter().flatten().find(|w| w["origin"]["name"] == WORK && w["first_content_ms"].is_number()).cloned();
+        Ok(w)
+    })?;
+    println!("{}", describe(&w));
+    let (v, _) = list(ctl)?;
+    let by_vm = |name: &str| v["windows"].as_array().into_iter().flatten().filter(|w| w["origin"]["name"] == name).count();
+    if (by_vm(VM), by_vm(WORK)) != (2, 1) {
+        return Err(format!("expected 2 windows of {VM} and 1 of {WORK}: {}", v["windows"]).into());
+    }
+    let shot = ctl.screenshot(json!({"window": id_of(&w)?}), &run_dir.join("work-window.png"))?;
+    check_window_shot(&shot, &w, WORK_RGB, "VM work's window")?;
+    ctl.screenshot(json!({}), &run_dir.join("output-two-vms.png"))?;
+    let (mut client, _) = vm2.connect_agent(Duration::from_secs(30), &[])?;
+    client.power(false).map_err(|e| format!("VM {WORK} shutdown: {e}"))?;
+    let st = vm2.wait_qemu_exit(Duration::from_secs(60))?;
+    ctl.ok(json!({"op": "unregister_vm", "name": WORK}))?;
+    let (v, _) = list(ctl)?;
+    if v["windows"].as_array().into_iter().flatten().any(|w| w["origin"]["name"] == WORK) {
+        return Err(format!("VM {WORK}'s windows remain after it stopped and was unregistered").into());
+    }
+    println!("second VM {WORK}: its window beside {VM}'s, labelled {WORK} in its colour; powered off (QEMU {st}) after {:.1} s", t.elapsed().as_secs_f64());
+    Ok(attempt)
 }

@@ -17,7 +17,7 @@
 
 use std::io::{BufRead, Write};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -25,7 +25,7 @@ use rayos_contract::CAP_WAYLAND_BRIDGE;
 use serde_json::json;
 
 use super::compositor::{compositor_bin, describe, start_compositor_on, Control, RuntimeDir, ScenarioError};
-use super::guest_qemu::{self, GuestVm, Share};
+use super::guest_qemu::{self, Share};
 use crate::cli::SessionArgs;
 use crate::procs::Procs;
 use crate::Outcome;
@@ -74,9 +74,9 @@ fn run_inner(args: &SessionArgs) -> Result<String, ScenarioError> {
     std::fs::create_dir(&shared).map_err(|e| format!("{}: {e}", shared.display()))?;
     std::os::unix::fs::chown(&shared, Some(1000), Some(1000)).map_err(|e| format!("chown {}: {e}", shared.display()))?;
     std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o755)).map_err(|e| e.to_string())?;
-    let shares = [Share { tag: "shared".into(), host_dir: shared.clone(), guest_path: "/home/rayos/Shared".into() }];
-    let mut vm = guest_qemu::boot(&args.guest, &run_dir, &image, &manifest, &shares)?;
-    start_bridge(&rayos, &mut vm, &rt.0)?;
+    let shares = vec![Share { tag: "shared".into(), host_dir: shared.clone(), guest_path: "/home/rayos/Shared".into() }];
+    let mut vm = guest_qemu::boot(&args.guest, &run_dir, &image, &manifest, &guest_qemu::BootOptions { shares, readonly_root: false })?;
+    vm.start_bridge(&rayos, &rt.0, VM, None)?;
     let (client, _) = vm.connect_agent(args.guest.boot_timeout, &[CAP_WAYLAND_BRIDGE])?;
     println!(
         "Linux guest {} ready after {:.1} s ({}); its shared folder is {} (/home/rayos/Shared in the guest)",
@@ -187,38 +187,6 @@ fn rayos_cmd(rayos: &Path, args: &[&str]) -> Result<String, ScenarioError> {
     } else {
         Err(format!("{}{}", text, String::from_utf8_lossy(&out.stderr).trim()).into())
     }
-}
-
-/// The VM's bridge, `rayos bridge`, logging into the run directory.
-fn start_bridge(rayos: &Path, vm: &mut GuestVm, rt: &Path) -> Result<(), ScenarioError> {
-    let log: PathBuf = vm.run_dir.join("bridge.log");
-    let child = Command::new(rayos)
-        .arg("bridge")
-        .arg("--vsock")
-        .arg(&vm.uds)
-        .args(["--vm", VM, "--socket-dir"])
-        .arg(rt)
-        .arg("--guest-root")
-        .arg(&vm.rootfs)
-        .arg("--log")
-        .arg(vm.run_dir.join("waypipe.log"))
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?)
-        .stderr(std::fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?)
-        .spawn()
-        .map_err(|e| format!("cannot run {} bridge: {e}", rayos.display()))?;
-    vm.procs.0.push(("rayos-bridge".into(), child));
-    let end = Instant::now() + Duration::from_secs(20);
-    while !rayos::bridge::is_served(&vm.uds) {
-        if let Some(Ok(Some(st))) = vm.procs.get("rayos-bridge").map(|c| c.try_wait()) {
-            return Err(format!("rayos bridge exited with {st}; see {}", log.display()).into());
-        }
-        if Instant::now() > end {
-            return Err("the bridge did not listen within 20 s".into());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Ok(())
 }
 
 /// The first VM window not among `before`, once it shows pixels.

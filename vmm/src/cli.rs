@@ -75,8 +75,9 @@ pub struct Args {
     pub fs: Vec<String>,
 
     /// Attach a vhost-user backend as a virtio-pci device of type ID (virtio
-    /// 1.2 section 5), with QUEUES queues of SIZE entries (defaults 1 and 256).
-    /// Repeatable.
+    /// 1.2 section 5), with QUEUES queues of SIZE entries. QUEUES defaults to
+    /// the number the device type's driver sets up (3 for vsock, 2 for net,
+    /// console, gpu, input, fs; 1 for unknown types), SIZE to 256. Repeatable.
     #[arg(long = "vhost-user", value_name = "virtio-id=ID,socket=SOCKET[,queues=N,queue-size=SIZE]")]
     pub vhost_user: Vec<String>,
 
@@ -201,6 +202,25 @@ pub fn parse_fs(s: &str, index: usize) -> Result<VhostUserSpec, CliError> {
     })
 }
 
+/// How many virtqueues a device of `device_type` has when the driver
+/// negotiates no multi-queue feature (virtio 1.2 section 5, each device's
+/// "Virtqueues"); 1 for types not listed. A driver looks for all of them at
+/// probe, so a vsock device (rx, tx, event) with one queue never comes up.
+pub fn default_queues(device_type: u32) -> u64 {
+    match device_type {
+        // sound: control, event, tx, rx
+        25 => 4,
+        // vsock: rx, tx, event
+        19 => 3,
+        // net (rx, tx), console (receiveq, transmitq), gpu (control, cursor),
+        // input (event, status), fs (hiprio, 1 request), scmi (cmd, event),
+        // gpio (request, event)
+        1 | 3 | 16 | 18 | 26 | 32 | 41 => 2,
+        // block, entropy, 9p, i2c, ...
+        _ => 1,
+    }
+}
+
 /// Parses one `--vhost-user` value.
 pub fn parse_vhost_user(s: &str, index: usize) -> Result<VhostUserSpec, CliError> {
     let flag = "--vhost-user";
@@ -217,7 +237,7 @@ pub fn parse_vhost_user(s: &str, index: usize) -> Result<VhostUserSpec, CliError
         Ok(v)
     };
     let device_type = num("virtio-id", None, 1..=63)? as u32;
-    let queues = num("queues", Some(1), 1..=64)? as usize;
+    let queues = num("queues", Some(default_queues(device_type)), 1..=64)? as usize;
     let size = num("queue-size", Some(256), 1..=32768)?;
     if !size.is_power_of_two() {
         return Err(CliError::Device(flag, s.into(), format!("queue-size={size} is not a power of two")));
@@ -568,6 +588,15 @@ mod tests {
         assert_eq!(&fs.config.as_ref().unwrap()[..5], b"rayos");
         let v = parse_vhost_user(&format!("virtio-id=19,socket={sock},queues=3,queue-size=128"), 1).unwrap();
         assert_eq!((v.device_type, v.queue_sizes.clone(), v.name.as_str()), (19, vec![128, 128, 128], "vhost-user1"));
+        // Without queues= a device gets its type's queues: a vsock driver needs rx, tx and event.
+        let v = parse_vhost_user(&format!("virtio-id=19,socket={sock}"), 0).unwrap();
+        assert_eq!(v.queue_sizes, vec![256; 3]);
+        for (id, n) in [(1, 2), (2, 1), (3, 2), (4, 1), (16, 2), (18, 2), (25, 4), (26, 2), (34, 1), (41, 2), (63, 1)] {
+            let v = parse_vhost_user(&format!("virtio-id={id},socket={sock}"), 0).unwrap();
+            assert_eq!(v.queue_sizes.len(), n, "virtio-id={id}");
+        }
+        let v = parse_vhost_user(&format!("virtio-id=19,socket={sock},queues=1"), 0).unwrap();
+        assert_eq!(v.queue_sizes.len(), 1, "an explicit queues= wins");
 
         let err = |r: Result<VhostUserSpec, CliError>| r.unwrap_err().to_string();
         assert_eq!(err(parse_fs("tag=x", 0)), "--fs tag=x: socket= is required");

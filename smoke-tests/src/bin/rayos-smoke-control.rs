@@ -27,7 +27,8 @@ struct Control {
 impl Control {
     fn connect(path: &str) -> Result<Self, String> {
         let s = UnixStream::connect(path).map_err(|e| format!("{path}: {e}"))?;
-        s.set_read_timeout(Some(Duration::from_secs(60))).map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(Duration::from_secs(60)))
+            .map_err(|e| e.to_string())?;
         let reader = BufReader::new(s.try_clone().map_err(|e| e.to_string())?);
         Ok(Control { reader, writer: s })
     }
@@ -39,10 +40,16 @@ impl Control {
             .map_err(|e| format!("write: {e}"))?;
         loop {
             let mut line = String::new();
-            if self.reader.read_line(&mut line).map_err(|e| format!("read: {e}"))? == 0 {
+            if self
+                .reader
+                .read_line(&mut line)
+                .map_err(|e| format!("read: {e}"))?
+                == 0
+            {
                 return Err("the compositor closed the connection".into());
             }
-            let v: Value = serde_json::from_str(line.trim()).map_err(|e| format!("reply is not JSON ({e}): {line}"))?;
+            let v: Value = serde_json::from_str(line.trim())
+                .map_err(|e| format!("reply is not JSON ({e}): {line}"))?;
             if v["type"] != "event" {
                 return Ok((line.trim().to_string(), v));
             }

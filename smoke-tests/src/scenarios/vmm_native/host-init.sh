@@ -92,10 +92,20 @@ step vmm
     --cmdline '@CMDLINE@' --memory @MEMORY@ --cpus @CPUS@ \
     --serial file:/tmp/guest-serial.log --metrics /tmp/rayos-vmm-metrics.json \
     --fs tag=rootfs,socket=/run/fs.sock \
-    --vhost-user virtio-id=19,socket=/run/vhost-vsock.sock,queues=3 \
+    --vhost-user virtio-id=19,socket=/run/vhost-vsock.sock \
     </dev/null >/tmp/logs/rayos-vmm.log 2>&1 &
 vmm_pid=$!
-ping_agent() { /usr/bin/rayos guest --vsock $V --timeout 5 ping >/tmp/ping.out 2>&1; }
+# Fails at once when the guest's console shows it cannot get there.
+ping_agent() {
+    G=/tmp/guest-serial.log
+    if grep -q 'probe with driver vmw_vsock_virtio_transport failed' $G 2>/dev/null; then
+        fail "the guest's virtio-vsock driver did not bind: $(grep 'vmw_vsock_virtio_transport' $G | tail -n 1)"
+    fi
+    if grep -q 'rayos-initramfs: dropping to a shell' $G 2>/dev/null; then
+        fail "the guest's initramfs could not start its root: $(grep 'rayos-initramfs:' $G | head -n 1)"
+    fi
+    /usr/bin/rayos guest --vsock $V --timeout 5 ping >/tmp/ping.out 2>&1
+}
 wait_for "the guest agent on vsock port 5252" @BOOT_TIMEOUT@ ping_agent
 ok agent "$(tr '\n' ' ' </tmp/ping.out)"
 

@@ -21,7 +21,8 @@
 //!   mounted disk), rayos-vsock serves the vsock.
 //! * `vmm` (→ `agent`): rayos-vmm boots the image's vmlinuz and
 //!   initramfs.cpio.gz with `console=ttyS0 <manifest cmdline> panic=-1`,
-//!   `--fs tag=rootfs,...` and `--vhost-user virtio-id=19,...,queues=3`;
+//!   `--fs tag=rootfs,...` and `--vhost-user virtio-id=19,socket=...` (the
+//!   vsock's three queues are rayos-vmm's default for that type);
 //!   `rayos guest ping` answers on the hybrid socket (`boot_to_agent_s`,
 //!   from `RAYOS-VMM-START`).
 //! * `catalog`: `rayos guest apps` lists foot.desktop.
@@ -197,11 +198,17 @@ impl Observation {
     }
 
     fn passed_at(&self, step: &str) -> Option<Duration> {
-        self.passed.iter().find(|(n, _, _)| n == step).map(|(_, t, _)| *t)
+        self.passed
+            .iter()
+            .find(|(n, _, _)| n == step)
+            .map(|(_, t, _)| *t)
     }
 
     fn started_at(&self, step: &str) -> Option<Duration> {
-        self.started.iter().find(|(n, _)| n == step).map(|(_, t)| *t)
+        self.started
+            .iter()
+            .find(|(n, _)| n == step)
+            .map(|(_, t)| *t)
     }
 }
 
@@ -217,12 +224,20 @@ pub struct Figures {
 /// Checks that every step of `plan` passed and rayos-vmm exited 0.
 pub fn evaluate(obs: &Observation, plan: &Plan) -> Result<Figures, String> {
     if let Some(f) = &obs.host_fail {
-        let step = obs.started.last().map(|(s, _)| s.as_str()).unwrap_or("start-up");
+        let step = obs
+            .started
+            .last()
+            .map(|(s, _)| s.as_str())
+            .unwrap_or("start-up");
         return Err(format!("step {step}: {f}"));
     }
     let mut step_s = Vec::new();
     for step in plan.steps() {
-        let start = if step == "agent" { obs.vmm_start } else { obs.started_at(step) };
+        let start = if step == "agent" {
+            obs.vmm_start
+        } else {
+            obs.started_at(step)
+        };
         let Some(end) = obs.passed_at(step) else {
             return Err(format!("step {step} did not pass (no {OK}{step} marker)"));
         };
@@ -235,19 +250,36 @@ pub fn evaluate(obs: &Observation, plan: &Plan) -> Result<Figures, String> {
         None => return Err("no rayos-vmm exit status".into()),
     }
     if plan.native {
-        let w = obs.window.as_ref().ok_or("no window JSON from the test host")?;
+        let w = obs
+            .window
+            .as_ref()
+            .ok_or("no window JSON from the test host")?;
         if w["origin"]["name"] != VM || w["origin"]["kind"] == "host" {
             return Err(format!("the window's origin is not VM {VM}: {w}"));
         }
     }
-    let boot_to_agent_s = step_s.iter().find(|(s, _)| s == "agent").map(|(_, s)| *s).unwrap_or(f64::NAN);
-    Ok(Figures { boot_to_agent_s, step_s, window: obs.window.clone() })
+    let boot_to_agent_s = step_s
+        .iter()
+        .find(|(s, _)| s == "agent")
+        .map(|(_, s)| *s)
+        .unwrap_or(f64::NAN);
+    Ok(Figures {
+        boot_to_agent_s,
+        step_s,
+        window: obs.window.clone(),
+    })
 }
 
 pub fn run(args: &VmmNativeArgs) -> Outcome {
     match run_inner(args) {
-        Ok(figures) => Outcome::Pass { scenario: SCENARIO, figures },
-        Err(reason) => Outcome::Fail { scenario: SCENARIO, reason },
+        Ok(figures) => Outcome::Pass {
+            scenario: SCENARIO,
+            figures,
+        },
+        Err(reason) => Outcome::Fail {
+            scenario: SCENARIO,
+            reason,
+        },
     }
 }
 
@@ -272,19 +304,29 @@ fn boot_options(args: &VmmNativeArgs, run_dir: &Path) -> BootOptions {
 }
 
 fn binary(arg: &Option<PathBuf>, name: &str) -> Result<PathBuf, String> {
-    let p = arg.clone().unwrap_or_else(|| crate::rundir::release_binary(name));
+    let p = arg
+        .clone()
+        .unwrap_or_else(|| crate::rundir::release_binary(name));
     if p.is_file() {
         Ok(p)
     } else {
-        Err(format!("{name} not found at {} (cargo build --release --workspace)", p.display()))
+        Err(format!(
+            "{name} not found at {} (cargo build --release --workspace)",
+            p.display()
+        ))
     }
 }
 
 fn run_inner(args: &VmmNativeArgs) -> Result<String, String> {
     let t_all = Instant::now();
-    let virtiofsd = args.virtiofsd.clone().unwrap_or_else(|| nested::cache_root(&boot_options(args, Path::new("."))).join("tools/bin/virtiofsd"));
+    let virtiofsd = args.virtiofsd.clone().unwrap_or_else(|| {
+        nested::cache_root(&boot_options(args, Path::new("."))).join("tools/bin/virtiofsd")
+    });
     if !virtiofsd.is_file() {
-        return Err(format!("virtiofsd {}: not found (scripts/setup.sh builds it there; or pass --virtiofsd)", virtiofsd.display()));
+        return Err(format!(
+            "virtiofsd {}: not found (scripts/setup.sh builds it there; or pass --virtiofsd)",
+            virtiofsd.display()
+        ));
     }
     let rayos = binary(&args.rayos, "rayos")?;
     let vsock = binary(&args.vsock_backend, "rayos-vsock")?;
@@ -307,7 +349,10 @@ fn run_inner(args: &VmmNativeArgs) -> Result<String, String> {
     let (run_dir, image, manifest) = guest_qemu::prepare(&guest_args, SCENARIO)?;
     let opts = boot_options(args, &run_dir);
     let inputs = nested::gather(SCENARIO, &[Vmm::Rayos], &opts).map_err(|e| chain(&e))?;
-    println!("{SCENARIO} step prepare (guest image, test host packages): {:.1} s", t.elapsed().as_secs_f64());
+    println!(
+        "{SCENARIO} step prepare (guest image, test host packages): {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
 
     // 2. The test host image.
     let t = Instant::now();
@@ -324,14 +369,22 @@ fn run_inner(args: &VmmNativeArgs) -> Result<String, String> {
         vmm_log: args.vmm_log.clone(),
     };
     let host_initrd = run_dir.join("host-initrd.cpio");
-    let bytes = build_host_image(&inputs, &plan, &host_initrd, &[
-        (inputs.rayos_vmm.as_deref().ok_or("no rayos-vmm")?, testhost::RAYOS_VMM),
-        (&vsock, "/usr/bin/rayos-vsock"),
-        (&virtiofsd, "/usr/bin/virtiofsd"),
-        (&rayos, "/usr/bin/rayos"),
-        (&compositor, "/usr/bin/rayos-compositor"),
-        (&control, "/usr/bin/rayos-smoke-control"),
-    ])?;
+    let bytes = build_host_image(
+        &inputs,
+        &plan,
+        &host_initrd,
+        &[
+            (
+                inputs.rayos_vmm.as_deref().ok_or("no rayos-vmm")?,
+                testhost::RAYOS_VMM,
+            ),
+            (&vsock, "/usr/bin/rayos-vsock"),
+            (&virtiofsd, "/usr/bin/virtiofsd"),
+            (&rayos, "/usr/bin/rayos"),
+            (&compositor, "/usr/bin/rayos-compositor"),
+            (&control, "/usr/bin/rayos-smoke-control"),
+        ],
+    )?;
     println!(
         "{SCENARIO} step test-host-image: {:.1} MiB in {:.1} s",
         bytes as f64 / 1048576.0,
@@ -340,7 +393,11 @@ fn run_inner(args: &VmmNativeArgs) -> Result<String, String> {
     let t = Instant::now();
     let disk = run_dir.join("guest-image.ext4");
     let disk_mib = image_disk(&image, &disk)?;
-    println!("{SCENARIO} step image-disk: {disk_mib} MiB ext4 of {} in {:.1} s", image.display(), t.elapsed().as_secs_f64());
+    println!(
+        "{SCENARIO} step image-disk: {disk_mib} MiB ext4 of {} in {:.1} s",
+        image.display(),
+        t.elapsed().as_secs_f64()
+    );
     // Both are removed after a pass unless --keep-images.
     let prep = nested::prepared(&inputs, &opts, disk.clone(), host_initrd.clone());
     let out = run_dir.join("out");
@@ -377,10 +434,24 @@ fn run_inner(args: &VmmNativeArgs) -> Result<String, String> {
     let window_check = match &figures.window {
         Some(w) => {
             println!("{SCENARIO} guest window: {w}");
-            let img = Image::load(&out.join("guest-window.png")).map_err(|e| format!("window screenshot: {e}"))?;
-            check_window_shot(&img, w, VM_RGB, "weston-simple-shm from the guest under rayos-vmm").map_err(|e| e.to_string())?;
-            println!("{SCENARIO} screenshots: {} and {}", out.join("guest-window.png").display(), out.join("output.png").display());
-            format!(" native_window=1 window_app_id={}", w["app_id"].as_str().unwrap_or("?"))
+            let img = Image::load(&out.join("guest-window.png"))
+                .map_err(|e| format!("window screenshot: {e}"))?;
+            check_window_shot(
+                &img,
+                w,
+                VM_RGB,
+                "weston-simple-shm from the guest under rayos-vmm",
+            )
+            .map_err(|e| e.to_string())?;
+            println!(
+                "{SCENARIO} screenshots: {} and {}",
+                out.join("guest-window.png").display(),
+                out.join("output.png").display()
+            );
+            format!(
+                " native_window=1 window_app_id={}",
+                w["app_id"].as_str().unwrap_or("?")
+            )
         }
         None => {
             println!("{SCENARIO} not checked (--no-native): compositor, bridge, native window");
@@ -393,7 +464,14 @@ fn run_inner(args: &VmmNativeArgs) -> Result<String, String> {
     nested::remove_images(&prep, args.keep_images);
     let wall = t_all.elapsed().as_secs_f64();
     println!("{SCENARIO} wall_s={wall:.1} run_dir={}", run_dir.display());
-    let step = |n: &str| figures.step_s.iter().find(|(s, _)| s == n).map(|(_, s)| *s).unwrap_or(f64::NAN);
+    let step = |n: &str| {
+        figures
+            .step_s
+            .iter()
+            .find(|(s, _)| s == n)
+            .map(|(_, s)| *s)
+            .unwrap_or(f64::NAN)
+    };
     Ok(format!(
         "boot_to_agent_s={:.1} catalog_ok=1 exit3_ok=1{window_check} poweroff_s={:.1} vmm_exit=0 test_host_wall_s={:.1} attempts={attempts}",
         figures.boot_to_agent_s,
@@ -412,23 +490,47 @@ fn run_inner(args: &VmmNativeArgs) -> Result<String, String> {
 /// /sbin/rayos-init (with the outer export's metadata cached for good, too).
 /// A disk is also what a RayOS host's guest storage will be.
 fn image_disk(image: &Path, disk: &Path) -> Result<u64, String> {
-    let du = Command::new("du").arg("-sm").arg(image).output().map_err(|e| format!("cannot run du: {e}"))?;
+    let du = Command::new("du")
+        .arg("-sm")
+        .arg(image)
+        .output()
+        .map_err(|e| format!("cannot run du: {e}"))?;
     let used: u64 = String::from_utf8_lossy(&du.stdout)
         .split_whitespace()
         .next()
         .and_then(|n| n.parse().ok())
-        .ok_or_else(|| format!("du -sm {}: {}", image.display(), String::from_utf8_lossy(&du.stderr).trim()))?;
+        .ok_or_else(|| {
+            format!(
+                "du -sm {}: {}",
+                image.display(),
+                String::from_utf8_lossy(&du.stderr).trim()
+            )
+        })?;
     let mib = used + used / 4 + 512;
     let _ = std::fs::remove_file(disk);
     let out = Command::new("mke2fs")
-        .args(["-q", "-t", "ext4", "-O", "^has_journal", "-L", "rayos-image", "-F", "-d"])
+        .args([
+            "-q",
+            "-t",
+            "ext4",
+            "-O",
+            "^has_journal",
+            "-L",
+            "rayos-image",
+            "-F",
+            "-d",
+        ])
         .arg(image)
         .arg(disk)
         .arg(format!("{mib}M"))
         .output()
         .map_err(|e| format!("cannot run mke2fs (e2fsprogs): {e}"))?;
     if !out.status.success() {
-        return Err(format!("mke2fs -d {} failed: {}", image.display(), String::from_utf8_lossy(&out.stderr).trim()));
+        return Err(format!(
+            "mke2fs -d {} failed: {}",
+            image.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
     }
     Ok(mib)
 }
@@ -454,15 +556,38 @@ fn build_host_image(
     let tree = &inputs.kernel.modules;
     let applets = testhost::busybox_applets(&inputs.busybox).map_err(e)?;
     let mut a = testhost::base_archive(&inputs.busybox, &applets).map_err(e)?;
-    a.file_bytes("/init", host_init(plan), 0o755).map_err(|x| chain(&x))?;
+    a.file_bytes("/init", host_init(plan), 0o755)
+        .map_err(|x| chain(&x))?;
     let kmod = |x: crate::kmod::KmodError| chain(&x);
-    for (list, roots) in [("amd", &["kvm-amd"][..]), ("intel", &["kvm-intel"][..]), ("fs", &["virtio_pci", "virtiofs", "virtio_blk", "crc32c_generic", "ext4"][..])] {
+    for (list, roots) in [
+        ("amd", &["kvm-amd"][..]),
+        ("intel", &["kvm-intel"][..]),
+        (
+            "fs",
+            &[
+                "virtio_pci",
+                "virtiofs",
+                "virtio_blk",
+                "crc32c_generic",
+                "ext4",
+            ][..],
+        ),
+    ] {
         let order = tree.load_order(roots).map_err(kmod)?;
-        testhost::add_modules(&mut a, tree, &order, &format!("{MODULE_LIST_DIR}/modules-{list}")).map_err(e)?;
+        testhost::add_modules(
+            &mut a,
+            tree,
+            &order,
+            &format!("{MODULE_LIST_DIR}/modules-{list}"),
+        )
+        .map_err(e)?;
     }
     for (bin, dest) in binaries {
         let n = testhost::add_binary_with_libs(&mut a, bin, dest).map_err(e)?;
-        tracing::info!("test host: {} as {dest} with {n} shared libraries", bin.display());
+        tracing::info!(
+            "test host: {} as {dest} with {n} shared libraries",
+            bin.display()
+        );
     }
     a.write_file(out).map_err(|x| chain(&x))
 }
@@ -484,6 +609,13 @@ fn run_once(
     disk: &Path,
     out: &Path,
 ) -> Result<RunResult, String> {
+    // A retry keeps the first attempt's test host logs beside its serial log.
+    if std::fs::read_dir(out).is_ok_and(|mut d| d.next().is_some()) {
+        let kept = out.with_extension("attempt1");
+        if let Err(e) = std::fs::rename(out, &kept) {
+            tracing::warn!("cannot keep {} as {}: {e}", out.display(), kept.display());
+        }
+    }
     std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
     let run_dir = &prep.run_dir;
     let mut procs = Procs::default();
@@ -510,7 +642,10 @@ fn run_once(
     let end = Instant::now() + Duration::from_secs(20);
     while !devices.iter().all(|(_, s)| s.exists()) {
         if let Some((n, st)) = procs.first_exited() {
-            return Err(format!("{n} (outer host) exited with {st}; see its log in {}", run_dir.display()));
+            return Err(format!(
+                "{n} (outer host) exited with {st}; see its log in {}",
+                run_dir.display()
+            ));
         }
         if Instant::now() > end {
             return Err("the outer virtiofsd sockets did not appear within 20 s".into());
@@ -520,21 +655,34 @@ fn run_once(
 
     let mut cmd = nested::outer_command(prep, opts, Vmm::Rayos, false);
     cmd.arg("-drive")
-        .arg(format!("file={},if=none,id=image,format=raw,cache=unsafe", disk.display()))
+        .arg(format!(
+            "file={},if=none,id=image,format=raw,cache=unsafe",
+            disk.display()
+        ))
         .args(["-device", "virtio-blk-pci,drive=image"]);
     cmd.args([
         "-object",
-        &format!("memory-backend-memfd,id=mem,size={}M,share=on", opts.host_memory_mib),
+        &format!(
+            "memory-backend-memfd,id=mem,size={}M,share=on",
+            opts.host_memory_mib
+        ),
         "-numa",
         "node,memdev=mem",
     ]);
     for (i, (tag, sock)) in devices.iter().enumerate() {
         cmd.arg("-chardev")
             .arg(format!("socket,id=vfs{i},path={}", sock.display()))
-            .args(["-device", &format!("vhost-user-fs-pci,queue-size=1024,chardev=vfs{i},tag={tag}")]);
+            .args([
+                "-device",
+                &format!("vhost-user-fs-pci,queue-size=1024,chardev=vfs{i},tag={tag}"),
+            ]);
     }
     let log = run_dir.join("serial-rayos.log");
-    println!("{SCENARIO}: booting the test host (timeout {:?}); serial log {}", opts.timeout, log.display());
+    println!(
+        "{SCENARIO}: booting the test host (timeout {:?}); serial log {}",
+        opts.timeout,
+        log.display()
+    );
     let mut obs = Observation::default();
     let mut last_step = String::new();
     let outcome = qemu::run_captured(cmd, &log, opts.timeout, |t, line| {
@@ -553,7 +701,10 @@ fn run_once(
     })
     .map_err(|e| chain(&e))?;
     drop(procs);
-    let run = nested::HostRun { outcome, log: log.clone() };
+    let run = nested::HostRun {
+        outcome,
+        log: log.clone(),
+    };
     let figures = evaluate(&obs, plan).map_err(|r| {
         let mut r = run.annotate(r, opts.timeout);
         if !obs.diag.is_empty() {
@@ -562,7 +713,13 @@ fn run_once(
         }
         r
     });
-    Ok(RunResult { figures, vmm_exit: obs.vmm_exit, metrics: obs.metrics, log, wall: run.outcome.elapsed })
+    Ok(RunResult {
+        figures,
+        vmm_exit: obs.vmm_exit,
+        metrics: obs.metrics,
+        log,
+        wall: run.outcome.elapsed,
+    })
 }
 
 #[cfg(test)]
@@ -590,11 +747,19 @@ mod tests {
         // No `@NAME@` placeholder is left.
         let b = s.as_bytes();
         for (i, _) in s.match_indices('@') {
-            let word: String = s[i + 1..].chars().take_while(|c| c.is_ascii_uppercase() || *c == '_').collect();
-            assert!(word.is_empty() || b.get(i + 1 + word.len()) != Some(&b'@'), "placeholder @{word}@ left");
+            let word: String = s[i + 1..]
+                .chars()
+                .take_while(|c| c.is_ascii_uppercase() || *c == '_')
+                .collect();
+            assert!(
+                word.is_empty() || b.get(i + 1 + word.len()) != Some(&b'@'),
+                "placeholder @{word}@ left"
+            );
         }
-        assert!(s.contains("--cmdline 'console=ttyS0 rayos.root=rootfs panic=-1' --memory 1024M --cpus 2"));
-        assert!(s.contains("--vhost-user virtio-id=19,socket=/run/vhost-vsock.sock,queues=3"));
+        assert!(s.contains(
+            "--cmdline 'console=ttyS0 rayos.root=rootfs panic=-1' --memory 1024M --cpus 2"
+        ));
+        assert!(s.contains("--vhost-user virtio-id=19,socket=/run/vhost-vsock.sock \\\n"));
         assert!(s.contains("--fs tag=rootfs,socket=/run/fs.sock"));
         assert!(s.contains("if [ \"1\" = 1 ]; then"));
         assert!(host_init(&plan(false)).contains("if [ \"0\" = 1 ]; then"));
@@ -632,20 +797,35 @@ mod tests {
         assert_eq!(f.boot_to_agent_s, 2.0);
         assert_eq!(f.step_s.len(), 5);
         // Native steps missing.
-        assert!(evaluate(&o, &plan(true)).unwrap_err().contains("step compositor"));
+        assert!(evaluate(&o, &plan(true))
+            .unwrap_err()
+            .contains("step compositor"));
         // A failure names the step it happened in.
-        let o = obs(&["RAYOS-VN-STEP backends", "RAYOS-VN-OK backends up", "RAYOS-VMM-START", "RAYOS-VN-STEP vmm",
-            "RAYOS-VMM-EXIT status=4", "RAYOS-HOST-FAIL rayos-vmm exited (4) while waiting for the agent"]);
+        let o = obs(&[
+            "RAYOS-VN-STEP backends",
+            "RAYOS-VN-OK backends up",
+            "RAYOS-VMM-START",
+            "RAYOS-VN-STEP vmm",
+            "RAYOS-VMM-EXIT status=4",
+            "RAYOS-HOST-FAIL rayos-vmm exited (4) while waiting for the agent",
+        ]);
         assert_eq!(o.vmm_exit, Some(4));
-        assert_eq!(evaluate(&o, &plan(false)).unwrap_err(), "step vmm: rayos-vmm exited (4) while waiting for the agent");
+        assert_eq!(
+            evaluate(&o, &plan(false)).unwrap_err(),
+            "step vmm: rayos-vmm exited (4) while waiting for the agent"
+        );
         let mut bad_exit = base.to_vec();
         bad_exit[10] = "RAYOS-VMM-EXIT status=1";
-        assert!(evaluate(&obs(&bad_exit), &plan(false)).unwrap_err().contains("exited with 1"));
+        assert!(evaluate(&obs(&bad_exit), &plan(false))
+            .unwrap_err()
+            .contains("exited with 1"));
     }
 
     #[test]
     fn window_marker_is_parsed() {
-        let o = obs(&[r#"RAYOS-VN-WINDOW {"id":3,"app_id":"weston-simple-shm","origin":{"kind":"vm","name":"linux"},"first_content_ms":5.0}"#]);
+        let o = obs(&[
+            r#"RAYOS-VN-WINDOW {"id":3,"app_id":"weston-simple-shm","origin":{"kind":"vm","name":"linux"},"first_content_ms":5.0}"#,
+        ]);
         assert_eq!(o.window.unwrap()["origin"]["name"], "linux");
     }
 }

@@ -182,15 +182,17 @@ pub enum Scenario {
     /// rayos-compositor runs headless with VM `linux` registered, `rayos
     /// bridge` listens, `rayos launch weston-simple-shm` (by name) opens a
     /// window whose origin is `linux` and that has drawn (its screenshot is
-    /// checked here: origin colour, label, client pixels); `rayos guest
-    /// shutdown` ends the guest and rayos-vmm must exit 0. Each step's time
-    /// is printed.
+    /// checked here: origin colour, label, client pixels); with the intent
+    /// model installed here (`rayos models install`; it is copied into the
+    /// test host), `rayos launch "open a terminal"` opens a terminal window
+    /// the same way; `rayos guest shutdown` ends the guest and rayos-vmm
+    /// must exit 0. Each step's time is printed.
     ///
     /// Prints `PASS vmm-native boot_to_agent_s=<s> catalog_ok=1 exit3_ok=1
-    /// native_window=1 ...`. Not checked here (see `native`): launching by
-    /// words (the intent model), typing, shared folders, clipboard, frame
-    /// rates, closing windows. Needs root (image build, virtiofsd), QEMU and
-    /// virtiofsd (scripts/setup.sh).
+    /// native_window=1 ... words_launched=<app> ...` (`words=not-checked`
+    /// without the model). Not checked here (see `native`): typing, shared
+    /// folders, clipboard, frame rates, closing windows. Needs root (image
+    /// build), QEMU, mke2fs and virtiofsd (scripts/setup.sh).
     #[command(name = "vmm-native")]
     VmmNative(VmmNativeArgs),
 }

@@ -8,7 +8,7 @@
 //!     send each request, print each reply line; exit 1 at the first error reply
 //! rayos-smoke-control SOCKET --wait-window VM APP_ID_PART SECONDS
 //!     poll list_windows until a window of VM whose app_id contains
-//!     APP_ID_PART has drawn (first_content_ms set); print that window's JSON
+//!     APP_ID_PART (or one of its |-separated alternatives) has drawn (first_content_ms set); print that window's JSON
 //!     (exit 0), or the last window list after SECONDS (exit 1)
 //! ```
 
@@ -67,7 +67,9 @@ fn wait_window(ctl: &mut Control, vm: &str, part: &str, secs: u64) -> Result<boo
         }
         let found = v["windows"].as_array().into_iter().flatten().find(|w| {
             w["origin"]["name"] == vm
-                && w["app_id"].as_str().is_some_and(|a| a.contains(part))
+                && w["app_id"]
+                    .as_str()
+                    .is_some_and(|a| part.split('|').any(|p| a.contains(p)))
                 && w["first_content_ms"].is_number()
         });
         if let Some(w) = found {

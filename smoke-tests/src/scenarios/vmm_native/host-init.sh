@@ -157,6 +157,26 @@ if [ "@NATIVE@" = 1 ]; then
         || fail "screenshots: $(tail -c 600 /tmp/shot.txt)"
     echo "RAYOS-VN-LIST $(tail -n 1 /tmp/shot.txt)"
     ok window "window $wid of VM @VM@ drew; screenshots taken"
+
+    if [ "@WORDS@" = 1 ]; then
+        step words
+        /usr/bin/rayos launch --vsock $V --system --json @WORDS_REQUEST@ >/tmp/logs/launch-words.json 2>&1 \
+            || fail "rayos launch \"@WORDS_REQUEST@\": $(tail -n 3 /tmp/logs/launch-words.json)"
+        grep -q '"native_window":true' /tmp/logs/launch-words.json || fail "rayos launch did not use the bridge: $(cat /tmp/logs/launch-words.json)"
+        ok words "$(tail -n 1 /tmp/logs/launch-words.json)"
+
+        step terminal
+        /usr/bin/rayos-smoke-control $CTL --wait-window @VM@ '@TERMINAL_APP_IDS@' @WINDOW_TIMEOUT@ >/tmp/term.json 2>&1 \
+            || fail "no terminal window of VM @VM@ drew within @WINDOW_TIMEOUT@ s: $(tail -c 1500 /tmp/term.json); waypipe: $(tail -n 5 /tmp/logs/waypipe.log)"
+        echo "RAYOS-VN-TERMINAL $(cat /tmp/term.json)"
+        tid=$(sed -n 's/.*"id":\([0-9]*\).*/\1/p' /tmp/term.json | head -n 1)
+        sleep 1
+        /usr/bin/rayos-smoke-control $CTL "{\"op\":\"screenshot\",\"window\":$tid,\"path\":\"/tmp/logs/terminal-window.png\"}" \
+            "{\"op\":\"screenshot\",\"path\":\"/tmp/logs/output-two-apps.png\"}" "{\"op\":\"list_windows\"}" >/tmp/shot2.txt 2>&1 \
+            || fail "terminal screenshots: $(tail -c 600 /tmp/shot2.txt)"
+        echo "RAYOS-VN-LIST $(tail -n 1 /tmp/shot2.txt)"
+        ok terminal "window $tid of VM @VM@ drew; screenshots taken"
+    fi
 fi
 
 step poweroff

@@ -35,12 +35,17 @@
 //!   control API must list a window of origin `linux` that has drawn, and
 //!   screenshots of it and of the output land in the output folder, where
 //!   this side checks the window shot (origin colour, label, client pixels).
+//! * `words`, `terminal` (native, and only when this machine has the intent
+//!   model installed, which then goes into the test host's system store):
+//!   `rayos launch "open a terminal"` resolves the words over the live
+//!   catalog to a terminal, launched through the bridge; its window (origin
+//!   `linux`, drawn) is screenshot and checked like the first. Without the
+//!   model the output and the PASS line say `words=not-checked`.
 //! * `poweroff`: `rayos guest shutdown`; rayos-vmm must exit 0.
 //!
-//! Not checked here (the QEMU-based `native` scenario covers them): words
-//! to an app (`rayos launch "open a terminal"` needs the intent model in the
-//! test host), typing into a guest window, shared folders, the clipboard,
-//! frame rates, closing windows.
+//! Not checked here (the QEMU-based `native` scenario covers them): typing
+//! into a guest window, shared folders, the clipboard, frame rates, closing
+//! windows.
 //!
 //! A guest crash under rayos-vmm (exit status 3 or 4) gets one visible retry
 //! ([`nested::run_with_retry`]); anything else fails at once, naming the step,
@@ -71,11 +76,22 @@ const VM_COLOUR: &str = "#d03030";
 const APP: &str = "weston-simple-shm";
 const APP_ID_PART: &str = "simple-shm";
 const CONTROL_CLIENT: &str = "rayos-smoke-control";
+/// The request in words, and the terminals that answer it.
+const WORDS_REQUEST: &str = "open a terminal";
+const TERMINALS: &[&str] = &[
+    "foot.desktop",
+    "footclient.desktop",
+    "weston-terminal.desktop",
+];
+const TERMINAL_APP_IDS: &str = "foot|terminal";
+/// Where the test host keeps the intent model (`rayos launch --system`).
+const SYSTEM_MODELS: &str = "/var/lib/rayos/models";
 
 /// Test host markers (besides the shared ones of [`serial`]).
 const STEP: &str = "RAYOS-VN-STEP ";
 const OK: &str = "RAYOS-VN-OK ";
 const WINDOW: &str = "RAYOS-VN-WINDOW ";
+const TERMINAL: &str = "RAYOS-VN-TERMINAL ";
 const LIST: &str = "RAYOS-VN-LIST ";
 const DIAG: &str = "RAYOS-VN-DIAG ";
 const DONE: &str = "RAYOS-VN-DONE";
@@ -83,6 +99,8 @@ const DONE: &str = "RAYOS-VN-DONE";
 /// Steps in order; the native ones only without `--no-native`.
 const BASE_STEPS: &[&str] = &["backends", "agent", "catalog", "exit3"];
 const NATIVE_STEPS: &[&str] = &["compositor", "bridge", "launch", "window"];
+/// With the intent model installed on this machine.
+const WORDS_STEPS: &[&str] = &["words", "terminal"];
 
 /// What the test host's `/init` is told.
 #[derive(Debug, Clone)]
@@ -94,6 +112,8 @@ pub struct Plan {
     pub initramfs: String,
     pub rootfs: String,
     pub native: bool,
+    /// `rayos launch "open a terminal"` (needs the intent model).
+    pub words: bool,
     pub boot_timeout: Duration,
     pub window_timeout: Duration,
     pub vmm_log: Option<String>,
@@ -105,6 +125,9 @@ impl Plan {
         let mut s = BASE_STEPS.to_vec();
         if self.native {
             s.extend(NATIVE_STEPS);
+            if self.words {
+                s.extend(WORDS_STEPS);
+            }
         }
         s.push("poweroff");
         s
@@ -140,6 +163,9 @@ pub fn host_init(plan: &Plan) -> String {
         ("@WINDOW_TIMEOUT@", secs(plan.window_timeout)),
         ("@POWEROFF_TIMEOUT@", "60".to_string()),
         ("@NATIVE@", u8::from(plan.native).to_string()),
+        ("@WORDS@", u8::from(plan.native && plan.words).to_string()),
+        ("@WORDS_REQUEST@", WORDS_REQUEST.to_string()),
+        ("@TERMINAL_APP_IDS@", TERMINAL_APP_IDS.to_string()),
         ("@VM@", VM.to_string()),
         ("@VM_COLOUR@", VM_COLOUR.to_string()),
         ("@BRIDGE_PORT@", rayos_contract::BRIDGE_PORT.to_string()),
@@ -163,6 +189,7 @@ pub struct Observation {
     pub host_fail: Option<String>,
     pub diag: Vec<String>,
     pub window: Option<Value>,
+    pub terminal: Option<Value>,
     pub windows: Option<Value>,
     pub done: bool,
 }
@@ -180,6 +207,8 @@ impl Observation {
             self.passed.push((name.to_string(), t, detail.to_string()));
         } else if let Some(rest) = after(line, WINDOW) {
             self.window = serde_json::from_str(rest).ok();
+        } else if let Some(rest) = after(line, TERMINAL) {
+            self.terminal = serde_json::from_str(rest).ok();
         } else if let Some(rest) = after(line, LIST) {
             self.windows = serde_json::from_str(rest).ok();
         } else if let Some(rest) = after(line, DIAG) {
@@ -219,6 +248,10 @@ pub struct Figures {
     /// (step, seconds it took)
     pub step_s: Vec<(String, f64)>,
     pub window: Option<Value>,
+    /// With `words`: what `rayos launch "open a terminal"` printed, and the
+    /// terminal's window.
+    pub words_launch: Option<Value>,
+    pub terminal: Option<Value>,
 }
 
 /// Checks that every step of `plan` passed and rayos-vmm exited 0.
@@ -258,6 +291,31 @@ pub fn evaluate(obs: &Observation, plan: &Plan) -> Result<Figures, String> {
             return Err(format!("the window's origin is not VM {VM}: {w}"));
         }
     }
+    let mut words_launch = None;
+    if plan.native && plan.words {
+        let detail = obs
+            .passed
+            .iter()
+            .find(|(n, _, _)| n == "words")
+            .map(|(_, _, d)| d.as_str())
+            .unwrap_or("");
+        let v: Value = serde_json::from_str(detail)
+            .map_err(|e| format!("rayos launch printed no JSON ({e}): {detail}"))?;
+        let app = v["launched"].as_str().unwrap_or_default();
+        if !TERMINALS.contains(&app) {
+            return Err(format!(
+                "\"{WORDS_REQUEST}\" launched {app:?}, not a terminal: {v}"
+            ));
+        }
+        let t = obs
+            .terminal
+            .as_ref()
+            .ok_or("no terminal window JSON from the test host")?;
+        if t["origin"]["name"] != VM || t["origin"]["kind"] == "host" {
+            return Err(format!("the terminal window's origin is not VM {VM}: {t}"));
+        }
+        words_launch = Some(v);
+    }
     let boot_to_agent_s = step_s
         .iter()
         .find(|(s, _)| s == "agent")
@@ -267,6 +325,8 @@ pub fn evaluate(obs: &Observation, plan: &Plan) -> Result<Figures, String> {
         boot_to_agent_s,
         step_s,
         window: obs.window.clone(),
+        words_launch,
+        terminal: obs.terminal.clone(),
     })
 }
 
@@ -354,8 +414,12 @@ fn run_inner(args: &VmmNativeArgs) -> Result<String, String> {
         t.elapsed().as_secs_f64()
     );
 
-    // 2. The test host image.
+    // 2. The test host image (with the intent model when this machine has it).
     let t = Instant::now();
+    let model = installed_model();
+    let model_dest = model
+        .as_ref()
+        .map(|(dir, name)| (dir.as_path(), format!("{SYSTEM_MODELS}/{name}")));
     let plan = Plan {
         cmdline: format!("console=ttyS0 {} panic=-1", manifest.kernel_cmdline),
         memory_mib: args.guest_memory_mib,
@@ -364,6 +428,7 @@ fn run_inner(args: &VmmNativeArgs) -> Result<String, String> {
         initramfs: manifest.initramfs.clone(),
         rootfs: manifest.rootfs.clone(),
         native: !args.no_native,
+        words: model.is_some(),
         boot_timeout: args.boot_timeout,
         window_timeout: args.window_timeout,
         vmm_log: args.vmm_log.clone(),
@@ -384,6 +449,7 @@ fn run_inner(args: &VmmNativeArgs) -> Result<String, String> {
             (&compositor, "/usr/bin/rayos-compositor"),
             (&control, "/usr/bin/rayos-smoke-control"),
         ],
+        model_dest.as_ref().map(|(d, dest)| (*d, dest.as_str())),
     )?;
     println!(
         "{SCENARIO} step test-host-image: {:.1} MiB in {:.1} s",
@@ -458,8 +524,40 @@ fn run_inner(args: &VmmNativeArgs) -> Result<String, String> {
             " native_window=not-checked".to_string()
         }
     };
+    let words_check = match (&figures.words_launch, &figures.terminal) {
+        (Some(l), Some(t)) => {
+            println!("{SCENARIO} \"{WORDS_REQUEST}\": {l}");
+            println!("{SCENARIO} terminal window: {t}");
+            let img = Image::load(&out.join("terminal-window.png"))
+                .map_err(|e| format!("terminal screenshot: {e}"))?;
+            check_window_shot(&img, t, VM_RGB, "the guest terminal under rayos-vmm")
+                .map_err(|e| e.to_string())?;
+            let s = |n: &str| {
+                figures
+                    .step_s
+                    .iter()
+                    .find(|(s, _)| s == n)
+                    .map(|(_, s)| *s)
+                    .unwrap_or(f64::NAN)
+            };
+            format!(
+                " words_launched={} words_to_window_s={:.1} intent_ms={:.0}",
+                l["launched"].as_str().unwrap_or("?"),
+                s("words") + s("terminal"),
+                l["intent_ms"].as_f64().unwrap_or(f64::NAN)
+            )
+        }
+        _ if plan.native => {
+            println!(
+                "{SCENARIO} not checked: \"{WORDS_REQUEST}\" (the intent model {} is not installed here: rayos models install)",
+                rayos::models::DEFAULT_MODEL
+            );
+            " words=not-checked".to_string()
+        }
+        _ => String::new(),
+    };
     println!(
-        "{SCENARIO} not checked here (see `rayos-smoke native`): launch by words, typing, shared folders, clipboard, frame rate, close"
+        "{SCENARIO} not checked here (see `rayos-smoke native`): typing, shared folders, clipboard, frame rate, closing windows"
     );
     nested::remove_images(&prep, args.keep_images);
     let wall = t_all.elapsed().as_secs_f64();
@@ -473,7 +571,7 @@ fn run_inner(args: &VmmNativeArgs) -> Result<String, String> {
             .unwrap_or(f64::NAN)
     };
     Ok(format!(
-        "boot_to_agent_s={:.1} catalog_ok=1 exit3_ok=1{window_check} poweroff_s={:.1} vmm_exit=0 test_host_wall_s={:.1} attempts={attempts}",
+        "boot_to_agent_s={:.1} catalog_ok=1 exit3_ok=1{window_check}{words_check} poweroff_s={:.1} vmm_exit=0 test_host_wall_s={:.1} attempts={attempts}",
         figures.boot_to_agent_s,
         step("poweroff"),
         result.wall.as_secs_f64(),
@@ -546,11 +644,39 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     s
 }
 
+/// The default intent model's folder in this machine's model store, if it
+/// is installed, and its name.
+fn installed_model() -> Option<(PathBuf, String)> {
+    use rayos::models::{find, InstallState, ModelStore, DEFAULT_MODEL};
+    let spec = find(DEFAULT_MODEL)?;
+    let store = ModelStore::open_default();
+    matches!(store.state(&spec), InstallState::Installed)
+        .then(|| (store.model_dir(&spec), spec.name.clone()))
+}
+
+/// Adds the files under `dir` (recursively) at `dest`.
+fn add_tree(a: &mut crate::initramfs::Archive, dir: &Path, dest: &str) -> Result<(), String> {
+    let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    for e in entries {
+        let e = e.map_err(|e| format!("{}: {e}", dir.display()))?;
+        let path = e.path();
+        let to = format!("{dest}/{}", e.file_name().to_string_lossy());
+        if path.is_dir() {
+            add_tree(a, &path, &to)?;
+        } else {
+            a.file_from_host(&to, &path, Some(0o644))
+                .map_err(|x| chain(&x))?;
+        }
+    }
+    Ok(())
+}
+
 fn build_host_image(
     inputs: &nested::Inputs,
     plan: &Plan,
     out: &Path,
     binaries: &[(&Path, &str)],
+    model: Option<(&Path, &str)>,
 ) -> Result<u64, String> {
     let e = |e: testhost::TestHostError| chain(&e);
     let tree = &inputs.kernel.modules;
@@ -588,6 +714,10 @@ fn build_host_image(
             "test host: {} as {dest} with {n} shared libraries",
             bin.display()
         );
+    }
+    if let Some((dir, dest)) = model {
+        add_tree(&mut a, dir, dest)?;
+        tracing::info!("test host: intent model {} as {dest}", dir.display());
     }
     a.write_file(out).map_err(|x| chain(&x))
 }
@@ -735,6 +865,7 @@ mod tests {
             initramfs: "initramfs.cpio.gz".into(),
             rootfs: "rootfs".into(),
             native,
+            words: native,
             boot_timeout: Duration::from_secs(300),
             window_timeout: Duration::from_secs(120),
             vmm_log: None,
@@ -819,6 +950,67 @@ mod tests {
         assert!(evaluate(&obs(&bad_exit), &plan(false))
             .unwrap_err()
             .contains("exited with 1"));
+    }
+
+    #[test]
+    fn words_must_launch_a_terminal_with_a_vm_window() {
+        let vm_window = r#"{"id":2,"app_id":"org.freedesktop.weston.wayland-terminal","origin":{"kind":"vm","name":"linux"}}"#;
+        let lines = |launched: &str, terminal: &str| {
+            let mut l: Vec<String> = [
+                "RAYOS-VN-STEP backends",
+                "RAYOS-VN-OK backends up",
+                "RAYOS-VMM-START",
+                "RAYOS-VN-OK agent ok",
+                "RAYOS-VN-STEP catalog",
+                "RAYOS-VN-OK catalog ok",
+                "RAYOS-VN-STEP exit3",
+                "RAYOS-VN-OK exit3 ok",
+                "RAYOS-VN-STEP compositor",
+                "RAYOS-VN-OK compositor ok",
+                "RAYOS-VN-STEP bridge",
+                "RAYOS-VN-OK bridge ok",
+                "RAYOS-VN-STEP launch",
+                "RAYOS-VN-OK launch {}",
+                "RAYOS-VN-STEP window",
+                r#"RAYOS-VN-WINDOW {"id":1,"origin":{"kind":"vm","name":"linux"}}"#,
+                "RAYOS-VN-OK window ok",
+                "RAYOS-VN-STEP words",
+            ]
+            .map(String::from)
+            .to_vec();
+            l.push(format!(r#"RAYOS-VN-OK words {{"launched":"{launched}","intent_ms":5.0,"native_window":true}}"#));
+            l.push("RAYOS-VN-STEP terminal".into());
+            l.push(format!("RAYOS-VN-TERMINAL {terminal}"));
+            l.extend(
+                [
+                    "RAYOS-VN-OK terminal ok",
+                    "RAYOS-VN-STEP poweroff",
+                    "RAYOS-VMM-EXIT status=0",
+                    "RAYOS-VN-OK poweroff ok",
+                ]
+                .map(String::from),
+            );
+            l
+        };
+        let run = |l: Vec<String>| {
+            evaluate(
+                &obs(&l.iter().map(String::as_str).collect::<Vec<_>>()),
+                &plan(true),
+            )
+        };
+        let f = run(lines("weston-terminal.desktop", vm_window)).unwrap();
+        assert_eq!(
+            f.words_launch.unwrap()["launched"],
+            "weston-terminal.desktop"
+        );
+        assert_eq!(f.step_s.len(), 11);
+        assert!(run(lines("firefox.desktop", vm_window))
+            .unwrap_err()
+            .contains("not a terminal"));
+        let host_window = r#"{"id":2,"app_id":"foot","origin":{"kind":"host"}}"#;
+        assert!(run(lines("foot.desktop", host_window))
+            .unwrap_err()
+            .contains("origin is not VM linux"));
     }
 
     #[test]

@@ -182,7 +182,8 @@ pub enum Scenario {
     /// rayos-compositor runs headless with VM `linux` registered, `rayos
     /// bridge` listens, `rayos launch weston-simple-shm` (by name) opens a
     /// window whose origin is `linux` and that has drawn (its screenshot is
-    /// checked here: origin colour, label, client pixels); with the intent
+    /// checked here: origin colour, label, client pixels) and leaves the
+    /// window list when closed through the control API; with the intent
     /// model installed here (`rayos models install`; it is copied into the
     /// test host), `rayos launch "open a terminal"` opens a terminal window
     /// the same way; `rayos guest shutdown` ends the guest and rayos-vmm
@@ -191,7 +192,7 @@ pub enum Scenario {
     /// Prints `PASS vmm-native boot_to_agent_s=<s> catalog_ok=1 exit3_ok=1
     /// native_window=1 ... words_launched=<app> ...` (`words=not-checked`
     /// without the model). Not checked here (see `native`): typing, shared
-    /// folders, clipboard, frame rates, closing windows. Needs root (image
+    /// folders, clipboard, frame rates, the app's exit on close. Needs root (image
     /// build), QEMU, mke2fs and virtiofsd (scripts/setup.sh).
     #[command(name = "vmm-native")]
     VmmNative(VmmNativeArgs),
@@ -254,6 +255,10 @@ pub struct VmmNativeArgs {
     /// RUST_LOG for rayos-vmm inside the test host (its log is in <run dir>/out).
     #[arg(long, value_name = "FILTER")]
     pub vmm_log: Option<String>,
+    /// Record the test host's KVM trace events while rayos-vmm runs and print
+    /// the last of them to the serial log when it fails (as for vmm-boot).
+    #[arg(long)]
+    pub kvm_trace: bool,
     /// Run directory [default: <target>/smoke/vmm-native-<UTC time>].
     #[arg(long, value_name = "DIR")]
     pub run_dir: Option<PathBuf>,

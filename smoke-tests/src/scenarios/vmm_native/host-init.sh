@@ -27,8 +27,17 @@ save_logs() {
     grep -q ' /out ' /proc/mounts && cp /tmp/logs/* /out/ 2>/dev/null
     sync
 }
+why=
 fail() {
     echo "@HOST_FAIL@ $*"
+    # A VMM that ended on its own says how (a guest crash is retried).
+    if [ -n "$vmm_pid" ] && ! kill -0 "$vmm_pid" 2>/dev/null; then
+        wait "$vmm_pid"
+        st=$?
+        echo "@VMM_EXIT@$st"
+        vmm_pid=
+        kvm_trace_dump $st
+    fi
     echo "RAYOS-VN-DIAG guest console: last lines from user space, then the last lines:"
     grep -v '^\[ *[0-9]*\.[0-9]*\]' /tmp/guest-serial.log 2>/dev/null | tail -n 15 | sed 's/^/RAYOS-VN-DIAG guest| /'
     tail -n 12 /tmp/guest-serial.log 2>/dev/null | sed 's/^/RAYOS-VN-DIAG guest| /'
@@ -42,8 +51,16 @@ fail() {
     poweroff -f
     sleep 60
 }
+# kvm_trace_dump STATUS: with --kvm-trace, the KVM events before a failed VMM
+# exit (testhost.rs's trace hooks).
+kvm_trace_dump() {
+    status=$1
+    :
+@KVM_TRACE_AFTER@
+}
 # wait_for WHAT SECONDS COMMAND...: until COMMAND succeeds; fails the run
-# after SECONDS or when rayos-vmm is gone.
+# after SECONDS (adding the output of `eval "$why"`) or at once when
+# rayos-vmm is gone.
 wait_for() {
     what=$1 secs=$2
     shift 2
@@ -53,12 +70,17 @@ wait_for() {
             wait "$vmm_pid"
             st=$?
             echo "@VMM_EXIT@$st"
+            vmm_pid=
+            kvm_trace_dump $st
             fail "rayos-vmm exited ($st) while waiting for $what"
         fi
-        [ "$(now)" -lt "$end" ] || fail "$what: not within $secs s"
+        [ "$(now)" -lt "$end" ] || fail "$what: not within $secs s${why:+: $(eval "$why")}"
         sleep 0.5
     done
 }
+# window_ready APP_ID_PARTS: a window of the VM with such an app_id has drawn
+# (its JSON in /tmp/win.json).
+window_ready() { /usr/bin/rayos-smoke-control $CTL --wait-window @VM@ "$1" 0 >/tmp/win.json 2>&1; }
 
 # KVM, as every nested test host does.
 if grep -qw svm /proc/cpuinfo; then vendor=amd
@@ -86,6 +108,7 @@ procs="$procs $!"
 wait_for "the backends' sockets" 30 test -S /run/fs.sock -a -S /run/vhost-vsock.sock
 ok backends virtiofsd and rayos-vsock listening
 
+@KVM_TRACE_BEFORE@
 echo @VMM_START@
 step vmm
 @VMM_ENV@/usr/bin/rayos-vmm --kernel /image/@VMLINUZ@ --initramfs /image/@INITRAMFS@ \
@@ -147,8 +170,9 @@ if [ "@NATIVE@" = 1 ]; then
     ok launch "$(tail -n 1 /tmp/logs/launch.json)"
 
     step window
-    /usr/bin/rayos-smoke-control $CTL --wait-window @VM@ @APP_ID_PART@ @WINDOW_TIMEOUT@ >/tmp/window.json 2>&1 \
-        || fail "no window of VM @VM@ with app_id *@APP_ID_PART@* drew within @WINDOW_TIMEOUT@ s: $(tail -c 1500 /tmp/window.json); waypipe: $(tail -n 5 /tmp/logs/waypipe.log)"
+    why='echo "windows $(tail -c 1500 /tmp/win.json); waypipe: $(tail -n 5 /tmp/logs/waypipe.log)"'
+    wait_for "a window of VM @VM@ with app_id *@APP_ID_PART@* that has drawn" @WINDOW_TIMEOUT@ window_ready '@APP_ID_PART@'
+    cp /tmp/win.json /tmp/window.json
     echo "RAYOS-VN-WINDOW $(cat /tmp/window.json)"
     wid=$(sed -n 's/.*"id":\([0-9]*\).*/\1/p' /tmp/window.json | head -n 1)
     sleep 1
@@ -157,6 +181,15 @@ if [ "@NATIVE@" = 1 ]; then
         || fail "screenshots: $(tail -c 600 /tmp/shot.txt)"
     echo "RAYOS-VN-LIST $(tail -n 1 /tmp/shot.txt)"
     ok window "window $wid of VM @VM@ drew; screenshots taken"
+    why=
+
+    # Closing the window ends the app's window for good (and lets the guest
+    # idle while the intent model loads).
+    step close
+    /usr/bin/rayos-smoke-control $CTL "{\"op\":\"close\",\"id\":$wid}" >/tmp/close.txt 2>&1 || fail "close: $(cat /tmp/close.txt)"
+    window_gone() { ! /usr/bin/rayos-smoke-control $CTL '{"op":"list_windows"}' 2>&1 | grep -q "\"id\":$wid,"; }
+    wait_for "window $wid to close" 60 window_gone
+    ok close "window $wid closed"
 
     if [ "@WORDS@" = 1 ]; then
         step words
@@ -166,8 +199,9 @@ if [ "@NATIVE@" = 1 ]; then
         ok words "$(tail -n 1 /tmp/logs/launch-words.json)"
 
         step terminal
-        /usr/bin/rayos-smoke-control $CTL --wait-window @VM@ '@TERMINAL_APP_IDS@' @WINDOW_TIMEOUT@ >/tmp/term.json 2>&1 \
-            || fail "no terminal window of VM @VM@ drew within @WINDOW_TIMEOUT@ s: $(tail -c 1500 /tmp/term.json); waypipe: $(tail -n 5 /tmp/logs/waypipe.log)"
+        why='echo "windows $(tail -c 1500 /tmp/win.json); waypipe: $(tail -n 5 /tmp/logs/waypipe.log)"'
+        wait_for "a terminal window of VM @VM@ that has drawn" @WINDOW_TIMEOUT@ window_ready '@TERMINAL_APP_IDS@'
+        cp /tmp/win.json /tmp/term.json
         echo "RAYOS-VN-TERMINAL $(cat /tmp/term.json)"
         tid=$(sed -n 's/.*"id":\([0-9]*\).*/\1/p' /tmp/term.json | head -n 1)
         sleep 1
@@ -189,6 +223,7 @@ kill "$watchdog" 2>/dev/null
 [ -s /tmp/rayos-vmm-metrics.json ] && echo "@VMM_METRICS@$(tr -d '\n' < /tmp/rayos-vmm-metrics.json)"
 echo "@VMM_EXIT@$status"
 vmm_pid=
+kvm_trace_dump $status
 [ "$status" = 0 ] || fail "rayos-vmm exited with $status after the shutdown request"
 ok poweroff rayos-vmm exited 0
 for p in $procs; do kill "$p" 2>/dev/null; done

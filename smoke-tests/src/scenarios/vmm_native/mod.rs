@@ -35,6 +35,8 @@
 //!   control API must list a window of origin `linux` that has drawn, and
 //!   screenshots of it and of the output land in the output folder, where
 //!   this side checks the window shot (origin colour, label, client pixels).
+//! * `close`: the control API's `close` on that window; it must leave the
+//!   window list (the guest then idles while the intent model loads).
 //! * `words`, `terminal` (native, and only when this machine has the intent
 //!   model installed, which then goes into the test host's system store):
 //!   `rayos launch "open a terminal"` resolves the words over the live
@@ -44,11 +46,13 @@
 //! * `poweroff`: `rayos guest shutdown`; rayos-vmm must exit 0.
 //!
 //! Not checked here (the QEMU-based `native` scenario covers them): typing
-//! into a guest window, shared folders, the clipboard, frame rates, closing
-//! windows.
+//! into a guest window, shared folders, the clipboard, frame rates, the
+//! app's exit after its window closed.
 //!
-//! A guest crash under rayos-vmm (exit status 3 or 4) gets one visible retry
-//! ([`nested::run_with_retry`]); anything else fails at once, naming the step,
+//! A guest crash under rayos-vmm (exit status 3 or 4), and a panic of the
+//! test host's own kernel (seen once, "corrupted stack end detected inside
+//! scheduler" in rayos-vmm's vCPU thread, under TCG's nested SVM while the
+//! model loaded), get one visible retry ([`nested::run_with_retry`]); anything else fails at once, naming the step,
 //! with the guest console's last lines. Logs (guest console, rayos-vmm,
 //! backends, compositor, waypipe) and screenshots stay in `<run dir>/out`.
 
@@ -98,7 +102,7 @@ const DONE: &str = "RAYOS-VN-DONE";
 
 /// Steps in order; the native ones only without `--no-native`.
 const BASE_STEPS: &[&str] = &["backends", "agent", "catalog", "exit3"];
-const NATIVE_STEPS: &[&str] = &["compositor", "bridge", "launch", "window"];
+const NATIVE_STEPS: &[&str] = &["compositor", "bridge", "launch", "window", "close"];
 /// With the intent model installed on this machine.
 const WORDS_STEPS: &[&str] = &["words", "terminal"];
 
@@ -117,6 +121,8 @@ pub struct Plan {
     pub boot_timeout: Duration,
     pub window_timeout: Duration,
     pub vmm_log: Option<String>,
+    /// Record the test host's KVM trace events (see `--kvm-trace`).
+    pub kvm_trace: bool,
 }
 
 impl Plan {
@@ -142,6 +148,11 @@ pub fn host_init(plan: &Plan) -> String {
         .map(|f| format!("RUST_LOG={} ", testhost::sh_quote(f)))
         .unwrap_or_default();
     let secs = |d: Duration| d.as_secs().max(1).to_string();
+    let trace = if plan.kvm_trace {
+        testhost::HostHooks::default().with_kvm_trace()
+    } else {
+        testhost::HostHooks::default()
+    };
     [
         ("@HOST_INIT@", serial::HOST_INIT.to_string()),
         ("@HOST_FAIL@", serial::HOST_FAIL.to_string()),
@@ -163,6 +174,8 @@ pub fn host_init(plan: &Plan) -> String {
         ("@WINDOW_TIMEOUT@", secs(plan.window_timeout)),
         ("@POWEROFF_TIMEOUT@", "60".to_string()),
         ("@NATIVE@", u8::from(plan.native).to_string()),
+        ("@KVM_TRACE_BEFORE@", trace.before_vmm.clone()),
+        ("@KVM_TRACE_AFTER@", trace.after_vmm.clone()),
         ("@WORDS@", u8::from(plan.native && plan.words).to_string()),
         ("@WORDS_REQUEST@", WORDS_REQUEST.to_string()),
         ("@TERMINAL_APP_IDS@", TERMINAL_APP_IDS.to_string()),
@@ -188,6 +201,9 @@ pub struct Observation {
     pub metrics: Option<String>,
     pub host_fail: Option<String>,
     pub diag: Vec<String>,
+    /// The test host's own kernel panicked (the guest's console goes to a
+    /// file, so a panic on the serial stream is the test host's).
+    pub host_panic: Option<String>,
     pub window: Option<Value>,
     pub terminal: Option<Value>,
     pub windows: Option<Value>,
@@ -223,6 +239,8 @@ impl Observation {
             self.metrics = Some(rest.to_string());
         } else if line.contains(serial::VMM_START) {
             self.vmm_start = Some(t);
+        } else if let Some(rest) = after(line, "Kernel panic - not syncing:") {
+            self.host_panic.get_or_insert_with(|| rest.to_string());
         }
     }
 
@@ -256,6 +274,14 @@ pub struct Figures {
 
 /// Checks that every step of `plan` passed and rayos-vmm exited 0.
 pub fn evaluate(obs: &Observation, plan: &Plan) -> Result<Figures, String> {
+    if let Some(p) = &obs.host_panic {
+        let step = obs
+            .started
+            .last()
+            .map(|(s, _)| s.as_str())
+            .unwrap_or("start-up");
+        return Err(format!("step {step}: the test host's kernel panicked: {p}"));
+    }
     if let Some(f) = &obs.host_fail {
         let step = obs
             .started
@@ -432,6 +458,7 @@ fn run_inner(args: &VmmNativeArgs) -> Result<String, String> {
         boot_timeout: args.boot_timeout,
         window_timeout: args.window_timeout,
         vmm_log: args.vmm_log.clone(),
+        kvm_trace: args.kvm_trace,
     };
     let host_initrd = run_dir.join("host-initrd.cpio");
     let bytes = build_host_image(
@@ -477,7 +504,11 @@ fn run_inner(args: &VmmNativeArgs) -> Result<String, String> {
             r.figures.as_ref().err().map(|e| nested::Failure {
                 reason: e.clone(),
                 log: r.log.clone(),
-                guest_crash: nested::guest_crash(Vmm::Rayos, r.vmm_exit),
+                guest_crash: nested::guest_crash(Vmm::Rayos, r.vmm_exit).or_else(|| {
+                    r.host_panic.as_ref().map(|p| {
+                        format!("the test host's own kernel panicked ({p}), not rayos-vmm")
+                    })
+                }),
             })
         },
     )?;
@@ -515,7 +546,7 @@ fn run_inner(args: &VmmNativeArgs) -> Result<String, String> {
                 out.join("output.png").display()
             );
             format!(
-                " native_window=1 window_app_id={}",
+                " native_window=1 window_app_id={} close_ok=1",
                 w["app_id"].as_str().unwrap_or("?")
             )
         }
@@ -557,7 +588,7 @@ fn run_inner(args: &VmmNativeArgs) -> Result<String, String> {
         _ => String::new(),
     };
     println!(
-        "{SCENARIO} not checked here (see `rayos-smoke native`): typing, shared folders, clipboard, frame rate, closing windows"
+        "{SCENARIO} not checked here (see `rayos-smoke native`): typing, shared folders, clipboard, frame rate, the app's exit after its window closed"
     );
     nested::remove_images(&prep, args.keep_images);
     let wall = t_all.elapsed().as_secs_f64();
@@ -725,6 +756,9 @@ fn build_host_image(
 struct RunResult {
     figures: Result<Figures, String>,
     vmm_exit: Option<i32>,
+    /// The test host's kernel panicked (TCG's nested SVM under load): retried
+    /// like a guest crash.
+    host_panic: Option<String>,
     metrics: Option<String>,
     log: PathBuf,
     wall: Duration,
@@ -846,6 +880,7 @@ fn run_once(
     Ok(RunResult {
         figures,
         vmm_exit: obs.vmm_exit,
+        host_panic: obs.host_panic,
         metrics: obs.metrics,
         log,
         wall: run.outcome.elapsed,
@@ -869,6 +904,7 @@ mod tests {
             boot_timeout: Duration::from_secs(300),
             window_timeout: Duration::from_secs(120),
             vmm_log: None,
+            kvm_trace: false,
         }
     }
 
@@ -895,6 +931,13 @@ mod tests {
         assert!(s.contains("if [ \"1\" = 1 ]; then"));
         assert!(host_init(&plan(false)).contains("if [ \"0\" = 1 ]; then"));
         assert!(s.contains("echo RAYOS-VMM-START\n"));
+        assert!(!s.contains("tracefs"));
+        let traced = host_init(&Plan {
+            kvm_trace: true,
+            ..plan(true)
+        });
+        assert!(traced.contains("mount -t tracefs nodev $T"));
+        assert!(traced.contains("echo RAYOS-KVM-TRACE-BEGIN"));
     }
 
     fn obs(lines: &[&str]) -> Observation {
@@ -974,6 +1017,8 @@ mod tests {
                 "RAYOS-VN-STEP window",
                 r#"RAYOS-VN-WINDOW {"id":1,"origin":{"kind":"vm","name":"linux"}}"#,
                 "RAYOS-VN-OK window ok",
+                "RAYOS-VN-STEP close",
+                "RAYOS-VN-OK close ok",
                 "RAYOS-VN-STEP words",
             ]
             .map(String::from)
@@ -1003,7 +1048,7 @@ mod tests {
             f.words_launch.unwrap()["launched"],
             "weston-terminal.desktop"
         );
-        assert_eq!(f.step_s.len(), 11);
+        assert_eq!(f.step_s.len(), 12);
         assert!(run(lines("firefox.desktop", vm_window))
             .unwrap_err()
             .contains("not a terminal"));
@@ -1011,6 +1056,21 @@ mod tests {
         assert!(run(lines("foot.desktop", host_window))
             .unwrap_err()
             .contains("origin is not VM linux"));
+    }
+
+    #[test]
+    fn a_test_host_panic_is_named() {
+        let o = obs(&[
+            "RAYOS-VN-STEP words",
+            "[   70.28] Kernel panic - not syncing: corrupted stack end detected inside scheduler",
+        ]);
+        assert_eq!(
+            o.host_panic.as_deref(),
+            Some("corrupted stack end detected inside scheduler")
+        );
+        assert!(evaluate(&o, &plan(true))
+            .unwrap_err()
+            .starts_with("step words: the test host's kernel panicked"));
     }
 
     #[test]

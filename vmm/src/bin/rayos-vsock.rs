@@ -8,7 +8,7 @@ use rayos_vmm::backends::vsock::{self, MuxerConfig, ServeEnd, ShutdownTrigger};
 /// vhost-user-vsock backend with hybrid vsock over unix sockets.
 ///
 /// Serves one vhost-user frontend (rayos-vmm `--vhost-user
-/// virtio-id=19,socket=SOCKET,queues=3`, or QEMU's `vhost-user-vsock-pci`
+/// virtio-id=19,socket=SOCKET`, three queues by default, or QEMU's `vhost-user-vsock-pci`
 /// with `chardev=` on SOCKET), then exits when that frontend disconnects,
 /// or on SIGINT/SIGTERM.
 ///

@@ -127,8 +127,12 @@ ping_agent() {
     if grep -q 'rayos-initramfs: dropping to a shell' $G 2>/dev/null; then
         fail "the guest's initramfs could not start its root: $(grep 'rayos-initramfs:' $G | head -n 1)"
     fi
+    # Every ~15 s, where the guest's console is (a stalled boot shows where).
+    polls=$((polls + 1))
+    [ $((polls % 20)) = 0 ] && echo "RAYOS-VN-PROGRESS guest console: $(tail -n 1 $G 2>/dev/null | cut -c1-160)"
     /usr/bin/rayos guest --vsock $V --timeout 5 ping >/tmp/ping.out 2>&1
 }
+polls=0
 wait_for "the guest agent on vsock port 5252" @BOOT_TIMEOUT@ ping_agent
 ok agent "$(tr '\n' ' ' </tmp/ping.out)"
 

@@ -8,7 +8,8 @@
 #   5. scenarios: vmm-startup (tier 1); agent: guest image, agent and vsock backend on QEMU (tier 2);
 #      native: guest apps as labelled RayOS windows through the bridge, launched by words (tier 2);
 #      session: the main job (scripts/run.sh) driven by a script: words to windows (tier 2);
-#      vmm-boot and vmm-virtiofs with rayos-vmm and QEMU, vmm-console (typing at the guest shell) (tier 3, nested)
+#      vmm-boot and vmm-virtiofs with rayos-vmm and QEMU, vmm-console (typing at the guest shell),
+#      vmm-native (the guest image under rayos-vmm, apps as windows through the bridge) (tier 3, nested)
 #
 # A scenario that cannot run on this machine prints "SKIP <name>: <reason>";
 # that is reported, and counts as a failure in CI (CI=true) where every
@@ -106,6 +107,7 @@ run_scenario compositor-drm
 run_scenario vmm-boot --vmm both --kvm-trace
 run_scenario vmm-console --timeout 5m --kvm-trace
 run_scenario vmm-virtiofs --vmm both --kvm-trace
+run_scenario vmm-native --kvm-trace
 
 echo
 if [ ${#failures[@]} -gt 0 ]; then

@@ -129,7 +129,12 @@ ping_agent() {
     fi
     # Every ~15 s, where the guest's console is (a stalled boot shows where).
     polls=$((polls + 1))
-    [ $((polls % 20)) = 0 ] && echo "RAYOS-VN-PROGRESS guest console: $(tail -n 1 $G 2>/dev/null | cut -c1-160)"
+    # The console so far also goes to the output folder: a stalled test host
+    # console cannot hide it.
+    if [ $((polls % 20)) = 0 ]; then
+        echo "RAYOS-VN-PROGRESS guest console: $(tail -n 1 $G 2>/dev/null | cut -c1-160)"
+        cp $G /out/guest-serial.log 2>/dev/null
+    fi
     /usr/bin/rayos guest --vsock $V --timeout 5 ping >/tmp/ping.out 2>&1
 }
 polls=0

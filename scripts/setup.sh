@@ -61,7 +61,7 @@ missing_packages() {
 }
 
 # Packages from the stable suite.
-BASE_PKGS=(build-essential pkg-config cpio xz-utils zstd ca-certificates tmux libseccomp-dev libcap-ng-dev mmdebstrap)
+BASE_PKGS=(build-essential pkg-config cpio xz-utils zstd ca-certificates tmux libseccomp-dev libcap-ng-dev mmdebstrap e2fsprogs)
 # Packages taken from bookworm-backports (QEMU 10: vhost-user-{fs,vsock,gpu,input}-pci).
 BACKPORTS_PKGS=(qemu-system-x86)
 

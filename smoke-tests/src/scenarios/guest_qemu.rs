@@ -53,14 +53,25 @@ pub struct GuestVm {
 
 /// Create the run directory for `name` and build (or refresh) the image.
 pub fn prepare(args: &GuestArgs, name: &str) -> Result<(PathBuf, PathBuf, rayos_image::Manifest), String> {
-    let run_dir = crate::rundir::create(&crate::rundir::target_dir().join("smoke"), name, args.run_dir.as_deref())
+    prepare_image(args.image.as_deref(), args.agent.as_deref(), args.run_dir.as_deref(), name)
+}
+
+/// [`prepare`] from its three inputs: the image folder, the agent binary
+/// and the run directory (each `None` for its default).
+pub fn prepare_image(
+    image: Option<&Path>,
+    agent: Option<&Path>,
+    run_dir: Option<&Path>,
+    name: &str,
+) -> Result<(PathBuf, PathBuf, rayos_image::Manifest), String> {
+    let run_dir = crate::rundir::create(&crate::rundir::target_dir().join("smoke"), name, run_dir)
         .map_err(|e| format!("{e}: {}", e.source))?;
     println!("run directory: {}", run_dir.display());
-    let agent_bin = args.agent.clone().unwrap_or_else(|| crate::rundir::release_binary("rayos-guest-agent"));
+    let agent_bin = agent.map(Path::to_path_buf).unwrap_or_else(|| crate::rundir::release_binary("rayos-guest-agent"));
     if !agent_bin.is_file() {
         return Err(format!("--agent {}: not found (cargo build --release --workspace)", agent_bin.display()));
     }
-    let image = args.image.clone().unwrap_or_else(|| crate::rundir::target_dir().join("guest-image"));
+    let image = image.map(Path::to_path_buf).unwrap_or_else(|| crate::rundir::target_dir().join("guest-image"));
     let opts = rayos_image::BuildOptions::new(&image, default_cache_root().join("image"), &agent_bin);
     let t0 = Instant::now();
     let mut last_download = 0;

@@ -173,24 +173,36 @@ if [ "@NATIVE@" = 1 ]; then
     wait_for "the bridge's socket ${V}_@BRIDGE_PORT@" 30 test -S ${V}_@BRIDGE_PORT@
     ok bridge listening on ${V}_@BRIDGE_PORT@
 
+    # `rayos launch` with ARGS, its JSON in LOG; it must have used the bridge.
+    launch_bridged() { # LOG ARGS...
+        log=$1
+        shift
+        /usr/bin/rayos launch --vsock $V "$@" >$log 2>&1 || fail "rayos launch $*: $(tail -n 3 $log)"
+        grep -q '"native_window":true' $log || fail "rayos launch did not use the bridge: $(cat $log)"
+    }
+    # Waits for a drawn window of the VM whose app_id matches PATTERN, prints
+    # it after MARKER, sets wid and takes screenshots of it (WINDOW_PNG) and
+    # of the output (OUTPUT_PNG), then prints the window list.
+    drawn_window() { # WHAT PATTERN MARKER WINDOW_PNG OUTPUT_PNG
+        why='echo "windows $(tail -c 1500 /tmp/win.json); waypipe: $(tail -n 5 /tmp/logs/waypipe.log)"'
+        wait_for "$1" @WINDOW_TIMEOUT@ window_ready "$2"
+        echo "$3 $(cat /tmp/win.json)"
+        wid=$(sed -n 's/.*"id":\([0-9]*\).*/\1/p' /tmp/win.json | head -n 1)
+        sleep 1
+        /usr/bin/rayos-smoke-control $CTL "{\"op\":\"screenshot\",\"window\":$wid,\"path\":\"/tmp/logs/$4\"}" \
+            "{\"op\":\"screenshot\",\"path\":\"/tmp/logs/$5\"}" "{\"op\":\"list_windows\"}" >/tmp/shot.txt 2>&1 \
+            || fail "screenshots of window $wid: $(tail -c 600 /tmp/shot.txt)"
+        echo "RAYOS-VN-LIST $(tail -n 1 /tmp/shot.txt)"
+        why=
+    }
+
     step launch
-    /usr/bin/rayos launch --vsock $V --json @APP@ >/tmp/logs/launch.json 2>&1 || fail "rayos launch @APP@: $(tail -n 3 /tmp/logs/launch.json)"
-    grep -q '"native_window":true' /tmp/logs/launch.json || fail "rayos launch did not use the bridge: $(cat /tmp/logs/launch.json)"
+    launch_bridged /tmp/logs/launch.json --json @APP@
     ok launch "$(tail -n 1 /tmp/logs/launch.json)"
 
     step window
-    why='echo "windows $(tail -c 1500 /tmp/win.json); waypipe: $(tail -n 5 /tmp/logs/waypipe.log)"'
-    wait_for "a window of VM @VM@ with app_id *@APP_ID_PART@* that has drawn" @WINDOW_TIMEOUT@ window_ready '@APP_ID_PART@'
-    cp /tmp/win.json /tmp/window.json
-    echo "RAYOS-VN-WINDOW $(cat /tmp/window.json)"
-    wid=$(sed -n 's/.*"id":\([0-9]*\).*/\1/p' /tmp/window.json | head -n 1)
-    sleep 1
-    /usr/bin/rayos-smoke-control $CTL "{\"op\":\"screenshot\",\"window\":$wid,\"path\":\"/tmp/logs/guest-window.png\"}" \
-        "{\"op\":\"screenshot\",\"path\":\"/tmp/logs/output.png\"}" "{\"op\":\"list_windows\"}" >/tmp/shot.txt 2>&1 \
-        || fail "screenshots: $(tail -c 600 /tmp/shot.txt)"
-    echo "RAYOS-VN-LIST $(tail -n 1 /tmp/shot.txt)"
+    drawn_window "a window of VM @VM@ with app_id *@APP_ID_PART@* that has drawn" '@APP_ID_PART@' RAYOS-VN-WINDOW guest-window.png output.png
     ok window "window $wid of VM @VM@ drew; screenshots taken"
-    why=
 
     # Closing the window ends the app's window for good (and lets the guest
     # idle while the intent model loads).
@@ -202,23 +214,12 @@ if [ "@NATIVE@" = 1 ]; then
 
     if [ "@WORDS@" = 1 ]; then
         step words
-        /usr/bin/rayos launch --vsock $V --system --json @WORDS_REQUEST@ >/tmp/logs/launch-words.json 2>&1 \
-            || fail "rayos launch \"@WORDS_REQUEST@\": $(tail -n 3 /tmp/logs/launch-words.json)"
-        grep -q '"native_window":true' /tmp/logs/launch-words.json || fail "rayos launch did not use the bridge: $(cat /tmp/logs/launch-words.json)"
+        launch_bridged /tmp/logs/launch-words.json --system --json @WORDS_REQUEST@
         ok words "$(tail -n 1 /tmp/logs/launch-words.json)"
 
         step terminal
-        why='echo "windows $(tail -c 1500 /tmp/win.json); waypipe: $(tail -n 5 /tmp/logs/waypipe.log)"'
-        wait_for "a terminal window of VM @VM@ that has drawn" @WINDOW_TIMEOUT@ window_ready '@TERMINAL_APP_IDS@'
-        cp /tmp/win.json /tmp/term.json
-        echo "RAYOS-VN-TERMINAL $(cat /tmp/term.json)"
-        tid=$(sed -n 's/.*"id":\([0-9]*\).*/\1/p' /tmp/term.json | head -n 1)
-        sleep 1
-        /usr/bin/rayos-smoke-control $CTL "{\"op\":\"screenshot\",\"window\":$tid,\"path\":\"/tmp/logs/terminal-window.png\"}" \
-            "{\"op\":\"screenshot\",\"path\":\"/tmp/logs/output-two-apps.png\"}" "{\"op\":\"list_windows\"}" >/tmp/shot2.txt 2>&1 \
-            || fail "terminal screenshots: $(tail -c 600 /tmp/shot2.txt)"
-        echo "RAYOS-VN-LIST $(tail -n 1 /tmp/shot2.txt)"
-        ok terminal "window $tid of VM @VM@ drew; screenshots taken"
+        drawn_window "a terminal window of VM @VM@ that has drawn" '@TERMINAL_APP_IDS@' RAYOS-VN-TERMINAL terminal-window.png output-two-apps.png
+        ok terminal "window $wid of VM @VM@ drew; screenshots taken"
     fi
 fi
 

@@ -65,7 +65,7 @@ use serde_json::Value;
 use super::compositor::{check_window_shot, Image, VM_RGB};
 use super::guest_qemu;
 use super::nested::{self, Prepared};
-use crate::cli::{BootOptions, GuestArgs, VmmNativeArgs};
+use crate::cli::{BootOptions, VmmNativeArgs};
 use crate::procs::Procs;
 use crate::qemu::{self, Flow};
 use crate::serial;
@@ -274,21 +274,12 @@ pub struct Figures {
 
 /// Checks that every step of `plan` passed and rayos-vmm exited 0.
 pub fn evaluate(obs: &Observation, plan: &Plan) -> Result<Figures, String> {
+    let last_step = obs.started.last().map(|(s, _)| s.as_str()).unwrap_or("start-up");
     if let Some(p) = &obs.host_panic {
-        let step = obs
-            .started
-            .last()
-            .map(|(s, _)| s.as_str())
-            .unwrap_or("start-up");
-        return Err(format!("step {step}: the test host's kernel panicked: {p}"));
+        return Err(format!("step {last_step}: the test host's kernel panicked: {p}"));
     }
     if let Some(f) = &obs.host_fail {
-        let step = obs
-            .started
-            .last()
-            .map(|(s, _)| s.as_str())
-            .unwrap_or("start-up");
-        return Err(format!("step {step}: {f}"));
+        return Err(format!("step {last_step}: {f}"));
     }
     let mut step_s = Vec::new();
     for step in plan.steps() {
@@ -421,18 +412,8 @@ fn run_inner(args: &VmmNativeArgs) -> Result<String, String> {
 
     // 1. Guest image, test host kernel and busybox.
     let t = Instant::now();
-    let guest_args = GuestArgs {
-        image: args.image.clone(),
-        agent: args.agent.clone(),
-        vsock_backend: Some(vsock.clone()),
-        virtiofsd: Some(virtiofsd.clone()),
-        qemu: PathBuf::from(&args.qemu),
-        accel: args.accel,
-        memory_mib: args.guest_memory_mib,
-        boot_timeout: args.boot_timeout,
-        run_dir: args.run_dir.clone(),
-    };
-    let (run_dir, image, manifest) = guest_qemu::prepare(&guest_args, SCENARIO)?;
+    let (run_dir, image, manifest) =
+        guest_qemu::prepare_image(args.image.as_deref(), args.agent.as_deref(), args.run_dir.as_deref(), SCENARIO)?;
     let opts = boot_options(args, &run_dir);
     let inputs = nested::gather(SCENARIO, &[Vmm::Rayos], &opts).map_err(|e| chain(&e))?;
     println!(

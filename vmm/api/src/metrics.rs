@@ -1,0 +1,72 @@
+//! The figures rayos-vmm writes on exit with `--metrics PATH`.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// rayos-vmm's metrics file. Unknown fields are ignored (newer VMMs may add some).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Metrics {
+    /// CLOCK_MONOTONIC time of the first KVM_RUN, in ns.
+    pub first_run_monotonic_ns: u64,
+    pub rss_anon_kib: u64,
+    pub rss_file_kib: u64,
+    /// Guest RAM is a shared memfd mapping and shows here.
+    pub rss_shmem_kib: u64,
+    #[serde(default)]
+    pub vm_hwm_kib: u64,
+    #[serde(default)]
+    pub guest_ram_kib: u64,
+    /// The outcome's short name: poweroff, reboot, panic, triple-fault, stopped.
+    pub exit: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    #[error("cannot read the metrics file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("metrics file {path}: {source}")]
+    Parse { path: PathBuf, source: serde_json::Error },
+    #[error("cannot write the metrics file {path}: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
+}
+
+impl Metrics {
+    /// The VMM's own memory: anonymous plus file-backed resident memory (guest RAM excluded).
+    pub fn overhead_kib(&self) -> u64 {
+        self.rss_anon_kib + self.rss_file_kib
+    }
+
+    pub fn read(path: &Path) -> Result<Metrics, MetricsError> {
+        let text = std::fs::read_to_string(path).map_err(|source| MetricsError::Read { path: path.into(), source })?;
+        Self::parse(path, &text)
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<Metrics, MetricsError> {
+        serde_json::from_str(text).map_err(|source| MetricsError::Parse { path: path.into(), source })
+    }
+
+    pub fn write(&self, path: &Path) -> Result<(), MetricsError> {
+        let mut json = serde_json::to_string(self).expect("metrics serialize");
+        json.push('\n');
+        std::fs::write(path, json).map_err(|source| MetricsError::Write { path: path.into(), source })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_what_rayos_vmm_writes_and_ignores_new_fields() {
+        let m = Metrics::parse(
+            Path::new("m.json"),
+            r#"{"first_run_monotonic_ns":1003500000,"rss_anon_kib":1200,"rss_file_kib":2300,"rss_shmem_kib":128,"exit":"poweroff","extra":1}"#,
+        )
+        .unwrap();
+        assert_eq!(m.overhead_kib(), 3500);
+        assert_eq!(m.exit, "poweroff");
+        let e = Metrics::parse(Path::new("/x/m.json"), "{").unwrap_err();
+        assert!(e.to_string().contains("/x/m.json"));
+    }
+}

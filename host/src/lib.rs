@@ -8,10 +8,13 @@
 //!   local sentence-embedding model on the CPU;
 //! - [`guest`]: the host end of the command channel to a guest's agent;
 //! - [`bridge`]: the host end of a VM's native-window Wayland bridge;
-//! - [`cli`]: the `rayos` command line over all of them.
+//! - [`cli`]: the `rayos` command line over all of them, including `rayos host`,
+//!   which runs the host service (crate `rayosd`) with this crate's intent
+//!   engine plugged in.
 
 pub mod bridge;
 pub mod cli;
-pub mod guest;
+/// The guest client lives in the host service's crate (no model code there).
+pub use rayosd::guest;
 pub mod intent;
 pub mod models;

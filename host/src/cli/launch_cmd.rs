@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use rayos_contract::{AppRef, DesktopEntry, DisplayMode, GuestPolicy, Launch, CAP_WAYLAND_BRIDGE};
+use rayos_contract::{AppRef, DisplayMode, GuestPolicy, Launch, CAP_WAYLAND_BRIDGE};
 
 use super::{CliError, StoreArgs};
 use crate::bridge::{self, BridgeConfig, Waypipe};
@@ -19,9 +19,23 @@ use crate::models;
 
 #[derive(Args, Debug)]
 pub struct LaunchArgs {
-    /// The guest's hybrid vsock socket (its vsock backend's `--uds-path`).
+    #[command(flatten)]
+    pub api: super::host_cmd::ApiArgs,
+    /// The VM (through the host service; default: its first running VM).
+    #[arg(long, value_name = "NAME", conflicts_with = "vsock")]
+    pub vm: Option<String>,
+    /// Wait for the app to exit; its output is shown and its status becomes
+    /// this command's exit status.
+    #[arg(long)]
+    pub wait: bool,
+    /// The words are a command line (`-- PROGRAM ARGS...`), run where the
+    /// VM's policy allows command lines.
+    #[arg(long)]
+    pub command: bool,
+    /// Talk to this guest's agent directly instead of through the host
+    /// service: its hybrid vsock socket (the vsock backend's `--uds-path`).
     #[arg(long, env = "RAYOS_GUEST_VSOCK", value_name = "PATH")]
-    pub vsock: PathBuf,
+    pub vsock: Option<PathBuf>,
     /// Show the app inside the VM's desktop instead of as its own host window.
     #[arg(long)]
     pub embedded: bool,
@@ -39,36 +53,44 @@ pub struct LaunchArgs {
     /// A desktop id (`foot.desktop`, or `foot`), an app's name, or a request
     /// in words ("open a terminal"), resolved by the intent engine over the
     /// guest's live catalog.
-    #[arg(required = true, value_name = "APP_OR_REQUEST")]
+    #[arg(required = true, value_name = "APP_OR_REQUEST", trailing_var_arg = true, allow_hyphen_values = true)]
     pub request: Vec<String>,
 }
 
-/// The catalog entry `words` names directly: its desktop id (with or without
-/// `.desktop`) or, ignoring case, its `Name`.
-pub fn direct_match<'a>(apps: &'a [DesktopEntry], words: &str) -> Option<&'a DesktopEntry> {
-    let w = words.trim();
-    apps.iter()
-        .find(|e| e.id == w || e.id.strip_suffix(".desktop") == Some(w))
-        .or_else(|| apps.iter().find(|e| e.name.eq_ignore_ascii_case(w)))
-}
+pub use rayosd::launch::direct_match;
 
 pub(super) fn launch_cmd(a: LaunchArgs) -> Result<ExitCode, CliError> {
+    let Some(vsock) = a.vsock.clone() else {
+        let words = a.request.join(" ");
+        let mut body = serde_json::json!({"vm": a.vm, "wait": a.wait, "embedded": a.embedded});
+        if a.command {
+            body["command"] = serde_json::json!(a.request);
+        } else if words.ends_with(".desktop") && !words.contains(char::is_whitespace) {
+            body["app"] = serde_json::json!(words);
+        } else {
+            body["request"] = serde_json::json!(words);
+        }
+        return super::host_cmd::launch_via_api(&a.api, body, a.json, a.wait);
+    };
+    if a.command || a.wait {
+        return Err(CliError::Usage("--command and --wait go through the host service (use `rayos guest launch` with --vsock)".into()));
+    }
     let words = a.request.join(" ");
     let words = validate_request(words.as_bytes(), MAX_REQUEST_BYTES)
         .map_err(|e| CliError::Session(SessionError::Engine(e)))?
         .to_string();
     let t_start = Instant::now();
     let native = !a.embedded;
-    let bridged = native && bridge::is_served(&a.vsock);
+    let bridged = native && bridge::is_served(&vsock);
     if native && !bridged {
         eprintln!(
             "rayos: no native-window bridge listens on {} (start `rayos bridge`); the app will have no window",
-            bridge::listen_path(&a.vsock).display()
+            bridge::listen_path(&vsock).display()
         );
     }
     let caps: &[&str] = if bridged { &[CAP_WAYLAND_BRIDGE] } else { &[] };
     let timeout = Duration::from_secs(a.timeout.max(1));
-    let mut client = GuestClient::connect_with(&a.vsock, rayos_contract::AGENT_PORT, timeout, caps).map_err(CliError::Guest)?;
+    let mut client = GuestClient::connect_with(&vsock, rayos_contract::AGENT_PORT, timeout, caps).map_err(CliError::Guest)?;
     let apps = client.list_apps(true).map_err(CliError::Guest)?;
     let connect_ms = ms(t_start);
 
@@ -127,7 +149,7 @@ pub(super) fn launch_cmd(a: LaunchArgs) -> Result<ExitCode, CliError> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn describe_non_launch(action: &Action) -> String {
+pub(super) fn describe_non_launch(action: &Action) -> String {
     match action {
         Action::Clarify { candidates, question } => {
             let names: Vec<String> = candidates.iter().map(|c| format!("{} ({})", c.name, c.app_id)).collect();

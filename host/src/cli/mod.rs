@@ -17,6 +17,7 @@ use crate::intent::session::{SessionError, SessionOptions};
 use crate::models::{self, ModelStore, StoreError};
 
 mod guest_cmd;
+mod host_cmd;
 mod image_cmd;
 mod intent;
 mod launch_cmd;
@@ -45,6 +46,8 @@ pub enum CliError {
     Target(String),
     #[error(transparent)]
     Guest(crate::guest::ClientError),
+    #[error(transparent)]
+    Api(rayosd::client::ApiClientError),
 }
 
 impl CliError {
@@ -95,16 +98,36 @@ pub enum Command {
     Image(image_cmd::ImageCommand),
     /// Talk to a running guest's agent: list its apps, launch, stop, ping, power.
     Guest(guest_cmd::GuestArgs),
-    /// Launch a guest app by name or by a request in words; it shows as its
-    /// own window on the RayOS desktop, labelled with the VM, when the VM's
-    /// bridge runs (`rayos bridge`).
+    /// Launch a guest app by name or by a request in words, through the host
+    /// service (which checks its policy first); it shows as its own window on
+    /// the RayOS desktop, labelled with the VM, when the VM's bridge runs.
+    /// With --vsock it talks to one guest's agent directly, without a service.
     ///
     /// Examples:
-    ///   rayos launch --vsock /run/rayos/linux/vsock "open a terminal"
-    ///   rayos launch foot                   (with RAYOS_GUEST_VSOCK set)
-    ///   rayos launch --json weston-simple-shm
+    ///   rayos launch "open a terminal"
+    ///   rayos launch --vm linux foot
+    ///   rayos launch --vm linux --wait --command -- sh -c 'exit 3'
+    ///   rayos launch --vsock /run/rayos/vm-linux/vsock.sock --json weston-simple-shm
     #[command(verbatim_doc_comment)]
     Launch(launch_cmd::LaunchArgs),
+    /// Run the RayOS host service in the foreground: for each VM of the
+    /// policy, its backends, rayos-vmm and bridge under supervision, and the
+    /// control API on a unix socket (`rayos vm`, `apps`, `launch`, `events`
+    /// are its clients). SIGTERM or SIGINT stops every VM cleanly.
+    ///
+    /// Examples:
+    ///   rayos host                              (policy /etc/rayos/policy.toml, or the default)
+    ///   rayos host --policy ./policy.toml --check
+    #[command(verbatim_doc_comment)]
+    Host(host_cmd::HostArgs),
+    /// The host service's VMs: list, status, start, stop.
+    Vm(host_cmd::VmArgs),
+    /// The apps a VM's policy lets you launch, from its live catalog (through the host service).
+    Apps(host_cmd::AppsArgs),
+    /// Follow the host service's events (VM states, children, apps, windows), one JSON per line.
+    Events(host_cmd::EventsArgs),
+    /// Time the host service's API (GET /v1/vms): prints api_p50_ms and api_p99_ms.
+    ApiBench(host_cmd::ApiBenchArgs),
     /// Run a VM's native-window bridge (waypipe's host end) in the foreground:
     /// guest apps launched as native windows arrive on the compositor socket
     /// `rayos-vm-<NAME>`, each toplevel a host window labelled with the VM.
@@ -378,6 +401,11 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Image(c) => image_cmd::image_cmd(c),
         Command::Launch(a) => launch_cmd::launch_cmd(a),
         Command::Bridge(a) => launch_cmd::bridge_cmd(a),
+        Command::Host(a) => host_cmd::host_cmd(a),
+        Command::Vm(a) => host_cmd::vm_cmd(a),
+        Command::Apps(a) => host_cmd::apps_cmd(a),
+        Command::Events(a) => host_cmd::events_cmd(a),
+        Command::ApiBench(a) => host_cmd::api_bench_cmd(a),
         Command::Similarity {
             model,
             store,

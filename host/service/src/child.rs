@@ -59,6 +59,7 @@ impl Child {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            .env("NO_COLOR", "1")
             .process_group(0)
             .kill_on_drop(false);
         let mut child = cmd.spawn().map_err(|source| ChildError::Spawn {

@@ -122,8 +122,8 @@ impl ApiClient {
         self.call(Method::POST, path, Some(body), timeout)
     }
 
-    /// Reads events until `count` arrived or `timeout` passed; calls `each` on every one.
-    pub fn events(&self, count: Option<usize>, timeout: Duration, mut each: impl FnMut(&serde_json::Value)) -> Result<usize, ApiClientError> {
+    /// Reads events until `count` arrived, `timeout` passed or `each` returns false.
+    pub fn events(&self, count: Option<usize>, timeout: Duration, mut each: impl FnMut(&serde_json::Value) -> bool) -> Result<usize, ApiClientError> {
         self.rt.block_on(async {
             let stream = UnixStream::connect(&self.socket)
                 .await
@@ -142,8 +142,10 @@ impl ApiClient {
                 };
                 if let tokio_tungstenite::tungstenite::Message::Text(t) = msg {
                     let v: serde_json::Value = serde_json::from_str(&t).map_err(|e| ApiClientError::Decode(e.to_string()))?;
-                    each(&v);
                     n += 1;
+                    if !each(&v) {
+                        break;
+                    }
                 }
             }
             Ok(n)

@@ -254,6 +254,8 @@ pub struct Controller {
     vm_restarts: u32,
     last_exit: Option<String>,
     last_outcome: Option<ExitOutcome>,
+    /// What went wrong in this boot before the VMM was stopped (kept in `last_exit`).
+    cause: Option<String>,
 }
 
 /// Starts a VM's controller task.
@@ -302,6 +304,7 @@ pub fn spawn(
         vm_restarts: 0,
         last_exit: None,
         last_outcome: None,
+        cause: None,
     };
     let task = tokio::spawn(ctl.run(rx));
     (VmHandle { policy: vm, info, tx }, task)
@@ -412,6 +415,7 @@ impl Controller {
             }
             Cmd::AgentFailed { generation, why } if generation == self.generation => {
                 self.last_exit = Some(why.clone());
+                self.cause = Some(why.clone());
                 self.input(Input::BootFailed, &why).await;
             }
             Cmd::AgentReady { .. } | Cmd::AgentFailed { .. } => {}
@@ -435,7 +439,9 @@ impl Controller {
             self.last_outcome = Some(o);
             self.last_exit = Some(o.describe());
         } else if !expected {
-            self.last_exit = Some(format!("{} exited ({})", ex.name, ex.status));
+            let why = format!("{} exited ({})", ex.name, ex.status);
+            self.last_exit = Some(why.clone());
+            self.cause = Some(why);
         }
         let clean = outcome.map(|o| o == ExitOutcome::Poweroff).unwrap_or(false);
         let reason = format!("{} exited: {}", ex.name, outcome.map(|o| o.describe()).unwrap_or_else(|| ex.status.to_string()));
@@ -503,10 +509,12 @@ impl Controller {
         self.generation += 1;
         self.boot_started = Instant::now();
         self.last_outcome = None;
+        self.cause = None;
         self.info.write().expect("vm info lock").boot_to_agent_ms = None;
         if let Err(why) = self.boot_backends_and_vmm().await {
             tracing::error!(vm = %self.vm.name, "boot failed: {why}");
             self.last_exit = Some(why.clone());
+            self.cause = Some(why.clone());
             self.set_state(VmState::Stopping, &why);
             self.shutdown(false).await;
             self.finish(true, &why);
@@ -672,7 +680,10 @@ impl Controller {
             if let Some(s) = status {
                 let o = ExitOutcome::from_status(s);
                 self.last_outcome = Some(o);
-                self.last_exit = Some(o.describe());
+                self.last_exit = Some(match &self.cause {
+                    Some(c) => format!("{c}; then {}", o.describe()),
+                    None => o.describe(),
+                });
             }
         }
         // The bridge first (it talks to the guest), then the backends.

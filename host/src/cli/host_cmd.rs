@@ -353,6 +353,7 @@ pub(super) fn events_cmd(a: EventsArgs) -> Result<ExitCode, CliError> {
         println!("{v}");
         use std::io::Write;
         let _ = std::io::stdout().flush();
+        true
     })
     .map_err(api_err)?;
     Ok(ExitCode::SUCCESS)

@@ -183,35 +183,22 @@ pub fn guest_init_script(interactive: bool) -> String {
     )
 }
 
-/// The rayos-vmm command line inside the test host.
+/// The rayos-vmm command line inside the test host, built from the VMM's
+/// own interface crate (rayos-vmm-api) so it cannot drift from its parser.
 pub fn rayos_vmm_argv(guest: &GuestSpec) -> Vec<String> {
-    [
-        RAYOS_VMM,
-        "--kernel",
-        GUEST_KERNEL,
-        "--initramfs",
-        GUEST_INITRD,
-        "--cmdline",
-        &guest.cmdline,
-        "--memory",
-        &format!("{}M", guest.memory_mib),
-        "--cpus",
-        &guest.cpus.to_string(),
-        "--serial",
-        "stdio",
-        "--metrics",
-        METRICS,
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .chain(guest.fs.iter().flat_map(|fs| {
-        [
-            "--fs".to_string(),
-            format!("tag={},socket={}", fs.tag, fs.socket),
-        ]
-    }))
-    .chain(guest.rayos_args.iter().cloned())
-    .collect()
+    let mut spec = rayos_vmm_api::VmSpec::new(GUEST_KERNEL);
+    spec.initramfs = Some(GUEST_INITRD.into());
+    spec.cmdline = guest.cmdline.clone();
+    spec.memory_mib = guest.memory_mib.into();
+    spec.cpus = guest.cpus.min(u8::MAX as u32) as u8;
+    spec.serial = rayos_vmm_api::Serial::Stdio;
+    spec.metrics = Some(METRICS.into());
+    spec.fs = guest.fs.iter().map(|f| rayos_vmm_api::FsDevice { tag: f.tag.clone(), socket: f.socket.clone().into() }).collect();
+    let argv = spec.to_argv().expect("the test host's VM spec is valid");
+    std::iter::once(RAYOS_VMM.to_string())
+        .chain(argv.into_iter().map(|a| a.into_string().expect("UTF-8 test host paths")))
+        .chain(guest.rayos_args.iter().cloned())
+        .collect()
 }
 
 /// The nested QEMU command line inside the test host. Interactive runs use a

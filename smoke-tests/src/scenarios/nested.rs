@@ -350,11 +350,8 @@ pub fn guest_crash(vmm: Vmm, vmm_status: Option<i32>) -> Option<String> {
     if vmm != Vmm::Rayos {
         return None;
     }
-    match vmm_status? {
-        3 => Some("the guest kernel panicked (rayos-vmm exit status 3)".into()),
-        4 => Some("the guest triple-faulted (rayos-vmm exit status 4)".into()),
-        _ => None,
-    }
+    let outcome = rayos_vmm_api::ExitOutcome::from_code(vmm_status?);
+    outcome.is_guest_crash().then(|| outcome.describe())
 }
 
 /// The same crash as [`guest_crash`], read from an interactive session's

@@ -15,7 +15,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde::Deserialize;
 
 use crate::cli::VmmStartupArgs;
 use crate::rundir::{self, RunDirError};
@@ -50,16 +49,7 @@ pub enum VmmStartupError {
 }
 
 /// The `--metrics` JSON rayos-vmm writes on exit.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-pub struct VmmMetrics {
-    pub first_run_monotonic_ns: u64,
-    pub rss_anon_kib: u64,
-    pub rss_file_kib: u64,
-    #[serde(default)]
-    pub rss_shmem_kib: u64,
-    #[serde(default)]
-    pub exit: String,
-}
+pub use rayos_vmm_api::Metrics as VmmMetrics;
 
 /// Figures of one successful run.
 #[derive(Debug, Clone, Copy, PartialEq)]

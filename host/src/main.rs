@@ -14,7 +14,10 @@ fn main() -> std::process::ExitCode {
     // before any thread (tokio, rayon) starts.
     rayos::intent::bert::pin_cpu_threads();
     let cli = rayos::cli::Cli::parse();
+    // The host service logs what it and its children do; other commands are quiet.
+    let service = matches!(cli.command, rayos::cli::Command::Host(_));
     let default = match cli.verbose {
+        0 if service => "info",
         0 => "warn",
         1 => "info",
         _ => "debug",

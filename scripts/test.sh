@@ -98,6 +98,7 @@ run_scenario intent-eval --catalog host/tests/catalog --labels host/tests/intent
     --labels host/tests/intent/labels-holdout.tsv
 run_scenario intent-bench --catalog host/tests/catalog --labels host/tests/intent/labels.tsv
 run_scenario vmm-startup
+run_scenario host-api
 run_scenario agent
 run_scenario native
 run_scenario session --headless --script smoke-tests/scripts/main-job.session --expect-windows 2

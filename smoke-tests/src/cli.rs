@@ -87,6 +87,15 @@ pub enum Scenario {
     #[command(name = "vmm-startup")]
     VmmStartup(VmmStartupArgs),
 
+    /// Tier 1: the host service (`rayos host`) without a guest: bad policy
+    /// files refused with one line naming file, key and value; the control
+    /// socket private (0600 in a 0700 folder); `rayos vm list`; GET /v1/vms
+    /// latency (`rayos api-bench`, target p50 ≤ 2 ms) and the service's RSS
+    /// (target ≤ 30 MiB); SIGTERM stops it and removes its socket.
+    ///
+    /// Prints `PASS host-api api_p50_ms=<ms> api_p99_ms=<ms> rss_kib=<KiB> bad_policies=<n>/<n>`.
+    HostApi(crate::scenarios::host_api::HostApiArgs),
+
     /// Tier 2: the guest image, agent and vsock backend on QEMU. Builds (or
     /// refreshes) the Debian trixie guest image, serves its root file system
     /// with virtiofsd and its vsock with rayos-vsock, boots it in QEMU (TCG

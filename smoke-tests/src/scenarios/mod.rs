@@ -5,6 +5,7 @@ pub mod agent;
 pub mod compositor;
 pub mod compositor_drm;
 pub mod guest_qemu;
+pub mod host_api;
 pub mod native;
 pub mod nested;
 pub mod session;
@@ -32,5 +33,6 @@ pub fn run(scenario: &Scenario) -> Outcome {
         Scenario::Compositor(args) => compositor::run(args),
         Scenario::CompositorBench(args) => compositor::bench(args),
         Scenario::CompositorDrm(args) => compositor_drm::run(args),
+        Scenario::HostApi(args) => host_api::run(args),
     }
 }

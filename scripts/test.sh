@@ -109,6 +109,7 @@ run_scenario vmm-boot --vmm both --kvm-trace
 run_scenario vmm-console --timeout 5m --kvm-trace
 run_scenario vmm-virtiofs --vmm both --kvm-trace
 run_scenario vmm-native --kvm-trace
+run_scenario vmm-agent
 
 echo
 if [ ${#failures[@]} -gt 0 ]; then

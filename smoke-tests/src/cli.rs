@@ -205,6 +205,22 @@ pub enum Scenario {
     /// build), QEMU, mke2fs and virtiofsd (scripts/setup.sh).
     #[command(name = "vmm-native")]
     VmmNative(VmmNativeArgs),
+    /// The RayOS host service owns the guest (tier 3, nested): inside the
+    /// test host, `rayos host` boots the guest image under rayos-vmm with
+    /// virtiofsd, rayos-vsock and the bridge under a policy file; through
+    /// its CLI: `rayos apps` lists foot, a command line returns its exit
+    /// status, launches are timed, an app the policy leaves out is refused,
+    /// `rayos launch "open a terminal"` (with the intent model) opens a
+    /// labelled terminal window, rayos-vsock is killed and the service
+    /// restarts the VM, `rayos vm stop` powers the guest off leaving nothing
+    /// behind, SIGTERM stops the service; then QEMU boots the same image with
+    /// the same backends for comparison.
+    ///
+    /// Prints `PASS vmm-agent boot_to_agent_s=<rayos-vmm> qemu_boot_to_agent_s=<qemu>
+    /// launch_rtt_ms=<p50> api_p50_ms=<GET /v1/vms p50> ...`. Takes the
+    /// options of vmm-native.
+    #[command(name = "vmm-agent")]
+    VmmAgent(VmmNativeArgs),
 }
 
 #[derive(Debug, Args)]
@@ -270,7 +286,7 @@ pub struct VmmNativeArgs {
     /// the last of them to the serial log when it fails (as for vmm-boot).
     #[arg(long)]
     pub kvm_trace: bool,
-    /// Run directory [default: <target>/smoke/vmm-native-<UTC time>].
+    /// Run directory [default: <target>/smoke/<scenario>-<UTC time>].
     #[arg(long, value_name = "DIR")]
     pub run_dir: Option<PathBuf>,
     /// Keep the test host initramfs in the run directory after a pass.

@@ -578,6 +578,14 @@ fn qemu_firmware_dirs(qemu: &Path) -> Result<Vec<PathBuf>, TestHostError> {
         .collect())
 }
 
+/// Adds qemu-system-x86_64 as [`QEMU`] with its shared libraries and the
+/// firmware it loads; returns the number of libraries.
+pub fn add_qemu(a: &mut Archive, qemu: &Path) -> Result<usize, TestHostError> {
+    let n = add_binary_with_libs(a, qemu, QEMU)?;
+    add_qemu_firmware(a, qemu)?;
+    Ok(n)
+}
+
 fn add_qemu_firmware(a: &mut Archive, qemu: &Path) -> Result<(), TestHostError> {
     let dirs = qemu_firmware_dirs(qemu)?;
     let find = |file: &str| dirs.iter().map(|d| d.join(file)).find(|p| p.exists());
@@ -672,8 +680,7 @@ pub fn build_host_initramfs(
         );
     }
     if let Some(qemu) = spec.qemu {
-        let n = add_binary_with_libs(&mut a, qemu, QEMU)?;
-        add_qemu_firmware(&mut a, qemu)?;
+        let n = add_qemu(&mut a, qemu)?;
         tracing::info!(
             "test host: {} with {n} shared libraries and firmware",
             qemu.display()

@@ -590,8 +590,9 @@ impl Controller {
         Ok(())
     }
 
-    /// Waits until every socket accepts a connection (so no device connects
-    /// to a backend that is not listening yet), or a backend dies.
+    /// Waits until every backend's socket file exists (they create it when
+    /// they listen; a probing connection would be taken by virtiofsd as its
+    /// one frontend), or a backend dies.
     async fn wait_listening(&mut self, sockets: &[PathBuf]) -> Result<(), String> {
         let deadline = Instant::now() + BACKEND_LISTEN_TIMEOUT;
         for s in sockets {

@@ -111,6 +111,15 @@ pub struct EventsArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct WindowsArgs {
+    #[command(flatten)]
+    pub api: ApiArgs,
+    /// Print the compositor's answer as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
 pub struct ApiBenchArgs {
     #[command(flatten)]
     pub api: ApiArgs,
@@ -342,6 +351,32 @@ pub(super) fn launch_via_api(api: &ApiArgs, body: Value, json_out: bool, wait: b
             _ => ExitCode::from(1),
         });
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `rayos windows`.
+pub(super) fn windows_cmd(a: WindowsArgs) -> Result<ExitCode, CliError> {
+    let v = a.api.client().get("/v1/windows").map_err(api_err)?;
+    if a.json {
+        println!("{v}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let list = v["windows"].as_array().cloned().unwrap_or_default();
+    for w in &list {
+        let origin = match (w["origin"]["kind"].as_str(), w["origin"]["name"].as_str()) {
+            (Some("vm"), Some(n)) => format!("vm:{n}"),
+            (Some(k), _) => k.to_string(),
+            _ => "?".into(),
+        };
+        println!(
+            "{:<6} {:<12} {:<40} {}",
+            w["id"],
+            printable(&origin),
+            printable(w["app_id"].as_str().unwrap_or("-")),
+            printable(w["title"].as_str().unwrap_or(""))
+        );
+    }
+    eprintln!("{} windows", list.len());
     Ok(ExitCode::SUCCESS)
 }
 

@@ -126,6 +126,9 @@ pub enum Command {
     Apps(host_cmd::AppsArgs),
     /// Follow the host service's events (VM states, children, apps, windows), one JSON per line.
     Events(host_cmd::EventsArgs),
+    /// The windows on the RayOS desktop (from the compositor, through the host
+    /// service): id, origin (host or vm:NAME), app id, title.
+    Windows(host_cmd::WindowsArgs),
     /// Time the host service's API (GET /v1/vms): prints api_p50_ms and api_p99_ms.
     ApiBench(host_cmd::ApiBenchArgs),
     /// Run a VM's native-window bridge (waypipe's host end) in the foreground:
@@ -405,6 +408,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Vm(a) => host_cmd::vm_cmd(a),
         Command::Apps(a) => host_cmd::apps_cmd(a),
         Command::Events(a) => host_cmd::events_cmd(a),
+        Command::Windows(a) => host_cmd::windows_cmd(a),
         Command::ApiBench(a) => host_cmd::api_bench_cmd(a),
         Command::Similarity {
             model,

@@ -10,6 +10,7 @@ pub mod native;
 pub mod nested;
 pub mod session;
 pub mod vmm_boot;
+pub mod vmm_agent;
 pub mod vmm_console;
 pub mod vmm_native;
 pub mod vmm_startup;
@@ -27,6 +28,7 @@ pub fn run(scenario: &Scenario) -> Outcome {
         Scenario::VmmStartup(args) => vmm_startup::run(args),
         Scenario::VmmVirtiofs(args) => vmm_virtiofs::run(args),
         Scenario::VmmNative(args) => vmm_native::run(args),
+        Scenario::VmmAgent(args) => vmm_agent::run(args),
         Scenario::Agent(args) => agent::run(args),
         Scenario::Native(args) => native::run(args),
         Scenario::Session(args) => session::run(args),

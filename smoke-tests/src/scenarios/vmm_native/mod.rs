@@ -74,22 +74,22 @@ use crate::Outcome;
 
 pub const SCENARIO: &str = "vmm-native";
 const HOST_INIT: &str = include_str!("host-init.sh");
-const OUT_TAG: &str = "rayos-out";
-const VM: &str = "linux";
-const VM_COLOUR: &str = "#d03030";
+pub(crate) const OUT_TAG: &str = "rayos-out";
+pub(crate) const VM: &str = "linux";
+pub(crate) const VM_COLOUR: &str = "#d03030";
 const APP: &str = "weston-simple-shm";
 const APP_ID_PART: &str = "simple-shm";
-const CONTROL_CLIENT: &str = "rayos-smoke-control";
+pub(crate) const CONTROL_CLIENT: &str = "rayos-smoke-control";
 /// The request in words, and the terminals that answer it.
-const WORDS_REQUEST: &str = "open a terminal";
-const TERMINALS: &[&str] = &[
+pub(crate) const WORDS_REQUEST: &str = "open a terminal";
+pub(crate) const TERMINALS: &[&str] = &[
     "foot.desktop",
     "footclient.desktop",
     "weston-terminal.desktop",
 ];
-const TERMINAL_APP_IDS: &str = "foot|terminal";
+pub(crate) const TERMINAL_APP_IDS: &str = "foot|terminal";
 /// Where the test host keeps the intent model (`rayos launch --system`).
-const SYSTEM_MODELS: &str = "/var/lib/rayos/models";
+pub(crate) const SYSTEM_MODELS: &str = "/var/lib/rayos/models";
 
 /// Test host markers (besides the shared ones of [`serial`]).
 const STEP: &str = "RAYOS-VN-STEP ";
@@ -210,7 +210,7 @@ pub struct Observation {
     pub done: bool,
 }
 
-fn after<'a>(line: &'a str, marker: &str) -> Option<&'a str> {
+pub(crate) fn after<'a>(line: &'a str, marker: &str) -> Option<&'a str> {
     line.find(marker).map(|i| line[i + marker.len()..].trim())
 }
 
@@ -244,14 +244,14 @@ impl Observation {
         }
     }
 
-    fn passed_at(&self, step: &str) -> Option<Duration> {
+    pub(crate) fn passed_at(&self, step: &str) -> Option<Duration> {
         self.passed
             .iter()
             .find(|(n, _, _)| n == step)
             .map(|(_, t, _)| *t)
     }
 
-    fn started_at(&self, step: &str) -> Option<Duration> {
+    pub(crate) fn started_at(&self, step: &str) -> Option<Duration> {
         self.started
             .iter()
             .find(|(n, _)| n == step)
@@ -360,7 +360,7 @@ pub fn run(args: &VmmNativeArgs) -> Outcome {
     }
 }
 
-fn boot_options(args: &VmmNativeArgs, run_dir: &Path) -> BootOptions {
+pub(crate) fn boot_options(args: &VmmNativeArgs, run_dir: &Path) -> BootOptions {
     BootOptions {
         vmm_bin: args.vmm_bin.clone(),
         qemu: args.qemu.clone(),
@@ -380,7 +380,7 @@ fn boot_options(args: &VmmNativeArgs, run_dir: &Path) -> BootOptions {
     }
 }
 
-fn binary(arg: &Option<PathBuf>, name: &str) -> Result<PathBuf, String> {
+pub(crate) fn binary(arg: &Option<PathBuf>, name: &str) -> Result<PathBuf, String> {
     let p = arg
         .clone()
         .unwrap_or_else(|| crate::rundir::release_binary(name));
@@ -444,7 +444,7 @@ fn run_inner(args: &VmmNativeArgs) -> Result<String, String> {
     let host_initrd = run_dir.join("host-initrd.cpio");
     let bytes = build_host_image(
         &inputs,
-        &plan,
+        host_init(&plan),
         &host_initrd,
         &[
             (
@@ -457,6 +457,7 @@ fn run_inner(args: &VmmNativeArgs) -> Result<String, String> {
             (&compositor, "/usr/bin/rayos-compositor"),
             (&control, "/usr/bin/rayos-smoke-control"),
         ],
+        None,
         model_dest.as_ref().map(|(d, dest)| (*d, dest.as_str())),
     )?;
     println!(
@@ -480,18 +481,8 @@ fn run_inner(args: &VmmNativeArgs) -> Result<String, String> {
     let (result, attempts) = nested::run_with_retry(
         SCENARIO,
         Vmm::Rayos,
-        || run_once(&prep, &opts, &plan, &virtiofsd, &disk, &out),
-        |r: &RunResult| {
-            r.figures.as_ref().err().map(|e| nested::Failure {
-                reason: e.clone(),
-                log: r.log.clone(),
-                guest_crash: nested::guest_crash(Vmm::Rayos, r.vmm_exit).or_else(|| {
-                    r.host_panic.as_ref().map(|p| {
-                        format!("the test host's own kernel panicked ({p}), not rayos-vmm")
-                    })
-                }),
-            })
-        },
+        || run_once(SCENARIO, &prep, &opts, &virtiofsd, &disk, &out, |o| evaluate(o, &plan)),
+        RunResult::failure,
     )?;
     let figures = match result.figures {
         Ok(f) => f,
@@ -599,7 +590,7 @@ fn run_inner(args: &VmmNativeArgs) -> Result<String, String> {
 /// directory to the guest, made the guest's switch_root fail with ESTALE on
 /// /sbin/rayos-init (with the outer export's metadata cached for good, too).
 /// A disk is also what a RayOS host's guest storage will be.
-fn image_disk(image: &Path, disk: &Path) -> Result<u64, String> {
+pub(crate) fn image_disk(image: &Path, disk: &Path) -> Result<u64, String> {
     let du = Command::new("du")
         .arg("-sm")
         .arg(image)
@@ -645,7 +636,7 @@ fn image_disk(image: &Path, disk: &Path) -> Result<u64, String> {
     Ok(mib)
 }
 
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut s = e.to_string();
     let mut src = e.source();
     while let Some(x) = src {
@@ -658,7 +649,7 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
 
 /// The default intent model's folder in this machine's model store, if it
 /// is installed, and its name.
-fn installed_model() -> Option<(PathBuf, String)> {
+pub(crate) fn installed_model() -> Option<(PathBuf, String)> {
     use rayos::models::{find, InstallState, ModelStore, DEFAULT_MODEL};
     let spec = find(DEFAULT_MODEL)?;
     let store = ModelStore::open_default();
@@ -683,18 +674,19 @@ fn add_tree(a: &mut crate::initramfs::Archive, dir: &Path, dest: &str) -> Result
     Ok(())
 }
 
-fn build_host_image(
+pub(crate) fn build_host_image(
     inputs: &nested::Inputs,
-    plan: &Plan,
+    init: String,
     out: &Path,
     binaries: &[(&Path, &str)],
+    qemu: Option<&Path>,
     model: Option<(&Path, &str)>,
 ) -> Result<u64, String> {
     let e = |e: testhost::TestHostError| chain(&e);
     let tree = &inputs.kernel.modules;
     let applets = testhost::busybox_applets(&inputs.busybox).map_err(e)?;
     let mut a = testhost::base_archive(&inputs.busybox, &applets).map_err(e)?;
-    a.file_bytes("/init", host_init(plan), 0o755)
+    a.file_bytes("/init", init, 0o755)
         .map_err(|x| chain(&x))?;
     let kmod = |x: crate::kmod::KmodError| chain(&x);
     for (list, roots) in [
@@ -727,6 +719,13 @@ fn build_host_image(
             bin.display()
         );
     }
+    if let Some(qemu) = qemu {
+        let n = testhost::add_qemu(&mut a, qemu).map_err(e)?;
+        tracing::info!(
+            "test host: {} with {n} shared libraries and its firmware",
+            qemu.display()
+        );
+    }
     if let Some((dir, dest)) = model {
         add_tree(&mut a, dir, dest)?;
         tracing::info!("test host: intent model {} as {dest}", dir.display());
@@ -734,26 +733,45 @@ fn build_host_image(
     a.write_file(out).map_err(|x| chain(&x))
 }
 
-struct RunResult {
-    figures: Result<Figures, String>,
-    vmm_exit: Option<i32>,
-    /// The test host's kernel panicked (TCG's nested SVM under load): retried
-    /// like a guest crash.
-    host_panic: Option<String>,
-    metrics: Option<String>,
-    log: PathBuf,
-    wall: Duration,
+pub(crate) struct RunResult<F> {
+    pub figures: Result<F, String>,
+    pub vmm_exit: Option<i32>,
+    /// The test host's kernel panicked (TCG's nested SVM under load), or it
+    /// reset itself without a word (QEMU exited 0 before the test host said
+    /// it was done or had failed): retried like a guest crash.
+    pub host_panic: Option<String>,
+    pub metrics: Option<String>,
+    pub log: PathBuf,
+    pub wall: Duration,
 }
 
-/// One boot of the test host, with the outer virtiofsd exports around it.
-fn run_once(
+impl<F> RunResult<F> {
+    /// The failure of this boot for [`nested::run_with_retry`] (a guest
+    /// crash or a panic of the test host's kernel is retried once).
+    pub fn failure(&self) -> Option<nested::Failure> {
+        self.figures.as_ref().err().map(|e| nested::Failure {
+            reason: e.clone(),
+            log: self.log.clone(),
+            guest_crash: nested::guest_crash(Vmm::Rayos, self.vmm_exit).or_else(|| {
+                self.host_panic
+                    .as_ref()
+                    .map(|p| format!("the test host's own kernel panicked ({p}), not rayos-vmm"))
+            }),
+        })
+    }
+}
+
+/// One boot of the test host, with the outer virtiofsd exports around it;
+/// `evaluate` turns what its serial console said into the figures.
+pub(crate) fn run_once<F>(
+    scenario: &str,
     prep: &Prepared,
     opts: &BootOptions,
-    plan: &Plan,
     virtiofsd: &Path,
     disk: &Path,
     out: &Path,
-) -> Result<RunResult, String> {
+    evaluate: impl Fn(&Observation) -> Result<F, String>,
+) -> Result<RunResult<F>, String> {
     // A retry keeps the first attempt's test host logs beside its serial log.
     if std::fs::read_dir(out).is_ok_and(|mut d| d.next().is_some()) {
         let kept = out.with_extension("attempt1");
@@ -824,7 +842,7 @@ fn run_once(
     }
     let log = run_dir.join("serial-rayos.log");
     println!(
-        "{SCENARIO}: booting the test host (timeout {:?}); serial log {}",
+        "{scenario}: booting the test host (timeout {:?}); serial log {}",
         opts.timeout,
         log.display()
     );
@@ -846,11 +864,25 @@ fn run_once(
     })
     .map_err(|e| chain(&e))?;
     drop(procs);
+    if !obs.done
+        && obs.host_fail.is_none()
+        && obs.host_panic.is_none()
+        && !outcome.timed_out
+        && outcome.status.is_some_and(|s| s.success())
+    {
+        let step = obs.started.last().map(|(s, _)| s.as_str()).unwrap_or("start-up");
+        let why = format!(
+            "the test host reset itself during step {step} with no panic message (a triple fault: QEMU exited 0 under -no-reboot at {:.1} s)",
+            outcome.elapsed.as_secs_f64()
+        );
+        println!("{scenario}: {why}");
+        obs.host_panic = Some(why);
+    }
     let run = nested::HostRun {
         outcome,
         log: log.clone(),
     };
-    let figures = evaluate(&obs, plan).map_err(|r| {
+    let figures = evaluate(&obs).map_err(|r| {
         let mut r = run.annotate(r, opts.timeout);
         if !obs.diag.is_empty() {
             r.push_str("\n  ");

@@ -114,6 +114,8 @@ impl From<LaunchError> for ApiError {
             LaunchError::NotRunning(_) => ApiError::new(StatusCode::CONFLICT, "vm_not_running", msg),
             LaunchError::NoSuchApp { .. } => ApiError::new(StatusCode::NOT_FOUND, "unknown_app", msg),
             LaunchError::Guest(_) => ApiError::new(StatusCode::BAD_GATEWAY, "guest", msg),
+            LaunchError::Link(crate::agent_link::LinkError::WaitTimeout { .. }) => ApiError::new(StatusCode::GATEWAY_TIMEOUT, "wait_timeout", msg),
+            LaunchError::Link(_) => ApiError::new(StatusCode::CONFLICT, "vm_not_running", msg),
         }
     }
 }
@@ -223,12 +225,9 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ApiError> + S
 async fn apps(State(svc): State<Arc<Service>>, Path(name): Path<String>) -> ApiResult {
     let h = handle(&svc, &name)?;
     let info = running(&h)?;
+    let link = h.link().ok_or_else(|| ApiError::from(LaunchError::NotRunning(info.name.clone())))?;
     let policy = h.policy.clone();
-    let apps = blocking(move || {
-        let mut c = launch::connect(&info)?;
-        Ok(launch::allowed_apps(&mut c, &policy)?)
-    })
-    .await?;
+    let apps = blocking(move || Ok(launch::allowed_apps(&link, &policy)?)).await?;
     Ok(Json(apps).into_response())
 }
 
@@ -251,14 +250,11 @@ async fn launch_app(State(svc): State<Arc<Service>>, body: Result<Json<LaunchReq
     req.validate()?;
     let h = pick_vm(&svc, req.vm.as_deref())?;
     let info = h.snapshot();
+    let link = h.link();
     let policy = h.policy.clone();
     let resolver = svc.resolver.clone();
-    let events = svc.events.clone();
-    let reply = blocking(move || Ok(launch::launch(&info, &policy, resolver.as_deref(), &req)?)).await?;
-    events.send(Event::AppLaunched { vm: reply.vm.clone(), app: reply.app.clone(), handle: reply.handle, pid: reply.pid });
-    if reply.status.is_some() || reply.signal.is_some() {
-        events.send(Event::AppExited { vm: reply.vm.clone(), handle: reply.handle, status: reply.status, signal: reply.signal });
-    }
+    // app_launched and app_exited events come from the agent link.
+    let reply = blocking(move || Ok(launch::launch(&info, link.as_ref(), &policy, resolver.as_deref(), &req)?)).await?;
     Ok(Json(reply).into_response())
 }
 
@@ -279,12 +275,9 @@ async fn intent(State(svc): State<Arc<Service>>, body: Result<Json<IntentRequest
     };
     let h = pick_vm(&svc, req.vm.as_deref())?;
     let info = running(&h)?;
+    let link = h.link().ok_or_else(|| ApiError::from(LaunchError::NotRunning(info.name.clone())))?;
     let policy = h.policy.clone();
-    let answer = blocking(move || {
-        let mut c = launch::connect(&info)?;
-        Ok(launch::resolve_words(&mut c, &policy, resolver.as_ref(), &req.request)?.1)
-    })
-    .await?;
+    let answer = blocking(move || Ok(launch::resolve_words(&link, &policy, resolver.as_ref(), &req.request)?.1)).await?;
     Ok(Json(json!({"vm": h.policy.name, "answer": answer})).into_response())
 }
 

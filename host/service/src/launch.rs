@@ -5,17 +5,18 @@
 
 use std::time::{Duration, Instant};
 
-use rayos_contract::{AgentMessage, AppRef, DesktopEntry, DisplayMode, GuestPolicy, Launch, CAP_WAYLAND_BRIDGE};
+use rayos_contract::{AppRef, DesktopEntry, DisplayMode, GuestPolicy, Launch};
 use serde::{Deserialize, Serialize};
 
-use crate::guest::{ClientError, GuestClient};
+use crate::agent_link::{AgentLink, LinkError};
+use crate::guest::ClientError;
 use crate::policy::VmPolicy;
 use crate::vm::VmInfo;
 
 /// Longest request in words accepted (bytes).
 pub const MAX_REQUEST_BYTES: usize = 1024;
 /// Most output lines kept from an app launched with `wait`.
-pub const MAX_OUTPUT_LINES: usize = 1000;
+pub const MAX_OUTPUT_LINES: usize = crate::agent_link::MAX_OUTPUT_LINES;
 
 /// The intent engine, as the service sees it. The `rayos` binary plugs in
 /// the model-backed engine; tests plug in their own.
@@ -95,6 +96,17 @@ pub enum LaunchError {
     NoSuchApp { vm: String, app: String },
     #[error("guest: {0}")]
     Guest(#[from] ClientError),
+    #[error("{0}")]
+    Link(LinkError),
+}
+
+impl From<LinkError> for LaunchError {
+    fn from(e: LinkError) -> Self {
+        match e {
+            LinkError::Guest(g) => LaunchError::Guest(g),
+            e => LaunchError::Link(e),
+        }
+    }
 }
 
 impl LaunchRequest {
@@ -135,15 +147,8 @@ fn ms(t: Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1e3
 }
 
-/// A connection to a running VM's agent.
-pub fn connect(info: &VmInfo) -> Result<GuestClient, LaunchError> {
-    let path = info.vsock_socket.clone().ok_or_else(|| LaunchError::NotRunning(info.name.clone()))?;
-    let caps: &[&str] = if info.bridge { &[CAP_WAYLAND_BRIDGE] } else { &[] };
-    Ok(GuestClient::connect_with(&path, rayos_contract::AGENT_PORT, Duration::from_secs(10), caps)?)
-}
-
 /// The VM's live catalog, only the apps its policy allows.
-pub fn allowed_apps(client: &mut GuestClient, vm: &VmPolicy) -> Result<Vec<DesktopEntry>, LaunchError> {
+pub fn allowed_apps(client: &AgentLink, vm: &VmPolicy) -> Result<Vec<DesktopEntry>, LaunchError> {
     let mut apps = client.list_apps(false)?;
     apps.retain(|e| vm.apps.allows(&e.id));
     Ok(apps)
@@ -151,7 +156,7 @@ pub fn allowed_apps(client: &mut GuestClient, vm: &VmPolicy) -> Result<Vec<Deskt
 
 /// Resolves a request in words over the VM's allowed apps (no launch).
 pub fn resolve_words(
-    client: &mut GuestClient,
+    client: &AgentLink,
     vm: &VmPolicy,
     resolver: &dyn IntentResolver,
     words: &str,
@@ -161,9 +166,11 @@ pub fn resolve_words(
     Ok((apps, answer))
 }
 
-/// Carries out a launch (blocking: run it on a blocking thread).
+/// Carries out a launch through the VM's agent link (blocking: run it on a
+/// blocking thread).
 pub fn launch(
     info: &VmInfo,
+    link: Option<&AgentLink>,
     vm: &VmPolicy,
     resolver: Option<&dyn IntentResolver>,
     req: &LaunchRequest,
@@ -181,7 +188,7 @@ pub fn launch(
     if req.request.is_some() && resolver.is_none() {
         return Err(LaunchError::Intent("this service runs without an intent engine".into()));
     }
-    let mut client = connect(info)?;
+    let client = link.ok_or_else(|| LaunchError::NotRunning(info.name.clone()))?;
     let (app_ref, app_name, resolved_by, intent) = if let Some(cmd) = &req.command {
         (AppRef::Argv(cmd.clone()), cmd.join(" "), "command", None)
     } else if let Some(app) = &req.app {
@@ -194,7 +201,7 @@ pub fn launch(
     } else {
         let words = req.request.as_deref().expect("validated");
         let resolver = resolver.expect("checked above");
-        let apps = allowed_apps(&mut client, vm)?;
+        let apps = allowed_apps(client, vm)?;
         match direct_match(&apps, words) {
             Some(e) => (AppRef::Id(e.id.clone()), e.id.clone(), "name", None),
             None => {
@@ -234,21 +241,10 @@ pub fn launch(
     };
     if req.wait {
         let timeout = Duration::from_secs(req.wait_timeout_s.unwrap_or(600).clamp(1, 86_400));
-        let (status, signal) = client.wait_exit(handle, timeout)?;
-        let tag = format!("[app {handle}] ");
-        let mut out = vec![];
-        for e in client.take_events() {
-            if let AgentMessage::Log { line, .. } = e {
-                if let Some(text) = line.strip_prefix(&tag) {
-                    if out.len() < MAX_OUTPUT_LINES {
-                        out.push(text.to_string());
-                    }
-                }
-            }
-        }
-        reply.status = status;
-        reply.signal = signal;
-        reply.output = Some(out);
+        let exit = client.wait_exit(handle, timeout)?;
+        reply.status = exit.status;
+        reply.signal = exit.signal;
+        reply.output = Some(exit.output);
     }
     Ok(reply)
 }

@@ -13,6 +13,7 @@
 //! links no KVM, Smithay or model code. The intent engine comes in through
 //! [`launch::IntentResolver`], supplied by the `rayos` binary.
 
+pub mod agent_link;
 pub mod api;
 pub mod child;
 pub mod client;

@@ -17,13 +17,14 @@
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rayos_vmm_api::{ExitOutcome, FsDevice, Serial, VhostUserDevice, VmSpec, VIRTIO_ID_VSOCK};
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::agent_link::AgentLink;
 use crate::child::{Child, ChildSpec, Exited};
 use crate::compositor::Compositor;
 use crate::events::{Event, Events};
@@ -115,12 +116,18 @@ pub enum Cmd {
 pub struct VmHandle {
     pub policy: Arc<VmPolicy>,
     pub info: Arc<RwLock<VmInfo>>,
+    link: Arc<Mutex<Option<AgentLink>>>,
     tx: mpsc::Sender<Cmd>,
 }
 
 impl VmHandle {
     pub fn snapshot(&self) -> VmInfo {
         self.info.read().expect("vm info lock").clone()
+    }
+
+    /// The connection to the agent, while the VM runs.
+    pub fn link(&self) -> Option<AgentLink> {
+        self.link.lock().expect("agent link lock").clone()
     }
 
     pub async fn start(&self, wait: bool) -> Result<VmInfo, String> {
@@ -239,6 +246,7 @@ pub struct Controller {
     compositor: Option<Arc<Compositor>>,
     events: Events,
     info: Arc<RwLock<VmInfo>>,
+    link: Arc<Mutex<Option<AgentLink>>>,
     state: VmState,
     generation: u64,
     children: Vec<Child>,
@@ -282,6 +290,7 @@ pub fn spawn(
     }));
     let (tx, rx) = mpsc::channel(64);
     let (exits_tx, exits_rx) = mpsc::unbounded_channel();
+    let link = Arc::new(Mutex::new(None));
     let ctl = Controller {
         vm: vm.clone(),
         host,
@@ -289,6 +298,7 @@ pub fn spawn(
         compositor,
         events,
         info: info.clone(),
+        link: link.clone(),
         state: VmState::Stopped,
         generation: 0,
         children: vec![],
@@ -307,7 +317,7 @@ pub fn spawn(
         cause: None,
     };
     let task = tokio::spawn(ctl.run(rx));
-    (VmHandle { policy: vm, info, tx }, task)
+    (VmHandle { policy: vm, info, link, tx }, task)
 }
 
 impl Controller {
@@ -407,6 +417,11 @@ impl Controller {
                 }
                 self.input(Input::AgentReady, &format!("the agent answered after {boot_ms} ms ({})", summary.kernel)).await;
                 self.start_bridge();
+                if let Some(rt) = &self.rt {
+                    let bridge = self.tools.bridge.is_some() && self.host.compositor_socket_dir.is_some() && self.registered;
+                    let link = AgentLink::start(&self.vm.name, rt.join("vsock.sock"), bridge, self.events.clone());
+                    *self.link.lock().expect("agent link lock") = Some(link);
+                }
                 self.publish();
                 let info = self.info.read().expect("vm info lock").clone();
                 for w in self.start_waiters.drain(..) {
@@ -649,15 +664,18 @@ impl Controller {
         if let Some(t) = self.agent_task.take() {
             t.abort();
         }
+        let link = self.link.lock().expect("agent link lock").take();
         let vmm_running = self.children.iter().any(|c| c.name == "rayos-vmm" && c.status().is_none());
         if vmm_running {
             let mut asked = false;
             if graceful {
                 if let Some(rt) = &self.rt {
                     let vsock = rt.join("vsock.sock");
-                    let r = tokio::task::spawn_blocking(move || {
-                        let mut c = GuestClient::connect(&vsock, rayos_contract::AGENT_PORT, Duration::from_secs(3))?;
-                        c.power(false)
+                    let r = tokio::task::spawn_blocking(move || match link {
+                        Some(l) => l.power(false).map_err(|e| e.to_string()),
+                        None => GuestClient::connect(&vsock, rayos_contract::AGENT_PORT, Duration::from_secs(3))
+                            .and_then(|mut c| c.power(false))
+                            .map_err(|e| e.to_string()),
                     })
                     .await;
                     match r {

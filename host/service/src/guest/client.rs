@@ -209,6 +209,19 @@ impl GuestClient {
         }
     }
 
+    /// Reads whatever the agent sends within `timeout` (events, kept for
+    /// [`GuestClient::take_events`]); a quiet channel is not an error.
+    pub fn read_events(&mut self, timeout: Duration) -> Result<(), ClientError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.read_until(deadline) {
+                Ok(r) => self.events.push(r.body),
+                Err(ClientError::Timeout(_)) => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     pub fn take_events(&mut self) -> Vec<AgentMessage> {
         std::mem::take(&mut self.events)
     }

@@ -75,12 +75,23 @@ pub fn window_event(ev: &serde_json::Value) -> Option<Event> {
     match ev["event"].as_str()? {
         "window_mapped" | "window_opened" => Some(Event::WindowMapped {
             id,
-            origin: w["origin"].as_str().unwrap_or("").to_string(),
+            origin: origin_label(&w["origin"]),
             app_id: w["app_id"].as_str().map(str::to_string),
             title: w["title"].as_str().map(str::to_string),
         }),
         "window_unmapped" | "window_closed" => Some(Event::WindowUnmapped { id }),
         _ => None,
+    }
+}
+
+/// A window's origin as one word: `host`, or `vm:<name>` (the compositor
+/// describes it as `{"kind":"vm","name":..}`).
+fn origin_label(o: &serde_json::Value) -> String {
+    match (o["kind"].as_str(), o["name"].as_str(), o.as_str()) {
+        (Some("vm"), Some(name), _) => format!("vm:{name}"),
+        (Some(kind), _, _) => kind.to_string(),
+        (_, _, Some(s)) => s.to_string(),
+        _ => "unknown".into(),
     }
 }
 
@@ -118,5 +129,22 @@ impl LineClient {
                 _ => continue,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_events_carry_a_one_word_origin() {
+        let ev = serde_json::json!({"event":"window_mapped","window":{"id":3,"app_id":"foot","origin":{"kind":"vm","name":"linux","colour":"#d03030"}}});
+        match window_event(&ev) {
+            Some(Event::WindowMapped { id: 3, origin, .. }) => assert_eq!(origin, "vm:linux"),
+            other => panic!("{other:?}"),
+        }
+        let ev = serde_json::json!({"event":"window_mapped","window":{"id":4,"origin":{"kind":"host"}}});
+        assert!(matches!(window_event(&ev), Some(Event::WindowMapped { origin, .. }) if origin == "host"));
+        assert!(matches!(window_event(&serde_json::json!({"event":"window_closed","id":4})), Some(Event::WindowUnmapped { id: 4 })));
     }
 }

@@ -307,7 +307,14 @@ wait_for "the backends' sockets (QEMU)" 30 test -S $Q/fs.sock -a -S $Q/vhost-vso
     </dev/null >/tmp/logs/qemu.log 2>&1 &
 qemu_pid=$!
 qemu_ping() {
-    kill -0 $qemu_pid 2>/dev/null || fail "QEMU exited while booting: $(tail -n 3 /tmp/logs/qemu.log)"
+    if ! kill -0 $qemu_pid 2>/dev/null; then
+        wait $qemu_pid
+        st=$?
+        qemu_pid=
+        # Under -no-reboot a guest reset (a triple fault) ends QEMU with 0.
+        [ "$st" = 0 ] && echo "RAYOS-VN-REFERENCE-CRASH QEMU's guest reset itself while booting; its console ended: $(tail -n 1 /tmp/logs/qemu-serial.log | cut -c1-120)"
+        fail "QEMU exited ($st) while booting: $(tail -n 3 /tmp/logs/qemu.log)"
+    fi
     /usr/bin/rayos guest --vsock $Q/vsock.sock --timeout 5 ping >/tmp/ping.out 2>&1
 }
 wait_for "the guest agent under QEMU" @BOOT_TIMEOUT@ qemu_ping

@@ -99,6 +99,8 @@ const TERMINAL: &str = "RAYOS-VN-TERMINAL ";
 const LIST: &str = "RAYOS-VN-LIST ";
 const DIAG: &str = "RAYOS-VN-DIAG ";
 const DONE: &str = "RAYOS-VN-DONE";
+/// The test host's QEMU (the reference VMM) lost its guest to a reset.
+const REFERENCE_CRASH: &str = "RAYOS-VN-REFERENCE-CRASH ";
 
 /// Steps in order; the native ones only without `--no-native`.
 const BASE_STEPS: &[&str] = &["backends", "agent", "catalog", "exit3"];
@@ -204,6 +206,8 @@ pub struct Observation {
     /// The test host's own kernel panicked (the guest's console goes to a
     /// file, so a panic on the serial stream is the test host's).
     pub host_panic: Option<String>,
+    /// The reference VMM's guest (QEMU inside the test host) crashed.
+    pub reference_crash: Option<String>,
     pub window: Option<Value>,
     pub terminal: Option<Value>,
     pub windows: Option<Value>,
@@ -229,6 +233,8 @@ impl Observation {
             self.windows = serde_json::from_str(rest).ok();
         } else if let Some(rest) = after(line, DIAG) {
             self.diag.push(rest.to_string());
+        } else if let Some(rest) = after(line, REFERENCE_CRASH) {
+            self.reference_crash.get_or_insert_with(|| rest.to_string());
         } else if line.contains(DONE) {
             self.done = true;
         } else if let Some(rest) = after(line, serial::HOST_FAIL) {
@@ -740,6 +746,7 @@ pub(crate) struct RunResult<F> {
     /// reset itself without a word (QEMU exited 0 before the test host said
     /// it was done or had failed): retried like a guest crash.
     pub host_panic: Option<String>,
+    pub reference_crash: Option<String>,
     pub metrics: Option<String>,
     pub log: PathBuf,
     pub wall: Duration,
@@ -752,11 +759,17 @@ impl<F> RunResult<F> {
         self.figures.as_ref().err().map(|e| nested::Failure {
             reason: e.clone(),
             log: self.log.clone(),
-            guest_crash: nested::guest_crash(Vmm::Rayos, self.vmm_exit).or_else(|| {
-                self.host_panic
-                    .as_ref()
-                    .map(|p| format!("the test host's own kernel panicked ({p}), not rayos-vmm"))
-            }),
+            guest_crash: nested::guest_crash(Vmm::Rayos, self.vmm_exit)
+                .or_else(|| {
+                    self.host_panic
+                        .as_ref()
+                        .map(|p| format!("the test host's own kernel panicked ({p}), not rayos-vmm"))
+                })
+                .or_else(|| {
+                    self.reference_crash
+                        .as_ref()
+                        .map(|c| format!("the QEMU reference's guest crashed ({c}), not rayos-vmm's"))
+                }),
         })
     }
 }
@@ -894,6 +907,7 @@ pub(crate) fn run_once<F>(
         figures,
         vmm_exit: obs.vmm_exit,
         host_panic: obs.host_panic,
+        reference_crash: obs.reference_crash,
         metrics: obs.metrics,
         log,
         wall: run.outcome.elapsed,

@@ -34,19 +34,27 @@ pub fn memory_use() -> MemoryUse {
     std::fs::read_to_string("/proc/self/status").map(|s| parse_status(&s)).unwrap_or_default()
 }
 
-/// Writes the metrics file.
-pub fn write(path: &Path, first_run_ns: u64, mem: MemoryUse, exit: &str, guest_ram: u64) -> std::io::Result<()> {
+/// Writes the metrics file (the format is `rayos_vmm_api::Metrics`, which
+/// the host service and the tests read).
+pub fn write(
+    path: &Path,
+    first_run_ns: u64,
+    mem: MemoryUse,
+    exit: &str,
+    guest_ram: u64,
+) -> Result<(), rayos_vmm_api::MetricsError> {
     // Guest RAM is a shared memfd mapping: it shows as RssShmem, so the VMM's
     // own overhead is the anonymous plus file-backed resident memory.
-    let json = format!(
-        "{{\"first_run_monotonic_ns\":{first_run_ns},\"rss_anon_kib\":{},\"rss_file_kib\":{},\"rss_shmem_kib\":{},\"vm_hwm_kib\":{},\"guest_ram_kib\":{},\"exit\":\"{exit}\"}}\n",
-        mem.rss_anon_kib,
-        mem.rss_file_kib,
-        mem.rss_shmem_kib,
-        mem.vm_hwm_kib,
-        guest_ram >> 10
-    );
-    std::fs::write(path, json)
+    rayos_vmm_api::Metrics {
+        first_run_monotonic_ns: first_run_ns,
+        rss_anon_kib: mem.rss_anon_kib,
+        rss_file_kib: mem.rss_file_kib,
+        rss_shmem_kib: mem.rss_shmem_kib,
+        vm_hwm_kib: mem.vm_hwm_kib,
+        guest_ram_kib: guest_ram >> 10,
+        exit: exit.to_string(),
+    }
+    .write(path)
 }
 
 #[cfg(test)]
@@ -71,9 +79,8 @@ mod tests {
     fn writes_json() {
         let f = tempfile::NamedTempFile::new().unwrap();
         write(f.path(), 42, MemoryUse { rss_anon_kib: 1, ..Default::default() }, "poweroff", 128 << 20).unwrap();
-        let s = std::fs::read_to_string(f.path()).unwrap();
-        assert!(s.contains("\"first_run_monotonic_ns\":42"));
-        assert!(s.contains("\"exit\":\"poweroff\""));
-        assert!(s.contains("\"guest_ram_kib\":131072"));
+        let m = rayos_vmm_api::Metrics::read(f.path()).unwrap();
+        assert_eq!((m.first_run_monotonic_ns, m.rss_anon_kib, m.guest_ram_kib), (42, 1, 131072));
+        assert_eq!(m.exit, "poweroff");
     }
 }

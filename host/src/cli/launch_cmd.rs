@@ -219,6 +219,7 @@ pub(super) fn bridge_cmd(a: BridgeArgs) -> Result<ExitCode, CliError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rayos_contract::DesktopEntry;
 
     fn entry(id: &str, name: &str) -> DesktopEntry {
         let text = format!("[Desktop Entry]\nType=Application\nName={name}\nExec=true\n");

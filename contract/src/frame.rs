@@ -218,7 +218,7 @@ mod tests {
     fn oversize_frames_are_skipped_and_the_stream_stays_in_step() {
         let big = MAX_FRAME + 10;
         let mut stream = header(big as u32).to_vec();
-        stream.extend(std::iter::repeat(b'x').take(big));
+        stream.extend(std::iter::repeat_n(b'x', big));
         stream.extend(encode(&Request::new(1, HostRequest::Ping { nonce: 1 })).unwrap());
         let mut r = FrameReader::new(std::io::Cursor::new(stream));
         match r.read_frame() {

@@ -4,12 +4,13 @@
 //! is a managed guest that asks and never orders. This crate holds what both
 //! sides agree on and nothing else: the command-channel messages
 //! ([`message`]), their framing ([`frame`]), version negotiation
-//! ([`version`]), the app catalog's entries ([`desktop`]) and the host's
-//! policy types ([`policy`]). It does no I/O beyond the `Read`/`Write` a
+//! ([`version`]), the app catalog's entries ([`desktop`]), the host's
+//! policy types ([`policy`]) and the hybrid vsock handshake ([`hybrid`]). It does no I/O beyond the `Read`/`Write` a
 //! caller hands to the frame reader.
 
 pub mod desktop;
 pub mod frame;
+pub mod hybrid;
 pub mod message;
 pub mod policy;
 pub mod version;

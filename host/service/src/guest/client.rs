@@ -231,14 +231,14 @@ impl GuestClient {
 pub fn hybrid_connect(path: &Path, port: u32, timeout: Duration) -> Result<UnixStream, ClientError> {
     let mut s = UnixStream::connect(path).map_err(|source| ClientError::Connect { path: path.to_path_buf(), source })?;
     s.set_read_timeout(Some(timeout))?;
-    s.write_all(format!("CONNECT {port}\n").as_bytes())?;
+    s.write_all(rayos_contract::hybrid::connect_line(port).as_bytes())?;
     let mut line = Vec::new();
     let mut byte = [0u8; 1];
     loop {
         match s.read(&mut byte) {
             Ok(0) => return Err(ClientError::Refused { path: path.to_path_buf(), port }),
             Ok(_) if byte[0] == b'\n' => break,
-            Ok(_) if line.len() < 64 => line.push(byte[0]),
+            Ok(_) if line.len() < rayos_contract::hybrid::MAX_LINE => line.push(byte[0]),
             Ok(_) => return Err(ClientError::Handshake(String::from_utf8_lossy(&line).into_owned())),
             Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
                 return Err(ClientError::Timeout(timeout))
@@ -249,10 +249,9 @@ pub fn hybrid_connect(path: &Path, port: u32, timeout: Duration) -> Result<UnixS
             Err(e) => return Err(e.into()),
         }
     }
-    let line = String::from_utf8_lossy(&line).into_owned();
-    match line.strip_prefix("OK ").map(|n| n.trim().parse::<u32>()) {
-        Some(Ok(_)) => Ok(s),
-        _ => Err(ClientError::Handshake(line)),
+    match rayos_contract::hybrid::parse_ok(&line) {
+        Ok(_) => Ok(s),
+        Err(_) => Err(ClientError::Handshake(String::from_utf8_lossy(&line).into_owned())),
     }
 }
 

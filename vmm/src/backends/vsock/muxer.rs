@@ -91,7 +91,7 @@ const TOKEN_LISTENER: u64 = 0;
 const TOKEN_TIMER: u64 = 1;
 const FIRST_TOKEN: u64 = 2;
 /// Longest `CONNECT <port>\n` line accepted from a host socket.
-const MAX_CONNECT_LINE: usize = 32;
+const MAX_CONNECT_LINE: usize = rayos_contract::hybrid::MAX_LINE;
 /// RSTs waiting for RX buffers beyond this are dropped.
 const MAX_QUEUED_RST: usize = 1024;
 /// First host port handed to host-initiated connections.
@@ -543,7 +543,7 @@ impl Muxer {
                     return;
                 }
                 conn.state = State::Established;
-                let line = format!("OK {}\n", conn.local_port);
+                let line = rayos_contract::hybrid::ok_line(conn.local_port);
                 // A fresh socket's send buffer takes a short line whole.
                 if let Err(e) = conn.stream.write_all(line.as_bytes()) {
                     tracing::debug!("vsock: host socket of {}:{}: {e}", key.0, key.1);
@@ -711,17 +711,9 @@ fn write_rx(buf: &mut RxBuffer<'_>, h: &Header, data: &[u8]) -> u32 {
     })
 }
 
-/// Parses `CONNECT <port>` (the word in any case, a trailing CR allowed).
+/// Parses the host's `CONNECT <port>` line (see [`rayos_contract::hybrid`]).
 fn parse_connect(line: &[u8]) -> Result<u32, String> {
-    let text = std::str::from_utf8(line).map_err(|_| "CONNECT line is not text".to_string())?;
-    let text = text.strip_suffix('\r').unwrap_or(text);
-    let mut words = text.split_whitespace();
-    match (words.next(), words.next(), words.next()) {
-        (Some(w), Some(port), None) if w.eq_ignore_ascii_case("CONNECT") => {
-            port.parse::<u32>().map_err(|_| format!("bad port in {text:?}"))
-        }
-        _ => Err(format!("expected \"CONNECT <port>\", got {text:?}")),
-    }
+    rayos_contract::hybrid::parse_connect(line).map_err(|e| e.to_string())
 }
 
 /// Connects to the unix socket at `path` without blocking: a listener

@@ -14,16 +14,15 @@
 //!   poweroff/reset and pvpanic (`devices`);
 //! - a raw-mode terminal with a Ctrl-A x escape (`terminal`).
 //!
-//! `backends` holds the vhost-user device backends RayOS ships (vsock:
-//! binary `rayos-vsock`), which attach to this VMM's vhost-user frontend or
-//! to QEMU.
+//! The vhost-user device backends RayOS ships live in their own crates
+//! (`vmm/backends/vsock`: binary `rayos-vsock`) and attach to this VMM's
+//! vhost-user frontend or to QEMU.
 //!
 //! `cli` validates the command line before anything starts; `vm` assembles
 //! and runs the machine and turns the guest's last act into an [`vm::Outcome`].
 
 pub mod acpi;
 pub mod arch;
-pub mod backends;
 pub mod boot;
 pub mod cli;
 pub mod devices;

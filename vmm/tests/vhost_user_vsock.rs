@@ -1,4 +1,4 @@
-//! Tier 1: the vsock backend (`rayos_vmm::backends::vsock::serve`) behind a
+//! Tier 1: the vsock backend (`rayos_vsock::serve`) behind a
 //! real vhost-user socket, driven by rayos-vmm's vhost-user frontend with
 //! split rings in shared guest RAM, and real unix sockets on the host side.
 
@@ -9,7 +9,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::time::{Duration, Instant};
 
 use common::*;
-use rayos_vmm::backends::vsock::{self, Header, MuxerConfig, Op, ServeEnd, ShutdownTrigger, HOST_CID, TYPE_STREAM};
+use rayos_vsock::{self as vsock, Header, MuxerConfig, Op, ServeEnd, ShutdownTrigger, HOST_CID, TYPE_STREAM};
 use rayos_vmm::memory::GuestRam;
 use rayos_vmm::virtio::transport::common_config::QueueState;
 use rayos_vmm::virtio::vhost_user::VhostUserDevice;

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Parser;
-use rayos_vmm::backends::vsock::{self, MuxerConfig, ServeEnd, ShutdownTrigger};
+use rayos_vsock::{self as vsock, MuxerConfig, ServeEnd, ShutdownTrigger};
 
 /// vhost-user-vsock backend with hybrid vsock over unix sockets.
 ///

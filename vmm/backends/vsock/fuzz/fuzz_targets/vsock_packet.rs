@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use rayos_vmm::backends::vsock::fuzzing::run_vsock_input;
+use rayos_vsock::fuzzing::run_vsock_input;
 
 fuzz_target!(|data: &[u8]| {
     run_vsock_input(data);

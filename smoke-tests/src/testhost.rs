@@ -93,7 +93,7 @@ pub struct GuestSpec {
     pub cmdline: String,
     /// A virtio-fs device served by a vhost-user backend in the test host.
     pub fs: Option<FsShare>,
-    /// Further rayos-vmm arguments (devices only rayos-vmm has, e.g. `--share`).
+    /// Further rayos-vmm arguments (devices only rayos-vmm gets, e.g. a second `--fs`).
     pub rayos_args: Vec<String>,
 }
 

@@ -24,9 +24,10 @@
 //!   does the same when one step makes no progress for the step timeout, so
 //!   a hung mount or a lost interrupt is reported as such rather than as the
 //!   outer timeout.
-//! * **Read-only share** (rayos-vmm only): rayos-vmm also gets
-//!   `--share path=/srv/ro,tag=rayos-ro,readonly=on` and starts that virtiofsd
-//!   itself. The test host puts a random token in `policy.txt` there
+//! * **Read-only share** (rayos-vmm only): the test host starts a second
+//!   virtiofsd on `/srv/ro` with `--readonly` (as the host service does for a
+//!   read-only policy share) and rayos-vmm gets it as
+//!   `--fs tag=rayos-ro,socket=/run/vfs-ro.sock`. The test host puts a random token in `policy.txt` there
 //!   (`RAYOS-FS-HOST-RO before`); the guest mounts the tag read-write (its
 //!   own mount options cannot lift the host's policy), reads the token, tries
 //!   four writes (create, append, remove, mkdir) and reports how many were
@@ -57,9 +58,12 @@ pub const VIRTIOFSD: &str = "/usr/bin/virtiofsd";
 pub const GUEST_MOUNT: &str = "/mnt";
 pub const IN_FILE: &str = "in.bin";
 pub const OUT_FILE: &str = "out.bin";
-/// The read-only share rayos-vmm serves with its own virtiofsd (`--share`).
+/// The read-only share (a second virtiofsd with `--readonly`).
 pub const RO_TAG: &str = "rayos-ro";
 pub const RO_DIR: &str = "/srv/ro";
+/// The read-only share's virtiofsd socket and log in the test host.
+pub const RO_SOCKET: &str = "/run/vfs-ro.sock";
+const RO_LOG: &str = "/tmp/virtiofsd-ro.log";
 pub const RO_FILE: &str = "policy.txt";
 /// Where the guest mounts the read-only share.
 const RO_MOUNT: &str = "/mnt-ro";
@@ -130,9 +134,10 @@ impl FsPlan {
         u64::from(self.file_mib) << 20
     }
 
-    /// rayos-vmm's extra arguments: the read-only share it serves itself.
+    /// rayos-vmm's extra arguments: the read-only share, served by the
+    /// test host's second virtiofsd (`--readonly`).
     pub fn rayos_args(&self) -> Vec<String> {
-        vec!["--share".into(), format!("path={RO_DIR},tag={RO_TAG},readonly=on")]
+        vec!["--fs".into(), format!("tag={RO_TAG},socket={RO_SOCKET}")]
     }
 
     /// The share as the VMM command lines need it.
@@ -388,6 +393,16 @@ mkdir -p {ro_dir}
 mount -t tmpfs -o size=1m tmpfs {ro_dir} || fail "virtiofs: cannot mount a tmpfs on {ro_dir}"
 head -c 16 /dev/urandom | sha256sum | cut -c1-32 > {ro_dir}/{ro_file}
 echo "{host_ro}before token=$(cat {ro_dir}/{ro_file}) files=$(ls -A {ro_dir} | wc -l)"
+rm -f {ro_socket}
+{virtiofsd} --socket-path={ro_socket} --shared-dir={ro_dir} --sandbox={sandbox} --readonly >{ro_log} 2>&1 &
+ro_pid=$!
+i=0
+while [ ! -S {ro_socket} ]; do
+    kill -0 $ro_pid 2>/dev/null || fail "virtiofs: the read-only virtiofsd exited before creating {ro_socket}: $(tail -n 1 {ro_log})"
+    i=$((i + 1))
+    [ $i -lt 300 ] || fail "virtiofs: the read-only virtiofsd did not create {ro_socket} within 30 s"
+    sleep 0.1
+done
 "#,
         share = SHARE_DIR,
         in_file = IN_FILE,
@@ -400,9 +415,13 @@ echo "{host_ro}before token=$(cat {ro_dir}/{ro_file}) files=$(ls -A {ro_dir} | w
         ro_dir = RO_DIR,
         ro_file = RO_FILE,
         host_ro = HOST_RO,
+        ro_socket = RO_SOCKET,
+        ro_log = RO_LOG,
     );
     let after_vmm = format!(
-        r#"i=0
+        r#"kill $ro_pid 2>/dev/null
+sed 's/^/virtiofsd-ro: /' {ro_log}
+i=0
 while kill -0 $vfs_pid 2>/dev/null && [ $i -lt 50 ]; do i=$((i + 1)); sleep 0.1; done
 if kill -0 $vfs_pid 2>/dev/null; then
     echo "{host_info}virtiofsd still running 5 s after the VMM exited; killing it"
@@ -425,6 +444,7 @@ echo "{host_ro}after token=$(cat {ro_dir}/{ro_file} 2>/dev/null) files=$(ls -A {
         ro_dir = RO_DIR,
         ro_file = RO_FILE,
         host_ro = HOST_RO,
+        ro_log = RO_LOG,
     );
     HostHooks {
         before_vmm,
@@ -806,7 +826,7 @@ impl FsObservation {
             .ok_or("the test host never prepared the read-only share (no RAYOS-FS-HOST-RO before)")?;
         let r = match &self.ro {
             None => return Err(format!("the guest never reported on the read-only share ({})", self.last_step())),
-            Some(None) => return Err(format!("the guest has no second virtio-fs device: rayos-vmm's --share {RO_TAG} is missing")),
+            Some(None) => return Err(format!("the guest has no second virtio-fs device: the read-only share {RO_TAG} (--fs, socket {RO_SOCKET}) is missing")),
             Some(Some(r)) => r,
         };
         if r.token != before.token {

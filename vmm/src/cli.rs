@@ -70,7 +70,9 @@ pub struct Args {
 
     /// Share a host folder through virtio-fs: the guest mounts TAG
     /// (`mount -t virtiofs TAG /mnt`); SOCKET is the vhost-user socket of the
-    /// virtiofsd serving the folder. Repeatable.
+    /// virtiofsd serving the folder (started by the host service, or by you:
+    /// `virtiofsd --shared-dir DIR --socket-path SOCKET [--readonly]`).
+    /// Repeatable.
     #[arg(long = "fs", value_name = "tag=TAG,socket=SOCKET")]
     pub fs: Vec<String>,
 
@@ -80,63 +82,6 @@ pub struct Args {
     /// console, gpu, input, fs; 1 for unknown types), SIZE to 256. Repeatable.
     #[arg(long = "vhost-user", value_name = "virtio-id=ID,socket=SOCKET[,queues=N,queue-size=SIZE]")]
     pub vhost_user: Vec<String>,
-
-    /// Share host folder DIR with the guest as virtio-fs tag TAG: rayos-vmm
-    /// starts virtiofsd (sandboxed in its own namespaces, confined to DIR;
-    /// read-only with readonly=on) and stops it when the VM ends. virtiofsd is
-    /// taken from $RAYOS_VIRTIOFSD, PATH, or scripts/setup.sh's tool cache.
-    /// Repeatable.
-    #[arg(long = "share", value_name = "path=DIR,tag=TAG[,readonly=on]")]
-    pub share: Vec<String>,
-}
-
-/// A host folder rayos-vmm exports through its own virtiofsd.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ShareSpec {
-    pub dir: PathBuf,
-    pub tag: String,
-    pub readonly: bool,
-    pub virtiofsd: PathBuf,
-}
-
-/// Finds the virtiofsd binary.
-pub fn find_virtiofsd() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("RAYOS_VIRTIOFSD") {
-        return Some(PathBuf::from(p));
-    }
-    let mut candidates: Vec<PathBuf> = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).map(|d| d.join("virtiofsd")).collect())
-        .unwrap_or_default();
-    candidates.push(PathBuf::from("/usr/libexec/virtiofsd"));
-    let cache = std::env::var_os("RAYOS_CACHE_DIR")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/rayos")));
-    if let Some(c) = cache {
-        candidates.push(c.join("tools/bin/virtiofsd"));
-    }
-    candidates.into_iter().find(|p| p.is_file())
-}
-
-/// Parses one `--share` value.
-pub fn parse_share(s: &str) -> Result<ShareSpec, CliError> {
-    let flag = "--share";
-    let m = parse_kv(flag, s, &["path", "tag", "readonly"])?;
-    let dir = m.get("path").ok_or_else(|| CliError::Device(flag, s.into(), "path= is required".into()))?;
-    let tag = m.get("tag").ok_or_else(|| CliError::Device(flag, s.into(), "tag= is required".into()))?;
-    crate::virtio::fs::fs_config(tag).map_err(|e| CliError::Device(flag, s.into(), e))?;
-    let readonly = match m.get("readonly").map(String::as_str) {
-        None | Some("off") => false,
-        Some("on") => true,
-        Some(v) => return Err(CliError::Device(flag, s.into(), format!("readonly={v}: expected on or off"))),
-    };
-    let meta = std::fs::metadata(dir).map_err(|e| CliError::Device(flag, s.into(), format!("{dir}: {e}")))?;
-    if !meta.is_dir() {
-        return Err(CliError::Device(flag, s.into(), format!("{dir} is not a directory")));
-    }
-    let virtiofsd = find_virtiofsd().ok_or_else(|| {
-        CliError::Device(flag, s.into(), "virtiofsd not found (run scripts/setup.sh, or set RAYOS_VIRTIOFSD)".into())
-    })?;
-    Ok(ShareSpec { dir: PathBuf::from(dir), tag: tag.clone(), readonly, virtiofsd })
 }
 
 /// A vhost-user device to attach.
@@ -280,7 +225,6 @@ pub struct VmConfig {
     pub serial: SerialMode,
     pub metrics: Option<PathBuf>,
     pub vhost_user: Vec<VhostUserSpec>,
-    pub shares: Vec<ShareSpec>,
 }
 
 /// A bad command-line value. The message names the flag and the value.
@@ -466,8 +410,7 @@ impl Args {
         for (i, v) in self.vhost_user.iter().enumerate() {
             vhost_user.push(parse_vhost_user(v, i)?);
         }
-        let shares = self.share.iter().map(|v| parse_share(v)).collect::<Result<Vec<_>, _>>()?;
-        if vhost_user.len() + shares.len() > MAX_VHOST_USER_DEVICES {
+        if vhost_user.len() > MAX_VHOST_USER_DEVICES {
             return Err(CliError::Device("--fs/--vhost-user", format!("{} devices", vhost_user.len()), format!("at most {MAX_VHOST_USER_DEVICES}")));
         }
         let mut seen = std::collections::HashSet::new();
@@ -477,7 +420,7 @@ impl Args {
             }
         }
         let mut tags = std::collections::HashSet::new();
-        for (flag, v) in self.fs.iter().map(|v| ("--fs", v)).chain(self.share.iter().map(|v| ("--share", v))) {
+        for (flag, v) in self.fs.iter().map(|v| ("--fs", v)) {
             let tag = v.split(',').find_map(|p| p.strip_prefix("tag=")).unwrap_or_default();
             if !tags.insert(tag) {
                 return Err(CliError::Device(flag, v.clone(), format!("tag {tag} used twice")));
@@ -494,7 +437,6 @@ impl Args {
             serial,
             metrics: self.metrics.clone(),
             vhost_user,
-            shares,
         })
     }
 }
@@ -617,22 +559,6 @@ mod tests {
             .validate()
             .unwrap_err();
         assert!(e.to_string().contains("socket used by two devices"));
-    }
-
-    #[test]
-    fn share_flag() {
-        let d = tempfile::tempdir().unwrap();
-        let dir = d.path().to_str().unwrap();
-        std::env::set_var("RAYOS_VIRTIOFSD", "/bin/true");
-        let s = parse_share(&format!("path={dir},tag=home,readonly=on")).unwrap();
-        assert_eq!((s.tag.as_str(), s.readonly), ("home", true));
-        assert_eq!(s.virtiofsd, PathBuf::from("/bin/true"));
-        assert!(!parse_share(&format!("path={dir},tag=home")).unwrap().readonly);
-        let err = |v: String| parse_share(&v).unwrap_err().to_string();
-        assert!(err(format!("path={dir},tag=home,readonly=yes")).contains("expected on or off"));
-        assert!(err("path=/nonexistent,tag=x".into()).contains("/nonexistent"));
-        assert!(err("path=/etc/hostname,tag=x".into()).contains("not a directory"));
-        assert!(err(format!("path={dir}")).contains("tag= is required"));
     }
 
     #[test]

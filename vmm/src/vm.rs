@@ -74,8 +74,6 @@ pub enum VmError {
     Transport(#[from] crate::virtio::transport::pci::TransportError),
     #[error("PCI: {0}")]
     Pci(#[from] crate::pci::PciBusError),
-    #[error("--share: {0}")]
-    Share(String),
 }
 
 fn kvm_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmError {
@@ -324,121 +322,8 @@ fn stop_vcpus(stop: &AtomicBool, threads: Vec<JoinHandle<()>>) {
     }
 }
 
-/// virtiofsd processes started for `--share`; stopped when dropped.
-struct Virtiofsd {
-    children: Vec<std::process::Child>,
-    _dir: Option<TempDir>,
-}
-
-/// A private directory removed on drop.
-struct TempDir(std::path::PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-impl Drop for Virtiofsd {
-    fn drop(&mut self) {
-        for c in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-/// Starts one virtiofsd per `--share` and turns each into a vhost-user device.
-fn start_shares(config: &VmConfig) -> Result<(Virtiofsd, Vec<crate::cli::VhostUserSpec>), VmError> {
-    let mut v = Virtiofsd { children: Vec::new(), _dir: None };
-    if config.shares.is_empty() {
-        return Ok((v, Vec::new()));
-    }
-    let base = std::env::var_os("XDG_RUNTIME_DIR").map(std::path::PathBuf::from).unwrap_or_else(std::env::temp_dir);
-    let dir = base.join(format!("rayos-vmm-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| VmError::Share(format!("{}: {e}", dir.display())))?;
-    use std::os::unix::fs::PermissionsExt;
-    let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
-    v._dir = Some(TempDir(dir.clone()));
-    let mut specs = Vec::new();
-    for (i, share) in config.shares.iter().enumerate() {
-        let sock = dir.join(format!("share{i}.sock"));
-        // The namespace sandbox cannot pivot_root when / is the initramfs
-        // (rootfs; RayOS as PID 1 there), and virtiofsd only finds out after
-        // it created its socket; chroot confines the daemon to DIR just the same.
-        let sandbox = if root_is_rootfs() { "chroot" } else { "namespace" };
-        let mut cmd = std::process::Command::new(&share.virtiofsd);
-        cmd.arg(format!("--socket-path={}", sock.display()))
-            .arg(format!("--shared-dir={}", share.dir.display()))
-            .arg(format!("--sandbox={sandbox}"))
-            .arg("--log-level=warn")
-            .stdin(std::process::Stdio::null());
-        if share.readonly {
-            cmd.arg("--readonly");
-        }
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| VmError::Share(format!("cannot start {}: {e}", share.virtiofsd.display())))?;
-        let t0 = std::time::Instant::now();
-        loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                return Err(VmError::Share(format!(
-                    "virtiofsd --sandbox={sandbox} for {} exited with {status} before serving",
-                    share.dir.display()
-                )));
-            }
-            if sock.exists() {
-                break;
-            }
-            if t0.elapsed() > Duration::from_secs(10) {
-                let _ = child.kill();
-                return Err(VmError::Share(format!("virtiofsd for {} did not start listening in 10 s", share.dir.display())));
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        v.children.push(child);
-        tracing::info!(
-            "sharing {} as tag {}{}",
-            share.dir.display(),
-            share.tag,
-            if share.readonly { " (read-only)" } else { "" }
-        );
-        let mut spec = crate::cli::parse_fs(&format!("tag={},socket={}", share.tag, sock.display()), 100 + i)
-            .map_err(|e| VmError::Share(e.to_string()))?;
-        spec.name = format!("share{i}");
-        specs.push(spec);
-    }
-    Ok((v, specs))
-}
-
-/// Whether `/` is the initramfs (`rootfs`), where pivot_root is impossible.
-fn root_is_rootfs() -> bool {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .map(|m| mountinfo_root_is_rootfs(&m))
-        .unwrap_or(false)
-}
-
-/// The topmost mount on `/` in a mountinfo text has file system type rootfs.
-fn mountinfo_root_is_rootfs(mountinfo: &str) -> bool {
-    mountinfo
-        .lines()
-        .rfind(|l| l.split_whitespace().nth(4) == Some("/"))
-        .and_then(|l| l.split(" - ").nth(1))
-        .and_then(|rest| rest.split_whitespace().next())
-        == Some("rootfs")
-}
-
 /// Builds the VM, runs it to the end, and reports how it ended.
 pub fn run(config: &VmConfig) -> Result<Outcome, VmError> {
-    let (_virtiofsd, share_specs) = start_shares(config)?;
-    let mut with_shares;
-    let config = if share_specs.is_empty() {
-        config
-    } else {
-        with_shares = config.clone();
-        with_shares.vhost_user.extend(share_specs);
-        &with_shares
-    };
     let kvm = Kvm::new().map_err(VmError::OpenKvm)?;
     check_caps(&kvm)?;
     let vm = Arc::new(create_vm(&kvm)?);
@@ -514,16 +399,6 @@ pub fn run(config: &VmConfig) -> Result<Outcome, VmError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn initramfs_root_is_recognised() {
-        let initramfs = "1 1 0:2 / / rw - rootfs rootfs rw,size=1000k\n15 1 0:5 / /dev rw - devtmpfs devtmpfs rw\n";
-        assert!(mountinfo_root_is_rootfs(initramfs));
-        let disk = "1 1 0:2 / / rw - rootfs rootfs rw\n23 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw\n";
-        assert!(!mountinfo_root_is_rootfs(disk), "the ext4 root mounted over rootfs is what counts");
-        assert!(!mountinfo_root_is_rootfs("29 1 0:26 / / rw shared:1 - overlay overlay rw\n"));
-        assert!(!mountinfo_root_is_rootfs(""));
-    }
 
     #[test]
     fn exit_codes_are_distinct_per_outcome() {

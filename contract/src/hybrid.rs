@@ -12,14 +12,20 @@
 /// Longest handshake line accepted, newline included.
 pub const MAX_LINE: usize = 32;
 
+/// A handshake line that is not what the protocol says; the variants carry
+/// the line (newline and CR removed).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HybridError {
+    /// The line is not UTF-8.
     #[error("the handshake line is not text")]
     NotText,
+    /// Not `CONNECT` followed by exactly one word.
     #[error("expected \"CONNECT <port>\", got {0:?}")]
     NotConnect(String),
+    /// Does not start with `OK `.
     #[error("expected \"OK <port>\", got {0:?}")]
     NotOk(String),
+    /// The port is not a number from 0 to 4294967295.
     #[error("bad port in {0:?}")]
     BadPort(String),
 }
@@ -83,5 +89,23 @@ mod tests {
         assert_eq!(parse_connect(&[0xff, 0xfe]), Err(HybridError::NotText));
         assert!(matches!(parse_ok(b"ERR 5"), Err(HybridError::NotOk(_))));
         assert!(matches!(parse_ok(b"OK x"), Err(HybridError::BadPort(_))));
+    }
+
+    #[test]
+    fn edge_lines() {
+        // Newline and CR are the line's end, not part of it.
+        assert_eq!(parse_connect(b"CONNECT 52\r\n"), Ok(52));
+        assert_eq!(parse_ok(b"OK 7\r\n"), Ok(7));
+        assert_eq!(parse_ok(b"OK  7"), Ok(7));
+        assert_eq!(parse_connect(b""), Err(HybridError::NotConnect(String::new())));
+        assert_eq!(parse_connect(b"\n"), Err(HybridError::NotConnect(String::new())));
+        assert_eq!(parse_connect(b"CONNECT -1"), Err(HybridError::BadPort("CONNECT -1".into())));
+        assert_eq!(parse_connect(b"CONNECTED 5"), Err(HybridError::NotConnect("CONNECTED 5".into())));
+        assert_eq!(parse_ok(b"OK"), Err(HybridError::NotOk("OK".into())));
+        assert_eq!(parse_ok(b"ok 5"), Err(HybridError::NotOk("ok 5".into())), "the backend answers in capitals");
+        assert_eq!(parse_ok(b"OK 4294967296"), Err(HybridError::BadPort("OK 4294967296".into())));
+        assert_eq!(parse_ok(&[b'O', b'K', b' ', 0xff]), Err(HybridError::NotText));
+        let e = parse_connect(b"HELLO").unwrap_err().to_string();
+        assert_eq!(e, "expected \"CONNECT <port>\", got \"HELLO\"");
     }
 }

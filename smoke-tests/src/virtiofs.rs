@@ -25,9 +25,10 @@
 //!   a hung mount or a lost interrupt is reported as such rather than as the
 //!   outer timeout.
 //! * **Read-only share** (rayos-vmm only): the test host starts a second
-//!   virtiofsd on `/srv/ro` with `--readonly` (as the host service does for a
-//!   read-only policy share) and rayos-vmm gets it as
-//!   `--fs tag=rayos-ro,socket=/run/vfs-ro.sock`. The test host puts a random token in `policy.txt` there
+//!   virtiofsd on [`RO_DIR`] with the flags the host service gives a
+//!   read-only policy share (`--cache=auto --readonly`) and rayos-vmm gets it
+//!   as `--fs tag=rayos-ro,socket=/run/vfs-ro.sock` (rayos-vmm starts no
+//!   backends itself). The test host puts a random token in `policy.txt` there
 //!   (`RAYOS-FS-HOST-RO before`); the guest mounts the tag read-write (its
 //!   own mount options cannot lift the host's policy), reads the token, tries
 //!   four writes (create, append, remove, mkdir) and reports how many were
@@ -394,11 +395,14 @@ mount -t tmpfs -o size=1m tmpfs {ro_dir} || fail "virtiofs: cannot mount a tmpfs
 head -c 16 /dev/urandom | sha256sum | cut -c1-32 > {ro_dir}/{ro_file}
 echo "{host_ro}before token=$(cat {ro_dir}/{ro_file}) files=$(ls -A {ro_dir} | wc -l)"
 rm -f {ro_socket}
-{virtiofsd} --socket-path={ro_socket} --shared-dir={ro_dir} --sandbox={sandbox} --readonly >{ro_log} 2>&1 &
+{virtiofsd} --socket-path={ro_socket} --shared-dir={ro_dir} --sandbox={sandbox} --cache=auto --readonly >{ro_log} 2>&1 &
 ro_pid=$!
 i=0
 while [ ! -S {ro_socket} ]; do
-    kill -0 $ro_pid 2>/dev/null || fail "virtiofs: the read-only virtiofsd exited before creating {ro_socket}: $(tail -n 1 {ro_log})"
+    if ! kill -0 $ro_pid 2>/dev/null; then
+        sed 's/^/virtiofsd-ro: /' {ro_log}
+        fail "virtiofs: the read-only virtiofsd (--readonly, --sandbox={sandbox}) exited before creating {ro_socket}: $(tail -n 1 {ro_log})"
+    fi
     i=$((i + 1))
     [ $i -lt 300 ] || fail "virtiofs: the read-only virtiofsd did not create {ro_socket} within 30 s"
     sleep 0.1
@@ -1365,5 +1369,54 @@ mod tests {
             .contains("echo \"RAYOS-FS-HOST-OUT-SHA256 missing\""));
         assert_eq!(h.rayos_env.len(), 1);
         assert_eq!(plan().share().socket, SOCKET);
+    }
+
+    #[test]
+    fn read_only_share_is_a_second_virtiofsd_given_as_fs() {
+        // rayos-vmm starts no backends: the test host serves the read-only
+        // folder itself and rayos-vmm only gets its socket.
+        assert_eq!(
+            plan().rayos_args(),
+            ["--fs", "tag=rayos-ro,socket=/run/vfs-ro.sock"]
+        );
+        let h = host_hooks(&plan(), Vec::new());
+        assert_in_order(
+            &h.before_vmm,
+            &[
+                "mount -t tmpfs -o size=1m tmpfs /srv/ro",
+                "> /srv/ro/policy.txt",
+                "RAYOS-FS-HOST-RO before",
+                "/usr/bin/virtiofsd --socket-path=/run/vfs-ro.sock --shared-dir=/srv/ro --sandbox=chroot --cache=auto --readonly",
+                "while [ ! -S /run/vfs-ro.sock ]",
+            ],
+        );
+        assert!(h.after_vmm.starts_with("kill $ro_pid"));
+        assert!(h.after_vmm.contains("RAYOS-FS-HOST-RO after"));
+        let guest = crate::testhost::GuestSpec {
+            memory_mib: 512,
+            cpus: 2,
+            cmdline: "console=ttyS0".into(),
+            fs: Some(plan().share()),
+            rayos_args: plan().rayos_args(),
+        };
+        let r = crate::testhost::sh_join(&crate::testhost::rayos_vmm_argv(&guest));
+        assert!(
+            r.ends_with(
+                "--fs tag=rayos,socket=/run/vfs.sock --fs tag=rayos-ro,socket=/run/vfs-ro.sock"
+            ),
+            "{r}"
+        );
+    }
+
+    /// Asserts that each of `parts` occurs in `s`, first occurrences in order.
+    fn assert_in_order(s: &str, parts: &[&str]) {
+        let at: Vec<usize> = parts
+            .iter()
+            .map(|p| s.find(p).unwrap_or_else(|| panic!("{p:?} missing")))
+            .collect();
+        assert!(
+            at.windows(2).all(|w| w[0] < w[1]),
+            "out of order: {parts:?} at {at:?}"
+        );
     }
 }

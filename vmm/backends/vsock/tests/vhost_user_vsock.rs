@@ -1,21 +1,89 @@
-//! Tier 1: the vsock backend (`rayos_vsock::serve`) behind a
-//! real vhost-user socket, driven by rayos-vmm's vhost-user frontend with
-//! split rings in shared guest RAM, and real unix sockets on the host side.
-
-mod common;
+//! Tier 1: the vsock backend (`rayos_vsock::serve`) behind a real
+//! vhost-user socket, driven by rayos-vmm's vhost-user frontend (the one
+//! RayOS attaches it with) over split rings in shared guest RAM, and real
+//! unix sockets on the host side; and the backend's end when its frontend
+//! goes away, driven by the vhost crate's own frontend.
 
 use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::*;
-use rayos_vsock::{self as vsock, Header, MuxerConfig, Op, ServeEnd, ShutdownTrigger, HOST_CID, TYPE_STREAM};
 use rayos_vmm::memory::GuestRam;
 use rayos_vmm::virtio::transport::common_config::QueueState;
 use rayos_vmm::virtio::vhost_user::VhostUserDevice;
 use rayos_vmm::virtio::{Activation, VirtioDevice, VIRTIO_F_VERSION_1};
+use rayos_vsock::{self as vsock, Header, MuxerConfig, Op, ServeEnd, ShutdownTrigger, HOST_CID, TYPE_STREAM};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::eventfd::EventFd;
+
+const VIRTQ_DESC_F_NEXT: u16 = 1;
+const VIRTQ_DESC_F_WRITE: u16 = 2;
+
+/// Waits until the backend listens on `path`.
+fn wait_for(path: &Path) {
+    let t0 = Instant::now();
+    while !path.exists() {
+        assert!(t0.elapsed() < Duration::from_secs(10), "backend socket {} never appeared", path.display());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Waits up to `timeout` for the backend to signal `call` (a queue's
+/// interrupt); true if it did.
+fn wait_call(call: &EventFd, timeout: Duration) -> bool {
+    let mut p = libc::pollfd { fd: call.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    // SAFETY: `p` is one valid, initialised pollfd and the count passed is 1.
+    let n = unsafe { libc::poll(&mut p, 1, timeout.as_millis() as i32) };
+    n == 1 && call.read().is_ok()
+}
+
+/// A split virtqueue (virtio 1.2, 2.7) laid out in guest RAM as a driver
+/// does: descriptor table at `desc`, available ring 4 KiB after it, used
+/// ring 8 KiB after it.
+struct Ring {
+    size: u16,
+    desc: u64,
+    avail: u64,
+    used: u64,
+    next_avail: u16,
+}
+
+impl Ring {
+    fn new(size: u16, base: u64) -> Self {
+        Ring { size, desc: base, avail: base + 0x1000, used: base + 0x2000, next_avail: 0 }
+    }
+
+    fn write_desc(&self, mem: &GuestMemoryMmap, i: u16, addr: u64, len: u32, flags: u16, next: u16) {
+        let d = GuestAddress(self.desc + u64::from(i) * 16);
+        let mut raw = [0u8; 16];
+        raw[..8].copy_from_slice(&addr.to_le_bytes());
+        raw[8..12].copy_from_slice(&len.to_le_bytes());
+        raw[12..14].copy_from_slice(&flags.to_le_bytes());
+        raw[14..].copy_from_slice(&next.to_le_bytes());
+        mem.write_slice(&raw, d).unwrap();
+    }
+
+    /// Puts chain `head` in the available ring, then publishes the new index.
+    fn publish(&mut self, mem: &GuestMemoryMmap, head: u16) {
+        let slot = u64::from(self.next_avail % self.size);
+        mem.write_obj(head, GuestAddress(self.avail + 4 + slot * 2)).unwrap();
+        self.next_avail = self.next_avail.wrapping_add(1);
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        mem.write_obj(self.next_avail, GuestAddress(self.avail + 2)).unwrap();
+    }
+
+    fn used_idx(&self, mem: &GuestMemoryMmap) -> u16 {
+        mem.read_obj(GuestAddress(self.used + 2)).unwrap()
+    }
+
+    /// (descriptor id, bytes written) of used element `n`.
+    fn used_elem(&self, mem: &GuestMemoryMmap, n: u16) -> (u32, u32) {
+        let e = self.used + 4 + u64::from(n % self.size) * 8;
+        (mem.read_obj(GuestAddress(e)).unwrap(), mem.read_obj(GuestAddress(e + 4)).unwrap())
+    }
+}
 
 const CID: u64 = 42;
 const RX: usize = 0;
@@ -39,7 +107,7 @@ impl Driver {
         let t0 = Instant::now();
         while self.rings[q].used_idx(mem) != want {
             assert!(t0.elapsed() < Duration::from_secs(10), "queue {q}: used index never reached {want}");
-            wait_eventfd(&self.calls[q], Duration::from_millis(100));
+            wait_call(&self.calls[q], Duration::from_millis(100));
         }
     }
 

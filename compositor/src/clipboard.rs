@@ -25,37 +25,11 @@
 //! an empty transfer and never hangs, and the compositor logs the VM and
 //! the reason.
 
-use serde::{Deserialize, Serialize};
+pub use rayos_compositor_ipc::types::ClipboardPolicy;
 
 /// How long after a key or button press a VM window may read another
 /// origin's selection under `on-paste`.
 pub const PASTE_WINDOW_MS: u64 = 1000;
-
-/// A VM's clipboard policy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-pub enum ClipboardPolicy {
-    /// Read other origins' selections and share its own freely.
-    #[serde(rename = "allow")]
-    Allow,
-    /// Read other origins' selections only right after user input to the
-    /// reading window (a paste); its own are shared.
-    #[default]
-    #[serde(rename = "on-paste", alias = "on_paste")]
-    OnPaste,
-    /// No clipboard across the VM's boundary, either way.
-    #[serde(rename = "deny")]
-    Deny,
-}
-
-impl std::fmt::Display for ClipboardPolicy {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            ClipboardPolicy::Allow => "allow",
-            ClipboardPolicy::OnPaste => "on-paste",
-            ClipboardPolicy::Deny => "deny",
-        })
-    }
-}
 
 /// Why a read or an offer was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

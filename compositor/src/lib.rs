@@ -6,8 +6,12 @@
 //! crate holds the part of that which needs no display: the origins and VM
 //! policy ([`origin`], clipboard rules in [`clipboard`]), the window model ([`window`]), the shell state with
 //! stacking, focus and placement ([`shell`]), server-side decoration layout
-//! and hit-testing ([`decoration`]) with its title-bar text ([`text`]), and the control API's protocol and pure
+//! and hit-testing ([`decoration`]) with its title-bar text ([`text`]), and the control API's pure
 //! request handler ([`control`], documented in `compositor/CONTROL-API.md`).
+//! The protocol's types (requests, replies, events, and the colours, origins,
+//! windows and rectangles they carry) live in `rayos-compositor-ipc`
+//! (compositor/ipc), shared with clients such as the host service, and are
+//! re-exported here at their old paths.
 //! The Smithay layer maps Wayland objects onto these types and does the
 //! drawing and the I/O: [`backend`] (where pixels go: the headless pixman
 //! output, shown in an X11 window by the winit backend) and [`server`] (the Wayland state, sockets per origin, the

@@ -21,13 +21,13 @@
 //! (see [`crate::shell`]) keeps it consistent with its window table.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
-use std::str::FromStr;
-
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::clipboard::ClipboardPolicy;
 use crate::window::WindowId;
+pub use rayos_compositor_ipc::types::{
+    desktop_socket_name, vm_socket_name, ColourError, Origin, Rgb, DESKTOP_SOCKET_PREFIX, HOST_COLOUR, HOST_LABEL, HOST_SOCKET,
+    VM_SOCKET_PREFIX,
+};
 
 /// Errors of origin validation and the VM registry.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -52,82 +52,8 @@ pub enum OriginError {
 pub const MAX_VM_NAME: usize = 32;
 /// Name prefixes no VM may use (labels must never read like the host's).
 pub const RESERVED_PREFIXES: [&str; 2] = ["host", "rayos"];
-/// Socket name host clients connect on (inside `$XDG_RUNTIME_DIR`).
-pub const HOST_SOCKET: &str = "rayos-host";
-/// Prefix of a VM's socket name.
-pub const VM_SOCKET_PREFIX: &str = "rayos-vm-";
-/// Prefix of a VM's embedded-desktop socket name.
-pub const DESKTOP_SOCKET_PREFIX: &str = "rayos-desktop-";
-/// Label the decoration shows for host windows. VM names cannot contain
-/// capitals or spaces, so no VM label can equal it.
-pub const HOST_LABEL: &str = "RayOS host";
-/// The host's decoration colour. No VM may be registered with a colour
-/// within [`MIN_COLOUR_DISTANCE`] of it.
-pub const HOST_COLOUR: Rgb = Rgb::new(0x1f, 0x6f, 0xeb);
 /// Minimum weighted RGB distance between a VM colour and the host colour.
 pub const MIN_COLOUR_DISTANCE: f64 = 120.0;
-
-/// An sRGB colour, written `"#rrggbb"` in JSON.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Rgb {
-    pub r: u8,
-    pub g: u8,
-    pub b: u8,
-}
-
-impl Rgb {
-    pub const fn new(r: u8, g: u8, b: u8) -> Self {
-        Rgb { r, g, b }
-    }
-
-    /// Perceptually weighted distance ("redmean" approximation); 0 for equal
-    /// colours, about 765 between black and white.
-    pub fn distance(self, other: Rgb) -> f64 {
-        let rm = (f64::from(self.r) + f64::from(other.r)) / 2.0;
-        let dr = f64::from(self.r) - f64::from(other.r);
-        let dg = f64::from(self.g) - f64::from(other.g);
-        let db = f64::from(self.b) - f64::from(other.b);
-        ((2.0 + rm / 256.0) * dr * dr + 4.0 * dg * dg + (2.0 + (255.0 - rm) / 256.0) * db * db).sqrt()
-    }
-
-    /// As a `0xAARRGGBB` value with full alpha, for renderers.
-    pub fn argb(self) -> u32 {
-        0xff00_0000 | (u32::from(self.r) << 16) | (u32::from(self.g) << 8) | u32::from(self.b)
-    }
-}
-
-impl fmt::Display for Rgb {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "#{:02x}{:02x}{:02x}", self.r, self.g, self.b)
-    }
-}
-
-impl FromStr for Rgb {
-    type Err = OriginError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || OriginError::InvalidColour(s.chars().take(16).collect());
-        let hex = s.strip_prefix('#').ok_or_else(bad)?;
-        if hex.len() != 6 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(bad());
-        }
-        let byte = |i: usize| u8::from_str_radix(&hex[i..i + 2], 16).map_err(|_| bad());
-        Ok(Rgb::new(byte(0)?, byte(2)?, byte(4)?))
-    }
-}
-
-impl Serialize for Rgb {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for Rgb {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
 
 /// Checks a VM name: 1-32 chars of `[a-z0-9-]`, not starting with `-`, not
 /// starting with a reserved word.
@@ -159,56 +85,12 @@ pub fn validate_vm_colour(colour: Rgb) -> Result<(), OriginError> {
     Ok(())
 }
 
-/// The origin of a window.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Origin {
-    Host,
-    Vm { name: String, colour: Rgb },
-}
-
-impl Origin {
-    /// The text the decoration shows: "RayOS host" or the VM's name.
-    pub fn label(&self) -> &str {
-        match self {
-            Origin::Host => HOST_LABEL,
-            Origin::Vm { name, .. } => name,
+impl From<ColourError> for OriginError {
+    fn from(e: ColourError) -> Self {
+        match e {
+            ColourError::Invalid(s) => OriginError::InvalidColour(s),
         }
     }
-
-    /// The decoration colour.
-    pub fn colour(&self) -> Rgb {
-        match self {
-            Origin::Host => HOST_COLOUR,
-            Origin::Vm { colour, .. } => *colour,
-        }
-    }
-
-    /// The VM name, if this is a VM.
-    pub fn vm_name(&self) -> Option<&str> {
-        match self {
-            Origin::Host => None,
-            Origin::Vm { name, .. } => Some(name),
-        }
-    }
-
-    /// The socket name clients of this origin connect on.
-    pub fn socket_name(&self) -> String {
-        match self {
-            Origin::Host => HOST_SOCKET.to_string(),
-            Origin::Vm { name, .. } => vm_socket_name(name),
-        }
-    }
-}
-
-/// `rayos-vm-<name>`.
-pub fn vm_socket_name(name: &str) -> String {
-    format!("{VM_SOCKET_PREFIX}{name}")
-}
-
-/// `rayos-desktop-<name>`.
-pub fn desktop_socket_name(name: &str) -> String {
-    format!("{DESKTOP_SOCKET_PREFIX}{name}")
 }
 
 /// One registered VM.

@@ -35,7 +35,6 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
 
 use crate::clipboard::ClipboardPolicy;
 use crate::decoration::{Decoration, DecorationStyle, Hit, TITLE_HEIGHT};
@@ -73,31 +72,7 @@ pub const MIN_VISIBLE: i32 = 48;
 /// Rows of a client that always stay on-screen below the title bar.
 pub const MIN_VISIBLE_ROWS: i32 = 16;
 
-/// Why a window went away.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CloseReason {
-    /// The client unmapped or destroyed its toplevel, or disconnected.
-    Unmapped,
-    /// The host closed it (user or control API).
-    Closed,
-    /// Its VM was unregistered.
-    VmUnregistered,
-}
-
-/// A change, for the control API's event stream.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "event", rename_all = "snake_case")]
-pub enum ShellEvent {
-    WindowOpened { window: WindowInfo },
-    WindowClosed { id: WindowId, reason: CloseReason },
-    FocusChanged { id: Option<WindowId> },
-    TitleChanged { id: WindowId, title: String },
-    VmRegistered { name: String, colour: Rgb, socket: String, desktop_socket: String, clipboard: ClipboardPolicy },
-    VmUnregistered { name: String, closed: Vec<WindowId> },
-    /// The VM's whole policy after the change.
-    VmPolicyChanged { name: String, accept_windows: bool, clipboard: ClipboardPolicy },
-}
+pub use rayos_compositor_ipc::types::{CloseReason, Event as ShellEvent};
 
 /// What a client asks for when its toplevel first maps.
 #[derive(Debug, Clone, PartialEq, Eq)]

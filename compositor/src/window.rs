@@ -17,12 +17,10 @@
 //! the state flags (see [`crate::shell::Shell::geometry`]), so leaving
 //! maximized or fullscreen restores the floating geometry exactly.
 
-use std::fmt;
-
-use serde::{Deserialize, Serialize};
 
 use crate::geometry::Rect;
 use crate::origin::Origin;
+pub use rayos_compositor_ipc::types::{Mode, WindowId, WindowInfo};
 
 /// Errors of window-model validation.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -35,39 +33,6 @@ pub enum WindowError {
 pub const MAX_TITLE_CHARS: usize = 128;
 /// Longest app_id kept, in characters.
 pub const MAX_APP_ID_CHARS: usize = 128;
-
-/// A window's stable id: never reused during the compositor's life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct WindowId(pub u64);
-
-impl fmt::Display for WindowId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-/// What a window shows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Mode {
-    /// A VM's whole display (the gpu backend's scanout); at most one per VM.
-    EmbeddedDesktop,
-    /// One guest or host toplevel.
-    Native,
-}
-
-impl std::str::FromStr for Mode {
-    type Err = WindowError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "embedded_desktop" | "embedded-desktop" => Ok(Mode::EmbeddedDesktop),
-            "native" => Ok(Mode::Native),
-            other => Err(WindowError::InvalidMode(other.chars().take(32).collect())),
-        }
-    }
-}
 
 /// Whether a char is dropped from client text: C0/C1 controls, and Unicode
 /// format characters that reorder or hide text.
@@ -151,33 +116,6 @@ pub struct Window {
     pub mapped_at_ms: u64,
     /// When a frame first showed its client buffer, in ms since the
     /// compositor started (`None` before).
-    pub first_content_ms: Option<u64>,
-}
-
-/// A window as the control API lists it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WindowInfo {
-    pub id: WindowId,
-    pub origin: Origin,
-    pub mode: Mode,
-    pub app_id: String,
-    pub title: String,
-    /// The client area, in output coordinates.
-    pub geometry: Rect,
-    pub focused: bool,
-    pub maximized: bool,
-    pub fullscreen: bool,
-    pub minimized: bool,
-    pub demands_attention: bool,
-    /// 0 is the bottom of the stack.
-    pub stack_index: usize,
-    /// Commits of the toplevel's surface that attached a new buffer since it
-    /// was mapped (the mapping commit included): frames the client produced.
-    pub commits: u64,
-    /// Milliseconds since the compositor started when the window was mapped.
-    pub mapped_at_ms: u64,
-    /// Milliseconds since the compositor started of the first frame the
-    /// compositor rendered with this window's client buffer in it; `null` before.
     pub first_content_ms: Option<u64>,
 }
 

@@ -2,11 +2,13 @@
 //! unregister VMs (their window sockets and colours), list windows, and
 //! forward window events onto the service's event stream. The compositor is
 //! optional and may come and go; every call connects afresh and has a
-//! timeout.
+//! timeout. The protocol's types and client are `rayos-compositor-ipc`'s.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+
+use rayos_compositor_ipc::{Client, ClipboardPolicy, Event as CompositorEvent, Origin, Reply, Request, Rgb};
 
 use crate::events::{Event, Events};
 
@@ -21,28 +23,35 @@ impl Compositor {
         Compositor { control }
     }
 
-    async fn call(&self, req: serde_json::Value) -> Result<serde_json::Value, String> {
+    async fn call(&self, req: Request) -> Result<Reply, String> {
         let path = self.control.clone();
         tokio::task::spawn_blocking(move || {
-            let mut c = LineClient::connect(&path)?;
-            c.request(&req)
+            let mut c = Client::connect(&path, CALL_TIMEOUT).map_err(|e| e.to_string())?;
+            c.request(&req).map_err(|e| e.to_string())
         })
         .await
         .map_err(|e| e.to_string())?
     }
 
+    /// Registers VM `name` with its colour (`#rrggbb`) and clipboard policy
+    /// (`allow`, `on-paste`, `deny`).
     pub async fn register(&self, name: &str, colour: &str, clipboard: &str) -> Result<(), String> {
-        self.call(serde_json::json!({"op": "register_vm", "name": name, "colour": colour, "clipboard": clipboard})).await.map(|_| ())
+        let colour: Rgb = colour.parse().map_err(|e: rayos_compositor_ipc::types::ColourError| e.to_string())?;
+        let clipboard: ClipboardPolicy = serde_json::from_value(serde_json::json!(clipboard))
+            .map_err(|_| format!("clipboard policy {clipboard:?}: expected allow, on-paste or deny"))?;
+        self.call(Request::RegisterVm { name: name.into(), colour, clipboard: Some(clipboard) }).await.map(|_| ())
     }
 
     pub async fn unregister(&self, name: &str) -> Result<(), String> {
-        self.call(serde_json::json!({"op": "unregister_vm", "name": name})).await.map(|_| ())
+        self.call(Request::UnregisterVm { name: name.into() }).await.map(|_| ())
     }
 
     /// The compositor's `list_windows` answer: `{"windows": [...], "now_ms": ..}`.
     pub async fn windows(&self) -> Result<serde_json::Value, String> {
-        let mut v = self.call(serde_json::json!({"op": "list_windows"})).await?;
-        Ok(serde_json::json!({"windows": v["windows"].take(), "now_ms": v["now_ms"].take()}))
+        match self.call(Request::ListWindows).await? {
+            Reply::Windows { windows, now_ms } => Ok(serde_json::json!({"windows": windows, "now_ms": now_ms})),
+            other => Err(format!("list_windows: unexpected reply {other:?}")),
+        }
     }
 
     /// Forwards window events to `events` for as long as the service runs,
@@ -52,13 +61,11 @@ impl Compositor {
         std::thread::Builder::new()
             .name("compositor-events".into())
             .spawn(move || loop {
-                if let Ok(mut c) = LineClient::connect(&path) {
-                    if c.request(&serde_json::json!({"op": "subscribe"})).is_ok() {
-                        let _ = c.stream.set_read_timeout(None);
-                        while let Ok(ev) = c.read() {
-                            if let Some(e) = window_event(&ev) {
-                                events.send(e);
-                            }
+                let stream = Client::connect(&path, CALL_TIMEOUT).and_then(|c| c.subscribe(None));
+                if let Ok(mut stream) = stream {
+                    while let Ok(ev) = stream.next_event() {
+                        if let Some(e) = window_event(&ev) {
+                            events.send(e);
                         }
                     }
                 }
@@ -68,83 +75,61 @@ impl Compositor {
     }
 }
 
+/// A window's origin as one word: `host`, or `vm:<name>`.
+fn origin_label(o: &Origin) -> String {
+    match o {
+        Origin::Host => "host".into(),
+        Origin::Vm { name, .. } => format!("vm:{name}"),
+    }
+}
+
 /// A compositor event as a service event (windows only).
-pub fn window_event(ev: &serde_json::Value) -> Option<Event> {
-    let w = &ev["window"];
-    let id = w["id"].as_u64().or_else(|| ev["id"].as_u64())?;
-    match ev["event"].as_str()? {
-        "window_mapped" | "window_opened" => Some(Event::WindowMapped {
-            id,
-            origin: origin_label(&w["origin"]),
-            app_id: w["app_id"].as_str().map(str::to_string),
-            title: w["title"].as_str().map(str::to_string),
+pub fn window_event(ev: &CompositorEvent) -> Option<Event> {
+    match ev {
+        CompositorEvent::WindowOpened { window: w } => Some(Event::WindowMapped {
+            id: w.id.0,
+            origin: origin_label(&w.origin),
+            app_id: Some(w.app_id.clone()),
+            title: Some(w.title.clone()),
         }),
-        "window_unmapped" | "window_closed" => Some(Event::WindowUnmapped { id }),
+        CompositorEvent::WindowClosed { id, .. } => Some(Event::WindowUnmapped { id: id.0 }),
         _ => None,
-    }
-}
-
-/// A window's origin as one word: `host`, or `vm:<name>` (the compositor
-/// describes it as `{"kind":"vm","name":..}`).
-fn origin_label(o: &serde_json::Value) -> String {
-    match (o["kind"].as_str(), o["name"].as_str(), o.as_str()) {
-        (Some("vm"), Some(name), _) => format!("vm:{name}"),
-        (Some(kind), _, _) => kind.to_string(),
-        (_, _, Some(s)) => s.to_string(),
-        _ => "unknown".into(),
-    }
-}
-
-/// JSON lines over the control socket (TEMPORARY until rayos-compositor-ipc lands).
-struct LineClient {
-    stream: std::os::unix::net::UnixStream,
-    reader: std::io::BufReader<std::os::unix::net::UnixStream>,
-}
-
-impl LineClient {
-    fn connect(path: &std::path::Path) -> Result<LineClient, String> {
-        let stream = std::os::unix::net::UnixStream::connect(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        stream.set_read_timeout(Some(CALL_TIMEOUT)).map_err(|e| e.to_string())?;
-        let reader = std::io::BufReader::new(stream.try_clone().map_err(|e| e.to_string())?);
-        Ok(LineClient { stream, reader })
-    }
-    fn read(&mut self) -> Result<serde_json::Value, String> {
-        use std::io::BufRead;
-        let mut line = String::new();
-        if self.reader.read_line(&mut line).map_err(|e| e.to_string())? == 0 {
-            return Err("the compositor closed the connection".into());
-        }
-        serde_json::from_str(&line).map_err(|e| e.to_string())
-    }
-    fn request(&mut self, req: &serde_json::Value) -> Result<serde_json::Value, String> {
-        use std::io::Write;
-        let mut line = req.to_string();
-        line.push('\n');
-        self.stream.write_all(line.as_bytes()).map_err(|e| e.to_string())?;
-        loop {
-            let v = self.read()?;
-            match v["type"].as_str() {
-                Some("ok") => return Ok(v),
-                Some("error") => return Err(format!("{}: {}", v["code"].as_str().unwrap_or("error"), v["message"].as_str().unwrap_or(""))),
-                _ => continue,
-            }
-        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rayos_compositor_ipc::{CloseReason, Mode, Rect, WindowId, WindowInfo};
 
     #[test]
     fn window_events_carry_a_one_word_origin() {
-        let ev = serde_json::json!({"event":"window_mapped","window":{"id":3,"app_id":"foot","origin":{"kind":"vm","name":"linux","colour":"#d03030"}}});
-        match window_event(&ev) {
+        let info = |origin| WindowInfo {
+            id: WindowId(3),
+            origin,
+            mode: Mode::Native,
+            app_id: "foot".into(),
+            title: "t".into(),
+            geometry: Rect::new(0, 0, 10, 10),
+            focused: false,
+            maximized: false,
+            fullscreen: false,
+            minimized: false,
+            demands_attention: false,
+            stack_index: 0,
+            commits: 1,
+            mapped_at_ms: 1,
+            first_content_ms: None,
+        };
+        let vm = Origin::Vm { name: "linux".into(), colour: Rgb::new(0xd0, 0x30, 0x30) };
+        match window_event(&CompositorEvent::WindowOpened { window: info(vm) }) {
             Some(Event::WindowMapped { id: 3, origin, .. }) => assert_eq!(origin, "vm:linux"),
             other => panic!("{other:?}"),
         }
-        let ev = serde_json::json!({"event":"window_mapped","window":{"id":4,"origin":{"kind":"host"}}});
-        assert!(matches!(window_event(&ev), Some(Event::WindowMapped { origin, .. }) if origin == "host"));
-        assert!(matches!(window_event(&serde_json::json!({"event":"window_closed","id":4})), Some(Event::WindowUnmapped { id: 4 })));
+        let host = window_event(&CompositorEvent::WindowOpened { window: info(Origin::Host) });
+        assert!(matches!(host, Some(Event::WindowMapped { origin, .. }) if origin == "host"));
+        let closed = window_event(&CompositorEvent::WindowClosed { id: WindowId(4), reason: CloseReason::Closed });
+        assert!(matches!(closed, Some(Event::WindowUnmapped { id: 4 })));
+        assert!(window_event(&CompositorEvent::FocusChanged { id: None }).is_none());
     }
 }

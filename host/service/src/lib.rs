@@ -9,8 +9,7 @@
 //!
 //! Like Cloud Hypervisor and niri, it talks to each part through a small
 //! typed interface crate (rayos-vmm-api for the VMM, rayos-contract for the
-//! agent; the compositor's control protocol is still spoken as JSON lines in
-//! [`compositor`] until it has its own crate) and runs the VMM and every
+//! agent, rayos-compositor-ipc for the compositor) and runs the VMM and every
 //! backend as a child process; it links no KVM, Smithay or model code. The intent engine comes in through
 //! [`launch::IntentResolver`], supplied by the `rayos` binary.
 

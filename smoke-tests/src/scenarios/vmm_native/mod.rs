@@ -101,6 +101,8 @@ const DIAG: &str = "RAYOS-VN-DIAG ";
 const DONE: &str = "RAYOS-VN-DONE";
 /// The test host's QEMU (the reference VMM) lost its guest to a reset.
 const REFERENCE_CRASH: &str = "RAYOS-VN-REFERENCE-CRASH ";
+/// A guest crash the test host retried itself.
+const RETRY: &str = "RAYOS-VN-RETRY ";
 
 /// Steps in order; the native ones only without `--no-native`.
 const BASE_STEPS: &[&str] = &["backends", "agent", "catalog", "exit3"];
@@ -208,6 +210,8 @@ pub struct Observation {
     pub host_panic: Option<String>,
     /// The reference VMM's guest (QEMU inside the test host) crashed.
     pub reference_crash: Option<String>,
+    /// Guest crashes the test host retried itself (what, why).
+    pub retries: Vec<String>,
     pub window: Option<Value>,
     pub terminal: Option<Value>,
     pub windows: Option<Value>,
@@ -233,6 +237,8 @@ impl Observation {
             self.windows = serde_json::from_str(rest).ok();
         } else if let Some(rest) = after(line, DIAG) {
             self.diag.push(rest.to_string());
+        } else if let Some(rest) = after(line, RETRY) {
+            self.retries.push(rest.to_string());
         } else if let Some(rest) = after(line, REFERENCE_CRASH) {
             self.reference_crash.get_or_insert_with(|| rest.to_string());
         } else if line.contains(DONE) {
@@ -257,9 +263,11 @@ impl Observation {
             .map(|(_, t, _)| *t)
     }
 
+    /// When `step` last started (a retried step starts again).
     pub(crate) fn started_at(&self, step: &str) -> Option<Duration> {
         self.started
             .iter()
+            .rev()
             .find(|(n, _)| n == step)
             .map(|(_, t)| *t)
     }

@@ -264,6 +264,9 @@ pub struct Controller {
     last_outcome: Option<ExitOutcome>,
     /// What went wrong in this boot before the VMM was stopped (kept in `last_exit`).
     cause: Option<String>,
+    /// `cause` is a backend that ended cleanly, which is what a backend does
+    /// when its frontend (rayos-vmm) goes away first.
+    cause_clean_backend: bool,
 }
 
 /// Starts a VM's controller task.
@@ -315,6 +318,7 @@ pub fn spawn(
         last_exit: None,
         last_outcome: None,
         cause: None,
+        cause_clean_backend: false,
     };
     let task = tokio::spawn(ctl.run(rx));
     (VmHandle { policy: vm, info, link, tx }, task)
@@ -457,6 +461,7 @@ impl Controller {
             let why = format!("{} exited ({})", ex.name, ex.status);
             self.last_exit = Some(why.clone());
             self.cause = Some(why);
+            self.cause_clean_backend = kind == ChildKind::Backend && ex.status.success();
         }
         let clean = outcome.map(|o| o == ExitOutcome::Poweroff).unwrap_or(false);
         let reason = format!("{} exited: {}", ex.name, outcome.map(|o| o.describe()).unwrap_or_else(|| ex.status.to_string()));
@@ -525,6 +530,7 @@ impl Controller {
         self.boot_started = Instant::now();
         self.last_outcome = None;
         self.cause = None;
+        self.cause_clean_backend = false;
         self.info.write().expect("vm info lock").boot_to_agent_ms = None;
         if let Err(why) = self.boot_backends_and_vmm().await {
             tracing::error!(vm = %self.vm.name, "boot failed: {why}");
@@ -699,10 +705,7 @@ impl Controller {
             if let Some(s) = status {
                 let o = ExitOutcome::from_status(s);
                 self.last_outcome = Some(o);
-                self.last_exit = Some(match &self.cause {
-                    Some(c) => format!("{c}; then {}", o.describe()),
-                    None => o.describe(),
-                });
+                self.last_exit = Some(exit_story(self.cause.as_deref(), self.cause_clean_backend, o));
             }
         }
         // The bridge first (it talks to the guest), then the backends.
@@ -737,6 +740,17 @@ impl Controller {
     }
 }
 
+/// How a boot ended, for `last_exit`: what went wrong first, then how the
+/// VMM ended. A backend that ended cleanly just before a guest crash ended
+/// because the crash took its frontend away: the crash comes first.
+pub fn exit_story(cause: Option<&str>, cause_clean_backend: bool, o: ExitOutcome) -> String {
+    match cause {
+        Some(c) if cause_clean_backend && o.is_guest_crash() => format!("{}; {c} with it", o.describe()),
+        Some(c) => format!("{c}; then {}", o.describe()),
+        None => o.describe(),
+    }
+}
+
 /// Polls the agent until its `hello` and a ping answer, or `timeout`.
 async fn wait_for_agent(vsock: PathBuf, started: Instant, timeout: Duration) -> Result<AgentSummary, String> {
     let mut last = String::from("no answer yet");
@@ -764,6 +778,15 @@ async fn wait_for_agent(vsock: PathBuf, started: Instant, timeout: Duration) -> 
 mod tests {
     use super::*;
     use crate::policy::{Machine, Policy};
+
+    #[test]
+    fn a_guest_crash_is_named_before_the_backend_it_took_down() {
+        let crash = exit_story(Some("rayos-vsock exited (exit status: 0)"), true, ExitOutcome::TripleFault);
+        assert_eq!(crash, "the guest triple-faulted (status 4); rayos-vsock exited (exit status: 0) with it");
+        let killed = exit_story(Some("rayos-vsock exited (signal: 9 (SIGKILL))"), false, ExitOutcome::Signal(15));
+        assert!(killed.starts_with("rayos-vsock exited (signal: 9 (SIGKILL)); then "), "{killed}");
+        assert_eq!(exit_story(None, false, ExitOutcome::Poweroff), "the guest powered off");
+    }
 
     #[test]
     fn the_spec_carries_the_image_shares_and_sockets() {

@@ -64,9 +64,8 @@ use super::compositor::{check_window_shot, Image, VM_RGB};
 use super::guest_qemu;
 use super::nested;
 use super::vmm_native::{
-    binary, boot_options, build_host_image, chain, image_disk, installed_model, run_once,
-    Observation, RunResult, CONTROL_CLIENT, OUT_TAG, SYSTEM_MODELS, TERMINALS, TERMINAL_APP_IDS,
-    VM, VM_COLOUR, WORDS_REQUEST,
+    boot_options, build_host_image, chain, image_disk_step, model_for_host, run_once, HostTools,
+    Observation, RunResult, OUT_TAG, TERMINALS, TERMINAL_APP_IDS, VM, VM_COLOUR, WORDS_REQUEST,
 };
 use crate::cli::VmmNativeArgs;
 use crate::serial;
@@ -335,19 +334,8 @@ fn events_after_kill(out: &Path) -> Vec<String> {
 
 fn run_inner(args: &VmmNativeArgs) -> Result<String, String> {
     let t_all = Instant::now();
-    let virtiofsd = args.virtiofsd.clone().unwrap_or_else(|| {
-        nested::cache_root(&boot_options(args, Path::new("."))).join("tools/bin/virtiofsd")
-    });
-    if !virtiofsd.is_file() {
-        return Err(format!(
-            "virtiofsd {}: not found (scripts/setup.sh builds it there; or pass --virtiofsd)",
-            virtiofsd.display()
-        ));
-    }
-    let rayos = binary(&args.rayos, "rayos")?;
-    let vsock = binary(&args.vsock_backend, "rayos-vsock")?;
-    let compositor = binary(&args.compositor, "rayos-compositor")?;
-    let control = binary(&None, CONTROL_CLIENT)?;
+    let tools = HostTools::resolve(args)?;
+    let virtiofsd = &tools.virtiofsd;
 
     // 1. Guest image, test host kernel, busybox and QEMU.
     let t = Instant::now();
@@ -374,10 +362,7 @@ fn run_inner(args: &VmmNativeArgs) -> Result<String, String> {
     // 2. The test host image (with QEMU, and the intent model when this
     //    machine has it).
     let t = Instant::now();
-    let model = installed_model();
-    let model_dest = model
-        .as_ref()
-        .map(|(dir, name)| (dir.as_path(), format!("{SYSTEM_MODELS}/{name}")));
+    let model = model_for_host();
     let plan = Plan {
         cmdline: format!("console=ttyS0 {} panic=-1", manifest.kernel_cmdline),
         memory_mib: args.guest_memory_mib,
@@ -397,33 +382,16 @@ fn run_inner(args: &VmmNativeArgs) -> Result<String, String> {
         &inputs,
         host_init(&plan),
         &host_initrd,
-        &[
-            (
-                inputs.rayos_vmm.as_deref().ok_or("no rayos-vmm")?,
-                testhost::RAYOS_VMM,
-            ),
-            (&vsock, "/usr/bin/rayos-vsock"),
-            (&virtiofsd, "/usr/bin/virtiofsd"),
-            (&rayos, "/usr/bin/rayos"),
-            (&compositor, "/usr/bin/rayos-compositor"),
-            (&control, "/usr/bin/rayos-smoke-control"),
-        ],
+        &tools.binaries(&inputs)?,
         Some(&inputs.qemu),
-        model_dest.as_ref().map(|(d, dest)| (*d, dest.as_str())),
+        model.as_ref().map(|(d, dest)| (d.as_path(), dest.as_str())),
     )?;
     println!(
         "{SCENARIO} step test-host-image: {:.1} MiB in {:.1} s",
         bytes as f64 / 1048576.0,
         t.elapsed().as_secs_f64()
     );
-    let t = Instant::now();
-    let disk = run_dir.join("guest-image.ext4");
-    let disk_mib = image_disk(&image, &disk)?;
-    println!(
-        "{SCENARIO} step image-disk: {disk_mib} MiB ext4 of {} in {:.1} s",
-        image.display(),
-        t.elapsed().as_secs_f64()
-    );
+    let disk = image_disk_step(SCENARIO, &image, &run_dir)?;
     let prep = nested::prepared(&inputs, &opts, disk.clone(), host_initrd.clone());
     let out = run_dir.join("out");
 
@@ -431,7 +399,7 @@ fn run_inner(args: &VmmNativeArgs) -> Result<String, String> {
     let (result, attempts): (RunResult<Figures>, u32) = nested::run_with_retry(
         SCENARIO,
         Vmm::Rayos,
-        || run_once(SCENARIO, &prep, &opts, &virtiofsd, &disk, &out, |o| evaluate(o, &plan)),
+        || run_once(SCENARIO, &prep, &opts, virtiofsd, &disk, &out, |o| evaluate(o, &plan)),
         RunResult::failure,
     )?;
     let figures = match result.figures {

@@ -408,21 +408,71 @@ pub(crate) fn binary(arg: &Option<PathBuf>, name: &str) -> Result<PathBuf, Strin
     }
 }
 
+/// The programs a RayOS test host carries besides rayos-vmm.
+pub(crate) struct HostTools {
+    pub virtiofsd: PathBuf,
+    pub rayos: PathBuf,
+    pub vsock: PathBuf,
+    pub compositor: PathBuf,
+    pub control: PathBuf,
+}
+
+impl HostTools {
+    pub fn resolve(args: &VmmNativeArgs) -> Result<HostTools, String> {
+        let virtiofsd = args.virtiofsd.clone().unwrap_or_else(|| {
+            nested::cache_root(&boot_options(args, Path::new("."))).join("tools/bin/virtiofsd")
+        });
+        if !virtiofsd.is_file() {
+            return Err(format!(
+                "virtiofsd {}: not found (scripts/setup.sh builds it there; or pass --virtiofsd)",
+                virtiofsd.display()
+            ));
+        }
+        Ok(HostTools {
+            virtiofsd,
+            rayos: binary(&args.rayos, "rayos")?,
+            vsock: binary(&args.vsock_backend, "rayos-vsock")?,
+            compositor: binary(&args.compositor, "rayos-compositor")?,
+            control: binary(&None, CONTROL_CLIENT)?,
+        })
+    }
+
+    /// (host path, path in the test host) of every program, rayos-vmm first.
+    pub fn binaries<'a>(&'a self, inputs: &'a nested::Inputs) -> Result<Vec<(&'a Path, &'static str)>, String> {
+        Ok(vec![
+            (inputs.rayos_vmm.as_deref().ok_or("no rayos-vmm")?, testhost::RAYOS_VMM),
+            (&self.vsock, "/usr/bin/rayos-vsock"),
+            (&self.virtiofsd, "/usr/bin/virtiofsd"),
+            (&self.rayos, "/usr/bin/rayos"),
+            (&self.compositor, "/usr/bin/rayos-compositor"),
+            (&self.control, "/usr/bin/rayos-smoke-control"),
+        ])
+    }
+}
+
+/// The intent model's folder here and its place in the test host's system
+/// store, when this machine has it installed.
+pub(crate) fn model_for_host() -> Option<(PathBuf, String)> {
+    installed_model().map(|(dir, name)| (dir, format!("{SYSTEM_MODELS}/{name}")))
+}
+
+/// Writes the guest image as an ext4 disk into `run_dir`, printing the step.
+pub(crate) fn image_disk_step(scenario: &str, image: &Path, run_dir: &Path) -> Result<PathBuf, String> {
+    let t = Instant::now();
+    let disk = run_dir.join("guest-image.ext4");
+    let disk_mib = image_disk(image, &disk)?;
+    println!(
+        "{scenario} step image-disk: {disk_mib} MiB ext4 of {} in {:.1} s",
+        image.display(),
+        t.elapsed().as_secs_f64()
+    );
+    Ok(disk)
+}
+
 fn run_inner(args: &VmmNativeArgs) -> Result<String, String> {
     let t_all = Instant::now();
-    let virtiofsd = args.virtiofsd.clone().unwrap_or_else(|| {
-        nested::cache_root(&boot_options(args, Path::new("."))).join("tools/bin/virtiofsd")
-    });
-    if !virtiofsd.is_file() {
-        return Err(format!(
-            "virtiofsd {}: not found (scripts/setup.sh builds it there; or pass --virtiofsd)",
-            virtiofsd.display()
-        ));
-    }
-    let rayos = binary(&args.rayos, "rayos")?;
-    let vsock = binary(&args.vsock_backend, "rayos-vsock")?;
-    let compositor = binary(&args.compositor, "rayos-compositor")?;
-    let control = binary(&None, CONTROL_CLIENT)?;
+    let tools = HostTools::resolve(args)?;
+    let virtiofsd = &tools.virtiofsd;
 
     // 1. Guest image, test host kernel and busybox.
     let t = Instant::now();
@@ -437,10 +487,7 @@ fn run_inner(args: &VmmNativeArgs) -> Result<String, String> {
 
     // 2. The test host image (with the intent model when this machine has it).
     let t = Instant::now();
-    let model = installed_model();
-    let model_dest = model
-        .as_ref()
-        .map(|(dir, name)| (dir.as_path(), format!("{SYSTEM_MODELS}/{name}")));
+    let model = model_for_host();
     let plan = Plan {
         cmdline: format!("console=ttyS0 {} panic=-1", manifest.kernel_cmdline),
         memory_mib: args.guest_memory_mib,
@@ -460,33 +507,16 @@ fn run_inner(args: &VmmNativeArgs) -> Result<String, String> {
         &inputs,
         host_init(&plan),
         &host_initrd,
-        &[
-            (
-                inputs.rayos_vmm.as_deref().ok_or("no rayos-vmm")?,
-                testhost::RAYOS_VMM,
-            ),
-            (&vsock, "/usr/bin/rayos-vsock"),
-            (&virtiofsd, "/usr/bin/virtiofsd"),
-            (&rayos, "/usr/bin/rayos"),
-            (&compositor, "/usr/bin/rayos-compositor"),
-            (&control, "/usr/bin/rayos-smoke-control"),
-        ],
+        &tools.binaries(&inputs)?,
         None,
-        model_dest.as_ref().map(|(d, dest)| (*d, dest.as_str())),
+        model.as_ref().map(|(d, dest)| (d.as_path(), dest.as_str())),
     )?;
     println!(
         "{SCENARIO} step test-host-image: {:.1} MiB in {:.1} s",
         bytes as f64 / 1048576.0,
         t.elapsed().as_secs_f64()
     );
-    let t = Instant::now();
-    let disk = run_dir.join("guest-image.ext4");
-    let disk_mib = image_disk(&image, &disk)?;
-    println!(
-        "{SCENARIO} step image-disk: {disk_mib} MiB ext4 of {} in {:.1} s",
-        image.display(),
-        t.elapsed().as_secs_f64()
-    );
+    let disk = image_disk_step(SCENARIO, &image, &run_dir)?;
     // Both are removed after a pass unless --keep-images.
     let prep = nested::prepared(&inputs, &opts, disk.clone(), host_initrd.clone());
     let out = run_dir.join("out");
@@ -495,7 +525,7 @@ fn run_inner(args: &VmmNativeArgs) -> Result<String, String> {
     let (result, attempts) = nested::run_with_retry(
         SCENARIO,
         Vmm::Rayos,
-        || run_once(SCENARIO, &prep, &opts, &virtiofsd, &disk, &out, |o| evaluate(o, &plan)),
+        || run_once(SCENARIO, &prep, &opts, virtiofsd, &disk, &out, |o| evaluate(o, &plan)),
         RunResult::failure,
     )?;
     let figures = match result.figures {

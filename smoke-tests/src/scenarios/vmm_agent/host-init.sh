@@ -21,6 +21,8 @@ CR=/run/rayos-compositor
 CTL=$CR/control.sock
 export RAYOS_SOCKET=$RT/rayos.sock
 G=/tmp/logs/@VM@-serial.log
+QS=/tmp/logs/qemu-serial.log
+Q=/run/qemu-vm
 svc_pid=
 qemu_pid=
 procs=
@@ -28,8 +30,21 @@ now() { cut -d. -f1 /proc/uptime; }
 step() { echo "RAYOS-VN-STEP $1"; }
 ok() { echo "RAYOS-VN-OK $*"; }
 save_logs() {
-    grep -q ' /out ' /proc/mounts && cp /tmp/logs/* /out/ 2>/dev/null
-    sync
+    # Bounded: a wedged test host must still power off and say so.
+    ( grep -q ' /out ' /proc/mounts && cp /tmp/logs/* /out/ 2>/dev/null; sync ) &
+    s=$! n=0
+    while kill -0 $s 2>/dev/null; do
+        n=$((n + 1))
+        [ $n -lt 100 ] || { echo "RAYOS-VN-DIAG copying the logs to /out did not finish within 20 s"; return; }
+        sleep 0.2
+    done
+}
+# console_tail LOG: the last lines of a guest console, from user space and overall.
+console_tail() {
+    [ -f "$1" ] || { echo "RAYOS-VN-DIAG $(basename $1): none"; return; }
+    [ -s "$1" ] || { echo "RAYOS-VN-DIAG $(basename $1): empty"; return; }
+    grep -v '^\[ *[0-9]*\.[0-9]*\]' $1 | tail -n 12 | sed "s#^#RAYOS-VN-DIAG $(basename $1)| #"
+    tail -n 8 $1 | sed "s#^#RAYOS-VN-DIAG $(basename $1)| #"
 }
 why=
 fail() {
@@ -47,13 +62,14 @@ fail() {
         tail -n 40 /tmp/logs/rayosd.log 2>/dev/null | sed 's/^/RAYOS-VN-DIAG rayosd| /'
     fi
     echo "RAYOS-VN-DIAG guest console: last lines from user space, then the last lines:"
-    for f in $G /tmp/logs/qemu-serial.log; do
-        [ -f $f ] || continue
-        grep -v '^\[ *[0-9]*\.[0-9]*\]' $f | tail -n 12 | sed "s|^|RAYOS-VN-DIAG $(basename $f)| |"
-        tail -n 8 $f | sed "s|^|RAYOS-VN-DIAG $(basename $f)| |"
-    done
+    console_tail $G
+    [ -f $QS ] && console_tail $QS
     [ -n "$svc_pid" ] && kill -TERM "$svc_pid" 2>/dev/null && sleep 3
-    [ -n "$qemu_pid" ] && kill "$qemu_pid" 2>/dev/null
+    if [ -n "$qemu_pid" ]; then
+        kill -KILL "$qemu_pid" 2>/dev/null
+        echo "RAYOS-VN-DIAG qemu.log:"
+        tail -n 5 /tmp/logs/qemu.log 2>/dev/null | sed 's/^/RAYOS-VN-DIAG qemu| /'
+    fi
     for p in $procs $beat; do kill "$p" 2>/dev/null; done
     sleep 1
     save_logs
@@ -310,7 +326,6 @@ svc_pid=
 ok service-stop "rayos host exited 0, its socket removed"
 
 # The same image under QEMU, with the same backends.
-Q=/run/qemu-vm
 mkdir -p $Q
 chmod 700 $Q
 echo RAYOS-VA-QEMU-START
@@ -335,11 +350,24 @@ boot_qemu() {
         -nodefaults -no-user-config -display none -no-reboot \
         -object memory-backend-memfd,id=mem,size=@MEMORY@,share=on -numa node,memdev=mem \
         -kernel /image/@VMLINUZ@ -initrd /image/@INITRAMFS@ -append '@CMDLINE@' \
-        -serial file:/tmp/logs/qemu-serial.log \
+        -serial file:$QS \
         -chardev socket,id=fs0,path=$Q/fs.sock -device vhost-user-fs-pci,chardev=fs0,tag=rootfs \
         -chardev socket,id=vsock,path=$Q/vhost-vsock.sock -device vhost-user-vsock-pci,chardev=vsock \
         </dev/null >/tmp/logs/qemu.log 2>&1 &
     qemu_pid=$!
+    qemu_stall_at=$(($(now) + @QEMU_STALL@))
+}
+# again_qemu WHY: boots QEMU again when a retry is left (keeping the failed
+# boot's console as qemu-serial.N.log), or fails.
+again_qemu() {
+    if retry qemu "$1"; then
+        mv $QS /tmp/logs/qemu-serial.$retries.log
+        step qemu
+        boot_qemu
+        return 1
+    fi
+    echo "RAYOS-VN-REFERENCE-CRASH $1"
+    fail "$1"
 }
 qemu_ping() {
     if ! kill -0 $qemu_pid 2>/dev/null; then
@@ -347,21 +375,31 @@ qemu_ping() {
         st=$?
         qemu_pid=
         # Under -no-reboot a guest reset (a triple fault) ends QEMU with 0.
-        if [ "$st" = 0 ]; then
-            crash="QEMU's guest reset itself while booting; its console ended: $(tail -n 1 /tmp/logs/qemu-serial.log | cut -c1-120)"
-            if retry qemu "$crash"; then
-                step qemu
-                boot_qemu
-                return 1
-            fi
-            echo "RAYOS-VN-REFERENCE-CRASH $crash"
-        fi
-        fail "QEMU exited ($st) while booting: $(tail -n 3 /tmp/logs/qemu.log)"
+        [ "$st" = 0 ] || fail "QEMU exited ($st) while booting: $(tail -n 3 /tmp/logs/qemu.log)"
+        again_qemu "QEMU's guest reset itself while booting; its console ended: $(tail -n 1 $QS | cut -c1-120)"
+        return 1
+    fi
+    if [ "$(now)" -ge "$qemu_stall_at" ]; then
+        # A stalled reference boot (its agent silent for twice as long as a
+        # slow boot takes): the console says how far it got.
+        console_tail $QS
+        kill -KILL $qemu_pid
+        n=0
+        while kill -0 $qemu_pid 2>/dev/null; do
+            n=$((n + 1))
+            [ $n -lt 50 ] || fail "QEMU (pid $qemu_pid) outlived SIGKILL by 10 s: state $(cut -d' ' -f3 /proc/$qemu_pid/stat), wchan $(cat /proc/$qemu_pid/wchan)"
+            sleep 0.2
+        done
+        wait $qemu_pid
+        qemu_pid=
+        again_qemu "QEMU's guest did not reach its agent within @QEMU_STALL@ s; its console ended: $(tail -n 1 $QS | cut -c1-120)"
+        return 1
     fi
     /usr/bin/rayos guest --vsock $Q/vsock.sock --timeout 5 ping >/tmp/ping.out 2>&1
 }
 boot_qemu
-wait_for "the guest agent under QEMU" @BOOT_TIMEOUT@ qemu_ping
+# Each boot is bounded by @QEMU_STALL@ s (qemu_ping); this bounds them all.
+wait_for "the guest agent under QEMU" $((@QEMU_STALL@ * (@GUEST_RETRIES@ + 1) + 30)) qemu_ping
 ok qemu "$(tr '\n' ' ' </tmp/ping.out)"
 
 step qemu-poweroff

@@ -45,7 +45,9 @@
 //!
 //! A guest crash (rayos-vmm status 3 or 4 in the service's report, or QEMU's
 //! guest resetting while it boots) is the nested environment's (README, Test
-//! tiers): the test host boots that guest again in place, at most
+//! tiers), and so is a QEMU reference boot that stalls (no agent within two
+//! thirds of `--boot-timeout`; its console's tail is printed): the test host
+//! boots that guest again in place, at most
 //! [`GUEST_RETRIES`] times in all, each printed (`RAYOS-VN-RETRY`) and counted
 //! in the PASS line (`guest_retries=`); `boot_to_agent_s` and
 //! `qemu_boot_to_agent_s` time the boot that reached the agent, while
@@ -161,6 +163,7 @@ pub fn host_init(plan: &Plan) -> String {
         ("@QEMU@", testhost::QEMU.to_string()),
         ("@QEMU_MACHINE@", testhost::DEFAULT_QEMU_MACHINE.to_string()),
         ("@GUEST_RETRIES@", GUEST_RETRIES.to_string()),
+        ("@QEMU_STALL@", secs(plan.boot_timeout * 2 / 3)),
     ]
     .iter()
     .fold(HOST_INIT.to_string(), |s, (k, v)| s.replace(k, v))

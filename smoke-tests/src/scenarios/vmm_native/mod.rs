@@ -806,7 +806,7 @@ impl<F> RunResult<F> {
                 .or_else(|| {
                     self.reference_crash
                         .as_ref()
-                        .map(|c| format!("the QEMU reference's guest crashed ({c}), not rayos-vmm's"))
+                        .map(|c| format!("the QEMU reference's guest failed ({c}), not rayos-vmm's"))
                 }),
         })
     }

@@ -168,10 +168,7 @@ mod tests {
         let p = policies();
         assert_eq!(may_read(&p, Some("open"), None, IDLE), Ok(()));
         assert_eq!(may_read(&p, Some("paste"), None, IDLE), Ok(()));
-        assert_eq!(
-            may_read(&p, Some("shut"), None, IDLE),
-            Err(ClipboardError::OwnerDenies { owner: "shut".into() })
-        );
+        assert_eq!(may_read(&p, Some("shut"), None, IDLE), Err(ClipboardError::OwnerDenies { owner: "shut".into() }));
         assert!(may_offer(&p, Some("shut"), None).is_err());
         assert_eq!(may_read(&p, Some("gone"), None, IDLE), Err(ClipboardError::OwnerGone { owner: "gone".into() }));
     }
@@ -214,7 +211,9 @@ mod tests {
 
     #[test]
     fn policies_parse_as_documented() {
-        for (s, p) in [("allow", ClipboardPolicy::Allow), ("on-paste", ClipboardPolicy::OnPaste), ("deny", ClipboardPolicy::Deny)] {
+        for (s, p) in
+            [("allow", ClipboardPolicy::Allow), ("on-paste", ClipboardPolicy::OnPaste), ("deny", ClipboardPolicy::Deny)]
+        {
             assert_eq!(serde_json::from_str::<ClipboardPolicy>(&format!("\"{s}\"")).unwrap(), p);
             assert_eq!(serde_json::to_string(&p).unwrap(), format!("\"{s}\""));
             assert_eq!(p.to_string(), s);

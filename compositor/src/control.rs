@@ -21,8 +21,8 @@
 
 pub use rayos_compositor_ipc::control::*;
 
-use crate::origin::OriginError;
 use crate::geometry::Rect;
+use crate::origin::OriginError;
 use crate::shell::{Shell, ShellError};
 use crate::window::WindowId;
 
@@ -198,10 +198,10 @@ pub fn handle_line(shell: &mut Shell, line: &[u8]) -> Handled {
 mod tests {
     use super::*;
     use crate::clipboard::ClipboardPolicy;
-    use crate::origin::Rgb;
-    use crate::shell::ShellEvent;
     use crate::geometry::Size;
     use crate::origin::Origin;
+    use crate::origin::Rgb;
+    use crate::shell::ShellEvent;
     use crate::shell::{CloseReason, MapRequest};
     use crate::window::Mode;
 
@@ -270,10 +270,7 @@ mod tests {
             decode_request(br#"{"op":"set_vm_policy","name":"w","clipboard":"deny"}"#).unwrap(),
             Request::SetVmPolicy { name: "w".into(), accept_windows: None, clipboard: Some(ClipboardPolicy::Deny) }
         );
-        assert!(matches!(
-            decode_request(br#"{"op":"set_vm_policy","name":"w"}"#),
-            Err(ControlError::Invalid(_))
-        ));
+        assert!(matches!(decode_request(br#"{"op":"set_vm_policy","name":"w"}"#), Err(ControlError::Invalid(_))));
         assert!(matches!(
             decode_request(br#"{"op":"set_vm_policy","name":"w","clipboard":"sometimes"}"#),
             Err(ControlError::BadJson(_))
@@ -480,7 +477,8 @@ mod tests {
         assert_eq!(e.code, ErrorCode::UnknownWindow);
         assert_eq!(e.message, "no window with id 99");
 
-        let h = handle(&mut s, Request::SetVmPolicy { name: "work".into(), accept_windows: Some(false), clipboard: None });
+        let h =
+            handle(&mut s, Request::SetVmPolicy { name: "work".into(), accept_windows: Some(false), clipboard: None });
         assert!(h.events.contains(&ShellEvent::VmPolicyChanged {
             name: "work".into(),
             accept_windows: false,
@@ -516,14 +514,23 @@ mod tests {
             Some(ServerMessage::Error(e)) => e.code,
             other => panic!("{other:?}"),
         };
-        assert_eq!(code(&mut s, Request::RegisterVm { name: "Bad".into(), colour: GREEN, clipboard: None }), ErrorCode::InvalidName);
+        assert_eq!(
+            code(&mut s, Request::RegisterVm { name: "Bad".into(), colour: GREEN, clipboard: None }),
+            ErrorCode::InvalidName
+        );
         assert_eq!(
             code(&mut s, Request::RegisterVm { name: "a".into(), colour: crate::origin::HOST_COLOUR, clipboard: None }),
             ErrorCode::ColourReserved
         );
         handle(&mut s, Request::RegisterVm { name: "a".into(), colour: GREEN, clipboard: None });
-        assert_eq!(code(&mut s, Request::RegisterVm { name: "a".into(), colour: GREEN, clipboard: None }), ErrorCode::DuplicateVm);
-        assert_eq!(code(&mut s, Request::SetVmPolicy { name: "b".into(), accept_windows: Some(true), clipboard: None }), ErrorCode::UnknownVm);
+        assert_eq!(
+            code(&mut s, Request::RegisterVm { name: "a".into(), colour: GREEN, clipboard: None }),
+            ErrorCode::DuplicateVm
+        );
+        assert_eq!(
+            code(&mut s, Request::SetVmPolicy { name: "b".into(), accept_windows: Some(true), clipboard: None }),
+            ErrorCode::UnknownVm
+        );
     }
 
     #[test]

@@ -25,8 +25,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::clipboard::ClipboardPolicy;
 use crate::window::WindowId;
 pub use rayos_compositor_ipc::types::{
-    desktop_socket_name, vm_socket_name, ColourError, Origin, Rgb, DESKTOP_SOCKET_PREFIX, HOST_COLOUR, HOST_LABEL, HOST_SOCKET,
-    VM_SOCKET_PREFIX,
+    desktop_socket_name, vm_socket_name, ColourError, Origin, Rgb, DESKTOP_SOCKET_PREFIX, HOST_COLOUR, HOST_LABEL,
+    HOST_SOCKET, VM_SOCKET_PREFIX,
 };
 
 /// Errors of origin validation and the VM registry.

@@ -35,7 +35,6 @@
 
 use std::collections::BTreeMap;
 
-
 use crate::clipboard::ClipboardPolicy;
 use crate::decoration::{Decoration, DecorationStyle, Hit, TITLE_HEIGHT};
 use crate::geometry::{GeometryError, Rect, Size, MAX_DIMENSION};

@@ -57,7 +57,10 @@ const BITMAP_ADVANCE: i32 = 6 * BITMAP_SCALE;
 /// One typeface at its size.
 #[derive(Clone)]
 pub enum Face {
-    TrueType { font: FontArc, px: f32 },
+    TrueType {
+        font: FontArc,
+        px: f32,
+    },
     /// The built-in 5x7 bitmap font at 2x.
     Bitmap,
 }
@@ -432,7 +435,10 @@ mod tests {
     /// The real fonts; the test fails naming the package if they are missing.
     fn dejavu() -> Fonts {
         for p in [REGULAR_FONT, BOLD_FONT] {
-            assert!(Path::new(p).exists(), "{p} missing: install the Debian package fonts-dejavu-core (scripts/setup.sh)");
+            assert!(
+                Path::new(p).exists(),
+                "{p} missing: install the Debian package fonts-dejavu-core (scripts/setup.sh)"
+            );
         }
         let f = Fonts::load_default();
         assert!(f.label.is_true_type() && f.title.is_true_type());

@@ -17,7 +17,6 @@
 //! the state flags (see [`crate::shell::Shell::geometry`]), so leaving
 //! maximized or fullscreen restores the floating geometry exactly.
 
-
 use crate::geometry::Rect;
 use crate::origin::Origin;
 pub use rayos_compositor_ipc::types::{Mode, WindowId, WindowInfo};

@@ -4,7 +4,7 @@
 //! A missing client is a failure naming its package, never a silent pass.
 
 mod common;
-use common::{HOST_RGB, TIMEOUT, need, wait_until};
+use common::{need, wait_until, HOST_RGB, TIMEOUT};
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -19,7 +19,6 @@ use serde_json::{json, Value};
 fn is_background(p: &[u8]) -> bool {
     p[0].abs_diff(31) <= 2 && p[1].abs_diff(33) <= 2 && p[2].abs_diff(41) <= 2
 }
-
 
 struct Compositor {
     child: Child,
@@ -115,7 +114,6 @@ impl Drop for ClientProc {
         self.kill();
     }
 }
-
 
 struct Control {
     reader: BufReader<UnixStream>,
@@ -755,7 +753,9 @@ fn a_client_flooding_commits_does_not_starve_another() {
     let after = ctl.ok(json!({"op": "stats"}));
     let (commits, dones) = flooder.join().expect("flooding client");
     let repaints = after["repaints"].as_u64().unwrap() - before["repaints"].as_u64().unwrap();
-    eprintln!("flood: {commits} commits, {dones} frame callbacks; the other client's window repainted {repaints} times");
+    eprintln!(
+        "flood: {commits} commits, {dones} frame callbacks; the other client's window repainted {repaints} times"
+    );
     assert!(commits > 10_000, "the flooding client did flood ({commits} commits)");
     assert!(dones >= 20, "the flooding client still gets frame callbacks ({dones} in {run:?})");
     assert!(repaints >= 20, "the other client kept drawing during the flood ({repaints} repaints in 1.5 s)");
@@ -788,7 +788,8 @@ fn title_bar_shows_the_label_chip_then_the_client_title_and_idles() {
     assert_eq!(w["title"], fake);
     let id = w["id"].as_u64().unwrap();
     std::thread::sleep(Duration::from_millis(500));
-    let img = ctl.screenshot(json!({"op": "screenshot", "window": id, "path": c.path().join("w.png").to_str().unwrap()}));
+    let img =
+        ctl.screenshot(json!({"op": "screenshot", "window": id, "path": c.path().join("w.png").to_str().unwrap()}));
     let red = [0xd0, 0x30, 0x30];
     // The chip: white, holding the VM name in the VM colour (anti-aliased:
     // full-colour cores and blended edges).
@@ -849,7 +850,9 @@ fn window_commit_counter_and_first_content_time_measure_a_clients_fps() {
 /// Whether the compositor's default arrow (hot spot top-left: black left
 /// edge, white inside) is drawn with its hot spot at (x, y).
 fn arrow_at(img: &Image, x: i64, y: i64) -> bool {
-    is_rgb(img.px(x, y + 5), [0, 0, 0]) && is_rgb(img.px(x + 1, y + 5), [255, 255, 255]) && is_rgb(img.px(x + 1, y + 9), [255, 255, 255])
+    is_rgb(img.px(x, y + 5), [0, 0, 0])
+        && is_rgb(img.px(x + 1, y + 5), [255, 255, 255])
+        && is_rgb(img.px(x + 1, y + 9), [255, 255, 255])
 }
 
 #[test]
@@ -1009,5 +1012,11 @@ fn a_client_drawing_outside_its_window_never_covers_the_host_decoration() {
             }
         }
     }
-    assert!(bad.is_empty(), "{} border pixels are not the host colour, first at {:?}: {:?}", bad.len(), bad[0], img.px(bad[0].0, bad[0].1));
+    assert!(
+        bad.is_empty(),
+        "{} border pixels are not the host colour, first at {:?}: {:?}",
+        bad.len(),
+        bad[0],
+        img.px(bad[0].0, bad[0].1)
+    );
 }

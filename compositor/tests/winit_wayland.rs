@@ -5,7 +5,7 @@
 //! naming its package.
 
 mod common;
-use common::{HOST_RGB, Procs, TIMEOUT, need};
+use common::{need, Procs, HOST_RGB, TIMEOUT};
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -15,7 +15,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-
 
 struct Control {
     reader: BufReader<UnixStream>,

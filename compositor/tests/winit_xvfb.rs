@@ -5,7 +5,7 @@
 //! `weston`) fails the test naming the package, never a silent pass.
 
 mod common;
-use common::{HOST_RGB, Procs, TIMEOUT, need, wait_until};
+use common::{need, wait_until, Procs, HOST_RGB, TIMEOUT};
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -15,10 +15,6 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{json, Value};
-
-
-
-
 
 fn request(reader: &mut BufReader<UnixStream>, writer: &mut UnixStream, req: Value) -> Value {
     writer.write_all(format!("{req}\n").as_bytes()).unwrap();

@@ -67,9 +67,7 @@ impl DesktopEntry {
             first.rsplit('/').next(),
             Some("env" | "gapplication" | "flatpak" | "sh" | "bash" | "dbus-launch")
         ) {
-            first = words.find(|w| {
-                !w.starts_with('-') && !w.starts_with('"') && *w != "launch" && *w != "run"
-            })?;
+            first = words.find(|w| !w.starts_with('-') && !w.starts_with('"') && *w != "launch" && *w != "run")?;
         }
         let base = first.rsplit('/').next()?.trim_matches('"');
         (!base.is_empty() && !base.starts_with('%')).then(|| base.to_string())
@@ -136,11 +134,7 @@ fn split_list(v: &str) -> Vec<String> {
         }
     }
     items.push(cur);
-    items
-        .into_iter()
-        .map(|s| unescape(s.trim()))
-        .filter(|s| !s.is_empty())
-        .collect()
+    items.into_iter().map(|s| unescape(s.trim())).filter(|s| !s.is_empty()).collect()
 }
 
 fn parse_bool(v: &str) -> bool {
@@ -161,17 +155,11 @@ pub fn parse_desktop(id: &str, text: &str) -> Result<Option<DesktopEntry>, Strin
         }
         if line.starts_with('[') {
             if !line.ends_with(']') {
-                return Err(format!(
-                    "line {}: unterminated group header {line:?}",
-                    n + 1
-                ));
+                return Err(format!("line {}: unterminated group header {line:?}", n + 1));
             }
             let group = &line[1..line.len() - 1];
             if !seen_group && group != "Desktop Entry" {
-                return Err(format!(
-                    "line {}: the first group is [{group}], not [Desktop Entry]",
-                    n + 1
-                ));
+                return Err(format!("line {}: the first group is [{group}], not [Desktop Entry]", n + 1));
             }
             seen_group = true;
             in_main = group == "Desktop Entry";
@@ -184,11 +172,7 @@ pub fn parse_desktop(id: &str, text: &str) -> Result<Option<DesktopEntry>, Strin
             continue;
         }
         let Some((k, v)) = line.split_once('=') else {
-            return Err(format!(
-                "line {}: not a key=value line: {:?}",
-                n + 1,
-                truncate(line, 60)
-            ));
+            return Err(format!("line {}: not a key=value line: {:?}", n + 1, truncate(line, 60)));
         };
         if !seen_group {
             return Err(format!("line {}: key before any group header", n + 1));
@@ -203,13 +187,7 @@ pub fn parse_desktop(id: &str, text: &str) -> Result<Option<DesktopEntry>, Strin
     if !seen_main {
         return Err("no [Desktop Entry] group".to_string());
     }
-    let get = |key: &str| {
-        fields
-            .iter()
-            .rev()
-            .find(|(k, _)| *k == key)
-            .map(|(_, v)| *v)
-    };
+    let get = |key: &str| fields.iter().rev().find(|(k, _)| *k == key).map(|(_, v)| *v);
     let kind = get("Type").ok_or("no Type key")?;
     if get("Hidden").is_some_and(parse_bool) {
         return Ok(None);
@@ -217,10 +195,7 @@ pub fn parse_desktop(id: &str, text: &str) -> Result<Option<DesktopEntry>, Strin
     if kind != "Application" {
         return Ok(None);
     }
-    let name = get("Name")
-        .map(unescape)
-        .filter(|s| !s.trim().is_empty())
-        .ok_or("no Name key")?;
+    let name = get("Name").map(unescape).filter(|s| !s.trim().is_empty()).ok_or("no Name key")?;
     let exec = get("Exec").map(unescape).unwrap_or_default();
     let no_display = get("NoDisplay").is_some_and(parse_bool);
     if exec.trim().is_empty() && !get("DBusActivatable").is_some_and(parse_bool) {
@@ -401,9 +376,7 @@ mod tests {
 
     #[test]
     fn parses_main_group_only_and_untranslated_keys() {
-        let e = parse_desktop("org.gnome.Evince.desktop", EVINCE)
-            .unwrap()
-            .unwrap();
+        let e = parse_desktop("org.gnome.Evince.desktop", EVINCE).unwrap().unwrap();
         assert_eq!(e.name, "Document Viewer");
         assert_eq!(e.comment.as_deref(), Some("View multi-page documents"));
         assert_eq!(e.keywords, ["pdf", "ps", "postscript"]);
@@ -417,7 +390,8 @@ mod tests {
 
     #[test]
     fn unescapes_values_and_lists() {
-        let t = "[Desktop Entry]\nType=Application\nName=A\\sB\nExec=a\nKeywords=one\\;two;three;;\nComment=x\\ty\\\\z\n";
+        let t =
+            "[Desktop Entry]\nType=Application\nName=A\\sB\nExec=a\nKeywords=one\\;two;three;;\nComment=x\\ty\\\\z\n";
         let e = parse_desktop("a.desktop", t).unwrap().unwrap();
         assert_eq!(e.name, "A B");
         assert_eq!(e.keywords, ["one;two", "three"]);
@@ -430,12 +404,9 @@ mod tests {
         assert_eq!(parse_desktop("x.desktop", hidden).unwrap(), None);
         let link = "[Desktop Entry]\nType=Link\nName=X\nURL=https://example.org\n";
         assert_eq!(parse_desktop("x.desktop", link).unwrap(), None);
-        let nd =
-            "[Desktop Entry]\nType=Application\nName=X\nExec=x %f\nNoDisplay=true\nTerminal=true\n";
+        let nd = "[Desktop Entry]\nType=Application\nName=X\nExec=x %f\nNoDisplay=true\nTerminal=true\n";
         let e = parse_desktop("x.desktop", nd).unwrap().unwrap();
-        assert!(
-            e.no_display && e.terminal && e.takes_files() && !e.takes_urls() && !e.takes_many()
-        );
+        assert!(e.no_display && e.terminal && e.takes_files() && !e.takes_urls() && !e.takes_many());
         let window_only = "[Desktop Entry]\nType=Application\nName=QEMU\nNoDisplay=true\n";
         assert_eq!(parse_desktop("qemu.desktop", window_only).unwrap(), None);
         let dbus = "[Desktop Entry]\nType=Application\nName=X\nDBusActivatable=true\n";
@@ -450,10 +421,7 @@ mod tests {
             ("[Desktop Entry]\nType=Application\nExec=x\n", "no Name"),
             ("[Desktop Entry]\nName=X\nExec=x\n", "no Type"),
             ("[Desktop Entry]\nType=Application\nName=X\n", "no Exec"),
-            (
-                "[Desktop Entry]\nType=Application\nName=X\nExec=x\nthis line is garbage\n",
-                "not a key=value",
-            ),
+            ("[Desktop Entry]\nType=Application\nName=X\nExec=x\nthis line is garbage\n", "not a key=value"),
             ("[Desktop Entry\nName=X\n", "unterminated"),
             ("# only a comment\n", "no [Desktop Entry]"),
         ] {
@@ -477,24 +445,10 @@ mod tests {
             no_display: false,
             terminal: false,
         };
-        assert_eq!(
-            mk("/usr/lib/firefox-esr/firefox-esr %u")
-                .program()
-                .as_deref(),
-            Some("firefox-esr")
-        );
-        assert_eq!(
-            mk("env GDK_BACKEND=x11 gimp-2.10 %U").program().as_deref(),
-            Some("gimp-2.10")
-        );
-        assert_eq!(
-            mk("gapplication launch org.gnome.Maps %U")
-                .program()
-                .as_deref(),
-            Some("org.gnome.Maps")
-        );
+        assert_eq!(mk("/usr/lib/firefox-esr/firefox-esr %u").program().as_deref(), Some("firefox-esr"));
+        assert_eq!(mk("env GDK_BACKEND=x11 gimp-2.10 %U").program().as_deref(), Some("gimp-2.10"));
+        assert_eq!(mk("gapplication launch org.gnome.Maps %U").program().as_deref(), Some("org.gnome.Maps"));
     }
-
 
     fn entry(exec: &str) -> DesktopEntry {
         let text = format!("[Desktop Entry]\nType=Application\nName=Foot\nIcon=foot\nExec={exec}\n");
@@ -505,10 +459,16 @@ mod tests {
     fn exec_expands_field_codes() {
         let a = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         assert_eq!(expand_exec(&entry("foot"), &[]).unwrap(), a(&["foot"]));
-        assert_eq!(expand_exec(&entry("evince %U"), &a(&["/a.pdf", "/b.pdf"])).unwrap(), a(&["evince", "/a.pdf", "/b.pdf"]));
+        assert_eq!(
+            expand_exec(&entry("evince %U"), &a(&["/a.pdf", "/b.pdf"])).unwrap(),
+            a(&["evince", "/a.pdf", "/b.pdf"])
+        );
         assert_eq!(expand_exec(&entry("evince %U"), &[]).unwrap(), a(&["evince"]));
         assert_eq!(expand_exec(&entry("gimp %f"), &a(&["/x.png"])).unwrap(), a(&["gimp", "/x.png"]));
-        assert_eq!(expand_exec(&entry("app %i %c 100%% --f=%f %k %d"), &a(&["/x"])).unwrap(), a(&["app", "--icon", "foot", "Foot", "100%", "--f=/x"]));
+        assert_eq!(
+            expand_exec(&entry("app %i %c 100%% --f=%f %k %d"), &a(&["/x"])).unwrap(),
+            a(&["app", "--icon", "foot", "Foot", "100%", "--f=/x"])
+        );
         assert_eq!(
             expand_exec(&entry(r#"sh -c "echo \\"$HOME\\" %f""#), &[]).unwrap(),
             a(&["sh", "-c", "echo \"$HOME\" %f"])

@@ -126,10 +126,17 @@ pub enum AgentMessage {
         /// The guest kernel release.
         kernel: String,
     },
-    Pong { nonce: u64 },
-    Apps { apps: Vec<DesktopEntry> },
+    Pong {
+        nonce: u64,
+    },
+    Apps {
+        apps: Vec<DesktopEntry>,
+    },
     /// The app started; `handle` names it in `Stop` and `Exited`.
-    Launched { handle: u64, pid: u32 },
+    Launched {
+        handle: u64,
+        pid: u32,
+    },
     /// `Stop`, `Shutdown` or `Reboot` accepted.
     Ack,
     /// A launched app ended: with an exit status, or killed by a signal.
@@ -141,10 +148,16 @@ pub enum AgentMessage {
         signal: Option<i32>,
     },
     /// A log line from the agent (or an app's stderr, prefixed with its handle).
-    Log { level: LogLevel, line: String },
+    Log {
+        level: LogLevel,
+        line: String,
+    },
     /// The request (or, with `re: null`, a frame that could not be read as a
     /// request) failed.
-    Error { code: ErrorCode, message: String },
+    Error {
+        code: ErrorCode,
+        message: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -227,11 +240,7 @@ pub fn decode_request(payload: &[u8]) -> Result<Request, DecodeError> {
         message: format!("not JSON: {e}"),
     })?;
     let id = value.get("id").and_then(serde_json::Value::as_u64);
-    let kind = value
-        .get("body")
-        .and_then(|b| b.get("type"))
-        .and_then(serde_json::Value::as_str)
-        .map(str::to_owned);
+    let kind = value.get("body").and_then(|b| b.get("type")).and_then(serde_json::Value::as_str).map(str::to_owned);
     serde_json::from_value::<Request>(value).map_err(|e| {
         let unknown = kind.as_deref().is_some_and(|k| !KNOWN_REQUESTS.contains(&k));
         DecodeError {
@@ -251,8 +260,7 @@ pub fn decode_reply(payload: &[u8]) -> Result<Reply, serde_json::Error> {
 }
 
 /// The request types of this protocol version, as they appear in `type`.
-pub const KNOWN_REQUESTS: &[&str] =
-    &["hello", "ping", "list_apps", "launch", "stop", "shutdown", "reboot"];
+pub const KNOWN_REQUESTS: &[&str] = &["hello", "ping", "list_apps", "launch", "stop", "shutdown", "reboot"];
 
 #[cfg(test)]
 mod tests {
@@ -302,7 +310,10 @@ mod tests {
         .unwrap()
         .unwrap();
         for r in [
-            Reply::to(1, AgentMessage::Hello { version: 1, capabilities: vec![], agent: "a".into(), kernel: "6.12".into() }),
+            Reply::to(
+                1,
+                AgentMessage::Hello { version: 1, capabilities: vec![], agent: "a".into(), kernel: "6.12".into() },
+            ),
             Reply::to(2, AgentMessage::Pong { nonce: 5 }),
             Reply::to(3, AgentMessage::Apps { apps: vec![entry] }),
             Reply::to(4, AgentMessage::Launched { handle: 1, pid: 77 }),
@@ -322,10 +333,7 @@ mod tests {
         let r = Request::new(7, HostRequest::Ping { nonce: 1 });
         assert_eq!(serde_json::to_string(&r).unwrap(), r#"{"id":7,"body":{"type":"ping","nonce":1}}"#);
         let l = Reply::to(7, AgentMessage::Launched { handle: 1, pid: 212 });
-        assert_eq!(
-            serde_json::to_string(&l).unwrap(),
-            r#"{"re":7,"body":{"type":"launched","handle":1,"pid":212}}"#
-        );
+        assert_eq!(serde_json::to_string(&l).unwrap(), r#"{"re":7,"body":{"type":"launched","handle":1,"pid":212}}"#);
         let argv = Request::new(
             1,
             HostRequest::Launch(Launch {

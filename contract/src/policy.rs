@@ -198,7 +198,8 @@ mod tests {
     #[test]
     fn shares_are_validated() {
         let share = |p: &str, t: &str| FolderShare { host_path: p.into(), tag: t.into(), read_only: true };
-        let mut p = GuestPolicy { shares: vec![share("/srv/a", "docs"), share("/srv/b", "media")], ..Default::default() };
+        let mut p =
+            GuestPolicy { shares: vec![share("/srv/a", "docs"), share("/srv/b", "media")], ..Default::default() };
         assert!(p.validate().is_ok());
         p.shares.push(share("/srv/c", "docs"));
         assert_eq!(p.validate(), Err(PolicyError::DuplicateTag("docs".into())));

@@ -12,7 +12,9 @@ pub const MIN_PROTOCOL_VERSION: u32 = 1;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum VersionError {
-    #[error("no protocol version in common: the host speaks {host_min}..={host_max}, the agent {ours_min}..={ours_max}")]
+    #[error(
+        "no protocol version in common: the host speaks {host_min}..={host_max}, the agent {ours_min}..={ours_max}"
+    )]
     NoCommon { host_min: u32, host_max: u32, ours_min: u32, ours_max: u32 },
     #[error("invalid version range {min}..={max}")]
     BadRange { min: u32, max: u32 },

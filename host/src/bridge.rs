@@ -26,7 +26,9 @@ use rayos_contract::BRIDGE_PORT;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BridgeError {
-    #[error("no waypipe in the guest root {root}: {missing} is missing (build the guest image with `rayos image build`)")]
+    #[error(
+        "no waypipe in the guest root {root}: {missing} is missing (build the guest image with `rayos image build`)"
+    )]
     NotInRoot { root: PathBuf, missing: PathBuf },
     #[error("waypipe {0}: no such file")]
     NoBinary(PathBuf),
@@ -52,7 +54,8 @@ pub enum Waypipe {
 }
 
 /// Where a Debian x86-64 root keeps the dynamic loader, in search order.
-const LOADERS: &[&str] = &["usr/lib64/ld-linux-x86-64.so.2", "lib64/ld-linux-x86-64.so.2", "usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"];
+const LOADERS: &[&str] =
+    &["usr/lib64/ld-linux-x86-64.so.2", "lib64/ld-linux-x86-64.so.2", "usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"];
 /// Library folders of a Debian x86-64 root.
 const LIB_DIRS: &[&str] = &["usr/lib/x86_64-linux-gnu", "lib/x86_64-linux-gnu", "usr/lib", "lib"];
 
@@ -189,7 +192,11 @@ mod tests {
 
     #[test]
     fn listens_on_the_bridge_port_of_the_hybrid_socket() {
-        let cfg = BridgeConfig { vsock: "/run/rayos/linux/vsock".into(), runtime_dir: "/run/rayos".into(), display: "rayos-vm-linux".into() };
+        let cfg = BridgeConfig {
+            vsock: "/run/rayos/linux/vsock".into(),
+            runtime_dir: "/run/rayos".into(),
+            display: "rayos-vm-linux".into(),
+        };
         assert_eq!(cfg.listen_path(), PathBuf::from(format!("/run/rayos/linux/vsock_{BRIDGE_PORT}")));
         let args: Vec<String> = cfg.waypipe_args().into_iter().map(|a| a.into_string().unwrap()).collect();
         assert_eq!(args, ["--no-gpu", "-c", "none", "-s", "/run/rayos/linux/vsock_5253", "client"]);
@@ -204,7 +211,9 @@ mod tests {
             std::fs::create_dir_all(r.join(d)).unwrap();
         }
         std::fs::write(r.join("usr/bin/waypipe"), b"").unwrap();
-        assert!(matches!(Waypipe::from_guest_root(r), Err(BridgeError::NotInRoot { missing, .. }) if missing.ends_with("ld-linux-x86-64.so.2")));
+        assert!(
+            matches!(Waypipe::from_guest_root(r), Err(BridgeError::NotInRoot { missing, .. }) if missing.ends_with("ld-linux-x86-64.so.2"))
+        );
         std::fs::write(r.join("usr/lib64/ld-linux-x86-64.so.2"), b"").unwrap();
         let w = Waypipe::from_guest_root(r).unwrap();
         let (program, pre) = w.command();
@@ -223,7 +232,8 @@ mod tests {
         std::fs::write(listen_path(&vsock), b"").unwrap();
         assert!(!is_served(&vsock));
         let cfg = BridgeConfig { vsock: vsock.clone(), runtime_dir: dir.path().into(), display: "x".into() };
-        let err = spawn(&Waypipe::Binary("/bin/true".into()), &cfg, &dir.path().join("log"), Duration::from_secs(1)).unwrap_err();
+        let err = spawn(&Waypipe::Binary("/bin/true".into()), &cfg, &dir.path().join("log"), Duration::from_secs(1))
+            .unwrap_err();
         assert!(matches!(err, BridgeError::NotASocket(_)), "{err}");
         std::fs::remove_file(listen_path(&vsock)).unwrap();
         let _l = std::os::unix::net::UnixListener::bind(listen_path(&vsock)).unwrap();

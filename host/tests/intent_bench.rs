@@ -33,9 +33,7 @@ fn latency_per_request_and_memory() {
     let t = Instant::now();
     let eng = Engine::build(emb, cat, &mut cache, EngineConfig::default()).unwrap();
     let index = t.elapsed();
-    let labels =
-        eval::parse_labels(&std::fs::read_to_string(here.join("tests/intent/labels.tsv")).unwrap())
-            .unwrap();
+    let labels = eval::parse_labels(&std::fs::read_to_string(here.join("tests/intent/labels.tsv")).unwrap()).unwrap();
     let requests: Vec<String> = labels.into_iter().map(|l| l.request).collect();
     let b = eval::bench(&eng, &requests, 3).unwrap();
     let (rss, peak) = eval::rss_mib();

@@ -46,8 +46,7 @@ fn engine() -> Engine<rayos::intent::bert::BertEmbedder> {
 }
 
 fn labels(file: &str) -> Vec<eval::Labelled> {
-    eval::parse_labels(&std::fs::read_to_string(here().join("tests/intent").join(file)).unwrap())
-        .unwrap()
+    eval::parse_labels(&std::fs::read_to_string(here().join("tests/intent").join(file)).unwrap()).unwrap()
 }
 
 #[test]
@@ -57,50 +56,26 @@ fn real_model_embeddings_behave() {
     }
     let emb = rayos::intent::session::load_model(models::DEFAULT_MODEL, None).unwrap();
     assert_eq!(emb.dim(), 384);
-    let v = emb
-        .embed(&[
-            "open a terminal",
-            "start a command line shell",
-            "what's the weather tomorrow",
-        ])
-        .unwrap();
+    let v = emb.embed(&["open a terminal", "start a command line shell", "what's the weather tomorrow"]).unwrap();
     for x in &v {
         let n: f32 = x.iter().map(|a| a * a).sum::<f32>().sqrt();
         assert!((n - 1.0).abs() < 1e-4, "normalised, got {n}");
     }
     let d = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
-    assert!(
-        d(&v[0], &v[1]) > 0.5,
-        "paraphrases are close: {}",
-        d(&v[0], &v[1])
-    );
-    assert!(
-        d(&v[0], &v[2]) < 0.2,
-        "unrelated texts are far: {}",
-        d(&v[0], &v[2])
-    );
+    assert!(d(&v[0], &v[1]) > 0.5, "paraphrases are close: {}", d(&v[0], &v[1]));
+    assert!(d(&v[0], &v[2]) < 0.2, "unrelated texts are far: {}", d(&v[0], &v[2]));
     // Reference values from an independent numpy implementation of the BERT
     // forward pass + mean pooling + L2 norm over the same safetensors and
     // tokenizer (written while developing this crate).
     let close = |a: f32, b: f32| (a - b).abs() < 2e-4;
     assert!(close(d(&v[0], &v[1]), 0.53472), "{}", d(&v[0], &v[1]));
     assert!(close(d(&v[0], &v[2]), 0.02557), "{}", d(&v[0], &v[2]));
-    for (got, want) in v[0]
-        .iter()
-        .zip([0.10829f32, -0.05473, -0.07787, -0.05372, 0.00910])
-    {
-        assert!(
-            close(*got, want),
-            "first components of 'open a terminal': {got} vs {want}"
-        );
+    for (got, want) in v[0].iter().zip([0.10829f32, -0.05473, -0.07787, -0.05372, 0.00910]) {
+        assert!(close(*got, want), "first components of 'open a terminal': {got} vs {want}");
     }
     // A batch (padded, masked) gives the same vectors as one text at a time.
     let one = emb.embed(&["start a command line shell"]).unwrap();
-    let diff: f32 = one[0]
-        .iter()
-        .zip(&v[1])
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f32::max);
+    let diff: f32 = one[0].iter().zip(&v[1]).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
     assert!(diff < 1e-4, "batch vs single differ by {diff}");
 }
 
@@ -121,23 +96,14 @@ fn accuracy_on_the_debian_catalog() {
     if hold.false_launches > 0 {
         println!(
             "WARNING holdout false launches: {}",
-            hold.misses()
-                .into_iter()
-                .filter(|m| m.contains("wanted nothing"))
-                .collect::<Vec<_>>()
-                .join("; ")
+            hold.misses().into_iter().filter(|m| m.contains("wanted nothing")).collect::<Vec<_>>().join("; ")
         );
     }
     for m in main.misses() {
         let _ = writeln!(err, "  miss {m}");
     }
     assert!(main.positives >= 60 && main.negatives >= 15);
-    assert_eq!(
-        main.false_launches,
-        0,
-        "false launches on negatives:\n{}",
-        main.misses().join("\n")
-    );
+    assert_eq!(main.false_launches, 0, "false launches on negatives:\n{}", main.misses().join("\n"));
     // Gated on what a person gets: the action's own first choice.
     assert!(
         main.first_choice() >= 0.95,
@@ -154,34 +120,19 @@ fn rayos() -> Command {
 #[test]
 fn cli_refuses_bad_requests_before_loading_anything() {
     let empty_store = tempfile::tempdir().unwrap();
-    let out = rayos()
-        .args(["intent", "--store"])
-        .arg(empty_store.path())
-        .arg("   ")
-        .output()
-        .unwrap();
+    let out = rayos().args(["intent", "--store"]).arg(empty_store.path()).arg("   ").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("empty"));
 
     let long = "a".repeat(5000);
-    let out = rayos()
-        .args(["intent", "--store"])
-        .arg(empty_store.path())
-        .arg(&long)
-        .output()
-        .unwrap();
+    let out = rayos().args(["intent", "--store"]).arg(empty_store.path()).arg(&long).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("5000 bytes") && err.contains("2048"), "{err}");
 
     use std::os::unix::ffi::OsStrExt;
     let bad = std::ffi::OsStr::from_bytes(b"open \xff\xfe");
-    let out = rayos()
-        .args(["intent", "--store"])
-        .arg(empty_store.path())
-        .arg(bad)
-        .output()
-        .unwrap();
+    let out = rayos().args(["intent", "--store"]).arg(empty_store.path()).arg(bad).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("UTF-8"));
 
@@ -203,17 +154,9 @@ fn cli_says_how_to_install_a_missing_model() {
     assert_eq!(out.status.code(), Some(3));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("rayos models install"), "{err}");
-    let out = rayos()
-        .args(["models", "verify", "--store"])
-        .arg(empty_store.path())
-        .output()
-        .unwrap();
+    let out = rayos().args(["models", "verify", "--store"]).arg(empty_store.path()).output().unwrap();
     assert_eq!(out.status.code(), Some(3));
-    let out = rayos()
-        .args(["models", "list", "--store"])
-        .arg(empty_store.path())
-        .output()
-        .unwrap();
+    let out = rayos().args(["models", "list", "--store"]).arg(empty_store.path()).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("not installed"));
 }
 
@@ -223,19 +166,10 @@ fn cli_json_batch_and_malformed_catalog() {
         return;
     }
     let cat = tempfile::tempdir().unwrap();
-    for f in [
-        "foot.desktop",
-        "firefox-esr.desktop",
-        "org.gnome.Evince.desktop",
-        "gimp.desktop",
-    ] {
+    for f in ["foot.desktop", "firefox-esr.desktop", "org.gnome.Evince.desktop", "gimp.desktop"] {
         std::fs::copy(here().join("tests/catalog").join(f), cat.path().join(f)).unwrap();
     }
-    std::fs::write(
-        cat.path().join("broken.desktop"),
-        "this is not a desktop file\n",
-    )
-    .unwrap();
+    std::fs::write(cat.path().join("broken.desktop"), "this is not a desktop file\n").unwrap();
     let cache = tempfile::tempdir().unwrap();
 
     // One request: JSON on stdout, a warning naming the broken file on stderr.
@@ -247,11 +181,7 @@ fn cli_json_batch_and_malformed_catalog() {
         .arg("open ~/Documents/invoice.pdf")
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["action"], "launch");
     assert_eq!(v["app_id"], "org.gnome.Evince.desktop");
@@ -259,10 +189,7 @@ fn cli_json_batch_and_malformed_catalog() {
     let c = v["confidence"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&c));
     assert!(String::from_utf8_lossy(&out.stderr).contains("broken.desktop"));
-    assert!(
-        std::fs::read_dir(cache.path()).unwrap().count() == 1,
-        "vectors cached"
-    );
+    assert!(std::fs::read_dir(cache.path()).unwrap().count() == 1, "vectors cached");
 
     // Batch: one JSON object per input line, bad lines included.
     let batch = cat.path().join("requests.txt");
@@ -278,11 +205,8 @@ fn cli_json_batch_and_malformed_catalog() {
         .output()
         .unwrap();
     assert!(out.status.success());
-    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), 5);
     assert_eq!(lines[0]["app_id"], "foot.desktop");
     assert!(lines[1]["error"].as_str().unwrap().contains("empty"));
@@ -297,11 +221,7 @@ fn models_verify_passes_on_the_installed_model() {
         return;
     }
     let out = rayos().args(["models", "verify"]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
     assert!(String::from_utf8_lossy(&out.stdout).contains("all 6 files match"));
     let _ = Path::new(".");
 }

@@ -585,11 +585,7 @@ pub struct BootOptions {
     pub guest_cpus: u32,
 
     /// Guest kernel command line.
-    #[arg(
-        long,
-        value_name = "CMDLINE",
-        default_value = "console=ttyS0 quiet panic=-1"
-    )]
+    #[arg(long, value_name = "CMDLINE", default_value = "console=ttyS0 quiet panic=-1")]
     pub guest_cmdline: String,
 
     /// Machine type of the nested QEMU reference (q35: full PC with PCIe + ACPI,
@@ -683,16 +679,12 @@ mod tests {
     #[test]
     fn defaults() {
         let cli = Cli::try_parse_from(["rayos-smoke", "vmm-boot", "--vmm", "both"]).unwrap();
-        let Scenario::VmmBoot(a) = cli.scenario else {
-            panic!()
-        };
+        let Scenario::VmmBoot(a) = cli.scenario else { panic!() };
         assert_eq!(a.vmm, VmmChoice::Both);
         assert_eq!(a.boot.timeout, Duration::from_secs(1200));
         assert_eq!(a.boot.guest_cpus, 2);
         let cli = Cli::try_parse_from(["rayos-smoke", "vmm-virtiofs"]).unwrap();
-        let Scenario::VmmVirtiofs(a) = cli.scenario else {
-            panic!()
-        };
+        let Scenario::VmmVirtiofs(a) = cli.scenario else { panic!() };
         assert_eq!(a.vmm, VmmChoice::Rayos);
         assert_eq!(a.sandbox, Sandbox::Chroot);
         assert_eq!(a.file_mib, 64);
@@ -709,37 +701,25 @@ mod tests {
             "rayos_vmm=debug",
         ])
         .unwrap();
-        let Scenario::VmmVirtiofs(a) = cli.scenario else {
-            panic!()
-        };
+        let Scenario::VmmVirtiofs(a) = cli.scenario else { panic!() };
         assert_eq!((a.vmm, a.sandbox), (VmmChoice::Both, Sandbox::None));
         assert_eq!(a.vmm_log.as_deref(), Some("rayos_vmm=debug"));
         assert!(Cli::try_parse_from(["rayos-smoke", "vmm-virtiofs", "--file-mib", "0"]).is_err());
         let cli = Cli::try_parse_from(["rayos-smoke", "vmm-startup", "--runs", "3"]).unwrap();
-        let Scenario::VmmStartup(a) = cli.scenario else {
-            panic!()
-        };
+        let Scenario::VmmStartup(a) = cli.scenario else { panic!() };
         assert_eq!(a.runs, 3);
         assert!(Cli::try_parse_from(["rayos-smoke", "vmm-startup", "--runs", "0"]).is_err());
         let cli = Cli::try_parse_from(["rayos-smoke", "compositor"]).unwrap();
-        let Scenario::Compositor(a) = cli.scenario else {
-            panic!()
-        };
+        let Scenario::Compositor(a) = cli.scenario else { panic!() };
         assert_eq!((a.size.as_str(), a.idle), ("1280x800", Duration::from_secs(2)));
         let cli = Cli::try_parse_from(["rayos-smoke", "compositor-bench", "--frames", "10"]).unwrap();
-        let Scenario::CompositorBench(a) = cli.scenario else {
-            panic!()
-        };
+        let Scenario::CompositorBench(a) = cli.scenario else { panic!() };
         assert_eq!((a.frames, a.no_weston), (10, false));
         let cli = Cli::try_parse_from(["rayos-smoke", "compositor-drm"]).unwrap();
-        let Scenario::CompositorDrm(a) = cli.scenario else {
-            panic!()
-        };
+        let Scenario::CompositorDrm(a) = cli.scenario else { panic!() };
         assert_eq!((a.size.as_str(), a.memory_mib, a.timeout), ("1280x800", 1024, Duration::from_secs(600)));
         let cli = Cli::try_parse_from(["rayos-smoke", "vmm-native", "--no-native"]).unwrap();
-        let Scenario::VmmNative(a) = cli.scenario else {
-            panic!()
-        };
+        let Scenario::VmmNative(a) = cli.scenario else { panic!() };
         assert!(a.no_native);
         assert_eq!((a.host_memory_mib, a.guest_memory_mib, a.guest_cpus), (3072, 1024, 2));
         assert_eq!((a.timeout, a.boot_timeout), (Duration::from_secs(540), Duration::from_secs(180)));

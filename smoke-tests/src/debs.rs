@@ -34,23 +34,11 @@ pub enum DebError {
     #[error("cannot find the kernel package that {meta} depends on in `apt-cache depends` output")]
     NoKernelDependency { meta: String },
     #[error("apt-get download {package} failed ({status}); see apt's messages above")]
-    Download {
-        package: String,
-        status: std::process::ExitStatus,
-    },
+    Download { package: String, status: std::process::ExitStatus },
     #[error("downloaded {path} for {package} has SHA-256 {actual}, apt expects {expected}")]
-    Checksum {
-        package: String,
-        path: PathBuf,
-        expected: String,
-        actual: String,
-    },
+    Checksum { package: String, path: PathBuf, expected: String, actual: String },
     #[error("dpkg-deb -x {deb} failed ({status}): {stderr}")]
-    Extract {
-        deb: PathBuf,
-        status: std::process::ExitStatus,
-        stderr: String,
-    },
+    Extract { deb: PathBuf, status: std::process::ExitStatus, stderr: String },
     #[error("cannot run apt-get update")]
     UpdateSpawn(#[source] std::io::Error),
     #[error("apt-get update failed ({0}); run it by hand to see why")]
@@ -76,12 +64,7 @@ pub struct PackageInfo {
 impl PackageInfo {
     /// The file name `apt-get download` gives this package (`:` as `%3a`).
     pub fn deb_file_name(&self) -> String {
-        format!(
-            "{}_{}_{}.deb",
-            self.package,
-            self.version.replace(':', "%3a"),
-            self.architecture
-        )
+        format!("{}_{}_{}.deb", self.package, self.version.replace(':', "%3a"), self.architecture)
     }
 }
 
@@ -117,16 +100,12 @@ pub fn parse_kernel_dependency(text: &str, meta: &str) -> Option<String> {
         .map(str::trim)
         .filter_map(|l| l.trim_start_matches('|').strip_prefix("Depends:"))
         .map(|d| d.trim().trim_matches(|c| c == '<' || c == '>').to_string())
-        .find(|d| {
-            d.starts_with("linux-image-") && d != meta && d.chars().any(|c| c.is_ascii_digit())
-        })
+        .find(|d| d.starts_with("linux-image-") && d != meta && d.chars().any(|c| c.is_ascii_digit()))
 }
 
 /// The `uname -r` release of a kernel image package name.
 pub fn kernel_release(package: &str) -> Option<&str> {
-    package
-        .strip_prefix("linux-image-")
-        .filter(|r| r.chars().next().is_some_and(|c| c.is_ascii_digit()))
+    package.strip_prefix("linux-image-").filter(|r| r.chars().next().is_some_and(|c| c.is_ascii_digit()))
 }
 
 /// Hex SHA-256 of a file.
@@ -149,9 +128,7 @@ pub fn default_cache_root() -> PathBuf {
     if let Some(dir) = std::env::var_os("RAYOS_CACHE_DIR").filter(|d| !d.is_empty()) {
         return PathBuf::from(dir);
     }
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/tmp"));
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/tmp"));
     home.join(".cache/rayos")
 }
 
@@ -174,16 +151,9 @@ pub struct DebCache {
 
 impl DebCache {
     pub fn new(root: &Path) -> Result<Self, DebError> {
-        let cache = Self {
-            debs: root.join("debs"),
-            extract: root.join("extract"),
-            updated: Cell::new(false),
-        };
+        let cache = Self { debs: root.join("debs"), extract: root.join("extract"), updated: Cell::new(false) };
         for dir in [&cache.debs, &cache.extract] {
-            std::fs::create_dir_all(dir).map_err(|source| DebError::Io {
-                path: dir.clone(),
-                source,
-            })?;
+            std::fs::create_dir_all(dir).map_err(|source| DebError::Io { path: dir.clone(), source })?;
         }
         Ok(cache)
     }
@@ -201,11 +171,7 @@ impl DebCache {
             c.args(["-n", "apt-get"]);
             c
         };
-        let status = cmd
-            .args(["update", "-q"])
-            .stdout(stderr_stdio())
-            .status()
-            .map_err(DebError::UpdateSpawn)?;
+        let status = cmd.args(["update", "-q"]).stdout(stderr_stdio()).status().map_err(DebError::UpdateSpawn)?;
         if !status.success() {
             return Err(DebError::Update(status));
         }
@@ -213,26 +179,17 @@ impl DebCache {
     }
 
     fn apt_cache(&self, args: &[&str], package: &str) -> Result<Option<String>, DebError> {
-        let out = Command::new("apt-cache")
-            .args(args)
-            .arg(package)
-            .output()
-            .map_err(|source| DebError::Spawn {
-                tool: "apt-cache",
-                package: package.to_string(),
-                source,
-            })?;
+        let out = Command::new("apt-cache").args(args).arg(package).output().map_err(|source| DebError::Spawn {
+            tool: "apt-cache",
+            package: package.to_string(),
+            source,
+        })?;
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         Ok((out.status.success() && !text.trim().is_empty()).then_some(text))
     }
 
     /// Runs an apt-cache query, retrying once after `apt-get update`.
-    fn query<T>(
-        &self,
-        args: &[&str],
-        package: &str,
-        parse: impl Fn(&str) -> Option<T>,
-    ) -> Result<Option<T>, DebError> {
+    fn query<T>(&self, args: &[&str], package: &str, parse: impl Fn(&str) -> Option<T>) -> Result<Option<T>, DebError> {
         if let Some(v) = self.apt_cache(args, package)?.as_deref().and_then(&parse) {
             return Ok(Some(v));
         }
@@ -242,11 +199,10 @@ impl DebCache {
 
     /// Candidate-version metadata of a package.
     pub fn info(&self, package: &str) -> Result<PackageInfo, DebError> {
-        self.query(&["show", "--no-all-versions"], package, parse_show)?
-            .ok_or_else(|| DebError::Unknown {
-                package: package.to_string(),
-                detail: "`apt-cache show --no-all-versions` printed no usable stanza".into(),
-            })
+        self.query(&["show", "--no-all-versions"], package, parse_show)?.ok_or_else(|| DebError::Unknown {
+            package: package.to_string(),
+            detail: "`apt-cache show --no-all-versions` printed no usable stanza".into(),
+        })
     }
 
     /// The concrete kernel package a meta package (e.g. `linux-image-amd64`)
@@ -260,9 +216,7 @@ impl DebCache {
                 package: meta.to_string(),
                 detail: "`apt-cache depends` found no such package".into(),
             }),
-            Some(_) => Err(DebError::NoKernelDependency {
-                meta: meta.to_string(),
-            }),
+            Some(_) => Err(DebError::NoKernelDependency { meta: meta.to_string() }),
         }
     }
 
@@ -294,22 +248,11 @@ impl DebCache {
             status = self.apt_download(&info)?;
         }
         if !(status.success() && path.is_file()) {
-            return Err(DebError::Download {
-                package: format!("{}={}", info.package, info.version),
-                status,
-            });
+            return Err(DebError::Download { package: format!("{}={}", info.package, info.version), status });
         }
         if !self.checksum_ok(&info, &path)? {
-            let actual = sha256_file(&path).map_err(|source| DebError::Io {
-                path: path.clone(),
-                source,
-            })?;
-            return Err(DebError::Checksum {
-                package: info.package,
-                path,
-                expected: info.sha256,
-                actual,
-            });
+            let actual = sha256_file(&path).map_err(|source| DebError::Io { path: path.clone(), source })?;
+            return Err(DebError::Checksum { package: info.package, path, expected: info.sha256, actual });
         }
         Ok(FetchedDeb { info, path })
     }
@@ -329,36 +272,24 @@ impl DebCache {
     }
 
     fn apt_download(&self, info: &PackageInfo) -> Result<std::process::ExitStatus, DebError> {
-        self.download_cmd(info)
-            .status()
-            .map_err(|source| DebError::Spawn {
-                tool: "apt-get download",
-                package: info.package.clone(),
-                source,
-            })
+        self.download_cmd(info).status().map_err(|source| DebError::Spawn {
+            tool: "apt-get download",
+            package: info.package.clone(),
+            source,
+        })
     }
 
     fn checksum_ok(&self, info: &PackageInfo, path: &Path) -> Result<bool, DebError> {
-        let actual = sha256_file(path).map_err(|source| DebError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let actual = sha256_file(path).map_err(|source| DebError::Io { path: path.to_path_buf(), source })?;
         if actual != info.sha256 {
-            tracing::warn!(
-                "{}: SHA-256 mismatch with apt metadata, downloading again",
-                path.display()
-            );
+            tracing::warn!("{}: SHA-256 mismatch with apt metadata, downloading again", path.display());
         }
         Ok(actual == info.sha256)
     }
 
     /// Extracts a fetched package (once) and returns the extraction root.
     pub fn extract(&self, deb: &FetchedDeb) -> Result<PathBuf, DebError> {
-        let name = format!(
-            "{}_{}",
-            deb.info.package,
-            deb.info.version.replace(':', "%3a")
-        );
+        let name = format!("{}_{}", deb.info.package, deb.info.version.replace(':', "%3a"));
         let dest = self.extract.join(&name);
         let stamp = dest.join(".rayos-sha256");
         let io = |path: &Path| {
@@ -369,9 +300,7 @@ impl DebCache {
             return Ok(dest);
         }
         tracing::info!("extracting {} into {}", deb.path.display(), dest.display());
-        let tmp = self
-            .extract
-            .join(format!(".{name}.tmp-{}", std::process::id()));
+        let tmp = self.extract.join(format!(".{name}.tmp-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
         let out = Command::new("dpkg-deb")
@@ -379,11 +308,7 @@ impl DebCache {
             .arg(&deb.path)
             .arg(&tmp)
             .output()
-            .map_err(|source| DebError::Spawn {
-                tool: "dpkg-deb",
-                package: deb.info.package.clone(),
-                source,
-            })?;
+            .map_err(|source| DebError::Spawn { tool: "dpkg-deb", package: deb.info.package.clone(), source })?;
         if !out.status.success() {
             let _ = std::fs::remove_dir_all(&tmp);
             return Err(DebError::Extract {
@@ -404,11 +329,7 @@ impl DebCache {
 /// A `Stdio` writing to our stderr, so tool chatter never mixes with results
 /// on stdout.
 fn stderr_stdio() -> Stdio {
-    std::io::stderr()
-        .as_fd()
-        .try_clone_to_owned()
-        .map(Stdio::from)
-        .unwrap_or_else(|_| Stdio::inherit())
+    std::io::stderr().as_fd().try_clone_to_owned().map(Stdio::from).unwrap_or_else(|_| Stdio::inherit())
 }
 
 #[cfg(test)]
@@ -418,23 +339,11 @@ mod tests {
     #[test]
     fn kernel_dependency_is_found() {
         let text = "linux-image-amd64\n  Depends: linux-image-6.1.0-56-amd64\n";
-        assert_eq!(
-            parse_kernel_dependency(text, "linux-image-amd64").as_deref(),
-            Some("linux-image-6.1.0-56-amd64")
-        );
+        assert_eq!(parse_kernel_dependency(text, "linux-image-amd64").as_deref(), Some("linux-image-6.1.0-56-amd64"));
         let alt = "linux-image-amd64\n |Depends: linux-image-6.12.9-amd64\n  Depends: <linux-image-6.12.9-amd64>\n";
-        assert_eq!(
-            parse_kernel_dependency(alt, "linux-image-amd64").as_deref(),
-            Some("linux-image-6.12.9-amd64")
-        );
-        assert_eq!(
-            parse_kernel_dependency("linux-image-amd64\n", "linux-image-amd64"),
-            None
-        );
-        assert_eq!(
-            kernel_release("linux-image-6.1.0-56-amd64"),
-            Some("6.1.0-56-amd64")
-        );
+        assert_eq!(parse_kernel_dependency(alt, "linux-image-amd64").as_deref(), Some("linux-image-6.12.9-amd64"));
+        assert_eq!(parse_kernel_dependency("linux-image-amd64\n", "linux-image-amd64"), None);
+        assert_eq!(kernel_release("linux-image-6.1.0-56-amd64"), Some("6.1.0-56-amd64"));
         assert_eq!(kernel_release("linux-image-amd64"), None);
     }
 
@@ -447,10 +356,7 @@ mod tests {
         assert_eq!(info.version, "1:1.35.0-4+deb12u1+b1");
         assert_eq!(info.size, 928188);
         assert_eq!(info.sha256, "abcdef01");
-        assert_eq!(
-            info.deb_file_name(),
-            "busybox-static_1%3a1.35.0-4+deb12u1+b1_amd64.deb"
-        );
+        assert_eq!(info.deb_file_name(), "busybox-static_1%3a1.35.0-4+deb12u1+b1_amd64.deb");
         assert_eq!(parse_show("Package: x\n"), None);
     }
 
@@ -459,9 +365,6 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("abc");
         std::fs::write(&p, b"abc").unwrap();
-        assert_eq!(
-            sha256_file(&p).unwrap(),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
+        assert_eq!(sha256_file(&p).unwrap(), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
     }
 }

@@ -71,10 +71,7 @@ pub struct Archive {
 
 /// Normalises an archive path: no leading `/`, no empty or `.` components.
 fn normalise(path: &str) -> Result<String, InitramfsError> {
-    let parts: Vec<&str> = path
-        .split('/')
-        .filter(|p| !p.is_empty() && *p != ".")
-        .collect();
+    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty() && *p != ".").collect();
     if parts.is_empty() {
         return Err(InitramfsError::BadPath(PathBuf::from(path)));
     }
@@ -90,20 +87,9 @@ impl Archive {
         let path = normalise(path)?;
         let comps: Vec<&str> = path.split('/').collect();
         for depth in 1..comps.len() {
-            self.entries
-                .entry(comps[..depth].join("/"))
-                .or_insert(Entry {
-                    node: Node::Dir,
-                    perm: 0o755,
-                });
+            self.entries.entry(comps[..depth].join("/")).or_insert(Entry { node: Node::Dir, perm: 0o755 });
         }
-        self.entries.insert(
-            path,
-            Entry {
-                node,
-                perm: perm & 0o7777,
-            },
-        );
+        self.entries.insert(path, Entry { node, perm: perm & 0o7777 });
         Ok(())
     }
 
@@ -136,11 +122,7 @@ impl Archive {
         let perm = match perm {
             Some(p) => p,
             None => std::fs::metadata(source)
-                .map_err(|e| InitramfsError::Source {
-                    path: source.to_path_buf(),
-                    entry: path.to_string(),
-                    source: e,
-                })?
+                .map_err(|e| InitramfsError::Source { path: source.to_path_buf(), entry: path.to_string(), source: e })?
                 .permissions()
                 .mode(),
         };
@@ -155,22 +137,14 @@ impl Archive {
     }
 
     /// Adds a character device node.
-    pub fn char_dev(
-        &mut self,
-        path: &str,
-        perm: u32,
-        major: u32,
-        minor: u32,
-    ) -> Result<&mut Self, InitramfsError> {
+    pub fn char_dev(&mut self, path: &str, perm: u32, major: u32, minor: u32) -> Result<&mut Self, InitramfsError> {
         self.insert(path, Node::CharDev { major, minor }, perm)?;
         Ok(self)
     }
 
     /// Whether the archive already has an entry at `path`.
     pub fn contains(&self, path: &str) -> bool {
-        normalise(path)
-            .map(|p| self.entries.contains_key(&p))
-            .unwrap_or(false)
+        normalise(path).map(|p| self.entries.contains_key(&p)).unwrap_or(false)
     }
 
     /// Number of entries (directories included).
@@ -184,14 +158,8 @@ impl Archive {
 
     /// Writes the archive to `out`; returns the number of bytes written.
     pub fn write_to<W: Write>(&self, out: W) -> Result<u64, InitramfsError> {
-        let mut w = CountingWriter {
-            inner: out,
-            count: 0,
-        };
-        let werr = |e: io::Error| InitramfsError::Write {
-            path: PathBuf::from("<stream>"),
-            source: e,
-        };
+        let mut w = CountingWriter { inner: out, count: 0 };
+        let werr = |e: io::Error| InitramfsError::Write { path: PathBuf::from("<stream>"), source: e };
         for (ino, (path, entry)) in self.entries.iter().enumerate() {
             write_entry(&mut w, ino as u32 + 1, path, entry)?;
         }
@@ -205,18 +173,11 @@ impl Archive {
 
     /// Writes the archive to the file at `path`; returns its size in bytes.
     pub fn write_file(&self, path: &Path) -> Result<u64, InitramfsError> {
-        let f = File::create(path).map_err(|e| InitramfsError::Write {
-            path: path.to_path_buf(),
-            source: e,
-        })?;
-        self.write_to(BufWriter::with_capacity(1 << 20, f))
-            .map_err(|e| match e {
-                InitramfsError::Write { source, .. } => InitramfsError::Write {
-                    path: path.to_path_buf(),
-                    source,
-                },
-                other => other,
-            })
+        let f = File::create(path).map_err(|e| InitramfsError::Write { path: path.to_path_buf(), source: e })?;
+        self.write_to(BufWriter::with_capacity(1 << 20, f)).map_err(|e| match e {
+            InitramfsError::Write { source, .. } => InitramfsError::Write { path: path.to_path_buf(), source },
+            other => other,
+        })
     }
 }
 
@@ -250,16 +211,10 @@ fn write_header<W: Write>(
     filesize: u64,
     rdev: (u32, u32),
 ) -> io::Result<()> {
-    let filesize = u32::try_from(filesize).map_err(|_| {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("{name}: file over 4 GiB"),
-        )
-    })?;
+    let filesize = u32::try_from(filesize)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, format!("{name}: file over 4 GiB")))?;
     let namesize = name.len() as u32 + 1;
-    let fields = [
-        ino, mode, 0, 0, nlink, 0, filesize, 0, 0, rdev.0, rdev.1, namesize, 0,
-    ];
+    let fields = [ino, mode, 0, 0, nlink, 0, filesize, 0, 0, rdev.0, rdev.1, namesize, 0];
     let mut header = String::with_capacity(110);
     header.push_str(NEWC_MAGIC);
     for f in fields {
@@ -271,51 +226,25 @@ fn write_header<W: Write>(
     pad4(w)
 }
 
-fn write_entry<W: Write>(
-    w: &mut CountingWriter<W>,
-    ino: u32,
-    path: &str,
-    entry: &Entry,
-) -> Result<(), InitramfsError> {
-    let werr = |e: io::Error| InitramfsError::Write {
-        path: PathBuf::from(path),
-        source: e,
-    };
+fn write_entry<W: Write>(w: &mut CountingWriter<W>, ino: u32, path: &str, entry: &Entry) -> Result<(), InitramfsError> {
+    let werr = |e: io::Error| InitramfsError::Write { path: PathBuf::from(path), source: e };
     match &entry.node {
         Node::Dir => write_header(w, ino, path, S_IFDIR | entry.perm, 2, 0, (0, 0)).map_err(werr),
-        Node::Symlink(target) => write_header(
-            w,
-            ino,
-            path,
-            S_IFLNK | entry.perm,
-            1,
-            target.len() as u64,
-            (0, 0),
-        )
-        .and_then(|_| w.write_all(target.as_bytes()))
-        .and_then(|_| pad4(w))
-        .map_err(werr),
+        Node::Symlink(target) => write_header(w, ino, path, S_IFLNK | entry.perm, 1, target.len() as u64, (0, 0))
+            .and_then(|_| w.write_all(target.as_bytes()))
+            .and_then(|_| pad4(w))
+            .map_err(werr),
         Node::CharDev { major, minor } => {
             write_header(w, ino, path, S_IFCHR | entry.perm, 1, 0, (*major, *minor)).map_err(werr)
         }
-        Node::File(Data::Bytes(bytes)) => write_header(
-            w,
-            ino,
-            path,
-            S_IFREG | entry.perm,
-            1,
-            bytes.len() as u64,
-            (0, 0),
-        )
-        .and_then(|_| w.write_all(bytes))
-        .and_then(|_| pad4(w))
-        .map_err(werr),
+        Node::File(Data::Bytes(bytes)) => {
+            write_header(w, ino, path, S_IFREG | entry.perm, 1, bytes.len() as u64, (0, 0))
+                .and_then(|_| w.write_all(bytes))
+                .and_then(|_| pad4(w))
+                .map_err(werr)
+        }
         Node::File(Data::HostFile(src)) => {
-            let serr = |e: io::Error| InitramfsError::Source {
-                path: src.clone(),
-                entry: path.to_string(),
-                source: e,
-            };
+            let serr = |e: io::Error| InitramfsError::Source { path: src.clone(), entry: path.to_string(), source: e };
             let file = File::open(src).map_err(serr)?;
             let len = file.metadata().map_err(serr)?.len();
             write_header(w, ino, path, S_IFREG | entry.perm, 1, len, (0, 0)).map_err(werr)?;
@@ -372,30 +301,22 @@ mod tests {
     #[test]
     fn writes_parents_first_and_aligned() {
         let mut a = Archive::new();
-        a.file_bytes("/bin/busybox", b"ELF!!".to_vec(), 0o755)
-            .unwrap();
+        a.file_bytes("/bin/busybox", b"ELF!!".to_vec(), 0o755).unwrap();
         a.symlink("bin/sh", "busybox").unwrap();
         a.char_dev("/dev/console", 0o600, 5, 1).unwrap();
-        a.file_bytes("init", b"#!/bin/sh\n".to_vec(), 0o755)
-            .unwrap();
+        a.file_bytes("init", b"#!/bin/sh\n".to_vec(), 0o755).unwrap();
         let mut buf = Vec::new();
         let n = a.write_to(&mut buf).unwrap();
         assert_eq!(n as usize, buf.len());
         let entries = parse(&buf);
         let names: Vec<&str> = entries.iter().map(|e| e.0.as_str()).collect();
-        assert_eq!(
-            names,
-            ["bin", "bin/busybox", "bin/sh", "dev", "dev/console", "init"]
-        );
+        assert_eq!(names, ["bin", "bin/busybox", "bin/sh", "dev", "dev/console", "init"]);
         assert_eq!(entries[0].1, S_IFDIR | 0o755);
         assert_eq!(entries[1].1, S_IFREG | 0o755);
         assert_eq!(entries[1].4, b"ELF!!");
         assert_eq!(entries[2].1, S_IFLNK | 0o777);
         assert_eq!(entries[2].4, b"busybox");
-        assert_eq!(
-            (entries[4].1, entries[4].2, entries[4].3),
-            (S_IFCHR | 0o600, 5, 1)
-        );
+        assert_eq!((entries[4].1, entries[4].2, entries[4].3), (S_IFCHR | 0o600, 5, 1));
     }
 
     #[test]
@@ -408,14 +329,8 @@ mod tests {
         let mut buf = Vec::new();
         a.write_to(&mut buf).unwrap();
         let e = parse(&buf);
-        assert_eq!(
-            e[1],
-            ("etc/x".to_string(), S_IFREG | 0o600, 0, 0, b"two".to_vec())
-        );
-        assert!(matches!(
-            a.clone().dir("/", 0o755),
-            Err(InitramfsError::BadPath(_))
-        ));
+        assert_eq!(e[1], ("etc/x".to_string(), S_IFREG | 0o600, 0, 0, b"two".to_vec()));
+        assert!(matches!(a.clone().dir("/", 0o755), Err(InitramfsError::BadPath(_))));
     }
 
     #[test]
@@ -433,11 +348,7 @@ mod tests {
         assert_eq!(e[2].0, "data/payload");
         assert_eq!(e[2].4, vec![7u8; 1001]);
         // Cross-check with GNU cpio when it is installed.
-        if let Ok(o) = std::process::Command::new("cpio")
-            .args(["-it", "--quiet", "-F"])
-            .arg(&out)
-            .output()
-        {
+        if let Ok(o) = std::process::Command::new("cpio").args(["-it", "--quiet", "-F"]).arg(&out).output() {
             if o.status.success() {
                 let listing = String::from_utf8_lossy(&o.stdout);
                 let names: Vec<&str> = listing.lines().collect();

@@ -34,20 +34,14 @@ pub enum KmodError {
     #[error("dependency cycle through kernel module {0:?}")]
     Cycle(String),
     #[error("cannot decompress {path} with {tool}: {reason}")]
-    Decompress {
-        path: PathBuf,
-        tool: &'static str,
-        reason: String,
-    },
+    Decompress { path: PathBuf, tool: &'static str, reason: String },
 }
 
 /// Canonical module name: file name without `.ko[.xz|.zst|.gz]`, `-` as `_`.
 pub fn module_name(file_name: &str) -> String {
     let base = file_name.rsplit('/').next().unwrap_or(file_name);
-    let stem = ["ko.xz", "ko.zst", "ko.gz", "ko"]
-        .iter()
-        .find_map(|ext| base.strip_suffix(&format!(".{ext}")))
-        .unwrap_or(base);
+    let stem =
+        ["ko.xz", "ko.zst", "ko.gz", "ko"].iter().find_map(|ext| base.strip_suffix(&format!(".{ext}"))).unwrap_or(base);
     stem.replace('-', "_")
 }
 
@@ -56,12 +50,7 @@ pub fn module_name(file_name: &str) -> String {
 pub fn parse_modules_dep(text: &str) -> HashMap<String, Vec<String>> {
     text.lines()
         .filter_map(|line| line.split_once(':'))
-        .map(|(module, deps)| {
-            (
-                module_name(module.trim()),
-                deps.split_whitespace().map(module_name).collect(),
-            )
-        })
+        .map(|(module, deps)| (module_name(module.trim()), deps.split_whitespace().map(module_name).collect()))
         .collect()
 }
 
@@ -97,12 +86,8 @@ pub fn elf_section<'a>(elf: &'a [u8], wanted: &str) -> Result<Option<&'a [u8]>, 
     };
     let (_, names) = section(shstrndx).ok_or("section name table out of bounds")?;
     for i in 0..shnum {
-        let (name_off, data) =
-            section(i).ok_or_else(|| format!("section header {i} out of bounds"))?;
-        let name = names
-            .get(name_off as usize..)
-            .and_then(|s| s.split(|&b| b == 0).next())
-            .unwrap_or_default();
+        let (name_off, data) = section(i).ok_or_else(|| format!("section header {i} out of bounds"))?;
+        let name = names.get(name_off as usize..).and_then(|s| s.split(|&b| b == 0).next()).unwrap_or_default();
         if name == wanted.as_bytes() {
             return Ok(Some(data));
         }
@@ -116,12 +101,7 @@ pub fn modinfo_depends(elf: &[u8]) -> Result<Vec<String>, String> {
     Ok(modinfo
         .split(|&b| b == 0)
         .filter_map(|kv| kv.strip_prefix(b"depends="))
-        .flat_map(|v| {
-            String::from_utf8_lossy(v)
-                .split(',')
-                .map(str::to_string)
-                .collect::<Vec<_>>()
-        })
+        .flat_map(|v| String::from_utf8_lossy(v).split(',').map(str::to_string).collect::<Vec<_>>())
         .filter(|d| !d.is_empty())
         .map(|d| module_name(&d))
         .collect())
@@ -161,13 +141,7 @@ where
     }
     let (mut done, mut active, mut out) = (HashSet::new(), Vec::new(), Vec::new());
     for r in roots {
-        visit(
-            &module_name(r),
-            &mut deps_of,
-            &mut done,
-            &mut active,
-            &mut out,
-        )?;
+        visit(&module_name(r), &mut deps_of, &mut done, &mut active, &mut out)?;
     }
     Ok(out)
 }
@@ -204,12 +178,7 @@ impl ModuleTree {
         let release = match releases.as_slice() {
             [one] => one.clone(),
             [] => return Err(KmodError::NoModulesDir(package_root.to_path_buf())),
-            _ => {
-                return Err(KmodError::SeveralReleases {
-                    dir: base,
-                    releases,
-                })
-            }
+            _ => return Err(KmodError::SeveralReleases { dir: base, releases }),
         };
         let dir = base.join(&release);
         let mut files = HashMap::new();
@@ -218,19 +187,9 @@ impl ModuleTree {
         let modules_dep = match std::fs::read_to_string(&dep_path) {
             Ok(text) => Some(parse_modules_dep(&text)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-            Err(e) => {
-                return Err(KmodError::Io {
-                    path: dep_path,
-                    source: e,
-                })
-            }
+            Err(e) => return Err(KmodError::Io { path: dep_path, source: e }),
         };
-        Ok(Self {
-            dir,
-            release,
-            files,
-            modules_dep,
-        })
+        Ok(Self { dir, release, files, modules_dep })
     }
 
     /// The kernel release (`uname -r` of this kernel), e.g. `6.1.0-56-amd64`.
@@ -248,27 +207,18 @@ impl ModuleTree {
         self.files
             .get(&module_name(module))
             .map(PathBuf::as_path)
-            .ok_or_else(|| KmodError::NotFound {
-                module: module.to_string(),
-                dir: self.dir.clone(),
-            })
+            .ok_or_else(|| KmodError::NotFound { module: module.to_string(), dir: self.dir.clone() })
     }
 
     /// Direct dependencies of a module.
     pub fn depends(&self, module: &str) -> Result<Vec<String>, KmodError> {
         let name = module_name(module);
         if let Some(map) = &self.modules_dep {
-            return map.get(&name).cloned().ok_or_else(|| KmodError::NotFound {
-                module: name,
-                dir: self.dir.clone(),
-            });
+            return map.get(&name).cloned().ok_or_else(|| KmodError::NotFound { module: name, dir: self.dir.clone() });
         }
         let path = self.path_of(&name)?;
         let elf = read_module(path)?;
-        modinfo_depends(&elf).map_err(|reason| KmodError::BadElf {
-            path: path.to_path_buf(),
-            reason,
-        })
+        modinfo_depends(&elf).map_err(|reason| KmodError::BadElf { path: path.to_path_buf(), reason })
     }
 
     /// `roots` and all their dependencies in load order.
@@ -278,15 +228,9 @@ impl ModuleTree {
 }
 
 fn index_modules(dir: &Path, files: &mut HashMap<String, PathBuf>) -> Result<(), KmodError> {
-    let entries = std::fs::read_dir(dir).map_err(|source| KmodError::Io {
-        path: dir.to_path_buf(),
-        source,
-    })?;
+    let entries = std::fs::read_dir(dir).map_err(|source| KmodError::Io { path: dir.to_path_buf(), source })?;
     for entry in entries {
-        let entry = entry.map_err(|source| KmodError::Io {
-            path: dir.to_path_buf(),
-            source,
-        })?;
+        let entry = entry.map_err(|source| KmodError::Io { path: dir.to_path_buf(), source })?;
         let path = entry.path();
         if path.is_dir() {
             index_modules(&path, files)?;
@@ -313,29 +257,18 @@ pub fn read_module(path: &Path) -> Result<Vec<u8>, KmodError> {
         None
     };
     let Some(tool) = tool else {
-        return std::fs::read(path).map_err(|source| KmodError::Io {
-            path: path.to_path_buf(),
-            source,
-        });
+        return std::fs::read(path).map_err(|source| KmodError::Io { path: path.to_path_buf(), source });
     };
-    let out = Command::new(tool)
-        .args(["-d", "-c", "-q"])
-        .arg(path)
-        .output()
-        .map_err(|e| KmodError::Decompress {
-            path: path.to_path_buf(),
-            tool,
-            reason: e.to_string(),
-        })?;
+    let out = Command::new(tool).args(["-d", "-c", "-q"]).arg(path).output().map_err(|e| KmodError::Decompress {
+        path: path.to_path_buf(),
+        tool,
+        reason: e.to_string(),
+    })?;
     if !out.status.success() {
         return Err(KmodError::Decompress {
             path: path.to_path_buf(),
             tool,
-            reason: format!(
-                "{}: {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            ),
+            reason: format!("{}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim()),
         });
     }
     Ok(out.stdout)
@@ -404,9 +337,7 @@ mod tests {
     #[test]
     fn cycles_are_reported() {
         let map: HashMap<&str, Vec<String>> =
-            [("a", vec!["b".to_string()]), ("b", vec!["a".to_string()])]
-                .into_iter()
-                .collect();
+            [("a", vec!["b".to_string()]), ("b", vec!["a".to_string()])].into_iter().collect();
         let err = load_order(&["a"], |m| Ok(map[m].clone())).unwrap_err();
         assert!(matches!(err, KmodError::Cycle(_)));
     }
@@ -423,12 +354,8 @@ mod tests {
     #[test]
     fn module_tree_uses_modinfo_without_modules_dep() {
         let root = tempfile::tempdir().unwrap();
-        let kdir = root
-            .path()
-            .join("lib/modules/6.1.0-9-amd64/kernel/arch/x86/kvm");
-        let vdir = root
-            .path()
-            .join("lib/modules/6.1.0-9-amd64/kernel/virt/lib");
+        let kdir = root.path().join("lib/modules/6.1.0-9-amd64/kernel/arch/x86/kvm");
+        let vdir = root.path().join("lib/modules/6.1.0-9-amd64/kernel/virt/lib");
         std::fs::create_dir_all(&kdir).unwrap();
         std::fs::create_dir_all(&vdir).unwrap();
         std::fs::write(kdir.join("kvm.ko"), tiny_elf(b"depends=irqbypass\0")).unwrap();
@@ -437,13 +364,7 @@ mod tests {
         let tree = ModuleTree::open(root.path()).unwrap();
         assert_eq!(tree.release(), "6.1.0-9-amd64");
         assert!(!tree.has_modules_dep());
-        assert_eq!(
-            tree.load_order(&["kvm-intel"]).unwrap(),
-            ["irqbypass", "kvm", "kvm_intel"]
-        );
-        assert!(matches!(
-            tree.path_of("kvm-amd"),
-            Err(KmodError::NotFound { .. })
-        ));
+        assert_eq!(tree.load_order(&["kvm-intel"]).unwrap(), ["irqbypass", "kvm", "kvm_intel"]);
+        assert!(matches!(tree.path_of("kvm-amd"), Err(KmodError::NotFound { .. })));
     }
 }

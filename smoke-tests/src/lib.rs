@@ -91,9 +91,7 @@ impl Outcome {
             Outcome::Pass { scenario, figures } => format!("PASS {scenario} {figures}"),
             Outcome::Fail { scenario, reason } => format!("FAIL {scenario}: {reason}"),
             Outcome::Skip { scenario, reason } => format!("SKIP {scenario}: {reason}"),
-            Outcome::Ended {
-                scenario, message, ..
-            } => format!("{scenario}: {message}"),
+            Outcome::Ended { scenario, message, .. } => format!("{scenario}: {message}"),
         }
     }
 
@@ -113,9 +111,7 @@ impl Outcome {
 pub fn which(program: &str) -> Option<std::path::PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     let is_exec = |p: &std::path::Path| {
-        std::fs::metadata(p)
-            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-            .unwrap_or(false)
+        std::fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
     };
     if program.contains('/') {
         let p = std::path::PathBuf::from(program);
@@ -134,28 +130,13 @@ mod tests {
 
     #[test]
     fn outcome_lines_and_codes() {
-        let p = Outcome::Pass {
-            scenario: "vmm-boot",
-            figures: "guest_init_s=1.00 vcpus=2".into(),
-        };
+        let p = Outcome::Pass { scenario: "vmm-boot", figures: "guest_init_s=1.00 vcpus=2".into() };
         assert_eq!(p.line(), "PASS vmm-boot guest_init_s=1.00 vcpus=2");
         assert_eq!(p.exit_code(), 0);
-        let f = Outcome::Fail {
-            scenario: "vmm-boot",
-            reason: "timeout".into(),
-        };
-        assert_eq!(
-            (f.line().as_str(), f.exit_code()),
-            ("FAIL vmm-boot: timeout", 1)
-        );
-        let s = Outcome::Skip {
-            scenario: "vmm-startup",
-            reason: "no /dev/kvm".into(),
-        };
-        assert_eq!(
-            (s.line().as_str(), s.exit_code()),
-            ("SKIP vmm-startup: no /dev/kvm", 77)
-        );
+        let f = Outcome::Fail { scenario: "vmm-boot", reason: "timeout".into() };
+        assert_eq!((f.line().as_str(), f.exit_code()), ("FAIL vmm-boot: timeout", 1));
+        let s = Outcome::Skip { scenario: "vmm-startup", reason: "no /dev/kvm".into() };
+        assert_eq!((s.line().as_str(), s.exit_code()), ("SKIP vmm-startup: no /dev/kvm", 77));
     }
 
     #[test]

@@ -9,11 +9,7 @@ fn main() -> anyhow::Result<()> {
         Some(f) => EnvFilter::try_new(f)?,
         None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
 
     let outcome = rayos_smoke::scenarios::run(&cli.scenario);
     println!("{}", outcome.line());

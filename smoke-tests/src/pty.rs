@@ -36,12 +36,7 @@ pub enum PtyError {
     #[error("typing into the terminal: {0}")]
     Write(#[source] std::io::Error),
     #[error("waiting for {wanted:?}: {why} after {waited:.1?}; last output: {tail:?}")]
-    Timeout {
-        wanted: String,
-        why: &'static str,
-        waited: Duration,
-        tail: String,
-    },
+    Timeout { wanted: String, why: &'static str, waited: Duration, tail: String },
     #[error("waiting for the program: {0}")]
     Wait(#[source] std::io::Error),
 }

@@ -93,22 +93,14 @@ pub struct AccelProbe {
 impl AccelProbe {
     /// Probes this machine.
     pub fn detect() -> Self {
-        let kvm_open = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/dev/kvm")
-            .map(drop)
-            .map_err(|e| format!("/dev/kvm: {e}"));
+        let kvm_open =
+            OpenOptions::new().read(true).write(true).open("/dev/kvm").map(drop).map_err(|e| format!("/dev/kvm: {e}"));
         let nested = ["kvm_intel", "kvm_amd"].iter().find_map(|m| {
             std::fs::read_to_string(format!("/sys/module/{m}/parameters/nested"))
                 .ok()
                 .map(|v| matches!(v.trim(), "Y" | "y" | "1"))
         });
-        Self {
-            kvm_pvm: Path::new("/sys/module/kvm_pvm").exists(),
-            kvm_open,
-            nested,
-        }
+        Self { kvm_pvm: Path::new("/sys/module/kvm_pvm").exists(), kvm_open, nested }
     }
 }
 
@@ -122,15 +114,11 @@ pub fn choose_accel(probe: &AccelProbe, request: AccelRequest) -> (Accel, String
     if probe.kvm_pvm {
         return (
             Accel::Tcg,
-            "TCG (-cpu max exposes SVM): /sys/module/kvm_pvm is loaded and paravirtual KVM cannot boot Linux"
-                .into(),
+            "TCG (-cpu max exposes SVM): /sys/module/kvm_pvm is loaded and paravirtual KVM cannot boot Linux".into(),
         );
     }
     if let Err(e) = &probe.kvm_open {
-        return (
-            Accel::Tcg,
-            format!("TCG (-cpu max exposes SVM): KVM unusable ({e})"),
-        );
+        return (Accel::Tcg, format!("TCG (-cpu max exposes SVM): KVM unusable ({e})"));
     }
     match probe.nested {
         Some(false) => (
@@ -204,28 +192,13 @@ pub fn run_captured(
 ) -> Result<RunOutcome, QemuError> {
     const GRACE: Duration = Duration::from_secs(30);
     let binary = PathBuf::from(cmd.get_program());
-    let mut logf = std::fs::File::create(log).map_err(|source| QemuError::Log {
-        path: log.to_path_buf(),
-        source,
-    })?;
-    writeln!(logf, "# {cmd:?}").map_err(|source| QemuError::Log {
-        path: log.to_path_buf(),
-        source,
-    })?;
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    let mut logf = std::fs::File::create(log).map_err(|source| QemuError::Log { path: log.to_path_buf(), source })?;
+    writeln!(logf, "# {cmd:?}").map_err(|source| QemuError::Log { path: log.to_path_buf(), source })?;
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let start = Instant::now();
-    let mut child = cmd.spawn().map_err(|source| QemuError::Spawn {
-        binary: binary.clone(),
-        source,
-    })?;
+    let mut child = cmd.spawn().map_err(|source| QemuError::Spawn { binary: binary.clone(), source })?;
     let (tx, rx) = mpsc::channel();
-    spawn_reader(
-        child.stdout.take().expect("piped stdout"),
-        false,
-        tx.clone(),
-    );
+    spawn_reader(child.stdout.take().expect("piped stdout"), false, tx.clone());
     spawn_reader(child.stderr.take().expect("piped stderr"), true, tx);
 
     let mut deadline = start + timeout;
@@ -235,9 +208,7 @@ pub fn run_captured(
         let now = Instant::now();
         if now >= deadline {
             if finished {
-                tracing::warn!(
-                    "QEMU still running {GRACE:?} after the test host finished; killing it"
-                );
+                tracing::warn!("QEMU still running {GRACE:?} after the test host finished; killing it");
             } else {
                 timed_out = true;
                 tracing::error!("timeout after {timeout:?}; killing QEMU");
@@ -251,10 +222,7 @@ pub fn run_captured(
                 let tag = if is_stderr { "qemu-stderr: " } else { "" };
                 let stamped = format!("[{:>9.3}] {tag}{line}", t.as_secs_f64());
                 eprintln!("{stamped}");
-                writeln!(logf, "{stamped}").map_err(|source| QemuError::Log {
-                    path: log.to_path_buf(),
-                    source,
-                })?;
+                writeln!(logf, "{stamped}").map_err(|source| QemuError::Log { path: log.to_path_buf(), source })?;
                 if is_stderr {
                     stderr_tail.push(line);
                     if stderr_tail.len() > 20 {
@@ -270,10 +238,7 @@ pub fn run_captured(
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
     }
-    let status = child.wait().map_err(|source| QemuError::Wait {
-        binary: binary.clone(),
-        source,
-    })?;
+    let status = child.wait().map_err(|source| QemuError::Wait { binary: binary.clone(), source })?;
     let elapsed = start.elapsed();
     let killed = timed_out || (finished && open_streams > 0);
     writeln!(
@@ -282,10 +247,7 @@ pub fn run_captured(
         elapsed.as_secs_f64(),
         if timed_out { " (timeout)" } else { "" }
     )
-    .map_err(|source| QemuError::Log {
-        path: log.to_path_buf(),
-        source,
-    })?;
+    .map_err(|source| QemuError::Log { path: log.to_path_buf(), source })?;
     Ok(RunOutcome {
         status: (!killed).then_some(status),
         timed_out,
@@ -298,16 +260,9 @@ pub fn run_captured(
 /// Runs `cmd` attached to the user's terminal; returns its exit status.
 pub fn run_interactive(mut cmd: Command) -> Result<ExitStatus, QemuError> {
     let binary = PathBuf::from(cmd.get_program());
-    cmd.stdin(Stdio::inherit())
-        .stdout(Stdio::inherit())
-        .stderr(Stdio::inherit());
-    let mut child = cmd.spawn().map_err(|source| QemuError::Spawn {
-        binary: binary.clone(),
-        source,
-    })?;
-    child
-        .wait()
-        .map_err(|source| QemuError::Wait { binary, source })
+    cmd.stdin(Stdio::inherit()).stdout(Stdio::inherit()).stderr(Stdio::inherit());
+    let mut child = cmd.spawn().map_err(|source| QemuError::Spawn { binary: binary.clone(), source })?;
+    child.wait().map_err(|source| QemuError::Wait { binary, source })
 }
 
 #[cfg(test)]
@@ -315,15 +270,7 @@ mod tests {
     use super::*;
 
     fn probe(kvm_pvm: bool, open: bool, nested: Option<bool>) -> AccelProbe {
-        AccelProbe {
-            kvm_pvm,
-            kvm_open: if open {
-                Ok(())
-            } else {
-                Err("/dev/kvm: ENOENT".into())
-            },
-            nested,
-        }
+        AccelProbe { kvm_pvm, kvm_open: if open { Ok(()) } else { Err("/dev/kvm: ENOENT".into()) }, nested }
     }
 
     #[test]
@@ -335,34 +282,16 @@ mod tests {
 
     #[test]
     fn kvm_needs_open_and_nesting() {
-        assert_eq!(
-            choose_accel(&probe(false, false, None), AccelRequest::Auto).0,
-            Accel::Tcg
-        );
-        assert_eq!(
-            choose_accel(&probe(false, true, Some(false)), AccelRequest::Auto).0,
-            Accel::Tcg
-        );
-        assert_eq!(
-            choose_accel(&probe(false, true, Some(true)), AccelRequest::Auto).0,
-            Accel::Kvm
-        );
-        assert_eq!(
-            choose_accel(&probe(false, true, None), AccelRequest::Auto).0,
-            Accel::Kvm
-        );
+        assert_eq!(choose_accel(&probe(false, false, None), AccelRequest::Auto).0, Accel::Tcg);
+        assert_eq!(choose_accel(&probe(false, true, Some(false)), AccelRequest::Auto).0, Accel::Tcg);
+        assert_eq!(choose_accel(&probe(false, true, Some(true)), AccelRequest::Auto).0, Accel::Kvm);
+        assert_eq!(choose_accel(&probe(false, true, None), AccelRequest::Auto).0, Accel::Kvm);
     }
 
     #[test]
     fn explicit_request_wins() {
-        assert_eq!(
-            choose_accel(&probe(true, true, None), AccelRequest::Kvm).0,
-            Accel::Kvm
-        );
-        assert_eq!(
-            choose_accel(&probe(false, true, Some(true)), AccelRequest::Tcg).0,
-            Accel::Tcg
-        );
+        assert_eq!(choose_accel(&probe(true, true, None), AccelRequest::Kvm).0, Accel::Kvm);
+        assert_eq!(choose_accel(&probe(false, true, Some(true)), AccelRequest::Tcg).0, Accel::Tcg);
         assert_eq!(Accel::Tcg.args(), ["-accel", "tcg", "-cpu", "max,la57=off"]);
     }
 
@@ -371,10 +300,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("serial.log");
         let mut cmd = Command::new("sh");
-        cmd.args([
-            "-c",
-            "echo one; printf 'two\\r\\n'; echo err >&2; echo three",
-        ]);
+        cmd.args(["-c", "echo one; printf 'two\\r\\n'; echo err >&2; echo three"]);
         let mut seen = Vec::new();
         let out = run_captured(cmd, &log, Duration::from_secs(10), |_, l| {
             seen.push(l.to_string());
@@ -388,8 +314,7 @@ mod tests {
 
         let mut cmd = Command::new("sh");
         cmd.args(["-c", "echo start; exec sleep 30"]);
-        let out =
-            run_captured(cmd, &log, Duration::from_millis(300), |_, _| Flow::Continue).unwrap();
+        let out = run_captured(cmd, &log, Duration::from_millis(300), |_, _| Flow::Continue).unwrap();
         assert!(out.timed_out);
         assert!(out.status.is_none());
     }

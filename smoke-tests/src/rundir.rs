@@ -46,43 +46,21 @@ pub fn utc_stamp(unix_secs: u64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}{month:02}{day:02}-{:02}{:02}{:02}",
-        secs / 3600,
-        (secs / 60) % 60,
-        secs % 60
-    )
+    format!("{year:04}{month:02}{day:02}-{:02}{:02}{:02}", secs / 3600, (secs / 60) % 60, secs % 60)
 }
 
 /// Creates `<root>/<scenario>-<stamp>` (with a `-N` suffix if taken), or
 /// `explicit` when given.
-pub fn create(
-    root: &Path,
-    scenario: &str,
-    explicit: Option<&Path>,
-) -> Result<PathBuf, RunDirError> {
+pub fn create(root: &Path, scenario: &str, explicit: Option<&Path>) -> Result<PathBuf, RunDirError> {
     if let Some(dir) = explicit {
-        std::fs::create_dir_all(dir).map_err(|source| RunDirError {
-            path: dir.to_path_buf(),
-            source,
-        })?;
+        std::fs::create_dir_all(dir).map_err(|source| RunDirError { path: dir.to_path_buf(), source })?;
         return Ok(dir.to_path_buf());
     }
-    std::fs::create_dir_all(root).map_err(|source| RunDirError {
-        path: root.to_path_buf(),
-        source,
-    })?;
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    std::fs::create_dir_all(root).map_err(|source| RunDirError { path: root.to_path_buf(), source })?;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let base = format!("{scenario}-{}", utc_stamp(now));
     for n in 1.. {
-        let name = if n == 1 {
-            base.clone()
-        } else {
-            format!("{base}-{n}")
-        };
+        let name = if n == 1 { base.clone() } else { format!("{base}-{n}") };
         let path = root.join(name);
         match std::fs::create_dir(&path) {
             Ok(()) => return Ok(path),
@@ -110,10 +88,6 @@ mod tests {
         let a = create(root.path(), "vmm-boot", None).unwrap();
         let b = create(root.path(), "vmm-boot", None).unwrap();
         assert_ne!(a, b);
-        assert!(a
-            .file_name()
-            .unwrap()
-            .to_string_lossy()
-            .starts_with("vmm-boot-"));
+        assert!(a.file_name().unwrap().to_string_lossy().starts_with("vmm-boot-"));
     }
 }

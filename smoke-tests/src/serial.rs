@@ -87,10 +87,7 @@ pub fn parse_line(line: &str) -> Option<Event> {
                 nproc = n.parse().ok();
             }
         }
-        return Some(Event::GuestInfo {
-            uname: uname?,
-            nproc: nproc?,
-        });
+        return Some(Event::GuestInfo { uname: uname?, nproc: nproc? });
     }
     if line.contains(GUEST_INIT) {
         return Some(Event::GuestInit);
@@ -102,12 +99,7 @@ pub fn parse_line(line: &str) -> Option<Event> {
         return Some(Event::VmmStart);
     }
     if let Some(rest) = after(line, VMM_EXIT) {
-        return rest
-            .split_whitespace()
-            .next()?
-            .parse()
-            .ok()
-            .map(Event::VmmExit);
+        return rest.split_whitespace().next()?.parse().ok().map(Event::VmmExit);
     }
     if let Some(rest) = after(line, VMM_METRICS) {
         return Some(Event::VmmMetrics(rest.trim().to_string()));
@@ -211,39 +203,18 @@ impl BootObservation {
             return Err(format!("test host failed: {reason}"));
         }
         if self.host_init.is_none() {
-            let panic = self
-                .panics
-                .first()
-                .map(|p| format!(" (kernel panic: {p})"))
-                .unwrap_or_default();
+            let panic = self.panics.first().map(|p| format!(" (kernel panic: {p})")).unwrap_or_default();
             return Err(format!("test host never reached /init{panic}"));
         }
-        let start = self
-            .vmm_start
-            .ok_or("test host never started the VMM (no RAYOS-VMM-START)")?;
+        let start = self.vmm_start.ok_or("test host never started the VMM (no RAYOS-VMM-START)")?;
         let Some(guest_init) = self.guest_init else {
-            let exit = self
-                .vmm_exit
-                .map(|(_, s)| format!("; VMM exit status {s}"))
-                .unwrap_or_default();
-            let panic = self
-                .panics
-                .first()
-                .map(|p| format!("; kernel panic: {p}"))
-                .unwrap_or_default();
-            return Err(format!(
-                "guest never reached /init (no RAYOS-GUEST-INIT){exit}{panic}"
-            ));
+            let exit = self.vmm_exit.map(|(_, s)| format!("; VMM exit status {s}")).unwrap_or_default();
+            let panic = self.panics.first().map(|p| format!("; kernel panic: {p}")).unwrap_or_default();
+            return Err(format!("guest never reached /init (no RAYOS-GUEST-INIT){exit}{panic}"));
         };
-        let uname = self
-            .guest_uname
-            .as_deref()
-            .ok_or("guest did not report uname/nproc")?;
+        let uname = self.guest_uname.as_deref().ok_or("guest did not report uname/nproc")?;
         if uname != expect.uname {
-            return Err(format!(
-                "guest uname -r is {uname:?}, expected {:?}",
-                expect.uname
-            ));
+            return Err(format!("guest uname -r is {uname:?}, expected {:?}", expect.uname));
         }
         let vcpus = self.guest_nproc.ok_or("guest did not report nproc")?;
         if vcpus != expect.nproc {
@@ -252,17 +223,11 @@ impl BootObservation {
         if self.guest_ok.is_none() {
             return Err("guest never printed RAYOS-GUEST-OK".into());
         }
-        let (exit_t, status) = self
-            .vmm_exit
-            .ok_or("VMM exit status never reported (no RAYOS-VMM-EXIT)")?;
+        let (exit_t, status) = self.vmm_exit.ok_or("VMM exit status never reported (no RAYOS-VMM-EXIT)")?;
         if status != 0 {
             return Err(format!("VMM exited with status {status}, expected 0"));
         }
-        Ok(BootFigures {
-            guest_init: guest_init.saturating_sub(start),
-            vmm_run: exit_t.saturating_sub(start),
-            vcpus,
-        })
+        Ok(BootFigures { guest_init: guest_init.saturating_sub(start), vmm_run: exit_t.saturating_sub(start), vcpus })
     }
 }
 
@@ -276,47 +241,23 @@ mod tests {
 
     #[test]
     fn control_sequences_are_removed() {
-        assert_eq!(
-            clean_line("\u{1b}c\u{1b}[?7l\u{1b}[2JRAYOS-HOST-INIT"),
-            "RAYOS-HOST-INIT"
-        );
-        assert_eq!(
-            clean_line("\u{1b}[0mSeaBIOS (version 1.16)\r"),
-            "SeaBIOS (version 1.16)"
-        );
-        assert_eq!(
-            clean_line("a\tb\u{7}\u{1b}]0;title\u{7}c\u{1b}(Bd"),
-            "a\tbcd"
-        );
+        assert_eq!(clean_line("\u{1b}c\u{1b}[?7l\u{1b}[2JRAYOS-HOST-INIT"), "RAYOS-HOST-INIT");
+        assert_eq!(clean_line("\u{1b}[0mSeaBIOS (version 1.16)\r"), "SeaBIOS (version 1.16)");
+        assert_eq!(clean_line("a\tb\u{7}\u{1b}]0;title\u{7}c\u{1b}(Bd"), "a\tbcd");
     }
 
     #[test]
     fn markers_are_recognised_inside_lines() {
         assert_eq!(parse_line("RAYOS-VMM-START"), Some(Event::VmmStart));
-        assert_eq!(
-            parse_line("[    3.1] kvm: x RAYOS-GUEST-INIT"),
-            Some(Event::GuestInit)
-        );
+        assert_eq!(parse_line("[    3.1] kvm: x RAYOS-GUEST-INIT"), Some(Event::GuestInit));
         assert_eq!(
             parse_line("RAYOS-GUEST uname=6.1.0-56-amd64 nproc=2\r"),
-            Some(Event::GuestInfo {
-                uname: "6.1.0-56-amd64".into(),
-                nproc: 2
-            })
+            Some(Event::GuestInfo { uname: "6.1.0-56-amd64".into(), nproc: 2 })
         );
         assert_eq!(parse_line("RAYOS-GUEST uname=6.1.0-56-amd64 nproc="), None);
-        assert_eq!(
-            parse_line("RAYOS-VMM-EXIT status=130"),
-            Some(Event::VmmExit(130))
-        );
-        assert_eq!(
-            parse_line("RAYOS-HOST-FAIL insmod kvm"),
-            Some(Event::HostFail("insmod kvm".into()))
-        );
-        assert_eq!(
-            parse_line("RAYOS-HOST vendor=amd vmm=qemu"),
-            Some(Event::HostInfo("vendor=amd vmm=qemu".into()))
-        );
+        assert_eq!(parse_line("RAYOS-VMM-EXIT status=130"), Some(Event::VmmExit(130)));
+        assert_eq!(parse_line("RAYOS-HOST-FAIL insmod kvm"), Some(Event::HostFail("insmod kvm".into())));
+        assert_eq!(parse_line("RAYOS-HOST vendor=amd vmm=qemu"), Some(Event::HostInfo("vendor=amd vmm=qemu".into())));
         assert_eq!(parse_line("RAYOS-HOST-INIT"), Some(Event::HostInit));
         assert_eq!(parse_line("RAYOS-GUEST-OK"), Some(Event::GuestOk));
         assert_eq!(
@@ -345,12 +286,7 @@ mod tests {
     fn passing_boot_yields_figures() {
         let o = full_boot();
         assert!(o.finished());
-        let f = o
-            .evaluate(&Expectation {
-                uname: "6.1.0-56-amd64".into(),
-                nproc: 2,
-            })
-            .unwrap();
+        let f = o.evaluate(&Expectation { uname: "6.1.0-56-amd64".into(), nproc: 2 }).unwrap();
         assert_eq!(f.vcpus, 2);
         assert!((f.guest_init.as_secs_f64() - 3.25).abs() < 1e-9);
         assert!((f.vmm_run.as_secs_f64() - 4.0).abs() < 1e-9);
@@ -358,18 +294,9 @@ mod tests {
 
     #[test]
     fn failures_name_the_problem() {
-        let expect = Expectation {
-            uname: "6.1.0-56-amd64".into(),
-            nproc: 2,
-        };
-        let wrong = Expectation {
-            uname: "6.1.0-56-amd64".into(),
-            nproc: 4,
-        };
-        assert!(full_boot()
-            .evaluate(&wrong)
-            .unwrap_err()
-            .contains("nproc is 2"));
+        let expect = Expectation { uname: "6.1.0-56-amd64".into(), nproc: 2 };
+        let wrong = Expectation { uname: "6.1.0-56-amd64".into(), nproc: 4 };
+        assert!(full_boot().evaluate(&wrong).unwrap_err().contains("nproc is 2"));
 
         let mut o = full_boot();
         o.vmm_exit = Some((s(6.0), 3));
@@ -379,23 +306,14 @@ mod tests {
         o.observe(s(1.0), "RAYOS-HOST-INIT");
         o.observe(s(2.0), "RAYOS-VMM-START");
         o.observe(s(9.0), "RAYOS-VMM-EXIT status=1");
-        assert!(o
-            .evaluate(&expect)
-            .unwrap_err()
-            .contains("no RAYOS-GUEST-INIT); VMM exit status 1"));
+        assert!(o.evaluate(&expect).unwrap_err().contains("no RAYOS-GUEST-INIT); VMM exit status 1"));
 
         let mut o = BootObservation::default();
         o.observe(s(1.0), "RAYOS-HOST-INIT");
         o.observe(s(1.5), "RAYOS-HOST-FAIL /dev/kvm missing");
         assert!(o.finished());
-        assert!(o
-            .evaluate(&expect)
-            .unwrap_err()
-            .contains("/dev/kvm missing"));
+        assert!(o.evaluate(&expect).unwrap_err().contains("/dev/kvm missing"));
 
-        assert!(BootObservation::default()
-            .evaluate(&expect)
-            .unwrap_err()
-            .contains("never reached /init"));
+        assert!(BootObservation::default().evaluate(&expect).unwrap_err().contains("never reached /init"));
     }
 }

@@ -47,30 +47,19 @@ pub fn closure(binary: &Path) -> Result<Vec<PathBuf>, LibsError> {
     let out = Command::new("ldd")
         .arg(binary)
         .output()
-        .map_err(|source| LibsError::Spawn {
-            binary: binary.to_path_buf(),
-            source,
-        })?;
+        .map_err(|source| LibsError::Spawn { binary: binary.to_path_buf(), source })?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     if !out.status.success() {
-        if stdout.contains("not a dynamic executable")
-            || stderr.contains("not a dynamic executable")
-        {
+        if stdout.contains("not a dynamic executable") || stderr.contains("not a dynamic executable") {
             return Ok(Vec::new());
         }
-        return Err(LibsError::Failed {
-            binary: binary.to_path_buf(),
-            stderr: stderr.trim().to_string(),
-        });
+        return Err(LibsError::Failed { binary: binary.to_path_buf(), stderr: stderr.trim().to_string() });
     }
     if stdout.contains("statically linked") {
         return Ok(Vec::new());
     }
-    parse_ldd(&stdout).map_err(|library| LibsError::NotFound {
-        binary: binary.to_path_buf(),
-        library,
-    })
+    parse_ldd(&stdout).map_err(|library| LibsError::NotFound { binary: binary.to_path_buf(), library })
 }
 
 #[cfg(test)]
@@ -96,8 +85,7 @@ mod tests {
 
     #[test]
     fn reports_missing_library() {
-        let out =
-            "\tlibfoo.so.3 => not found\n\tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x1)\n";
+        let out = "\tlibfoo.so.3 => not found\n\tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x1)\n";
         assert_eq!(parse_ldd(out).unwrap_err(), "libfoo.so.3");
     }
 }

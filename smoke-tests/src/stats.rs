@@ -19,16 +19,8 @@ pub fn summarise(values: &[f64]) -> Option<Summary> {
     let mut v = values.to_vec();
     v.sort_by(f64::total_cmp);
     let n = v.len();
-    let median = if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    };
-    Some(Summary {
-        median,
-        min: v[0],
-        max: v[n - 1],
-    })
+    let median = if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 };
+    Some(Summary { median, min: v[0], max: v[n - 1] })
 }
 
 /// Parses `90`, `90s`, `20m`, `1h`, `1h30m`, `500ms`.
@@ -43,19 +35,13 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let mut total = Duration::ZERO;
     let mut rest = text;
     while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
         if digits == 0 {
             return Err(format!("{text:?}: expected a number before {rest:?}"));
         }
-        let n: u64 = rest[..digits]
-            .parse()
-            .map_err(|e| format!("{text:?}: {e}"))?;
+        let n: u64 = rest[..digits].parse().map_err(|e| format!("{text:?}: {e}"))?;
         rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
+        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
         let unit = &rest[..unit_len];
         rest = &rest[unit_len..];
         total += match unit {
@@ -63,11 +49,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             "s" => Duration::from_secs(n),
             "m" | "min" => Duration::from_secs(n * 60),
             "h" => Duration::from_secs(n * 3600),
-            _ => {
-                return Err(format!(
-                    "{text:?}: unknown unit {unit:?} (use ms, s, m or h)"
-                ))
-            }
+            _ => return Err(format!("{text:?}: unknown unit {unit:?} (use ms, s, m or h)")),
         };
     }
     Ok(total)
@@ -80,14 +62,7 @@ mod tests {
     #[test]
     fn medians() {
         assert_eq!(summarise(&[]), None);
-        assert_eq!(
-            summarise(&[3.0, 1.0, 2.0]),
-            Some(Summary {
-                median: 2.0,
-                min: 1.0,
-                max: 3.0
-            })
-        );
+        assert_eq!(summarise(&[3.0, 1.0, 2.0]), Some(Summary { median: 2.0, min: 1.0, max: 3.0 }));
         assert_eq!(summarise(&[4.0, 1.0, 2.0, 3.0]).unwrap().median, 2.5);
     }
 

@@ -121,14 +121,9 @@ impl Kernel {
     /// Finds `boot/vmlinuz-<release>` and the modules in an extracted package.
     pub fn from_package(root: &Path) -> Result<Self, TestHostError> {
         let modules = ModuleTree::open(root)?;
-        let vmlinuz = root
-            .join("boot")
-            .join(format!("vmlinuz-{}", modules.release()));
+        let vmlinuz = root.join("boot").join(format!("vmlinuz-{}", modules.release()));
         if !vmlinuz.is_file() {
-            return Err(TestHostError::Missing {
-                what: "kernel image".into(),
-                path: vmlinuz,
-            });
+            return Err(TestHostError::Missing { what: "kernel image".into(), path: vmlinuz });
         }
         Ok(Self { vmlinuz, modules })
     }
@@ -140,22 +135,14 @@ impl Kernel {
 
 /// Single-quotes a word for `sh`.
 pub fn sh_quote(word: &str) -> String {
-    if !word.is_empty()
-        && word
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+".contains(c))
-    {
+    if !word.is_empty() && word.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,+".contains(c)) {
         return word.to_string();
     }
     format!("'{}'", word.replace('\'', r"'\''"))
 }
 
 pub fn sh_join(words: &[String]) -> String {
-    words
-        .iter()
-        .map(|w| sh_quote(w))
-        .collect::<Vec<_>>()
-        .join(" ")
+    words.iter().map(|w| sh_quote(w)).collect::<Vec<_>>().join(" ")
 }
 
 /// The guest's `/init`.
@@ -193,7 +180,11 @@ pub fn rayos_vmm_argv(guest: &GuestSpec) -> Vec<String> {
     spec.cpus = guest.cpus.min(u8::MAX as u32) as u8;
     spec.serial = rayos_vmm_api::Serial::Stdio;
     spec.metrics = Some(METRICS.into());
-    spec.fs = guest.fs.iter().map(|f| rayos_vmm_api::FsDevice { tag: f.tag.clone(), socket: f.socket.clone().into() }).collect();
+    spec.fs = guest
+        .fs
+        .iter()
+        .map(|f| rayos_vmm_api::FsDevice { tag: f.tag.clone(), socket: f.socket.clone().into() })
+        .collect();
     let argv = spec.to_argv().expect("the test host's VM spec is valid");
     std::iter::once(RAYOS_VMM.to_string())
         .chain(argv.into_iter().map(|a| a.into_string().expect("UTF-8 test host paths")))
@@ -226,47 +217,24 @@ pub fn qemu_argv(guest: &GuestSpec, machine: &str, interactive: bool) -> Vec<Str
     if let Some(fs) = &guest.fs {
         argv.extend([
             "-object".to_string(),
-            format!(
-                "memory-backend-memfd,id=mem,size={}M,share=on",
-                guest.memory_mib
-            ),
+            format!("memory-backend-memfd,id=mem,size={}M,share=on", guest.memory_mib),
             "-numa".to_string(),
             "node,memdev=mem".to_string(),
             "-chardev".to_string(),
             format!("socket,id=vfs,path={}", fs.socket),
             "-device".to_string(),
-            format!(
-                "vhost-user-fs-pci,queue-size={QEMU_FS_QUEUE_SIZE},chardev=vfs,tag={}",
-                fs.tag
-            ),
+            format!("vhost-user-fs-pci,queue-size={QEMU_FS_QUEUE_SIZE},chardev=vfs,tag={}", fs.tag),
         ]);
     }
     if interactive {
         argv.extend(
-            [
-                "-chardev",
-                "stdio,id=con,mux=on,signal=off",
-                "-serial",
-                "chardev:con",
-                "-mon",
-                "chardev=con",
-            ]
-            .map(String::from),
+            ["-chardev", "stdio,id=con,mux=on,signal=off", "-serial", "chardev:con", "-mon", "chardev=con"]
+                .map(String::from),
         );
     } else {
         argv.extend(["-serial", "stdio"].map(String::from));
     }
-    argv.extend(
-        [
-            "-kernel",
-            GUEST_KERNEL,
-            "-initrd",
-            GUEST_INITRD,
-            "-append",
-            &guest.cmdline,
-        ]
-        .map(String::from),
-    );
+    argv.extend(["-kernel", GUEST_KERNEL, "-initrd", GUEST_INITRD, "-append", &guest.cmdline].map(String::from));
     argv
 }
 
@@ -342,17 +310,8 @@ impl HostHooks {
 }
 
 /// The test host's `/init`.
-pub fn host_init_script(
-    guest: &GuestSpec,
-    qemu_machine: &str,
-    interactive: bool,
-    hooks: &HostHooks,
-) -> String {
-    let env: String = hooks
-        .rayos_env
-        .iter()
-        .map(|(k, v)| format!("{k}={} ", sh_quote(v)))
-        .collect();
+pub fn host_init_script(guest: &GuestSpec, qemu_machine: &str, interactive: bool, hooks: &HostHooks) -> String {
+    let env: String = hooks.rayos_env.iter().map(|(k, v)| format!("{k}={} ", sh_quote(v))).collect();
     let section = |name: &str, body: &str| {
         if body.trim().is_empty() {
             String::new()
@@ -431,14 +390,8 @@ poweroff -f
 
 /// Applet paths (`bin/sh`, `sbin/poweroff`, ...) of a busybox binary.
 pub fn busybox_applets(busybox: &Path) -> Result<Vec<String>, TestHostError> {
-    let err = |reason: String| TestHostError::Applets {
-        busybox: busybox.to_path_buf(),
-        reason,
-    };
-    let out = Command::new(busybox)
-        .arg("--list-full")
-        .output()
-        .map_err(|e| err(e.to_string()))?;
+    let err = |reason: String| TestHostError::Applets { busybox: busybox.to_path_buf(), reason };
+    let out = Command::new(busybox).arg("--list-full").output().map_err(|e| err(e.to_string()))?;
     if !out.status.success() {
         return Err(err(format!("{}", out.status)));
     }
@@ -472,19 +425,8 @@ pub fn base_archive(busybox: &Path, applets: &[String]) -> Result<Archive, TestH
 }
 
 /// Writes the guest initramfs of vmm-boot; returns its size in bytes.
-pub fn build_guest_initramfs(
-    busybox: &Path,
-    interactive: bool,
-    out: &Path,
-) -> Result<u64, TestHostError> {
-    build_guest_image(
-        &GuestImage {
-            busybox,
-            init: guest_init_script(interactive),
-            modules: None,
-        },
-        out,
-    )
+pub fn build_guest_initramfs(busybox: &Path, interactive: bool, out: &Path) -> Result<u64, TestHostError> {
+    build_guest_image(&GuestImage { busybox, init: guest_init_script(interactive), modules: None }, out)
 }
 
 /// A guest initramfs: busybox, an `/init`, and optionally kernel modules.
@@ -504,12 +446,7 @@ pub fn guest_module_list() -> String {
 }
 
 /// Adds modules (decompressed) to `MODULE_DIR` and their order to `list`.
-pub fn add_modules(
-    a: &mut Archive,
-    tree: &ModuleTree,
-    order: &[String],
-    list: &str,
-) -> Result<(), TestHostError> {
+pub fn add_modules(a: &mut Archive, tree: &ModuleTree, order: &[String], list: &str) -> Result<(), TestHostError> {
     for m in order {
         let dest = format!("{MODULE_DIR}/{m}.ko");
         if !a.contains(&dest) {
@@ -534,16 +471,9 @@ pub fn build_guest_image(image: &GuestImage<'_>, out: &Path) -> Result<u64, Test
 /// Copies a dynamically linked binary to `dest` with every library (and the
 /// loader) at the path the loader will look for it; returns the number of
 /// libraries.
-pub fn add_binary_with_libs(
-    a: &mut Archive,
-    binary: &Path,
-    dest: &str,
-) -> Result<usize, TestHostError> {
+pub fn add_binary_with_libs(a: &mut Archive, binary: &Path, dest: &str) -> Result<usize, TestHostError> {
     if !binary.is_file() {
-        return Err(TestHostError::Missing {
-            what: "binary".into(),
-            path: binary.to_path_buf(),
-        });
+        return Err(TestHostError::Missing { what: "binary".into(), path: binary.to_path_buf() });
     }
     a.file_from_host(dest, binary, Some(0o755))?;
     let libs = sharedlibs::closure(binary)?;
@@ -555,20 +485,10 @@ pub fn add_binary_with_libs(
 
 /// QEMU's firmware search path (`-L help`).
 fn qemu_firmware_dirs(qemu: &Path) -> Result<Vec<PathBuf>, TestHostError> {
-    let err = |reason: String| TestHostError::FirmwareDirs {
-        qemu: qemu.to_path_buf(),
-        reason,
-    };
-    let out = Command::new(qemu)
-        .args(["-L", "help"])
-        .output()
-        .map_err(|e| err(e.to_string()))?;
+    let err = |reason: String| TestHostError::FirmwareDirs { qemu: qemu.to_path_buf(), reason };
+    let out = Command::new(qemu).args(["-L", "help"]).output().map_err(|e| err(e.to_string()))?;
     if !out.status.success() {
-        return Err(err(format!(
-            "{}: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
+        return Err(err(format!("{}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim())));
     }
     Ok(String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -589,10 +509,8 @@ pub fn add_qemu(a: &mut Archive, qemu: &Path) -> Result<usize, TestHostError> {
 fn add_qemu_firmware(a: &mut Archive, qemu: &Path) -> Result<(), TestHostError> {
     let dirs = qemu_firmware_dirs(qemu)?;
     let find = |file: &str| dirs.iter().map(|d| d.join(file)).find(|p| p.exists());
-    for (file, required) in QEMU_FIRMWARE_REQUIRED
-        .iter()
-        .map(|f| (f, true))
-        .chain(QEMU_FIRMWARE_OPTIONAL.iter().map(|f| (f, false)))
+    for (file, required) in
+        QEMU_FIRMWARE_REQUIRED.iter().map(|f| (f, true)).chain(QEMU_FIRMWARE_OPTIONAL.iter().map(|f| (f, false)))
     {
         match find(file) {
             // Same path as on this machine: it is on the nested QEMU's search
@@ -601,10 +519,7 @@ fn add_qemu_firmware(a: &mut Archive, qemu: &Path) -> Result<(), TestHostError> 
                 a.file_from_host(&path.to_string_lossy(), &path, Some(0o644))?;
             }
             None if required => {
-                return Err(TestHostError::Firmware {
-                    file: file.to_string(),
-                    dirs,
-                });
+                return Err(TestHostError::Firmware { file: file.to_string(), dirs });
             }
             None => tracing::debug!("optional QEMU firmware {file} not found"),
         }
@@ -638,33 +553,16 @@ pub struct HostManifest {
 }
 
 /// Writes the test host initramfs.
-pub fn build_host_initramfs(
-    spec: &HostSpec<'_>,
-    out: &Path,
-) -> Result<HostManifest, TestHostError> {
+pub fn build_host_initramfs(spec: &HostSpec<'_>, out: &Path) -> Result<HostManifest, TestHostError> {
     let applets = busybox_applets(spec.busybox)?;
     let mut a = base_archive(spec.busybox, &applets)?;
-    a.file_bytes(
-        "/init",
-        host_init_script(spec.guest, spec.qemu_machine, spec.interactive, spec.hooks),
-        0o755,
-    )?;
+    a.file_bytes("/init", host_init_script(spec.guest, spec.qemu_machine, spec.interactive, spec.hooks), 0o755)?;
 
     let tree = &spec.kernel.modules;
     let modules_amd = tree.load_order(&["kvm-amd"])?;
     let modules_intel = tree.load_order(&["kvm-intel"])?;
-    add_modules(
-        &mut a,
-        tree,
-        &modules_amd,
-        &format!("{MODULE_LIST_DIR}/modules-amd"),
-    )?;
-    add_modules(
-        &mut a,
-        tree,
-        &modules_intel,
-        &format!("{MODULE_LIST_DIR}/modules-intel"),
-    )?;
+    add_modules(&mut a, tree, &modules_amd, &format!("{MODULE_LIST_DIR}/modules-amd"))?;
+    add_modules(&mut a, tree, &modules_intel, &format!("{MODULE_LIST_DIR}/modules-intel"))?;
 
     a.file_from_host(GUEST_KERNEL, &spec.kernel.vmlinuz, Some(0o644))?;
     a.file_from_host(GUEST_INITRD, spec.guest_initrd, Some(0o644))?;
@@ -674,24 +572,14 @@ pub fn build_host_initramfs(
     }
     for (binary, dest) in spec.extra_binaries {
         let n = add_binary_with_libs(&mut a, binary, dest)?;
-        tracing::info!(
-            "test host: {} as {dest} with {n} shared libraries",
-            binary.display()
-        );
+        tracing::info!("test host: {} as {dest} with {n} shared libraries", binary.display());
     }
     if let Some(qemu) = spec.qemu {
         let n = add_qemu(&mut a, qemu)?;
-        tracing::info!(
-            "test host: {} with {n} shared libraries and firmware",
-            qemu.display()
-        );
+        tracing::info!("test host: {} with {n} shared libraries and firmware", qemu.display());
     }
     let bytes = a.write_file(out)?;
-    Ok(HostManifest {
-        bytes,
-        modules_amd,
-        modules_intel,
-    })
+    Ok(HostManifest { bytes, modules_amd, modules_intel })
 }
 
 #[cfg(test)]
@@ -709,13 +597,7 @@ mod tests {
     }
 
     fn guest_with_fs() -> GuestSpec {
-        GuestSpec {
-            fs: Some(FsShare {
-                tag: "rayos".into(),
-                socket: "/run/vfs.sock".into(),
-            }),
-            ..guest()
-        }
+        GuestSpec { fs: Some(FsShare { tag: "rayos".into(), socket: "/run/vfs.sock".into() }), ..guest() }
     }
 
     #[test]
@@ -748,19 +630,17 @@ mod tests {
              --metrics /tmp/rayos-vmm-metrics.json"
         );
         let q = sh_join(&qemu_argv(&guest(), "q35", false));
-        assert!(q.starts_with(
-            "/usr/bin/qemu-system-x86_64 -machine q35 -enable-kvm -cpu host -smp 2 -m 512M"
+        assert!(q.starts_with("/usr/bin/qemu-system-x86_64 -machine q35 -enable-kvm -cpu host -smp 2 -m 512M"));
+        assert!(q.contains(
+            "-serial stdio -kernel /guest/vmlinuz -initrd /guest/initrd.cpio -append 'console=ttyS0 quiet panic=-1'"
         ));
-        assert!(q.contains("-serial stdio -kernel /guest/vmlinuz -initrd /guest/initrd.cpio -append 'console=ttyS0 quiet panic=-1'"));
         assert!(sh_join(&qemu_argv(&guest(), "q35", true)).contains("signal=off"));
     }
 
     #[test]
     fn host_init_runs_selected_vmm_between_markers() {
         let s = host_init_script(&guest(), "q35", false, &HostHooks::default());
-        let start = s
-            .find("echo RAYOS-VMM-START\n    /usr/bin/rayos-vmm")
-            .expect("marker right before rayos-vmm");
+        let start = s.find("echo RAYOS-VMM-START\n    /usr/bin/rayos-vmm").expect("marker right before rayos-vmm");
         let exit = s.find("echo \"RAYOS-VMM-EXIT status=$status\"").unwrap();
         assert!(start < exit);
         assert!(s.contains("echo RAYOS-VMM-START\n    /usr/bin/qemu-system-x86_64"));
@@ -772,9 +652,7 @@ mod tests {
     #[test]
     fn fs_share_on_both_vmm_command_lines() {
         let r = sh_join(&rayos_vmm_argv(&guest_with_fs()));
-        assert!(r.ends_with(
-            "--metrics /tmp/rayos-vmm-metrics.json --fs tag=rayos,socket=/run/vfs.sock"
-        ));
+        assert!(r.ends_with("--metrics /tmp/rayos-vmm-metrics.json --fs tag=rayos,socket=/run/vfs.sock"));
         let q = sh_join(&qemu_argv(&guest_with_fs(), "q35", false));
         assert!(q.contains(
             "-m 512M -nographic -nodefaults -no-reboot \
@@ -787,10 +665,7 @@ mod tests {
 
     /// Asserts that each of `parts` occurs in `s`, first occurrences in order.
     fn assert_in_order(s: &str, parts: &[&str]) {
-        let at: Vec<usize> = parts
-            .iter()
-            .map(|p| s.find(p).unwrap_or_else(|| panic!("{p:?} missing")))
-            .collect();
+        let at: Vec<usize> = parts.iter().map(|p| s.find(p).unwrap_or_else(|| panic!("{p:?} missing"))).collect();
         assert!(at.windows(2).all(|w| w[0] < w[1]), "out of order: {parts:?} at {at:?}");
     }
 
@@ -805,10 +680,7 @@ mod tests {
 
     #[test]
     fn host_hooks_surround_the_vmm() {
-        let hooks = HostHooks {
-            rayos_env: vec![("RUST_LOG".into(), "rayos_vmm=debug".into())],
-            ..echo_hooks()
-        };
+        let hooks = HostHooks { rayos_env: vec![("RUST_LOG".into(), "rayos_vmm=debug".into())], ..echo_hooks() };
         let s = host_init_script(&guest(), "q35", false, &hooks);
         assert_in_order(
             &s,

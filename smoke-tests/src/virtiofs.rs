@@ -143,10 +143,7 @@ impl FsPlan {
 
     /// The share as the VMM command lines need it.
     pub fn share(&self) -> FsShare {
-        FsShare {
-            tag: TAG.into(),
-            socket: SOCKET.into(),
-        }
+        FsShare { tag: TAG.into(), socket: SOCKET.into() }
     }
 }
 
@@ -450,11 +447,7 @@ echo "{host_ro}after token=$(cat {ro_dir}/{ro_file} 2>/dev/null) files=$(ls -A {
         host_ro = HOST_RO,
         ro_log = RO_LOG,
     );
-    HostHooks {
-        before_vmm,
-        after_vmm,
-        rayos_env,
-    }
+    HostHooks { before_vmm, after_vmm, rayos_env }
 }
 
 /// A timed transfer reported by the guest.
@@ -499,7 +492,10 @@ pub enum FsEvent {
     /// The guest's report on the read-only share; `None`: it had no such device.
     Ro(Option<RoReport>),
     /// The test host's view of the read-only share, before and after the VMM.
-    HostRo { after: bool, view: RoHostView },
+    HostRo {
+        after: bool,
+        view: RoHostView,
+    },
 }
 
 /// What the guest saw on the read-only share.
@@ -526,8 +522,7 @@ fn after<'a>(line: &'a str, marker: &str) -> Option<&'a str> {
 
 /// The value of `key=` among whitespace-separated words.
 fn field<'a>(text: &'a str, key: &str) -> Option<&'a str> {
-    text.split_whitespace()
-        .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
+    text.split_whitespace().find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
 }
 
 fn sha256_word(text: &str) -> Option<String> {
@@ -544,10 +539,7 @@ fn transfer(text: &str) -> Option<Transfer> {
 }
 
 fn host_file(text: &str) -> Option<HostFile> {
-    Some(HostFile {
-        sha256: sha256_word(text)?,
-        bytes: field(text, "bytes")?.parse().ok()?,
-    })
+    Some(HostFile { sha256: sha256_word(text)?, bytes: field(text, "bytes")?.parse().ok()? })
 }
 
 /// Recognises the virtio-fs marker (if any) in one serial line. Diagnostic
@@ -607,22 +599,13 @@ pub fn parse_line(line: &str) -> Option<FsEvent> {
         return Some(FsEvent::Error(rest.trim().to_string()));
     }
     if let Some(rest) = after(line, FS_STEP) {
-        return rest
-            .split_whitespace()
-            .next()
-            .map(|s| FsEvent::Step(s.into()));
+        return rest.split_whitespace().next().map(|s| FsEvent::Step(s.into()));
     }
     if let Some(rest) = after(line, FS_CLOCK) {
-        return rest
-            .split_whitespace()
-            .next()
-            .map(|s| FsEvent::Clock(s.into()));
+        return rest.split_whitespace().next().map(|s| FsEvent::Clock(s.into()));
     }
     if let Some(rest) = after(line, FS_PCI) {
-        return rest
-            .split_whitespace()
-            .next()
-            .map(|s| FsEvent::Pci(s.into()));
+        return rest.split_whitespace().next().map(|s| FsEvent::Pci(s.into()));
     }
     if let Some(rest) = after(line, HOST_FS_INFO) {
         return Some(FsEvent::HostInfo(rest.trim().to_string()));
@@ -728,33 +711,21 @@ impl FsObservation {
         if let Some(e) = &self.error {
             return Err(format!("guest {e}"));
         }
-        let host_in = self
-            .host_in
-            .as_ref()
-            .ok_or("the test host never created the input file (no RAYOS-FS-HOST-IN-SHA256)")?;
+        let host_in =
+            self.host_in.as_ref().ok_or("the test host never created the input file (no RAYOS-FS-HOST-IN-SHA256)")?;
         if host_in.bytes != expected_bytes {
-            return Err(format!(
-                "the test host's input file has {} bytes, expected {expected_bytes}",
-                host_in.bytes
-            ));
+            return Err(format!("the test host's input file has {} bytes, expected {expected_bytes}", host_in.bytes));
         }
         let clock = self.clock.clone().unwrap_or_else(|| "uptime".into());
         let resolution = if clock == "timer_list" { 1e-9 } else { 0.01 };
-        let read = self
-            .read
-            .ok_or_else(|| format!("the guest never reported the read ({})", self.last_step()))?;
+        let read = self.read.ok_or_else(|| format!("the guest never reported the read ({})", self.last_step()))?;
         if read.bytes != expected_bytes {
-            return Err(format!(
-                "the guest read {} bytes, expected {expected_bytes}",
-                read.bytes
-            ));
+            return Err(format!("the guest read {} bytes, expected {expected_bytes}", read.bytes));
         }
-        let read_sha = self.read_sha.as_deref().ok_or_else(|| {
-            format!(
-                "the guest never reported the read data's SHA-256 ({})",
-                self.last_step()
-            )
-        })?;
+        let read_sha = self
+            .read_sha
+            .as_deref()
+            .ok_or_else(|| format!("the guest never reported the read data's SHA-256 ({})", self.last_step()))?;
         if read_sha != host_in.sha256 {
             return Err(format!(
                 "read data differs: the guest read SHA-256 {read_sha}, the test host wrote {}",
@@ -762,39 +733,20 @@ impl FsObservation {
             ));
         }
         let write_sha = self.write_sha.as_deref().ok_or_else(|| {
-            format!(
-                "the guest never reported the SHA-256 of the data to write ({})",
-                self.last_step()
-            )
+            format!("the guest never reported the SHA-256 of the data to write ({})", self.last_step())
         })?;
-        let write = self
-            .write
-            .ok_or_else(|| format!("the guest never reported the write ({})", self.last_step()))?;
+        let write = self.write.ok_or_else(|| format!("the guest never reported the write ({})", self.last_step()))?;
         if write.bytes != expected_bytes {
-            return Err(format!(
-                "the guest wrote {} bytes, expected {expected_bytes}",
-                write.bytes
-            ));
+            return Err(format!("the guest wrote {} bytes, expected {expected_bytes}", write.bytes));
         }
         if !self.done {
-            return Err(format!(
-                "the guest never finished (no RAYOS-FS-DONE; {})",
-                self.last_step()
-            ));
+            return Err(format!("the guest never finished (no RAYOS-FS-DONE; {})", self.last_step()));
         }
-        let host_out =
-            match &self.host_out {
-                None => return Err(
-                    "the test host never checked the written file (no RAYOS-FS-HOST-OUT-SHA256)"
-                        .into(),
-                ),
-                Some(None) => {
-                    return Err(format!(
-                        "{OUT_FILE} is not in the test host's {SHARE_DIR} after the VMM exited"
-                    ))
-                }
-                Some(Some(f)) => f,
-            };
+        let host_out = match &self.host_out {
+            None => return Err("the test host never checked the written file (no RAYOS-FS-HOST-OUT-SHA256)".into()),
+            Some(None) => return Err(format!("{OUT_FILE} is not in the test host's {SHARE_DIR} after the VMM exited")),
+            Some(Some(f)) => f,
+        };
         if host_out.bytes != expected_bytes {
             return Err(format!(
                 "{SHARE_DIR}/{OUT_FILE} has {} bytes in the test host, the guest wrote {expected_bytes}",
@@ -834,19 +786,27 @@ impl FsObservation {
             Some(Some(r)) => r,
         };
         if r.token != before.token {
-            return Err(format!("the guest read {:?} from {RO_TAG}/{RO_FILE}, the test host wrote {:?}", r.token, before.token));
+            return Err(format!(
+                "the guest read {:?} from {RO_TAG}/{RO_FILE}, the test host wrote {:?}",
+                r.token, before.token
+            ));
         }
         if r.refused != r.tried || r.tried != RO_WRITES {
-            return Err(format!("the read-only share refused {} of {} writes (expected all {RO_WRITES})", r.refused, r.tried));
+            return Err(format!(
+                "the read-only share refused {} of {} writes (expected all {RO_WRITES})",
+                r.refused, r.tried
+            ));
         }
         if r.files != before.files {
             return Err(format!("the guest sees {} entries in {RO_TAG}, the test host put {}", r.files, before.files));
         }
         match &self.host_ro_after {
-            None => Err("the test host never checked the read-only share after the VMM (no RAYOS-FS-HOST-RO after)".into()),
-            Some(after) if after != before => Err(format!(
-                "{RO_DIR} changed in the test host: before {before:?}, after {after:?}"
-            )),
+            None => {
+                Err("the test host never checked the read-only share after the VMM (no RAYOS-FS-HOST-RO after)".into())
+            }
+            Some(after) if after != before => {
+                Err(format!("{RO_DIR} changed in the test host: before {before:?}, after {after:?}"))
+            }
             Some(_) => Ok(r.refused),
         }
     }
@@ -886,9 +846,7 @@ pub fn evaluate_run(
             .err()
             .unwrap_or_else(|| "guest never reached /init (no RAYOS-GUEST-INIT)".into()));
     }
-    let mut figures = fs
-        .evaluate(expected_bytes)
-        .map_err(|e| format!("{e}{}", context()))?;
+    let mut figures = fs.evaluate(expected_bytes).map_err(|e| format!("{e}{}", context()))?;
     if readonly {
         figures.readonly_refused = Some(fs.evaluate_readonly().map_err(|e| format!("{e}{}", context()))?);
     }
@@ -906,93 +864,49 @@ mod tests {
     const MIB64: u64 = 64 << 20;
 
     fn plan() -> FsPlan {
-        FsPlan {
-            file_mib: 64,
-            step_timeout: Duration::from_secs(300),
-            sandbox: Sandbox::Chroot,
-        }
+        FsPlan { file_mib: 64, step_timeout: Duration::from_secs(300), sandbox: Sandbox::Chroot }
     }
 
     #[test]
     fn markers_parse() {
-        assert_eq!(
-            parse_line("RAYOS-FS-STEP mount"),
-            Some(FsEvent::Step("mount".into()))
-        );
+        assert_eq!(parse_line("RAYOS-FS-STEP mount"), Some(FsEvent::Step("mount".into())));
         assert_eq!(
             parse_line("[  3.2] virtio: x RAYOS-FS-ERROR mount: mount -t virtiofs rayos /mnt failed: No such device"),
-            Some(FsEvent::Error(
-                "mount: mount -t virtiofs rayos /mnt failed: No such device".into()
-            ))
+            Some(FsEvent::Error("mount: mount -t virtiofs rayos /mnt failed: No such device".into()))
         );
         assert_eq!(
             parse_line("RAYOS-FS-READ start_ns=1000 end_ns=2000000000 bytes=67108864\r"),
-            Some(FsEvent::Read(Transfer {
-                start_ns: 1000,
-                end_ns: 2_000_000_000,
-                bytes: MIB64
-            }))
+            Some(FsEvent::Read(Transfer { start_ns: 1000, end_ns: 2_000_000_000, bytes: MIB64 }))
         );
         assert_eq!(
             parse_line("RAYOS-FS-WRITE start_ns=5 end_ns=7 bytes=1"),
-            Some(FsEvent::Write(Transfer {
-                start_ns: 5,
-                end_ns: 7,
-                bytes: 1
-            }))
+            Some(FsEvent::Write(Transfer { start_ns: 5, end_ns: 7, bytes: 1 }))
         );
         assert_eq!(parse_line("RAYOS-FS-READ start_ns= end_ns=2 bytes=1"), None);
-        assert_eq!(
-            parse_line(&format!("RAYOS-FS-READ-SHA256 {}", A.to_uppercase())),
-            Some(FsEvent::ReadSha(A.into()))
-        );
-        assert_eq!(
-            parse_line(&format!("RAYOS-FS-WRITE-SHA256 {B}")),
-            Some(FsEvent::WriteSha(B.into()))
-        );
+        assert_eq!(parse_line(&format!("RAYOS-FS-READ-SHA256 {}", A.to_uppercase())), Some(FsEvent::ReadSha(A.into())));
+        assert_eq!(parse_line(&format!("RAYOS-FS-WRITE-SHA256 {B}")), Some(FsEvent::WriteSha(B.into())));
         assert_eq!(parse_line("RAYOS-FS-WRITE-SHA256 abc"), None);
         assert_eq!(
             parse_line(&format!("RAYOS-FS-HOST-IN-SHA256 {A} bytes=67108864")),
-            Some(FsEvent::HostIn(HostFile {
-                sha256: A.into(),
-                bytes: MIB64
-            }))
+            Some(FsEvent::HostIn(HostFile { sha256: A.into(), bytes: MIB64 }))
         );
-        assert_eq!(
-            parse_line("RAYOS-FS-HOST-OUT-SHA256 missing"),
-            Some(FsEvent::HostOut(None))
-        );
+        assert_eq!(parse_line("RAYOS-FS-HOST-OUT-SHA256 missing"), Some(FsEvent::HostOut(None)));
         assert_eq!(
             parse_line(&format!("RAYOS-FS-HOST-OUT-SHA256 {B} bytes=3")),
-            Some(FsEvent::HostOut(Some(HostFile {
-                sha256: B.into(),
-                bytes: 3
-            })))
+            Some(FsEvent::HostOut(Some(HostFile { sha256: B.into(), bytes: 3 })))
         );
         assert_eq!(
             parse_line("RAYOS-FS-HOST virtiofsd pid=42 sandbox=chroot"),
             Some(FsEvent::HostInfo("virtiofsd pid=42 sandbox=chroot".into()))
         );
-        assert_eq!(
-            parse_line("RAYOS-FS-CLOCK timer_list"),
-            Some(FsEvent::Clock("timer_list".into()))
-        );
-        assert_eq!(
-            parse_line("RAYOS-FS-PCI 0000:00:01.0"),
-            Some(FsEvent::Pci("0000:00:01.0".into()))
-        );
+        assert_eq!(parse_line("RAYOS-FS-CLOCK timer_list"), Some(FsEvent::Clock("timer_list".into())));
+        assert_eq!(parse_line("RAYOS-FS-PCI 0000:00:01.0"), Some(FsEvent::Pci("0000:00:01.0".into())));
         assert_eq!(parse_line("RAYOS-FS-DONE"), Some(FsEvent::Done));
         // Diagnostics may quote anything, markers included.
         assert_eq!(parse_line("RAYOS-FS-DIAG dmesg RAYOS-FS-ERROR x"), None);
-        assert_eq!(
-            parse_line("RAYOS-FS-IRQ  24: 10 PCI-MSI virtio0-requests"),
-            None
-        );
+        assert_eq!(parse_line("RAYOS-FS-IRQ  24: 10 PCI-MSI virtio0-requests"), None);
         // vmm-boot's parser does not mistake these for its own markers.
-        assert_eq!(
-            crate::serial::parse_line("RAYOS-FS-HOST virtiofsd pid=1"),
-            None
-        );
+        assert_eq!(crate::serial::parse_line("RAYOS-FS-HOST virtiofsd pid=1"), None);
         assert_eq!(crate::serial::parse_line("RAYOS-FS-STEP read"), None);
     }
 
@@ -1008,16 +922,10 @@ mod tests {
             (5.1, "RAYOS-GUEST uname=6.1.0-56-amd64 nproc=2".into()),
             (5.2, "RAYOS-FS-CLOCK timer_list".into()),
             (5.3, "RAYOS-FS-STEP read".into()),
-            (
-                6.0,
-                "RAYOS-FS-READ start_ns=1000000000 end_ns=1500000000 bytes=67108864".into(),
-            ),
+            (6.0, "RAYOS-FS-READ start_ns=1000000000 end_ns=1500000000 bytes=67108864".into()),
             (6.5, format!("RAYOS-FS-READ-SHA256 {A}")),
             (7.0, format!("RAYOS-FS-WRITE-SHA256 {B}")),
-            (
-                8.0,
-                "RAYOS-FS-WRITE start_ns=3000000000 end_ns=5000000000 bytes=67108864".into(),
-            ),
+            (8.0, "RAYOS-FS-WRITE start_ns=3000000000 end_ns=5000000000 bytes=67108864".into()),
             (8.1, "RAYOS-FS-STEP umount".into()),
             (8.2, "RAYOS-FS-DONE".into()),
             (8.3, "RAYOS-GUEST-OK".into()),
@@ -1032,10 +940,7 @@ mod tests {
     }
 
     fn expect() -> Expectation {
-        Expectation {
-            uname: "6.1.0-56-amd64".into(),
-            nproc: 2,
-        }
+        Expectation { uname: "6.1.0-56-amd64".into(), nproc: 2 }
     }
 
     #[test]
@@ -1085,9 +990,11 @@ mod tests {
             fs.evaluate_readonly().unwrap_err()
         };
         assert!(with(&[before, "RAYOS-FS-RO absent", after]).contains("no second virtio-fs device"));
-        assert!(with(&[before, "RAYOS-FS-RO token=0123abcd refused=3 tried=4 files=1 error=x", after]).contains("refused 3 of 4"));
+        assert!(with(&[before, "RAYOS-FS-RO token=0123abcd refused=3 tried=4 files=1 error=x", after])
+            .contains("refused 3 of 4"));
         assert!(with(&[before, "RAYOS-FS-RO token=ffff refused=4 tried=4 files=1 error=x", after]).contains("\"ffff\""));
-        assert!(with(&[before, guest, "RAYOS-FS-HOST-RO after token=0123abcd files=2"]).contains("changed in the test host"));
+        assert!(with(&[before, guest, "RAYOS-FS-HOST-RO after token=0123abcd files=2"])
+            .contains("changed in the test host"));
         assert!(with(&[before, guest]).contains("never checked"));
         assert!(with(&[guest, after]).contains("never prepared"));
         // The host's marker is not the guest's.
@@ -1096,17 +1003,9 @@ mod tests {
 
     #[test]
     fn coarse_clock_never_divides_by_zero() {
-        let t = Transfer {
-            start_ns: 5,
-            end_ns: 5,
-            bytes: 1,
-        };
+        let t = Transfer { start_ns: 5, end_ns: 5, bytes: 1 };
         assert_eq!(t.seconds(0.01), 0.01);
-        let backwards = Transfer {
-            start_ns: 9,
-            end_ns: 5,
-            bytes: 1,
-        };
+        let backwards = Transfer { start_ns: 9, end_ns: 5, bytes: 1 };
         assert_eq!(backwards.seconds(1e-9), 1e-9);
     }
 
@@ -1121,10 +1020,7 @@ mod tests {
 
         // Corrupt write.
         let (boot, mut fs) = good_run();
-        fs.host_out = Some(Some(HostFile {
-            sha256: A.into(),
-            bytes: MIB64,
-        }));
+        fs.host_out = Some(Some(HostFile { sha256: A.into(), bytes: MIB64 }));
         let err = evaluate_run(&boot, &fs, &e, MIB64, false).unwrap_err();
         assert!(err.starts_with("written data differs"), "{err}");
 
@@ -1140,14 +1036,8 @@ mod tests {
         fs.observe("RAYOS-FS-ERROR mount: mount -t virtiofs rayos /mnt failed: ENODEV");
         boot.vmm_exit = Some((Duration::from_secs(9), 1));
         let err = evaluate_run(&boot, &fs, &e, MIB64, false).unwrap_err();
-        assert_eq!(
-            err,
-            "guest mount: mount -t virtiofs rayos /mnt failed: ENODEV; VMM exit status 1"
-        );
-        boot.observe(
-            Duration::from_secs(1),
-            "RAYOS-HOST-FAIL virtiofs: virtiofsd exited",
-        );
+        assert_eq!(err, "guest mount: mount -t virtiofs rayos /mnt failed: ENODEV; VMM exit status 1");
+        boot.observe(Duration::from_secs(1), "RAYOS-HOST-FAIL virtiofs: virtiofsd exited");
         assert!(evaluate_run(&boot, &fs, &e, MIB64, false)
             .unwrap_err()
             .starts_with("test host failed: virtiofs: virtiofsd exited"));
@@ -1167,10 +1057,7 @@ mod tests {
             fs.observe(&l);
         }
         let err = evaluate_run(&boot, &fs, &e, MIB64, false).unwrap_err();
-        assert_eq!(
-            err,
-            "the guest never reported the read (last guest step: mount); VMM exit status 4"
-        );
+        assert_eq!(err, "the guest never reported the read (last guest step: mount); VMM exit status 4");
 
         // No guest at all: the boot's own reason.
         let mut boot = BootObservation::default();
@@ -1181,9 +1068,7 @@ mod tests {
 
         // Wrong size.
         let (boot, fs) = good_run();
-        assert!(evaluate_run(&boot, &fs, &e, 1 << 20, false)
-            .unwrap_err()
-            .contains("expected 1048576"));
+        assert!(evaluate_run(&boot, &fs, &e, 1 << 20, false).unwrap_err().contains("expected 1048576"));
     }
 
     /// The real `depends=` of the Debian 6.1 modules involved.
@@ -1192,15 +1077,7 @@ mod tests {
         [
             ("virtiofs", d(&["fuse", "virtio", "virtio_ring"])),
             ("fuse", d(&[])),
-            (
-                "virtio_pci",
-                d(&[
-                    "virtio_ring",
-                    "virtio_pci_modern_dev",
-                    "virtio_pci_legacy_dev",
-                    "virtio",
-                ]),
-            ),
+            ("virtio_pci", d(&["virtio_ring", "virtio_pci_modern_dev", "virtio_pci_legacy_dev", "virtio"])),
             ("virtio_pci_modern_dev", d(&[])),
             ("virtio_pci_legacy_dev", d(&[])),
             ("virtio", d(&["virtio_ring"])),
@@ -1242,18 +1119,11 @@ mod tests {
         let base = root.path().join("lib/modules/6.1.0-9-amd64/kernel");
         let deps = debian_61_depends();
         for (m, d) in &deps {
-            let dir = if m.starts_with("virtio") {
-                base.join("drivers/virtio")
-            } else {
-                base.join("fs/fuse")
-            };
+            let dir = if m.starts_with("virtio") { base.join("drivers/virtio") } else { base.join("fs/fuse") };
             std::fs::create_dir_all(&dir).unwrap();
             let modinfo = format!("license=GPL\0depends={}\0name={m}\0", d.join(","));
-            std::fs::write(
-                dir.join(format!("{m}.ko")),
-                crate::kmod::test_support::tiny_elf(modinfo.as_bytes()),
-            )
-            .unwrap();
+            std::fs::write(dir.join(format!("{m}.ko")), crate::kmod::test_support::tiny_elf(modinfo.as_bytes()))
+                .unwrap();
         }
         let tree = ModuleTree::open(root.path()).unwrap();
         let order = guest_modules(&tree).unwrap();
@@ -1268,10 +1138,7 @@ mod tests {
         let mut lines = s.lines();
         assert_eq!(lines.next(), Some("#!/bin/busybox sh"));
         assert_eq!(lines.next(), Some("echo RAYOS-GUEST-INIT"));
-        let pos = |needle: &str| {
-            s.find(needle)
-                .unwrap_or_else(|| panic!("{needle:?} not in the guest script"))
-        };
+        let pos = |needle: &str| s.find(needle).unwrap_or_else(|| panic!("{needle:?} not in the guest script"));
         let order = [
             "step modules",
             "insmod /lib/modules/rayos-smoke/$m.ko",
@@ -1299,12 +1166,7 @@ mod tests {
             "echo RAYOS-GUEST-OK",
         ];
         for w in order.windows(2) {
-            assert!(
-                pos(w[0]) < pos(w[1]),
-                "{:?} must come before {:?}",
-                w[0],
-                w[1]
-            );
+            assert!(pos(w[0]) < pos(w[1]), "{:?} must come before {:?}", w[0], w[1]);
         }
         // The write is timed across dd and sync.
         let write = pos("step write\n");
@@ -1322,16 +1184,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("script");
         std::fs::write(&path, script).unwrap();
-        let out = std::process::Command::new("sh")
-            .arg("-n")
-            .arg(&path)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "sh -n: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = std::process::Command::new("sh").arg("-n").arg(&path).output().unwrap();
+        assert!(out.status.success(), "sh -n: {}", String::from_utf8_lossy(&out.stderr));
     }
 
     #[test]
@@ -1345,28 +1199,20 @@ mod tests {
             rayos_args: plan().rayos_args(),
         };
         let hooks = host_hooks(&plan(), vec![("RUST_LOG".into(), "rayos_vmm=debug".into())]);
-        assert_sh_parses(&crate::testhost::host_init_script(
-            &guest, "q35", false, &hooks,
-        ));
+        assert_sh_parses(&crate::testhost::host_init_script(&guest, "q35", false, &hooks));
     }
 
     #[test]
     fn host_hooks_serve_the_share() {
         let h = host_hooks(&plan(), vec![("RUST_LOG".into(), "rayos_vmm=debug".into())]);
-        assert!(h.before_vmm.contains(
-            "/usr/bin/virtiofsd --socket-path=/run/vfs.sock --shared-dir=/srv/share --sandbox=chroot"
-        ));
         assert!(h
             .before_vmm
-            .contains("dd if=/dev/urandom of=/srv/share/in.bin bs=1M count=64 iflag=fullblock"));
-        assert!(h
-            .before_vmm
-            .contains("mount -t tmpfs -o size=144m tmpfs /srv/share"));
+            .contains("/usr/bin/virtiofsd --socket-path=/run/vfs.sock --shared-dir=/srv/share --sandbox=chroot"));
+        assert!(h.before_vmm.contains("dd if=/dev/urandom of=/srv/share/in.bin bs=1M count=64 iflag=fullblock"));
+        assert!(h.before_vmm.contains("mount -t tmpfs -o size=144m tmpfs /srv/share"));
         assert!(h.before_vmm.contains("while [ ! -S /run/vfs.sock ]"));
         assert!(h.after_vmm.contains("sha256sum /srv/share/out.bin"));
-        assert!(h
-            .after_vmm
-            .contains("echo \"RAYOS-FS-HOST-OUT-SHA256 missing\""));
+        assert!(h.after_vmm.contains("echo \"RAYOS-FS-HOST-OUT-SHA256 missing\""));
         assert_eq!(h.rayos_env.len(), 1);
         assert_eq!(plan().share().socket, SOCKET);
     }
@@ -1375,10 +1221,7 @@ mod tests {
     fn read_only_share_is_a_second_virtiofsd_given_as_fs() {
         // rayos-vmm starts no backends: the test host serves the read-only
         // folder itself and rayos-vmm only gets its socket.
-        assert_eq!(
-            plan().rayos_args(),
-            ["--fs", "tag=rayos-ro,socket=/run/vfs-ro.sock"]
-        );
+        assert_eq!(plan().rayos_args(), ["--fs", "tag=rayos-ro,socket=/run/vfs-ro.sock"]);
         let h = host_hooks(&plan(), Vec::new());
         assert_in_order(
             &h.before_vmm,
@@ -1400,23 +1243,12 @@ mod tests {
             rayos_args: plan().rayos_args(),
         };
         let r = crate::testhost::sh_join(&crate::testhost::rayos_vmm_argv(&guest));
-        assert!(
-            r.ends_with(
-                "--fs tag=rayos,socket=/run/vfs.sock --fs tag=rayos-ro,socket=/run/vfs-ro.sock"
-            ),
-            "{r}"
-        );
+        assert!(r.ends_with("--fs tag=rayos,socket=/run/vfs.sock --fs tag=rayos-ro,socket=/run/vfs-ro.sock"), "{r}");
     }
 
     /// Asserts that each of `parts` occurs in `s`, first occurrences in order.
     fn assert_in_order(s: &str, parts: &[&str]) {
-        let at: Vec<usize> = parts
-            .iter()
-            .map(|p| s.find(p).unwrap_or_else(|| panic!("{p:?} missing")))
-            .collect();
-        assert!(
-            at.windows(2).all(|w| w[0] < w[1]),
-            "out of order: {parts:?} at {at:?}"
-        );
+        let at: Vec<usize> = parts.iter().map(|p| s.find(p).unwrap_or_else(|| panic!("{p:?} missing"))).collect();
+        assert!(at.windows(2).all(|w| w[0] < w[1]), "out of order: {parts:?} at {at:?}");
     }
 }

@@ -16,7 +16,6 @@
 //! - MCFG: the PCIe ECAM window, ready for the PCI host bridge.
 
 use acpi_tables::aml;
-use acpi_tables::Aml;
 use acpi_tables::fadt::{FADTBuilder, Flags, PmProfile};
 use acpi_tables::gas::{AccessSize, AddressSpace, GAS};
 use acpi_tables::madt::{EnabledStatus, IoApic, LocalInterruptController, ProcessorLocalApic, MADT};
@@ -24,11 +23,12 @@ use acpi_tables::mcfg::MCFG;
 use acpi_tables::rsdp::Rsdp;
 use acpi_tables::sdt::Sdt;
 use acpi_tables::xsdt::XSDT;
+use acpi_tables::Aml;
 use vm_memory::{Bytes, GuestAddress};
 
 use crate::layout::*;
-use crate::pci::{PCI_CONFIG_IO_PORT};
 use crate::memory::GuestMem;
+use crate::pci::PCI_CONFIG_IO_PORT;
 
 /// OEM id in every table header.
 pub const OEM_ID: [u8; 6] = *b"RAYOS ";
@@ -49,7 +49,9 @@ pub fn ioapic_id(cpus: u8) -> u8 {
 /// Errors placing the tables.
 #[derive(Debug, thiserror::Error)]
 pub enum AcpiError {
-    #[error("ACPI tables ({0} bytes) do not fit between {ACPI_START:#x} and {REAL_MODE_RESET_VECTOR:#x} (the reset stub)")]
+    #[error(
+        "ACPI tables ({0} bytes) do not fit between {ACPI_START:#x} and {REAL_MODE_RESET_VECTOR:#x} (the reset stub)"
+    )]
     TooLarge(u64),
     #[error("cannot write ACPI table {0} to guest memory")]
     Write(String),
@@ -280,11 +282,7 @@ mod tests {
     }
 
     fn table<'a>(t: &'a AcpiTables, sig: &[u8]) -> (u64, &'a [u8]) {
-        t.tables
-            .iter()
-            .find(|(_, b)| &b[..sig.len()] == sig)
-            .map(|(a, b)| (a.0, b.as_slice()))
-            .unwrap()
+        t.tables.iter().find(|(_, b)| &b[..sig.len()] == sig).map(|(a, b)| (a.0, b.as_slice())).unwrap()
     }
 
     #[test]
@@ -325,10 +323,8 @@ mod tests {
         let (xsdt_addr, xsdt) = table(&t, b"XSDT");
         assert_eq!(u64_at(rsdp, 24), xsdt_addr);
         let entries: Vec<u64> = (36..xsdt.len()).step_by(8).map(|o| u64_at(xsdt, o)).collect();
-        let sigs: Vec<&[u8]> = entries
-            .iter()
-            .map(|a| &t.tables.iter().find(|(ta, _)| ta.0 == *a).unwrap().1[..4])
-            .collect();
+        let sigs: Vec<&[u8]> =
+            entries.iter().map(|a| &t.tables.iter().find(|(ta, _)| ta.0 == *a).unwrap().1[..4]).collect();
         assert_eq!(sigs, vec![b"FACP".as_slice(), b"APIC", b"MCFG"]);
         let (dsdt_addr, _) = table(&t, b"DSDT");
         let (_, fadt) = table(&t, b"FACP");

@@ -99,14 +99,22 @@ pub struct VhostUserSpec {
 /// Most vhost-user devices one VM takes (PCI slots after the host bridge).
 pub const MAX_VHOST_USER_DEVICES: usize = 31;
 
-fn parse_kv(flag: &'static str, s: &str, allowed: &[&str]) -> Result<std::collections::BTreeMap<String, String>, CliError> {
+fn parse_kv(
+    flag: &'static str,
+    s: &str,
+    allowed: &[&str],
+) -> Result<std::collections::BTreeMap<String, String>, CliError> {
     let mut m = std::collections::BTreeMap::new();
     for part in s.split(',') {
         let (k, v) = part
             .split_once('=')
             .ok_or_else(|| CliError::Device(flag, s.into(), format!("{part:?} is not key=value")))?;
         if !allowed.contains(&k) {
-            return Err(CliError::Device(flag, s.into(), format!("unknown key {k:?} (expected {})", allowed.join(", "))));
+            return Err(CliError::Device(
+                flag,
+                s.into(),
+                format!("unknown key {k:?} (expected {})", allowed.join(", ")),
+            ));
         }
         if v.is_empty() {
             return Err(CliError::Device(flag, s.into(), format!("{k} is empty")));
@@ -172,12 +180,18 @@ pub fn parse_vhost_user(s: &str, index: usize) -> Result<VhostUserSpec, CliError
     let m = parse_kv(flag, s, &["virtio-id", "socket", "queues", "queue-size"])?;
     let num = |k: &str, default: Option<u64>, range: std::ops::RangeInclusive<u64>| -> Result<u64, CliError> {
         let v = match (m.get(k), default) {
-            (Some(v), _) => v.parse::<u64>().map_err(|_| CliError::Device(flag, s.into(), format!("{k}={v} is not a number")))?,
+            (Some(v), _) => {
+                v.parse::<u64>().map_err(|_| CliError::Device(flag, s.into(), format!("{k}={v} is not a number")))?
+            }
             (None, Some(d)) => d,
             (None, None) => return Err(CliError::Device(flag, s.into(), format!("{k}= is required"))),
         };
         if !range.contains(&v) {
-            return Err(CliError::Device(flag, s.into(), format!("{k}={v} out of range {}..={}", range.start(), range.end())));
+            return Err(CliError::Device(
+                flag,
+                s.into(),
+                format!("{k}={v} out of range {}..={}", range.start(), range.end()),
+            ));
         }
         Ok(v)
     };
@@ -260,9 +274,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         b'0'..=b'9' => (t, 1 << 20),
         _ => return Err("expected a number with an optional K, M, G or T suffix".into()),
     };
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| "expected a number with an optional K, M, G or T suffix".to_string())?;
+    let n: u64 = digits.parse().map_err(|_| "expected a number with an optional K, M, G or T suffix".to_string())?;
     n.checked_mul(mult).ok_or_else(|| "size overflows".to_string())
 }
 
@@ -274,10 +286,7 @@ pub fn parse_serial(s: &str) -> Result<SerialMode, CliError> {
         _ => match s.strip_prefix("file:") {
             Some(p) if !p.is_empty() => Ok(SerialMode::File(PathBuf::from(p))),
             Some(_) => Err(CliError::Serial(s.into(), "file: needs a path".into())),
-            None => Err(CliError::Serial(
-                s.into(),
-                "expected stdio, file:PATH or none".into(),
-            )),
+            None => Err(CliError::Serial(s.into(), "expected stdio, file:PATH or none".into())),
         },
     }
 }
@@ -331,9 +340,7 @@ fn check_log_path(path: &Path) -> Result<(), String> {
     match std::fs::metadata(dir) {
         Ok(m) if m.is_dir() => Ok(()),
         Ok(_) => Err(format!("{} is not a directory", dir.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            Err(format!("no such directory {}", dir.display()))
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(format!("no such directory {}", dir.display())),
         Err(e) => Err(format!("{}: {e}", dir.display())),
     }
 }
@@ -366,10 +373,7 @@ impl Args {
 
         let memory = parse_size(&self.memory).map_err(|e| CliError::Memory(self.memory.clone(), e))?;
         if memory < MIN_MEMORY {
-            return Err(CliError::Memory(
-                self.memory.clone(),
-                format!("too small (minimum {} MiB)", MIN_MEMORY >> 20),
-            ));
+            return Err(CliError::Memory(self.memory.clone(), format!("too small (minimum {} MiB)", MIN_MEMORY >> 20)));
         }
         if memory % 4096 != 0 {
             return Err(CliError::Memory(self.memory.clone(), "not a multiple of 4 KiB".into()));
@@ -411,12 +415,20 @@ impl Args {
             vhost_user.push(parse_vhost_user(v, i)?);
         }
         if vhost_user.len() > MAX_VHOST_USER_DEVICES {
-            return Err(CliError::Device("--fs/--vhost-user", format!("{} devices", vhost_user.len()), format!("at most {MAX_VHOST_USER_DEVICES}")));
+            return Err(CliError::Device(
+                "--fs/--vhost-user",
+                format!("{} devices", vhost_user.len()),
+                format!("at most {MAX_VHOST_USER_DEVICES}"),
+            ));
         }
         let mut seen = std::collections::HashSet::new();
         for d in &vhost_user {
             if !seen.insert(d.socket.clone()) {
-                return Err(CliError::Device("--fs/--vhost-user", d.socket.display().to_string(), "socket used by two devices".into()));
+                return Err(CliError::Device(
+                    "--fs/--vhost-user",
+                    d.socket.display().to_string(),
+                    "socket used by two devices".into(),
+                ));
             }
         }
         let mut tags = std::collections::HashSet::new();
@@ -555,9 +567,10 @@ mod tests {
 
         let k = elf_kernel();
         let kp = k.path().to_str().unwrap();
-        let e = args(&["--kernel", kp, "--fs", &format!("tag=a,socket={sock}"), "--fs", &format!("tag=b,socket={sock}")])
-            .validate()
-            .unwrap_err();
+        let e =
+            args(&["--kernel", kp, "--fs", &format!("tag=a,socket={sock}"), "--fs", &format!("tag=b,socket={sock}")])
+                .validate()
+                .unwrap_err();
         assert!(e.to_string().contains("socket used by two devices"));
     }
 

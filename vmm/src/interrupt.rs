@@ -114,7 +114,8 @@ mod tests {
         let v = legacy_routes();
         assert_eq!(v.len(), 16 * 2 + 8);
         // SAFETY (test): reading the union member the entry was built with.
-        let pins: Vec<(u32, u32, u32)> = v.iter().map(|e| unsafe { (e.gsi, e.u.irqchip.irqchip, e.u.irqchip.pin) }).collect();
+        let pins: Vec<(u32, u32, u32)> =
+            v.iter().map(|e| unsafe { (e.gsi, e.u.irqchip.irqchip, e.u.irqchip.pin) }).collect();
         assert!(pins.contains(&(4, KVM_IRQCHIP_IOAPIC, 4)));
         assert!(pins.contains(&(4, KVM_IRQCHIP_PIC_MASTER, 4)));
         assert!(pins.contains(&(10, KVM_IRQCHIP_PIC_SLAVE, 2)));

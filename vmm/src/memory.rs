@@ -61,9 +61,7 @@ impl GuestRam {
         }
         // SAFETY: `fd` was just returned by memfd_create and is owned by nobody else.
         let memfd = unsafe { File::from_raw_fd(fd) };
-        memfd
-            .set_len(size)
-            .map_err(|source| MemoryError::Truncate { size, source })?;
+        memfd.set_len(size).map_err(|source| MemoryError::Truncate { size, source })?;
         let mut offset = 0u64;
         let mut ranges = Vec::new();
         for (addr, len) in ram_regions(size) {
@@ -71,8 +69,7 @@ impl GuestRam {
             ranges.push((addr, len as usize, Some(FileOffset::new(file, offset))));
             offset += len;
         }
-        let memory = GuestMemoryMmap::from_ranges_with_files(ranges)
-            .map_err(|e| MemoryError::Map(e.to_string()))?;
+        let memory = GuestMemoryMmap::from_ranges_with_files(ranges).map_err(|e| MemoryError::Map(e.to_string()))?;
         for r in memory.iter() {
             let host = memory.get_host_address(r.start_addr()).expect("region start is mapped");
             // Huge pages for guest RAM: far fewer faults and 2 MiB nested page
@@ -102,10 +99,7 @@ impl GuestRam {
     /// Registers every region with KVM as a user memory slot.
     pub fn register(&self, vm: &kvm_ioctls::VmFd) -> Result<(), kvm_ioctls::Error> {
         for (slot, region) in self.memory.iter().enumerate() {
-            let host = self
-                .memory
-                .get_host_address(region.start_addr())
-                .expect("region start is mapped");
+            let host = self.memory.get_host_address(region.start_addr()).expect("region start is mapped");
             let mem_region = kvm_bindings::kvm_userspace_memory_region {
                 slot: slot as u32,
                 flags: 0,
@@ -136,10 +130,7 @@ mod tests {
         let r = ram_regions(4 << 30);
         assert_eq!(
             r,
-            vec![
-                (GuestAddress(0), MMIO_GAP_START),
-                (GuestAddress(MMIO_GAP_END), (4 << 30) - MMIO_GAP_START)
-            ]
+            vec![(GuestAddress(0), MMIO_GAP_START), (GuestAddress(MMIO_GAP_END), (4 << 30) - MMIO_GAP_START)]
         );
     }
 

@@ -146,12 +146,12 @@ fn handle_exit(id: u8, exit: VcpuExit<'_>, pio: &Bus, mmio: &Bus) -> Option<VmEv
             None
         }
         VcpuExit::Intr => None,
-        VcpuExit::FailEntry(reason, cpu) => Some(VmEvent::Error(format!(
-            "vCPU {id}: KVM entry failed (hardware reason {reason:#x}, host cpu {cpu})"
-        ))),
-        VcpuExit::InternalError => Some(VmEvent::Error(format!(
-            "vCPU {id}: KVM internal error (often an instruction KVM cannot emulate)"
-        ))),
+        VcpuExit::FailEntry(reason, cpu) => {
+            Some(VmEvent::Error(format!("vCPU {id}: KVM entry failed (hardware reason {reason:#x}, host cpu {cpu})")))
+        }
+        VcpuExit::InternalError => {
+            Some(VmEvent::Error(format!("vCPU {id}: KVM internal error (often an instruction KVM cannot emulate)")))
+        }
         other => Some(VmEvent::Error(format!("vCPU {id}: unexpected exit {other:?}"))),
     }
 }

@@ -27,15 +27,15 @@ use crate::cli::{SerialMode, VmConfig};
 use crate::devices::power::PowerDevice;
 use crate::devices::serial::{ConsoleOut, SerialDevice};
 use crate::devices::{Bus, BusDevice, PanicWatch, VmEvent};
+use crate::interrupt::MsiRouter;
 use crate::layout::*;
 use crate::memory::GuestRam;
 use crate::metrics;
-use crate::interrupt::MsiRouter;
-use crate::virtio::transport::{self, pci::VirtioPciDevice};
-use crate::virtio::vhost_user::VhostUserDevice;
 use crate::pci::{BarAllocator, PciConfigIo, PciEcam, PciRoot, PCI_CONFIG_IO_LEN, PCI_CONFIG_IO_PORT};
 use crate::terminal;
 use crate::vcpu::{self, Vcpu};
+use crate::virtio::transport::{self, pci::VirtioPciDevice};
+use crate::virtio::vhost_user::VhostUserDevice;
 
 /// Errors building or running the VM.
 #[derive(Debug, thiserror::Error)]
@@ -86,7 +86,9 @@ pub enum Outcome {
     Poweroff,
     Reboot,
     Panic(Option<String>),
-    TripleFault { vcpu: u8 },
+    TripleFault {
+        vcpu: u8,
+    },
     /// Stopped by a signal (its number) or the console escape (0).
     Stopped(i32),
 }
@@ -167,8 +169,7 @@ fn create_vm(kvm: &Kvm) -> Result<VmFd, VmError> {
 fn setup_vm(kvm: &Kvm, vm: &VmFd) -> Result<(), VmError> {
     vm.set_tss_address(KVM_TSS_ADDRESS as usize).map_err(kvm_err("set TSS address"))?;
     if kvm.check_extension(Cap::SetIdentityMapAddr) {
-        vm.set_identity_map_address(KVM_IDENTITY_MAP_ADDRESS)
-            .map_err(kvm_err("set identity map address"))?;
+        vm.set_identity_map_address(KVM_IDENTITY_MAP_ADDRESS).map_err(kvm_err("set identity map address"))?;
     }
     vm.create_irq_chip().map_err(kvm_err("create in-kernel irqchip"))?;
     let pit = kvm_pit_config { flags: KVM_PIT_SPEAKER_DUMMY, ..Default::default() };
@@ -266,9 +267,7 @@ fn create_vcpus(
     config: &VmConfig,
     entry: vm_memory::GuestAddress,
 ) -> Result<Vec<kvm_ioctls::VcpuFd>, VmError> {
-    let supported = kvm
-        .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
-        .map_err(kvm_err("get supported CPUID"))?;
+    let supported = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).map_err(kvm_err("get supported CPUID"))?;
     let tsc_deadline = kvm.check_extension(Cap::TscDeadlineTimer);
     let mut tsc_khz = None;
     let mut vcpus = Vec::with_capacity(config.cpus as usize);
@@ -298,8 +297,8 @@ fn create_vcpus(
 
 fn forward_signals(events: Sender<VmEvent>) -> Result<(), VmError> {
     use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
-        .map_err(|e| VmError::Signals(e.to_string()))?;
+    let mut signals =
+        signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).map_err(|e| VmError::Signals(e.to_string()))?;
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
@@ -348,7 +347,8 @@ pub fn run(config: &VmConfig) -> Result<Outcome, VmError> {
     let _raw = match config.serial {
         SerialMode::Stdio => {
             let raw = terminal::RawMode::enter();
-            terminal::spawn_console_input(devices.serial.clone(), tx.clone(), raw.is_some()).map_err(VmError::Thread)?;
+            terminal::spawn_console_input(devices.serial.clone(), tx.clone(), raw.is_some())
+                .map_err(VmError::Thread)?;
             raw
         }
         _ => None,
@@ -369,10 +369,8 @@ pub fn run(config: &VmConfig) -> Result<Outcome, VmError> {
             stop: stop.clone(),
             first_run_ns: first_run_ns.clone(),
         };
-        let t = std::thread::Builder::new()
-            .name(format!("vcpu{id}"))
-            .spawn(move || v.run())
-            .map_err(VmError::Thread)?;
+        let t =
+            std::thread::Builder::new().name(format!("vcpu{id}")).spawn(move || v.run()).map_err(VmError::Thread)?;
         threads.push(t);
     }
     tracing::info!(
@@ -389,7 +387,9 @@ pub fn run(config: &VmConfig) -> Result<Outcome, VmError> {
 
     if let Some(path) = &config.metrics {
         let name = outcome.as_ref().map(|o| o.name()).unwrap_or("error");
-        if let Err(e) = metrics::write(path, first_run_ns.load(Ordering::Relaxed), metrics::memory_use(), name, config.memory) {
+        if let Err(e) =
+            metrics::write(path, first_run_ns.load(Ordering::Relaxed), metrics::memory_use(), name, config.memory)
+        {
             tracing::warn!("cannot write metrics to {}: {e}", path.display());
         }
     }

@@ -24,7 +24,15 @@ fn build_guest(name: &str) -> PathBuf {
     std::fs::create_dir_all(&out_dir).unwrap();
     let out = out_dir.join(format!("{name}.elf"));
     let status = Command::new("cc")
-        .args(["-nostdlib", "-static", "-no-pie", "-Wl,-Ttext=0x200000", "-Wl,--section-start=.ap=0x6000", "-Wl,--build-id=none", "-o"])
+        .args([
+            "-nostdlib",
+            "-static",
+            "-no-pie",
+            "-Wl,-Ttext=0x200000",
+            "-Wl,--section-start=.ap=0x6000",
+            "-Wl,--build-id=none",
+            "-o",
+        ])
         .arg(&out)
         .arg(&src)
         .status()
@@ -49,7 +57,8 @@ fn run_guest(name: &str, cpus: u32, extra: &[&str]) -> Run {
     // Tests run in parallel: every run gets its own console file.
     static RUN: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = RUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let console = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{cpus}-{}-{n}.console", std::process::id()));
+    let console =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{cpus}-{}-{n}.console", std::process::id()));
     let _ = std::fs::remove_file(&console);
     let out = vmm()
         .arg("--kernel")

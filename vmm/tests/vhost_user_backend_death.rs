@@ -48,11 +48,25 @@ fn backend_death_marks_the_device_broken() {
     assert!(wait_eventfd(&notifier, Duration::from_secs(5)), "configuration interrupt raised");
 
     let ring = Ring::new(256, 0x10000);
-    let q = QueueState { max_size: 256, size: 256, ready: true, desc: ring.desc, driver: ring.avail, device: ring.used, msix_vector: 0 };
+    let q = QueueState {
+        max_size: 256,
+        size: 256,
+        ready: true,
+        desc: ring.desc,
+        driver: ring.avail,
+        device: ring.used,
+        msix_vector: 0,
+    };
     let kicks = [EventFd::new(0).unwrap()];
     let calls = [EventFd::new(0).unwrap()];
     let err = dev
-        .activate(Activation { features: 1 << 32, mem: &ram.memory, queues: vec![(0, q)], kicks: &kicks, calls: &calls })
+        .activate(Activation {
+            features: 1 << 32,
+            mem: &ram.memory,
+            queues: vec![(0, q)],
+            kicks: &kicks,
+            calls: &calls,
+        })
         .unwrap_err();
     assert!(err.contains("is gone"), "{err}");
     // Reading configuration no longer talks to the dead backend.

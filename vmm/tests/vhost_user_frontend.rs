@@ -31,11 +31,25 @@ fn requests_round_trip_through_the_backend() {
 
     let mem = &ram.memory;
     let mut ring = Ring::new(256, 0x10000);
-    let queue = QueueState { max_size: 256, size: 256, ready: true, desc: ring.desc, driver: ring.avail, device: ring.used, msix_vector: 0 };
+    let queue = QueueState {
+        max_size: 256,
+        size: 256,
+        ready: true,
+        desc: ring.desc,
+        driver: ring.avail,
+        device: ring.used,
+        msix_vector: 0,
+    };
     let kicks = [EventFd::new(libc::EFD_NONBLOCK).unwrap()];
     let calls = [EventFd::new(libc::EFD_NONBLOCK).unwrap()];
-    dev.activate(Activation { features: 1 << VIRTIO_F_VERSION_1, mem, queues: vec![(0, queue)], kicks: &kicks, calls: &calls })
-        .unwrap();
+    dev.activate(Activation {
+        features: 1 << VIRTIO_F_VERSION_1,
+        mem,
+        queues: vec![(0, queue)],
+        kicks: &kicks,
+        calls: &calls,
+    })
+    .unwrap();
 
     // 300 requests: more than the ring size, so indexes wrap.
     for n in 0..300u32 {

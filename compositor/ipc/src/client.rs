@@ -62,7 +62,8 @@ impl Client {
     /// Sends `req` and returns its reply (an error reply is
     /// [`ClientError::Refused`]).
     pub fn request(&mut self, req: &Request) -> Result<Reply, ClientError> {
-        let mut line = serde_json::to_string(req).map_err(|e| ClientError::BadLine { path: self.path.clone(), reason: e.to_string() })?;
+        let mut line = serde_json::to_string(req)
+            .map_err(|e| ClientError::BadLine { path: self.path.clone(), reason: e.to_string() })?;
         line.push('\n');
         self.writer.write_all(line.as_bytes()).map_err(|e| self.io(e))?;
         loop {
@@ -87,10 +88,7 @@ impl Client {
 
     fn read_message(&mut self) -> Result<ServerMessage, ClientError> {
         let mut buf = Vec::new();
-        let n = (&mut self.reader)
-            .take(MAX_LINE as u64 + 2)
-            .read_until(b'\n', &mut buf)
-            .map_err(|e| self.io(e))?;
+        let n = (&mut self.reader).take(MAX_LINE as u64 + 2).read_until(b'\n', &mut buf).map_err(|e| self.io(e))?;
         if n == 0 {
             return Err(ClientError::Closed { path: self.path.clone() });
         }
@@ -101,7 +99,8 @@ impl Client {
                 ClientError::Closed { path: self.path.clone() }
             });
         }
-        serde_json::from_slice(&buf).map_err(|e| ClientError::BadLine { path: self.path.clone(), reason: e.to_string() })
+        serde_json::from_slice(&buf)
+            .map_err(|e| ClientError::BadLine { path: self.path.clone(), reason: e.to_string() })
     }
 }
 

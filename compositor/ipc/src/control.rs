@@ -430,7 +430,6 @@ pub fn summary(values: &[u64]) -> (u64, u64, u64) {
     (v[0], v[(v.len() - 1) / 2], v[v.len() - 1])
 }
 
-
 /// One line the compositor writes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -456,4 +455,3 @@ pub fn encode_line(msg: &ServerMessage) -> String {
     s.push('\n');
     s
 }
-

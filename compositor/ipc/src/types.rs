@@ -249,13 +249,35 @@ pub enum CloseReason {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
-    WindowOpened { window: WindowInfo },
-    WindowClosed { id: WindowId, reason: CloseReason },
-    FocusChanged { id: Option<WindowId> },
-    TitleChanged { id: WindowId, title: String },
-    VmRegistered { name: String, colour: Rgb, socket: String, desktop_socket: String, clipboard: ClipboardPolicy },
-    VmUnregistered { name: String, closed: Vec<WindowId> },
+    WindowOpened {
+        window: WindowInfo,
+    },
+    WindowClosed {
+        id: WindowId,
+        reason: CloseReason,
+    },
+    FocusChanged {
+        id: Option<WindowId>,
+    },
+    TitleChanged {
+        id: WindowId,
+        title: String,
+    },
+    VmRegistered {
+        name: String,
+        colour: Rgb,
+        socket: String,
+        desktop_socket: String,
+        clipboard: ClipboardPolicy,
+    },
+    VmUnregistered {
+        name: String,
+        closed: Vec<WindowId>,
+    },
     /// The VM's whole policy after the change.
-    VmPolicyChanged { name: String, accept_windows: bool, clipboard: ClipboardPolicy },
+    VmPolicyChanged {
+        name: String,
+        accept_windows: bool,
+        clipboard: ClipboardPolicy,
+    },
 }
-

@@ -32,14 +32,15 @@ use std::path::{Path, PathBuf};
 
 use smithay::backend::drm::{DrmDevice, DrmDeviceFd, DrmDeviceNotifier, DrmSurface, PlaneConfig, PlaneState};
 use smithay::backend::input::{
-    AbsolutePositionEvent, ButtonState, InputEvent, KeyState, KeyboardKeyEvent, PointerButtonEvent,
-    PointerMotionEvent,
+    AbsolutePositionEvent, ButtonState, InputEvent, KeyState, KeyboardKeyEvent, PointerButtonEvent, PointerMotionEvent,
 };
 use smithay::backend::libinput::{LibinputInputBackend, LibinputSessionInterface};
 use smithay::backend::session::libseat::{LibSeatSession, LibSeatSessionNotifier};
 use smithay::backend::session::Session;
 use smithay::reexports::drm::buffer::{Buffer as _, DrmFourcc};
-use smithay::reexports::drm::control::{connector, dumbbuffer::DumbBuffer, framebuffer, Device as _, Mode, ModeTypeFlags};
+use smithay::reexports::drm::control::{
+    connector, dumbbuffer::DumbBuffer, framebuffer, Device as _, Mode, ModeTypeFlags,
+};
 use smithay::reexports::input::Libinput;
 use smithay::reexports::rustix::fs::OFlags;
 use smithay::utils::{DeviceFd, Physical, Rectangle, Transform};
@@ -50,7 +51,9 @@ use crate::control::Button;
 /// Errors of the DRM backend; each names the device or step.
 #[derive(Debug, thiserror::Error)]
 pub enum DrmError {
-    #[error("cannot start a seat session through libseat (seatd or logind running, or root for the built-in seat?): {0}")]
+    #[error(
+        "cannot start a seat session through libseat (seatd or logind running, or root for the built-in seat?): {0}"
+    )]
     Session(String),
     #[error("no DRM device on seat {seat}: give --drm-device /dev/dri/cardN")]
     NoDevice { seat: String },
@@ -145,17 +148,17 @@ impl DrmOutput {
         let fd = DrmDeviceFd::new(DeviceFd::from(fd));
         let (mut device, drm_notifier) = DrmDevice::new(fd.clone(), true).map_err(|e| dev_err(e.to_string()))?;
 
-        let (conn, mode) = pick_connector(&fd).map_err(|e| dev_err(e.to_string()))?.ok_or_else(|| DrmError::NoConnector { path: path.clone() })?;
+        let (conn, mode) = pick_connector(&fd)
+            .map_err(|e| dev_err(e.to_string()))?
+            .ok_or_else(|| DrmError::NoConnector { path: path.clone() })?;
         let connector_name = format!("{:?}-{}", conn.interface(), conn.interface_id());
         let crtc = pick_crtc(&fd, &conn)
             .map_err(|e| dev_err(e.to_string()))?
             .ok_or_else(|| DrmError::NoCrtc { path: path.clone(), connector: connector_name.clone() })?;
         let surface = device.create_surface(crtc, mode, &[conn.handle()]).map_err(|e| dev_err(e.to_string()))?;
         let (w, h) = mode.size();
-        let scanout = [
-            make_scanout(&fd, &path, (w.into(), h.into()))?,
-            make_scanout(&fd, &path, (w.into(), h.into()))?,
-        ];
+        let scanout =
+            [make_scanout(&fd, &path, (w.into(), h.into()))?, make_scanout(&fd, &path, (w.into(), h.into()))?];
         let mode_name = format!("{w}x{h}@{}", mode.vrefresh());
 
         let mut libinput = Libinput::new_with_udev(LibinputSessionInterface::from(session.clone()));
@@ -271,11 +274,8 @@ impl DrmOutput {
             }),
         };
         let what = if self.modeset_done { "page flip" } else { "modeset" };
-        let result = if self.modeset_done {
-            self.surface.page_flip([plane], true)
-        } else {
-            self.surface.commit([plane], true)
-        };
+        let result =
+            if self.modeset_done { self.surface.page_flip([plane], true) } else { self.surface.commit([plane], true) };
         result.map_err(|e| DrmError::Present(format!("{what} on {}: {e}", self.path.display())))?;
         self.modeset_done = true;
         self.flip_pending = true;
@@ -405,7 +405,8 @@ fn pick_crtc(
 }
 
 fn make_scanout(fd: &DrmDeviceFd, path: &Path, size: (u32, u32)) -> Result<Scanout, DrmError> {
-    let err = |reason: String| DrmError::Buffer { path: path.to_path_buf(), size: format!("{}x{}", size.0, size.1), reason };
+    let err =
+        |reason: String| DrmError::Buffer { path: path.to_path_buf(), size: format!("{}x{}", size.0, size.1), reason };
     let buffer = fd.create_dumb_buffer(size, DrmFourcc::Xrgb8888, 32).map_err(|e| err(e.to_string()))?;
     let fb = fd.add_framebuffer(&buffer, 24, 32).map_err(|e| err(format!("add framebuffer: {e}")))?;
     Ok(Scanout { buffer, fb })

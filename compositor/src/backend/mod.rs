@@ -21,10 +21,19 @@ use crate::control::Button;
 /// Input from a backend's own devices, in output coordinates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutputInput {
-    Motion { x: i32, y: i32 },
-    Button { button: Button, pressed: bool },
+    Motion {
+        x: i32,
+        y: i32,
+    },
+    Button {
+        button: Button,
+        pressed: bool,
+    },
     /// An evdev scancode (the xkb keycode minus 8).
-    Key { scancode: u32, pressed: bool },
+    Key {
+        scancode: u32,
+        pressed: bool,
+    },
     /// The user closed the output's window (winit).
     Close,
 }

@@ -45,7 +45,6 @@ pub enum WinitError {
     Present(String),
 }
 
-
 type Surface = softbuffer::Surface<Rc<Window>, Rc<Window>>;
 
 struct App {
@@ -70,19 +69,16 @@ impl ApplicationHandler for App {
         // The app_id (Wayland) and WM_CLASS (X11) the session sees.
         let attrs = winit::platform::wayland::WindowAttributesExtWayland::with_name(attrs, APP_ID, "");
         let attrs = winit::platform::x11::WindowAttributesExtX11::with_name(attrs, APP_ID, APP_ID);
-        let made = event_loop
-            .create_window(attrs)
-            .map_err(|e| WinitError::Window(e.to_string()))
-            .and_then(|w| {
-                let w = Rc::new(w);
-                let ctx = softbuffer::Context::new(w.clone()).map_err(|e| WinitError::Present(e.to_string()))?;
-                let mut s = Surface::new(&ctx, w.clone()).map_err(|e| WinitError::Present(e.to_string()))?;
-                let (Some(wd), Some(ht)) = (NonZeroU32::new(self.size.0), NonZeroU32::new(self.size.1)) else {
-                    return Err(WinitError::Window("empty output".into()));
-                };
-                s.resize(wd, ht).map_err(|e| WinitError::Present(e.to_string()))?;
-                Ok((w, s))
-            });
+        let made = event_loop.create_window(attrs).map_err(|e| WinitError::Window(e.to_string())).and_then(|w| {
+            let w = Rc::new(w);
+            let ctx = softbuffer::Context::new(w.clone()).map_err(|e| WinitError::Present(e.to_string()))?;
+            let mut s = Surface::new(&ctx, w.clone()).map_err(|e| WinitError::Present(e.to_string()))?;
+            let (Some(wd), Some(ht)) = (NonZeroU32::new(self.size.0), NonZeroU32::new(self.size.1)) else {
+                return Err(WinitError::Window("empty output".into()));
+            };
+            s.resize(wd, ht).map_err(|e| WinitError::Present(e.to_string()))?;
+            Ok((w, s))
+        });
         match made {
             Ok((w, s)) => {
                 tracing::info!(width = self.size.0, height = self.size.1, "winit window open");

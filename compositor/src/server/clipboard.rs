@@ -38,8 +38,7 @@ use smithay::reexports::calloop::{Interest, Mode as LoopMode, PostAction, Regist
 use smithay::reexports::wayland_server::protocol::wl_surface::WlSurface;
 use smithay::reexports::wayland_server::{Client, Resource};
 use smithay::wayland::selection::data_device::{
-    clear_data_device_selection, request_data_device_client_selection, set_data_device_focus,
-    set_data_device_selection,
+    clear_data_device_selection, request_data_device_client_selection, set_data_device_focus, set_data_device_selection,
 };
 use smithay::wayland::selection::SelectionSource;
 
@@ -171,8 +170,7 @@ impl State {
         }
         tracing::debug!(owner = vm_label(&owner), ?mimes, "new selection; reading it in");
         let generation = self.clipboard.generation;
-        self.clipboard.capture =
-            Some(Capture {
+        self.clipboard.capture = Some(Capture {
             owner,
             mimes,
             data: HashMap::new(),
@@ -367,8 +365,7 @@ impl State {
 
     /// A client read the compositor's selection.
     pub(crate) fn clipboard_send(&mut self, mime: String, fd: OwnedFd, offer: &ClipOffer) {
-        let Some(clip) = self.clipboard.clip.as_ref().filter(|_| offer.generation == self.clipboard.generation)
-        else {
+        let Some(clip) = self.clipboard.clip.as_ref().filter(|_| offer.generation == self.clipboard.generation) else {
             tracing::debug!(reader = vm_label(&offer.reader), "read of a replaced selection; closed");
             return;
         };
@@ -396,7 +393,13 @@ impl State {
             tracing::info!(reader = vm_label(&offer.reader), "too many clipboard reads at once; closed");
             return;
         }
-        tracing::debug!(reader = vm_label(&offer.reader), owner = vm_label(&clip.owner), mime, bytes = data.len(), "clipboard read");
+        tracing::debug!(
+            reader = vm_label(&offer.reader),
+            owner = vm_label(&clip.owner),
+            mime,
+            bytes = data.len(),
+            "clipboard read"
+        );
         let spawned = std::thread::Builder::new().name("rayos-clipboard".into()).spawn(move || {
             let mut f = std::fs::File::from(fd);
             if let Err(e) = f.write_all(&data) {

@@ -244,8 +244,7 @@ impl State {
             }
             Some(Effect::Stats) => {
                 let st = self.backend.stats();
-                let samples: Vec<u64> =
-                    self.backend.render_times().iter().map(|t| t.as_micros() as u64).collect();
+                let samples: Vec<u64> = self.backend.render_times().iter().map(|t| t.as_micros() as u64).collect();
                 handled.reply =
                     Some(ServerMessage::Ok(Reply::stats(st.repaints, st.idle_frames, st.damaged_px, &samples)));
             }

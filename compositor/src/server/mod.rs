@@ -529,14 +529,13 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     let (size, backend, refresh_mhz) = match &drm {
         Some(d) => {
             let (w, h) = d.size();
-            let size = Size::new(w, h).validate_output().map_err(|e| ServerError::Display(format!("display mode: {e}")))?;
+            let size =
+                Size::new(w, h).validate_output().map_err(|e| ServerError::Display(format!("display mode: {e}")))?;
             (size, HeadlessBackend::with_output(w, h, d.connector_name(), "drm", d.refresh_mhz())?, d.refresh_mhz())
         }
-        None => (
-            config.size,
-            HeadlessBackend::new(config.size.w, config.size.h)?,
-            crate::backend::headless::REFRESH_MHZ,
-        ),
+        None => {
+            (config.size, HeadlessBackend::new(config.size.w, config.size.h)?, crate::backend::headless::REFRESH_MHZ)
+        }
     };
     let shell = Shell::new(size)?;
     let draw_cursor = drm.is_some() || config.draw_cursor;

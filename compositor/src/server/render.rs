@@ -16,14 +16,14 @@ use smithay::backend::renderer::element::memory::{MemoryRenderBuffer, MemoryRend
 use smithay::backend::renderer::element::solid::{SolidColorBuffer, SolidColorRenderElement};
 use smithay::backend::renderer::element::surface::{render_elements_from_surface_tree, WaylandSurfaceRenderElement};
 use smithay::backend::renderer::element::utils::CropRenderElement;
-use smithay::desktop::PopupManager;
 use smithay::backend::renderer::element::Kind;
 use smithay::backend::renderer::pixman::PixmanRenderer;
+use smithay::desktop::PopupManager;
 use smithay::input::pointer::{CursorImageStatus, CursorImageSurfaceData};
 use smithay::reexports::wayland_server::Resource;
 use smithay::render_elements;
-use smithay::wayland::compositor::with_states;
 use smithay::utils::{Physical, Point, Rectangle, Scale, Transform};
+use smithay::wayland::compositor::with_states;
 
 use super::{Mapped, State};
 use crate::backend::{BenchDamage, HeadlessError};
@@ -92,7 +92,8 @@ impl DecorationBuffers {
         let stale = self.text.as_ref().is_none_or(|t| t.title != title || t.width != width);
         if stale {
             let c = text::render_strip(fonts, label, bar, title, width, BUTTON);
-            let buffer = MemoryRenderBuffer::from_slice(&c.px, Fourcc::Argb8888, (c.w, c.h), 1, Transform::Normal, None);
+            let buffer =
+                MemoryRenderBuffer::from_slice(&c.px, Fourcc::Argb8888, (c.w, c.h), 1, Transform::Normal, None);
             self.strip_renders += 1;
             self.text = Some(TextStrip { title: title.to_string(), width, buffer });
         }
@@ -128,11 +129,18 @@ fn window_elements(
     let Some(toplevel) = m.window.toplevel().map(|t| t.wl_surface().clone()) else { return Ok(false) };
     for (popup, popup_offset) in PopupManager::popups_for_surface(&toplevel) {
         let at = loc + (geo.loc + popup_offset - popup.geometry().loc).to_physical_precise_round(1.0);
-        let elements: Vec<WaylandSurfaceRenderElement<PixmanRenderer>> =
-            render_elements_from_surface_tree(renderer, popup.wl_surface(), at, Scale::from(1.0), 1.0, Kind::Unspecified);
+        let elements: Vec<WaylandSurfaceRenderElement<PixmanRenderer>> = render_elements_from_surface_tree(
+            renderer,
+            popup.wl_surface(),
+            at,
+            Scale::from(1.0),
+            1.0,
+            Kind::Unspecified,
+        );
         out.extend(elements.into_iter().map(OutputElement::Surface));
     }
-    let clip = Rectangle::<i32, Physical>::new(phys(client.x - offset.0, client.y - offset.1), (client.w, client.h).into());
+    let clip =
+        Rectangle::<i32, Physical>::new(phys(client.x - offset.0, client.y - offset.1), (client.w, client.h).into());
     let surfaces: Vec<WaylandSurfaceRenderElement<PixmanRenderer>> =
         render_elements_from_surface_tree(renderer, &toplevel, loc, Scale::from(1.0), 1.0, Kind::Unspecified);
     let drawn = !surfaces.is_empty();

@@ -136,7 +136,11 @@ mod tests {
         write(&first, "foot.desktop", "[Desktop Entry]\nType=Application\nName=Foot (local)\nExec=foot\n");
         write(&second, "foot.desktop", "[Desktop Entry]\nType=Application\nName=Foot\nExec=foot\n");
         write(&second, "kde/konsole.desktop", "[Desktop Entry]\nType=Application\nName=Konsole\nExec=konsole\n");
-        write(&second, "gone.desktop", "[Desktop Entry]\nType=Application\nName=Gone\nExec=gone\nTryExec=/nonexistent/gone\n");
+        write(
+            &second,
+            "gone.desktop",
+            "[Desktop Entry]\nType=Application\nName=Gone\nExec=gone\nTryExec=/nonexistent/gone\n",
+        );
         write(&second, "sh.desktop", "[Desktop Entry]\nType=Application\nName=Shell\nExec=sh\nTryExec=sh\n");
         write(&second, "broken.desktop", "garbage\n");
         write(&second, "link.desktop", "[Desktop Entry]\nType=Link\nName=L\nURL=x\n");

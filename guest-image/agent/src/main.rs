@@ -43,9 +43,7 @@ struct Args {
 
 fn main() {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("RAYOS_LOG").unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("RAYOS_LOG").unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .with_ansi(false)
         .init();
@@ -88,7 +86,8 @@ fn run(args: Args) -> Result<(), String> {
     if bridge.is_none() {
         tracing::info!("no bridge program at {}: native apps get no host windows", args.waypipe.display());
     }
-    let run_as = RunAs { embedded_display: args.embedded_display, native_display: args.native_display, bridge, ..run_as };
+    let run_as =
+        RunAs { embedded_display: args.embedded_display, native_display: args.native_display, bridge, ..run_as };
     let dirs = if args.apps_dirs.is_empty() {
         xdg_dirs(None, std::env::var("XDG_DATA_DIRS").ok().as_deref())
     } else {

@@ -9,7 +9,12 @@ use crate::launcher::Launcher;
 pub const APP_GRACE: Duration = Duration::from_secs(3);
 
 pub fn power_off(launcher: &Launcher, reboot: bool) {
-    tracing::info!(reboot, "stopping {} apps before {}", launcher.running(), if reboot { "reboot" } else { "power-off" });
+    tracing::info!(
+        reboot,
+        "stopping {} apps before {}",
+        launcher.running(),
+        if reboot { "reboot" } else { "power-off" }
+    );
     launcher.stop_all(APP_GRACE);
     // SAFETY: sync(2) takes no arguments and cannot fail.
     unsafe { libc::sync() };

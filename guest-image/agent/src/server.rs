@@ -202,7 +202,10 @@ impl Agent {
         });
         if let Some(old) = old {
             tracing::info!(old = old.id, new = id, "a new host connection supersedes the old one");
-            let _ = send(&old.writer, &Reply::error(None, ErrorCode::Superseded, "a newer host connection replaced this one"));
+            let _ = send(
+                &old.writer,
+                &Reply::error(None, ErrorCode::Superseded, "a newer host connection replaced this one"),
+            );
             old.writer.lock().expect("writer").close();
         }
         tracing::info!(conn = id, "host connected");
@@ -294,30 +297,38 @@ impl Agent {
             return Reply::error(Some(id), ErrorCode::NotNegotiated, "send hello first");
         }
         let body = match req {
-            HostRequest::Hello { min_version, max_version, capabilities } => match version::negotiate(min_version, max_version) {
-                Ok(v) => {
-                    let can_bridge = self.launcher().run_as().bridge.is_some();
-                    let host_bridge = capabilities.iter().any(|c| c == CAP_WAYLAND_BRIDGE);
-                    if let Some(s) = self.current.lock().expect("current connection").as_mut().filter(|s| s.id == conn) {
-                        s.negotiated = true;
-                        s.host_bridge = host_bridge;
+            HostRequest::Hello { min_version, max_version, capabilities } => {
+                match version::negotiate(min_version, max_version) {
+                    Ok(v) => {
+                        let can_bridge = self.launcher().run_as().bridge.is_some();
+                        let host_bridge = capabilities.iter().any(|c| c == CAP_WAYLAND_BRIDGE);
+                        if let Some(s) =
+                            self.current.lock().expect("current connection").as_mut().filter(|s| s.id == conn)
+                        {
+                            s.negotiated = true;
+                            s.host_bridge = host_bridge;
+                        }
+                        if host_bridge && !can_bridge {
+                            tracing::warn!(
+                                conn,
+                                "the host serves the native-window bridge, but this guest has no bridge program"
+                            );
+                        }
+                        let mut caps: Vec<String> =
+                            ["list_apps", "launch", "stop", "power", "logs"].map(String::from).to_vec();
+                        if can_bridge {
+                            caps.push(CAP_WAYLAND_BRIDGE.to_string());
+                        }
+                        AgentMessage::Hello {
+                            version: v,
+                            capabilities: caps,
+                            agent: concat!("rayos-guest-agent ", env!("CARGO_PKG_VERSION")).to_string(),
+                            kernel: self.kernel.clone(),
+                        }
                     }
-                    if host_bridge && !can_bridge {
-                        tracing::warn!(conn, "the host serves the native-window bridge, but this guest has no bridge program");
-                    }
-                    let mut caps: Vec<String> = ["list_apps", "launch", "stop", "power", "logs"].map(String::from).to_vec();
-                    if can_bridge {
-                        caps.push(CAP_WAYLAND_BRIDGE.to_string());
-                    }
-                    AgentMessage::Hello {
-                        version: v,
-                        capabilities: caps,
-                        agent: concat!("rayos-guest-agent ", env!("CARGO_PKG_VERSION")).to_string(),
-                        kernel: self.kernel.clone(),
-                    }
+                    Err(e) => return Reply::error(Some(id), ErrorCode::Version, e.to_string()),
                 }
-                Err(e) => return Reply::error(Some(id), ErrorCode::Version, e.to_string()),
-            },
+            }
             HostRequest::Ping { nonce } => AgentMessage::Pong { nonce },
             HostRequest::ListApps { include_hidden } => {
                 let path = self.launcher().run_as().path.clone();
@@ -343,7 +354,11 @@ impl Agent {
             }
             HostRequest::Shutdown | HostRequest::Reboot => {
                 if self.power == Power::Refused {
-                    return Reply::error(Some(id), ErrorCode::Refused, "this agent is not the guest's init; power requests are refused");
+                    return Reply::error(
+                        Some(id),
+                        ErrorCode::Refused,
+                        "this agent is not the guest's init; power requests are refused",
+                    );
                 }
                 let reboot = matches!(req, HostRequest::Reboot);
                 let launcher = self.launcher();
@@ -365,7 +380,8 @@ impl Agent {
             AppRef::Id(app) => {
                 let cat = Catalog::load(&self.catalog_dirs, &launcher.run_as().path);
                 let entry = cat.get(app).ok_or((ErrorCode::UnknownApp, format!("no app {app:?} in the catalog")))?;
-                let mut argv = expand_exec(entry, &launch.args).map_err(|e| (ErrorCode::BadArguments, e.to_string()))?;
+                let mut argv =
+                    expand_exec(entry, &launch.args).map_err(|e| (ErrorCode::BadArguments, e.to_string()))?;
                 if entry.terminal {
                     argv.insert(0, "foot".to_string());
                 }

@@ -8,7 +8,8 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use rayos_contract::{
-    decode_reply, encode, AgentMessage, AppRef, DisplayMode, ErrorCode, FrameReader, HostRequest, Launch, Reply, Request,
+    decode_reply, encode, AgentMessage, AppRef, DisplayMode, ErrorCode, FrameReader, HostRequest, Launch, Reply,
+    Request,
 };
 
 struct Agent {
@@ -142,7 +143,10 @@ fn negotiates_lists_launches_and_reports_exits() {
     let a = start_agent();
     let mut h = Host::connect(&a);
     assert_eq!(error_code(h.ask(HostRequest::Ping { nonce: 1 })), ErrorCode::NotNegotiated);
-    assert_eq!(error_code(h.ask(HostRequest::Hello { min_version: 2, max_version: 9, capabilities: vec![] })), ErrorCode::Version);
+    assert_eq!(
+        error_code(h.ask(HostRequest::Hello { min_version: 2, max_version: 9, capabilities: vec![] })),
+        ErrorCode::Version
+    );
     h.hello();
     assert_eq!(h.ask(HostRequest::Ping { nonce: 42 }), AgentMessage::Pong { nonce: 42 });
 
@@ -156,14 +160,21 @@ fn negotiates_lists_launches_and_reports_exits() {
         ["echo.desktop", "exit7.desktop", "hidden.desktop"]
     );
 
-    let AgentMessage::Launched { handle, pid } = h.ask(launch(AppRef::Id("exit7.desktop".into()), &[])) else { panic!() };
+    let AgentMessage::Launched { handle, pid } = h.ask(launch(AppRef::Id("exit7.desktop".into()), &[])) else {
+        panic!()
+    };
     assert!(pid > 1);
     assert_eq!(h.wait_exit(handle), (Some(7), None));
 
-    let AgentMessage::Launched { handle, .. } = h.ask(launch(AppRef::Id("echo.desktop".into()), &["a b", "c"])) else { panic!() };
+    let AgentMessage::Launched { handle, .. } = h.ask(launch(AppRef::Id("echo.desktop".into()), &["a b", "c"])) else {
+        panic!()
+    };
     assert_eq!(h.wait_exit(handle), (Some(0), None));
 
-    let AgentMessage::Launched { handle, .. } = h.ask(launch(argv(&["sh", "-c", "echo out-$HOME; kill -9 $$"]), &[])) else { panic!() };
+    let AgentMessage::Launched { handle, .. } = h.ask(launch(argv(&["sh", "-c", "echo out-$HOME; kill -9 $$"]), &[]))
+    else {
+        panic!()
+    };
     assert_eq!(h.wait_exit(handle), (None, Some(9)));
     let deadline = Instant::now() + Duration::from_secs(5);
     let tag = format!("[app {handle}] out-");
@@ -253,7 +264,9 @@ fn exits_while_no_host_is_connected_are_delivered_after_hello() {
     let a = start_agent();
     let mut h = Host::connect(&a);
     h.hello();
-    let AgentMessage::Launched { handle, .. } = h.ask(launch(argv(&["sh", "-c", "sleep 0.3; exit 4"]), &[])) else { panic!() };
+    let AgentMessage::Launched { handle, .. } = h.ask(launch(argv(&["sh", "-c", "sleep 0.3; exit 4"]), &[])) else {
+        panic!()
+    };
     drop(h);
     std::thread::sleep(Duration::from_millis(800));
     let mut h = Host::connect(&a);
@@ -281,7 +294,9 @@ fn native_apps_run_behind_the_bridge_only_when_both_sides_announce_it() {
     // A host without the bridge: native apps run as they are.
     let mut h = Host::connect(&a);
     match h.ask(HostRequest::Hello { min_version: 1, max_version: 1, capabilities: vec![] }) {
-        AgentMessage::Hello { capabilities, .. } => assert!(capabilities.iter().any(|c| c == rayos_contract::CAP_WAYLAND_BRIDGE)),
+        AgentMessage::Hello { capabilities, .. } => {
+            assert!(capabilities.iter().any(|c| c == rayos_contract::CAP_WAYLAND_BRIDGE))
+        }
         other => panic!("{other:?}"),
     }
     let handle = match h.ask(launch(argv(&["sh", "-c", "exit 4"]), &[])) {
@@ -294,14 +309,18 @@ fn native_apps_run_behind_the_bridge_only_when_both_sides_announce_it() {
     // A host that serves the bridge: native apps go through it, embedded ones do not.
     let mut h = Host::connect(&a);
     let caps = vec![rayos_contract::CAP_WAYLAND_BRIDGE.to_string()];
-    assert!(matches!(h.ask(HostRequest::Hello { min_version: 1, max_version: 1, capabilities: caps }), AgentMessage::Hello { .. }));
+    assert!(matches!(
+        h.ask(HostRequest::Hello { min_version: 1, max_version: 1, capabilities: caps }),
+        AgentMessage::Hello { .. }
+    ));
     let handle = match h.ask(launch(argv(&["sh", "-c", "exit 5"]), &[])) {
         AgentMessage::Launched { handle, .. } => handle,
         other => panic!("{other:?}"),
     };
     assert_eq!(h.wait_exit(handle), (Some(5), None), "the app's status passes through the bridge");
     let recorded = std::fs::read_to_string(&record).unwrap();
-    let want = format!("--vsock\n-s\n2:{}\n--no-gpu\n-c\nnone\nserver\n--\nsh\n-c\nexit 5\n", rayos_contract::BRIDGE_PORT);
+    let want =
+        format!("--vsock\n-s\n2:{}\n--no-gpu\n-c\nnone\nserver\n--\nsh\n-c\nexit 5\n", rayos_contract::BRIDGE_PORT);
     assert_eq!(recorded, want);
     let mut embedded = launch(argv(&["true"]), &[]);
     if let HostRequest::Launch(l) = &mut embedded {

@@ -27,10 +27,7 @@ fn main() {
         _ => eprintln!("{p}"),
     };
     match rayos_image::build(&opts, &mut render) {
-        Ok(m) => println!(
-            "{}",
-            serde_json::to_string_pretty(&m.sha256).unwrap_or_default()
-        ),
+        Ok(m) => println!("{}", serde_json::to_string_pretty(&m.sha256).unwrap_or_default()),
         Err(e) => {
             eprintln!("error: {e}");
             std::process::exit(1);

@@ -71,13 +71,7 @@ pub(crate) fn resolve(
         let Some((path, rest)) = line.split_once(':') else {
             continue;
         };
-        deps.insert(
-            module_name(path),
-            (
-                path.to_string(),
-                rest.split_whitespace().map(str::to_string).collect(),
-            ),
-        );
+        deps.insert(module_name(path), (path.to_string(), rest.split_whitespace().map(str::to_string).collect()));
     }
     let mut order = Vec::new();
     let mut seen = HashSet::new();
@@ -106,10 +100,7 @@ pub(crate) fn resolve(
         for d in ds.iter().rev() {
             visit(&module_name(d), deps, seen, order, depth + 1)?;
         }
-        order.push(ModuleFile {
-            name: name.to_string(),
-            rel_path: path.clone(),
-        });
+        order.push(ModuleFile { name: name.to_string(), rel_path: path.clone() });
         Ok(())
     }
     for w in wanted {
@@ -135,24 +126,14 @@ fn module_bytes(path: &Path) -> Result<Vec<u8>, ImageError> {
     match tool {
         None => std::fs::read(path).map_err(ImageError::io(path)),
         Some((tool, hint)) => {
-            let out = Command::new(tool)
-                .arg("-dc")
-                .arg(path)
-                .output()
-                .map_err(|e| match e.kind() {
-                    std::io::ErrorKind::NotFound => ImageError::MissingTool { tool, hint },
-                    _ => ImageError::Io {
-                        path: path.to_path_buf(),
-                        source: e,
-                    },
-                })?;
+            let out = Command::new(tool).arg("-dc").arg(path).output().map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => ImageError::MissingTool { tool, hint },
+                _ => ImageError::Io { path: path.to_path_buf(), source: e },
+            })?;
             if !out.status.success() {
                 return Err(ImageError::Module {
                     module: name.into_owned(),
-                    reason: format!(
-                        "{tool} -d failed: {}",
-                        String::from_utf8_lossy(&out.stderr).trim()
-                    ),
+                    reason: format!("{tool} -d failed: {}", String::from_utf8_lossy(&out.stderr).trim()),
                 });
             }
             Ok(out.stdout)
@@ -162,39 +143,20 @@ fn module_bytes(path: &Path) -> Result<Vec<u8>, ImageError> {
 
 /// Builds `initramfs.cpio.gz` at `out` from the root file system `rootfs`.
 /// Returns the modules it will load.
-pub(crate) fn build(
-    rootfs: &Path,
-    release: &str,
-    wanted: &[&str],
-    out: &Path,
-) -> Result<Vec<ModuleFile>, ImageError> {
+pub(crate) fn build(rootfs: &Path, release: &str, wanted: &[&str], out: &Path) -> Result<Vec<ModuleFile>, ImageError> {
     let moddir = rootfs.join("usr/lib/modules").join(release);
-    let read =
-        |f: &str| std::fs::read_to_string(moddir.join(f)).map_err(ImageError::io(moddir.join(f)));
+    let read = |f: &str| std::fs::read_to_string(moddir.join(f)).map_err(ImageError::io(moddir.join(f)));
     let modules = resolve(wanted, &read("modules.dep")?, &read("modules.builtin")?)?;
 
     let busybox_path = ["usr/bin/busybox", "bin/busybox"]
         .iter()
         .map(|p| rootfs.join(p))
         .find(|p| p.is_file())
-        .ok_or_else(|| ImageError::MissingPackage {
-            package: "busybox-static (/usr/bin/busybox)".into(),
-        })?;
+        .ok_or_else(|| ImageError::MissingPackage { package: "busybox-static (/usr/bin/busybox)".into() })?;
     let busybox = std::fs::read(&busybox_path).map_err(ImageError::io(&busybox_path))?;
 
     let mut cpio = Cpio::default();
-    for d in [
-        "bin",
-        "dev",
-        "etc",
-        "lib",
-        "lib/modules",
-        "newroot",
-        "proc",
-        "sys",
-        "run",
-        "tmp",
-    ] {
+    for d in ["bin", "dev", "etc", "lib", "lib/modules", "newroot", "proc", "sys", "run", "tmp"] {
         cpio.dir(d, 0o755);
     }
     cpio.char_dev("dev/console", 0o600, 5, 1);
@@ -207,11 +169,7 @@ pub(crate) fn build(
     let mut list = String::new();
     let mut made = HashSet::new();
     for m in &modules {
-        let rel = m
-            .rel_path
-            .trim_end_matches(".xz")
-            .trim_end_matches(".zst")
-            .to_string();
+        let rel = m.rel_path.trim_end_matches(".xz").trim_end_matches(".zst").to_string();
         let mut prefix = String::from("lib/modules");
         for part in Path::new(&rel).parent().into_iter().flat_map(|p| p.iter()) {
             prefix = format!("{prefix}/{}", part.to_string_lossy());
@@ -219,28 +177,17 @@ pub(crate) fn build(
                 cpio.dir(&prefix, 0o755);
             }
         }
-        cpio.file(
-            &format!("lib/modules/{rel}"),
-            0o644,
-            &module_bytes(&moddir.join(&m.rel_path))?,
-        );
+        cpio.file(&format!("lib/modules/{rel}"), 0o644, &module_bytes(&moddir.join(&m.rel_path))?);
         list.push_str(&rel);
         list.push('\n');
     }
     cpio.file("etc/rayos-modules", 0o644, list.as_bytes());
-    cpio.file(
-        "etc/rayos-release",
-        0o644,
-        format!("kernel {release}\n").as_bytes(),
-    );
+    cpio.file("etc/rayos-release", 0o644, format!("kernel {release}\n").as_bytes());
 
     let f = std::fs::File::create(out).map_err(ImageError::io(out))?;
-    let mut gz =
-        flate2::write::GzEncoder::new(std::io::BufWriter::new(f), flate2::Compression::best());
+    let mut gz = flate2::write::GzEncoder::new(std::io::BufWriter::new(f), flate2::Compression::best());
     gz.write_all(&cpio.finish()).map_err(ImageError::io(out))?;
-    gz.finish()
-        .and_then(|mut w| w.flush())
-        .map_err(ImageError::io(out))?;
+    gz.finish().and_then(|mut w| w.flush()).map_err(ImageError::io(out))?;
     Ok(modules)
 }
 
@@ -256,21 +203,8 @@ impl Cpio {
     fn entry(&mut self, name: &str, mode: u32, rdev: (u32, u32), data: &[u8]) {
         self.ino += 1;
         let nlink = if mode & 0o170000 == 0o040000 { 2 } else { 1 };
-        let fields = [
-            self.ino,
-            mode,
-            0,
-            0,
-            nlink,
-            0,
-            data.len() as u32,
-            0,
-            0,
-            rdev.0,
-            rdev.1,
-            name.len() as u32 + 1,
-            0,
-        ];
+        let fields =
+            [self.ino, mode, 0, 0, nlink, 0, data.len() as u32, 0, 0, rdev.0, rdev.1, name.len() as u32 + 1, 0];
         self.buf.extend_from_slice(b"070701");
         for f in fields {
             self.buf.extend_from_slice(format!("{f:08X}").as_bytes());
@@ -318,25 +252,17 @@ pub(crate) fn find_kernel(rootfs: &Path) -> Result<(PathBuf, String), ImageError
         .filter_map(|e| e.ok())
         .filter_map(|e| {
             let n = e.file_name().to_string_lossy().into_owned();
-            n.strip_prefix("vmlinuz-")
-                .map(|r| (e.path(), r.to_string()))
+            n.strip_prefix("vmlinuz-").map(|r| (e.path(), r.to_string()))
         })
         .collect();
     found.sort();
     match found.len() {
         1 => Ok(found.remove(0)),
-        0 => Err(ImageError::Kernel(format!(
-            "no vmlinuz-* in {} (is linux-image-amd64 installed?)",
-            boot.display()
-        ))),
+        0 => Err(ImageError::Kernel(format!("no vmlinuz-* in {} (is linux-image-amd64 installed?)", boot.display()))),
         _ => Err(ImageError::Kernel(format!(
             "several kernels in {}: {}",
             boot.display(),
-            found
-                .iter()
-                .map(|(_, r)| r.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
+            found.iter().map(|(_, r)| r.as_str()).collect::<Vec<_>>().join(", ")
         ))),
     }
 }
@@ -355,11 +281,7 @@ kernel/fs/fuse/virtiofs.ko.xz: kernel/fs/fuse/fuse.ko.xz kernel/drivers/virtio/v
 
     #[test]
     fn modular_kernel_loads_dependencies_first() {
-        let order: Vec<_> = resolve(ROOT_MODULES, DEP, "")
-            .unwrap()
-            .into_iter()
-            .map(|m| m.name)
-            .collect();
+        let order: Vec<_> = resolve(ROOT_MODULES, DEP, "").unwrap().into_iter().map(|m| m.name).collect();
         assert_eq!(
             order,
             [
@@ -411,20 +333,10 @@ kernel/fs/fuse/virtiofs.ko.xz: kernel/fs/fuse/fuse.ko.xz kernel/drivers/virtio/v
         let out = d.path().join("i.cpio.gz");
         let mods = build(&root, &release, &["vmw_vsock_virtio_transport"], &out).unwrap();
         let names: Vec<_> = mods.iter().map(|m| m.name.as_str()).collect();
-        assert_eq!(
-            names,
-            [
-                "vsock",
-                "vmw_vsock_virtio_transport_common",
-                "vmw_vsock_virtio_transport"
-            ]
-        );
+        assert_eq!(names, ["vsock", "vmw_vsock_virtio_transport_common", "vmw_vsock_virtio_transport"]);
         let mut cpio = Vec::new();
-        std::io::Read::read_to_end(
-            &mut flate2::read::GzDecoder::new(std::fs::File::open(&out).unwrap()),
-            &mut cpio,
-        )
-        .unwrap();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(std::fs::File::open(&out).unwrap()), &mut cpio)
+            .unwrap();
         let list = b"kernel/net/vmw_vsock/vsock.ko\n";
         assert!(cpio.windows(list.len()).any(|w| w == list), "module list");
         // Decompressed: the module's ELF header is in the archive.

@@ -97,11 +97,7 @@ pub struct BuildOptions {
 }
 
 impl BuildOptions {
-    pub fn new(
-        out_dir: impl Into<PathBuf>,
-        cache_dir: impl Into<PathBuf>,
-        agent: impl Into<PathBuf>,
-    ) -> Self {
+    pub fn new(out_dir: impl Into<PathBuf>, cache_dir: impl Into<PathBuf>, agent: impl Into<PathBuf>) -> Self {
         BuildOptions {
             out_dir: out_dir.into(),
             cache_dir: cache_dir.into(),
@@ -114,11 +110,8 @@ impl BuildOptions {
 
     /// Base plus extra packages, sorted and deduplicated.
     pub fn packages(&self) -> Vec<String> {
-        let mut p: Vec<String> = BASE_PACKAGES
-            .iter()
-            .map(|s| s.to_string())
-            .chain(self.extra_packages.iter().cloned())
-            .collect();
+        let mut p: Vec<String> =
+            BASE_PACKAGES.iter().map(|s| s.to_string()).chain(self.extra_packages.iter().cloned()).collect();
         p.sort();
         p.dedup();
         p
@@ -166,17 +159,9 @@ pub enum Progress {
     Step(String),
     /// A package was fetched from the mirror (`total` counts every package
     /// apt installs so far, cached ones included).
-    Download {
-        fetched: u32,
-        total: u32,
-        package: String,
-    },
+    Download { fetched: u32, total: u32, package: String },
     /// dpkg configured a package.
-    Install {
-        done: u32,
-        total: u32,
-        package: String,
-    },
+    Install { done: u32, total: u32, package: String },
     /// The existing root file system matches the inputs and is kept.
     Reused { rootfs: PathBuf, built_at: String },
     /// The build finished.
@@ -188,22 +173,10 @@ impl std::fmt::Display for Progress {
         match self {
             Progress::Stage(s) => write!(f, "[{}/{}] {s}", s.index(), Stage::COUNT),
             Progress::Step(s) => write!(f, "      {s}"),
-            Progress::Download {
-                fetched,
-                total,
-                package,
-            } => write!(f, "      download {fetched}/{total} {package}"),
-            Progress::Install {
-                done,
-                total,
-                package,
-            } => write!(f, "      install {done}/{total} {package}"),
+            Progress::Download { fetched, total, package } => write!(f, "      download {fetched}/{total} {package}"),
+            Progress::Install { done, total, package } => write!(f, "      install {done}/{total} {package}"),
             Progress::Reused { rootfs, built_at } => {
-                write!(
-                    f,
-                    "      inputs unchanged: reusing {} (built {built_at})",
-                    rootfs.display()
-                )
+                write!(f, "      inputs unchanged: reusing {} (built {built_at})", rootfs.display())
             }
             Progress::Done { seconds } => write!(f, "done in {seconds:.1} s"),
         }
@@ -225,9 +198,7 @@ fn valid_package(name: &str) -> bool {
     // starting with an alphanumeric. An optional `=version` or `/suite` is not allowed.
     name.len() >= 2
         && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c))
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c))
 }
 
 /// Refuses to delete a directory something is mounted on or below.
@@ -241,10 +212,7 @@ fn remove_tree(path: &Path) -> Result<(), ImageError> {
         // Field 5 is the mount point (octal escapes for spaces are rare; compare raw).
         if let Some(mp) = line.split(' ').nth(4) {
             if Path::new(mp).starts_with(&canon) {
-                return Err(ImageError::UnsafeDelete {
-                    path: path.to_path_buf(),
-                    reason: format!("{mp} is mounted"),
-                });
+                return Err(ImageError::UnsafeDelete { path: path.to_path_buf(), reason: format!("{mp} is mounted") });
             }
         }
     }
@@ -258,32 +226,21 @@ fn copy_atomic(from: &Path, to: &Path) -> Result<(), ImageError> {
 }
 
 /// Builds (or refreshes) the guest image in `opts.out_dir`. See the crate documentation.
-pub fn build(
-    opts: &BuildOptions,
-    progress: &mut dyn FnMut(Progress),
-) -> Result<Manifest, ImageError> {
+pub fn build(opts: &BuildOptions, progress: &mut dyn FnMut(Progress)) -> Result<Manifest, ImageError> {
     let started = Instant::now();
     progress(Progress::Stage(Stage::Prepare));
     if opts.suite.is_empty() || !valid_package(&opts.suite) {
-        return Err(ImageError::Options(format!(
-            "suite {:?} is not a Debian suite name",
-            opts.suite
-        )));
+        return Err(ImageError::Options(format!("suite {:?} is not a Debian suite name", opts.suite)));
     }
     let packages = opts.packages();
     if let Some(bad) = packages.iter().find(|p| !valid_package(p)) {
-        return Err(ImageError::Options(format!(
-            "{bad:?} is not a Debian package name"
-        )));
+        return Err(ImageError::Options(format!("{bad:?} is not a Debian package name")));
     }
     if !is_root() {
         return Err(ImageError::NotRoot);
     }
     let agent_sha = manifest::sha256_file(&opts.agent).map_err(|e| match e {
-        ImageError::Io { source, .. } => ImageError::Agent {
-            path: opts.agent.clone(),
-            source,
-        },
+        ImageError::Io { source, .. } => ImageError::Agent { path: opts.agent.clone(), source },
         e => e,
     })?;
     let mirror = match &opts.mirror {
@@ -291,10 +248,7 @@ pub fn build(
         None => mirror_for(&opts.suite)?,
     };
     let inputs = Inputs {
-        builder_version: format!(
-            "rayos-image {} format {BUILDER_FORMAT}",
-            env!("CARGO_PKG_VERSION")
-        ),
+        builder_version: format!("rayos-image {} format {BUILDER_FORMAT}", env!("CARGO_PKG_VERSION")),
         suite: opts.suite.clone(),
         mirror: mirror.clone(),
         packages: packages.clone(),
@@ -306,17 +260,12 @@ pub fn build(
     tracing::info!(out = %out.display(), %mirror, suite = %opts.suite, agent_sha256 = %agent_sha, "building guest image");
 
     let previous = Manifest::load(&manifest_path).ok();
-    let reusable = previous.as_ref().filter(|m| {
-        m.inputs == inputs
-            && root.join("var/lib/dpkg/status").is_file()
-            && out.join(VMLINUZ).is_file()
-    });
+    let reusable = previous
+        .as_ref()
+        .filter(|m| m.inputs == inputs && root.join("var/lib/dpkg/status").is_file() && out.join(VMLINUZ).is_file());
     progress(Progress::Stage(Stage::Rootfs));
     let rootfs_built_at = if let Some(prev) = reusable {
-        progress(Progress::Reused {
-            rootfs: root.clone(),
-            built_at: prev.rootfs_built_at.clone(),
-        });
+        progress(Progress::Reused { rootfs: root.clone(), built_at: prev.rootfs_built_at.clone() });
         prev.rootfs_built_at.clone()
     } else {
         let staging = out.join(format!("{ROOTFS}.new"));
@@ -351,16 +300,8 @@ pub fn build(
     let (kernel, release) = initramfs::find_kernel(&root)?;
     let vmlinuz = out.join(VMLINUZ);
     copy_atomic(&kernel, &vmlinuz)?;
-    if !root
-        .join("usr/lib/modules")
-        .join(&release)
-        .join("modules.dep")
-        .is_file()
-    {
-        return Err(ImageError::Kernel(format!(
-            "{}/usr/lib/modules/{release}/modules.dep is missing",
-            root.display()
-        )));
+    if !root.join("usr/lib/modules").join(&release).join("modules.dep").is_file() {
+        return Err(ImageError::Kernel(format!("{}/usr/lib/modules/{release}/modules.dep is missing", root.display())));
     }
 
     progress(Progress::Stage(Stage::Initramfs));
@@ -431,17 +372,9 @@ mod tests {
 
     #[test]
     fn progress_renders() {
+        assert_eq!(Progress::Stage(Stage::Rootfs).to_string(), "[2/6] building the root file system (mmdebstrap)");
         assert_eq!(
-            Progress::Stage(Stage::Rootfs).to_string(),
-            "[2/6] building the root file system (mmdebstrap)"
-        );
-        assert_eq!(
-            Progress::Download {
-                fetched: 3,
-                total: 313,
-                package: "weston".into()
-            }
-            .to_string(),
+            Progress::Download { fetched: 3, total: 313, package: "weston".into() }.to_string(),
             "      download 3/313 weston"
         );
     }

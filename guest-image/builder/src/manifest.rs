@@ -81,17 +81,12 @@ pub struct Manifest {
 impl Manifest {
     pub fn load(path: &Path) -> Result<Manifest, ImageError> {
         let text = std::fs::read(path).map_err(ImageError::io(path))?;
-        serde_json::from_slice(&text).map_err(|source| ImageError::Manifest {
-            path: path.to_path_buf(),
-            source,
-        })
+        serde_json::from_slice(&text).map_err(|source| ImageError::Manifest { path: path.to_path_buf(), source })
     }
 
     pub fn store(&self, path: &Path) -> Result<(), ImageError> {
-        let mut text = serde_json::to_vec_pretty(self).map_err(|source| ImageError::Manifest {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let mut text = serde_json::to_vec_pretty(self)
+            .map_err(|source| ImageError::Manifest { path: path.to_path_buf(), source })?;
         text.push(b'\n');
         let tmp = path.with_extension("json.tmp");
         std::fs::write(&tmp, text).map_err(ImageError::io(&tmp))?;
@@ -105,11 +100,9 @@ pub(crate) fn parse_dpkg_status(text: &str) -> Vec<Package> {
         .split("\n\n")
         .filter_map(|stanza| {
             let field = |k: &str| {
-                stanza.lines().find_map(|l| {
-                    l.strip_prefix(k)
-                        .and_then(|v| v.strip_prefix(':'))
-                        .map(|v| v.trim().to_string())
-                })
+                stanza
+                    .lines()
+                    .find_map(|l| l.strip_prefix(k).and_then(|v| v.strip_prefix(':')).map(|v| v.trim().to_string()))
             };
             let status = field("Status")?;
             if !status.ends_with(" installed") {
@@ -172,12 +165,7 @@ pub(crate) fn tree_sha256(root: &Path) -> Result<String, ImageError> {
             ("s", String::new())
         };
         h.update(&rel);
-        h.update(format!(
-            "\0{kind}\0{:o}\0{}\0{}\0{payload}\n",
-            md.permissions().mode() & 0o7777,
-            md.uid(),
-            md.gid()
-        ));
+        h.update(format!("\0{kind}\0{:o}\0{}\0{}\0{payload}\n", md.permissions().mode() & 0o7777, md.uid(), md.gid()));
     }
     Ok(hex(&h.finalize()))
 }
@@ -198,10 +186,7 @@ fn collect(root: &Path, rel: &Path, out: &mut Vec<Vec<u8>>) -> Result<(), ImageE
 
 /// `SystemTime` as RFC 3339 UTC (`2025-01-31T12:00:00Z`).
 pub(crate) fn rfc3339(t: std::time::SystemTime) -> String {
-    let secs = t
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let secs = t.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
     // Civil-from-days (Howard Hinnant's algorithm).
     let z = days + 719_468;
@@ -213,12 +198,7 @@ pub(crate) fn rfc3339(t: std::time::SystemTime) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 #[cfg(test)]
@@ -233,28 +213,15 @@ Package: gone\nStatus: deinstall ok config-files\nVersion: 1\n\n\
 Package: foot\nStatus: install ok installed\nArchitecture: amd64\nVersion: 1.21.0-2\nDescription: x\n version: not a field\n";
         let p = parse_dpkg_status(s);
         assert_eq!(p.len(), 2);
-        assert_eq!(
-            p[0],
-            Package {
-                name: "foot".into(),
-                version: "1.21.0-2".into(),
-                architecture: "amd64".into()
-            }
-        );
+        assert_eq!(p[0], Package { name: "foot".into(), version: "1.21.0-2".into(), architecture: "amd64".into() });
         assert_eq!(p[1].name, "weston");
     }
 
     #[test]
     fn rfc3339_dates() {
         assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
-        assert_eq!(
-            rfc3339(UNIX_EPOCH + Duration::from_secs(1_709_251_199)),
-            "2024-02-29T23:59:59Z"
-        );
-        assert_eq!(
-            rfc3339(UNIX_EPOCH + Duration::from_secs(951_782_400)),
-            "2000-02-29T00:00:00Z"
-        );
+        assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_secs(1_709_251_199)), "2024-02-29T23:59:59Z");
+        assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_secs(951_782_400)), "2000-02-29T00:00:00Z");
     }
 
     #[test]
@@ -268,11 +235,7 @@ Package: foot\nStatus: install ok installed\nArchitecture: amd64\nVersion: 1.21.
         std::fs::write(d.path().join("etc/a"), b"two").unwrap();
         let h2 = tree_sha256(d.path()).unwrap();
         assert_ne!(h1, h2);
-        std::fs::set_permissions(
-            d.path().join("etc/a"),
-            std::fs::Permissions::from_mode(0o600),
-        )
-        .unwrap();
+        std::fs::set_permissions(d.path().join("etc/a"), std::fs::Permissions::from_mode(0o600)).unwrap();
         let h3 = tree_sha256(d.path()).unwrap();
         assert_ne!(h2, h3);
         std::fs::remove_file(d.path().join("link")).unwrap();

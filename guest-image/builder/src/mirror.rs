@@ -28,12 +28,7 @@ pub fn mirror_for(suite: &str) -> Result<String, ImageError> {
         .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
         .unwrap_or_default();
     files.retain(|p| p.extension().is_some_and(|e| e == "sources"));
-    files.sort_by_key(|p| {
-        (
-            p.file_name().is_none_or(|n| n != "debian.sources"),
-            p.clone(),
-        )
-    });
+    files.sort_by_key(|p| (p.file_name().is_none_or(|n| n != "debian.sources"), p.clone()));
     for f in &files {
         if let Ok(text) = std::fs::read_to_string(f) {
             sources.extend(parse_deb822(&text));
@@ -42,31 +37,20 @@ pub fn mirror_for(suite: &str) -> Result<String, ImageError> {
     if let Ok(text) = std::fs::read_to_string(SOURCES_LIST) {
         sources.extend(parse_one_line(&text));
     }
-    pick(&sources, suite).ok_or_else(|| ImageError::NoMirror {
-        searched: format!("{SOURCES_DIR}/*.sources and {SOURCES_LIST}"),
-    })
+    pick(&sources, suite)
+        .ok_or_else(|| ImageError::NoMirror { searched: format!("{SOURCES_DIR}/*.sources and {SOURCES_LIST}") })
 }
 
 pub(crate) fn pick(sources: &[Source], suite: &str) -> Option<String> {
     let exact = sources.iter().find(|s| s.suites.iter().any(|x| x == suite));
-    let release = || {
-        sources.iter().find(|s| {
-            s.suites
-                .iter()
-                .any(|x| !x.contains('-') && !x.contains('/'))
-        })
-    };
-    exact
-        .or_else(release)
-        .and_then(|s| s.uris.first())
-        .map(|u| u.trim_end_matches('/').to_string())
+    let release = || sources.iter().find(|s| s.suites.iter().any(|x| !x.contains('-') && !x.contains('/')));
+    exact.or_else(release).and_then(|s| s.uris.first()).map(|u| u.trim_end_matches('/').to_string())
 }
 
 pub(crate) fn parse_deb822(text: &str) -> Vec<Source> {
     let mut out = Vec::new();
     for stanza in text.split("\n\n") {
-        let (mut uris, mut suites, mut types, mut enabled) =
-            (Vec::new(), Vec::new(), Vec::new(), true);
+        let (mut uris, mut suites, mut types, mut enabled) = (Vec::new(), Vec::new(), Vec::new(), true);
         for line in stanza.lines() {
             if line.starts_with('#') {
                 continue;
@@ -74,12 +58,7 @@ pub(crate) fn parse_deb822(text: &str) -> Vec<Source> {
             let Some((key, value)) = line.split_once(':') else {
                 continue;
             };
-            let words = || {
-                value
-                    .split_whitespace()
-                    .map(str::to_string)
-                    .collect::<Vec<_>>()
-            };
+            let words = || value.split_whitespace().map(str::to_string).collect::<Vec<_>>();
             match key.trim().to_ascii_lowercase().as_str() {
                 "uris" => uris = words(),
                 "suites" => suites = words(),
@@ -113,10 +92,7 @@ pub(crate) fn parse_one_line(text: &str) -> Vec<Source> {
             }
             let uri = words.next()?.to_string();
             let suite = words.next()?.to_string();
-            Some(Source {
-                uris: vec![uri],
-                suites: vec![suite],
-            })
+            Some(Source { uris: vec![uri], suites: vec![suite] })
         })
         .collect()
 }
@@ -137,43 +113,26 @@ mod tests {
     fn release_suite_entry_serves_other_suites() {
         let s = parse_deb822(DEB822);
         assert_eq!(s.len(), 2);
-        assert_eq!(
-            pick(&s, "trixie").as_deref(),
-            Some("http://mirror.example/debian")
-        );
+        assert_eq!(pick(&s, "trixie").as_deref(), Some("http://mirror.example/debian"));
     }
 
     #[test]
     fn exact_suite_wins() {
         let mut s = parse_deb822(DEB822);
-        s.push(Source {
-            uris: vec!["http://other.example/debian/".into()],
-            suites: vec!["trixie".into()],
-        });
-        assert_eq!(
-            pick(&s, "trixie").as_deref(),
-            Some("http://other.example/debian")
-        );
+        s.push(Source { uris: vec!["http://other.example/debian/".into()], suites: vec!["trixie".into()] });
+        assert_eq!(pick(&s, "trixie").as_deref(), Some("http://other.example/debian"));
     }
 
     #[test]
     fn security_only_is_not_a_mirror() {
-        let s = parse_deb822(
-            "Types: deb\nURIs: http://m.example/debian-security\nSuites: trixie-security\n",
-        );
+        let s = parse_deb822("Types: deb\nURIs: http://m.example/debian-security\nSuites: trixie-security\n");
         assert_eq!(pick(&s, "trixie"), None);
     }
 
     #[test]
     fn one_line_sources() {
         let s = parse_one_line("# x\ndeb [arch=amd64 signed-by=/k.gpg] http://m.example/debian bookworm main\ndeb-src http://s.example/debian bookworm main\n");
-        assert_eq!(
-            s,
-            vec![Source {
-                uris: vec!["http://m.example/debian".into()],
-                suites: vec!["bookworm".into()]
-            }]
-        );
+        assert_eq!(s, vec![Source { uris: vec!["http://m.example/debian".into()], suites: vec!["bookworm".into()] }]);
     }
 
     #[test]

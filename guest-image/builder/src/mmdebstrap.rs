@@ -83,30 +83,22 @@ pub(crate) fn run(r: &Run<'_>, progress: &mut dyn FnMut(Progress)) -> Result<(),
     std::fs::create_dir_all(r.cache_dir).map_err(ImageError::io(r.cache_dir))?;
 
     let mut cmd = Command::new("mmdebstrap");
-    cmd.args([
-        "--mode=root",
-        "--variant=apt",
-        "--format=directory",
-        "--verbose",
-        "--components=main",
-    ])
-    .arg("--aptopt=Acquire::Retries \"3\"")
-    .arg(format!("--include={}", r.packages.join(",")))
-    .arg("--skip=essential/unlink")
-    .arg(format!("--setup-hook={CACHE_IN}"))
-    .arg(format!("--essential-hook={DIVERT_UPDATE_INITRAMFS}"))
-    .arg(format!("--customize-hook={CACHE_OUT}"))
-    .env("RAYOS_APT_ARCHIVES", &archives)
-    .env("RAYOS_APT_LISTS", &lists)
-    .env("LC_ALL", "C.UTF-8")
-    .env("DEBIAN_FRONTEND", "noninteractive");
+    cmd.args(["--mode=root", "--variant=apt", "--format=directory", "--verbose", "--components=main"])
+        .arg("--aptopt=Acquire::Retries \"3\"")
+        .arg(format!("--include={}", r.packages.join(",")))
+        .arg("--skip=essential/unlink")
+        .arg(format!("--setup-hook={CACHE_IN}"))
+        .arg(format!("--essential-hook={DIVERT_UPDATE_INITRAMFS}"))
+        .arg(format!("--customize-hook={CACHE_OUT}"))
+        .env("RAYOS_APT_ARCHIVES", &archives)
+        .env("RAYOS_APT_LISTS", &lists)
+        .env("LC_ALL", "C.UTF-8")
+        .env("DEBIAN_FRONTEND", "noninteractive");
     if let Some(k) = crate::mirror::keyring() {
         cmd.arg(format!("--keyring={}", k.display()));
     }
     cmd.arg(r.suite).arg(r.target).arg(r.mirror);
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     tracing::info!(?cmd, "running mmdebstrap");
 
     let mut child = cmd.spawn().map_err(|e| match e.kind() {
@@ -114,10 +106,7 @@ pub(crate) fn run(r: &Run<'_>, progress: &mut dyn FnMut(Progress)) -> Result<(),
             tool: "mmdebstrap",
             hint: "install it with scripts/setup.sh (apt package `mmdebstrap`)",
         },
-        _ => ImageError::Io {
-            path: "mmdebstrap".into(),
-            source: e,
-        },
+        _ => ImageError::Io { path: "mmdebstrap".into(), source: e },
     })?;
     let (tx, rx) = mpsc::channel::<String>();
     let readers: Vec<_> = [
@@ -150,10 +139,7 @@ pub(crate) fn run(r: &Run<'_>, progress: &mut dyn FnMut(Progress)) -> Result<(),
     if !status.success() {
         return Err(parser.error(status.to_string(), r.suite, r.mirror));
     }
-    for (cur, new) in [
-        (&archives, archives.with_extension("new")),
-        (&lists, lists.with_extension("new")),
-    ] {
+    for (cur, new) in [(&archives, archives.with_extension("new")), (&lists, lists.with_extension("new"))] {
         if new.is_dir() {
             if cur.exists() {
                 std::fs::remove_dir_all(cur).map_err(ImageError::io(cur))?;
@@ -223,9 +209,7 @@ impl OutputParser {
             return None;
         }
         if self.phase == Phase::Update
-            && (line.starts_with("Get:")
-                || line.starts_with("Hit:")
-                || line.starts_with("Fetched "))
+            && (line.starts_with("Get:") || line.starts_with("Hit:") || line.starts_with("Fetched "))
         {
             // Index downloads: "Hit" means the cached index is still current.
             return Some(Progress::Step(format!("index: {line}")));
@@ -234,42 +218,23 @@ impl OutputParser {
             self.downloaded += 1;
             // "Get:12 http://mirror trixie/main amd64 NAME amd64 VERSION [SIZE]"
             let package = rest.split_whitespace().nth(4).unwrap_or("?").to_string();
-            return Some(Progress::Download {
-                fetched: self.downloaded,
-                total: self.packages_total,
-                package,
-            });
+            return Some(Progress::Download { fetched: self.downloaded, total: self.packages_total, package });
         }
         if let Some(rest) = line.strip_prefix("Setting up ") {
             self.installed += 1;
             let package = rest.split([' ', ':']).next().unwrap_or("?").to_string();
-            return Some(Progress::Install {
-                done: self.installed,
-                total: self.packages_total,
-                package,
-            });
+            return Some(Progress::Install { done: self.installed, total: self.packages_total, package });
         }
         None
     }
 
     pub(crate) fn error(&self, status: String, suite: &str, mirror: &str) -> ImageError {
         let message = if self.errors.is_empty() {
-            self.tail
-                .iter()
-                .rev()
-                .take(12)
-                .rev()
-                .cloned()
-                .collect::<Vec<_>>()
-                .join("\n")
+            self.tail.iter().rev().take(12).rev().cloned().collect::<Vec<_>>().join("\n")
         } else {
             self.errors.join("\n")
         };
-        if let Some(package) = self
-            .errors
-            .iter()
-            .find_map(|e| e.split("Unable to locate package ").nth(1))
-        {
+        if let Some(package) = self.errors.iter().find_map(|e| e.split("Unable to locate package ").nth(1)) {
             return ImageError::UnknownPackage {
                 package: package.trim().to_string(),
                 suite: suite.to_string(),
@@ -277,22 +242,11 @@ impl OutputParser {
             };
         }
         let fetch = matches!(self.phase, Phase::Setup | Phase::Update | Phase::Download)
-            || self
-                .errors
-                .iter()
-                .any(|e| e.contains("Failed to fetch") || e.starts_with("Err:"));
+            || self.errors.iter().any(|e| e.contains("Failed to fetch") || e.starts_with("Err:"));
         if fetch {
-            ImageError::Fetch {
-                suite: suite.to_string(),
-                mirror: mirror.to_string(),
-                message,
-            }
+            ImageError::Fetch { suite: suite.to_string(), mirror: mirror.to_string(), message }
         } else {
-            ImageError::Mmdebstrap {
-                status,
-                stage: self.stage.clone(),
-                message,
-            }
+            ImageError::Mmdebstrap { status, stage: self.stage.clone(), message }
         }
     }
 
@@ -327,16 +281,8 @@ mod tests {
         ];
         let events: Vec<_> = lines.iter().filter_map(|l| p.feed(l)).collect();
         assert_eq!(p.counts(), (2, 1, 2));
-        assert!(events.contains(&Progress::Download {
-            fetched: 1,
-            total: 2,
-            package: "gcc-14-base".into()
-        }));
-        assert!(events.contains(&Progress::Install {
-            done: 2,
-            total: 2,
-            package: "libc6".into()
-        }));
+        assert!(events.contains(&Progress::Download { fetched: 1, total: 2, package: "gcc-14-base".into() }));
+        assert!(events.contains(&Progress::Install { done: 2, total: 2, package: "libc6".into() }));
         assert!(events.contains(&Progress::Step("installing essential packages".into())));
     }
 
@@ -346,13 +292,8 @@ mod tests {
         p.feed("I: running apt-get update...");
         p.feed("Err:1 http://m.example/debian trixie InRelease");
         p.feed("E: Failed to fetch http://m.example/debian/dists/trixie/InRelease  Could not resolve 'm.example'");
-        let e = p
-            .error("exit status: 1".into(), "trixie", "http://m.example/debian")
-            .to_string();
-        assert!(
-            e.starts_with("cannot fetch trixie packages from http://m.example/debian: "),
-            "{e}"
-        );
+        let e = p.error("exit status: 1".into(), "trixie", "http://m.example/debian").to_string();
+        assert!(e.starts_with("cannot fetch trixie packages from http://m.example/debian: "), "{e}");
         assert!(e.contains("Could not resolve"), "{e}");
     }
 
@@ -374,16 +315,7 @@ mod tests {
         p.feed("I: installing remaining packages inside the chroot...");
         p.feed("I: main() received signal PIPE: waiting for setup");
         p.feed("E: setup failed: E: Unable to locate package no-such-pkg");
-        let e = p
-            .error(
-                "exit status: 25".into(),
-                "trixie",
-                "http://m.example/debian",
-            )
-            .to_string();
-        assert_eq!(
-            e,
-            "package no-such-pkg is not in trixie at http://m.example/debian"
-        );
+        let e = p.error("exit status: 25".into(), "trixie", "http://m.example/debian").to_string();
+        assert_eq!(e, "package no-such-pkg is not in trixie at http://m.example/debian");
     }
 }

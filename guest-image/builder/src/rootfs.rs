@@ -28,10 +28,7 @@ fn inside(root: &Path, rel: &str) -> Result<PathBuf, ImageError> {
             if t.is_absolute() {
                 return Err(ImageError::UnsafeDelete {
                     path: p,
-                    reason: format!(
-                        "symlink to {} would leave the root file system",
-                        t.display()
-                    ),
+                    reason: format!("symlink to {} would leave the root file system", t.display()),
                 });
             }
         }
@@ -44,26 +41,17 @@ fn write_file(root: &Path, rel: &str, data: &[u8], mode: u32) -> Result<(), Imag
     if let Some(dir) = p.parent() {
         std::fs::create_dir_all(dir).map_err(ImageError::io(dir))?;
     }
-    if p.symlink_metadata()
-        .is_ok_and(|m| m.file_type().is_symlink())
-    {
+    if p.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink()) {
         std::fs::remove_file(&p).map_err(ImageError::io(&p))?;
     }
     let tmp = p.with_extension("rayos-tmp");
     std::fs::write(&tmp, data).map_err(ImageError::io(&tmp))?;
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))
-        .map_err(ImageError::io(&tmp))?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)).map_err(ImageError::io(&tmp))?;
     std::fs::rename(&tmp, &p).map_err(ImageError::io(&p))
 }
 
 /// Adds `line` to a passwd-style file unless an entry named `name` exists.
-fn ensure_entry(
-    root: &Path,
-    rel: &str,
-    name: &str,
-    line: &str,
-    mode: u32,
-) -> Result<(), ImageError> {
+fn ensure_entry(root: &Path, rel: &str, name: &str, line: &str, mode: u32) -> Result<(), ImageError> {
     let p = inside(root, rel)?;
     let text = match std::fs::read_to_string(&p) {
         Ok(t) => t,
@@ -103,16 +91,12 @@ pub(crate) fn add_members(text: &str, groups: &[&str], user: &str, field: usize)
 }
 
 fn mode_of(p: &Path) -> u32 {
-    std::fs::metadata(p)
-        .map(|m| m.permissions().mode() & 0o7777)
-        .unwrap_or(0o644)
+    std::fs::metadata(p).map(|m| m.permissions().mode() & 0o7777).unwrap_or(0o644)
 }
 
 pub(crate) fn add_user(root: &Path) -> Result<(), ImageError> {
-    let days = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() / 86_400)
-        .unwrap_or(0);
+    let days =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() / 86_400).unwrap_or(0);
     ensure_entry(root, "etc/group", USER, &format!("{USER}:x:{GID}:"), 0o644)?;
     ensure_entry(root, "etc/gshadow", USER, &format!("{USER}:!::"), 0o640)?;
     ensure_entry(
@@ -123,13 +107,7 @@ pub(crate) fn add_user(root: &Path) -> Result<(), ImageError> {
         0o644,
     )?;
     // Locked password: the agent starts the user's programs; nobody logs in.
-    ensure_entry(
-        root,
-        "etc/shadow",
-        USER,
-        &format!("{USER}:!:{days}:0:99999:7:::"),
-        0o640,
-    )?;
+    ensure_entry(root, "etc/shadow", USER, &format!("{USER}:!:{days}:0:99999:7:::"), 0o640)?;
     for (rel, field) in [("etc/group", 3), ("etc/gshadow", 3)] {
         let p = inside(root, rel)?;
         if let Ok(text) = std::fs::read_to_string(&p) {
@@ -155,8 +133,7 @@ pub(crate) fn add_user(root: &Path) -> Result<(), ImageError> {
         }
     }
     chown(&home, Some(UID), Some(GID)).map_err(ImageError::io(&home))?;
-    std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o755))
-        .map_err(ImageError::io(&home))
+    std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o755)).map_err(ImageError::io(&home))
 }
 
 /// Restores group ownership of files `write_file` recreated (root:shadow for
@@ -165,9 +142,7 @@ fn fix_shadow_group(root: &Path) -> Result<(), ImageError> {
     let group = std::fs::read_to_string(root.join("etc/group")).unwrap_or_default();
     let gid = group.lines().find_map(|l| {
         let f: Vec<&str> = l.split(':').collect();
-        (f.first() == Some(&"shadow"))
-            .then(|| f.get(2).and_then(|g| g.parse::<u32>().ok()))
-            .flatten()
+        (f.first() == Some(&"shadow")).then(|| f.get(2).and_then(|g| g.parse::<u32>().ok())).flatten()
     });
     if let Some(gid) = gid {
         for rel in ["etc/shadow", "etc/gshadow"] {
@@ -186,12 +161,7 @@ include!(concat!(env!("OUT_DIR"), "/desktop_entries.rs"));
 pub(crate) fn customize(root: &Path, agent: &Path) -> Result<(), ImageError> {
     add_user(root)?;
     fix_shadow_group(root)?;
-    write_file(
-        root,
-        "etc/hostname",
-        format!("{HOSTNAME}\n").as_bytes(),
-        0o644,
-    )?;
+    write_file(root, "etc/hostname", format!("{HOSTNAME}\n").as_bytes(), 0o644)?;
     write_file(
         root,
         "etc/hosts",
@@ -207,10 +177,7 @@ pub(crate) fn customize(root: &Path, agent: &Path) -> Result<(), ImageError> {
     // The kernel postinst points these at an initrd that is never generated.
     for l in ["initrd.img", "initrd.img.old"] {
         let p = root.join(l);
-        if p.symlink_metadata()
-            .is_ok_and(|m| m.file_type().is_symlink())
-            && !p.exists()
-        {
+        if p.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink()) && !p.exists() {
             std::fs::remove_file(&p).map_err(ImageError::io(&p))?;
         }
     }
@@ -218,10 +185,7 @@ pub(crate) fn customize(root: &Path, agent: &Path) -> Result<(), ImageError> {
 }
 
 pub(crate) fn install_agent(root: &Path, agent: &Path) -> Result<(), ImageError> {
-    let data = std::fs::read(agent).map_err(|source| ImageError::Agent {
-        path: agent.to_path_buf(),
-        source,
-    })?;
+    let data = std::fs::read(agent).map_err(|source| ImageError::Agent { path: agent.to_path_buf(), source })?;
     write_file(root, AGENT_GUEST_PATH, &data, 0o755)
 }
 
@@ -233,10 +197,7 @@ mod tests {
     fn members_are_added_once() {
         let g = "root:x:0:\nvideo:x:44:\nrender:x:105:alice\nusers:x:100:\n";
         let once = add_members(g, USER_GROUPS, USER, 3);
-        assert_eq!(
-            once,
-            "root:x:0:\nvideo:x:44:rayos\nrender:x:105:alice,rayos\nusers:x:100:\n"
-        );
+        assert_eq!(once, "root:x:0:\nvideo:x:44:rayos\nrender:x:105:alice,rayos\nusers:x:100:\n");
         assert_eq!(add_members(&once, USER_GROUPS, USER, 3), once);
     }
 
@@ -260,21 +221,13 @@ mod tests {
         customize(root, &agent).unwrap();
         let passwd = std::fs::read_to_string(root.join("etc/passwd")).unwrap();
         assert_eq!(passwd.matches("rayos:x:1000:1000:").count(), 1);
-        assert!(std::fs::read_to_string(root.join("etc/group"))
-            .unwrap()
-            .contains("video:x:44:rayos\n"));
+        assert!(std::fs::read_to_string(root.join("etc/group")).unwrap().contains("video:x:44:rayos\n"));
         assert!(root.join("usr/sbin/rayos-init").is_file());
         assert!(root.join(AGENT_GUEST_PATH).is_file());
         assert!(!DESKTOP_ENTRIES.is_empty());
         for (name, _) in DESKTOP_ENTRIES {
-            assert!(
-                root.join("usr/share/applications").join(name).is_file(),
-                "{name}"
-            );
+            assert!(root.join("usr/share/applications").join(name).is_file(), "{name}");
         }
-        assert_eq!(
-            std::fs::read_to_string(root.join("etc/hostname")).unwrap(),
-            "rayos-guest\n"
-        );
+        assert_eq!(std::fs::read_to_string(root.join("etc/hostname")).unwrap(), "rayos-guest\n");
     }
 }

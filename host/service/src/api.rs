@@ -114,7 +114,9 @@ impl From<LaunchError> for ApiError {
             LaunchError::NotRunning(_) => ApiError::new(StatusCode::CONFLICT, "vm_not_running", msg),
             LaunchError::NoSuchApp { .. } => ApiError::new(StatusCode::NOT_FOUND, "unknown_app", msg),
             LaunchError::Guest(_) => ApiError::new(StatusCode::BAD_GATEWAY, "guest", msg),
-            LaunchError::Link(crate::agent_link::LinkError::WaitTimeout { .. }) => ApiError::new(StatusCode::GATEWAY_TIMEOUT, "wait_timeout", msg),
+            LaunchError::Link(crate::agent_link::LinkError::WaitTimeout { .. }) => {
+                ApiError::new(StatusCode::GATEWAY_TIMEOUT, "wait_timeout", msg)
+            }
             LaunchError::Link(_) => ApiError::new(StatusCode::CONFLICT, "vm_not_running", msg),
         }
     }
@@ -140,15 +142,23 @@ pub fn router(svc: Arc<Service>) -> Router {
         .with_state(svc)
 }
 
-async fn check_peer(State(svc): State<Arc<Service>>, ConnectInfo(peer): ConnectInfo<Peer>, req: Request, next: Next) -> Response {
+async fn check_peer(
+    State(svc): State<Arc<Service>>,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    req: Request,
+    next: Next,
+) -> Response {
     let own = svc.own_uid;
     let ok = match (peer.uid, peer.gid) {
-        (Some(uid), Some(gid)) => peer_allowed(uid, own, svc.group_gid.map(|g| member_of(uid, gid, g)).unwrap_or(false)),
+        (Some(uid), Some(gid)) => {
+            peer_allowed(uid, own, svc.group_gid.map(|g| member_of(uid, gid, g)).unwrap_or(false))
+        }
         _ => false,
     };
     if !ok {
         tracing::warn!(?peer, "API request refused: the peer is not allowed");
-        return ApiError::new(StatusCode::FORBIDDEN, "forbidden", "this user may not use the RayOS host service").into_response();
+        return ApiError::new(StatusCode::FORBIDDEN, "forbidden", "this user may not use the RayOS host service")
+            .into_response();
     }
     next.run(req).await
 }
@@ -197,7 +207,9 @@ async fn start(State(svc): State<Arc<Service>>, Path(name): Path<String>, Query(
     let h = handle(&svc, &name)?;
     match h.start(q.wait).await {
         Ok(info) => Ok((StatusCode::ACCEPTED, Json(info)).into_response()),
-        Err(why) if why.contains("already") || why.contains("stopping") => Err(ApiError::new(StatusCode::CONFLICT, "vm_state", why)),
+        Err(why) if why.contains("already") || why.contains("stopping") => {
+            Err(ApiError::new(StatusCode::CONFLICT, "vm_state", why))
+        }
         Err(why) => Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "start_failed", why)),
     }
 }
@@ -211,7 +223,11 @@ async fn stop(State(svc): State<Arc<Service>>, Path(name): Path<String>) -> ApiR
 fn running(h: &crate::vm::VmHandle) -> Result<crate::vm::VmInfo, ApiError> {
     let info = h.snapshot();
     if info.state != crate::state::VmState::Running && info.state != crate::state::VmState::Degraded {
-        return Err(ApiError::new(StatusCode::CONFLICT, "vm_not_running", format!("VM {} is {}", info.name, info.state.as_str())));
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "vm_not_running",
+            format!("VM {} is {}", info.name, info.state.as_str()),
+        ));
     }
     Ok(info)
 }
@@ -268,16 +284,25 @@ struct IntentRequest {
 async fn intent(State(svc): State<Arc<Service>>, body: Result<Json<IntentRequest>, JsonRejection>) -> ApiResult {
     let Json(req) = body?;
     if req.request.trim().is_empty() || req.request.len() > launch::MAX_REQUEST_BYTES {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "bad_request", format!("request: 1 to {} bytes of text", launch::MAX_REQUEST_BYTES)));
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("request: 1 to {} bytes of text", launch::MAX_REQUEST_BYTES),
+        ));
     }
     let Some(resolver) = svc.resolver.clone() else {
-        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "intent_unavailable", "this service runs without an intent engine"));
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "intent_unavailable",
+            "this service runs without an intent engine",
+        ));
     };
     let h = pick_vm(&svc, req.vm.as_deref())?;
     let info = running(&h)?;
     let link = h.link().ok_or_else(|| ApiError::from(LaunchError::NotRunning(info.name.clone())))?;
     let policy = h.policy.clone();
-    let answer = blocking(move || Ok(launch::resolve_words(&link, &policy, resolver.as_ref(), &req.request)?.1)).await?;
+    let answer =
+        blocking(move || Ok(launch::resolve_words(&link, &policy, resolver.as_ref(), &req.request)?.1)).await?;
     Ok(Json(json!({"vm": h.policy.name, "answer": answer})).into_response())
 }
 

@@ -52,7 +52,12 @@ pub struct Child {
 
 impl Child {
     /// Starts `spec` in its own process group. Its exit is sent to `report`.
-    pub fn spawn(vm: &str, spec: &ChildSpec, generation: u64, report: mpsc::UnboundedSender<Exited>) -> Result<Child, ChildError> {
+    pub fn spawn(
+        vm: &str,
+        spec: &ChildSpec,
+        generation: u64,
+        report: mpsc::UnboundedSender<Exited>,
+    ) -> Result<Child, ChildError> {
         let mut cmd = tokio::process::Command::new(&spec.program);
         cmd.args(&spec.args)
             .envs(spec.env.iter().map(|(k, v)| (k, v)))
@@ -69,10 +74,12 @@ impl Child {
         })?;
         let pid = child.id().unwrap_or(0);
         tracing::info!(vm, child = %spec.name, pid, "started {}", spec.program.display());
-        for out in [child.stdout.take().map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
-                    child.stderr.take().map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>)]
-            .into_iter()
-            .flatten()
+        for out in [
+            child.stdout.take().map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+            child.stderr.take().map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+        ]
+        .into_iter()
+        .flatten()
         {
             let (vm, name) = (vm.to_string(), spec.name.clone());
             tokio::spawn(async move {
@@ -188,7 +195,12 @@ mod tests {
     #[tokio::test]
     async fn a_missing_program_names_itself() {
         let (tx, _rx) = mpsc::unbounded_channel();
-        let spec = ChildSpec { name: "virtiofsd-rootfs".into(), program: "/nonexistent/virtiofsd".into(), args: vec![], env: vec![] };
+        let spec = ChildSpec {
+            name: "virtiofsd-rootfs".into(),
+            program: "/nonexistent/virtiofsd".into(),
+            args: vec![],
+            env: vec![],
+        };
         let e = Child::spawn("t", &spec, 1, tx).unwrap_err().to_string();
         assert!(e.contains("virtiofsd-rootfs") && e.contains("/nonexistent/virtiofsd"), "{e}");
     }

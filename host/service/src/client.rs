@@ -50,7 +50,12 @@ pub struct ApiClient {
 }
 
 /// One exchange: status and the body as JSON (`Null` when empty).
-pub async fn request(socket: &Path, method: Method, path: &str, body: Option<&serde_json::Value>) -> Result<(StatusCode, serde_json::Value), ApiClientError> {
+pub async fn request(
+    socket: &Path,
+    method: Method,
+    path: &str,
+    body: Option<&serde_json::Value>,
+) -> Result<(StatusCode, serde_json::Value), ApiClientError> {
     let raw = body.map(|b| serde_json::to_vec(b).expect("json"));
     let (status, bytes) = request_raw(socket, method, path, raw.as_deref()).await?;
     let v = if bytes.is_empty() {
@@ -62,8 +67,14 @@ pub async fn request(socket: &Path, method: Method, path: &str, body: Option<&se
 }
 
 /// One exchange with a raw body (tests send malformed ones).
-pub async fn request_raw(socket: &Path, method: Method, path: &str, body: Option<&[u8]>) -> Result<(StatusCode, Bytes), ApiClientError> {
-    let stream = UnixStream::connect(socket).await.map_err(|source| ApiClientError::Connect { path: socket.into(), source })?;
+pub async fn request_raw(
+    socket: &Path,
+    method: Method,
+    path: &str,
+    body: Option<&[u8]>,
+) -> Result<(StatusCode, Bytes), ApiClientError> {
+    let stream =
+        UnixStream::connect(socket).await.map_err(|source| ApiClientError::Connect { path: socket.into(), source })?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| ApiClientError::Http(e.to_string()))?;
@@ -105,7 +116,13 @@ impl ApiClient {
         &self.socket
     }
 
-    fn call(&self, method: Method, path: &str, body: Option<serde_json::Value>, timeout: Duration) -> Result<serde_json::Value, ApiClientError> {
+    fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+        timeout: Duration,
+    ) -> Result<serde_json::Value, ApiClientError> {
         let (status, v) = self
             .rt
             .block_on(async { tokio::time::timeout(timeout, request(&self.socket, method, path, body.as_ref())).await })
@@ -118,12 +135,22 @@ impl ApiClient {
     }
 
     /// POST with a body; `timeout` for long calls (a stop, a launch that waits).
-    pub fn post(&self, path: &str, body: serde_json::Value, timeout: Duration) -> Result<serde_json::Value, ApiClientError> {
+    pub fn post(
+        &self,
+        path: &str,
+        body: serde_json::Value,
+        timeout: Duration,
+    ) -> Result<serde_json::Value, ApiClientError> {
         self.call(Method::POST, path, Some(body), timeout)
     }
 
     /// Reads events until `count` arrived, `timeout` passed or `each` returns false.
-    pub fn events(&self, count: Option<usize>, timeout: Duration, mut each: impl FnMut(&serde_json::Value) -> bool) -> Result<usize, ApiClientError> {
+    pub fn events(
+        &self,
+        count: Option<usize>,
+        timeout: Duration,
+        mut each: impl FnMut(&serde_json::Value) -> bool,
+    ) -> Result<usize, ApiClientError> {
         self.rt.block_on(async {
             let stream = UnixStream::connect(&self.socket)
                 .await
@@ -141,7 +168,8 @@ impl ApiClient {
                     Ok(Some(Ok(m))) => m,
                 };
                 if let tokio_tungstenite::tungstenite::Message::Text(t) = msg {
-                    let v: serde_json::Value = serde_json::from_str(&t).map_err(|e| ApiClientError::Decode(e.to_string()))?;
+                    let v: serde_json::Value =
+                        serde_json::from_str(&t).map_err(|e| ApiClientError::Decode(e.to_string()))?;
                     n += 1;
                     if !each(&v) {
                         break;

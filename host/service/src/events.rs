@@ -13,15 +13,47 @@ pub const EVENT_BACKLOG: usize = 256;
 #[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
-    VmState { vm: String, state: VmState, reason: String },
-    ChildExited { vm: String, child: String, status: String, expected: bool },
-    ChildRestarted { vm: String, child: String, restarts: u32 },
-    AppLaunched { vm: String, app: String, handle: u64, pid: u32 },
-    AppExited { vm: String, handle: u64, status: Option<i32>, signal: Option<i32> },
-    WindowMapped { id: u64, origin: String, app_id: Option<String>, title: Option<String> },
-    WindowUnmapped { id: u64 },
+    VmState {
+        vm: String,
+        state: VmState,
+        reason: String,
+    },
+    ChildExited {
+        vm: String,
+        child: String,
+        status: String,
+        expected: bool,
+    },
+    ChildRestarted {
+        vm: String,
+        child: String,
+        restarts: u32,
+    },
+    AppLaunched {
+        vm: String,
+        app: String,
+        handle: u64,
+        pid: u32,
+    },
+    AppExited {
+        vm: String,
+        handle: u64,
+        status: Option<i32>,
+        signal: Option<i32>,
+    },
+    WindowMapped {
+        id: u64,
+        origin: String,
+        app_id: Option<String>,
+        title: Option<String>,
+    },
+    WindowUnmapped {
+        id: u64,
+    },
     /// This subscriber missed `missed` events.
-    Lagged { missed: u64 },
+    Lagged {
+        missed: u64,
+    },
 }
 
 #[derive(Clone)]

@@ -178,7 +178,10 @@ pub fn launch(
     req.validate()?;
     // Checks that need no guest come first: nothing reaches the guest if they fail.
     if req.command.is_some() && !vm.allow_command {
-        return Err(LaunchError::Policy(format!("VM {} does not allow command lines (allow_command = false)", vm.name)));
+        return Err(LaunchError::Policy(format!(
+            "VM {} does not allow command lines (allow_command = false)",
+            vm.name
+        )));
     }
     if let Some(app) = &req.app {
         if app.ends_with(".desktop") && !vm.apps.allows(app) {
@@ -193,7 +196,8 @@ pub fn launch(
         (AppRef::Argv(cmd.clone()), cmd.join(" "), "command", None)
     } else if let Some(app) = &req.app {
         let all = client.list_apps(true)?;
-        let e = direct_match(&all, app).ok_or_else(|| LaunchError::NoSuchApp { vm: vm.name.clone(), app: app.clone() })?;
+        let e =
+            direct_match(&all, app).ok_or_else(|| LaunchError::NoSuchApp { vm: vm.name.clone(), app: app.clone() })?;
         if !vm.apps.allows(&e.id) {
             return Err(LaunchError::Policy(format!("{} is not among the apps VM {} may launch", e.id, vm.name)));
         }
@@ -208,7 +212,12 @@ pub fn launch(
                 let answer = resolver.resolve(words, &apps).map_err(LaunchError::Intent)?;
                 match &answer.app_id {
                     Some(id) if vm.apps.allows(id) => (AppRef::Id(id.clone()), id.clone(), "intent", Some(answer)),
-                    Some(id) => return Err(LaunchError::Policy(format!("{id} is not among the apps VM {} may launch", vm.name))),
+                    Some(id) => {
+                        return Err(LaunchError::Policy(format!(
+                            "{id} is not among the apps VM {} may launch",
+                            vm.name
+                        )))
+                    }
                     None => return Err(LaunchError::NotLaunched(answer)),
                 }
             }
@@ -256,11 +265,14 @@ mod tests {
     #[test]
     fn exactly_one_way_to_name_the_app() {
         assert!(LaunchRequest::default().validate().is_err());
-        let both = LaunchRequest { app: Some("foot".into()), request: Some("open a terminal".into()), ..Default::default() };
+        let both =
+            LaunchRequest { app: Some("foot".into()), request: Some("open a terminal".into()), ..Default::default() };
         assert!(both.validate().is_err());
         assert!(LaunchRequest { command: Some(vec![]), ..Default::default() }.validate().is_err());
         assert!(LaunchRequest { request: Some(" ".into()), ..Default::default() }.validate().is_err());
-        assert!(LaunchRequest { request: Some("x".repeat(MAX_REQUEST_BYTES + 1)), ..Default::default() }.validate().is_err());
+        assert!(LaunchRequest { request: Some("x".repeat(MAX_REQUEST_BYTES + 1)), ..Default::default() }
+            .validate()
+            .is_err());
         assert!(LaunchRequest { app: Some("foot".into()), ..Default::default() }.validate().is_ok());
     }
 

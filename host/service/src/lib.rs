@@ -90,10 +90,10 @@ pub fn find_tool(tool: &'static str, configured: Option<&Path>, extra: &[PathBuf
         candidates.extend(std::env::split_paths(&path).map(|d| d.join(tool)));
     }
     candidates.extend(extra.iter().cloned());
-    candidates
-        .into_iter()
-        .find(|p| p.is_file())
-        .ok_or_else(|| ServiceError::Tool { tool, hint: format!("set host.{} in the policy, or put it on PATH", tool.replace('-', "_")) })
+    candidates.into_iter().find(|p| p.is_file()).ok_or_else(|| ServiceError::Tool {
+        tool,
+        hint: format!("set host.{} in the policy, or put it on PATH", tool.replace('-', "_")),
+    })
 }
 
 /// The tools the policy names or that are found on this machine.
@@ -148,7 +148,8 @@ pub async fn start(opts: ServiceOptions) -> Result<Running, ServiceError> {
         unsafe { libc::chown(c.as_ptr(), u32::MAX, gid) };
     }
     runtime::clear_stale_socket(&host.socket)?;
-    let listener = UnixListener::bind(&host.socket).map_err(|source| ServiceError::Bind { path: host.socket.clone(), source })?;
+    let listener =
+        UnixListener::bind(&host.socket).map_err(|source| ServiceError::Bind { path: host.socket.clone(), source })?;
     runtime::restrict_socket(&host.socket, group_gid)?;
 
     let events = Events::default();

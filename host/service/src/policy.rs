@@ -268,9 +268,16 @@ impl Policy {
     /// Parses and checks a policy text.
     pub fn parse_str(file: Option<&Path>, text: &str, machine: &Machine) -> Result<Policy, PolicyError> {
         let fname = file.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("<default policy>"));
-        let raw: RawPolicy =
-            toml::from_str(text).map_err(|e| PolicyError::Syntax { file: fname.clone(), message: e.to_string().trim().replace('\n', " ") })?;
-        let bad = |key: String, value: String, why: &str| PolicyError::Value { file: fname.clone(), key, value, why: why.to_string() };
+        let raw: RawPolicy = toml::from_str(text).map_err(|e| PolicyError::Syntax {
+            file: fname.clone(),
+            message: e.to_string().trim().replace('\n', " "),
+        })?;
+        let bad = |key: String, value: String, why: &str| PolicyError::Value {
+            file: fname.clone(),
+            key,
+            value,
+            why: why.to_string(),
+        };
 
         let h = raw.host;
         let runtime_dir = h.runtime_dir.unwrap_or_else(|| machine.runtime_dir.clone());
@@ -316,7 +323,9 @@ impl Policy {
             socket,
             group: h.group,
             log_dir,
-            compositor_socket_dir: h.compositor_socket_dir.or_else(|| h.compositor.as_ref().and_then(|c| c.parent().map(Path::to_path_buf))),
+            compositor_socket_dir: h
+                .compositor_socket_dir
+                .or_else(|| h.compositor.as_ref().and_then(|c| c.parent().map(Path::to_path_buf))),
             compositor: h.compositor,
             shares_root: h.shares_root,
             stop_timeout_s,
@@ -357,7 +366,11 @@ impl Policy {
             let key = |k: &str| format!("vm.{name}.{k}");
             let image = v.image.unwrap_or_else(|| PathBuf::from(DEFAULT_IMAGE));
             if !image.is_absolute() {
-                return Err(bad(key("image"), format!("{:?}", image.display().to_string()), "must be an absolute path"));
+                return Err(bad(
+                    key("image"),
+                    format!("{:?}", image.display().to_string()),
+                    "must be an absolute path",
+                ));
             }
             let memory_mib = match &v.memory {
                 None => 1024,
@@ -375,7 +388,11 @@ impl Policy {
             }
             let cpus = v.cpus.unwrap_or(machine.cpus.min(2) as i64);
             if cpus < 1 || cpus > machine.cpus as i64 || cpus > 254 {
-                return Err(bad(key("cpus"), cpus.to_string(), &format!("expected 1 to {} (this machine's CPUs)", machine.cpus.min(254))));
+                return Err(bad(
+                    key("cpus"),
+                    cpus.to_string(),
+                    &format!("expected 1 to {} (this machine's CPUs)", machine.cpus.min(254)),
+                ));
             }
             let colour = v.colour.unwrap_or_else(|| "#d03030".into());
             let hex = colour.strip_prefix('#').filter(|h| h.len() == 6 && h.bytes().all(|b| b.is_ascii_hexdigit()));
@@ -383,14 +400,22 @@ impl Policy {
                 return Err(bad(key("colour"), format!("{colour:?}"), "expected \"#rrggbb\""));
             }
             if colours.contains(&colour.to_ascii_lowercase()) {
-                return Err(bad(key("colour"), format!("{colour:?}"), "another VM has this colour; each VM's windows must be told apart"));
+                return Err(bad(
+                    key("colour"),
+                    format!("{colour:?}"),
+                    "another VM has this colour; each VM's windows must be told apart",
+                ));
             }
             colours.push(colour.to_ascii_lowercase());
             let apps = match v.apps {
                 None => AppRule::All,
                 Some(list) if list.iter().any(|a| a == "*") => {
                     if list.len() > 1 {
-                        return Err(bad(key("apps"), format!("{list:?}"), "\"*\" allows every app; list nothing beside it"));
+                        return Err(bad(
+                            key("apps"),
+                            format!("{list:?}"),
+                            "\"*\" allows every app; list nothing beside it",
+                        ));
                     }
                     AppRule::All
                 }
@@ -412,7 +437,11 @@ impl Policy {
                     && s.tag.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
                     && s.tag != "rootfs";
                 if !tag_ok {
-                    return Err(bad(skey("tag"), format!("{:?}", s.tag), "1-36 characters of A-Z a-z 0-9 - _, and not rootfs"));
+                    return Err(bad(
+                        skey("tag"),
+                        format!("{:?}", s.tag),
+                        "1-36 characters of A-Z a-z 0-9 - _, and not rootfs",
+                    ));
                 }
                 if shares.iter().any(|o: &Share| o.tag == s.tag) {
                     return Err(bad(skey("tag"), format!("{:?}", s.tag), "two shares have this tag"));
@@ -432,7 +461,11 @@ impl Policy {
                     && !s.guest_path.split('/').any(|c| c == ".." || c == ".")
                     && !s.guest_path.contains([':', ' ', '\0', '\n']);
                 if !gp_ok {
-                    return Err(bad(skey("guest_path"), format!("{:?}", s.guest_path), "an absolute guest path without .., spaces or ':'"));
+                    return Err(bad(
+                        skey("guest_path"),
+                        format!("{:?}", s.guest_path),
+                        "an absolute guest path without .., spaces or ':'",
+                    ));
                 }
                 shares.push(Share { tag: s.tag, path: s.path, guest_path: s.guest_path, readonly: s.readonly });
             }
@@ -525,7 +558,9 @@ colour = "#8250df"
         assert_eq!(p.host.compositor_socket_dir.as_deref(), Some(Path::new("/run/rayos")));
         let l = p.vm("linux").unwrap();
         assert_eq!(l.memory_mib, 1536);
-        assert!(l.apps.allows("foot") && l.apps.allows("org.gnome.TextEditor.desktop") && !l.apps.allows("xterm.desktop"));
+        assert!(
+            l.apps.allows("foot") && l.apps.allows("org.gnome.TextEditor.desktop") && !l.apps.allows("xterm.desktop")
+        );
         assert_eq!(l.shares[0].tag, "work");
         assert!(l.shares[0].readonly);
         assert_eq!(l.on_backend_death, OnBackendDeath::Stop);

@@ -121,10 +121,8 @@ pub fn clear_stale_socket(path: &Path) -> Result<(), RuntimeError> {
 /// Sets the control socket's mode: 0660 and group `gid`, or 0600.
 pub fn restrict_socket(path: &Path, gid: Option<u32>) -> Result<(), RuntimeError> {
     if let Some(gid) = gid {
-        let c = CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| RuntimeError::Unsafe {
-            path: path.into(),
-            why: "contains a NUL byte".into(),
-        })?;
+        let c = CString::new(path.as_os_str().as_encoded_bytes())
+            .map_err(|_| RuntimeError::Unsafe { path: path.into(), why: "contains a NUL byte".into() })?;
         // SAFETY: chown on a NUL-terminated path we own; -1 keeps the owner.
         if unsafe { libc::chown(c.as_ptr(), u32::MAX, gid) } != 0 {
             return Err(RuntimeError::Io { path: path.into(), source: std::io::Error::last_os_error() });

@@ -54,10 +54,15 @@ pub enum Input {
     /// The boot did not reach the agent (a backend did not listen, the
     /// agent did not answer in time).
     BootFailed,
-    ChildExited { kind: ChildKind, clean: bool },
+    ChildExited {
+        kind: ChildKind,
+        clean: bool,
+    },
     ChildRestarted,
     /// Every child is gone and the runtime folder removed.
-    CleanedUp { failed: bool },
+    CleanedUp {
+        failed: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,13 +97,17 @@ pub fn step(state: VmState, input: &Input, on_backend_death: OnBackendDeath) -> 
         (S::Starting, Input::BootFailed) => (S::Stopping, A::Cleanup),
 
         // The VMM ending ends the VM: cleanly (the guest powered off) or not.
-        (S::Starting | S::Running | S::Degraded, Input::ChildExited { kind: ChildKind::Vmm, .. }) => (S::Stopping, A::Cleanup),
+        (S::Starting | S::Running | S::Degraded, Input::ChildExited { kind: ChildKind::Vmm, .. }) => {
+            (S::Stopping, A::Cleanup)
+        }
         (S::Starting, Input::ChildExited { kind: ChildKind::Backend, .. }) => (S::Stopping, A::Cleanup),
         (S::Running | S::Degraded, Input::ChildExited { kind: ChildKind::Backend, .. }) => match on_backend_death {
             OnBackendDeath::RestartVm => (S::Degraded, A::RestartVm),
             OnBackendDeath::Stop => (S::Stopping, A::Shutdown),
         },
-        (S::Running | S::Degraded, Input::ChildExited { kind: ChildKind::Bridge, .. }) => (S::Degraded, A::RestartChild),
+        (S::Running | S::Degraded, Input::ChildExited { kind: ChildKind::Bridge, .. }) => {
+            (S::Degraded, A::RestartChild)
+        }
         (S::Degraded, Input::ChildRestarted) => (S::Running, A::None),
         (S::Stopping, Input::CleanedUp { failed }) => (if *failed { S::Failed } else { S::Stopped }, A::None),
 
@@ -129,7 +138,13 @@ mod tests {
     fn boot_run_and_clean_stop() {
         let (s, a) = run(
             Stopped,
-            &[Input::Start, Input::AgentReady, Input::Stop, Input::ChildExited { kind: Vmm, clean: true }, Input::CleanedUp { failed: false }],
+            &[
+                Input::Start,
+                Input::AgentReady,
+                Input::Stop,
+                Input::ChildExited { kind: Vmm, clean: true },
+                Input::CleanedUp { failed: false },
+            ],
             R,
         );
         assert_eq!(s, Stopped);
@@ -138,14 +153,18 @@ mod tests {
 
     #[test]
     fn a_guest_crash_fails_the_vm_and_start_tries_again() {
-        let (s, a) = run(Running, &[Input::ChildExited { kind: Vmm, clean: false }, Input::CleanedUp { failed: true }], R);
+        let (s, a) =
+            run(Running, &[Input::ChildExited { kind: Vmm, clean: false }, Input::CleanedUp { failed: true }], R);
         assert_eq!((s, &a[0]), (Failed, &Action::Cleanup));
         assert_eq!(step(Failed, &Input::Start, R), (Starting, Action::Boot));
     }
 
     #[test]
     fn a_dead_backend_restarts_the_vm_or_stops_it_by_policy() {
-        assert_eq!(step(Running, &Input::ChildExited { kind: Backend, clean: false }, R), (Degraded, Action::RestartVm));
+        assert_eq!(
+            step(Running, &Input::ChildExited { kind: Backend, clean: false }, R),
+            (Degraded, Action::RestartVm)
+        );
         assert_eq!(
             step(Running, &Input::ChildExited { kind: Backend, clean: false }, OnBackendDeath::Stop),
             (Stopping, Action::Shutdown)

@@ -216,7 +216,12 @@ pub fn vm_spec(vm: &VmPolicy, image: &Image, rt: &Path, log_dir: &Path) -> VmSpe
     for s in &vm.shares {
         spec.fs.push(FsDevice { tag: s.tag.clone(), socket: rt.join(format!("fs-{}.sock", s.tag)) });
     }
-    spec.vhost_user.push(VhostUserDevice { virtio_id: VIRTIO_ID_VSOCK, socket: rt.join("vhost-vsock.sock"), queues: None, queue_size: None });
+    spec.vhost_user.push(VhostUserDevice {
+        virtio_id: VIRTIO_ID_VSOCK,
+        socket: rt.join("vhost-vsock.sock"),
+        queues: None,
+        queue_size: None,
+    });
     spec
 }
 
@@ -419,10 +424,12 @@ impl Controller {
                     i.boot_to_agent_ms = Some(boot_ms);
                     i.agent = Some(summary.clone());
                 }
-                self.input(Input::AgentReady, &format!("the agent answered after {boot_ms} ms ({})", summary.kernel)).await;
+                self.input(Input::AgentReady, &format!("the agent answered after {boot_ms} ms ({})", summary.kernel))
+                    .await;
                 self.start_bridge();
                 if let Some(rt) = &self.rt {
-                    let bridge = self.tools.bridge.is_some() && self.host.compositor_socket_dir.is_some() && self.registered;
+                    let bridge =
+                        self.tools.bridge.is_some() && self.host.compositor_socket_dir.is_some() && self.registered;
                     let link = AgentLink::start(&self.vm.name, rt.join("vsock.sock"), bridge, self.events.clone());
                     *self.link.lock().expect("agent link lock") = Some(link);
                 }
@@ -464,7 +471,8 @@ impl Controller {
             self.cause_clean_backend = kind == ChildKind::Backend && ex.status.success();
         }
         let clean = outcome.map(|o| o == ExitOutcome::Poweroff).unwrap_or(false);
-        let reason = format!("{} exited: {}", ex.name, outcome.map(|o| o.describe()).unwrap_or_else(|| ex.status.to_string()));
+        let reason =
+            format!("{} exited: {}", ex.name, outcome.map(|o| o.describe()).unwrap_or_else(|| ex.status.to_string()));
         self.input(Input::ChildExited { kind, clean }, &reason).await;
     }
 
@@ -519,7 +527,8 @@ impl Controller {
     }
 
     fn start_child(&mut self, spec: ChildSpec) -> Result<(), String> {
-        let c = Child::spawn(&self.vm.name, &spec, self.generation, self.exits_tx.clone()).map_err(|e| e.to_string())?;
+        let c =
+            Child::spawn(&self.vm.name, &spec, self.generation, self.exits_tx.clone()).map_err(|e| e.to_string())?;
         self.children.push(c);
         self.publish();
         Ok(())
@@ -596,7 +605,9 @@ impl Controller {
         if let Some(c) = &self.compositor {
             match c.register(&self.vm.name, &self.vm.colour, &self.vm.clipboard).await {
                 Ok(()) => self.registered = true,
-                Err(e) => tracing::warn!(vm = %self.vm.name, "not registered with the compositor (apps will have no window): {e}"),
+                Err(e) => {
+                    tracing::warn!(vm = %self.vm.name, "not registered with the compositor (apps will have no window): {e}")
+                }
             }
         }
 
@@ -622,7 +633,12 @@ impl Controller {
                     break;
                 }
                 if let Some(c) = self.children.iter().find(|c| c.status().is_some()) {
-                    return Err(format!("{} exited ({}) before listening on {}", c.name, c.status().expect("exited"), s.display()));
+                    return Err(format!(
+                        "{} exited ({}) before listening on {}",
+                        c.name,
+                        c.status().expect("exited"),
+                        s.display()
+                    ));
                 }
                 if Instant::now() > deadline {
                     return Err(format!("no backend listened on {} within {BACKEND_LISTEN_TIMEOUT:?}", s.display()));
@@ -634,7 +650,8 @@ impl Controller {
     }
 
     fn start_bridge(&mut self) {
-        let (Some(bridge), Some(dir), true) = (&self.tools.bridge, &self.host.compositor_socket_dir, self.registered) else {
+        let (Some(bridge), Some(dir), true) = (&self.tools.bridge, &self.host.compositor_socket_dir, self.registered)
+        else {
             return;
         };
         let Some(rt) = &self.rt else { return };
@@ -657,7 +674,9 @@ impl Controller {
         };
         let had = self.children.iter().any(|c| c.name == "bridge");
         match self.start_child(spec) {
-            Ok(()) if had || self.restarts.contains_key("bridge") => *self.restarts.entry("bridge".into()).or_default() += 1,
+            Ok(()) if had || self.restarts.contains_key("bridge") => {
+                *self.restarts.entry("bridge".into()).or_default() += 1
+            }
             Ok(()) => {
                 self.restarts.insert("bridge".into(), 0);
             }
@@ -686,7 +705,9 @@ impl Controller {
                     .await;
                     match r {
                         Ok(Ok(())) => asked = true,
-                        Ok(Err(e)) => tracing::warn!(vm = %self.vm.name, "the agent cannot power the guest off ({e}): stopping the VMM"),
+                        Ok(Err(e)) => {
+                            tracing::warn!(vm = %self.vm.name, "the agent cannot power the guest off ({e}): stopping the VMM")
+                        }
                         Err(e) => tracing::warn!(vm = %self.vm.name, "asking the agent failed: {e}"),
                     }
                 }
@@ -764,7 +785,12 @@ async fn wait_for_agent(vsock: PathBuf, started: Instant, timeout: Duration) -> 
         .await;
         match r {
             Ok(Ok(info)) => {
-                return Ok(AgentSummary { version: info.version, agent: info.agent, kernel: info.kernel, capabilities: info.capabilities })
+                return Ok(AgentSummary {
+                    version: info.version,
+                    agent: info.agent,
+                    kernel: info.kernel,
+                    capabilities: info.capabilities,
+                })
             }
             Ok(Err(e)) => last = e.to_string(),
             Err(e) => last = e.to_string(),
@@ -827,9 +853,17 @@ mod tests {
     fn a_broken_image_is_named() {
         let d = tempfile::tempdir().unwrap();
         assert!(Image::open(d.path()).unwrap_err().contains("manifest.json"));
-        std::fs::write(d.path().join("manifest.json"), r#"{"kernel_cmdline":"x","vmlinuz":"../vmlinuz","initramfs":"i","rootfs":"r"}"#).unwrap();
+        std::fs::write(
+            d.path().join("manifest.json"),
+            r#"{"kernel_cmdline":"x","vmlinuz":"../vmlinuz","initramfs":"i","rootfs":"r"}"#,
+        )
+        .unwrap();
         assert!(Image::open(d.path()).unwrap_err().contains("not a file name"));
-        std::fs::write(d.path().join("manifest.json"), r#"{"kernel_cmdline":"x","vmlinuz":"vmlinuz","initramfs":"i","rootfs":"r"}"#).unwrap();
+        std::fs::write(
+            d.path().join("manifest.json"),
+            r#"{"kernel_cmdline":"x","vmlinuz":"vmlinuz","initramfs":"i","rootfs":"r"}"#,
+        )
+        .unwrap();
         assert!(Image::open(d.path()).unwrap_err().contains("is missing"));
     }
 }

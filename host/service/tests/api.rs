@@ -58,8 +58,14 @@ async fn rig(extra_policy: &str) -> Rig {
     );
     let machine = Machine { cpus: 2, memory_mib: 4096, runtime_dir: root.join("run") };
     let policy = Policy::parse_str(Some(&root.join("policy.toml")), &text, &machine).unwrap();
-    let tools = Tools { rayos_vmm: root.join("vmm"), rayos_vsock: root.join("backend"), virtiofsd: root.join("backend"), bridge: None };
-    let running = rayosd::start(rayosd::ServiceOptions { policy, tools, resolver: None, autostart: false }).await.unwrap();
+    let tools = Tools {
+        rayos_vmm: root.join("vmm"),
+        rayos_vsock: root.join("backend"),
+        virtiofsd: root.join("backend"),
+        bridge: None,
+    };
+    let running =
+        rayosd::start(rayosd::ServiceOptions { policy, tools, resolver: None, autostart: false }).await.unwrap();
     let socket = running.socket.clone();
     Rig { _dir: dir, root, running: Some(running), socket }
 }
@@ -223,7 +229,11 @@ async fn the_policy_refuses_before_the_guest_is_asked() {
     let (s, v) = r.call(Method::POST, "/v1/launch", Some(json!({"vm": "linux", "app": "xterm.desktop"}))).await;
     assert_eq!((s, v["error"].as_str()), (StatusCode::FORBIDDEN, Some("policy")), "{v}");
     let (s, v) = r.call(Method::POST, "/v1/launch", Some(json!({"vm": "linux", "app": "foot.desktop"}))).await;
-    assert_eq!((s, v["error"].as_str()), (StatusCode::CONFLICT, Some("vm_not_running")), "allowed, but the VM is down: {v}");
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (StatusCode::CONFLICT, Some("vm_not_running")),
+        "allowed, but the VM is down: {v}"
+    );
     r.shutdown().await;
 }
 
@@ -282,7 +292,8 @@ async fn the_event_stream_sees_a_vm_start_and_stop_and_stop_leaves_nothing() {
     }
     assert!(!rt.exists(), "stop removes the VM's runtime folder");
     let seen = watcher.await.unwrap();
-    let states: Vec<&str> = seen.iter().filter(|e| e["type"] == "vm_state").map(|e| e["state"].as_str().unwrap()).collect();
+    let states: Vec<&str> =
+        seen.iter().filter(|e| e["type"] == "vm_state").map(|e| e["state"].as_str().unwrap()).collect();
     assert!(states.starts_with(&["starting"]), "{seen:?}");
     assert!(states.contains(&"stopping") && states.last() == Some(&"stopped"), "{seen:?}");
     r.shutdown().await;
@@ -294,7 +305,8 @@ async fn a_backend_dying_during_boot_fails_the_boot_and_is_named() {
     r.call(Method::POST, "/v1/vms/linux/start", Some(json!({}))).await;
     r.wait_state("starting").await;
     let (_, v) = r.call(Method::GET, "/v1/vms/linux", None).await;
-    let vsock = v["children"].as_array().unwrap().iter().find(|c| c["name"] == "rayos-vsock").unwrap()["pid"].as_i64().unwrap();
+    let vsock =
+        v["children"].as_array().unwrap().iter().find(|c| c["name"] == "rayos-vsock").unwrap()["pid"].as_i64().unwrap();
     // SAFETY: killing a child process of this test's service.
     unsafe { libc::kill(vsock as i32, libc::SIGKILL) };
     // While booting, a dead backend fails the boot (the VM cannot have come up).
@@ -322,7 +334,8 @@ async fn a_peer_of_another_user_is_refused() {
         "import socket\ns=socket.socket(socket.AF_UNIX)\ns.connect('{}')\ns.sendall(b'GET /v1/vms HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n')\nprint(s.recv(200).split(b'\\r\\n')[0].decode())",
         r.socket.display()
     );
-    let out = tokio::process::Command::new("python3").arg("-c").arg(&script).uid(65534).gid(65534).output().await.unwrap();
+    let out =
+        tokio::process::Command::new("python3").arg("-c").arg(&script).uid(65534).gid(65534).output().await.unwrap();
     let line = String::from_utf8_lossy(&out.stdout);
     assert!(line.starts_with("HTTP/1.1 403"), "nobody got {line:?} {}", String::from_utf8_lossy(&out.stderr));
     r.shutdown().await;

@@ -112,7 +112,11 @@ pub fn guest_cmd(a: GuestArgs) -> Result<u8, CliError> {
         GuestCommand::Launch { app, args, command, native, env, cwd, wait, policy, json } => {
             let policy = match policy {
                 Some(p) => {
-                    let text = std::fs::read_to_string(&p).map_err(|source| CliError::File { flag: "--policy", path: p.clone(), source })?;
+                    let text = std::fs::read_to_string(&p).map_err(|source| CliError::File {
+                        flag: "--policy",
+                        path: p.clone(),
+                        source,
+                    })?;
                     let pol: GuestPolicy = serde_json::from_str(&text)
                         .map_err(|e| CliError::Usage(format!("--policy {}: {e}", p.display())))?;
                     pol.validate().map_err(|e| CliError::Usage(format!("--policy {}: {e}", p.display())))?;
@@ -122,7 +126,8 @@ pub fn guest_cmd(a: GuestArgs) -> Result<u8, CliError> {
             };
             let mut envs = BTreeMap::new();
             for kv in env {
-                let (k, v) = kv.split_once('=').ok_or_else(|| CliError::Usage(format!("--env {kv:?}: expected NAME=VALUE")))?;
+                let (k, v) =
+                    kv.split_once('=').ok_or_else(|| CliError::Usage(format!("--env {kv:?}: expected NAME=VALUE")))?;
                 envs.insert(k.to_string(), v.to_string());
             }
             let (app_ref, args) = if command {

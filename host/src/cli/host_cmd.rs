@@ -151,7 +151,12 @@ impl IntentResolver for ModelResolver {
         if slot.as_ref().map(|(k, _)| *k) != Some(key) {
             let t = Instant::now();
             *slot = None;
-            let opts = SessionOptions { model: self.model.clone(), store: self.store.clone(), entries: Some(catalog.to_vec()), ..SessionOptions::default() };
+            let opts = SessionOptions {
+                model: self.model.clone(),
+                store: self.store.clone(),
+                entries: Some(catalog.to_vec()),
+                ..SessionOptions::default()
+            };
             let s = Session::open(&opts).map_err(|e| e.to_string())?;
             model_load_ms = t.elapsed().as_secs_f64() * 1e3;
             *slot = Some((key, s));
@@ -162,7 +167,9 @@ impl IntentResolver for ModelResolver {
         let intent_ms = t.elapsed().as_secs_f64() * 1e3;
         let action: Value = serde_json::from_str(&res.action.to_json()).unwrap_or(Value::Null);
         let (app_id, confidence, message) = match &res.action {
-            Action::Launch { app_id, confidence, .. } => (Some(app_id.clone()), Some(*confidence as f64), format!("launch {app_id}")),
+            Action::Launch { app_id, confidence, .. } => {
+                (Some(app_id.clone()), Some(*confidence as f64), format!("launch {app_id}"))
+            }
             other => (None, None, super::launch_cmd::describe_non_launch(other)),
         };
         Ok(IntentAnswer { app_id, confidence, action, message, model_load_ms, intent_ms })
@@ -180,9 +187,17 @@ pub(super) fn host_cmd(a: HostArgs) -> Result<ExitCode, CliError> {
     let exe = std::env::current_exe().ok();
     let tools = rayosd::find_tools(&policy, exe).map_err(|e| CliError::Usage(e.to_string()))?;
     if a.check {
-        println!("policy: {}", policy.file.as_deref().map(|p| p.display().to_string()).unwrap_or_else(|| "<default>".into()));
+        println!(
+            "policy: {}",
+            policy.file.as_deref().map(|p| p.display().to_string()).unwrap_or_else(|| "<default>".into())
+        );
         println!("socket: {}", policy.host.socket.display());
-        println!("tools: rayos-vmm {}, rayos-vsock {}, virtiofsd {}", tools.rayos_vmm.display(), tools.rayos_vsock.display(), tools.virtiofsd.display());
+        println!(
+            "tools: rayos-vmm {}, rayos-vsock {}, virtiofsd {}",
+            tools.rayos_vmm.display(),
+            tools.rayos_vsock.display(),
+            tools.virtiofsd.display()
+        );
         for vm in &policy.vms {
             println!(
                 "vm {}: image {}, {} MiB, {} vCPUs, {} shares, autostart {}",
@@ -196,7 +211,8 @@ pub(super) fn host_cmd(a: HostArgs) -> Result<ExitCode, CliError> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let resolver: Arc<dyn IntentResolver> = Arc::new(ModelResolver { model: a.model.clone(), store: a.store.root(), session: Mutex::new(None) });
+    let resolver: Arc<dyn IntentResolver> =
+        Arc::new(ModelResolver { model: a.model.clone(), store: a.store.root(), session: Mutex::new(None) });
     let opts = rayosd::ServiceOptions { policy, tools, resolver: Some(resolver), autostart: !a.no_autostart };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -213,7 +229,8 @@ fn ms_field(v: &Value) -> String {
 
 fn print_vm_line(v: &Value) {
     let since = v["since_ms"].as_u64().unwrap_or(0);
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
     println!(
         "{:<16} {:<9} {:>9} {:>9}",
         printable(v["name"].as_str().unwrap_or("?")),
@@ -245,7 +262,12 @@ pub(super) fn vm_cmd(a: VmArgs) -> Result<ExitCode, CliError> {
             } else {
                 print_vm_line(&v);
                 if let Some(a) = v["agent"].as_object() {
-                    println!("  agent: {} (protocol {}, kernel {})", printable(a["agent"].as_str().unwrap_or("")), a["version"], printable(a["kernel"].as_str().unwrap_or("")));
+                    println!(
+                        "  agent: {} (protocol {}, kernel {})",
+                        printable(a["agent"].as_str().unwrap_or("")),
+                        a["version"],
+                        printable(a["kernel"].as_str().unwrap_or(""))
+                    );
                 }
                 if let Some(e) = v["last_exit"].as_str() {
                     println!("  last exit: {}", printable(e));
@@ -269,7 +291,11 @@ pub(super) fn vm_cmd(a: VmArgs) -> Result<ExitCode, CliError> {
         }
         VmCommand::Stop { name } => {
             let v = c.post(&format!("/v1/vms/{name}/stop"), json!({}), Duration::from_secs(3600)).map_err(api_err)?;
-            println!("{name}: {} ({})", v["state"].as_str().unwrap_or("?"), printable(v["message"].as_str().unwrap_or("")));
+            println!(
+                "{name}: {} ({})",
+                v["state"].as_str().unwrap_or("?"),
+                printable(v["message"].as_str().unwrap_or(""))
+            );
             if v["clean"] != json!(true) && v["outcome"] != Value::Null {
                 return Ok(ExitCode::from(1));
             }
@@ -287,7 +313,9 @@ pub(super) fn apps_cmd(a: AppsArgs) -> Result<ExitCode, CliError> {
             let vms = c.get("/v1/vms").map_err(api_err)?;
             let list = vms.as_array().cloned().unwrap_or_default();
             let pick = list.iter().find(|v| v["state"] == "running").or(list.first());
-            pick.and_then(|v| v["name"].as_str()).map(str::to_string).ok_or_else(|| CliError::Usage("the service has no VM".into()))?
+            pick.and_then(|v| v["name"].as_str())
+                .map(str::to_string)
+                .ok_or_else(|| CliError::Usage("the service has no VM".into()))?
         }
     };
     let apps = c.get(&format!("/v1/vms/{vm}/apps")).map_err(api_err)?;
@@ -337,7 +365,12 @@ pub(super) fn launch_via_api(api: &ApiArgs, body: Value, json_out: bool, wait: b
         }
         let app = printable(v["app"].as_str().unwrap_or("?"));
         let shown = if v["native_window"] == json!(true) { " as a native window" } else { "" };
-        println!("launched {app}{shown} in VM {}: handle {}, guest pid {} ({total_ms:.0} ms)", v["vm"].as_str().unwrap_or("?"), v["handle"], v["pid"]);
+        println!(
+            "launched {app}{shown} in VM {}: handle {}, guest pid {} ({total_ms:.0} ms)",
+            v["vm"].as_str().unwrap_or("?"),
+            v["handle"],
+            v["pid"]
+        );
         match (v["status"].as_i64(), v["signal"].as_i64()) {
             (Some(s), _) => println!("exited with status {s}"),
             (_, Some(g)) => println!("killed by signal {g}"),

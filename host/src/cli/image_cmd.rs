@@ -65,7 +65,11 @@ pub fn image_cmd(cmd: ImageCommand) -> Result<std::process::ExitCode, CliError> 
             .ok()
             .and_then(|e| e.parent().map(|d| d.join("rayos-guest-agent")))
             .filter(|p| p.is_file())
-            .ok_or_else(|| CliError::Usage("rayos-guest-agent not found next to rayos; build the workspace or pass --agent PATH".into()))?,
+            .ok_or_else(|| {
+                CliError::Usage(
+                    "rayos-guest-agent not found next to rayos; build the workspace or pass --agent PATH".into(),
+                )
+            })?,
     };
     if !agent.is_file() {
         return Err(CliError::Usage(format!("--agent {}: no such file", agent.display())));
@@ -108,7 +112,13 @@ pub fn image_cmd(cmd: ImageCommand) -> Result<std::process::ExitCode, CliError> 
     println!("  kernel   {} ({})", out.join(&manifest.vmlinuz).display(), manifest.kernel_release);
     println!("  initrd   {}", out.join(&manifest.initramfs).display());
     println!("  rootfs   {} (virtio-fs tag rootfs)", out.join(&manifest.rootfs).display());
-    println!("  manifest {} ({} packages from {} {})", out.join("manifest.json").display(), manifest.packages.len(), manifest.mirror, manifest.suite);
+    println!(
+        "  manifest {} ({} packages from {} {})",
+        out.join("manifest.json").display(),
+        manifest.packages.len(),
+        manifest.mirror,
+        manifest.suite
+    );
     println!("  cmdline  {}", manifest.kernel_cmdline);
     Ok(std::process::ExitCode::SUCCESS)
 }

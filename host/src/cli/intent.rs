@@ -13,53 +13,24 @@ use crate::intent::session::{Session, SessionError};
 use crate::intent::Action;
 
 fn print_human(action: &Action, session: &Session) {
-    let name = |id: &str| {
-        session
-            .engine
-            .catalog()
-            .get(id)
-            .map(|e| e.name.clone())
-            .unwrap_or_default()
-    };
+    let name = |id: &str| session.engine.catalog().get(id).map(|e| e.name.clone()).unwrap_or_default();
     match action {
-        Action::Launch {
-            app_id,
-            confidence,
-            args,
-        } => {
-            print!(
-                "launch {app_id} ({}), confidence {confidence:.2}",
-                name(app_id)
-            );
+        Action::Launch { app_id, confidence, args } => {
+            print!("launch {app_id} ({}), confidence {confidence:.2}", name(app_id));
             if !args.is_empty() {
                 print!(", args: {}", args.join(" "));
             }
             println!();
         }
-        Action::Clarify {
-            candidates,
-            question,
-        } => {
-            println!(
-                "{}",
-                question.as_deref().unwrap_or("Which app did you mean?")
-            );
+        Action::Clarify { candidates, question } => {
+            println!("{}", question.as_deref().unwrap_or("Which app did you mean?"));
             for (i, c) in candidates.iter().enumerate() {
-                println!(
-                    "  {}. {} ({}), confidence {:.2}",
-                    i + 1,
-                    c.name,
-                    c.app_id,
-                    c.confidence
-                );
+                println!("  {}. {} ({}), confidence {:.2}", i + 1, c.name, c.app_id, c.confidence);
             }
         }
-        Action::None { reason } => println!(
-            "nothing to do: {}",
-            reason
-                .as_deref()
-                .unwrap_or("no app in the catalog fits this request")
-        ),
+        Action::None { reason } => {
+            println!("nothing to do: {}", reason.as_deref().unwrap_or("no app in the catalog fits this request"))
+        }
         Action::Plan { steps } => {
             println!("plan of {} steps:", steps.len());
             for s in steps {
@@ -74,9 +45,7 @@ pub(super) fn intent_cmd(a: IntentArgs) -> Result<ExitCode, CliError> {
     // Validate the request before loading anything.
     let request = if a.batch.is_none() {
         if a.request.is_empty() {
-            return Err(CliError::Usage(
-                "no REQUEST given (or use --batch FILE); see `rayos intent --help`".into(),
-            ));
+            return Err(CliError::Usage("no REQUEST given (or use --batch FILE); see `rayos intent --help`".into()));
         }
         let mut bytes = Vec::new();
         for (i, w) in a.request.iter().enumerate() {
@@ -85,8 +54,8 @@ pub(super) fn intent_cmd(a: IntentArgs) -> Result<ExitCode, CliError> {
             }
             bytes.extend_from_slice(std::os::unix::ffi::OsStrExt::as_bytes(w.as_os_str()));
         }
-        let text = validate_request(&bytes, MAX_REQUEST_BYTES)
-            .map_err(|e| CliError::Session(SessionError::Engine(e)))?;
+        let text =
+            validate_request(&bytes, MAX_REQUEST_BYTES).map_err(|e| CliError::Session(SessionError::Engine(e)))?;
         Some(text.to_string())
     } else {
         None
@@ -181,19 +150,12 @@ fn batch_cmd(session: &Session, path: &PathBuf, explain: bool) -> Result<ExitCod
     let out = std::io::stdout();
     let mut out = std::io::BufWriter::new(out.lock());
     for (i, line) in reader.split(b'\n').enumerate() {
-        let mut bytes = line.map_err(|source| CliError::File {
-            flag: "--batch",
-            path: path.clone(),
-            source,
-        })?;
+        let mut bytes = line.map_err(|source| CliError::File { flag: "--batch", path: path.clone(), source })?;
         if bytes.last() == Some(&b'\r') {
             bytes.pop();
         }
         let json = match validate_request(&bytes, MAX_REQUEST_BYTES) {
-            Err(e) => {
-                serde_json::json!({"action": "none", "error": format!("line {}: {e}", i + 1)})
-                    .to_string()
-            }
+            Err(e) => serde_json::json!({"action": "none", "error": format!("line {}: {e}", i + 1)}).to_string(),
             Ok(text) => match session.resolve(text) {
                 Ok(res) => {
                     if explain {
@@ -201,10 +163,7 @@ fn batch_cmd(session: &Session, path: &PathBuf, explain: bool) -> Result<ExitCod
                     }
                     res.action.to_json()
                 }
-                Err(e) => {
-                    serde_json::json!({"action": "none", "error": format!("line {}: {e}", i + 1)})
-                        .to_string()
-                }
+                Err(e) => serde_json::json!({"action": "none", "error": format!("line {}: {e}", i + 1)}).to_string(),
             },
         };
         writeln!(out, "{json}").map_err(|source| CliError::File {
@@ -237,8 +196,8 @@ pub(super) fn eval_cmd(a: EvalArgs) -> Result<ExitCode, CliError> {
             path: path.clone(),
             source,
         })?;
-        let items = eval::parse_labels(&text)
-            .map_err(|e| CliError::Usage(format!("--labels {}: {e}", path.display())))?;
+        let items =
+            eval::parse_labels(&text).map_err(|e| CliError::Usage(format!("--labels {}: {e}", path.display())))?;
         for it in &items {
             for id in &it.expected {
                 if session.engine.catalog().get(id).is_none() {
@@ -251,15 +210,8 @@ pub(super) fn eval_cmd(a: EvalArgs) -> Result<ExitCode, CliError> {
             }
         }
         let report = eval::evaluate(&session.engine, &items)?;
-        let stem = path
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let name = if n == 0 {
-            "intent-accuracy".to_string()
-        } else {
-            format!("intent-accuracy[{stem}]")
-        };
+        let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = if n == 0 { "intent-accuracy".to_string() } else { format!("intent-accuracy[{stem}]") };
         println!("{}", report.summary(&name));
         if a.show_misses {
             for m in report.misses() {
@@ -275,11 +227,7 @@ pub(super) fn eval_cmd(a: EvalArgs) -> Result<ExitCode, CliError> {
                     a.min_first_choice
                 ));
             } else if report.top1() < a.min_top1 {
-                verdict = Err(format!(
-                    "top1 {:.3} below the target {:.2}",
-                    report.top1(),
-                    a.min_top1
-                ));
+                verdict = Err(format!("top1 {:.3} below the target {:.2}", report.top1(), a.min_top1));
             } else if report.false_launches > a.max_false_launches {
                 verdict = Err(format!(
                     "{} false launches on negatives (target at most {})",
@@ -365,40 +313,21 @@ pub(super) fn bench_cmd(a: BenchArgs) -> Result<ExitCode, CliError> {
         std::env::var(crate::intent::bert::THREADS_ENV).unwrap_or_else(|_| "default".into()),
     );
     if ms(r.p50) > a.max_p50_ms {
-        println!(
-            "FAIL intent-bench: p50 {:.2} ms above the target {:.1} ms",
-            ms(r.p50),
-            a.max_p50_ms
-        );
+        println!("FAIL intent-bench: p50 {:.2} ms above the target {:.1} ms", ms(r.p50), a.max_p50_ms);
         return Ok(ExitCode::from(1));
     }
-    println!(
-        "PASS intent-bench p50_ms={:.2} (target <= {:.1})",
-        ms(r.p50),
-        a.max_p50_ms
-    );
+    println!("PASS intent-bench p50_ms={:.2} (target <= {:.1})", ms(r.p50), a.max_p50_ms);
     Ok(ExitCode::SUCCESS)
 }
 
-pub(super) fn similarity_cmd(
-    model: &str,
-    store: &StoreArgs,
-    texts: &[String],
-) -> Result<ExitCode, CliError> {
+pub(super) fn similarity_cmd(model: &str, store: &StoreArgs, texts: &[String]) -> Result<ExitCode, CliError> {
     use crate::intent::embed::{dot, Embedder};
     let emb = crate::intent::session::load_model(model, store.root().as_deref())?;
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-    let vecs = emb
-        .embed(&refs)
-        .map_err(|e| CliError::Session(SessionError::Engine(e.into())))?;
+    let vecs = emb.embed(&refs).map_err(|e| CliError::Session(SessionError::Engine(e.into())))?;
     for i in 0..texts.len() {
         for j in i + 1..texts.len() {
-            println!(
-                "{:?} ~ {:?}: {:.5}",
-                texts[i],
-                texts[j],
-                dot(&vecs[i], &vecs[j])
-            );
+            println!("{:?} ~ {:?}: {:.5}", texts[i], texts[j], dot(&vecs[i], &vecs[j]));
         }
     }
     let first: Vec<String> = vecs[0].iter().take(5).map(|v| format!("{v:.5}")).collect();

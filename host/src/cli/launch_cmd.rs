@@ -73,7 +73,9 @@ pub(super) fn launch_cmd(a: LaunchArgs) -> Result<ExitCode, CliError> {
         return super::host_cmd::launch_via_api(&a.api, body, a.json, a.wait);
     };
     if a.command || a.wait {
-        return Err(CliError::Usage("--command and --wait go through the host service (use `rayos guest launch` with --vsock)".into()));
+        return Err(CliError::Usage(
+            "--command and --wait go through the host service (use `rayos guest launch` with --vsock)".into(),
+        ));
     }
     let words = a.request.join(" ");
     let words = validate_request(words.as_bytes(), MAX_REQUEST_BYTES)
@@ -90,7 +92,8 @@ pub(super) fn launch_cmd(a: LaunchArgs) -> Result<ExitCode, CliError> {
     }
     let caps: &[&str] = if bridged { &[CAP_WAYLAND_BRIDGE] } else { &[] };
     let timeout = Duration::from_secs(a.timeout.max(1));
-    let mut client = GuestClient::connect_with(&vsock, rayos_contract::AGENT_PORT, timeout, caps).map_err(CliError::Guest)?;
+    let mut client =
+        GuestClient::connect_with(&vsock, rayos_contract::AGENT_PORT, timeout, caps).map_err(CliError::Guest)?;
     let apps = client.list_apps(true).map_err(CliError::Guest)?;
     let connect_ms = ms(t_start);
 
@@ -100,14 +103,21 @@ pub(super) fn launch_cmd(a: LaunchArgs) -> Result<ExitCode, CliError> {
         Some(e) => (e.id.clone(), serde_json::json!({"by": "name"})),
         None => {
             let t_load = Instant::now();
-            let opts = SessionOptions { model: a.model.clone(), store: a.store.root(), entries: Some(apps), ..SessionOptions::default() };
+            let opts = SessionOptions {
+                model: a.model.clone(),
+                store: a.store.root(),
+                entries: Some(apps),
+                ..SessionOptions::default()
+            };
             let session = Session::open(&opts)?;
             model_load_ms = ms(t_load);
             let t_intent = Instant::now();
             let res = session.resolve(&words)?;
             intent_ms = ms(t_intent);
             match res.action {
-                Action::Launch { app_id, confidence, .. } => (app_id, serde_json::json!({"by": "intent", "confidence": confidence})),
+                Action::Launch { app_id, confidence, .. } => {
+                    (app_id, serde_json::json!({"by": "intent", "confidence": confidence}))
+                }
                 other => {
                     // A request the engine asks back about or refuses launches nothing.
                     if a.json {
@@ -140,7 +150,13 @@ pub(super) fn launch_cmd(a: LaunchArgs) -> Result<ExitCode, CliError> {
         v["resolved"] = how;
         println!("{v}");
     } else {
-        let shown = if bridged { "as a native window" } else if native { "without a window" } else { "in the VM's desktop" };
+        let shown = if bridged {
+            "as a native window"
+        } else if native {
+            "without a window"
+        } else {
+            "in the VM's desktop"
+        };
         println!(
             "launched {} {shown}: handle {handle}, guest pid {pid} (model load {model_load_ms:.0} ms, intent {intent_ms:.1} ms, launch {launch_ms:.1} ms)",
             printable(&app_id)
@@ -153,10 +169,17 @@ pub(super) fn describe_non_launch(action: &Action) -> String {
     match action {
         Action::Clarify { candidates, question } => {
             let names: Vec<String> = candidates.iter().map(|c| format!("{} ({})", c.name, c.app_id)).collect();
-            format!("{} {}; nothing launched", question.as_deref().unwrap_or("Which app did you mean?"), names.join(", "))
+            format!(
+                "{} {}; nothing launched",
+                question.as_deref().unwrap_or("Which app did you mean?"),
+                names.join(", ")
+            )
         }
         Action::None { reason } => {
-            format!("nothing to do: {}; nothing launched", reason.as_deref().unwrap_or("no app in the guest fits this request"))
+            format!(
+                "nothing to do: {}; nothing launched",
+                reason.as_deref().unwrap_or("no app in the guest fits this request")
+            )
         }
         other => format!("{}; nothing launched", other.to_json()),
     }
@@ -206,12 +229,20 @@ pub(super) fn bridge_cmd(a: BridgeArgs) -> Result<ExitCode, CliError> {
             runtime_dir.join(&display).display()
         )));
     }
-    let waypipe = Waypipe::resolve(a.waypipe.as_deref(), Some(&a.guest_root)).map_err(|e| CliError::Usage(e.to_string()))?;
+    let waypipe =
+        Waypipe::resolve(a.waypipe.as_deref(), Some(&a.guest_root)).map_err(|e| CliError::Usage(e.to_string()))?;
     let cfg = BridgeConfig { vsock: a.vsock.clone(), runtime_dir, display };
     let log = a.log.clone().unwrap_or_else(|| PathBuf::from("/dev/stderr"));
-    let mut child = bridge::spawn(&waypipe, &cfg, &log, Duration::from_secs(10)).map_err(|e| CliError::Target(e.to_string()))?;
-    eprintln!("bridge for VM {}: guest apps arrive on {} and show on {}", a.vm, cfg.listen_path().display(), cfg.display);
-    let status = child.wait().map_err(|source| CliError::File { flag: "--waypipe", path: PathBuf::from("waypipe"), source })?;
+    let mut child =
+        bridge::spawn(&waypipe, &cfg, &log, Duration::from_secs(10)).map_err(|e| CliError::Target(e.to_string()))?;
+    eprintln!(
+        "bridge for VM {}: guest apps arrive on {} and show on {}",
+        a.vm,
+        cfg.listen_path().display(),
+        cfg.display
+    );
+    let status =
+        child.wait().map_err(|source| CliError::File { flag: "--waypipe", path: PathBuf::from("waypipe"), source })?;
     let _ = std::fs::remove_file(cfg.listen_path());
     Err(CliError::Target(format!("the bridge's waypipe exited with {status}")))
 }

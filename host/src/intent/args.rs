@@ -54,31 +54,11 @@ pub struct Extracted {
 
 /// Extension → (MIME type, phrase). Compound extensions come first.
 const EXTENSIONS: &[(&str, &str, &str)] = &[
-    (
-        "tar.gz",
-        "application/x-compressed-tar",
-        "a compressed archive",
-    ),
-    (
-        "tar.xz",
-        "application/x-xz-compressed-tar",
-        "a compressed archive",
-    ),
-    (
-        "tar.bz2",
-        "application/x-bzip-compressed-tar",
-        "a compressed archive",
-    ),
-    (
-        "tar.zst",
-        "application/x-zstd-compressed-tar",
-        "a compressed archive",
-    ),
-    (
-        "tgz",
-        "application/x-compressed-tar",
-        "a compressed archive",
-    ),
+    ("tar.gz", "application/x-compressed-tar", "a compressed archive"),
+    ("tar.xz", "application/x-xz-compressed-tar", "a compressed archive"),
+    ("tar.bz2", "application/x-bzip-compressed-tar", "a compressed archive"),
+    ("tar.zst", "application/x-zstd-compressed-tar", "a compressed archive"),
+    ("tgz", "application/x-compressed-tar", "a compressed archive"),
     ("tar", "application/x-tar", "an archive"),
     ("zip", "application/zip", "a zip archive"),
     ("7z", "application/x-7z-compressed", "a compressed archive"),
@@ -110,46 +90,18 @@ const EXTENSIONS: &[(&str, &str, &str)] = &[
     ("epub", "application/epub+zip", "an ebook"),
     ("cbz", "application/vnd.comicbook+zip", "a comic book"),
     ("cbr", "application/vnd.comicbook-rar", "a comic book"),
-    (
-        "odt",
-        "application/vnd.oasis.opendocument.text",
-        "a text document",
-    ),
+    ("odt", "application/vnd.oasis.opendocument.text", "a text document"),
     ("doc", "application/msword", "a Word document"),
-    (
-        "docx",
-        "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
-        "a Word document",
-    ),
+    ("docx", "application/vnd.openxmlformats-officedocument.wordprocessingml.document", "a Word document"),
     ("rtf", "application/rtf", "a text document"),
-    (
-        "ods",
-        "application/vnd.oasis.opendocument.spreadsheet",
-        "a spreadsheet",
-    ),
+    ("ods", "application/vnd.oasis.opendocument.spreadsheet", "a spreadsheet"),
     ("xls", "application/vnd.ms-excel", "a spreadsheet"),
-    (
-        "xlsx",
-        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-        "a spreadsheet",
-    ),
+    ("xlsx", "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet", "a spreadsheet"),
     ("csv", "text/csv", "a spreadsheet of values"),
-    (
-        "odp",
-        "application/vnd.oasis.opendocument.presentation",
-        "a presentation",
-    ),
+    ("odp", "application/vnd.oasis.opendocument.presentation", "a presentation"),
     ("ppt", "application/vnd.ms-powerpoint", "a presentation"),
-    (
-        "pptx",
-        "application/vnd.openxmlformats-officedocument.presentationml.presentation",
-        "a presentation",
-    ),
-    (
-        "odg",
-        "application/vnd.oasis.opendocument.graphics",
-        "a drawing",
-    ),
+    ("pptx", "application/vnd.openxmlformats-officedocument.presentationml.presentation", "a presentation"),
+    ("odg", "application/vnd.oasis.opendocument.graphics", "a drawing"),
     ("txt", "text/plain", "a text file"),
     ("md", "text/markdown", "a text file"),
     ("log", "text/x-log", "a log file"),
@@ -200,22 +152,13 @@ const EXTENSIONS: &[(&str, &str, &str)] = &[
 
 /// Common top-level domains: a bare `name.tld` word is taken as a web address.
 const TLDS: &[&str] = &[
-    "com", "org", "net", "edu", "gov", "io", "dev", "app", "info", "eu", "uk", "de", "fr", "nl",
-    "es", "it", "pt", "se", "no", "fi", "dk", "ch", "at", "be", "pl", "cz", "ru", "jp", "cn", "in",
-    "br", "ca", "au", "us", "co", "me", "tv", "fm", "ai", "xyz",
+    "com", "org", "net", "edu", "gov", "io", "dev", "app", "info", "eu", "uk", "de", "fr", "nl", "es", "it", "pt",
+    "se", "no", "fi", "dk", "ch", "at", "be", "pl", "cz", "ru", "jp", "cn", "in", "br", "ca", "au", "us", "co", "me",
+    "tv", "fm", "ai", "xyz",
 ];
 
 /// XDG user folders recognised by name.
-const USER_DIRS: &[&str] = &[
-    "Desktop",
-    "Documents",
-    "Downloads",
-    "Music",
-    "Pictures",
-    "Public",
-    "Templates",
-    "Videos",
-];
+const USER_DIRS: &[&str] = &["Desktop", "Documents", "Downloads", "Music", "Pictures", "Public", "Templates", "Videos"];
 
 /// MIME type and phrase of a file name, from its extension.
 pub fn mime_of(name: &str) -> Option<(&'static str, &'static str)> {
@@ -224,9 +167,7 @@ pub fn mime_of(name: &str) -> Option<(&'static str, &'static str)> {
     EXTENSIONS
         .iter()
         .find(|(ext, _, _)| {
-            file.len() > ext.len() + 1
-                && file.ends_with(ext)
-                && file.as_bytes()[file.len() - ext.len() - 1] == b'.'
+            file.len() > ext.len() + 1 && file.ends_with(ext) && file.as_bytes()[file.len() - ext.len() - 1] == b'.'
         })
         .map(|(_, m, p)| (*m, *p))
 }
@@ -260,13 +201,8 @@ fn classify(word: &str) -> Option<Arg> {
     if let Some(idx) = w.find("://") {
         let scheme = &w[..idx];
         if !scheme.is_empty()
-            && scheme
-                .chars()
-                .next()
-                .is_some_and(|c| c.is_ascii_alphabetic())
-            && scheme
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "+.-".contains(c))
+            && scheme.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+            && scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+.-".contains(c))
             && w.len() > idx + 3
         {
             let scheme = scheme.to_ascii_lowercase();
@@ -279,17 +215,8 @@ fn classify(word: &str) -> Option<Arg> {
                 "magnet" => ("x-scheme-handler/magnet", "a torrent"),
                 _ => ("x-scheme-handler/unknown", "a link"),
             };
-            let mime = if scheme == "http" {
-                "x-scheme-handler/http"
-            } else {
-                mime
-            };
-            return Some(Arg {
-                value: w.to_string(),
-                kind: ArgKind::Url,
-                mime: Some(mime),
-                phrase,
-            });
+            let mime = if scheme == "http" { "x-scheme-handler/http" } else { mime };
+            return Some(Arg { value: w.to_string(), kind: ArgKind::Url, mime: Some(mime), phrase });
         }
     }
     if let Some(rest) = w.strip_prefix("mailto:") {
@@ -310,11 +237,7 @@ fn classify(word: &str) -> Option<Arg> {
             phrase: "a torrent",
         });
     }
-    let pathlike = w.starts_with('/')
-        || w.starts_with("~/")
-        || w == "~"
-        || w.starts_with("./")
-        || w.starts_with("../");
+    let pathlike = w.starts_with('/') || w.starts_with("~/") || w == "~" || w.starts_with("./") || w.starts_with("../");
     if pathlike {
         if w.starts_with('/') && w.len() < 2 {
             return None;
@@ -323,30 +246,20 @@ fn classify(word: &str) -> Option<Arg> {
     }
     // name.ext with a known extension (not a sentence's "e.g." or "15.5").
     if let Some((mime, phrase)) = mime_of(w) {
-        let stem_ok = w.split('/').next_back().is_some_and(|f| {
-            f.chars()
-                .next()
-                .is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '-')
-        });
+        let stem_ok = w
+            .split('/')
+            .next_back()
+            .is_some_and(|f| f.chars().next().is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '-'));
         if stem_ok && !w.chars().any(char::is_whitespace) {
-            return Some(Arg {
-                value: w.to_string(),
-                kind: ArgKind::Path,
-                mime: Some(mime),
-                phrase,
-            });
+            return Some(Arg { value: w.to_string(), kind: ArgKind::Path, mime: Some(mime), phrase });
         }
     }
     // bare domain: label(.label)+.tld(/path)?
     let (host, _path) = w.split_once('/').unwrap_or((w, ""));
     let labels: Vec<&str> = host.split('.').collect();
     if labels.len() >= 2
-        && labels
-            .iter()
-            .all(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
-        && labels
-            .iter()
-            .any(|l| l.chars().any(|c| c.is_ascii_alphabetic()))
+        && labels.iter().all(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+        && labels.iter().any(|l| l.chars().any(|c| c.is_ascii_alphabetic()))
         && TLDS.contains(&labels.last().unwrap().to_ascii_lowercase().as_str())
     {
         return Some(Arg {
@@ -359,8 +272,7 @@ fn classify(word: &str) -> Option<Arg> {
     // relative path with a folder: Pictures/beach.jpg handled above via mime; dir/sub → path
     if w.contains('/')
         && !w.starts_with("//")
-        && w.split('/')
-            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_alphanumeric() || "._-".contains(c)))
+        && w.split('/').all(|p| !p.is_empty() && p.chars().all(|c| c.is_alphanumeric() || "._-".contains(c)))
         && w.chars().any(|c| c.is_alphabetic())
     {
         return Some(path_arg(w));
@@ -370,12 +282,7 @@ fn classify(word: &str) -> Option<Arg> {
 
 fn path_arg(w: &str) -> Arg {
     if let Some((mime, phrase)) = mime_of(w) {
-        return Arg {
-            value: w.to_string(),
-            kind: ArgKind::Path,
-            mime: Some(mime),
-            phrase,
-        };
+        return Arg { value: w.to_string(), kind: ArgKind::Path, mime: Some(mime), phrase };
     }
     // Without the guest's file system we cannot stat the path: call it a folder
     // only when it says so (trailing `/`, `~`, an XDG user folder, `/home/NAME`).
@@ -386,19 +293,9 @@ fn path_arg(w: &str) -> Arg {
         || USER_DIRS.iter().any(|d| d.eq_ignore_ascii_case(last))
         || (trimmed.starts_with("/home/") && trimmed.matches('/').count() == 2);
     if folder {
-        Arg {
-            value: w.to_string(),
-            kind: ArgKind::Path,
-            mime: Some("inode/directory"),
-            phrase: "a folder",
-        }
+        Arg { value: w.to_string(), kind: ArgKind::Path, mime: Some("inode/directory"), phrase: "a folder" }
     } else {
-        Arg {
-            value: w.to_string(),
-            kind: ArgKind::Path,
-            mime: None,
-            phrase: "a file",
-        }
+        Arg { value: w.to_string(), kind: ArgKind::Path, mime: None, phrase: "a file" }
     }
 }
 
@@ -459,19 +356,14 @@ pub fn extract(request: &str) -> Extracted {
     }
     flush(&mut word, &mut text, &mut args);
     user_dirs(&text, &mut args);
-    Extracted {
-        args,
-        text: text.split_whitespace().collect::<Vec<_>>().join(" "),
-    }
+    Extracted { args, text: text.split_whitespace().collect::<Vec<_>>().join(" ") }
 }
 
 /// "my Downloads folder" / "the music directory" → `~/Downloads`, `~/Music`.
 fn user_dirs(text: &str, args: &mut Vec<Arg>) {
     let words: Vec<String> = text.split_whitespace().map(|w| w.to_string()).collect();
     for (i, w) in words.iter().enumerate() {
-        let next = words
-            .get(i + 1)
-            .map(|n| n.trim_end_matches(TRAILING).to_ascii_lowercase());
+        let next = words.get(i + 1).map(|n| n.trim_end_matches(TRAILING).to_ascii_lowercase());
         if !matches!(next.as_deref(), Some("folder" | "directory" | "dir")) {
             continue;
         }
@@ -479,12 +371,7 @@ fn user_dirs(text: &str, args: &mut Vec<Arg>) {
         if let Some(d) = USER_DIRS.iter().find(|d| d.eq_ignore_ascii_case(bare)) {
             let value = format!("~/{d}");
             if !args.iter().any(|a| a.value == value) {
-                args.push(Arg {
-                    value,
-                    kind: ArgKind::Path,
-                    mime: Some("inode/directory"),
-                    phrase: "a folder",
-                });
+                args.push(Arg { value, kind: ArgKind::Path, mime: Some("inode/directory"), phrase: "a folder" });
             }
         }
     }
@@ -506,14 +393,8 @@ mod tests {
         assert_eq!(e.args[0].kind, ArgKind::Url);
         assert_eq!(e.text, "go to a web page please");
         assert_eq!(vals("open wikipedia.org"), ["https://wikipedia.org"]);
-        assert_eq!(
-            vals("visit http://localhost:8080/."),
-            ["http://localhost:8080/"]
-        );
-        assert_eq!(
-            vals("write to mailto:anna@example.org"),
-            ["mailto:anna@example.org"]
-        );
+        assert_eq!(vals("visit http://localhost:8080/."), ["http://localhost:8080/"]);
+        assert_eq!(vals("write to mailto:anna@example.org"), ["mailto:anna@example.org"]);
         // not domains
         assert!(vals("e.g. this costs 15.5 euros, i.e. a lot").is_empty());
         assert!(vals("version 2.0 of it").is_empty());
@@ -526,24 +407,12 @@ mod tests {
         assert_eq!(e.args[0].mime, Some("application/pdf"));
         assert_eq!(e.text, "open a PDF document");
         assert_eq!(vals("open report.docx"), ["report.docx"]);
-        assert_eq!(
-            extract("extract backup.tar.xz").args[0].mime,
-            Some("application/x-xz-compressed-tar")
-        );
+        assert_eq!(extract("extract backup.tar.xz").args[0].mime, Some("application/x-xz-compressed-tar"));
         assert_eq!(vals("edit /etc/hosts in an editor"), ["/etc/hosts"]);
-        assert_eq!(
-            extract("show me ~/Music").args[0].mime,
-            Some("inode/directory")
-        );
-        assert_eq!(
-            vals("watch ~/Videos/holiday.mkv, then sleep"),
-            ["~/Videos/holiday.mkv"]
-        );
+        assert_eq!(extract("show me ~/Music").args[0].mime, Some("inode/directory"));
+        assert_eq!(vals("watch ~/Videos/holiday.mkv, then sleep"), ["~/Videos/holiday.mkv"]);
         assert_eq!(vals("retouch Pictures/beach.jpg"), ["Pictures/beach.jpg"]);
-        assert_eq!(
-            vals("open './My Photos/cat.png' now"),
-            ["./My Photos/cat.png"]
-        );
+        assert_eq!(vals("open './My Photos/cat.png' now"), ["./My Photos/cat.png"]);
         assert_eq!(vals("open \"/tmp/a b.txt\""), ["/tmp/a b.txt"]);
         assert!(vals("open a terminal").is_empty());
         assert!(vals("work out 15% of 240").is_empty());
@@ -560,10 +429,7 @@ mod tests {
     #[test]
     fn no_duplicates_and_mime_matching() {
         assert_eq!(vals("open a.pdf and a.pdf"), ["a.pdf"]);
-        let accepted: Vec<String> = ["text/plain", "image/*"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let accepted: Vec<String> = ["text/plain", "image/*"].iter().map(|s| s.to_string()).collect();
         assert!(mime_accepts(&accepted, "text/x-python"));
         assert!(mime_accepts(&accepted, "image/png"));
         assert!(!mime_accepts(&accepted, "application/pdf"));

@@ -60,11 +60,7 @@ pub fn pin_cpu_threads() -> usize {
 }
 
 /// `Ok(n)`: the user's valid setting, kept; `Err(n)`: the count to set.
-fn threads_to_pin(
-    set: Option<&str>,
-    physical: impl FnOnce() -> usize,
-    allowed: usize,
-) -> Result<usize, usize> {
+fn threads_to_pin(set: Option<&str>, physical: impl FnOnce() -> usize, allowed: usize) -> Result<usize, usize> {
     match set.and_then(|v| v.trim().parse::<usize>().ok()) {
         Some(n) if n > 0 => Ok(n),
         _ => Err(physical().clamp(1, allowed.max(1))),
@@ -84,17 +80,12 @@ pub struct BertEmbedder {
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, BertError> {
-    std::fs::read(path).map_err(|e| BertError::File {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })
+    std::fs::read(path).map_err(|e| BertError::File { path: path.to_path_buf(), reason: e.to_string() })
 }
 
 fn json(path: &Path) -> Result<serde_json::Value, BertError> {
-    serde_json::from_slice(&read(path)?).map_err(|e| BertError::File {
-        path: path.to_path_buf(),
-        reason: format!("not valid JSON: {e}"),
-    })
+    serde_json::from_slice(&read(path)?)
+        .map_err(|e| BertError::File { path: path.to_path_buf(), reason: format!("not valid JSON: {e}") })
 }
 
 impl BertEmbedder {
@@ -104,17 +95,10 @@ impl BertEmbedder {
         // Pooling and normalisation must be what we implement.
         let pooling_path = dir.join("1_Pooling/config.json");
         let pooling = json(&pooling_path)?;
-        if pooling
-            .get("pooling_mode_mean_tokens")
-            .and_then(|v| v.as_bool())
-            != Some(true)
-            || [
-                "pooling_mode_cls_token",
-                "pooling_mode_max_tokens",
-                "pooling_mode_mean_sqrt_len_tokens",
-            ]
-            .iter()
-            .any(|k| pooling.get(*k).and_then(|v| v.as_bool()) == Some(true))
+        if pooling.get("pooling_mode_mean_tokens").and_then(|v| v.as_bool()) != Some(true)
+            || ["pooling_mode_cls_token", "pooling_mode_max_tokens", "pooling_mode_mean_sqrt_len_tokens"]
+                .iter()
+                .any(|k| pooling.get(*k).and_then(|v| v.as_bool()) == Some(true))
         {
             return Err(BertError::Unsupported {
                 path: pooling_path,
@@ -124,11 +108,7 @@ impl BertEmbedder {
         let modules_path = dir.join("modules.json");
         let modules = json(&modules_path)?;
         let normalize = modules.as_array().is_some_and(|a| {
-            a.iter().any(|m| {
-                m.get("type")
-                    .and_then(|t| t.as_str())
-                    .is_some_and(|t| t.ends_with(".Normalize"))
-            })
+            a.iter().any(|m| m.get("type").and_then(|t| t.as_str()).is_some_and(|t| t.ends_with(".Normalize")))
         });
         if !normalize {
             return Err(BertError::Unsupported {
@@ -138,37 +118,22 @@ impl BertEmbedder {
         }
 
         let config_path = dir.join("config.json");
-        let config: Config =
-            serde_json::from_slice(&read(&config_path)?).map_err(|e| BertError::File {
-                path: config_path.clone(),
-                reason: format!("not a BERT config: {e}"),
-            })?;
+        let config: Config = serde_json::from_slice(&read(&config_path)?)
+            .map_err(|e| BertError::File { path: config_path.clone(), reason: format!("not a BERT config: {e}") })?;
 
         let tok_path = dir.join("tokenizer.json");
-        let mut tokenizer = Tokenizer::from_file(&tok_path).map_err(|e| BertError::File {
-            path: tok_path.clone(),
-            reason: e.to_string(),
-        })?;
+        let mut tokenizer = Tokenizer::from_file(&tok_path)
+            .map_err(|e| BertError::File { path: tok_path.clone(), reason: e.to_string() })?;
         tokenizer.with_padding(None);
         tokenizer
-            .with_truncation(Some(TruncationParams {
-                max_length: MAX_TOKENS,
-                ..Default::default()
-            }))
-            .map_err(|e| BertError::File {
-                path: tok_path.clone(),
-                reason: e.to_string(),
-            })?;
+            .with_truncation(Some(TruncationParams { max_length: MAX_TOKENS, ..Default::default() }))
+            .map_err(|e| BertError::File { path: tok_path.clone(), reason: e.to_string() })?;
 
         let weights_path = dir.join("model.safetensors");
         let device = Device::Cpu;
         let bytes = read(&weights_path)?;
-        let vb = VarBuilder::from_buffered_safetensors(bytes, DTYPE, &device).map_err(|e| {
-            BertError::File {
-                path: weights_path.clone(),
-                reason: e.to_string(),
-            }
-        })?;
+        let vb = VarBuilder::from_buffered_safetensors(bytes, DTYPE, &device)
+            .map_err(|e| BertError::File { path: weights_path.clone(), reason: e.to_string() })?;
         let model = BertModel::load(vb, &config).map_err(|e| BertError::File {
             path: weights_path.clone(),
             reason: format!("not the expected BERT weights: {e}"),
@@ -179,36 +144,18 @@ impl BertEmbedder {
             .find(|f| f.store_path == "model.safetensors")
             .map(|f| f.sha256.clone())
             .unwrap_or_default();
-        let fingerprint = format!(
-            "{}:{}:mean-norm:{}",
-            spec.name,
-            &weights_sha[..weights_sha.len().min(16)],
-            MAX_TOKENS
-        );
-        Ok(Self {
-            model,
-            tokenizer,
-            device,
-            dim: config.hidden_size,
-            fingerprint,
-        })
+        let fingerprint =
+            format!("{}:{}:mean-norm:{}", spec.name, &weights_sha[..weights_sha.len().min(16)], MAX_TOKENS);
+        Ok(Self { model, tokenizer, device, dim: config.hidden_size, fingerprint })
     }
 
     fn run(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
         let tok = |e: tokenizers::Error| EmbedError::Tokenizer(e.to_string());
         let m = |e: candle_core::Error| EmbedError::Model(e.to_string());
-        let encodings: Vec<_> = texts
-            .iter()
-            .map(|t| self.tokenizer.encode(*t, true))
-            .collect::<Result<_, _>>()
-            .map_err(tok)?;
+        let encodings: Vec<_> =
+            texts.iter().map(|t| self.tokenizer.encode(*t, true)).collect::<Result<_, _>>().map_err(tok)?;
         let n = encodings.len();
-        let len = encodings
-            .iter()
-            .map(|e| e.get_ids().len())
-            .max()
-            .unwrap_or(0)
-            .max(1);
+        let len = encodings.iter().map(|e| e.get_ids().len()).max().unwrap_or(0).max(1);
         let mut ids = vec![0u32; n * len];
         let mut mask = vec![0u32; n * len];
         for (row, e) in encodings.iter().enumerate() {
@@ -222,10 +169,7 @@ impl BertEmbedder {
         // ~100 short parallel operations then starts from a pool worker,
         // instead of this thread handing every one of them over and sleeping
         // until it is done.
-        let rows: Vec<Vec<f32>> = self
-            .device
-            .with_context(|| self.pooled(ids, mask, (n, len), padded))
-            .map_err(m)?;
+        let rows: Vec<Vec<f32>> = self.device.with_context(|| self.pooled(ids, mask, (n, len), padded)).map_err(m)?;
         Ok(rows
             .into_iter()
             .map(|mut v| {
@@ -247,9 +191,7 @@ impl BertEmbedder {
         let ids = Tensor::from_vec(ids, shape, &self.device)?;
         let types = ids.zeros_like()?;
         let mask = Tensor::from_vec(mask, shape, &self.device)?;
-        let hidden = self
-            .model
-            .forward(&ids, &types, padded.then_some(&mask))?; // (n, len, dim)
+        let hidden = self.model.forward(&ids, &types, padded.then_some(&mask))?; // (n, len, dim)
         let maskf = mask.to_dtype(DType::F32)?.unsqueeze(2)?; // (n, len, 1)
         let summed = hidden.broadcast_mul(&maskf)?.sum(1)?; // (n, dim)
         let counts = maskf.sum(1)?; // (n, 1)

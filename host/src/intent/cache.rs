@@ -89,10 +89,7 @@ impl VectorCache {
                 c.map = map;
             }
             Ok(None) => {}
-            Err(reason) => tracing::warn!(
-                "ignoring vector cache {}: {reason}; it will be rebuilt",
-                path.display()
-            ),
+            Err(reason) => tracing::warn!("ignoring vector cache {}: {reason}; it will be rebuilt", path.display()),
         }
         c.path = Some(path);
         c
@@ -107,11 +104,7 @@ impl VectorCache {
     }
 
     /// Vectors for `texts`, embedding (in batches) only those not cached yet.
-    pub fn vectors(
-        &mut self,
-        embedder: &dyn Embedder,
-        texts: &[String],
-    ) -> Result<Vec<Vec<f32>>, CacheError> {
+    pub fn vectors(&mut self, embedder: &dyn Embedder, texts: &[String]) -> Result<Vec<Vec<f32>>, CacheError> {
         let keys: Vec<Key> = texts.iter().map(|t| key_of(t)).collect();
         let mut missing: Vec<usize> = Vec::new();
         let mut queued = HashSet::new();
@@ -151,10 +144,7 @@ impl VectorCache {
         let Some(path) = &self.path else {
             return Ok(());
         };
-        let io_err = |source| CacheError::Io {
-            path: path.clone(),
-            source,
-        };
+        let io_err = |source| CacheError::Io { path: path.clone(), source };
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(io_err)?;
         }
@@ -163,11 +153,7 @@ impl VectorCache {
         buf.extend_from_slice(&(self.fingerprint.len() as u32).to_le_bytes());
         buf.extend_from_slice(self.fingerprint.as_bytes());
         buf.extend_from_slice(&(self.dim as u32).to_le_bytes());
-        let mut keys: Vec<&Key> = self
-            .used
-            .iter()
-            .filter(|k| self.map.contains_key(*k))
-            .collect();
+        let mut keys: Vec<&Key> = self.used.iter().filter(|k| self.map.contains_key(*k)).collect();
         keys.sort();
         buf.extend_from_slice(&(keys.len() as u64).to_le_bytes());
         for k in keys {
@@ -184,11 +170,7 @@ impl VectorCache {
     }
 }
 
-fn read_file(
-    path: &Path,
-    fingerprint: &str,
-    dim: usize,
-) -> Result<Option<HashMap<Key, Vec<f32>>>, String> {
+fn read_file(path: &Path, fingerprint: &str, dim: usize) -> Result<Option<HashMap<Key, Vec<f32>>>, String> {
     let mut f = match std::fs::File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -217,20 +199,14 @@ fn read_file(
     }
     let count = u64::from_le_bytes(take(8)?.try_into().unwrap()) as usize;
     let rec = 32 + 4 * dim;
-    if count
-        .checked_mul(rec)
-        .is_none_or(|n| n != data.len() - (8 + 4 + flen + 4 + 8))
-    {
+    if count.checked_mul(rec).is_none_or(|n| n != data.len() - (8 + 4 + flen + 4 + 8)) {
         return Err(format!("{} bytes do not hold {count} vectors", data.len()));
     }
     let mut map = HashMap::with_capacity(count);
     let body = &data[8 + 4 + flen + 4 + 8..];
     for r in body.chunks_exact(rec) {
         let key: Key = r[..32].try_into().unwrap();
-        let v: Vec<f32> = r[32..]
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-            .collect();
+        let v: Vec<f32> = r[32..].chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
         if v.iter().any(|x| !x.is_finite()) {
             return Err("non-finite value".into());
         }
@@ -252,9 +228,7 @@ mod tests {
     fn embeds_each_text_once_per_content() {
         let e = HashEmbedder::new();
         let mut c = VectorCache::in_memory(e.fingerprint(), e.dim());
-        let a = c
-            .vectors(&e, &texts(&["web browser", "text editor", "web browser"]))
-            .unwrap();
+        let a = c.vectors(&e, &texts(&["web browser", "text editor", "web browser"])).unwrap();
         assert_eq!(e.texts_embedded.get(), 2, "duplicate text embedded once");
         assert_eq!(a[0], a[2]);
         c.vectors(&e, &texts(&["text editor", "terminal"])).unwrap();
@@ -267,21 +241,16 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let e = HashEmbedder::new();
         let mut c = VectorCache::open(tmp.path(), "m", e.fingerprint(), e.dim());
-        let v1 = c
-            .vectors(&e, &texts(&["a web browser", "an image editor"]))
-            .unwrap();
+        let v1 = c.vectors(&e, &texts(&["a web browser", "an image editor"])).unwrap();
         c.save().unwrap();
         let e2 = HashEmbedder::new();
         let mut c2 = VectorCache::open(tmp.path(), "m", e2.fingerprint(), e2.dim());
         assert_eq!(c2.stats().loaded, 2);
-        let v2 = c2
-            .vectors(&e2, &texts(&["a web browser", "an image editor"]))
-            .unwrap();
+        let v2 = c2.vectors(&e2, &texts(&["a web browser", "an image editor"])).unwrap();
         assert_eq!(e2.texts_embedded.get(), 0, "all from the file");
         assert_eq!(v1, v2);
         // A changed entry text is a new key: embedded again.
-        c2.vectors(&e2, &texts(&["a web browser for the internet"]))
-            .unwrap();
+        c2.vectors(&e2, &texts(&["a web browser for the internet"])).unwrap();
         assert_eq!(e2.texts_embedded.get(), 1);
         // Another fingerprint ignores the file.
         let c3 = VectorCache::open(tmp.path(), "m", "other-model", e.dim());
@@ -301,19 +270,9 @@ mod tests {
         // Truncate the good file: refused, not half-read.
         let good = std::fs::read(&path).unwrap();
         std::fs::write(&path, &good[..good.len() - 3]).unwrap();
-        assert_eq!(
-            VectorCache::open(tmp.path(), "m", e.fingerprint(), e.dim())
-                .stats()
-                .loaded,
-            0
-        );
+        assert_eq!(VectorCache::open(tmp.path(), "m", e.fingerprint(), e.dim()).stats().loaded, 0);
         std::fs::write(&path, &good).unwrap();
-        assert_eq!(
-            VectorCache::open(tmp.path(), "m", e.fingerprint(), e.dim())
-                .stats()
-                .loaded,
-            1
-        );
+        assert_eq!(VectorCache::open(tmp.path(), "m", e.fingerprint(), e.dim()).stats().loaded, 1);
     }
 
     #[test]
@@ -326,11 +285,6 @@ mod tests {
         let mut c = VectorCache::open(tmp.path(), "m", e.fingerprint(), e.dim());
         c.vectors(&e, &texts(&["two"])).unwrap();
         c.save().unwrap();
-        assert_eq!(
-            VectorCache::open(tmp.path(), "m", e.fingerprint(), e.dim())
-                .stats()
-                .loaded,
-            1
-        );
+        assert_eq!(VectorCache::open(tmp.path(), "m", e.fingerprint(), e.dim()).stats().loaded, 1);
     }
 }

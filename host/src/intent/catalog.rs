@@ -25,15 +25,14 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
     #[error("catalog folder {path}: {source}")]
-    Dir {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Dir { path: PathBuf, source: std::io::Error },
     #[error("catalog {path}: no .desktop files in it")]
     Empty { path: PathBuf },
     #[error("{path}: {reason}")]
     Malformed { path: PathBuf, reason: String },
-    #[error("no application folders found ($XDG_DATA_HOME/applications, $XDG_DATA_DIRS/*/applications); pass --catalog DIR")]
+    #[error(
+        "no application folders found ($XDG_DATA_HOME/applications, $XDG_DATA_DIRS/*/applications); pass --catalog DIR"
+    )]
     NoFolders,
 }
 
@@ -50,10 +49,7 @@ pub struct Catalog {
 impl Catalog {
     /// A catalog from entries built in memory.
     pub fn from_entries(entries: Vec<DesktopEntry>) -> Self {
-        Self {
-            entries,
-            warnings: Vec::new(),
-        }
+        Self { entries, warnings: Vec::new() }
     }
 
     /// Load every `*.desktop` file under `dir` (recursively). Malformed files
@@ -62,9 +58,7 @@ impl Catalog {
         let mut files = Vec::new();
         collect(dir, dir, &mut files)?;
         if files.is_empty() {
-            return Err(CatalogError::Empty {
-                path: dir.to_path_buf(),
-            });
+            return Err(CatalogError::Empty { path: dir.to_path_buf() });
         }
         files.sort();
         let mut cat = Catalog::default();
@@ -131,25 +125,14 @@ pub fn xdg_application_dirs() -> Vec<PathBuf> {
         .ok()
         .filter(|v| !v.is_empty())
         .unwrap_or_else(|| "/usr/local/share:/usr/share".to_string());
-    dirs.extend(
-        data_dirs
-            .split(':')
-            .filter(|d| !d.is_empty())
-            .map(|d| PathBuf::from(d).join("applications")),
-    );
+    dirs.extend(data_dirs.split(':').filter(|d| !d.is_empty()).map(|d| PathBuf::from(d).join("applications")));
     dirs.into_iter().filter(|d| d.is_dir()).collect()
 }
 
 fn collect(root: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>) -> Result<(), CatalogError> {
-    let rd = std::fs::read_dir(dir).map_err(|source| CatalogError::Dir {
-        path: dir.to_path_buf(),
-        source,
-    })?;
+    let rd = std::fs::read_dir(dir).map_err(|source| CatalogError::Dir { path: dir.to_path_buf(), source })?;
     for ent in rd {
-        let ent = ent.map_err(|source| CatalogError::Dir {
-            path: dir.to_path_buf(),
-            source,
-        })?;
+        let ent = ent.map_err(|source| CatalogError::Dir { path: dir.to_path_buf(), source })?;
         let path = ent.path();
         let ft = match ent.file_type() {
             Ok(t) => t,
@@ -170,10 +153,7 @@ fn collect(root: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>) -> Result<
 }
 
 fn load_file(id: &str, path: &Path) -> Result<Option<DesktopEntry>, CatalogError> {
-    let malformed = |reason: String| CatalogError::Malformed {
-        path: path.to_path_buf(),
-        reason,
-    };
+    let malformed = |reason: String| CatalogError::Malformed { path: path.to_path_buf(), reason };
     let meta = std::fs::metadata(path).map_err(|e| malformed(e.to_string()))?;
     if meta.len() > MAX_FILE_BYTES {
         return Err(malformed(format!(
@@ -199,11 +179,8 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         std::fs::write(tmp.path().join("good.desktop"), EVINCE).unwrap();
         std::fs::write(tmp.path().join("bad.desktop"), "garbage\n").unwrap();
-        std::fs::write(
-            tmp.path().join("latin1.desktop"),
-            b"[Desktop Entry]\nType=Application\nName=Caf\xe9\nExec=x\n",
-        )
-        .unwrap();
+        std::fs::write(tmp.path().join("latin1.desktop"), b"[Desktop Entry]\nType=Application\nName=Caf\xe9\nExec=x\n")
+            .unwrap();
         std::fs::write(tmp.path().join("notes.txt"), "ignored").unwrap();
         std::fs::create_dir(tmp.path().join("kde")).unwrap();
         std::fs::write(
@@ -216,19 +193,10 @@ mod tests {
         assert_eq!(ids, ["good.desktop", "kde-konsole.desktop"]);
         assert_eq!(cat.warnings.len(), 2);
         assert!(cat.warnings.iter().any(|w| w.contains("bad.desktop")));
-        assert!(cat
-            .warnings
-            .iter()
-            .any(|w| w.contains("latin1.desktop") && w.contains("UTF-8")));
+        assert!(cat.warnings.iter().any(|w| w.contains("latin1.desktop") && w.contains("UTF-8")));
         let empty = tempfile::tempdir().unwrap();
-        assert!(matches!(
-            Catalog::load_dir(empty.path()),
-            Err(CatalogError::Empty { .. })
-        ));
-        assert!(matches!(
-            Catalog::load_dir(&empty.path().join("nope")),
-            Err(CatalogError::Dir { .. })
-        ));
+        assert!(matches!(Catalog::load_dir(empty.path()), Err(CatalogError::Empty { .. })));
+        assert!(matches!(Catalog::load_dir(&empty.path().join("nope")), Err(CatalogError::Dir { .. })));
     }
 
     #[test]
@@ -240,11 +208,7 @@ mod tests {
         let ff = cat.get("firefox-esr.desktop").unwrap();
         assert_eq!(ff.generic_name.as_deref(), Some("Web Browser"));
         assert!(ff.takes_urls());
-        assert!(
-            cat.get("gnome-background-panel.desktop")
-                .unwrap()
-                .no_display
-        );
+        assert!(cat.get("gnome-background-panel.desktop").unwrap().no_display);
         assert!(cat.get("vim.desktop").unwrap().terminal);
     }
 }

@@ -64,28 +64,16 @@ pub fn category_phrases(cat: &str) -> &'static [&'static str] {
         "News" => &["news reader"],
         "FileTransfer" => &["file transfer", "download and upload files"],
         "P2P" => &["peer-to-peer file sharing"],
-        "RemoteAccess" => &[
-            "remote desktop",
-            "control another computer over the network",
-        ],
+        "RemoteAccess" => &["remote desktop", "control another computer over the network"],
         "Telephony" => &["internet telephone calls"],
         "VideoConference" => &["video calls and conferences"],
         "TextEditor" => &["text editor", "edit plain text files"],
-        "IDE" => &[
-            "integrated development environment",
-            "write and edit program source code",
-        ],
+        "IDE" => &["integrated development environment", "write and edit program source code"],
         "Development" => &["software development and programming"],
         "Debugger" => &["debugger for programs"],
         "FileManager" => &["file manager", "browse files and folders"],
-        "RasterGraphics" => &[
-            "raster image editor",
-            "edit and retouch photos and pictures",
-        ],
-        "VectorGraphics" => &[
-            "vector graphics editor",
-            "draw illustrations, logos and diagrams",
-        ],
+        "RasterGraphics" => &["raster image editor", "edit and retouch photos and pictures"],
+        "VectorGraphics" => &["vector graphics editor", "draw illustrations, logos and diagrams"],
         "3DGraphics" => &["3D modelling and rendering"],
         "Photography" => &["photo management", "organise and edit photographs"],
         "Scanning" => &["scanner software", "scan paper documents and photos"],
@@ -104,19 +92,13 @@ pub fn category_phrases(cat: &str) -> &'static [&'static str] {
         "Chart" => &["charts and diagrams"],
         "Database" => &["database"],
         "Calendar" => &["calendar", "appointments, meetings and events by date"],
-        "ContactManagement" => &[
-            "address book",
-            "contact details of people: phone numbers, email and addresses",
-        ],
+        "ContactManagement" => &["address book", "contact details of people: phone numbers, email and addresses"],
         "Finance" => &["personal finance and accounting"],
         "Dictionary" => &["dictionary"],
         "Calculator" => &["calculator", "arithmetic and calculations"],
         "Clock" => &["clock"],
         "Archiving" | "Compression" => &["archive manager", "compress files and extract archives"],
-        "Monitor" => &[
-            "system monitor",
-            "running processes and their CPU and memory use",
-        ],
+        "Monitor" => &["system monitor", "running processes and their CPU and memory use"],
         "Security" => &["security"],
         "Accessibility" => &["accessibility aids"],
         "Maps" => &["maps and navigation"],
@@ -154,32 +136,17 @@ pub(crate) fn mime_kind(m: &str) -> Option<&'static str> {
         (_, s) if s.contains("comicbook") || s.contains("x-cb") => "comic books",
         (_, s) if s.contains("spreadsheet") || s.contains("excel") => "spreadsheets",
         (_, s) if s.contains("presentation") || s.contains("powerpoint") => "presentations",
-        (_, s)
-            if s.contains("wordprocessing")
-                || s.contains("msword")
-                || s.contains("opendocument.text") =>
-        {
+        (_, s) if s.contains("wordprocessing") || s.contains("msword") || s.contains("opendocument.text") => {
             "documents"
         }
-        (_, s)
-            if s.contains("zip")
-                || s.contains("tar")
-                || s.contains("compressed")
-                || s.contains("rar") =>
-        {
-            "archives"
-        }
+        (_, s) if s.contains("zip") || s.contains("tar") || s.contains("compressed") || s.contains("rar") => "archives",
         ("text", _) | ("application", "x-shellscript") => "source code",
         _ => return None,
     })
 }
 
 pub(crate) fn words(s: &str) -> Vec<String> {
-    s.to_lowercase()
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .map(|w| w.to_string())
-        .collect()
+    s.to_lowercase().split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(|w| w.to_string()).collect()
 }
 
 const STOP: &[&str] = &[
@@ -350,9 +317,7 @@ pub(crate) fn stem(w: &str) -> String {
     if n > 4 && w.ends_with("ed") {
         return cut(2);
     }
-    if n > 4
-        && (w.ends_with("ses") || w.ends_with("xes") || w.ends_with("ches") || w.ends_with("shes"))
-    {
+    if n > 4 && (w.ends_with("ses") || w.ends_with("xes") || w.ends_with("ches") || w.ends_with("shes")) {
         return cut(2);
     }
     if n > 3 && w.ends_with('s') && !w.ends_with("ss") && !w.ends_with("us") {
@@ -445,10 +410,7 @@ pub(crate) fn build_views(i: usize, e: &DesktopEntry) -> Vec<View> {
 pub(crate) fn candidate_terms(e: &DesktopEntry) -> Vec<Vec<String>> {
     let mut out: Vec<Vec<String>> = Vec::new();
     let mut add = |w: Vec<String>| {
-        let w: Vec<String> = w
-            .into_iter()
-            .filter(|x| !x.chars().all(|c| c.is_ascii_digit()))
-            .collect();
+        let w: Vec<String> = w.into_iter().filter(|x| !x.chars().all(|c| c.is_ascii_digit())).collect();
         if w.is_empty() || (w.len() == 1 && (w[0].len() < 3 || STOP.contains(&w[0].as_str()))) {
             return;
         }
@@ -466,11 +428,7 @@ pub(crate) fn candidate_terms(e: &DesktopEntry) -> Vec<Vec<String>> {
     // Reverse-DNS IDs name the app in their last part (org.gnome.Rhythmbox3 → rhythmbox).
     let stem = e.id.trim_end_matches(".desktop");
     if stem.split('.').count() >= 3 {
-        let last = stem
-            .rsplit('.')
-            .next()
-            .unwrap_or(stem)
-            .trim_end_matches(|c: char| c.is_ascii_digit());
+        let last = stem.rsplit('.').next().unwrap_or(stem).trim_end_matches(|c: char| c.is_ascii_digit());
         let ws = words(last);
         for w in &ws {
             add(vec![w.clone()]);
@@ -499,10 +457,7 @@ pub(crate) fn described_words(e: &DesktopEntry) -> Vec<String> {
 
 /// The name terms of each app that at most `max_families` program families
 /// use in their descriptions. `apps` is (entry, family) per app.
-pub(crate) fn rare_terms(
-    apps: &[(&DesktopEntry, &str)],
-    max_families: usize,
-) -> Vec<Vec<Vec<String>>> {
+pub(crate) fn rare_terms(apps: &[(&DesktopEntry, &str)], max_families: usize) -> Vec<Vec<Vec<String>>> {
     let described: Vec<Vec<String>> = apps.iter().map(|(e, _)| described_words(e)).collect();
     let mut index: HashMap<&str, HashSet<&str>> = HashMap::new();
     for ((_, family), ws) in apps.iter().zip(&described) {
@@ -525,18 +480,12 @@ pub(crate) fn rare_terms(
             candidate_terms(e)
                 .into_iter()
                 .filter(|t| {
-                    let rarest = t
-                        .iter()
-                        .min_by_key(|w| index.get(w.as_str()).map_or(0, |s| s.len()))
-                        .unwrap();
+                    let rarest = t.iter().min_by_key(|w| index.get(w.as_str()).map_or(0, |s| s.len())).unwrap();
                     let Some(users) = by_word.get(rarest.as_str()) else {
                         return true;
                     };
-                    let families: HashSet<&str> = users
-                        .iter()
-                        .filter(|&&i| contains_seq(&described[i], t))
-                        .map(|&i| apps[i].1)
-                        .collect();
+                    let families: HashSet<&str> =
+                        users.iter().filter(|&&i| contains_seq(&described[i], t)).map(|&i| apps[i].1).collect();
                     families.len() <= max_families
                 })
                 .collect()
@@ -550,9 +499,7 @@ mod tests {
     use crate::intent::catalog::parse_desktop;
 
     fn entry(id: &str, body: &str) -> DesktopEntry {
-        parse_desktop(id, &format!("[Desktop Entry]\nType=Application\n{body}"))
-            .unwrap()
-            .unwrap()
+        parse_desktop(id, &format!("[Desktop Entry]\nType=Application\n{body}")).unwrap().unwrap()
     }
 
     #[test]
@@ -562,31 +509,16 @@ mod tests {
             "Name=Document Viewer\nComment=View multi-page documents\nKeywords=pdf;PDF;ps;x;\nExec=evince %U\nCategories=GNOME;Office;Viewer;\nMimeType=application/pdf;application/x-bzpdf;image/tiff;\n",
         );
         let v = build_views(7, &e);
-        let texts: Vec<(&str, &str)> = v
-            .iter()
-            .map(|x| (x.kind.label(), x.text.as_str()))
-            .collect();
+        let texts: Vec<(&str, &str)> = v.iter().map(|x| (x.kind.label(), x.text.as_str())).collect();
         assert!(texts.contains(&("title", "Document Viewer")));
         assert!(texts.contains(&("summary", "View multi-page documents")));
         assert!(texts.contains(&("keyword", "pdf")));
-        assert!(
-            !texts.contains(&("keyword", "PDF")),
-            "keywords deduplicated case-insensitively"
-        );
-        assert!(
-            !texts.iter().any(|(_, t)| *t == "x"),
-            "one-letter keywords dropped"
-        );
+        assert!(!texts.contains(&("keyword", "PDF")), "keywords deduplicated case-insensitively");
+        assert!(!texts.iter().any(|(_, t)| *t == "x"), "one-letter keywords dropped");
         assert!(texts.contains(&("category", "viewer to look at files")));
-        assert_eq!(
-            texts.iter().find(|(k, _)| *k == "files"),
-            Some(&("files", "opens PDF documents"))
-        );
+        assert_eq!(texts.iter().find(|(k, _)| *k == "files"), Some(&("files", "opens PDF documents")));
         assert!(v.iter().all(|x| x.app == 7));
-        assert!(
-            category_phrases("Office").is_empty(),
-            "main categories say nothing"
-        );
+        assert!(category_phrases("Office").is_empty(), "main categories say nothing");
     }
 
     #[test]
@@ -595,30 +527,20 @@ mod tests {
         assert_eq!(stem("recording"), "record");
         assert_eq!(stem("libraries"), "library");
         assert_eq!(stem("process"), "process");
-        assert_eq!(
-            lex_terms("Open the IRC channels, please"),
-            ["irc", "channel"]
+        assert_eq!(lex_terms("Open the IRC channels, please"), ["irc", "channel"]);
+        let e = entry(
+            "a.desktop",
+            "Name=HexChat\nComment=Chat with other people online\nExec=hexchat\nCategories=IRCClient;\n",
         );
-        let e = entry("a.desktop", "Name=HexChat\nComment=Chat with other people online\nExec=hexchat\nCategories=IRCClient;\n");
         let t = app_terms(&e);
-        assert!(
-            t.contains("chat")
-                && t.contains("irc")
-                && t.contains("hexchat")
-                && t.contains("channel")
-        );
+        assert!(t.contains("chat") && t.contains("irc") && t.contains("hexchat") && t.contains("channel"));
     }
 
     #[test]
     fn name_terms_are_program_and_id_words_used_by_few_programs() {
-        let vlc = entry(
-            "vlc.desktop",
-            "Name=VLC media player\nExec=/usr/bin/vlc %U\n",
-        );
-        let files = entry(
-            "org.gnome.Nautilus.desktop",
-            "Name=Files\nComment=Access and organize files\nExec=nautilus %U\n",
-        );
+        let vlc = entry("vlc.desktop", "Name=VLC media player\nExec=/usr/bin/vlc %U\n");
+        let files =
+            entry("org.gnome.Nautilus.desktop", "Name=Files\nComment=Access and organize files\nExec=nautilus %U\n");
         let mut others = Vec::new();
         for i in 0..5 {
             others.push(entry(
@@ -634,10 +556,7 @@ mod tests {
         let terms = rare_terms(&all, 3);
         assert!(terms[0].contains(&vec!["vlc".to_string()]));
         assert!(terms[1].contains(&vec!["nautilus".to_string()]));
-        assert!(
-            !terms[1].contains(&vec!["files".to_string()]),
-            "a Name word is not a name term"
-        );
+        assert!(!terms[1].contains(&vec!["files".to_string()]), "a Name word is not a name term");
         assert!(terms[0].iter().all(|t| t != &vec!["media".to_string()]));
     }
 }

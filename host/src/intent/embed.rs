@@ -13,12 +13,7 @@ pub enum EmbedError {
     #[error("model: {0}")]
     Model(String),
     #[error("embedder returned {got} vectors of dimension {dim} for {want} texts (expected dimension {expected})")]
-    Shape {
-        got: usize,
-        want: usize,
-        dim: usize,
-        expected: usize,
-    },
+    Shape { got: usize, want: usize, dim: usize, expected: usize },
 }
 
 /// A sentence-embedding model.
@@ -78,11 +73,7 @@ pub(crate) mod fake {
 
     impl HashEmbedder {
         pub fn new() -> Self {
-            Self {
-                dim: 256,
-                calls: Cell::new(0),
-                texts_embedded: Cell::new(0),
-            }
+            Self { dim: 256, calls: Cell::new(0), texts_embedded: Cell::new(0) }
         }
     }
 
@@ -105,17 +96,12 @@ pub(crate) mod fake {
         }
         fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
             self.calls.set(self.calls.get() + 1);
-            self.texts_embedded
-                .set(self.texts_embedded.get() + texts.len());
+            self.texts_embedded.set(self.texts_embedded.get() + texts.len());
             Ok(texts
                 .iter()
                 .map(|t| {
                     let mut v = vec![0f32; self.dim];
-                    for w in t
-                        .to_lowercase()
-                        .split(|c: char| !c.is_alphanumeric())
-                        .filter(|w| w.len() > 2)
-                    {
+                    for w in t.to_lowercase().split(|c: char| !c.is_alphanumeric()).filter(|w| w.len() > 2) {
                         let stem: String = w.chars().take(5).collect();
                         for key in [w.to_string(), format!("stem:{stem}")] {
                             let x = h(&key);
@@ -149,9 +135,7 @@ mod tests {
     #[test]
     fn fake_embedder_is_deterministic_and_similar_on_shared_words() {
         let e = fake::HashEmbedder::new();
-        let v = e
-            .embed(&["web browser", "browse the web", "calculator"])
-            .unwrap();
+        let v = e.embed(&["web browser", "browse the web", "calculator"]).unwrap();
         assert!(dot(&v[0], &v[1]) > dot(&v[0], &v[2]));
         assert_eq!(e.embed(&["web browser"]).unwrap()[0], v[0]);
     }

@@ -140,14 +140,9 @@ struct App {
 
 /// Check and decode a request given as bytes.
 pub fn validate_request(bytes: &[u8], cap: usize) -> Result<&str, EngineError> {
-    let text = std::str::from_utf8(bytes).map_err(|e| EngineError::NotUtf8 {
-        offset: e.valid_up_to(),
-    })?;
+    let text = std::str::from_utf8(bytes).map_err(|e| EngineError::NotUtf8 { offset: e.valid_up_to() })?;
     if text.len() > cap {
-        return Err(EngineError::RequestTooLong {
-            len: text.len(),
-            cap,
-        });
+        return Err(EngineError::RequestTooLong { len: text.len(), cap });
     }
     if text.trim().is_empty() {
         return Err(EngineError::EmptyRequest);
@@ -207,21 +202,9 @@ impl fmt::Display for Explanation {
                 )?;
             }
         }
-        writeln!(
-            f,
-            "thresholds: launch >= {:.2}, clarify >= {:.2}",
-            self.launch_threshold, self.clarify_threshold
-        )?;
+        writeln!(f, "thresholds: launch >= {:.2}, clarify >= {:.2}", self.launch_threshold, self.clarify_threshold)?;
         for (i, s) in self.top.iter().enumerate() {
-            write!(
-                f,
-                "  {}. {:<40} {:.3} = {} {:.3}",
-                i + 1,
-                s.app_id,
-                s.score,
-                s.best_view,
-                s.cosine
-            )?;
+            write!(f, "  {}. {:<40} {:.3} = {} {:.3}", i + 1, s.app_id, s.score, s.best_view, s.cosine)?;
             if s.name_bonus > 0.0 {
                 write!(f, " + named {:.2}", s.name_bonus)?;
             }
@@ -295,26 +278,13 @@ impl<E: Embedder> Engine<E> {
             }
         }
         let n = apps.len() as f32;
-        let idf: HashMap<String, f32> = df
-            .into_iter()
-            .map(|(t, d)| (t, ((n + 1.0) / (d as f32 + 0.5)).ln()))
-            .collect();
+        let idf: HashMap<String, f32> = df.into_iter().map(|(t, d)| (t, ((n + 1.0) / (d as f32 + 0.5)).ln())).collect();
         let idf_max = ((n + 1.0) / 1.5).ln();
-        let names = rare_terms(
-            &apps
-                .iter()
-                .map(|a| (&a.entry, a.family.as_str()))
-                .collect::<Vec<_>>(),
-            3,
-        );
+        let names = rare_terms(&apps.iter().map(|a| (&a.entry, a.family.as_str())).collect::<Vec<_>>(), 3);
         for (a, n) in apps.iter_mut().zip(names) {
             a.name_terms = n;
         }
-        let views: Vec<View> = apps
-            .iter()
-            .enumerate()
-            .flat_map(|(i, a)| build_views(i, &a.entry))
-            .collect();
+        let views: Vec<View> = apps.iter().enumerate().flat_map(|(i, a)| build_views(i, &a.entry)).collect();
         let texts: Vec<String> = views.iter().map(|v| v.text.clone()).collect();
         let vecs = cache.vectors(&embedder, &texts)?;
         let dim = embedder.dim();
@@ -322,17 +292,7 @@ impl<E: Embedder> Engine<E> {
         for v in vecs {
             vectors.extend_from_slice(&v);
         }
-        Ok(Self {
-            embedder,
-            apps,
-            views,
-            vectors,
-            dim,
-            config,
-            catalog,
-            idf,
-            idf_max,
-        })
+        Ok(Self { embedder, apps, views, vectors, dim, config, catalog, idf, idf_max })
     }
 
     pub fn embedder(&self) -> &E {
@@ -354,30 +314,15 @@ impl<E: Embedder> Engine<E> {
 
     /// Score every app for an (already extracted) request and return the
     /// `keep` best (plus the best visible ones, which the decision needs), best first.
-    pub fn score(
-        &self,
-        ex: &Extracted,
-        request_words: &[String],
-        keep: usize,
-    ) -> Result<Vec<Scored>, EngineError> {
-        let q = self
-            .embedder
-            .embed(&[ex.text.as_str()])?
-            .pop()
-            .ok_or(EmbedError::Shape {
-                got: 0,
-                want: 1,
-                dim: 0,
-                expected: self.dim,
-            })?;
+    pub fn score(&self, ex: &Extracted, request_words: &[String], keep: usize) -> Result<Vec<Scored>, EngineError> {
+        let q = self.embedder.embed(&[ex.text.as_str()])?.pop().ok_or(EmbedError::Shape {
+            got: 0,
+            want: 1,
+            dim: 0,
+            expected: self.dim,
+        })?;
         if q.len() != self.dim {
-            return Err(EmbedError::Shape {
-                got: 1,
-                want: 1,
-                dim: q.len(),
-                expected: self.dim,
-            }
-            .into());
+            return Err(EmbedError::Shape { got: 1, want: 1, dim: q.len(), expected: self.dim }.into());
         }
         let w = &self.config.view_weights;
         // Per app: (best weighted cosine, its view, second best).
@@ -414,45 +359,26 @@ impl<E: Embedder> Engine<E> {
         let lw = self.config.lexical_weight;
         let file_args: Vec<&Arg> = ex.args.iter().filter(|a| a.mime.is_some()).collect();
         // (score, app, view, semantic, name bonus, mime bonus, lexical bonus), no allocation per app.
-        let mut parts: Vec<(f32, usize, usize, f32, f32, f32, f32)> =
-            Vec::with_capacity(self.apps.len());
+        let mut parts: Vec<(f32, usize, usize, f32, f32, f32, f32)> = Vec::with_capacity(self.apps.len());
         for (ai, (app, &(top, vi, second))) in self.apps.iter().zip(&best).enumerate() {
             if vi == usize::MAX {
                 continue;
             }
             let second = if second.is_finite() { second } else { top };
             let cos = (1.0 - sw) * top + sw * second;
-            let named = app
-                .name_terms
-                .iter()
-                .any(|t| contains_seq(request_words, t));
+            let named = app.name_terms.iter().any(|t| contains_seq(request_words, t));
             let name_bonus = if named { self.config.name_bonus } else { 0.0 };
             let opens_all = !file_args.is_empty()
                 && app.entry.takes_files()
-                && file_args
-                    .iter()
-                    .all(|a| args::mime_accepts(&app.entry.mime_types, a.mime.unwrap_or("")));
-            let mime_bonus = if opens_all {
-                self.config.mime_bonus
-            } else {
-                0.0
-            };
+                && file_args.iter().all(|a| args::mime_accepts(&app.entry.mime_types, a.mime.unwrap_or("")));
+            let mime_bonus = if opens_all { self.config.mime_bonus } else { 0.0 };
             let lexical = if qmass > 0.0 {
-                qterms
-                    .iter()
-                    .filter(|(t, _)| app.terms.contains(t))
-                    .map(|(_, w)| w)
-                    .sum::<f32>()
-                    / qmass
+                qterms.iter().filter(|(t, _)| app.terms.contains(t)).map(|(_, w)| w).sum::<f32>() / qmass
             } else {
                 0.0
             };
             let lexical_bonus = lw * lexical;
-            let penalty = if app.helper && !named {
-                self.config.helper_penalty
-            } else {
-                0.0
-            };
+            let penalty = if app.helper && !named { self.config.helper_penalty } else { 0.0 };
             parts.push((
                 cos + name_bonus + mime_bonus + lexical_bonus - penalty,
                 ai,
@@ -463,10 +389,8 @@ impl<E: Embedder> Engine<E> {
                 lexical_bonus,
             ));
         }
-        let by_score = |a: &(f32, usize, usize, f32, f32, f32, f32),
-                        b: &(f32, usize, usize, f32, f32, f32, f32)| {
-            b.0.total_cmp(&a.0)
-                .then_with(|| self.apps[a.1].entry.id.cmp(&self.apps[b.1].entry.id))
+        let by_score = |a: &(f32, usize, usize, f32, f32, f32, f32), b: &(f32, usize, usize, f32, f32, f32, f32)| {
+            b.0.total_cmp(&a.0).then_with(|| self.apps[a.1].entry.id.cmp(&self.apps[b.1].entry.id))
         };
         let mut picked: Vec<usize> = Vec::new();
         if parts.len() > keep {
@@ -474,11 +398,7 @@ impl<E: Embedder> Engine<E> {
             let mut all = parts.clone();
             all.select_nth_unstable_by(keep - 1, by_score);
             picked.extend(all[..keep].iter().map(|p| p.1));
-            let mut vis: Vec<_> = parts
-                .iter()
-                .filter(|p| !self.apps[p.1].entry.no_display)
-                .cloned()
-                .collect();
+            let mut vis: Vec<_> = parts.iter().filter(|p| !self.apps[p.1].entry.no_display).cloned().collect();
             if vis.len() > keep {
                 vis.select_nth_unstable_by(keep - 1, by_score);
                 vis.truncate(keep);
@@ -491,29 +411,23 @@ impl<E: Embedder> Engine<E> {
         parts.sort_by(by_score);
         Ok(parts
             .into_iter()
-            .map(
-                |(score, ai, vi, cos, name_bonus, mime_bonus, lexical_bonus)| {
-                    let app = &self.apps[ai];
-                    Scored {
-                        app_id: app.entry.id.clone(),
-                        name: app.entry.name.clone(),
-                        score,
-                        best_view: self.views[vi].kind.label(),
-                        best_view_text: self.views[vi].text.clone(),
-                        cosine: cos,
-                        name_bonus,
-                        mime_bonus,
-                        lexical_bonus,
-                        helper_penalty: if app.helper && name_bonus == 0.0 {
-                            self.config.helper_penalty
-                        } else {
-                            0.0
-                        },
-                        no_display: app.entry.no_display,
-                        family: app.family.clone(),
-                    }
-                },
-            )
+            .map(|(score, ai, vi, cos, name_bonus, mime_bonus, lexical_bonus)| {
+                let app = &self.apps[ai];
+                Scored {
+                    app_id: app.entry.id.clone(),
+                    name: app.entry.name.clone(),
+                    score,
+                    best_view: self.views[vi].kind.label(),
+                    best_view_text: self.views[vi].text.clone(),
+                    cosine: cos,
+                    name_bonus,
+                    mime_bonus,
+                    lexical_bonus,
+                    helper_penalty: if app.helper && name_bonus == 0.0 { self.config.helper_penalty } else { 0.0 },
+                    no_display: app.entry.no_display,
+                    family: app.family.clone(),
+                }
+            })
             .collect())
     }
 
@@ -531,10 +445,7 @@ impl<E: Embedder> Engine<E> {
         };
         if let Some(reason) = policy::screen_request(request) {
             explanation.decision = format!("none: {reason}");
-            return Ok(Resolution {
-                action: Action::none_because(reason),
-                explanation,
-            });
+            return Ok(Resolution { action: Action::none_because(reason), explanation });
         }
         let request_words = words(request);
         let scored = self.score(&ex, &request_words, 16)?;
@@ -547,9 +458,7 @@ impl<E: Embedder> Engine<E> {
         // asked back about when the model is sure enough to launch otherwise.
         let grounded = !ex.args.is_empty()
             || scored.iter().any(|s| s.name_bonus > 0.0)
-            || lex_terms(&ex.text)
-                .iter()
-                .any(|t| self.idf.contains_key(t));
+            || lex_terms(&ex.text).iter().any(|t| self.idf.contains_key(t));
         let best_visible = scored.iter().find(|s| !s.no_display);
         let best_any = scored.first();
         let chosen = match (best_visible, best_any) {
@@ -566,56 +475,34 @@ impl<E: Embedder> Engine<E> {
                 s.score >= cfg.launch_threshold
             } else {
                 s.score >= cfg.clarify_threshold
-                    || (s.score >= cfg.weak_clarify_threshold
-                        && (s.lexical_bonus > 0.0 || s.name_bonus > 0.0))
+                    || (s.score >= cfg.weak_clarify_threshold && (s.lexical_bonus > 0.0 || s.name_bonus > 0.0))
             }
         };
         explanation.top = scored.iter().take(5).cloned().collect();
 
         let action = if let Some((s, hidden)) = chosen {
-            let entry = self
-                .catalog
-                .get(&s.app_id)
-                .expect("scored apps come from the catalog");
+            let entry = self.catalog.get(&s.app_id).expect("scored apps come from the catalog");
             let (args, dropped) = fit_args(entry, &ex.args);
             explanation.decision = format!(
                 "launch {} (score {:.3} >= {:.2}{}){}",
                 s.app_id,
                 s.score,
                 cfg.launch_threshold,
-                if hidden {
-                    "; a NoDisplay entry, used because no visible app reached the threshold"
-                } else {
-                    ""
-                },
+                if hidden { "; a NoDisplay entry, used because no visible app reached the threshold" } else { "" },
                 if dropped.is_empty() {
                     String::new()
                 } else {
-                    format!(
-                        "; not passed (the app's Exec cannot take them): {}",
-                        dropped.join(" ")
-                    )
+                    format!("; not passed (the app's Exec cannot take them): {}", dropped.join(" "))
                 }
             );
-            Action::Launch {
-                app_id: s.app_id.clone(),
-                confidence: round_confidence(s.score),
-                args,
-            }
+            Action::Launch { app_id: s.app_id.clone(), confidence: round_confidence(s.score), args }
         } else if scored.iter().any(&offer) {
             // Visible apps; NoDisplay ones only if no visible one qualifies.
             // One candidate per program (foot, foot --server), visible ones kept apart from hidden ones.
             let mut seen = HashSet::new();
-            let qualifying: Vec<&Scored> = scored
-                .iter()
-                .filter(|s| offer(s) && seen.insert((s.family.clone(), s.no_display)))
-                .collect();
-            let mut picks: Vec<&Scored> = qualifying
-                .iter()
-                .copied()
-                .filter(|s| !s.no_display)
-                .take(3)
-                .collect();
+            let qualifying: Vec<&Scored> =
+                scored.iter().filter(|s| offer(s) && seen.insert((s.family.clone(), s.no_display))).collect();
+            let mut picks: Vec<&Scored> = qualifying.iter().copied().filter(|s| !s.no_display).take(3).collect();
             if picks.is_empty() {
                 picks.extend(qualifying.iter().copied().filter(|s| s.no_display).take(3));
             }
@@ -658,21 +545,13 @@ impl<E: Embedder> Engine<E> {
             };
             Action::none()
         };
-        explanation.ranked_first = action
-            .first_choice()
-            .map(str::to_string)
-            .or_else(|| best_any.map(|a| a.app_id.clone()));
+        explanation.ranked_first =
+            action.first_choice().map(str::to_string).or_else(|| best_any.map(|a| a.app_id.clone()));
         if let Err(e) = policy::check(&action, &self.catalog, &ex.args) {
             explanation.decision = format!("none: the policy refused {}: {e}", action.to_json());
-            return Ok(Resolution {
-                action: Action::none_because(format!("policy: {e}")),
-                explanation,
-            });
+            return Ok(Resolution { action: Action::none_because(format!("policy: {e}")), explanation });
         }
-        Ok(Resolution {
-            action,
-            explanation,
-        })
+        Ok(Resolution { action, explanation })
     }
 }
 
@@ -702,9 +581,7 @@ mod tests {
     use crate::intent::embed::fake::HashEmbedder;
 
     fn entry(id: &str, body: &str) -> DesktopEntry {
-        parse_desktop(id, &format!("[Desktop Entry]\nType=Application\n{body}"))
-            .unwrap()
-            .unwrap()
+        parse_desktop(id, &format!("[Desktop Entry]\nType=Application\n{body}")).unwrap().unwrap()
     }
 
     fn catalog() -> Catalog {
@@ -727,15 +604,9 @@ mod tests {
     #[test]
     fn launches_the_best_app_with_its_arguments() {
         let eng = engine(EngineConfig::default());
-        let r = eng
-            .resolve("browse the web at https://example.org/a")
-            .unwrap();
+        let r = eng.resolve("browse the web at https://example.org/a").unwrap();
         match &r.action {
-            Action::Launch {
-                app_id,
-                args,
-                confidence,
-            } => {
+            Action::Launch { app_id, args, confidence } => {
                 assert_eq!(app_id, "firefox.desktop");
                 assert_eq!(args, &["https://example.org/a".to_string()]);
                 assert!(*confidence > 0.5 && *confidence <= 1.0);
@@ -743,12 +614,7 @@ mod tests {
             other => panic!("{other:?}\n{}", r.explanation),
         }
         let r = eng.resolve("view the pdf document ~/a.pdf").unwrap();
-        assert_eq!(
-            r.action.launched(),
-            Some("evince.desktop"),
-            "{}",
-            r.explanation
-        );
+        assert_eq!(r.action.launched(), Some("evince.desktop"), "{}", r.explanation);
         assert!(r.explanation.to_string().contains("decision:"));
     }
 
@@ -758,20 +624,12 @@ mod tests {
         let r = eng.resolve("order a pizza with extra olives").unwrap();
         assert_eq!(r.action, Action::none(), "{}", r.explanation);
         let r = eng.resolve("format my hard drive").unwrap();
-        assert!(
-            matches!(r.action, Action::None { reason: Some(_) }),
-            "{}",
-            r.explanation
-        );
+        assert!(matches!(r.action, Action::None { reason: Some(_) }), "{}", r.explanation);
     }
 
     #[test]
     fn clarify_between_thresholds_with_one_candidate_per_program() {
-        let cfg = EngineConfig {
-            launch_threshold: 0.99,
-            clarify_threshold: 0.05,
-            ..Default::default()
-        };
+        let cfg = EngineConfig { launch_threshold: 0.99, clarify_threshold: 0.05, ..Default::default() };
         let eng = engine(cfg);
         let r = eng.resolve("terminal shell").unwrap();
         match &r.action {
@@ -796,30 +654,11 @@ mod tests {
         };
         let eng = engine(cfg);
         // Both wallpaper apps match; the visible one wins even if the hidden one scores higher.
-        let r = eng
-            .resolve("change the desktop background wallpaper")
-            .unwrap();
-        assert_eq!(
-            r.action.launched(),
-            Some("shows.desktop"),
-            "{}",
-            r.explanation
-        );
+        let r = eng.resolve("change the desktop background wallpaper").unwrap();
+        assert_eq!(r.action.launched(), Some("shows.desktop"), "{}", r.explanation);
         // With a higher bar only the hidden one qualifies: used, and said so.
-        let scored_hidden = r
-            .explanation
-            .top
-            .iter()
-            .find(|s| s.app_id == "panel.desktop")
-            .unwrap()
-            .score;
-        let scored_visible = r
-            .explanation
-            .top
-            .iter()
-            .find(|s| s.app_id == "shows.desktop")
-            .unwrap()
-            .score;
+        let scored_hidden = r.explanation.top.iter().find(|s| s.app_id == "panel.desktop").unwrap().score;
+        let scored_visible = r.explanation.top.iter().find(|s| s.app_id == "shows.desktop").unwrap().score;
         assert!(scored_hidden > scored_visible);
         let cfg = EngineConfig {
             launch_threshold: (scored_hidden + scored_visible) / 2.0,
@@ -828,15 +667,8 @@ mod tests {
             helper_penalty: 0.0,
             ..Default::default()
         };
-        let r = engine(cfg)
-            .resolve("change the desktop background wallpaper")
-            .unwrap();
-        assert_eq!(
-            r.action.launched(),
-            Some("panel.desktop"),
-            "{}",
-            r.explanation
-        );
+        let r = engine(cfg).resolve("change the desktop background wallpaper").unwrap();
+        assert_eq!(r.action.launched(), Some("panel.desktop"), "{}", r.explanation);
         assert!(r.explanation.decision.contains("NoDisplay"));
     }
 
@@ -844,15 +676,10 @@ mod tests {
     fn hidden_helpers_are_penalised_unless_named() {
         let eng = engine(EngineConfig::default());
         let ex = args::extract("change the desktop background wallpaper");
-        let s = eng
-            .score(&ex, &words("change the desktop background wallpaper"), 10)
-            .unwrap();
+        let s = eng.score(&ex, &words("change the desktop background wallpaper"), 10).unwrap();
         let panel = s.iter().find(|x| x.app_id == "panel.desktop").unwrap();
         assert_eq!(panel.helper_penalty, 0.10, "NoDisplay without a Settings category");
-        assert!(s
-            .iter()
-            .filter(|x| !x.no_display)
-            .all(|x| x.helper_penalty == 0.0));
+        assert!(s.iter().filter(|x| !x.no_display).all(|x| x.helper_penalty == 0.0));
         let r = eng.resolve("change the desktop background wallpaper").unwrap();
         assert!(r.explanation.to_string().contains("hidden helper"));
     }
@@ -873,10 +700,7 @@ mod tests {
         // A grounded request with the same thresholds is asked back about.
         let r = engine(cfg).resolve("terminal quux").unwrap();
         assert!(matches!(r.action, Action::Clarify { .. }), "{}", r.explanation);
-        let cfg = EngineConfig {
-            launch_threshold: -1.0,
-            ..cfg
-        };
+        let cfg = EngineConfig { launch_threshold: -1.0, ..cfg };
         let r = engine(cfg).resolve("zorblat quux").unwrap();
         assert!(matches!(r.action, Action::Clarify { .. }), "{}", r.explanation);
         assert_eq!(r.action.launched(), None);
@@ -910,9 +734,7 @@ mod tests {
         // "wallpaper" is used by two families: no bonus for either.
         let ex = args::extract("wallpaper");
         let s = eng.score(&ex, &words("wallpaper"), 10).unwrap();
-        assert!(s.iter().all(|x| x.name_bonus == 0.0
-            || x.app_id == "shows.desktop"
-            || x.app_id == "panel.desktop"));
+        assert!(s.iter().all(|x| x.name_bonus == 0.0 || x.app_id == "shows.desktop" || x.app_id == "panel.desktop"));
     }
 
     #[test]
@@ -923,18 +745,13 @@ mod tests {
         assert!(
             matches!(eng.resolve(&long), Err(EngineError::RequestTooLong { len, cap }) if len == MAX_REQUEST_BYTES + 1 && cap == MAX_REQUEST_BYTES)
         );
-        assert!(matches!(
-            validate_request(b"open \xff", 100),
-            Err(EngineError::NotUtf8 { offset: 5 })
-        ));
+        assert!(matches!(validate_request(b"open \xff", 100), Err(EngineError::NotUtf8 { offset: 5 })));
     }
 
     #[test]
     fn args_the_app_cannot_take_are_dropped() {
         let eng = engine(EngineConfig::default());
-        let r = eng
-            .resolve("terminal shell prompt command in ~/projects/")
-            .unwrap();
+        let r = eng.resolve("terminal shell prompt command in ~/projects/").unwrap();
         if let Action::Launch { args, .. } = &r.action {
             assert!(args.is_empty(), "foot's Exec has no field code");
             assert!(r.explanation.decision.contains("not passed"));
@@ -953,13 +770,7 @@ mod tests {
         let e = HashEmbedder::new();
         let mut cache = VectorCache::in_memory(e.fingerprint(), e.dim());
         let t = std::time::Instant::now();
-        let eng = Engine::build(
-            e,
-            Catalog::from_entries(entries),
-            &mut cache,
-            EngineConfig::default(),
-        )
-        .unwrap();
+        let eng = Engine::build(e, Catalog::from_entries(entries), &mut cache, EngineConfig::default()).unwrap();
         let build = t.elapsed();
         let t = std::time::Instant::now();
         for _ in 0..20 {
@@ -967,9 +778,6 @@ mod tests {
         }
         let per = t.elapsed() / 20;
         assert!(build.as_secs_f32() < 10.0, "build {build:?}");
-        assert!(
-            per.as_millis() < 50,
-            "resolve {per:?} per request over 5006 apps"
-        );
+        assert!(per.as_millis() < 50, "resolve {per:?} per request over 5006 apps");
     }
 }

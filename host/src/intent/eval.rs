@@ -55,21 +55,14 @@ pub fn parse_labels(text: &str) -> Result<Vec<Labelled>, EvalError> {
         }
         let err = |reason: String| EvalError::Labels { line, reason };
         if l.starts_with('@') && !l.contains('\t') {
-            let (name, ids) = l
-                .split_once('=')
-                .ok_or_else(|| err("a group line needs `@name = id|id`".into()))?;
+            let (name, ids) = l.split_once('=').ok_or_else(|| err("a group line needs `@name = id|id`".into()))?;
             groups.insert(
                 name.trim().to_string(),
-                ids.split('|')
-                    .map(|s| s.trim().to_string())
-                    .filter(|s| !s.is_empty())
-                    .collect(),
+                ids.split('|').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
             );
             continue;
         }
-        let (exp, req) = l
-            .split_once('\t')
-            .ok_or_else(|| err("expected `EXPECTED<TAB>REQUEST`".into()))?;
+        let (exp, req) = l.split_once('\t').ok_or_else(|| err("expected `EXPECTED<TAB>REQUEST`".into()))?;
         let req = req.trim();
         if req.is_empty() {
             return Err(err("empty request".into()));
@@ -78,9 +71,7 @@ pub fn parse_labels(text: &str) -> Result<Vec<Labelled>, EvalError> {
         if exp.trim() != "-" {
             for part in exp.split('|').map(str::trim) {
                 if part.starts_with('@') {
-                    let g = groups
-                        .get(part)
-                        .ok_or_else(|| err(format!("unknown group {part}")))?;
+                    let g = groups.get(part).ok_or_else(|| err(format!("unknown group {part}")))?;
                     expected.extend(g.iter().cloned());
                 } else if !part.is_empty() {
                     expected.push(part.to_string());
@@ -90,11 +81,7 @@ pub fn parse_labels(text: &str) -> Result<Vec<Labelled>, EvalError> {
                 return Err(err("no expected app".into()));
             }
         }
-        out.push(Labelled {
-            line,
-            request: req.to_string(),
-            expected,
-        });
+        out.push(Labelled { line, request: req.to_string(), expected });
     }
     Ok(out)
 }
@@ -172,11 +159,7 @@ impl EvalReport {
             .iter()
             .filter(|o| !o.hit || !o.choice_hit)
             .map(|o| {
-                let want = if o.item.expected.is_empty() {
-                    "nothing".to_string()
-                } else {
-                    o.item.expected.join("|")
-                };
+                let want = if o.item.expected.is_empty() { "nothing".to_string() } else { o.item.expected.join("|") };
                 let ranked = if o.item.expected.is_empty() {
                     String::new()
                 } else {
@@ -186,22 +169,14 @@ impl EvalReport {
                         if o.hit { " (ok)" } else { "" }
                     )
                 };
-                format!(
-                    "line {}: {:?} ->{ranked} {} (wanted {want})",
-                    o.item.line,
-                    o.item.request,
-                    o.action.to_json()
-                )
+                format!("line {}: {:?} ->{ranked} {} (wanted {want})", o.item.line, o.item.request, o.action.to_json())
             })
             .collect()
     }
 }
 
 /// Run every labelled request through the engine.
-pub fn evaluate<E: Embedder>(
-    engine: &Engine<E>,
-    items: &[Labelled],
-) -> Result<EvalReport, EvalError> {
+pub fn evaluate<E: Embedder>(engine: &Engine<E>, items: &[Labelled]) -> Result<EvalReport, EvalError> {
     let mut r = EvalReport::default();
     for it in items {
         let res = engine.resolve(&it.request)?;
@@ -229,13 +204,7 @@ pub fn evaluate<E: Embedder>(
             r.choice_hits += choice_ok as usize;
             (ranked_ok, choice_ok)
         };
-        r.outcomes.push(Outcome {
-            item: it.clone(),
-            action,
-            ranked_first,
-            hit,
-            choice_hit,
-        });
+        r.outcomes.push(Outcome { item: it.clone(), action, ranked_first, hit, choice_hit });
     }
     Ok(r)
 }
@@ -251,11 +220,7 @@ pub struct BenchReport {
 }
 
 /// Time `resolve` over `requests`, `rounds` times, after one warm-up round.
-pub fn bench<E: Embedder>(
-    engine: &Engine<E>,
-    requests: &[String],
-    rounds: usize,
-) -> Result<BenchReport, EvalError> {
+pub fn bench<E: Embedder>(engine: &Engine<E>, requests: &[String], rounds: usize) -> Result<BenchReport, EvalError> {
     for r in requests.iter().take(20) {
         engine.resolve(r)?;
     }
@@ -274,12 +239,7 @@ pub fn bench<E: Embedder>(
 pub fn latency_report(mut times: Vec<Duration>) -> BenchReport {
     times.sort();
     let n = times.len().max(1);
-    let pick = |p: f64| {
-        times
-            .get(((p * n as f64).ceil() as usize).clamp(1, n) - 1)
-            .copied()
-            .unwrap_or_default()
-    };
+    let pick = |p: f64| times.get(((p * n as f64).ceil() as usize).clamp(1, n) - 1).copied().unwrap_or_default();
     let total: Duration = times.iter().sum();
     BenchReport {
         samples: times.len(),
@@ -320,38 +280,22 @@ mod tests {
         assert_eq!(l[0].expected, ["a.desktop", "b.desktop", "c.desktop"]);
         assert_eq!(l[0].line, 4);
         assert!(l[1].expected.is_empty());
-        assert!(matches!(
-            parse_labels("@nope\topen"),
-            Err(EvalError::Labels { line: 1, .. })
-        ));
-        assert!(matches!(
-            parse_labels("no tab here"),
-            Err(EvalError::Labels { line: 1, .. })
-        ));
+        assert!(matches!(parse_labels("@nope\topen"), Err(EvalError::Labels { line: 1, .. })));
+        assert!(matches!(parse_labels("no tab here"), Err(EvalError::Labels { line: 1, .. })));
     }
 
     #[test]
     fn the_shipped_label_sets_parse() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/intent");
-        let cat = Catalog::load_dir(
-            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/catalog"),
-        )
-        .unwrap();
+        let cat = Catalog::load_dir(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/catalog")).unwrap();
         for f in ["labels.tsv", "labels-holdout.tsv"] {
             let items = parse_labels(&std::fs::read_to_string(dir.join(f)).unwrap()).unwrap();
             let pos = items.iter().filter(|i| !i.expected.is_empty()).count();
             let neg = items.len() - pos;
-            assert!(
-                pos >= 30 && neg >= 10,
-                "{f}: {pos} positives, {neg} negatives"
-            );
+            assert!(pos >= 30 && neg >= 10, "{f}: {pos} positives, {neg} negatives");
             for i in &items {
                 for id in &i.expected {
-                    assert!(
-                        cat.get(id).is_some(),
-                        "{f} line {}: {id} is not in the catalog",
-                        i.line
-                    );
+                    assert!(cat.get(id).is_some(), "{f} line {}: {id} is not in the catalog", i.line);
                 }
             }
         }
@@ -360,45 +304,22 @@ mod tests {
     #[test]
     fn counts_hits_and_false_launches() {
         let e = |id: &str, body: &str| {
-            parse_desktop(id, &format!("[Desktop Entry]\nType=Application\n{body}"))
-                .unwrap()
-                .unwrap()
+            parse_desktop(id, &format!("[Desktop Entry]\nType=Application\n{body}")).unwrap().unwrap()
         };
         let cat = Catalog::from_entries(vec![
-            e(
-                "web.desktop",
-                "Name=Web Browser\nComment=browse the web internet\nExec=web %u\n",
-            ),
-            e(
-                "calc.desktop",
-                "Name=Calculator\nComment=calculate numbers arithmetic\nExec=calc\n",
-            ),
+            e("web.desktop", "Name=Web Browser\nComment=browse the web internet\nExec=web %u\n"),
+            e("calc.desktop", "Name=Calculator\nComment=calculate numbers arithmetic\nExec=calc\n"),
         ]);
         let emb = HashEmbedder::new();
         let mut cache = VectorCache::in_memory(emb.fingerprint(), emb.dim());
         let eng = Engine::build(emb, cat, &mut cache, EngineConfig::default()).unwrap();
-        let items = parse_labels(
-            "web.desktop\tbrowse the web internet\ncalc.desktop\tbrowse the web\n-\torder pizza\n",
-        )
-        .unwrap();
+        let items =
+            parse_labels("web.desktop\tbrowse the web internet\ncalc.desktop\tbrowse the web\n-\torder pizza\n")
+                .unwrap();
         let r = evaluate(&eng, &items).unwrap();
-        assert_eq!(
-            (
-                r.positives,
-                r.hits,
-                r.choice_hits,
-                r.negatives,
-                r.false_launches
-            ),
-            (2, 1, 1, 1, 0)
-        );
+        assert_eq!((r.positives, r.hits, r.choice_hits, r.negatives, r.false_launches), (2, 1, 1, 1, 0));
         assert_eq!(r.launched_wrong, 1);
-        assert!(
-            r.summary("x")
-                .starts_with("x top1=0.500 (1/2) first_choice=0.500 (1/2)"),
-            "{}",
-            r.summary("x")
-        );
+        assert!(r.summary("x").starts_with("x top1=0.500 (1/2) first_choice=0.500 (1/2)"), "{}", r.summary("x"));
         assert_eq!(r.misses().len(), 1);
         let b = bench(&eng, &["browse the web".to_string()], 3).unwrap();
         assert_eq!(b.samples, 3);

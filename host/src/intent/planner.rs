@@ -70,13 +70,9 @@ pub struct PlannerConfig {
 
 /// The chat-completions URL for a base URL.
 pub fn endpoint(url: &str, allow_remote: bool) -> Result<String, PlannerError> {
-    let bad = |reason: &str| PlannerError::BadUrl {
-        url: url.to_string(),
-        reason: reason.to_string(),
-    };
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| bad("only http:// endpoints on this machine are supported"))?;
+    let bad = |reason: &str| PlannerError::BadUrl { url: url.to_string(), reason: reason.to_string() };
+    let rest =
+        url.strip_prefix("http://").ok_or_else(|| bad("only http:// endpoints on this machine are supported"))?;
     let host_port = rest.split('/').next().unwrap_or("");
     let host = if let Some(h) = host_port.strip_prefix('[') {
         h.split(']').next().unwrap_or("")
@@ -85,7 +81,9 @@ pub fn endpoint(url: &str, allow_remote: bool) -> Result<String, PlannerError> {
     };
     let local = host == "localhost" || host == "::1" || host.starts_with("127.");
     if !local && !allow_remote {
-        return Err(bad("not a loopback address; requests must not leave the machine (pass --planner-allow-remote to override)"));
+        return Err(bad(
+            "not a loopback address; requests must not leave the machine (pass --planner-allow-remote to override)",
+        ));
     }
     let trimmed = url.trim_end_matches('/');
     Ok(if trimmed.ends_with("/chat/completions") {
@@ -125,12 +123,7 @@ pub fn tools() -> Value {
 }
 
 /// The request body for the chat endpoint.
-pub fn request_body(
-    model: &str,
-    request: &str,
-    args: &[Arg],
-    candidates: &[PlannerCandidate],
-) -> Value {
+pub fn request_body(model: &str, request: &str, args: &[Arg], candidates: &[PlannerCandidate]) -> Value {
     let mut sys = String::from(
         "You are the intent planner of RayOS. Turn the user's request into tool calls. \
          Use only apps from this list, by app_id, and only files or URLs the user wrote. \
@@ -141,13 +134,7 @@ pub fn request_body(
     }
     if !args.is_empty() {
         sys.push_str("Files and URLs in the request: ");
-        sys.push_str(
-            &args
-                .iter()
-                .map(|a| a.value.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
-        );
+        sys.push_str(&args.iter().map(|a| a.value.as_str()).collect::<Vec<_>>().join(", "));
         sys.push('\n');
     }
     json!({
@@ -171,10 +158,7 @@ fn parse_arguments(name: &str, raw: &Value) -> Result<Value, PlannerError> {
         }),
         Value::Object(_) => Ok(raw.clone()),
         Value::Null => Ok(json!({})),
-        other => Err(PlannerError::BadToolCall {
-            name: name.to_string(),
-            reason: format!("arguments are {other}"),
-        }),
+        other => Err(PlannerError::BadToolCall { name: name.to_string(), reason: format!("arguments are {other}") }),
     }
 }
 
@@ -183,15 +167,8 @@ fn call_from(v: &Value) -> Result<Option<ToolCall>, PlannerError> {
     let Some(name) = f.get("name").and_then(Value::as_str) else {
         return Ok(None);
     };
-    let raw = f
-        .get("arguments")
-        .or_else(|| f.get("parameters"))
-        .cloned()
-        .unwrap_or(Value::Null);
-    Ok(Some(ToolCall {
-        name: name.to_string(),
-        arguments: parse_arguments(name, &raw)?,
-    }))
+    let raw = f.get("arguments").or_else(|| f.get("parameters")).cloned().unwrap_or(Value::Null);
+    Ok(Some(ToolCall { name: name.to_string(), arguments: parse_arguments(name, &raw)? }))
 }
 
 /// Extract the tool calls of a chat response (any of the shapes in the module notes).
@@ -221,9 +198,7 @@ pub fn parse_tool_calls(body: &str) -> Result<Vec<ToolCall>, PlannerError> {
         calls = calls_in_text(content)?;
     }
     if calls.is_empty() {
-        return Err(PlannerError::NoToolCall(
-            content.chars().take(200).collect(),
-        ));
+        return Err(PlannerError::NoToolCall(content.chars().take(200).collect()));
     }
     Ok(calls)
 }
@@ -241,9 +216,7 @@ fn calls_in_text(content: &str) -> Result<Vec<ToolCall>, PlannerError> {
     };
     let items: Vec<Value> = match v {
         Value::Array(a) => a,
-        Value::Object(ref o) if o.contains_key("tool_calls") => {
-            o["tool_calls"].as_array().cloned().unwrap_or_default()
-        }
+        Value::Object(ref o) if o.contains_key("tool_calls") => o["tool_calls"].as_array().cloned().unwrap_or_default(),
         other => vec![other],
     };
     let mut out = Vec::new();
@@ -257,11 +230,7 @@ fn calls_in_text(content: &str) -> Result<Vec<ToolCall>, PlannerError> {
 
 fn str_list(v: Option<&Value>) -> Vec<String> {
     v.and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|x| x.as_str().map(str::to_string))
-                .collect()
-        })
+        .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
         .unwrap_or_default()
 }
 
@@ -304,25 +273,11 @@ pub fn to_action(
                     })
                     .take(3)
                     .collect();
-                let question = c
-                    .arguments
-                    .get("question")
-                    .and_then(Value::as_str)
-                    .map(str::to_string);
-                return (
-                    Action::Clarify {
-                        candidates,
-                        question,
-                    },
-                    refused,
-                );
+                let question = c.arguments.get("question").and_then(Value::as_str).map(str::to_string);
+                return (Action::Clarify { candidates, question }, refused);
             }
             "no_action" => {
-                let reason = c
-                    .arguments
-                    .get("reason")
-                    .and_then(Value::as_str)
-                    .map(str::to_string);
+                let reason = c.arguments.get("reason").and_then(Value::as_str).map(str::to_string);
                 if launches.is_empty() {
                     return (Action::None { reason }, refused);
                 }
@@ -348,25 +303,14 @@ pub fn to_action(
 /// Send the request to the endpoint and return the raw response body.
 pub fn call(cfg: &PlannerConfig, body: &Value) -> Result<String, PlannerError> {
     let url = endpoint(&cfg.url, cfg.allow_remote)?;
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(cfg.timeout))
-        .proxy(None)
-        .build()
-        .into();
-    let http = |reason: String| PlannerError::Http {
-        url: url.clone(),
-        reason,
-    };
+    let agent: ureq::Agent = ureq::Agent::config_builder().timeout_global(Some(cfg.timeout)).proxy(None).build().into();
+    let http = |reason: String| PlannerError::Http { url: url.clone(), reason };
     let mut resp = agent
         .post(&url)
         .header("Content-Type", "application/json")
         .send(body.to_string())
         .map_err(|e| http(e.to_string()))?;
-    resp.body_mut()
-        .with_config()
-        .limit(4 << 20)
-        .read_to_string()
-        .map_err(|e| http(e.to_string()))
+    resp.body_mut().with_config().limit(4 << 20).read_to_string().map_err(|e| http(e.to_string()))
 }
 
 /// Clauses of a request ("open x and then start y" → ["open x", "start y"]),
@@ -374,16 +318,9 @@ pub fn call(cfg: &PlannerConfig, body: &Value) -> Result<String, PlannerError> {
 pub fn clauses(request: &str) -> Vec<String> {
     let mut parts = vec![request.to_string()];
     for sep in [" and then ", ", then ", " then ", "; ", ", ", " and "] {
-        parts = parts
-            .iter()
-            .flat_map(|p| p.split(sep).map(str::to_string).collect::<Vec<_>>())
-            .collect();
+        parts = parts.iter().flat_map(|p| p.split(sep).map(str::to_string).collect::<Vec<_>>()).collect();
     }
-    parts
-        .into_iter()
-        .map(|p| p.trim().to_string())
-        .filter(|p| p.split_whitespace().count() >= 1)
-        .collect()
+    parts.into_iter().map(|p| p.trim().to_string()).filter(|p| p.split_whitespace().count() >= 1).collect()
 }
 
 #[cfg(test)]
@@ -395,22 +332,12 @@ mod tests {
     use std::path::Path;
 
     fn fixture(name: &str) -> String {
-        std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("tests/planner")
-                .join(name),
-        )
-        .unwrap()
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/planner").join(name)).unwrap()
     }
 
     fn catalog() -> Catalog {
         let e = |id: &str, exec: &str| {
-            parse_desktop(
-                id,
-                &format!("[Desktop Entry]\nType=Application\nName={id}\nExec={exec}\n"),
-            )
-            .unwrap()
-            .unwrap()
+            parse_desktop(id, &format!("[Desktop Entry]\nType=Application\nName={id}\nExec={exec}\n")).unwrap().unwrap()
         };
         Catalog::from_entries(vec![
             e("org.gnome.Evince.desktop", "evince %U"),
@@ -449,19 +376,10 @@ mod tests {
 
     #[test]
     fn refuses_responses_without_tool_calls_or_with_bad_arguments() {
-        assert!(matches!(
-            parse_tool_calls(&fixture("plain-text-answer.json")),
-            Err(PlannerError::NoToolCall(_))
-        ));
-        assert!(matches!(
-            parse_tool_calls("{not json"),
-            Err(PlannerError::NotJson(_))
-        ));
+        assert!(matches!(parse_tool_calls(&fixture("plain-text-answer.json")), Err(PlannerError::NoToolCall(_))));
+        assert!(matches!(parse_tool_calls("{not json"), Err(PlannerError::NotJson(_))));
         let bad = r#"{"choices":[{"message":{"role":"assistant","tool_calls":[{"type":"function","function":{"name":"launch_app","arguments":"{app_id: foot"}}]}}]}"#;
-        assert!(matches!(
-            parse_tool_calls(bad),
-            Err(PlannerError::BadToolCall { .. })
-        ));
+        assert!(matches!(parse_tool_calls(bad), Err(PlannerError::BadToolCall { .. })));
     }
 
     #[test]
@@ -487,10 +405,7 @@ mod tests {
 
     #[test]
     fn endpoint_urls_and_locality() {
-        assert_eq!(
-            endpoint("http://127.0.0.1:8080", false).unwrap(),
-            "http://127.0.0.1:8080/v1/chat/completions"
-        );
+        assert_eq!(endpoint("http://127.0.0.1:8080", false).unwrap(), "http://127.0.0.1:8080/v1/chat/completions");
         assert_eq!(
             endpoint("http://localhost:11434/v1/", false).unwrap(),
             "http://localhost:11434/v1/chat/completions"
@@ -506,10 +421,7 @@ mod tests {
 
     #[test]
     fn clauses_split_steps() {
-        assert_eq!(
-            clauses("open report.pdf and then start a terminal"),
-            ["open report.pdf", "start a terminal"]
-        );
+        assert_eq!(clauses("open report.pdf and then start a terminal"), ["open report.pdf", "start a terminal"]);
         assert_eq!(clauses("open a terminal"), ["open a terminal"]);
     }
 
@@ -547,12 +459,8 @@ mod tests {
     #[test]
     fn talks_to_a_loopback_endpoint() {
         let (url, server) = serve_once(fixture("openai-two-tool-calls.json"));
-        let cfg = PlannerConfig {
-            url,
-            model: "test-model".into(),
-            timeout: Duration::from_secs(10),
-            allow_remote: false,
-        };
+        let cfg =
+            PlannerConfig { url, model: "test-model".into(), timeout: Duration::from_secs(10), allow_remote: false };
         let req = extract("open ~/Documents/report.pdf and then give me a terminal");
         let cands = vec![PlannerCandidate {
             app_id: "foot.desktop".into(),
@@ -560,23 +468,12 @@ mod tests {
             description: "Terminal".into(),
             score: 0.6,
         }];
-        let body = request_body(
-            &cfg.model,
-            "open ~/Documents/report.pdf and then give me a terminal",
-            &req.args,
-            &cands,
-        );
+        let body =
+            request_body(&cfg.model, "open ~/Documents/report.pdf and then give me a terminal", &req.args, &cands);
         let resp = call(&cfg, &body).unwrap();
         let seen = server.join().unwrap();
-        assert!(
-            seen.starts_with("POST /v1/chat/completions HTTP/1.1"),
-            "{seen}"
-        );
-        assert!(
-            seen.contains("\"launch_app\"")
-                && seen.contains("foot.desktop")
-                && seen.contains("test-model")
-        );
+        assert!(seen.starts_with("POST /v1/chat/completions HTTP/1.1"), "{seen}");
+        assert!(seen.contains("\"launch_app\"") && seen.contains("foot.desktop") && seen.contains("test-model"));
         assert_eq!(parse_tool_calls(&resp).unwrap().len(), 2);
     }
 }

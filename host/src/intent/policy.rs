@@ -74,17 +74,8 @@ const DESTROY_OBJECTS: &[&str] = &[
     "/",
 ];
 /// "all" counts as an object only before one of these ("delete all my files").
-const DATA_WORDS: &[&str] = &[
-    "files",
-    "data",
-    "documents",
-    "photos",
-    "pictures",
-    "music",
-    "videos",
-    "folders",
-    "stuff",
-];
+const DATA_WORDS: &[&str] =
+    &["files", "data", "documents", "photos", "pictures", "music", "videos", "folders", "stuff"];
 
 /// If the request asks to destroy data, the reason to refuse it.
 pub fn screen_request(text: &str) -> Option<String> {
@@ -110,9 +101,7 @@ pub fn screen_request(text: &str) -> Option<String> {
 pub fn check(action: &Action, catalog: &Catalog, request_args: &[Arg]) -> Result<(), PolicyError> {
     match action {
         Action::Launch { app_id, args, .. } => {
-            let entry = catalog
-                .get(app_id)
-                .ok_or_else(|| PolicyError::UnknownApp(app_id.clone()))?;
+            let entry = catalog.get(app_id).ok_or_else(|| PolicyError::UnknownApp(app_id.clone()))?;
             if args.len() > MAX_ARGS {
                 return Err(PolicyError::TooManyArguments(args.len()));
             }
@@ -135,19 +124,14 @@ pub fn check(action: &Action, catalog: &Catalog, request_args: &[Arg]) -> Result
                     ArgKind::Path => entry.takes_files(),
                 };
                 if !ok {
-                    return Err(PolicyError::ArgumentNotAccepted {
-                        app: app_id.clone(),
-                        what: format!("{:?}", a),
-                    });
+                    return Err(PolicyError::ArgumentNotAccepted { app: app_id.clone(), what: format!("{:?}", a) });
                 }
             }
             Ok(())
         }
         Action::Clarify { candidates, .. } => {
             for c in candidates {
-                catalog
-                    .get(&c.app_id)
-                    .ok_or_else(|| PolicyError::UnknownApp(c.app_id.clone()))?;
+                catalog.get(&c.app_id).ok_or_else(|| PolicyError::UnknownApp(c.app_id.clone()))?;
             }
             Ok(())
         }
@@ -174,27 +158,17 @@ mod tests {
     use crate::intent::catalog::parse_desktop;
 
     fn catalog() -> Catalog {
-        let ff = parse_desktop(
-            "firefox.desktop",
-            "[Desktop Entry]\nType=Application\nName=Firefox\nExec=firefox %u\n",
-        )
-        .unwrap()
-        .unwrap();
-        let calc = parse_desktop(
-            "calc.desktop",
-            "[Desktop Entry]\nType=Application\nName=Calculator\nExec=calc\n",
-        )
-        .unwrap()
-        .unwrap();
+        let ff = parse_desktop("firefox.desktop", "[Desktop Entry]\nType=Application\nName=Firefox\nExec=firefox %u\n")
+            .unwrap()
+            .unwrap();
+        let calc = parse_desktop("calc.desktop", "[Desktop Entry]\nType=Application\nName=Calculator\nExec=calc\n")
+            .unwrap()
+            .unwrap();
         Catalog::from_entries(vec![ff, calc])
     }
 
     fn launch(app: &str, args: &[&str]) -> Action {
-        Action::Launch {
-            app_id: app.into(),
-            confidence: 0.9,
-            args: args.iter().map(|s| s.to_string()).collect(),
-        }
+        Action::Launch { app_id: app.into(), confidence: 0.9, args: args.iter().map(|s| s.to_string()).collect() }
     }
 
     #[test]
@@ -224,41 +198,22 @@ mod tests {
     fn launches_are_checked() {
         let cat = catalog();
         let req = extract("open https://example.org please");
-        assert_eq!(
-            check(
-                &launch("firefox.desktop", &["https://example.org"]),
-                &cat,
-                &req.args
-            ),
-            Ok(())
-        );
+        assert_eq!(check(&launch("firefox.desktop", &["https://example.org"]), &cat, &req.args), Ok(()));
         assert_eq!(
             check(&launch("nope.desktop", &[]), &cat, &req.args),
             Err(PolicyError::UnknownApp("nope.desktop".into()))
         );
         assert!(matches!(
-            check(
-                &launch("firefox.desktop", &["https://evil.example"]),
-                &cat,
-                &req.args
-            ),
+            check(&launch("firefox.desktop", &["https://evil.example"]), &cat, &req.args),
             Err(PolicyError::ForeignArgument(_))
         ));
         assert!(matches!(
-            check(
-                &launch("calc.desktop", &["https://example.org"]),
-                &cat,
-                &req.args
-            ),
+            check(&launch("calc.desktop", &["https://example.org"]), &cat, &req.args),
             Err(PolicyError::ArgumentNotAccepted { .. })
         ));
-        let plan = Action::Plan {
-            steps: vec![launch("firefox.desktop", &[]), launch("calc.desktop", &[])],
-        };
+        let plan = Action::Plan { steps: vec![launch("firefox.desktop", &[]), launch("calc.desktop", &[])] };
         assert_eq!(check(&plan, &cat, &[]), Ok(()));
-        let bad = Action::Plan {
-            steps: vec![launch("firefox.desktop", &[]), Action::none()],
-        };
+        let bad = Action::Plan { steps: vec![launch("firefox.desktop", &[]), Action::none()] };
         assert_eq!(check(&bad, &cat, &[]), Err(PolicyError::BadPlanStep));
     }
 }

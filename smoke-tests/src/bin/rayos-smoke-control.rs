@@ -27,29 +27,20 @@ struct Control {
 impl Control {
     fn connect(path: &str) -> Result<Self, String> {
         let s = UnixStream::connect(path).map_err(|e| format!("{path}: {e}"))?;
-        s.set_read_timeout(Some(Duration::from_secs(60)))
-            .map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(Duration::from_secs(60))).map_err(|e| e.to_string())?;
         let reader = BufReader::new(s.try_clone().map_err(|e| e.to_string())?);
         Ok(Control { reader, writer: s })
     }
 
     /// Sends one request line; returns the reply line and whether it is `ok`.
     fn request(&mut self, req: &str) -> Result<(String, Value), String> {
-        self.writer
-            .write_all(format!("{}\n", req.trim()).as_bytes())
-            .map_err(|e| format!("write: {e}"))?;
+        self.writer.write_all(format!("{}\n", req.trim()).as_bytes()).map_err(|e| format!("write: {e}"))?;
         loop {
             let mut line = String::new();
-            if self
-                .reader
-                .read_line(&mut line)
-                .map_err(|e| format!("read: {e}"))?
-                == 0
-            {
+            if self.reader.read_line(&mut line).map_err(|e| format!("read: {e}"))? == 0 {
                 return Err("the compositor closed the connection".into());
             }
-            let v: Value = serde_json::from_str(line.trim())
-                .map_err(|e| format!("reply is not JSON ({e}): {line}"))?;
+            let v: Value = serde_json::from_str(line.trim()).map_err(|e| format!("reply is not JSON ({e}): {line}"))?;
             if v["type"] != "event" {
                 return Ok((line.trim().to_string(), v));
             }
@@ -67,9 +58,7 @@ fn wait_window(ctl: &mut Control, vm: &str, part: &str, secs: u64) -> Result<boo
         }
         let found = v["windows"].as_array().into_iter().flatten().find(|w| {
             w["origin"]["name"] == vm
-                && w["app_id"]
-                    .as_str()
-                    .is_some_and(|a| part.split('|').any(|p| a.contains(p)))
+                && w["app_id"].as_str().is_some_and(|a| part.split('|').any(|p| a.contains(p)))
                 && w["first_content_ms"].is_number()
         });
         if let Some(w) = found {

@@ -73,7 +73,12 @@ fn exercise(args: &AgentArgs, vm: &mut GuestVm) -> Result<String, String> {
         display: DisplayMode::Native,
     };
     let t = Instant::now();
-    let (handle, pid) = client.launch(&policy, argv(&["sh", "-c", "echo $(id -un) $(id -Gn | tr ' ' '\\n' | grep -xE 'video|render' | sort); exit 3"])).map_err(|e| format!("launch: {e}"))?;
+    let (handle, pid) = client
+        .launch(
+            &policy,
+            argv(&["sh", "-c", "echo $(id -un) $(id -Gn | tr ' ' '\\n' | grep -xE 'video|render' | sort); exit 3"]),
+        )
+        .map_err(|e| format!("launch: {e}"))?;
     let first_rtt = t.elapsed().as_secs_f64() * 1e3;
     let exit = client.wait_exit(handle, reply_timeout).map_err(|e| format!("waiting for handle {handle}: {e}"))?;
     let user_line = client.take_events().into_iter().find_map(|e| match e {
@@ -118,7 +123,8 @@ fn exercise(args: &AgentArgs, vm: &mut GuestVm) -> Result<String, String> {
         Ok(AgentMessage::Error { code: ErrorCode::Superseded, .. }) => {}
         other => return Err(format!("expected our connection to be superseded by rayos intent's, got {other:?}")),
     }
-    let mut client = GuestClient::connect(&vm.uds, AGENT_PORT, reply_timeout).map_err(|e| format!("reconnecting: {e}"))?;
+    let mut client =
+        GuestClient::connect(&vm.uds, AGENT_PORT, reply_timeout).map_err(|e| format!("reconnecting: {e}"))?;
     println!("reconnected after rayos intent superseded the first connection");
 
     // Power off through the channel; QEMU must exit by itself.
@@ -147,7 +153,11 @@ fn intent_over_guest(args: &AgentArgs, uds: &Path, request: &str) -> Result<Stri
     let stdout = String::from_utf8_lossy(&out.stdout);
     println!("rayos intent --guest --launch {request:?}: {}", stdout.trim().replace('\n', " | "));
     if !out.status.success() {
-        return Err(format!("rayos intent --guest failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim()));
+        return Err(format!(
+            "rayos intent --guest failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
     }
     let mut lines = stdout.lines();
     let action: serde_json::Value =
@@ -155,7 +165,8 @@ fn intent_over_guest(args: &AgentArgs, uds: &Path, request: &str) -> Result<Stri
     let launched: serde_json::Value =
         serde_json::from_str(lines.next().unwrap_or("")).map_err(|e| format!("rayos intent launched nothing: {e}"))?;
     let app = launched["launched"].as_str().unwrap_or_default().to_string();
-    if action["action"] != "launch" || action["app_id"] != launched["launched"] || launched["handle"].as_u64().is_none() {
+    if action["action"] != "launch" || action["app_id"] != launched["launched"] || launched["handle"].as_u64().is_none()
+    {
         return Err(format!("unexpected rayos intent output: {stdout}"));
     }
     if !["foot.desktop", "weston-terminal.desktop", "footclient.desktop"].contains(&app.as_str()) {

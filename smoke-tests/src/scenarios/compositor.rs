@@ -125,7 +125,14 @@ pub(crate) fn log_file(run_dir: &Path, name: &str) -> Result<std::fs::File, Scen
 }
 
 /// Starts a Wayland client on `display` in runtime dir `rt`, logging to the run directory.
-pub(crate) fn client(rt: &Path, run_dir: &Path, log: &str, bin: &Path, args: &[&str], display: &str) -> Result<Child, ScenarioError> {
+pub(crate) fn client(
+    rt: &Path,
+    run_dir: &Path,
+    log: &str,
+    bin: &Path,
+    args: &[&str],
+    display: &str,
+) -> Result<Child, ScenarioError> {
     Command::new(bin)
         .args(args)
         .env_clear()
@@ -166,7 +173,13 @@ pub(crate) fn wait_for_within<T>(
 }
 
 /// Starts the compositor (headless, `size`) in `rt`; waits for its sockets.
-pub(crate) fn start_compositor(bin: &Path, rt: &Path, run_dir: &Path, size: &str, procs: &mut Procs) -> Result<PathBuf, ScenarioError> {
+pub(crate) fn start_compositor(
+    bin: &Path,
+    rt: &Path,
+    run_dir: &Path,
+    size: &str,
+    procs: &mut Procs,
+) -> Result<PathBuf, ScenarioError> {
     start_compositor_on(bin, "headless", rt, run_dir, size, procs)
 }
 
@@ -195,7 +208,9 @@ pub(crate) fn start_compositor_on(
     procs.0.push(("compositor".into(), child));
     wait_for("the compositor's sockets", || {
         if let Some(Ok(Some(st))) = procs.get("compositor").map(|c| c.try_wait()) {
-            return Err(format!("rayos-compositor exited ({st}); see {}", run_dir.join("compositor.log").display()).into());
+            return Err(
+                format!("rayos-compositor exited ({st}); see {}", run_dir.join("compositor.log").display()).into()
+            );
         }
         Ok((control.exists() && rt.join("rayos-host").exists()).then_some(()))
     })?;
@@ -249,7 +264,10 @@ impl Control {
         Ok(Stats {
             frames: n("frames")?,
             repaints: n("repaints")?,
-            samples_us: v["samples_us"].as_array().map(|a| a.iter().filter_map(Value::as_u64).collect()).unwrap_or_default(),
+            samples_us: v["samples_us"]
+                .as_array()
+                .map(|a| a.iter().filter_map(Value::as_u64).collect())
+                .unwrap_or_default(),
         })
     }
 
@@ -327,13 +345,20 @@ pub(crate) fn id_of(w: &Value) -> Result<u64, String> {
 pub(crate) fn describe(w: &Value) -> String {
     let (x, y, cw, ch) = geo(w);
     let origin = match w["origin"]["kind"].as_str() {
-        Some("vm") => format!("vm:{} {}", w["origin"]["name"].as_str().unwrap_or("?"), w["origin"]["colour"].as_str().unwrap_or("?")),
+        Some("vm") => format!(
+            "vm:{} {}",
+            w["origin"]["name"].as_str().unwrap_or("?"),
+            w["origin"]["colour"].as_str().unwrap_or("?")
+        ),
         Some(k) => k.to_string(),
         None => "?".into(),
     };
     format!(
         "window {} app_id={:?} title={:?} origin={origin} mode={} {cw}x{ch}+{x}+{y}",
-        w["id"], w["app_id"].as_str().unwrap_or(""), w["title"].as_str().unwrap_or(""), w["mode"].as_str().unwrap_or("?")
+        w["id"],
+        w["app_id"].as_str().unwrap_or(""),
+        w["title"].as_str().unwrap_or(""),
+        w["mode"].as_str().unwrap_or("?")
     )
 }
 
@@ -342,11 +367,19 @@ pub(crate) fn describe(w: &Value) -> String {
 pub(crate) fn check_window_shot(img: &Image, w: &Value, colour: [u8; 3], what: &str) -> Result<(), ScenarioError> {
     let (_, _, cw, ch) = geo(w);
     if (img.w, img.h) != (cw + 2 * BORDER, ch + TITLE_H + BORDER) {
-        return Err(format!("{what}: window shot is {}x{}, expected the client area {cw}x{ch} with its decoration", img.w, img.h).into());
+        return Err(format!(
+            "{what}: window shot is {}x{}, expected the client area {cw}x{ch} with its decoration",
+            img.w, img.h
+        )
+        .into());
     }
-    for (x, y, part) in [(img.w - 2, 2, "title bar"), (1, TITLE_H + 5, "left border"), (img.w - 2, img.h - 2, "bottom border")] {
+    for (x, y, part) in
+        [(img.w - 2, 2, "title bar"), (1, TITLE_H + 5, "left border"), (img.w - 2, img.h - 2, "bottom border")]
+    {
         if img.px(x, y) != colour {
-            return Err(format!("{what}: {part} at ({x},{y}) is {:?}, not the origin colour {colour:?}", img.px(x, y)).into());
+            return Err(
+                format!("{what}: {part} at ({x},{y}) is {:?}, not the origin colour {colour:?}", img.px(x, y)).into()
+            );
         }
     }
     // The label chip: white, or near-black (#161616) for a light origin colour.
@@ -358,7 +391,10 @@ pub(crate) fn check_window_shot(img: &Image, w: &Value, colour: [u8; 3], what: &
     if bg * 10 > total {
         return Err(format!("{what}: the client area is mostly background ({bg}/{total} pixels)").into());
     }
-    println!("  {what}: decoration {colour:?} with label ({white} label pixels), client pixels {}/{total} not background", total - bg);
+    println!(
+        "  {what}: decoration {colour:?} with label ({white} label pixels), client pixels {}/{total} not background",
+        total - bg
+    );
     Ok(())
 }
 
@@ -441,7 +477,10 @@ fn run_inner(args: &CompositorArgs) -> Result<String, ScenarioError> {
     if text < 200 {
         return Err(format!("{}: foot does not show the typed command ({text} light pixels)", path.display()).into());
     }
-    println!("screenshot {}: {text} text pixels in foot's first lines", path.file_name().unwrap_or_default().to_string_lossy());
+    println!(
+        "screenshot {}: {text} text pixels in foot's first lines",
+        path.file_name().unwrap_or_default().to_string_lossy()
+    );
 
     // Unregistering the VM closes its window at once.
     let vm_id = id_of(&vm_w)?;
@@ -463,7 +502,12 @@ fn run_inner(args: &CompositorArgs) -> Result<String, ScenarioError> {
     // Frame times while simple-shm draws.
     let busy = ctl.stats()?;
     let p50_ms = median_us(&busy.samples_us).ok_or("no repaint was timed")? / 1000.0;
-    println!("repaints so far: {} of {} frames; repaint p50 {p50_ms:.3} ms over {} samples", busy.repaints, busy.frames, busy.samples_us.len());
+    println!(
+        "repaints so far: {} of {} frames; repaint p50 {p50_ms:.3} ms over {} samples",
+        busy.repaints,
+        busy.frames,
+        busy.samples_us.len()
+    );
 
     // Idle: stop the drawing client; nothing changes, nothing may repaint.
     procs.kill("simple-shm");
@@ -479,7 +523,11 @@ fn run_inner(args: &CompositorArgs) -> Result<String, ScenarioError> {
     println!("idle {:.1} s: {idle_frames} frames, {idle_repaints} repaints", args.idle.as_secs_f64());
     let expected = (args.idle.as_secs_f64() * 60.0) as u64;
     if idle_frames < expected / 4 {
-        return Err(format!("the frame loop stalled while idle: {idle_frames} frames in {:.1} s", args.idle.as_secs_f64()).into());
+        return Err(format!(
+            "the frame loop stalled while idle: {idle_frames} frames in {:.1} s",
+            args.idle.as_secs_f64()
+        )
+        .into());
     }
     if idle_repaints != 0 {
         return Err(format!("an idle scene repainted {idle_repaints} times in {:.1} s", args.idle.as_secs_f64()).into());
@@ -548,7 +596,10 @@ fn bench_inner(args: &CompositorBenchArgs) -> Result<String, ScenarioError> {
         std::thread::sleep(Duration::from_secs(2));
         let b = ctl.stats()?;
         let idle = b.repaints - a.repaints;
-        println!("rayos idle 2.0 s with {CLIENTS} windows (clients stopped): {} frames, {idle} repaints", b.frames - a.frames);
+        println!(
+            "rayos idle 2.0 s with {CLIENTS} windows (clients stopped): {} frames, {idle} repaints",
+            b.frames - a.frames
+        );
 
         // Full repaint vs a 256x256 damaged region, same scene.
         let full = ctl.ok(json!({"op": "bench_render", "frames": frames}))?;
@@ -587,7 +638,10 @@ fn bench_inner(args: &CompositorBenchArgs) -> Result<String, ScenarioError> {
     let ratio = full / damaged;
     println!("full / damaged-256x256 repaint: {ratio:.1}x");
     if ratio < 4.0 {
-        return Err(format!("damage tracking does not pay: full {full:.0} us vs 256x256 {damaged:.0} us ({ratio:.1}x)").into());
+        return Err(format!(
+            "damage tracking does not pay: full {full:.0} us vs 256x256 {damaged:.0} us ({ratio:.1}x)"
+        )
+        .into());
     }
 
     // weston, same clients, headless with pixman.
@@ -613,7 +667,10 @@ fn bench_inner(args: &CompositorBenchArgs) -> Result<String, ScenarioError> {
             "steady repaint rayos / weston: {steady_ratio:.2} (like for like: the same clients and damage; weston's \
              time is core_repaint_begin to core_repaint_posted, RayOS's is scene build, damage tracking and painting)"
         );
-        figures.push_str(&format!(" weston_steady_ms={:.3} rayos_over_weston_steady={steady_ratio:.2}", w.steady_p50 / 1000.0));
+        figures.push_str(&format!(
+            " weston_steady_ms={:.3} rayos_over_weston_steady={steady_ratio:.2}",
+            w.steady_p50 / 1000.0
+        ));
         match w.first_full {
             Some(us) => {
                 let r = full / us;
@@ -644,7 +701,12 @@ struct WestonFigures {
 /// Runs weston headless (pixman, 1920x1080) with its timeline logged from
 /// the start, 4 simple-shm clients for `measure`, and reads repaint times
 /// (`core_repaint_begin` to `core_repaint_posted`).
-fn weston_timeline(weston: &Path, shm: &Path, run_dir: &Path, measure: Duration) -> Result<WestonFigures, ScenarioError> {
+fn weston_timeline(
+    weston: &Path,
+    shm: &Path,
+    run_dir: &Path,
+    measure: Duration,
+) -> Result<WestonFigures, ScenarioError> {
     let rt = RuntimeDir::new("weston-bench")?;
     let log = run_dir.join("weston-timeline.log");
     let mut procs = Procs(Vec::new());
@@ -672,7 +734,10 @@ fn weston_timeline(weston: &Path, shm: &Path, run_dir: &Path, measure: Duration)
     std::thread::sleep(Duration::from_millis(500));
     let t_clients = std::fs::read_to_string(&log).map(|s| s.lines().count()).unwrap_or(0);
     for i in 0..CLIENTS {
-        procs.0.push((format!("w-shm-{i}"), client(&rt.0, run_dir, &format!("weston-shm-{i}.log"), shm, &[], "weston-bench")?));
+        procs.0.push((
+            format!("w-shm-{i}"),
+            client(&rt.0, run_dir, &format!("weston-shm-{i}.log"), shm, &[], "weston-bench")?,
+        ));
     }
     std::thread::sleep(Duration::from_secs(1) + measure);
     drop(procs);
@@ -715,12 +780,8 @@ fn weston_timeline(weston: &Path, shm: &Path, run_dir: &Path, measure: Duration)
         .find(|(_, _, s)| s.iter().any(|id| surfaces.get(id).is_some_and(|d| d.contains("background"))))
         .map(|(_, us, _)| *us);
     // Steady: repaints after the clients started, skipping the first second.
-    let steady: Vec<f64> = repaints
-        .iter()
-        .filter(|(i, _, s)| *i > t_clients && !s.is_empty())
-        .map(|(_, us, _)| *us)
-        .skip(60)
-        .collect();
+    let steady: Vec<f64> =
+        repaints.iter().filter(|(i, _, s)| *i > t_clients && !s.is_empty()).map(|(_, us, _)| *us).skip(60).collect();
     let steady_p50 = crate::stats::summarise(&steady)
         .map(|s| s.median)
         .ok_or_else(|| format!("weston's timeline ({}) holds no repaint with the clients drawing", log.display()))?;

@@ -101,11 +101,7 @@ pub const UDEV_RULES: &[&str] = &[
     "70-touchpad.rules",
 ];
 const UDEV_RULE_DIRS: &[&str] = &["/lib/udev/rules.d", "/usr/lib/udev/rules.d"];
-const HWDB: &[&str] = &[
-    "/lib/udev/hwdb.bin",
-    "/usr/lib/udev/hwdb.bin",
-    "/etc/udev/hwdb.bin",
-];
+const HWDB: &[&str] = &["/lib/udev/hwdb.bin", "/usr/lib/udev/hwdb.bin", "/etc/udev/hwdb.bin"];
 /// Data libinput and xkbcommon read at run time.
 const DATA_DIRS: &[&str] = &["/usr/share/X11/xkb", "/usr/share/libinput"];
 
@@ -154,18 +150,11 @@ pub enum DrmError {
     #[error(transparent)]
     Qemu(#[from] crate::qemu::QemuError),
     #[error("{what} not found at {path} ({hint})")]
-    Missing {
-        what: &'static str,
-        path: PathBuf,
-        hint: &'static str,
-    },
+    Missing { what: &'static str, path: PathBuf, hint: &'static str },
     #[error("{program} not found on PATH ({hint})")]
     NoProgram { program: String, hint: &'static str },
     #[error("udev rule {rule} not found in {dirs:?}")]
-    NoRule {
-        rule: String,
-        dirs: &'static [&'static str],
-    },
+    NoRule { rule: String, dirs: &'static [&'static str] },
     #[error("cannot read directory {path}")]
     ReadDir {
         path: PathBuf,
@@ -297,27 +286,17 @@ pub struct ImageInputs<'a> {
 
 /// Adds a host directory tree at the same path (symlinks kept as symlinks).
 fn add_tree(a: &mut Archive, dir: &Path) -> Result<usize, DrmError> {
-    let entries = std::fs::read_dir(dir).map_err(|source| DrmError::ReadDir {
-        path: dir.to_path_buf(),
-        source,
-    })?;
+    let entries = std::fs::read_dir(dir).map_err(|source| DrmError::ReadDir { path: dir.to_path_buf(), source })?;
     let mut n = 0;
     for entry in entries {
-        let entry = entry.map_err(|source| DrmError::ReadDir {
-            path: dir.to_path_buf(),
-            source,
-        })?;
+        let entry = entry.map_err(|source| DrmError::ReadDir { path: dir.to_path_buf(), source })?;
         let path = entry.path();
         let dest = path.to_string_lossy().into_owned();
-        let meta = std::fs::symlink_metadata(&path).map_err(|source| DrmError::ReadDir {
-            path: path.clone(),
-            source,
-        })?;
+        let meta =
+            std::fs::symlink_metadata(&path).map_err(|source| DrmError::ReadDir { path: path.clone(), source })?;
         if meta.file_type().is_symlink() {
-            let target = std::fs::read_link(&path).map_err(|source| DrmError::ReadDir {
-                path: path.clone(),
-                source,
-            })?;
+            let target =
+                std::fs::read_link(&path).map_err(|source| DrmError::ReadDir { path: path.clone(), source })?;
             a.symlink(&dest, &target.to_string_lossy())?;
         } else if meta.is_dir() {
             a.dir(&dest, 0o755)?;
@@ -340,22 +319,10 @@ pub fn build_image(inputs: &ImageInputs<'_>, out: &Path) -> Result<(u64, Vec<Str
     let mut a = testhost::base_archive(inputs.busybox, &applets)?;
     a.file_bytes("/init", inputs.init.clone(), 0o755)?;
     let order = inputs.modules.load_order(MODULES)?;
-    testhost::add_modules(
-        &mut a,
-        inputs.modules,
-        &order,
-        &format!("{MODULE_LIST_DIR}/{MODULE_LIST}"),
-    )?;
-    for (binary, dest) in [
-        (inputs.compositor, COMPOSITOR),
-        (inputs.client, CLIENT),
-        (inputs.udevadm, UDEVADM),
-    ] {
+    testhost::add_modules(&mut a, inputs.modules, &order, &format!("{MODULE_LIST_DIR}/{MODULE_LIST}"))?;
+    for (binary, dest) in [(inputs.compositor, COMPOSITOR), (inputs.client, CLIENT), (inputs.udevadm, UDEVADM)] {
         let n = testhost::add_binary_with_libs(&mut a, binary, dest)?;
-        tracing::info!(
-            "test host: {} as {dest} with {n} shared libraries",
-            binary.display()
-        );
+        tracing::info!("test host: {} as {dest} with {n} shared libraries", binary.display());
     }
     // systemd-udevd is udevadm under another name on current systemd.
     let same = |p: &Path| std::fs::canonicalize(p).ok();
@@ -369,10 +336,7 @@ pub fn build_image(inputs: &ImageInputs<'_>, out: &Path) -> Result<(u64, Vec<Str
             .iter()
             .map(|d| Path::new(d).join(rule))
             .find(|p| p.is_file())
-            .ok_or_else(|| DrmError::NoRule {
-                rule: rule.to_string(),
-                dirs: UDEV_RULE_DIRS,
-            })?;
+            .ok_or_else(|| DrmError::NoRule { rule: rule.to_string(), dirs: UDEV_RULE_DIRS })?;
         a.file_from_host(&format!("/lib/udev/rules.d/{rule}"), &path, Some(0o644))?;
     }
     match find_first(HWDB) {
@@ -449,26 +413,16 @@ impl Qmp {
         let stream = loop {
             match UnixStream::connect(path) {
                 Ok(s) => break s,
-                Err(e) if Instant::now() >= end => {
-                    return Err(format!("QMP {}: {e}", path.display()))
-                }
+                Err(e) if Instant::now() >= end => return Err(format!("QMP {}: {e}", path.display())),
                 Err(_) => std::thread::sleep(Duration::from_millis(100)),
             }
         };
-        stream
-            .set_read_timeout(Some(Duration::from_secs(120)))
-            .map_err(|e| e.to_string())?;
+        stream.set_read_timeout(Some(Duration::from_secs(120))).map_err(|e| e.to_string())?;
         let writer = stream.try_clone().map_err(|e| e.to_string())?;
-        let mut q = Qmp {
-            reader: BufReader::new(stream),
-            writer,
-        };
+        let mut q = Qmp { reader: BufReader::new(stream), writer };
         let greeting = q.read()?;
         if greeting.get("QMP").is_none() {
-            return Err(format!(
-                "QMP {}: unexpected greeting {greeting}",
-                path.display()
-            ));
+            return Err(format!("QMP {}: unexpected greeting {greeting}", path.display()));
         }
         q.execute("qmp_capabilities", json!({}))?;
         Ok(q)
@@ -476,10 +430,7 @@ impl Qmp {
 
     fn read(&mut self) -> Result<Value, String> {
         let mut line = String::new();
-        let n = self
-            .reader
-            .read_line(&mut line)
-            .map_err(|e| format!("QMP read: {e}"))?;
+        let n = self.reader.read_line(&mut line).map_err(|e| format!("QMP read: {e}"))?;
         if n == 0 {
             return Err("QMP: QEMU closed the connection".into());
         }
@@ -496,10 +447,7 @@ impl Qmp {
                 return Ok(r.clone());
             }
             if let Some(e) = v.get("error") {
-                return Err(format!(
-                    "QMP {command}: {}",
-                    e.get("desc").and_then(Value::as_str).unwrap_or("error")
-                ));
+                return Err(format!("QMP {command}: {}", e.get("desc").and_then(Value::as_str).unwrap_or("error")));
             }
             // Events are skipped.
         }
@@ -517,23 +465,16 @@ impl Camera {
     /// Captures the scanout into `<dir>/<name>.<ext>` and decodes it.
     fn shot(&mut self, name: &str) -> Result<(PathBuf, Image), String> {
         loop {
-            let path = self
-                .dir
-                .join(format!("{name}.{}", if self.png { "png" } else { "ppm" }));
+            let path = self.dir.join(format!("{name}.{}", if self.png { "png" } else { "ppm" }));
             let mut args = json!({ "filename": path.display().to_string() });
             if self.png {
                 args["format"] = json!("png");
             }
             match self.qmp.execute("screendump", args) {
                 Ok(_) => {
-                    let bytes =
-                        std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-                    let img = if self.png {
-                        Image::from_png(&bytes)
-                    } else {
-                        Image::from_ppm(&bytes)
-                    }
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                    let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+                    let img = if self.png { Image::from_png(&bytes) } else { Image::from_ppm(&bytes) }
+                        .map_err(|e| format!("{}: {e}", path.display()))?;
                     return Ok((path, img));
                 }
                 Err(e) if self.png && e.contains("format") => {
@@ -608,18 +549,12 @@ impl std::fmt::Display for Rect {
 
 /// Whether two colours match within [`TOLERANCE`] per channel.
 pub fn near(a: [u8; 3], b: [u8; 3]) -> bool {
-    a.iter()
-        .zip(b.iter())
-        .all(|(x, y)| x.abs_diff(*y) <= TOLERANCE)
+    a.iter().zip(b.iter()).all(|(x, y)| x.abs_diff(*y) <= TOLERANCE)
 }
 
 impl Image {
     pub fn new(w: u32, h: u32, fill: [u8; 3]) -> Self {
-        Image {
-            w,
-            h,
-            rgb: fill.repeat(w as usize * h as usize),
-        }
+        Image { w, h, rgb: fill.repeat(w as usize * h as usize) }
     }
 
     pub fn px(&self, x: u32, y: u32) -> [u8; 3] {
@@ -652,12 +587,7 @@ impl Image {
     }
 
     pub fn whole(&self) -> Rect {
-        Rect {
-            x: 0,
-            y: 0,
-            w: self.w,
-            h: self.h,
-        }
+        Rect { x: 0, y: 0, w: self.w, h: self.h }
     }
 
     /// Decodes an 8-bit RGB or RGBA PNG.
@@ -678,11 +608,7 @@ impl Image {
                 rgb.extend_from_slice(&p[..3]);
             }
         }
-        Ok(Image {
-            w: info.width,
-            h: info.height,
-            rgb,
-        })
+        Ok(Image { w: info.width, h: info.height, rgb })
     }
 
     /// Decodes a binary PPM (P6, maxval 255).
@@ -709,26 +635,16 @@ impl Image {
             fields.push(String::from_utf8_lossy(&bytes[start..i]).into_owned());
         }
         if fields[0] != "P6" || fields[3] != "255" {
-            return Err(format!(
-                "not an 8-bit P6 PPM: {} maxval {}",
-                fields[0], fields[3]
-            ));
+            return Err(format!("not an 8-bit P6 PPM: {} maxval {}", fields[0], fields[3]));
         }
-        let num = |s: &str| {
-            s.parse::<u32>()
-                .map_err(|_| format!("bad PPM dimension {s:?}"))
-        };
+        let num = |s: &str| s.parse::<u32>().map_err(|_| format!("bad PPM dimension {s:?}"));
         let (w, h) = (num(&fields[1])?, num(&fields[2])?);
         let data = &bytes[(i + 1).min(bytes.len())..];
         let len = w as usize * h as usize * 3;
         if data.len() < len {
             return Err(format!("PPM {w}x{h} holds {} of {len} bytes", data.len()));
         }
-        Ok(Image {
-            w,
-            h,
-            rgb: data[..len].to_vec(),
-        })
+        Ok(Image { w, h, rgb: data[..len].to_vec() })
     }
 }
 
@@ -747,12 +663,7 @@ pub struct Found {
 
 /// Where the decoration of a floating window with this frame puts things.
 pub fn layout(frame: Rect) -> (Rect, Rect, (u32, u32)) {
-    let title_bar = Rect {
-        x: frame.x,
-        y: frame.y,
-        w: frame.w,
-        h: TITLE_H,
-    };
+    let title_bar = Rect { x: frame.x, y: frame.y, w: frame.w, h: TITLE_H };
     let client = Rect {
         x: frame.x + BORDER,
         y: frame.y + TITLE_H,
@@ -794,16 +705,9 @@ pub fn find_window(img: &Image) -> Result<Found, String> {
         }
     }
     if n == 0 {
-        return Err(format!(
-            "no pixel in the host decoration colour {HOST_RGB:?}"
-        ));
+        return Err(format!("no pixel in the host decoration colour {HOST_RGB:?}"));
     }
-    let frame = Rect {
-        x: x0,
-        y: y0,
-        w: x1 - x0 + 1,
-        h: y1 - y0 + 1,
-    };
+    let frame = Rect { x: x0, y: y0, w: x1 - x0 + 1, h: y1 - y0 + 1 };
     let want = (CLIENT_W + 2 * BORDER, CLIENT_H + TITLE_H + BORDER);
     if (frame.w, frame.h) != want {
         return Err(format!(
@@ -826,14 +730,7 @@ pub fn find_window(img: &Image) -> Result<Found, String> {
             client.area()
         ));
     }
-    Ok(Found {
-        frame,
-        title_bar,
-        client,
-        close,
-        window_pixels,
-        host_title_pixels,
-    })
+    Ok(Found { frame, title_bar, client, close, window_pixels, host_title_pixels })
 }
 
 /// Pixels of `r` that differ between two captures of the same size.
@@ -909,13 +806,10 @@ impl Observation {
     /// The preferred mode of the first connected connector (the first in
     /// its `modes` list).
     pub fn preferred_mode(&self) -> Option<(u32, u32)> {
-        self.connectors
-            .iter()
-            .filter(|c| c.contains("status=connected"))
-            .find_map(|c| {
-                let modes = c.split("modes=").nth(1)?;
-                parse_size(modes.split(',').next()?.trim()).ok()
-            })
+        self.connectors.iter().filter(|c| c.contains("status=connected")).find_map(|c| {
+            let modes = c.split("modes=").nth(1)?;
+            parse_size(modes.split(',').next()?.trim()).ok()
+        })
     }
 }
 
@@ -924,10 +818,7 @@ pub fn parse_size(s: &str) -> Result<(u32, u32), DrmError> {
     let bad = || DrmError::BadSize(s.to_string());
     let (w, h) = s.split_once('x').ok_or_else(bad)?;
     let h: String = h.chars().take_while(char::is_ascii_digit).collect();
-    let (w, h) = (
-        w.parse::<u32>().map_err(|_| bad())?,
-        h.parse::<u32>().map_err(|_| bad())?,
-    );
+    let (w, h) = (w.parse::<u32>().map_err(|_| bad())?, h.parse::<u32>().map_err(|_| bad())?);
     if w < 320 || h < 240 || w > 4096 || h > 4096 {
         return Err(bad());
     }
@@ -982,11 +873,7 @@ fn poll<T>(
 /// connection (QEMU's exit ends the captured run).
 fn run_checks(c: &Checks<'_>, report: &mut Report) -> Result<(), String> {
     let qmp = Qmp::connect(c.qmp_path, Duration::from_secs(30))?;
-    let mut cam = Camera {
-        qmp,
-        png: true,
-        dir: c.run_dir.to_path_buf(),
-    };
+    let mut cam = Camera { qmp, png: true, dir: c.run_dir.to_path_buf() };
     let result = check_scanout(c, &mut cam, report);
     if let Err(e) = cam.qmp.execute("quit", json!({})) {
         tracing::warn!("QMP quit: {e}");
@@ -1023,10 +910,7 @@ fn check_scanout(c: &Checks<'_>, cam: &mut Camera, report: &mut Report) -> Resul
     report.captures.push(path);
     let changed = changed_pixels(&first, &second, found.client);
     report.changed = Some(changed);
-    println!(
-        "{SCENARIO} animation: {changed} of {} client pixels changed in ~1 s",
-        found.client.area()
-    );
+    println!("{SCENARIO} animation: {changed} of {} client pixels changed in ~1 s", found.client.area());
     if changed < MIN_CHANGED_PIXELS {
         return Err(format!(
             "the client area did not change between two captures ~1 s apart ({changed} pixels; want >= {MIN_CHANGED_PIXELS}): page flips stopped"
@@ -1043,10 +927,8 @@ fn check_scanout(c: &Checks<'_>, cam: &mut Camera, report: &mut Report) -> Resul
     std::thread::sleep(Duration::from_millis(100));
     cam.button(false)?;
     let clicked = Instant::now();
-    let (path, _, ()) = poll(cam, "after-close", c.close_timeout, |img| {
-        window_gone(img, &found)
-    })
-    .map_err(|e| format!("the window is still shown after a click on its close button {e}"))?;
+    let (path, _, ()) = poll(cam, "after-close", c.close_timeout, |img| window_gone(img, &found))
+        .map_err(|e| format!("the window is still shown after a click on its close button {e}"))?;
     report.closed_after = Some(clicked.elapsed());
     report.captures.push(path);
     Ok(())
@@ -1057,10 +939,7 @@ fn check_scanout(c: &Checks<'_>, cam: &mut Camera, report: &mut Report) -> Resul
 /// `compositor-drm`.
 pub fn run(args: &CompositorDrmArgs) -> Outcome {
     if crate::which(&args.qemu).is_none() {
-        return Outcome::Skip {
-            scenario: SCENARIO,
-            reason: format!("QEMU binary {:?} not found", args.qemu),
-        };
+        return Outcome::Skip { scenario: SCENARIO, reason: format!("QEMU binary {:?} not found", args.qemu) };
     }
     match run_inner(args) {
         Ok(outcome) => outcome,
@@ -1098,11 +977,7 @@ fn resolve(
     if p.is_file() {
         Ok(p)
     } else {
-        Err(DrmError::Missing {
-            what,
-            path: p,
-            hint,
-        })
+        Err(DrmError::Missing { what, path: p, hint })
     }
 }
 
@@ -1119,16 +994,9 @@ fn run_inner(args: &CompositorDrmArgs) -> Result<Outcome, DrmError> {
         program: args.client.clone(),
         hint: "install the Debian package weston (scripts/setup.sh)",
     })?;
-    let udevadm = crate::which("udevadm").ok_or_else(|| DrmError::NoProgram {
-        program: "udevadm".into(),
-        hint: "install the Debian package udev",
-    })?;
-    let udevd = resolve(
-        &None,
-        PathBuf::from(UDEVD),
-        "systemd-udevd",
-        "install the Debian package udev",
-    )?;
+    let udevadm = crate::which("udevadm")
+        .ok_or_else(|| DrmError::NoProgram { program: "udevadm".into(), hint: "install the Debian package udev" })?;
+    let udevd = resolve(&None, PathBuf::from(UDEVD), "systemd-udevd", "install the Debian package udev")?;
     let opts = boot_options(args);
     let inputs = nested::gather(SCENARIO, &[], &opts)?;
     let run_dir = inputs.run_dir.clone();
@@ -1166,21 +1034,9 @@ fn run_inner(args: &CompositorDrmArgs) -> Result<Outcome, DrmError> {
     let qmp_path = run_dir.join("qmp.sock");
     let _ = std::fs::remove_file(&qmp_path);
     let mut cmd = std::process::Command::new(&inputs.qemu);
-    cmd.args(qemu_args(
-        accel,
-        args.memory_mib,
-        args.cpus,
-        size,
-        &qmp_path,
-        &inputs.kernel.vmlinuz,
-        &initrd,
-    ));
+    cmd.args(qemu_args(accel, args.memory_mib, args.cpus, size, &qmp_path, &inputs.kernel.vmlinuz, &initrd));
     let log = run_dir.join("serial.log");
-    tracing::info!(
-        "booting the test host (timeout {:?}); serial log {}",
-        args.timeout,
-        log.display()
-    );
+    tracing::info!("booting the test host (timeout {:?}); serial log {}", args.timeout, log.display());
 
     let obs = Arc::new(Mutex::new(Observation::default()));
     let (tx, rx) = mpsc::channel::<Report>();
@@ -1201,12 +1057,7 @@ fn run_inner(args: &CompositorDrmArgs) -> Result<Outcome, DrmError> {
                 let (qmp_path, run_dir, tx) = (qmp_path.clone(), run_dir.clone(), tx.clone());
                 worker = Some(std::thread::spawn(move || {
                     let mut report = Report::default();
-                    let checks = Checks {
-                        qmp_path: &qmp_path,
-                        run_dir: &run_dir,
-                        frame_timeout,
-                        close_timeout,
-                    };
+                    let checks = Checks { qmp_path: &qmp_path, run_dir: &run_dir, frame_timeout, close_timeout };
                     if let Err(e) = run_checks(&checks, &mut report) {
                         report.error = Some(e);
                     }
@@ -1259,10 +1110,7 @@ fn run_inner(args: &CompositorDrmArgs) -> Result<Outcome, DrmError> {
                 log.display(),
                 run_dir.display()
             );
-            Outcome::Fail {
-                scenario: SCENARIO,
-                reason,
-            }
+            Outcome::Fail { scenario: SCENARIO, reason }
         }
     };
     let doc = json!({
@@ -1280,10 +1128,7 @@ fn run_inner(args: &CompositorDrmArgs) -> Result<Outcome, DrmError> {
         "result": outcome.line(),
     });
     let path = run_dir.join("result.json");
-    if let Err(e) = std::fs::write(
-        &path,
-        serde_json::to_string_pretty(&doc).unwrap_or_default() + "\n",
-    ) {
+    if let Err(e) = std::fs::write(&path, serde_json::to_string_pretty(&doc).unwrap_or_default() + "\n") {
         tracing::warn!("cannot write {}: {e}", path.display());
     }
     Ok(outcome)
@@ -1311,22 +1156,14 @@ impl OutcomeText for crate::qemu::RunOutcome {
             Some(format!("timeout after {timeout:?}"))
         } else {
             self.status.filter(|s| !s.success()).map(|s| {
-                let last = self
-                    .stderr_tail
-                    .last()
-                    .map(|l| format!(": {l}"))
-                    .unwrap_or_default();
+                let last = self.stderr_tail.last().map(|l| format!(": {l}")).unwrap_or_default();
                 format!("QEMU {s}{last}")
             })
         }
     }
 }
 
-fn evaluate(
-    obs: &Observation,
-    report: Option<&Report>,
-    qemu: Option<String>,
-) -> Result<Figures, String> {
+fn evaluate(obs: &Observation, report: Option<&Report>, qemu: Option<String>) -> Result<Figures, String> {
     let with_qemu = |r: String| match &qemu {
         Some(q) => format!("{r} ({q})"),
         None => r,
@@ -1338,9 +1175,7 @@ fn evaluate(
         return Err(with_qemu(format!("test host kernel: {p}")));
     }
     let Some(ready_offset) = obs.ready_offset else {
-        return Err(with_qemu(format!(
-            "the test host never printed {MARK_READY}"
-        )));
+        return Err(with_qemu(format!("the test host never printed {MARK_READY}")));
     };
     let Some(report) = report else {
         return Err(with_qemu("the QMP checks did not report".into()));
@@ -1353,12 +1188,9 @@ fn evaluate(
             .unwrap_or_default();
         return Err(format!("{e}{exit}"));
     }
-    let (Some(found), Some(size), Some(first), Some(start)) = (
-        &report.found,
-        report.size,
-        report.first_window,
-        obs.compositor_start,
-    ) else {
+    let (Some(found), Some(size), Some(first), Some(start)) =
+        (&report.found, report.size, report.first_window, obs.compositor_start)
+    else {
         return Err("the QMP checks ended without a window".into());
     };
     match obs.preferred_mode() {
@@ -1369,17 +1201,10 @@ fn evaluate(
                 size.0, size.1, mode.0, mode.1
             ))
         }
-        None => {
-            return Err(format!(
-                "no connected DRM connector with modes in {:?}",
-                obs.connectors
-            ))
-        }
+        None => return Err(format!("no connected DRM connector with modes in {:?}", obs.connectors)),
     }
     if let Some(s) = &obs.compositor_exit {
-        return Err(format!(
-            "the compositor exited with status {s} during the checks"
-        ));
+        return Err(format!("the compositor exited with status {s} during the checks"));
     }
     Ok(Figures {
         mode: size,
@@ -1396,20 +1221,14 @@ mod tests {
     use super::*;
 
     fn spec() -> InitSpec {
-        InitSpec {
-            compositor_log: String::new(),
-            socket_timeout: Duration::from_secs(120),
-        }
+        InitSpec { compositor_log: String::new(), socket_timeout: Duration::from_secs(120) }
     }
 
     #[test]
     fn init_runs_the_steps_in_order() {
         let s = init_script(&spec());
         assert!(s.starts_with("#!/bin/busybox sh\n"));
-        let pos = |needle: &str| {
-            s.find(needle)
-                .unwrap_or_else(|| panic!("{needle:?} not in init:\n{s}"))
-        };
+        let pos = |needle: &str| s.find(needle).unwrap_or_else(|| panic!("{needle:?} not in init:\n{s}"));
         let steps = [
             "mount -t devtmpfs devtmpfs /dev",
             "mount -t devpts devpts /dev/pts",
@@ -1436,32 +1255,21 @@ mod tests {
         assert!(s.contains("cat /etc/rayos-smoke/modules-display"));
         assert!(s.contains("[ $i -gt 1200 ]"));
         assert!(!s.contains("RUST_LOG"));
-        let s = init_script(&InitSpec {
-            compositor_log: "rayos_compositor=debug".into(),
-            ..spec()
-        });
+        let s = init_script(&InitSpec { compositor_log: "rayos_compositor=debug".into(), ..spec() });
         assert!(s.contains("RUST_LOG=rayos_compositor=debug /usr/bin/rayos-compositor"));
     }
 
     #[test]
     fn qemu_line_has_display_input_and_qmp() {
-        let a = qemu_args(
-            Accel::Tcg,
-            1024,
-            2,
-            (1280, 800),
-            Path::new("/r/qmp.sock"),
-            Path::new("/k"),
-            Path::new("/i"),
-        )
-        .join(" ");
-        assert!(a.starts_with("-accel tcg -cpu max,la57=off -m 1024M -smp 2 -nodefaults -no-reboot -display none -serial stdio"));
+        let a = qemu_args(Accel::Tcg, 1024, 2, (1280, 800), Path::new("/r/qmp.sock"), Path::new("/k"), Path::new("/i"))
+            .join(" ");
+        assert!(a.starts_with(
+            "-accel tcg -cpu max,la57=off -m 1024M -smp 2 -nodefaults -no-reboot -display none -serial stdio"
+        ));
         assert!(a.contains("-device bochs-display,id=video0,xres=1280,yres=800"));
         assert!(a.contains("-device virtio-tablet-pci,id=tablet0"));
         assert!(a.contains("-qmp unix:/r/qmp.sock,server=on,wait=off"));
-        assert!(
-            a.ends_with("-kernel /k -initrd /i -append console=ttyS0 quiet panic=-1 rdinit=/init")
-        );
+        assert!(a.ends_with("-kernel /k -initrd /i -append console=ttyS0 quiet panic=-1 rdinit=/init"));
     }
 
     #[test]
@@ -1470,10 +1278,7 @@ mod tests {
             let v = abs_value(px, extent);
             assert!(v <= ABS_MAX);
             // libinput: value * extent / (max + 1)
-            assert_eq!(
-                u64::from(v) * u64::from(extent) / u64::from(ABS_MAX + 1),
-                u64::from(px)
-            );
+            assert_eq!(u64::from(v) * u64::from(extent) / u64::from(ABS_MAX + 1), u64::from(px));
         }
     }
 
@@ -1485,7 +1290,11 @@ mod tests {
         assert!(parse_size("10x10").is_err());
         let mut o = Observation::default();
         let t = Instant::now();
-        o.observe(t, Duration::ZERO, "RAYOS-DRM-CONNECTOR card0-Virtual-1 status=connected modes=1280x800,1920x1080,1024x768,");
+        o.observe(
+            t,
+            Duration::ZERO,
+            "RAYOS-DRM-CONNECTOR card0-Virtual-1 status=connected modes=1280x800,1920x1080,1024x768,",
+        );
         o.observe(t, Duration::from_secs(9), "[   12.0] RAYOS-DRM-READY");
         o.observe(t, Duration::ZERO, "RAYOS-DRM-COMPOSITOR-EXIT status=2");
         assert_eq!(o.preferred_mode(), Some((1280, 800)));
@@ -1499,23 +1308,10 @@ mod tests {
     /// a pattern that depends on `phase`.
     fn scene(w: u32, h: u32, at: (u32, u32), phase: u32) -> Image {
         let mut img = Image::new(w, h, BACKGROUND_RGB);
-        let frame = Rect {
-            x: at.0,
-            y: at.1,
-            w: CLIENT_W + 2 * BORDER,
-            h: CLIENT_H + TITLE_H + BORDER,
-        };
+        let frame = Rect { x: at.0, y: at.1, w: CLIENT_W + 2 * BORDER, h: CLIENT_H + TITLE_H + BORDER };
         img.fill(frame, HOST_RGB);
         // The label: white text on the title bar.
-        img.fill(
-            Rect {
-                x: at.0 + 8,
-                y: at.1 + 8,
-                w: 60,
-                h: 12,
-            },
-            [255, 255, 255],
-        );
+        img.fill(Rect { x: at.0 + 8, y: at.1 + 8, w: 60, h: 12 }, [255, 255, 255]);
         let (_, client, _) = layout(frame);
         for y in client.y..client.y + client.h {
             for x in client.x..client.x + client.w {
@@ -1531,84 +1327,33 @@ mod tests {
         let img = scene(1280, 800, (32, 32), 0);
         assert!(background_share(&img).unwrap() > 0.9);
         let f = find_window(&img).unwrap();
-        assert_eq!(
-            f.frame,
-            Rect {
-                x: 32,
-                y: 32,
-                w: 258,
-                h: 282
-            }
-        );
-        assert_eq!(
-            f.client,
-            Rect {
-                x: 36,
-                y: 60,
-                w: 250,
-                h: 250
-            }
-        );
-        assert_eq!(
-            f.title_bar,
-            Rect {
-                x: 32,
-                y: 32,
-                w: 258,
-                h: 28
-            }
-        );
+        assert_eq!(f.frame, Rect { x: 32, y: 32, w: 258, h: 282 });
+        assert_eq!(f.client, Rect { x: 36, y: 60, w: 250, h: 250 });
+        assert_eq!(f.title_bar, Rect { x: 32, y: 32, w: 258, h: 28 });
         // The compositor's close button: x = 32+258-4-4-20 = 262, y = 36, 20x20.
         assert_eq!(f.close, (272, 46));
         assert!(f.window_pixels > 60_000);
         let moved = find_window(&scene(1024, 768, (300, 200), 0)).unwrap();
-        assert_eq!(
-            moved.client,
-            Rect {
-                x: 304,
-                y: 228,
-                w: 250,
-                h: 250
-            }
-        );
+        assert_eq!(moved.client, Rect { x: 304, y: 228, w: 250, h: 250 });
     }
 
     #[test]
     fn rejects_wrong_scenes() {
         let empty = Image::new(640, 480, BACKGROUND_RGB);
-        assert!(find_window(&empty)
-            .unwrap_err()
-            .contains("no pixel in the host decoration colour"));
+        assert!(find_window(&empty).unwrap_err().contains("no pixel in the host decoration colour"));
         let black = Image::new(640, 480, [0, 0, 0]);
         assert!(background_share(&black).is_err());
         // A frame of the wrong size.
         let mut wrong = Image::new(640, 480, BACKGROUND_RGB);
-        wrong.fill(
-            Rect {
-                x: 10,
-                y: 10,
-                w: 100,
-                h: 100,
-            },
-            HOST_RGB,
-        );
-        assert!(find_window(&wrong)
-            .unwrap_err()
-            .contains("not a 258x282 frame"));
+        wrong.fill(Rect { x: 10, y: 10, w: 100, h: 100 }, HOST_RGB);
+        assert!(find_window(&wrong).unwrap_err().contains("not a 258x282 frame"));
         // A decoration around an empty (background) client.
         let mut hollow = Image::new(640, 480, BACKGROUND_RGB);
-        let frame = Rect {
-            x: 10,
-            y: 10,
-            w: 258,
-            h: 282,
-        };
+        let frame = Rect { x: 10, y: 10, w: 258, h: 282 };
         hollow.fill(frame, HOST_RGB);
         let (_, client, _) = layout(frame);
         hollow.fill(client, BACKGROUND_RGB);
-        assert!(find_window(&hollow)
-            .unwrap_err()
-            .contains("differ from the background"));
+        assert!(find_window(&hollow).unwrap_err().contains("differ from the background"));
     }
 
     #[test]
@@ -1621,15 +1366,7 @@ mod tests {
         assert!(window_gone(&a, &f).is_err());
         let mut closed = Image::new(800, 600, BACKGROUND_RGB);
         // A pointer sprite left over the former close button.
-        closed.fill(
-            Rect {
-                x: f.close.0,
-                y: f.close.1,
-                w: 10,
-                h: 16,
-            },
-            [255, 255, 255],
-        );
+        closed.fill(Rect { x: f.close.0, y: f.close.1, w: 10, h: 16 }, [255, 255, 255]);
         window_gone(&closed, &f).unwrap();
     }
 
@@ -1647,8 +1384,7 @@ mod tests {
             enc.set_color(png::ColorType::Rgba);
             enc.set_depth(png::BitDepth::Eight);
             let mut w = enc.write_header().unwrap();
-            w.write_image_data(&[1, 2, 3, 255, 4, 5, 6, 255, 7, 8, 9, 255, 10, 11, 12, 255])
-                .unwrap();
+            w.write_image_data(&[1, 2, 3, 255, 4, 5, 6, 255, 7, 8, 9, 255, 10, 11, 12, 255]).unwrap();
         }
         let img = Image::from_png(&png_bytes).unwrap();
         assert_eq!((img.w, img.h, img.px(1, 1)), (2, 2, [10, 11, 12]));

@@ -20,8 +20,8 @@ use rayos::guest::{ClientError, GuestClient};
 use rayos_contract::AGENT_PORT;
 
 use crate::cli::GuestArgs;
-use crate::procs::Procs;
 use crate::debs::default_cache_root;
+use crate::procs::Procs;
 
 /// How a guest boots beyond the image: its shared folders, and whether its
 /// root is exported read-only (a second VM on the same image).
@@ -113,13 +113,18 @@ pub fn boot(
     }
     let virtiofsd = args.virtiofsd.clone().unwrap_or_else(|| default_cache_root().join("tools/bin/virtiofsd"));
     if !virtiofsd.is_file() {
-        return Err(format!("virtiofsd {}: not found (scripts/setup.sh builds it there; or pass --virtiofsd)", virtiofsd.display()));
+        return Err(format!(
+            "virtiofsd {}: not found (scripts/setup.sh builds it there; or pass --virtiofsd)",
+            virtiofsd.display()
+        ));
     }
     let rootfs = image.join(&manifest.rootfs);
     let vhost_sock = run_dir.join("vhost-vsock.sock");
     let uds = run_dir.join("vsock");
     let mut procs = Procs(Vec::new());
-    let log = |name: &str| std::fs::File::create(run_dir.join(name)).map_err(|e| format!("{}: {e}", run_dir.join(name).display()));
+    let log = |name: &str| {
+        std::fs::File::create(run_dir.join(name)).map_err(|e| format!("{}: {e}", run_dir.join(name).display()))
+    };
     let mut exports: Vec<(String, PathBuf, PathBuf)> = vec![("rootfs".into(), rootfs.clone(), run_dir.join("fs.sock"))];
     for s in shares {
         exports.push((s.tag.clone(), s.host_dir.clone(), run_dir.join(format!("fs-{}.sock", s.tag))));
@@ -210,7 +215,9 @@ impl GuestVm {
                 Ok(c) => return Ok((c, attempts)),
                 Err(e @ (ClientError::Refused { .. } | ClientError::Connect { .. } | ClientError::Closed)) => {
                     if Instant::now() > deadline {
-                        return Err(format!("the agent did not answer within {boot_timeout:?} ({attempts} attempts, last: {e})"));
+                        return Err(format!(
+                            "the agent did not answer within {boot_timeout:?} ({attempts} attempts, last: {e})"
+                        ));
                     }
                     if let Some((name, st)) = self.procs.first_exited() {
                         return Err(format!("{name} exited with {st} before the agent answered"));
@@ -226,7 +233,13 @@ impl GuestVm {
     /// end, the guest image's own build unless `waypipe` names another),
     /// feeding the compositor socket `rayos-vm-<vm_name>` in `rt`; returns
     /// once it listens.
-    pub fn start_bridge(&mut self, rayos: &Path, rt: &Path, vm_name: &str, waypipe: Option<&Path>) -> Result<(), String> {
+    pub fn start_bridge(
+        &mut self,
+        rayos: &Path,
+        rt: &Path,
+        vm_name: &str,
+        waypipe: Option<&Path>,
+    ) -> Result<(), String> {
         let log = self.run_dir.join("bridge.log");
         let open = || std::fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()));
         let mut cmd = Command::new(rayos);
@@ -252,7 +265,10 @@ impl GuestVm {
         let end = Instant::now() + Duration::from_secs(20);
         while !rayos::bridge::is_served(&self.uds) {
             if let Some(Ok(Some(st))) = self.procs.get("rayos-bridge").map(|c| c.try_wait()) {
-                return Err(format!("rayos bridge exited with {st}: {}", std::fs::read_to_string(&log).unwrap_or_default()));
+                return Err(format!(
+                    "rayos bridge exited with {st}: {}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                ));
             }
             if Instant::now() > end {
                 return Err("the bridge did not listen within 20 s".into());
@@ -295,7 +311,9 @@ fn accel_for_linux(req: crate::qemu::AccelRequest) -> (&'static [&'static str], 
     match req {
         AccelRequest::Kvm => (KVM, "KVM, as requested".into()),
         AccelRequest::Tcg => (TCG, "TCG, as requested".into()),
-        AccelRequest::Auto if probe.kvm_pvm => (TCG, "TCG: /sys/module/kvm_pvm is loaded and paravirtual KVM cannot boot Linux".into()),
+        AccelRequest::Auto if probe.kvm_pvm => {
+            (TCG, "TCG: /sys/module/kvm_pvm is loaded and paravirtual KVM cannot boot Linux".into())
+        }
         AccelRequest::Auto => match probe.kvm_open {
             Ok(()) => (KVM, "KVM: /dev/kvm opens".into()),
             Err(e) => (TCG, format!("TCG: {e}")),

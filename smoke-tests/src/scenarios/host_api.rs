@@ -73,7 +73,8 @@ fn run_inner(args: &HostApiArgs) -> Result<String, String> {
     if !rayos.is_file() {
         return Err(format!("{} not found (cargo build --release -p rayos)", rayos.display()));
     }
-    let run_dir = rundir::create(&rundir::target_dir().join("smoke"), SCENARIO, args.run_dir.as_deref()).map_err(|e| e.to_string())?;
+    let run_dir = rundir::create(&rundir::target_dir().join("smoke"), SCENARIO, args.run_dir.as_deref())
+        .map_err(|e| e.to_string())?;
     println!("{SCENARIO}: run directory {}", run_dir.display());
     let shares = run_dir.join("shares");
     std::fs::create_dir_all(&shares).map_err(|e| e.to_string())?;
@@ -92,12 +93,18 @@ fn run_inner(args: &HostApiArgs) -> Result<String, String> {
             .map_err(|e| format!("cannot run {}: {e}", rayos.display()))?;
         let err = String::from_utf8_lossy(&out.stderr);
         let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
-        let named = lines.len() == 1 && lines[0].contains(&file.display().to_string()) && words.iter().all(|w| lines[0].contains(w.as_str()));
+        let named = lines.len() == 1
+            && lines[0].contains(&file.display().to_string())
+            && words.iter().all(|w| lines[0].contains(w.as_str()));
         println!("{SCENARIO}: bad policy {name}: exit {:?}: {}", out.status.code(), lines.join(" | "));
         if out.status.code() == Some(2) && named {
             refused += 1;
         } else {
-            return Err(format!("bad policy {name}: expected exit 2 and one line naming {} and {words:?}, got {:?}: {err}", file.display(), out.status.code()));
+            return Err(format!(
+                "bad policy {name}: expected exit 2 and one line naming {} and {words:?}, got {:?}: {err}",
+                file.display(),
+                out.status.code()
+            ));
         }
     }
 
@@ -153,11 +160,17 @@ fn run_inner(args: &HostApiArgs) -> Result<String, String> {
             .output()
             .map_err(|e| e.to_string())?;
         if !out.status.success() {
-            return Err(format!("rayos {}: {:?}: {}", a.join(" "), out.status.code(), String::from_utf8_lossy(&out.stderr)));
+            return Err(format!(
+                "rayos {}: {:?}: {}",
+                a.join(" "),
+                out.status.code(),
+                String::from_utf8_lossy(&out.stderr)
+            ));
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     };
-    let list: serde_json::Value = serde_json::from_str(&client(&["vm", "list", "--json"])?).map_err(|e| format!("rayos vm list --json: {e}"))?;
+    let list: serde_json::Value =
+        serde_json::from_str(&client(&["vm", "list", "--json"])?).map_err(|e| format!("rayos vm list --json: {e}"))?;
     if list[0]["name"] != "linux" || list[0]["state"] != "stopped" {
         return Err(format!("rayos vm list --json: expected linux stopped, got {list}"));
     }

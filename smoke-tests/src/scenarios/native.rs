@@ -107,7 +107,8 @@ fn rayos_json(rayos: &Path, args: &[&str], run_dir: &Path) -> Result<Value, Scen
     if !out.status.success() {
         return Err(format!("rayos {args:?} failed ({}): {} {}", out.status, stdout.trim(), stderr.trim()).into());
     }
-    let v: Value = serde_json::from_str(stdout.lines().last().unwrap_or("")).map_err(|e| format!("rayos {args:?} printed no JSON ({e}): {stdout}"))?;
+    let v: Value = serde_json::from_str(stdout.lines().last().unwrap_or(""))
+        .map_err(|e| format!("rayos {args:?} printed no JSON ({e}): {stdout}"))?;
     println!("rayos {}: {v}", args.last().unwrap_or(&""));
     Ok(v)
 }
@@ -140,10 +141,19 @@ fn run_inner(args: &NativeArgs) -> Result<String, ScenarioError> {
     // 3. The guest with a shared folder, and its bridge.
     let shared = run_dir.join("shared");
     std::fs::create_dir(&shared).map_err(|e| format!("{}: {e}", shared.display()))?;
-    std::os::unix::fs::chown(&shared, Some(GUEST_UID), Some(GUEST_UID)).map_err(|e| format!("chown {}: {e}", shared.display()))?;
-    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o755)).map_err(|e| format!("{}: {e}", shared.display()))?;
-    let shares = vec![Share { tag: "shared".into(), host_dir: shared.clone(), guest_path: "/home/rayos/Shared".into() }];
-    let mut vm = guest_qemu::boot(&args.guest, &run_dir, &image, &manifest, &guest_qemu::BootOptions { shares, readonly_root: false })?;
+    std::os::unix::fs::chown(&shared, Some(GUEST_UID), Some(GUEST_UID))
+        .map_err(|e| format!("chown {}: {e}", shared.display()))?;
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o755))
+        .map_err(|e| format!("{}: {e}", shared.display()))?;
+    let shares =
+        vec![Share { tag: "shared".into(), host_dir: shared.clone(), guest_path: "/home/rayos/Shared".into() }];
+    let mut vm = guest_qemu::boot(
+        &args.guest,
+        &run_dir,
+        &image,
+        &manifest,
+        &guest_qemu::BootOptions { shares, readonly_root: false },
+    )?;
     let result = exercise(args, &rayos, &image, &manifest, &mut vm, &mut ctl, &rt.0, &shared, host_fps);
     let figures = match result {
         Ok(f) => f,
@@ -173,7 +183,10 @@ fn exercise(
 
     let (client, attempts) = vm.connect_agent(args.guest.boot_timeout, &[CAP_WAYLAND_BRIDGE])?;
     let boot_to_agent_s = vm.boot.elapsed().as_secs_f64();
-    println!("agent answered after {boot_to_agent_s:.2} s ({attempts} attempts), capabilities {:?}", client.info.capabilities);
+    println!(
+        "agent answered after {boot_to_agent_s:.2} s ({attempts} attempts), capabilities {:?}",
+        client.info.capabilities
+    );
     if !client.info.capabilities.iter().any(|c| c == CAP_WAYLAND_BRIDGE) {
         return Err(format!("the agent does not offer {CAP_WAYLAND_BRIDGE}: {:?}", client.info.capabilities).into());
     }
@@ -189,24 +202,37 @@ fn exercise(
     let launched = rayos_json(rayos, &["launch", "--vsock", vsock, "--json", "open a terminal"], &run_dir)?;
     let cli_ms = t0.elapsed().as_secs_f64() * 1e3;
     let term_app = launched["launched"].as_str().unwrap_or_default().to_string();
-    let term_handle = launched["handle"].as_u64().ok_or_else(|| format!("rayos launch reported no handle: {launched}"))?;
+    let term_handle =
+        launched["handle"].as_u64().ok_or_else(|| format!("rayos launch reported no handle: {launched}"))?;
     if !["foot.desktop", "footclient.desktop", "weston-terminal.desktop"].contains(&term_app.as_str()) {
         return Err(format!("\"open a terminal\" launched {term_app}, not a terminal").into());
     }
     if launched["native_window"] != true {
         return Err(format!("rayos launch did not use the bridge: {launched}").into());
     }
-    let term_id = |w: &Value| w["origin"]["name"] == VM && w["app_id"].as_str().is_some_and(|a| a.contains("foot") || a.contains("terminal"));
+    let term_id = |w: &Value| {
+        w["origin"]["name"] == VM && w["app_id"].as_str().is_some_and(|a| a.contains("foot") || a.contains("terminal"))
+    };
     let term = wait_for_within("the terminal's window from the guest", args.window_timeout, || {
         let (v, at) = list(ctl)?;
-        let w = v["windows"].as_array().into_iter().flatten().find(|w| term_id(w) && w["first_content_ms"].is_number()).cloned();
+        let w = v["windows"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|w| term_id(w) && w["first_content_ms"].is_number())
+            .cloned();
         Ok(w.map(|w| (w, v, at)))
     });
     let (term_w, reply, at) = match term {
         Ok(t) => t,
         Err(e) => {
             let (v, _) = list(ctl)?;
-            return Err(format!("{e}; windows now: {}; waypipe log: {}", v["windows"], std::fs::read_to_string(run_dir.join("waypipe.log")).unwrap_or_default()).into());
+            return Err(format!(
+                "{e}; windows now: {}; waypipe log: {}",
+                v["windows"],
+                std::fs::read_to_string(run_dir.join("waypipe.log")).unwrap_or_default()
+            )
+            .into());
         }
     };
     let clock = Clock::of(&reply, at)?;
@@ -253,7 +279,9 @@ fn exercise(
     let (mut client, _) = vm.connect_agent(Duration::from_secs(30), &[CAP_WAYLAND_BRIDGE])?;
     let shm_w = wait_for_within("weston-simple-shm's window from the guest", args.window_timeout, || {
         let (v, _) = list(ctl)?;
-        Ok(vm_windows(&v).into_iter().find(|w| w["app_id"].as_str().is_some_and(|a| a.contains("simple-shm")) && w["first_content_ms"].is_number()))
+        Ok(vm_windows(&v).into_iter().find(|w| {
+            w["app_id"].as_str().is_some_and(|a| a.contains("simple-shm")) && w["first_content_ms"].is_number()
+        }))
     })?;
     println!("{}", describe(&shm_w));
     let (v, _) = list(ctl)?;
@@ -273,10 +301,17 @@ fn exercise(
     // 7. Closing the window ends the app.
     let t_close = Instant::now();
     ctl.ok(json!({"op": "close", "id": term_wid}))?;
-    let exit = client.wait_exit(term_handle, Duration::from_secs(60)).map_err(|e| format!("waiting for the terminal to exit after its window closed: {e}"))?;
-    println!("closing the terminal's window ended it after {:.0} ms: exit {exit:?}", t_close.elapsed().as_secs_f64() * 1e3);
+    let exit = client
+        .wait_exit(term_handle, Duration::from_secs(60))
+        .map_err(|e| format!("waiting for the terminal to exit after its window closed: {e}"))?;
+    println!(
+        "closing the terminal's window ended it after {:.0} ms: exit {exit:?}",
+        t_close.elapsed().as_secs_f64() * 1e3
+    );
     ctl.ok(json!({"op": "close", "id": id_of(&shm_w)?}))?;
-    let shm_exit = client.wait_exit(shm_handle, Duration::from_secs(60)).map_err(|e| format!("waiting for weston-simple-shm to exit: {e}"))?;
+    let shm_exit = client
+        .wait_exit(shm_handle, Duration::from_secs(60))
+        .map_err(|e| format!("waiting for weston-simple-shm to exit: {e}"))?;
     println!("weston-simple-shm ended: exit {shm_exit:?}");
     let (v, _) = list(ctl)?;
     if !vm_windows(&v).is_empty() {
@@ -321,9 +356,11 @@ fn host_clip(ctl: &mut Control, rt: &Path, run_dir: &Path, prog: &str, args: &[&
             return Err(format!("{prog} on the host did not finish within 15 s").into());
         }
         let (v, _) = list(ctl)?;
-        let surface = v["windows"].as_array().into_iter().flatten().find(|w| {
-            w["origin"]["kind"] == "host" && w["title"] == "wl-clipboard" && w["focused"] == false
-        });
+        let surface = v["windows"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|w| w["origin"]["kind"] == "host" && w["title"] == "wl-clipboard" && w["focused"] == false);
         if let Some(w) = surface {
             let _ = ctl.ok(json!({"op": "focus", "id": id_of(w)?}));
         }
@@ -362,7 +399,9 @@ fn paste_into_guest_file(ctl: &mut Control, id: u64, file: &str) -> Result<(), S
 fn clipboard(ctl: &mut Control, rt: &Path, run_dir: &Path, shared: &Path, term: u64) -> Result<(), ScenarioError> {
     let wait_file = |name: &str, secs: u64| -> Result<String, ScenarioError> {
         let p = shared.join(name);
-        wait_for_within(&format!("{} from the guest", p.display()), Duration::from_secs(secs), || Ok(std::fs::read_to_string(&p).ok()))
+        wait_for_within(&format!("{} from the guest", p.display()), Duration::from_secs(secs), || {
+            Ok(std::fs::read_to_string(&p).ok())
+        })
     };
     // Guest to host.
     ctl.ok(json!({"op": "key", "id": term, "text": "printf guest-clip | wl-copy && touch ~/Shared/copied-1\n"}))?;
@@ -425,7 +464,13 @@ fn second_vm(
     let (mut vm2, dir) = loop {
         let dir = run_dir.join(if attempt == 1 { "vm-work".to_string() } else { format!("vm-work.attempt{attempt}") });
         std::fs::create_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let mut vm2 = guest_qemu::boot(&args.guest, &dir, image, manifest, &guest_qemu::BootOptions { shares: vec![], readonly_root: true })?;
+        let mut vm2 = guest_qemu::boot(
+            &args.guest,
+            &dir,
+            image,
+            manifest,
+            &guest_qemu::BootOptions { shares: vec![], readonly_root: true },
+        )?;
         vm2.start_bridge(rayos, rt, WORK, args.waypipe.as_deref())?;
         match vm2.connect_agent(args.guest.boot_timeout, &[CAP_WAYLAND_BRIDGE]) {
             Ok(_) => break (vm2, dir),
@@ -441,12 +486,18 @@ fn second_vm(
     rayos_json(rayos, &["launch", "--vsock", &vsock, "--json", "weston-simple-shm"], &dir)?;
     let w = wait_for_within("weston-simple-shm's window from VM work", args.window_timeout, || {
         let (v, _) = list(ctl)?;
-        let w = v["windows"].as_array().into_iter().flatten().find(|w| w["origin"]["name"] == WORK && w["first_content_ms"].is_number()).cloned();
+        let w = v["windows"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|w| w["origin"]["name"] == WORK && w["first_content_ms"].is_number())
+            .cloned();
         Ok(w)
     })?;
     println!("{}", describe(&w));
     let (v, _) = list(ctl)?;
-    let by_vm = |name: &str| v["windows"].as_array().into_iter().flatten().filter(|w| w["origin"]["name"] == name).count();
+    let by_vm =
+        |name: &str| v["windows"].as_array().into_iter().flatten().filter(|w| w["origin"]["name"] == name).count();
     if (by_vm(VM), by_vm(WORK)) != (2, 1) {
         return Err(format!("expected 2 windows of {VM} and 1 of {WORK}: {}", v["windows"]).into());
     }

@@ -31,16 +31,14 @@ pub enum NestedError {
     TestHost(#[from] TestHostError),
     #[error(transparent)]
     Qemu(#[from] QemuError),
-    #[error("rayos-vmm binary not found at {0} (build it with `cargo build --release -p rayos-vmm` or pass --vmm-bin)")]
+    #[error(
+        "rayos-vmm binary not found at {0} (build it with `cargo build --release -p rayos-vmm` or pass --vmm-bin)"
+    )]
     NoVmmBin(PathBuf),
     #[error("QEMU binary {0:?} not found (install it with scripts/setup.sh or pass --qemu)")]
     NoQemu(String),
     #[error("{package} unpacks modules for kernel {found}, expected {expected}")]
-    ReleaseMismatch {
-        package: String,
-        found: String,
-        expected: String,
-    },
+    ReleaseMismatch { package: String, found: String, expected: String },
     #[error("cannot tell the kernel release from package name {0}")]
     BadKernelPackage(String),
     #[error("busybox binary not found in the extracted {package} at {root}")]
@@ -92,10 +90,7 @@ pub fn fail(scenario: &'static str, e: &(dyn std::error::Error + 'static)) -> Ou
 }
 
 fn resolve_vmm_bin(opts: &BootOptions) -> Result<PathBuf, NestedError> {
-    let path = opts
-        .vmm_bin
-        .clone()
-        .unwrap_or_else(|| rundir::release_binary("rayos-vmm"));
+    let path = opts.vmm_bin.clone().unwrap_or_else(|| rundir::release_binary("rayos-vmm"));
     if path.is_file() {
         Ok(path)
     } else {
@@ -108,41 +103,27 @@ fn find_busybox(root: &Path) -> Result<PathBuf, NestedError> {
         .iter()
         .map(|p| root.join(p))
         .find(|p| p.is_file())
-        .ok_or_else(|| NestedError::NoBusybox {
-            package: BUSYBOX_PACKAGE.into(),
-            root: root.to_path_buf(),
-        })
+        .ok_or_else(|| NestedError::NoBusybox { package: BUSYBOX_PACKAGE.into(), root: root.to_path_buf() })
 }
 
 /// The cache root the options select.
 pub fn cache_root(opts: &BootOptions) -> PathBuf {
-    opts.cache_dir
-        .clone()
-        .unwrap_or_else(debs::default_cache_root)
+    opts.cache_dir.clone().unwrap_or_else(debs::default_cache_root)
 }
 
 /// Resolves the binaries, creates the run directory and fetches the kernel
 /// and busybox packages.
 pub fn gather(scenario: &str, vmms: &[Vmm], opts: &BootOptions) -> Result<Inputs, NestedError> {
-    let rayos_vmm = if vmms.contains(&Vmm::Rayos) {
-        Some(resolve_vmm_bin(opts)?)
-    } else {
-        None
-    };
+    let rayos_vmm = if vmms.contains(&Vmm::Rayos) { Some(resolve_vmm_bin(opts)?) } else { None };
     let qemu = crate::which(&opts.qemu).ok_or_else(|| NestedError::NoQemu(opts.qemu.clone()))?;
-    let run_dir = rundir::create(
-        &rundir::target_dir().join("smoke"),
-        scenario,
-        opts.run_dir.as_deref(),
-    )?;
+    let run_dir = rundir::create(&rundir::target_dir().join("smoke"), scenario, opts.run_dir.as_deref())?;
     println!("run directory: {}", run_dir.display());
 
     let cache_root = cache_root(opts);
     let cache = DebCache::new(&cache_root)?;
     let kernel_pkg = cache.resolve_kernel_package(&opts.kernel_meta)?;
-    let expected = debs::kernel_release(&kernel_pkg)
-        .ok_or_else(|| NestedError::BadKernelPackage(kernel_pkg.clone()))?
-        .to_string();
+    let expected =
+        debs::kernel_release(&kernel_pkg).ok_or_else(|| NestedError::BadKernelPackage(kernel_pkg.clone()))?.to_string();
     tracing::info!("{} depends on {kernel_pkg}", opts.kernel_meta);
     let kernel_deb = cache.fetch(&kernel_pkg)?;
     let busybox_deb = cache.fetch(BUSYBOX_PACKAGE)?;
@@ -162,23 +143,11 @@ pub fn gather(scenario: &str, vmms: &[Vmm], opts: &BootOptions) -> Result<Inputs
         kernel.release(),
         busybox_deb.info.version
     );
-    Ok(Inputs {
-        run_dir,
-        qemu,
-        rayos_vmm,
-        kernel,
-        busybox,
-        cache_root,
-    })
+    Ok(Inputs { run_dir, qemu, rayos_vmm, kernel, busybox, cache_root })
 }
 
 /// Picks the outer accelerator once the images are built.
-pub fn prepared(
-    inputs: &Inputs,
-    opts: &BootOptions,
-    guest_initrd: PathBuf,
-    host_initrd: PathBuf,
-) -> Prepared {
+pub fn prepared(inputs: &Inputs, opts: &BootOptions, guest_initrd: PathBuf, host_initrd: PathBuf) -> Prepared {
     let (accel, accel_reason) = qemu::choose_accel(&AccelProbe::detect(), opts.accel);
     println!("outer QEMU accelerator: {accel_reason}");
     Prepared {
@@ -206,39 +175,23 @@ pub fn guest_spec(opts: &BootOptions) -> GuestSpec {
 
 /// The test host's kernel command line.
 pub fn host_cmdline(vmm: Vmm) -> String {
-    format!(
-        "console=ttyS0 quiet panic=-1 rdinit=/init {VMM_PARAM}={}",
-        vmm.name()
-    )
+    format!("console=ttyS0 quiet panic=-1 rdinit=/init {VMM_PARAM}={}", vmm.name())
 }
 
 /// The outer QEMU that boots the test host with `vmm` selected.
 pub fn outer_command(prep: &Prepared, opts: &BootOptions, vmm: Vmm, interactive: bool) -> Command {
     let mut cmd = Command::new(&prep.qemu);
     cmd.args(prep.accel.args())
-        .args([
-            "-m",
-            &format!("{}M", opts.host_memory_mib),
-            "-smp",
-            &opts.host_cpus.to_string(),
-        ])
+        .args(["-m", &format!("{}M", opts.host_memory_mib), "-smp", &opts.host_cpus.to_string()])
         .args(["-nographic", "-nodefaults", "-no-reboot"]);
     if interactive {
         // No mux and no signals: Ctrl-C and Ctrl-A reach the test host's
         // console, i.e. the guest shell and the VMM's escape handling.
-        cmd.args([
-            "-chardev",
-            "stdio,id=con,signal=off",
-            "-serial",
-            "chardev:con",
-        ]);
+        cmd.args(["-chardev", "stdio,id=con,signal=off", "-serial", "chardev:con"]);
     } else {
         cmd.args(["-serial", "stdio"]);
     }
-    cmd.arg("-kernel")
-        .arg(&prep.kernel_image)
-        .arg("-initrd")
-        .arg(&prep.host_initrd);
+    cmd.arg("-kernel").arg(&prep.kernel_image).arg("-initrd").arg(&prep.host_initrd);
     cmd.arg("-append").arg(host_cmdline(vmm));
     cmd
 }
@@ -258,11 +211,7 @@ impl HostRun {
         if out.timed_out {
             format!("timeout after {timeout:?}: {reason}")
         } else if let Some(status) = out.status.filter(|s| !s.success()) {
-            let last = out
-                .stderr_tail
-                .last()
-                .map(|l| format!(": {l}"))
-                .unwrap_or_default();
+            let last = out.stderr_tail.last().map(|l| format!(": {l}")).unwrap_or_default();
             format!("{reason} (outer QEMU {status}{last})")
         } else {
             reason
@@ -302,10 +251,7 @@ pub fn remove_images(prep: &Prepared, keep: bool) {
 /// Writes `<run dir>/result.json`; a failure to write is only logged.
 pub fn write_result_json(prep: &Prepared, doc: &serde_json::Value) {
     let path = prep.run_dir.join("result.json");
-    if let Err(e) = std::fs::write(
-        &path,
-        serde_json::to_string_pretty(doc).unwrap_or_default() + "\n",
-    ) {
+    if let Err(e) = std::fs::write(&path, serde_json::to_string_pretty(doc).unwrap_or_default() + "\n") {
         tracing::warn!("{}", NestedError::Write { path, source: e });
     }
 }
@@ -316,10 +262,7 @@ mod tests {
 
     #[test]
     fn host_cmdline_selects_vmm() {
-        assert_eq!(
-            host_cmdline(Vmm::Qemu),
-            "console=ttyS0 quiet panic=-1 rdinit=/init rayos_smoke.vmm=qemu"
-        );
+        assert_eq!(host_cmdline(Vmm::Qemu), "console=ttyS0 quiet panic=-1 rdinit=/init rayos_smoke.vmm=qemu");
         assert!(host_cmdline(Vmm::Rayos).ends_with("rayos_smoke.vmm=rayos"));
     }
 }
@@ -386,18 +329,13 @@ pub fn run_with_retry<R, E>(
     };
     let why = match (vmm, &f.guest_crash) {
         (Vmm::Qemu, _) => "retrying the reference once".to_string(),
-        (Vmm::Rayos, Some(crash)) => format!(
-            "{crash} with no VMM error, the nested-environment crash both VMMs' guests show; retrying once"
-        ),
+        (Vmm::Rayos, Some(crash)) => {
+            format!("{crash} with no VMM error, the nested-environment crash both VMMs' guests show; retrying once")
+        }
         (Vmm::Rayos, None) => return Ok((first, 1)),
     };
     let kept = keep_failed_log(&f.log);
-    println!(
-        "{scenario} vmm={} attempt 1 failed: {}; {why} (log kept as {})",
-        vmm.name(),
-        f.reason,
-        kept.display()
-    );
+    println!("{scenario} vmm={} attempt 1 failed: {}; {why} (log kept as {})", vmm.name(), f.reason, kept.display());
     Ok((attempt()?, 2))
 }
 
@@ -425,11 +363,9 @@ mod retry_tests {
     #[test]
     fn qemu_failures_and_rayos_guest_crashes_are_retried_once() {
         // (vmm, guest crash, attempts made)
-        for (vmm, crash, want) in [
-            (Vmm::Qemu, None, 2),
-            (Vmm::Rayos, None, 1),
-            (Vmm::Rayos, guest_crash(Vmm::Rayos, Some(4)), 2),
-        ] {
+        for (vmm, crash, want) in
+            [(Vmm::Qemu, None, 2), (Vmm::Rayos, None, 1), (Vmm::Rayos, guest_crash(Vmm::Rayos, Some(4)), 2)]
+        {
             let mut calls = 0;
             let r: Result<(Result<u32, String>, u32), ()> = run_with_retry(
                 "t",

@@ -67,15 +67,26 @@ fn run_inner(args: &SessionArgs) -> Result<String, ScenarioError> {
     ctl.ok(json!({"op": "register_vm", "name": VM, "colour": "#d03030"}))?;
     match backend {
         "winit" => println!("RayOS display: a window on your desktop ({})", args.size),
-        _ => println!("RayOS display: headless {} (no WAYLAND_DISPLAY or DISPLAY); use `screenshot FILE` to see it", args.size),
+        _ => println!(
+            "RayOS display: headless {} (no WAYLAND_DISPLAY or DISPLAY); use `screenshot FILE` to see it",
+            args.size
+        ),
     }
 
     let shared = run_dir.join("shared");
     std::fs::create_dir(&shared).map_err(|e| format!("{}: {e}", shared.display()))?;
-    std::os::unix::fs::chown(&shared, Some(1000), Some(1000)).map_err(|e| format!("chown {}: {e}", shared.display()))?;
+    std::os::unix::fs::chown(&shared, Some(1000), Some(1000))
+        .map_err(|e| format!("chown {}: {e}", shared.display()))?;
     std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o755)).map_err(|e| e.to_string())?;
-    let shares = vec![Share { tag: "shared".into(), host_dir: shared.clone(), guest_path: "/home/rayos/Shared".into() }];
-    let mut vm = guest_qemu::boot(&args.guest, &run_dir, &image, &manifest, &guest_qemu::BootOptions { shares, readonly_root: false })?;
+    let shares =
+        vec![Share { tag: "shared".into(), host_dir: shared.clone(), guest_path: "/home/rayos/Shared".into() }];
+    let mut vm = guest_qemu::boot(
+        &args.guest,
+        &run_dir,
+        &image,
+        &manifest,
+        &guest_qemu::BootOptions { shares, readonly_root: false },
+    )?;
     vm.start_bridge(&rayos, &rt.0, VM, None)?;
     let (client, _) = vm.connect_agent(args.guest.boot_timeout, &[CAP_WAYLAND_BRIDGE])?;
     println!(
@@ -143,7 +154,11 @@ fn run_inner(args: &SessionArgs) -> Result<String, ScenarioError> {
                         launched += 1;
                         if let Some(w) = wait_new_window(&mut ctl, &before, Duration::from_secs(90))? {
                             windows_seen += 1;
-                            println!("  window on the RayOS display after {:.1} s: {}", t.elapsed().as_secs_f64(), describe(&w));
+                            println!(
+                                "  window on the RayOS display after {:.1} s: {}",
+                                t.elapsed().as_secs_f64(),
+                                describe(&w)
+                            );
                             if backend == "headless" {
                                 let shot = run_dir.join(format!("window-{windows_seen}.png"));
                                 if ctl.screenshot(json!({}), &shot).is_ok() {
@@ -165,7 +180,11 @@ fn run_inner(args: &SessionArgs) -> Result<String, ScenarioError> {
     println!("guest powered off (QEMU {status}); the session's logs are in {}", run_dir.display());
     drop(procs);
     if windows_seen < args.expect_windows {
-        return Err(format!("{windows_seen} of the launched apps showed a window, expected at least {}", args.expect_windows).into());
+        return Err(format!(
+            "{windows_seen} of the launched apps showed a window, expected at least {}",
+            args.expect_windows
+        )
+        .into());
     }
     Ok(format!("launched={launched} windows={windows_seen} session_s={:.1}", t0.elapsed().as_secs_f64()))
 }
@@ -190,12 +209,18 @@ fn rayos_cmd(rayos: &Path, args: &[&str]) -> Result<String, ScenarioError> {
 }
 
 /// The first VM window not among `before`, once it shows pixels.
-fn wait_new_window(ctl: &mut Control, before: &[u64], timeout: Duration) -> Result<Option<serde_json::Value>, ScenarioError> {
+fn wait_new_window(
+    ctl: &mut Control,
+    before: &[u64],
+    timeout: Duration,
+) -> Result<Option<serde_json::Value>, ScenarioError> {
     let end = Instant::now() + timeout;
     while Instant::now() < end {
         let ws = ctl.windows()?;
         let new = ws.iter().find(|w| {
-            w["origin"]["name"] == VM && w["first_content_ms"].is_number() && !w["id"].as_u64().is_some_and(|id| before.contains(&id))
+            w["origin"]["name"] == VM
+                && w["first_content_ms"].is_number()
+                && !w["id"].as_u64().is_some_and(|id| before.contains(&id))
         });
         if let Some(w) = new {
             return Ok(Some(w.clone()));

@@ -57,13 +57,7 @@ pub fn run(args: &VmmBootArgs) -> Outcome {
     }
     let started = Instant::now();
     match run_boots(&args.vmm.vmms(), &args.boot) {
-        Ok((prep, results)) => report(
-            &prep,
-            &results,
-            args.vmm,
-            started.elapsed(),
-            args.boot.keep_images,
-        ),
+        Ok((prep, results)) => report(&prep, &results, args.vmm, started.elapsed(), args.boot.keep_images),
         Err(e) => nested::fail(SCENARIO, &e),
     }
 }
@@ -95,10 +89,7 @@ fn interactive(scenario: &'static str, vmm: Vmm, opts: &BootOptions) -> Outcome 
     match result {
         Ok(status) => Outcome::Ended {
             scenario,
-            message: format!(
-                "session ended (outer QEMU {status}); run directory {}",
-                prep.run_dir.display()
-            ),
+            message: format!("session ended (outer QEMU {status}); run directory {}", prep.run_dir.display()),
             code: status.code().unwrap_or(1),
         },
         Err(e) => nested::fail(scenario, &e),
@@ -145,15 +136,9 @@ pub(crate) fn prepare(
     Ok(nested::prepared(&inputs, opts, guest_initrd, host_initrd))
 }
 
-fn run_boots(
-    vmms: &[Vmm],
-    opts: &BootOptions,
-) -> Result<(Prepared, Vec<BootResult>), VmmBootError> {
+fn run_boots(vmms: &[Vmm], opts: &BootOptions) -> Result<(Prepared, Vec<BootResult>), VmmBootError> {
     let prep = prepare(SCENARIO, vmms, opts, false, HostHooks::default())?;
-    let expect = Expectation {
-        uname: prep.release.clone(),
-        nproc: opts.guest_cpus,
-    };
+    let expect = Expectation { uname: prep.release.clone(), nproc: opts.guest_cpus };
     let mut results = Vec::new();
     for &vmm in vmms {
         let (mut result, attempts) = nested::run_with_retry(
@@ -194,12 +179,7 @@ fn run_boots(
     Ok((prep, results))
 }
 
-fn boot_once(
-    prep: &Prepared,
-    opts: &BootOptions,
-    vmm: Vmm,
-    expect: &Expectation,
-) -> Result<BootResult, VmmBootError> {
+fn boot_once(prep: &Prepared, opts: &BootOptions, vmm: Vmm, expect: &Expectation) -> Result<BootResult, VmmBootError> {
     let mut obs = BootObservation::default();
     let run = nested::boot_host(prep, opts, vmm, |t, line| {
         obs.observe(t, line);
@@ -209,9 +189,7 @@ fn boot_once(
             Flow::Continue
         }
     })?;
-    let figures = obs
-        .evaluate(expect)
-        .map_err(|reason| run.annotate(reason, opts.timeout));
+    let figures = obs.evaluate(expect).map_err(|reason| run.annotate(reason, opts.timeout));
     Ok(BootResult {
         vmm,
         figures,
@@ -223,19 +201,8 @@ fn boot_once(
     })
 }
 
-fn report(
-    prep: &Prepared,
-    results: &[BootResult],
-    choice: VmmChoice,
-    wall: Duration,
-    keep_images: bool,
-) -> Outcome {
-    let figure = |vmm: Vmm| {
-        results
-            .iter()
-            .find(|r| r.vmm == vmm)
-            .and_then(|r| r.figures.as_ref().ok())
-    };
+fn report(prep: &Prepared, results: &[BootResult], choice: VmmChoice, wall: Duration, keep_images: bool) -> Outcome {
+    let figure = |vmm: Vmm| results.iter().find(|r| r.vmm == vmm).and_then(|r| r.figures.as_ref().ok());
     if choice == VmmChoice::Both {
         if let (Some(r), Some(q)) = (figure(Vmm::Rayos), figure(Vmm::Qemu)) {
             let (rs, qs) = (r.guest_init.as_secs_f64(), q.guest_init.as_secs_f64());
@@ -245,43 +212,21 @@ fn report(
             );
         }
     }
-    println!(
-        "vmm-boot wall_s={:.1} run_dir={}",
-        wall.as_secs_f64(),
-        prep.run_dir.display()
-    );
+    println!("vmm-boot wall_s={:.1} run_dir={}", wall.as_secs_f64(), prep.run_dir.display());
     write_result_json(prep, results, wall);
 
-    let failures: Vec<String> = results
-        .iter()
-        .filter_map(|r| {
-            r.figures
-                .as_ref()
-                .err()
-                .map(|e| format!("vmm={}: {e}", r.vmm.name()))
-        })
-        .collect();
+    let failures: Vec<String> =
+        results.iter().filter_map(|r| r.figures.as_ref().err().map(|e| format!("vmm={}: {e}", r.vmm.name()))).collect();
     if !failures.is_empty() {
-        return Outcome::Fail {
-            scenario: SCENARIO,
-            reason: failures.join("; "),
-        };
+        return Outcome::Fail { scenario: SCENARIO, reason: failures.join("; ") };
     }
     nested::remove_images(prep, keep_images);
     let first = &results[0];
     let f = first.figures.as_ref().expect("all boots passed");
-    let vmm_tag = if choice == VmmChoice::Qemu {
-        "vmm=qemu "
-    } else {
-        ""
-    };
+    let vmm_tag = if choice == VmmChoice::Qemu { "vmm=qemu " } else { "" };
     Outcome::Pass {
         scenario: SCENARIO,
-        figures: format!(
-            "{vmm_tag}guest_init_s={:.2} vcpus={}",
-            f.guest_init.as_secs_f64(),
-            f.vcpus
-        ),
+        figures: format!("{vmm_tag}guest_init_s={:.2} vcpus={}", f.guest_init.as_secs_f64(), f.vcpus),
     }
 }
 

@@ -52,10 +52,8 @@ const DELIBERATE_PANIC: &str = "sysrq triggered crash";
 
 /// The further VM lifetimes after the first (which ends with poweroff): what
 /// the person types and the status rayos-vmm must then exit with.
-const ENDINGS: [(&str, &str, &str); 2] = [
-    ("reboot", "reboot -f", "0"),
-    ("panic", "echo c > /proc/sysrq-trigger", PANIC_STATUS),
-];
+const ENDINGS: [(&str, &str, &str); 2] =
+    [("reboot", "reboot -f", "0"), ("panic", "echo c > /proc/sysrq-trigger", PANIC_STATUS)];
 
 /// Errors that end the scenario.
 #[derive(Debug, thiserror::Error)]
@@ -100,10 +98,7 @@ fn after_vmm_hook(rayos_cmd: &str) -> String {
 /// `vmm-console`.
 pub fn run(args: &VmmConsoleArgs) -> Outcome {
     let rayos_cmd = testhost::sh_join(&testhost::rayos_vmm_argv(&nested::guest_spec(&args.boot)));
-    let hooks = HostHooks {
-        after_vmm: after_vmm_hook(&rayos_cmd),
-        ..HostHooks::default()
-    };
+    let hooks = HostHooks { after_vmm: after_vmm_hook(&rayos_cmd), ..HostHooks::default() };
     let started = Instant::now();
     let prep = match vmm_boot::prepare(SCENARIO, &[Vmm::Rayos], &args.boot, true, hooks) {
         Ok(p) => p,
@@ -127,11 +122,8 @@ pub fn run(args: &VmmConsoleArgs) -> Outcome {
         Ok(f) => {
             let echo = stats::summarise(&f.echo_ms).expect("keys were typed");
             let (p50, max) = (echo.median, echo.max);
-            let endings: String = f
-                .endings
-                .iter()
-                .map(|(name, d)| format!(" {name}_to_exit_s={:.2}", d.as_secs_f64()))
-                .collect();
+            let endings: String =
+                f.endings.iter().map(|(name, d)| format!(" {name}_to_exit_s={:.2}", d.as_secs_f64())).collect();
             println!(
                 "vmm-console vmm_to_shell_s={:.2} keys={} echo_ms_p50={p50:.1} echo_ms_max={max:.1} ctrl_c_ms={:.0} tty_after_exit=[{}]{endings} wall_s={:.1} transcript={}",
                 f.vmm_to_shell.as_secs_f64(),
@@ -241,14 +233,17 @@ fn session(prep: &Prepared, args: &VmmConsoleArgs, transcript: &std::path::Path)
         let end = s.wait_for(m, &format!("{END_MARK}{name} status="), STEP)?;
         let line_end = s.wait_for(end.end, "\n", STEP)?;
         let status = s.text(end.end, line_end.end).trim().to_string();
-        check(status == want, || {
-            format!("rayos-vmm exited with status {status} after `{command}` (expected {want})")
-        })?;
+        check(status == want, || format!("rayos-vmm exited with status {status} after `{command}` (expected {want})"))?;
         if name == "panic" {
             let said = s.text(m, end.end);
-            check(said.contains(&format!("rayos-vmm: guest kernel panic: Kernel panic - not syncing: {DELIBERATE_PANIC}")), || {
-                "rayos-vmm did not name the guest's panic (`rayos-vmm: guest kernel panic: ...sysrq triggered crash`)".to_string()
-            })?;
+            check(
+                said.contains(&format!(
+                    "rayos-vmm: guest kernel panic: Kernel panic - not syncing: {DELIBERATE_PANIC}"
+                )),
+                || {
+                    "rayos-vmm did not name the guest's panic (`rayos-vmm: guest kernel panic: ...sysrq triggered crash`)".to_string()
+                },
+            )?;
         }
         endings.push((name, end.at.saturating_duration_since(sent)));
         at = line_end.end;
@@ -259,7 +254,9 @@ fn session(prep: &Prepared, args: &VmmConsoleArgs, transcript: &std::path::Path)
     let status = s.text(exit.end, exit_end.end).trim().to_string();
     check(status == "0", || format!("rayos-vmm exited with status {status} after poweroff -f (expected 0)"))?;
     let outer = s.finish(STEP)?;
-    check(outer.is_some_and(|st| st.success()), || format!("outer QEMU: {outer:?} (expected exit 0 after the test host powered off)"))?;
+    check(outer.is_some_and(|st| st.success()), || {
+        format!("outer QEMU: {outer:?} (expected exit 0 after the test host powered off)")
+    })?;
     Ok(Figures { vmm_to_shell, echo_ms, ctrl_c, tty: tty_state, endings })
 }
 
@@ -271,7 +268,8 @@ mod tests {
     fn hook_reports_the_tty_then_runs_each_ending() {
         let h = after_vmm_hook("/usr/bin/rayos-vmm --kernel /guest/vmlinuz");
         let tty = h.find(TTY_MARK).unwrap();
-        let reboot = h.find("echo \"RAYOS-CONSOLE-NEXT reboot\"\n/usr/bin/rayos-vmm --kernel /guest/vmlinuz\n").unwrap();
+        let reboot =
+            h.find("echo \"RAYOS-CONSOLE-NEXT reboot\"\n/usr/bin/rayos-vmm --kernel /guest/vmlinuz\n").unwrap();
         let panic = h.find("echo \"RAYOS-CONSOLE-NEXT panic\"\n/usr/bin/rayos-vmm").unwrap();
         assert!(tty < reboot && reboot < panic);
         assert!(h.contains("echo \"RAYOS-CONSOLE-END panic status=$end_status\""));

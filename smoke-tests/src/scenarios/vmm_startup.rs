@@ -15,7 +15,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-
 use crate::cli::VmmStartupArgs;
 use crate::rundir::{self, RunDirError};
 use crate::stats::{self, Summary};
@@ -30,7 +29,9 @@ const GIVE_UP_AFTER: usize = 3;
 pub enum VmmStartupError {
     #[error(transparent)]
     RunDir(#[from] RunDirError),
-    #[error("rayos-vmm binary not found at {0} (build it with `cargo build --release -p rayos-vmm` or pass --vmm-bin)")]
+    #[error(
+        "rayos-vmm binary not found at {0} (build it with `cargo build --release -p rayos-vmm` or pass --vmm-bin)"
+    )]
     NoVmmBin(PathBuf),
     #[error("test guest source not found at {0} (pass --guest-src)")]
     NoGuestSource(PathBuf),
@@ -41,11 +42,7 @@ pub enum VmmStartupError {
         source: std::io::Error,
     },
     #[error("cc failed to build {src} ({status}): {stderr}")]
-    Compile {
-        src: PathBuf,
-        status: std::process::ExitStatus,
-        stderr: String,
-    },
+    Compile { src: PathBuf, status: std::process::ExitStatus, stderr: String },
 }
 
 /// The `--metrics` JSON rayos-vmm writes on exit.
@@ -61,10 +58,7 @@ pub struct RunFigures {
 
 /// CLOCK_MONOTONIC in nanoseconds (the clock rayos-vmm reports).
 pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists on Linux.
     let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     assert_eq!(rc, 0, "clock_gettime(CLOCK_MONOTONIC) failed");
@@ -83,10 +77,7 @@ fn kvm_usable() -> Result<(), String> {
 /// `vmm-startup`.
 pub fn run(args: &VmmStartupArgs) -> Outcome {
     if let Err(reason) = kvm_usable() {
-        return Outcome::Skip {
-            scenario: SCENARIO,
-            reason,
-        };
+        return Outcome::Skip { scenario: SCENARIO, reason };
     }
     match measure(args) {
         Ok(outcome) => outcome,
@@ -97,10 +88,7 @@ pub fn run(args: &VmmStartupArgs) -> Outcome {
                 reason.push_str(&format!(": {s}"));
                 src = s.source();
             }
-            Outcome::Fail {
-                scenario: SCENARIO,
-                reason,
-            }
+            Outcome::Fail { scenario: SCENARIO, reason }
         }
     }
 }
@@ -111,21 +99,11 @@ fn build_guest(src: &Path, out: &Path) -> Result<(), VmmStartupError> {
         return Err(VmmStartupError::NoGuestSource(src.to_path_buf()));
     }
     let output = Command::new("cc")
-        .args([
-            "-nostdlib",
-            "-static",
-            "-no-pie",
-            "-Wl,-Ttext=0x200000",
-            "-Wl,--build-id=none",
-            "-o",
-        ])
+        .args(["-nostdlib", "-static", "-no-pie", "-Wl,-Ttext=0x200000", "-Wl,--build-id=none", "-o"])
         .arg(out)
         .arg(src)
         .output()
-        .map_err(|source| VmmStartupError::CcSpawn {
-            src: src.to_path_buf(),
-            source,
-        })?;
+        .map_err(|source| VmmStartupError::CcSpawn { src: src.to_path_buf(), source })?;
     if !output.status.success() {
         return Err(VmmStartupError::Compile {
             src: src.to_path_buf(),
@@ -137,22 +115,12 @@ fn build_guest(src: &Path, out: &Path) -> Result<(), VmmStartupError> {
 }
 
 fn measure(args: &VmmStartupArgs) -> Result<Outcome, VmmStartupError> {
-    let vmm = args
-        .vmm_bin
-        .clone()
-        .unwrap_or_else(|| rundir::release_binary("rayos-vmm"));
+    let vmm = args.vmm_bin.clone().unwrap_or_else(|| rundir::release_binary("rayos-vmm"));
     if !vmm.is_file() {
         return Err(VmmStartupError::NoVmmBin(vmm));
     }
-    let src = args
-        .guest_src
-        .clone()
-        .unwrap_or_else(|| rundir::workspace_root().join("vmm/tests/guests/hello.S"));
-    let run_dir = rundir::create(
-        &rundir::target_dir().join("smoke"),
-        SCENARIO,
-        args.run_dir.as_deref(),
-    )?;
+    let src = args.guest_src.clone().unwrap_or_else(|| rundir::workspace_root().join("vmm/tests/guests/hello.S"));
+    let run_dir = rundir::create(&rundir::target_dir().join("smoke"), SCENARIO, args.run_dir.as_deref())?;
     println!("run directory: {}", run_dir.display());
     let elf = run_dir.join("hello.elf");
     build_guest(&src, &elf)?;
@@ -174,9 +142,7 @@ fn measure(args: &VmmStartupArgs) -> Result<Outcome, VmmStartupError> {
                 tracing::error!("run {i:02}: {reason}");
                 failures.push(format!("run {i}: {reason}"));
                 if figures.is_empty() && failures.len() >= GIVE_UP_AFTER {
-                    tracing::error!(
-                        "the first {GIVE_UP_AFTER} runs all failed; not trying the rest"
-                    );
+                    tracing::error!("the first {GIVE_UP_AFTER} runs all failed; not trying the rest");
                     break;
                 }
             }
@@ -185,24 +151,9 @@ fn measure(args: &VmmStartupArgs) -> Result<Outcome, VmmStartupError> {
     Ok(evaluate(args, &figures, &failures, &run_dir))
 }
 
-fn evaluate(
-    args: &VmmStartupArgs,
-    figures: &[RunFigures],
-    failures: &[String],
-    run_dir: &Path,
-) -> Outcome {
-    let start = stats::summarise(
-        &figures
-            .iter()
-            .map(|f| f.start_to_first_run_ms)
-            .collect::<Vec<_>>(),
-    );
-    let rss = stats::summarise(
-        &figures
-            .iter()
-            .map(|f| f.rss_overhead_kib as f64)
-            .collect::<Vec<_>>(),
-    );
+fn evaluate(args: &VmmStartupArgs, figures: &[RunFigures], failures: &[String], run_dir: &Path) -> Outcome {
+    let start = stats::summarise(&figures.iter().map(|f| f.start_to_first_run_ms).collect::<Vec<_>>());
+    let rss = stats::summarise(&figures.iter().map(|f| f.rss_overhead_kib as f64).collect::<Vec<_>>());
     let line = |name: &str, s: &Summary, prec: usize| {
         println!(
             "vmm-startup {name} median={:.p$} min={:.p$} max={:.p$} runs={}",
@@ -233,45 +184,25 @@ fn evaluate(
         };
     }
     let (Some(start), Some(rss)) = (start, rss) else {
-        return Outcome::Fail {
-            scenario: SCENARIO,
-            reason: "no runs".into(),
-        };
+        return Outcome::Fail { scenario: SCENARIO, reason: "no runs".into() };
     };
-    let figures = format!(
-        "start_to_first_run_ms={:.2} rss_overhead_kib={}",
-        start.median,
-        rss.median.round() as u64
-    );
+    let figures = format!("start_to_first_run_ms={:.2} rss_overhead_kib={}", start.median, rss.median.round() as u64);
     let mut missed = Vec::new();
     if start.median > args.max_start_ms {
-        missed.push(format!(
-            "start_to_first_run_ms above {} ms",
-            args.max_start_ms
-        ));
+        missed.push(format!("start_to_first_run_ms above {} ms", args.max_start_ms));
     }
     if rss.median > args.max_rss_kib as f64 {
         missed.push(format!("rss_overhead_kib above {} KiB", args.max_rss_kib));
     }
     if missed.is_empty() {
-        Outcome::Pass {
-            scenario: SCENARIO,
-            figures,
-        }
+        Outcome::Pass { scenario: SCENARIO, figures }
     } else {
-        Outcome::Fail {
-            scenario: SCENARIO,
-            reason: format!("{figures} ({})", missed.join(", ")),
-        }
+        Outcome::Fail { scenario: SCENARIO, reason: format!("{figures} ({})", missed.join(", ")) }
     }
 }
 
 /// Interprets one run's metrics against its spawn time.
-pub fn run_figures(
-    spawn_ns: u64,
-    metrics: &VmmMetrics,
-    wall: Duration,
-) -> Result<RunFigures, String> {
+pub fn run_figures(spawn_ns: u64, metrics: &VmmMetrics, wall: Duration) -> Result<RunFigures, String> {
     if metrics.first_run_monotonic_ns < spawn_ns {
         return Err(format!(
             "first_run_monotonic_ns {} is before the spawn time {spawn_ns} (not CLOCK_MONOTONIC?)",
@@ -285,18 +216,11 @@ pub fn run_figures(
     })
 }
 
-fn one_run(
-    vmm: &Path,
-    elf: &Path,
-    run_dir: &Path,
-    i: u32,
-    timeout: Duration,
-) -> Result<RunFigures, String> {
+fn one_run(vmm: &Path, elf: &Path, run_dir: &Path, i: u32, timeout: Duration) -> Result<RunFigures, String> {
     let serial = run_dir.join(format!("serial-{i:02}.log"));
     let metrics_path = run_dir.join(format!("metrics-{i:02}.json"));
     let stderr_path = run_dir.join(format!("vmm-{i:02}.stderr"));
-    let stderr = File::create(&stderr_path)
-        .map_err(|e| format!("cannot create {}: {e}", stderr_path.display()))?;
+    let stderr = File::create(&stderr_path).map_err(|e| format!("cannot create {}: {e}", stderr_path.display()))?;
     let mut cmd = Command::new(vmm);
     cmd.arg("--kernel")
         .arg(elf)
@@ -310,19 +234,14 @@ fn one_run(
 
     let started = Instant::now();
     let spawn_ns = monotonic_ns();
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", vmm.display()))?;
+    let mut child = cmd.spawn().map_err(|e| format!("cannot start {}: {e}", vmm.display()))?;
     let status = loop {
         match child.try_wait() {
             Ok(Some(status)) => break status,
             Ok(None) if started.elapsed() > timeout => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(format!(
-                    "still running after {timeout:?}; killed (stderr: {})",
-                    stderr_path.display()
-                ));
+                return Err(format!("still running after {timeout:?}; killed (stderr: {})", stderr_path.display()));
             }
             Ok(None) => std::thread::sleep(Duration::from_micros(500)),
             Err(e) => return Err(format!("waiting for rayos-vmm: {e}")),
@@ -330,21 +249,15 @@ fn one_run(
     };
     let wall = started.elapsed();
     if !status.success() {
-        return Err(format!(
-            "rayos-vmm exited with {status} (stderr: {})",
-            stderr_path.display()
-        ));
+        return Err(format!("rayos-vmm exited with {status} (stderr: {})", stderr_path.display()));
     }
-    let text = std::fs::read_to_string(&metrics_path)
-        .map_err(|e| format!("no metrics at {}: {e}", metrics_path.display()))?;
-    let metrics: VmmMetrics = serde_json::from_str(&text)
-        .map_err(|e| format!("bad metrics JSON in {}: {e}", metrics_path.display()))?;
+    let text =
+        std::fs::read_to_string(&metrics_path).map_err(|e| format!("no metrics at {}: {e}", metrics_path.display()))?;
+    let metrics: VmmMetrics =
+        serde_json::from_str(&text).map_err(|e| format!("bad metrics JSON in {}: {e}", metrics_path.display()))?;
     let serial_len = std::fs::metadata(&serial).map(|m| m.len()).unwrap_or(0);
     if serial_len == 0 {
-        return Err(format!(
-            "the guest wrote nothing to the serial port ({} is empty or missing)",
-            serial.display()
-        ));
+        return Err(format!("the guest wrote nothing to the serial port ({} is empty or missing)", serial.display()));
     }
     run_figures(spawn_ns, &metrics, wall)
 }
@@ -362,10 +275,7 @@ fn write_result_json(run_dir: &Path, figures: &[RunFigures], failures: &[String]
         .collect();
     let doc = serde_json::json!({ "scenario": SCENARIO, "runs": runs, "failures": failures });
     let path = run_dir.join("result.json");
-    if let Err(e) = std::fs::write(
-        &path,
-        serde_json::to_string_pretty(&doc).unwrap_or_default() + "\n",
-    ) {
+    if let Err(e) = std::fs::write(&path, serde_json::to_string_pretty(&doc).unwrap_or_default() + "\n") {
         tracing::warn!("cannot write {}: {e}", path.display());
     }
 }
@@ -407,31 +317,16 @@ mod tests {
         };
         let dir = tempfile::tempdir().unwrap();
         let ok = [
-            RunFigures {
-                start_to_first_run_ms: 4.0,
-                rss_overhead_kib: 3000,
-                wall_ms: 9.0,
-            },
-            RunFigures {
-                start_to_first_run_ms: 6.0,
-                rss_overhead_kib: 5000,
-                wall_ms: 9.0,
-            },
+            RunFigures { start_to_first_run_ms: 4.0, rss_overhead_kib: 3000, wall_ms: 9.0 },
+            RunFigures { start_to_first_run_ms: 6.0, rss_overhead_kib: 5000, wall_ms: 9.0 },
         ];
         assert_eq!(
             evaluate(&args, &ok, &[], dir.path()).line(),
             "PASS vmm-startup start_to_first_run_ms=5.00 rss_overhead_kib=4000"
         );
-        let slow = [RunFigures {
-            start_to_first_run_ms: 12.5,
-            rss_overhead_kib: 9000,
-            wall_ms: 20.0,
-        }];
+        let slow = [RunFigures { start_to_first_run_ms: 12.5, rss_overhead_kib: 9000, wall_ms: 20.0 }];
         let line = evaluate(&args, &slow, &[], dir.path()).line();
-        assert!(
-            line.starts_with("FAIL vmm-startup: start_to_first_run_ms=12.50 rss_overhead_kib=9000"),
-            "{line}"
-        );
+        assert!(line.starts_with("FAIL vmm-startup: start_to_first_run_ms=12.50 rss_overhead_kib=9000"), "{line}");
         let failed = evaluate(&args, &ok, &["run 2: exit 1".into()], dir.path());
         assert_eq!(failed.exit_code(), 1);
     }

@@ -61,20 +61,14 @@ pub fn run(args: &VmmVirtiofsArgs) -> Outcome {
 }
 
 fn plan(args: &VmmVirtiofsArgs) -> FsPlan {
-    FsPlan {
-        file_mib: args.file_mib,
-        step_timeout: args.step_timeout,
-        sandbox: args.sandbox,
-    }
+    FsPlan { file_mib: args.file_mib, step_timeout: args.step_timeout, sandbox: args.sandbox }
 }
 
 fn resolve_virtiofsd(args: &VmmVirtiofsArgs) -> Result<PathBuf, VmmVirtiofsError> {
-    let path = args.virtiofsd.clone().unwrap_or_else(|| {
-        nested::cache_root(&args.boot)
-            .join("tools")
-            .join("bin")
-            .join("virtiofsd")
-    });
+    let path = args
+        .virtiofsd
+        .clone()
+        .unwrap_or_else(|| nested::cache_root(&args.boot).join("tools").join("bin").join("virtiofsd"));
     if path.is_file() {
         Ok(path)
     } else {
@@ -89,8 +83,7 @@ fn prepare(args: &VmmVirtiofsArgs, plan: &FsPlan) -> Result<Prepared, VmmVirtiof
     let opts = &args.boot;
     let inputs = nested::gather(SCENARIO, &vmms, opts)?;
 
-    let modules =
-        virtiofs::guest_modules(&inputs.kernel.modules).map_err(VmmVirtiofsError::Modules)?;
+    let modules = virtiofs::guest_modules(&inputs.kernel.modules).map_err(VmmVirtiofsError::Modules)?;
     println!("guest modules (load order): {}", modules.join(" "));
     let guest_initrd = inputs.run_dir.join("guest-initrd.cpio");
     let t = Instant::now();
@@ -103,16 +96,9 @@ fn prepare(args: &VmmVirtiofsArgs, plan: &FsPlan) -> Result<Prepared, VmmVirtiof
         &guest_initrd,
     )?;
 
-    let guest = testhost::GuestSpec {
-        fs: Some(plan.share()),
-        rayos_args: plan.rayos_args(),
-        ..nested::guest_spec(opts)
-    };
-    let rayos_env = args
-        .vmm_log
-        .iter()
-        .map(|f| ("RUST_LOG".to_string(), f.clone()))
-        .collect();
+    let guest =
+        testhost::GuestSpec { fs: Some(plan.share()), rayos_args: plan.rayos_args(), ..nested::guest_spec(opts) };
+    let rayos_env = args.vmm_log.iter().map(|f| ("RUST_LOG".to_string(), f.clone())).collect();
     let hooks = virtiofs::host_hooks(plan, rayos_env);
     let hooks = if opts.kvm_trace { hooks.with_kvm_trace() } else { hooks };
     let host_initrd = inputs.run_dir.join("host-initrd.cpio");
@@ -150,10 +136,7 @@ fn prepare(args: &VmmVirtiofsArgs, plan: &FsPlan) -> Result<Prepared, VmmVirtiof
 fn run_all(args: &VmmVirtiofsArgs) -> Result<(Prepared, Vec<RunResult>), VmmVirtiofsError> {
     let plan = plan(args);
     let prep = prepare(args, &plan)?;
-    let expect = Expectation {
-        uname: prep.release.clone(),
-        nproc: args.boot.guest_cpus,
-    };
+    let expect = Expectation { uname: prep.release.clone(), nproc: args.boot.guest_cpus };
     let mut results = Vec::new();
     for vmm in args.vmm.vmms() {
         let (mut r, attempts) = nested::run_with_retry(
@@ -183,9 +166,7 @@ fn run_all(args: &VmmVirtiofsArgs) -> Result<(Prepared, Vec<RunResult>), VmmVirt
                 r.wall.as_secs_f64(),
                 f.clock,
                 f.pci.as_deref().unwrap_or("?"),
-                f.readonly_refused
-                    .map(|n| format!(" readonly_share_refused={n}/{n}"))
-                    .unwrap_or_default(),
+                f.readonly_refused.map(|n| format!(" readonly_share_refused={n}/{n}")).unwrap_or_default(),
                 r.log.display()
             ),
             Err(reason) => println!(
@@ -235,19 +216,9 @@ fn run_once(
     })
 }
 
-fn report(
-    args: &VmmVirtiofsArgs,
-    prep: &Prepared,
-    results: &[RunResult],
-    wall: Duration,
-) -> Outcome {
-    let figures = |vmm: Vmm| {
-        results
-            .iter()
-            .find(|r| r.vmm == vmm)
-            .and_then(|r| r.figures.as_ref().ok())
-            .map(|(_, f)| f)
-    };
+fn report(args: &VmmVirtiofsArgs, prep: &Prepared, results: &[RunResult], wall: Duration) -> Outcome {
+    let figures =
+        |vmm: Vmm| results.iter().find(|r| r.vmm == vmm).and_then(|r| r.figures.as_ref().ok()).map(|(_, f)| f);
     if args.vmm == VmmChoice::Both {
         if let (Some(r), Some(q)) = (figures(Vmm::Rayos), figures(Vmm::Qemu)) {
             println!(
@@ -257,59 +228,30 @@ fn report(
             );
         }
     }
-    println!(
-        "{SCENARIO} wall_s={:.1} run_dir={}",
-        wall.as_secs_f64(),
-        prep.run_dir.display()
-    );
+    println!("{SCENARIO} wall_s={:.1} run_dir={}", wall.as_secs_f64(), prep.run_dir.display());
     write_result_json(args, prep, results, wall);
 
-    let failures: Vec<String> = results
-        .iter()
-        .filter_map(|r| {
-            r.figures
-                .as_ref()
-                .err()
-                .map(|e| format!("vmm={}: {e}", r.vmm.name()))
-        })
-        .collect();
+    let failures: Vec<String> =
+        results.iter().filter_map(|r| r.figures.as_ref().err().map(|e| format!("vmm={}: {e}", r.vmm.name()))).collect();
     if !failures.is_empty() {
-        return Outcome::Fail {
-            scenario: SCENARIO,
-            reason: failures.join("; "),
-        };
+        return Outcome::Fail { scenario: SCENARIO, reason: failures.join("; ") };
     }
     nested::remove_images(prep, args.boot.keep_images);
     // rayos-vmm's figures when it ran, else QEMU's (tagged).
     let first = &results[0];
     let (_, f) = first.figures.as_ref().expect("all runs passed");
-    let vmm_tag = if first.vmm == Vmm::Qemu {
-        "vmm=qemu "
-    } else {
-        ""
-    };
+    let vmm_tag = if first.vmm == Vmm::Qemu { "vmm=qemu " } else { "" };
     Outcome::Pass {
         scenario: SCENARIO,
-        figures: format!(
-            "{vmm_tag}read_mib_s={:.1} write_mib_s={:.1}",
-            f.read_mib_s, f.write_mib_s
-        ),
+        figures: format!("{vmm_tag}read_mib_s={:.1} write_mib_s={:.1}", f.read_mib_s, f.write_mib_s),
     }
 }
 
-fn write_result_json(
-    args: &VmmVirtiofsArgs,
-    prep: &Prepared,
-    results: &[RunResult],
-    wall: Duration,
-) {
+fn write_result_json(args: &VmmVirtiofsArgs, prep: &Prepared, results: &[RunResult], wall: Duration) {
     let runs: Vec<serde_json::Value> = results
         .iter()
         .map(|r| {
-            let metrics = r
-                .metrics
-                .as_deref()
-                .and_then(|m| serde_json::from_str::<serde_json::Value>(m).ok());
+            let metrics = r.metrics.as_deref().and_then(|m| serde_json::from_str::<serde_json::Value>(m).ok());
             match &r.figures {
                 Ok((b, f)) => serde_json::json!({
                     "vmm": r.vmm.name(), "pass": true,

@@ -176,7 +176,12 @@ mod tests {
         let mut s = VmSpec::new("/img/vmlinuz");
         s.initramfs = Some("/img/initramfs.cpio.gz".into());
         s.fs.push(FsDevice { tag: "rootfs".into(), socket: "/run/rayos/linux/fs.sock".into() });
-        s.vhost_user.push(VhostUserDevice { virtio_id: VIRTIO_ID_VSOCK, socket: "/run/v.sock".into(), queues: None, queue_size: Some(128) });
+        s.vhost_user.push(VhostUserDevice {
+            virtio_id: VIRTIO_ID_VSOCK,
+            socket: "/run/v.sock".into(),
+            queues: None,
+            queue_size: Some(128),
+        });
         let argv: Vec<String> = s.to_argv().unwrap().into_iter().map(|a| a.into_string().unwrap()).collect();
         assert!(argv.windows(2).any(|w| w == ["--fs", "tag=rootfs,socket=/run/rayos/linux/fs.sock"]));
         assert!(argv.windows(2).any(|w| w == ["--vhost-user", "virtio-id=19,socket=/run/v.sock,queue-size=128"]));

@@ -34,9 +34,15 @@ fn every_field_reaches_the_vmm_parser() {
     assert_eq!(a.cmdline, spec.cmdline);
     assert_eq!(rayos_vmm::cli::parse_size(&a.memory).unwrap(), 1536 << 20);
     assert_eq!(a.cpus, 2);
-    assert_eq!(rayos_vmm::cli::parse_serial(&a.serial).unwrap(), rayos_vmm::cli::SerialMode::File("/run/rayos/linux/serial.log".into()));
+    assert_eq!(
+        rayos_vmm::cli::parse_serial(&a.serial).unwrap(),
+        rayos_vmm::cli::SerialMode::File("/run/rayos/linux/serial.log".into())
+    );
     assert_eq!(a.metrics, spec.metrics);
-    assert_eq!(a.fs, ["tag=rootfs,socket=/run/rayos/linux/fs-rootfs.sock", "tag=share0,socket=/run/rayos/linux/fs-share0.sock"]);
+    assert_eq!(
+        a.fs,
+        ["tag=rootfs,socket=/run/rayos/linux/fs-rootfs.sock", "tag=share0,socket=/run/rayos/linux/fs-share0.sock"]
+    );
     assert_eq!(a.vhost_user, ["virtio-id=19,socket=/run/rayos/linux/vhost-vsock.sock,queues=3,queue-size=256"]);
 }
 
@@ -49,7 +55,12 @@ fn device_values_pass_the_vmm_validation_with_live_sockets() {
     let _b = std::os::unix::net::UnixListener::bind(&vs_sock).unwrap();
     let mut spec = VmSpec::new("/k");
     spec.fs.push(FsDevice { tag: "rootfs".into(), socket: fs_sock.clone() });
-    spec.vhost_user.push(VhostUserDevice { virtio_id: VIRTIO_ID_VSOCK, socket: vs_sock.clone(), queues: None, queue_size: None });
+    spec.vhost_user.push(VhostUserDevice {
+        virtio_id: VIRTIO_ID_VSOCK,
+        socket: vs_sock.clone(),
+        queues: None,
+        queue_size: None,
+    });
     let a = parse(&spec);
     let fs = rayos_vmm::cli::parse_fs(&a.fs[0], 0).unwrap();
     assert_eq!(fs.socket, fs_sock);

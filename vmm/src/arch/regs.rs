@@ -40,12 +40,8 @@ pub const fn gdt_entry(flags: u16, base: u32, limit: u32) -> u64 {
 }
 
 /// The boot GDT: null, 64-bit code, data, TSS.
-pub const BOOT_GDT: [u64; 4] = [
-    gdt_entry(0, 0, 0),
-    gdt_entry(0xa09b, 0, 0xfffff),
-    gdt_entry(0xc093, 0, 0xfffff),
-    gdt_entry(0x808b, 0, 0xfffff),
-];
+pub const BOOT_GDT: [u64; 4] =
+    [gdt_entry(0, 0, 0), gdt_entry(0xa09b, 0, 0xfffff), gdt_entry(0xc093, 0, 0xfffff), gdt_entry(0x808b, 0, 0xfffff)];
 
 /// Decodes a GDT entry into the segment KVM wants.
 pub fn segment_from_gdt(entry: u64, index: u8) -> kvm_segment {
@@ -92,10 +88,8 @@ pub fn write_page_tables(mem: &GuestMem) -> Result<(), RegsError> {
 /// Writes the boot GDT and an empty IDT.
 pub fn write_gdt_idt(mem: &GuestMem) -> Result<(), RegsError> {
     let bytes: Vec<u8> = BOOT_GDT.iter().flat_map(|e| e.to_le_bytes()).collect();
-    mem.write_slice(&bytes, GuestAddress(BOOT_GDT_START))
-        .map_err(|_| RegsError::Memory("GDT"))?;
-    mem.write_obj(0u64, GuestAddress(BOOT_IDT_START))
-        .map_err(|_| RegsError::Memory("IDT"))
+    mem.write_slice(&bytes, GuestAddress(BOOT_GDT_START)).map_err(|_| RegsError::Memory("GDT"))?;
+    mem.write_obj(0u64, GuestAddress(BOOT_IDT_START)).map_err(|_| RegsError::Memory("IDT"))
 }
 
 /// Real-mode code at the reset vector F000:FFF0, where firmware would be:
@@ -125,8 +119,7 @@ pub const RESET_STUB: [u8; 11] = [
 /// Writes [`RESET_STUB`] at the real-mode reset vector (in the e820
 /// reserved legacy area, which the guest does not allocate).
 pub fn write_reset_stub(mem: &GuestMem) -> Result<(), RegsError> {
-    mem.write_slice(&RESET_STUB, GuestAddress(REAL_MODE_RESET_VECTOR))
-        .map_err(|_| RegsError::Memory("reset stub"))
+    mem.write_slice(&RESET_STUB, GuestAddress(REAL_MODE_RESET_VECTOR)).map_err(|_| RegsError::Memory("reset stub"))
 }
 
 /// Special registers for 64-bit entry: long mode, paging, flat segments.

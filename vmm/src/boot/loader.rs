@@ -93,14 +93,14 @@ pub fn load_initramfs(
 ) -> Result<(GuestAddress, u64), BootError> {
     let p = path.display().to_string();
     let mut f = File::open(path).map_err(|source| BootError::Open { path: p.clone(), source })?;
-    let size = f
-        .metadata()
-        .map_err(|source| BootError::Open { path: p.clone(), source })?
-        .len();
+    let size = f.metadata().map_err(|source| BootError::Open { path: p.clone(), source })?.len();
     let max = kernel.header.map(|h| h.initrd_addr_max);
-    let addr = initramfs_address(size, low_ram_end, max, kernel.kernel_end).ok_or(
-        BootError::InitramfsTooLarge { path: p.clone(), size, kernel_end: kernel.kernel_end, limit: low_ram_end },
-    )?;
+    let addr = initramfs_address(size, low_ram_end, max, kernel.kernel_end).ok_or(BootError::InitramfsTooLarge {
+        path: p.clone(),
+        size,
+        kernel_end: kernel.kernel_end,
+        limit: low_ram_end,
+    })?;
     mem.read_exact_volatile_from(addr, &mut f, size as usize)
         .map_err(|e| BootError::Initramfs { path: p, reason: e.to_string() })?;
     Ok((addr, size))

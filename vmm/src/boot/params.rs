@@ -81,8 +81,7 @@ pub fn configure_boot_params(
     }
     params.e820_entries = map.len() as u8;
 
-    mem.write_obj(params, GuestAddress(ZERO_PAGE_START))
-        .map_err(|_| BootError::ZeroPage)
+    mem.write_obj(params, GuestAddress(ZERO_PAGE_START)).map_err(|_| BootError::ZeroPage)
 }
 
 #[cfg(test)]
@@ -123,7 +122,15 @@ mod tests {
     #[test]
     fn zero_page_is_written() {
         let ram = crate::memory::GuestRam::new(64 << 20).unwrap();
-        configure_boot_params(&ram.memory, 64 << 20, None, 10, Some((GuestAddress(0x300_0000), 4096)), GuestAddress(ACPI_START)).unwrap();
+        configure_boot_params(
+            &ram.memory,
+            64 << 20,
+            None,
+            10,
+            Some((GuestAddress(0x300_0000), 4096)),
+            GuestAddress(ACPI_START),
+        )
+        .unwrap();
         let p: boot_params = ram.memory.read_obj(GuestAddress(ZERO_PAGE_START)).unwrap();
         assert_eq!({ p.hdr.boot_flag }, 0xaa55);
         assert_eq!({ p.hdr.cmd_line_ptr }, CMDLINE_START as u32);

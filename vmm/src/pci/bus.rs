@@ -175,7 +175,9 @@ impl PciRoot {
                 tracing::debug!("PCI 00:{dev:02x}.0 BAR{} moved {:#x} -> {:#x}", mv.index, mv.old, mv.new);
                 d.bar_moved(mv);
             }
-            Err(e) => tracing::warn!("PCI 00:{dev:02x}.0: guest moved BAR{} to {:#x}: {e}; BAR unmapped", mv.index, mv.new),
+            Err(e) => {
+                tracing::warn!("PCI 00:{dev:02x}.0: guest moved BAR{} to {:#x}: {e}; BAR unmapped", mv.index, mv.new)
+            }
         }
     }
 }
@@ -295,7 +297,14 @@ mod tests {
         let mmio = Arc::new(Bus::new());
         let mut root = PciRoot::new(mmio.clone());
         let mut config = PciConfig::new(PciIds {
-            vendor: 0x1af4, device: 0x1041, class: 2, subclass: 0, prog_if: 0, revision: 1, subsystem_vendor: 0x1af4, subsystem: 1,
+            vendor: 0x1af4,
+            device: 0x1041,
+            class: 2,
+            subclass: 0,
+            prog_if: 0,
+            revision: 1,
+            subsystem_vendor: 0x1af4,
+            subsystem: 1,
         });
         config.add_bar(0, 0xc000_0000, 0x1000, false).unwrap();
         let dev = Arc::new(Mutex::new(TestDev { config, bar_writes: vec![], moves: vec![] }));

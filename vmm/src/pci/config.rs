@@ -92,10 +92,8 @@ impl PciConfig {
             last_cap: None,
         };
         c.regs[0] = ids.vendor as u32 | (ids.device as u32) << 16;
-        c.regs[2] = ids.revision as u32
-            | (ids.prog_if as u32) << 8
-            | (ids.subclass as u32) << 16
-            | (ids.class as u32) << 24;
+        c.regs[2] =
+            ids.revision as u32 | (ids.prog_if as u32) << 8 | (ids.subclass as u32) << 16 | (ids.class as u32) << 24;
         c.regs[SUBSYSTEM_VENDOR_ID / 4] = ids.subsystem_vendor as u32 | (ids.subsystem as u32) << 16;
         // Command: memory, bus master and INTx disable are the guest's to set.
         c.wmask[COMMAND / 4] = (COMMAND_MEMORY | COMMAND_BUS_MASTER | COMMAND_INTX_DISABLE) as u32;
@@ -235,7 +233,13 @@ impl PciConfig {
         }
         let reg = off / 4;
         let bar_index = (BAR0 / 4..BAR0 / 4 + 6).contains(&reg).then(|| reg - BAR0 / 4);
-        let owner = bar_index.map(|i| if i > 0 && self.bars[i].is_none() && self.bars[i - 1].is_some_and(|b| b.is_64bit) { i - 1 } else { i });
+        let owner = bar_index.map(|i| {
+            if i > 0 && self.bars[i].is_none() && self.bars[i - 1].is_some_and(|b| b.is_64bit) {
+                i - 1
+            } else {
+                i
+            }
+        });
         let shift = (off % 4) * 8;
         let mut val = 0u32;
         let mut bytes_mask = 0u32;
@@ -269,7 +273,16 @@ mod tests {
     use super::*;
 
     fn ids() -> PciIds {
-        PciIds { vendor: 0x1af4, device: 0x105a, class: 0x01, subclass: 0x80, prog_if: 0, revision: 1, subsystem_vendor: 0x1af4, subsystem: 0x40 }
+        PciIds {
+            vendor: 0x1af4,
+            device: 0x105a,
+            class: 0x01,
+            subclass: 0x80,
+            prog_if: 0,
+            revision: 1,
+            subsystem_vendor: 0x1af4,
+            subsystem: 0x40,
+        }
     }
 
     fn r32(c: &PciConfig, off: usize) -> u32 {

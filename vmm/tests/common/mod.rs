@@ -47,7 +47,13 @@ impl VhostUserBackendMut for Upper {
         self.mem = Some(mem);
         Ok(())
     }
-    fn handle_event(&mut self, device_event: u16, _evset: EventSet, vrings: &[VringRwLock], _thread: usize) -> std::io::Result<()> {
+    fn handle_event(
+        &mut self,
+        device_event: u16,
+        _evset: EventSet,
+        vrings: &[VringRwLock],
+        _thread: usize,
+    ) -> std::io::Result<()> {
         let vring = &vrings[device_event as usize];
         let mem = self.mem.as_ref().expect("memory table before kicks").memory();
         let chains: Vec<_> = vring.get_mut().get_queue_mut().iter(mem.clone()).expect("queue iterator").collect();
@@ -80,7 +86,8 @@ pub fn start_backend(dir: &Path) -> PathBuf {
     let p = path.clone();
     std::thread::spawn(move || {
         let backend = Arc::new(RwLock::new(Upper::default()));
-        let mut daemon = VhostUserDaemon::new("upper".into(), backend, GuestMemoryAtomic::new(GuestMemoryMmap::new())).unwrap();
+        let mut daemon =
+            VhostUserDaemon::new("upper".into(), backend, GuestMemoryAtomic::new(GuestMemoryMmap::new())).unwrap();
         let _ = daemon.serve(&p);
     });
     wait_for(&path);

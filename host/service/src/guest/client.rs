@@ -139,7 +139,9 @@ impl GuestClient {
         match self.frames.read_frame() {
             Ok(Some(frame)) => decode_reply(&frame).map_err(ClientError::BadReply),
             Ok(None) => Err(ClientError::Closed),
-            Err(FrameError::Io(e)) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+            Err(FrameError::Io(e))
+                if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) =>
+            {
                 Err(ClientError::Timeout(self.timeout))
             }
             Err(e) => Err(e.into()),
@@ -229,7 +231,8 @@ impl GuestClient {
 
 /// Open guest `port` through the hybrid vsock socket at `path`.
 pub fn hybrid_connect(path: &Path, port: u32, timeout: Duration) -> Result<UnixStream, ClientError> {
-    let mut s = UnixStream::connect(path).map_err(|source| ClientError::Connect { path: path.to_path_buf(), source })?;
+    let mut s =
+        UnixStream::connect(path).map_err(|source| ClientError::Connect { path: path.to_path_buf(), source })?;
     s.set_read_timeout(Some(timeout))?;
     s.write_all(rayos_contract::hybrid::connect_line(port).as_bytes())?;
     let mut line = Vec::new();
@@ -300,7 +303,9 @@ mod tests {
         assert!(matches!(hybrid_connect(&path, 1, Duration::from_secs(5)), Err(ClientError::Refused { port: 1, .. })));
         t.join().unwrap();
         let (_d, path, t) = backend("NOPE\n");
-        assert!(matches!(hybrid_connect(&path, 1, Duration::from_secs(5)), Err(ClientError::Handshake(s)) if s == "NOPE"));
+        assert!(
+            matches!(hybrid_connect(&path, 1, Duration::from_secs(5)), Err(ClientError::Handshake(s)) if s == "NOPE")
+        );
         t.join().unwrap();
         let missing = Path::new("/nonexistent/vsock");
         assert!(matches!(hybrid_connect(missing, 1, Duration::from_secs(1)), Err(ClientError::Connect { .. })));

@@ -12,7 +12,8 @@ pub use client::{ClientError, GuestClient};
 pub fn printable(s: &str) -> String {
     s.chars()
         .map(|c| {
-            let bidi = matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}' | '\u{061c}');
+            let bidi =
+                matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}' | '\u{061c}');
             if (c.is_control() && c != '\t') || bidi {
                 '\u{fffd}'
             } else {

@@ -66,8 +66,8 @@ use super::compositor::{check_window_shot, Image, VM_RGB};
 use super::guest_qemu;
 use super::nested;
 use super::vmm_native::{
-    boot_options, build_host_image, chain, image_disk_step, model_for_host, run_once, HostTools,
-    Observation, RunResult, OUT_TAG, TERMINALS, TERMINAL_APP_IDS, VM, VM_COLOUR, WORDS_REQUEST,
+    boot_options, build_host_image, chain, image_disk_step, model_for_host, run_once, HostTools, Observation,
+    RunResult, OUT_TAG, TERMINALS, TERMINAL_APP_IDS, VM, VM_COLOUR, WORDS_REQUEST,
 };
 use crate::cli::VmmNativeArgs;
 use crate::serial;
@@ -122,18 +122,9 @@ impl Plan {
 
 /// The test host's `/init` for `plan`.
 pub fn host_init(plan: &Plan) -> String {
-    let env = plan
-        .vmm_log
-        .as_ref()
-        .map(|f| format!("RUST_LOG={} ", testhost::sh_quote(f)))
-        .unwrap_or_default();
+    let env = plan.vmm_log.as_ref().map(|f| format!("RUST_LOG={} ", testhost::sh_quote(f))).unwrap_or_default();
     let secs = |d: Duration| d.as_secs().max(1).to_string();
-    let allowed = plan
-        .allowed_apps
-        .iter()
-        .map(|a| format!("\"{a}\""))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let allowed = plan.allowed_apps.iter().map(|a| format!("\"{a}\"")).collect::<Vec<_>>().join(", ");
     [
         ("@HOST_INIT@", serial::HOST_INIT.to_string()),
         ("@HOST_FAIL@", serial::HOST_FAIL.to_string()),
@@ -191,18 +182,12 @@ pub struct Figures {
 }
 
 fn detail<'a>(obs: &'a Observation, step: &str) -> &'a str {
-    obs.passed
-        .iter()
-        .find(|(n, _, _)| n == step)
-        .map(|(_, _, d)| d.as_str())
-        .unwrap_or("")
+    obs.passed.iter().find(|(n, _, _)| n == step).map(|(_, _, d)| d.as_str()).unwrap_or("")
 }
 
 /// `key=<number>` in `text`.
 fn field(text: &str, key: &str) -> Option<f64> {
-    text.split_whitespace()
-        .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
-        .and_then(|v| v.parse().ok())
+    text.split_whitespace().find_map(|w| w.strip_prefix(key)?.strip_prefix('=')).and_then(|v| v.parse().ok())
 }
 
 /// Checks that every step of `plan` passed, and reads the figures.
@@ -216,14 +201,9 @@ pub fn evaluate(obs: &Observation, plan: &Plan) -> Result<Figures, String> {
     }
     let mut step_s = Vec::new();
     for step in plan.steps() {
-        let start = if step == "agent" {
-            obs.vmm_start
-        } else {
-            obs.started_at(step)
-        };
-        let end = obs
-            .passed_at(step)
-            .ok_or_else(|| format!("step {step} did not pass (no RAYOS-VN-OK {step} marker)"))?;
+        let start = if step == "agent" { obs.vmm_start } else { obs.started_at(step) };
+        let end =
+            obs.passed_at(step).ok_or_else(|| format!("step {step} did not pass (no RAYOS-VN-OK {step} marker)"))?;
         let start = start.ok_or_else(|| format!("step {step} passed without its start marker"))?;
         step_s.push((step.to_string(), end.saturating_sub(start).as_secs_f64()));
     }
@@ -234,10 +214,7 @@ pub fn evaluate(obs: &Observation, plan: &Plan) -> Result<Figures, String> {
     if vm["state"] != "running" || vm["agent"].is_null() {
         return Err(format!("step agent: the VM is not running with an agent: {vm}"));
     }
-    let launch_rtt_ms: Vec<f64> = detail(obs, "rtt")
-        .split_whitespace()
-        .filter_map(|w| w.parse().ok())
-        .collect();
+    let launch_rtt_ms: Vec<f64> = detail(obs, "rtt").split_whitespace().filter_map(|w| w.parse().ok()).collect();
     if launch_rtt_ms.len() < 5 {
         return Err(format!("step rtt: too few timed launches: {:?}", detail(obs, "rtt")));
     }
@@ -289,14 +266,8 @@ pub fn evaluate(obs: &Observation, plan: &Plan) -> Result<Figures, String> {
 
 pub fn run(args: &VmmNativeArgs) -> Outcome {
     match run_inner(args) {
-        Ok(figures) => Outcome::Pass {
-            scenario: SCENARIO,
-            figures,
-        },
-        Err(reason) => Outcome::Fail {
-            scenario: SCENARIO,
-            reason,
-        },
+        Ok(figures) => Outcome::Pass { scenario: SCENARIO, figures },
+        Err(reason) => Outcome::Fail { scenario: SCENARIO, reason },
     }
 }
 
@@ -318,10 +289,8 @@ fn image_apps(rootfs: &Path) -> Result<Vec<String>, String> {
 fn events_after_kill(out: &Path) -> Vec<String> {
     let text = std::fs::read_to_string(out.join("events.jsonl")).unwrap_or_default();
     let events: Vec<Value> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
-    let from = events
-        .iter()
-        .position(|e| e["type"] == "child_exited" && e["child"] == "rayos-vsock")
-        .unwrap_or(events.len());
+    let from =
+        events.iter().position(|e| e["type"] == "child_exited" && e["child"] == "rayos-vsock").unwrap_or(events.len());
     events[from..]
         .iter()
         .map(|e| {
@@ -342,12 +311,8 @@ fn run_inner(args: &VmmNativeArgs) -> Result<String, String> {
 
     // 1. Guest image, test host kernel, busybox and QEMU.
     let t = Instant::now();
-    let (run_dir, image, manifest) = guest_qemu::prepare_image(
-        args.image.as_deref(),
-        args.agent.as_deref(),
-        args.run_dir.as_deref(),
-        SCENARIO,
-    )?;
+    let (run_dir, image, manifest) =
+        guest_qemu::prepare_image(args.image.as_deref(), args.agent.as_deref(), args.run_dir.as_deref(), SCENARIO)?;
     let opts = boot_options(args, &run_dir);
     let inputs = nested::gather(SCENARIO, &[Vmm::Rayos], &opts).map_err(|e| chain(&e))?;
     let apps = image_apps(&image.join(&manifest.rootfs))?;
@@ -357,10 +322,7 @@ fn run_inner(args: &VmmNativeArgs) -> Result<String, String> {
             apps.join(" ")
         ));
     }
-    println!(
-        "{SCENARIO} step prepare (guest image, test host packages): {:.1} s",
-        t.elapsed().as_secs_f64()
-    );
+    println!("{SCENARIO} step prepare (guest image, test host packages): {:.1} s", t.elapsed().as_secs_f64());
 
     // 2. The test host image (with QEMU, and the intent model when this
     //    machine has it).
@@ -434,28 +396,19 @@ fn run_inner(args: &VmmNativeArgs) -> Result<String, String> {
     println!("{SCENARIO} rayos vm stop: {}", figures.stop);
     println!(
         "{SCENARIO} launch round trips (ms): {}",
-        figures
-            .launch_rtt_ms
-            .iter()
-            .map(|m| format!("{m:.1}"))
-            .collect::<Vec<_>>()
-            .join(" ")
+        figures.launch_rtt_ms.iter().map(|m| format!("{m:.1}")).collect::<Vec<_>>().join(" ")
     );
     let terminal_check = match &figures.terminal {
         Some(t) => {
             println!("{SCENARIO} terminal window: {t}");
-            let img = Image::load(&out.join("terminal-window.png"))
-                .map_err(|e| format!("terminal screenshot: {e}"))?;
+            let img = Image::load(&out.join("terminal-window.png")).map_err(|e| format!("terminal screenshot: {e}"))?;
             check_window_shot(&img, t, VM_RGB, "the guest terminal launched through rayos host")
                 .map_err(|e| e.to_string())?;
             println!("{SCENARIO} screenshot: {}", out.join("terminal-window.png").display());
             let words = match &figures.words_launch {
                 Some(l) => {
                     println!("{SCENARIO} \"{WORDS_REQUEST}\": {l}");
-                    format!(
-                        " words_launched={}",
-                        l["app"].as_str().or(l["launched"].as_str()).unwrap_or("?")
-                    )
+                    format!(" words_launched={}", l["app"].as_str().or(l["launched"].as_str()).unwrap_or("?"))
                 }
                 None => {
                     println!(
@@ -465,10 +418,7 @@ fn run_inner(args: &VmmNativeArgs) -> Result<String, String> {
                     " words=not-checked".to_string()
                 }
             };
-            format!(
-                "{words} terminal_window=1 window_app_id={}",
-                t["app_id"].as_str().unwrap_or("?")
-            )
+            format!("{words} terminal_window=1 window_app_id={}", t["app_id"].as_str().unwrap_or("?"))
         }
         None => {
             println!("{SCENARIO} not checked (--no-native): compositor, bridge, words, window");
@@ -521,14 +471,8 @@ mod tests {
         let s = host_init(&plan(true, true));
         let b = s.as_bytes();
         for (i, _) in s.match_indices('@') {
-            let word: String = s[i + 1..]
-                .chars()
-                .take_while(|c| c.is_ascii_uppercase() || *c == '_')
-                .collect();
-            assert!(
-                word.is_empty() || b.get(i + 1 + word.len()) != Some(&b'@'),
-                "placeholder @{word}@ left"
-            );
+            let word: String = s[i + 1..].chars().take_while(|c| c.is_ascii_uppercase() || *c == '_').collect();
+            assert!(word.is_empty() || b.get(i + 1 + word.len()) != Some(&b'@'), "placeholder @{word}@ left");
         }
         assert!(s.contains("apps = [\"foot.desktop\", \"weston-terminal.desktop\"]"));
         assert!(s.contains("memory = \"1024M\"\ncpus = 2\n"));
@@ -625,10 +569,8 @@ mod tests {
         l.retain(|x| !x.contains("OK qemu-poweroff"));
         let e = evaluate(&obs(&l), &plan(false, false)).unwrap_err();
         assert!(e.contains("step qemu-poweroff did not pass"), "{e}");
-        let l: Vec<String> = passing(false, "")
-            .into_iter()
-            .map(|x| x.replace(r#""restarts":1"#, r#""restarts":0"#))
-            .collect();
+        let l: Vec<String> =
+            passing(false, "").into_iter().map(|x| x.replace(r#""restarts":1"#, r#""restarts":0"#)).collect();
         assert!(evaluate(&obs(&l), &plan(false, false)).unwrap_err().contains("no restart"));
         let l = [
             "RAYOS-VN-STEP service".to_string(),

@@ -82,11 +82,7 @@ const APP_ID_PART: &str = "simple-shm";
 pub(crate) const CONTROL_CLIENT: &str = "rayos-smoke-control";
 /// The request in words, and the terminals that answer it.
 pub(crate) const WORDS_REQUEST: &str = "open a terminal";
-pub(crate) const TERMINALS: &[&str] = &[
-    "foot.desktop",
-    "footclient.desktop",
-    "weston-terminal.desktop",
-];
+pub(crate) const TERMINALS: &[&str] = &["foot.desktop", "footclient.desktop", "weston-terminal.desktop"];
 pub(crate) const TERMINAL_APP_IDS: &str = "foot|terminal";
 /// Where the test host keeps the intent model (`rayos launch --system`).
 pub(crate) const SYSTEM_MODELS: &str = "/var/lib/rayos/models";
@@ -146,17 +142,10 @@ impl Plan {
 
 /// The test host's `/init` for `plan`.
 pub fn host_init(plan: &Plan) -> String {
-    let env = plan
-        .vmm_log
-        .as_ref()
-        .map(|f| format!("RUST_LOG={} ", testhost::sh_quote(f)))
-        .unwrap_or_default();
+    let env = plan.vmm_log.as_ref().map(|f| format!("RUST_LOG={} ", testhost::sh_quote(f))).unwrap_or_default();
     let secs = |d: Duration| d.as_secs().max(1).to_string();
-    let trace = if plan.kvm_trace {
-        testhost::HostHooks::default().with_kvm_trace()
-    } else {
-        testhost::HostHooks::default()
-    };
+    let trace =
+        if plan.kvm_trace { testhost::HostHooks::default().with_kvm_trace() } else { testhost::HostHooks::default() };
     [
         ("@HOST_INIT@", serial::HOST_INIT.to_string()),
         ("@HOST_FAIL@", serial::HOST_FAIL.to_string()),
@@ -257,19 +246,12 @@ impl Observation {
     }
 
     pub(crate) fn passed_at(&self, step: &str) -> Option<Duration> {
-        self.passed
-            .iter()
-            .find(|(n, _, _)| n == step)
-            .map(|(_, t, _)| *t)
+        self.passed.iter().find(|(n, _, _)| n == step).map(|(_, t, _)| *t)
     }
 
     /// When `step` last started (a retried step starts again).
     pub(crate) fn started_at(&self, step: &str) -> Option<Duration> {
-        self.started
-            .iter()
-            .rev()
-            .find(|(n, _)| n == step)
-            .map(|(_, t)| *t)
+        self.started.iter().rev().find(|(n, _)| n == step).map(|(_, t)| *t)
     }
 }
 
@@ -297,11 +279,7 @@ pub fn evaluate(obs: &Observation, plan: &Plan) -> Result<Figures, String> {
     }
     let mut step_s = Vec::new();
     for step in plan.steps() {
-        let start = if step == "agent" {
-            obs.vmm_start
-        } else {
-            obs.started_at(step)
-        };
+        let start = if step == "agent" { obs.vmm_start } else { obs.started_at(step) };
         let Some(end) = obs.passed_at(step) else {
             return Err(format!("step {step} did not pass (no {OK}{step} marker)"));
         };
@@ -314,63 +292,34 @@ pub fn evaluate(obs: &Observation, plan: &Plan) -> Result<Figures, String> {
         None => return Err("no rayos-vmm exit status".into()),
     }
     if plan.native {
-        let w = obs
-            .window
-            .as_ref()
-            .ok_or("no window JSON from the test host")?;
+        let w = obs.window.as_ref().ok_or("no window JSON from the test host")?;
         if w["origin"]["name"] != VM || w["origin"]["kind"] == "host" {
             return Err(format!("the window's origin is not VM {VM}: {w}"));
         }
     }
     let mut words_launch = None;
     if plan.native && plan.words {
-        let detail = obs
-            .passed
-            .iter()
-            .find(|(n, _, _)| n == "words")
-            .map(|(_, _, d)| d.as_str())
-            .unwrap_or("");
-        let v: Value = serde_json::from_str(detail)
-            .map_err(|e| format!("rayos launch printed no JSON ({e}): {detail}"))?;
+        let detail = obs.passed.iter().find(|(n, _, _)| n == "words").map(|(_, _, d)| d.as_str()).unwrap_or("");
+        let v: Value =
+            serde_json::from_str(detail).map_err(|e| format!("rayos launch printed no JSON ({e}): {detail}"))?;
         let app = v["launched"].as_str().unwrap_or_default();
         if !TERMINALS.contains(&app) {
-            return Err(format!(
-                "\"{WORDS_REQUEST}\" launched {app:?}, not a terminal: {v}"
-            ));
+            return Err(format!("\"{WORDS_REQUEST}\" launched {app:?}, not a terminal: {v}"));
         }
-        let t = obs
-            .terminal
-            .as_ref()
-            .ok_or("no terminal window JSON from the test host")?;
+        let t = obs.terminal.as_ref().ok_or("no terminal window JSON from the test host")?;
         if t["origin"]["name"] != VM || t["origin"]["kind"] == "host" {
             return Err(format!("the terminal window's origin is not VM {VM}: {t}"));
         }
         words_launch = Some(v);
     }
-    let boot_to_agent_s = step_s
-        .iter()
-        .find(|(s, _)| s == "agent")
-        .map(|(_, s)| *s)
-        .unwrap_or(f64::NAN);
-    Ok(Figures {
-        boot_to_agent_s,
-        step_s,
-        window: obs.window.clone(),
-        words_launch,
-        terminal: obs.terminal.clone(),
-    })
+    let boot_to_agent_s = step_s.iter().find(|(s, _)| s == "agent").map(|(_, s)| *s).unwrap_or(f64::NAN);
+    Ok(Figures { boot_to_agent_s, step_s, window: obs.window.clone(), words_launch, terminal: obs.terminal.clone() })
 }
 
 pub fn run(args: &VmmNativeArgs) -> Outcome {
     match run_inner(args) {
-        Ok(figures) => Outcome::Pass {
-            scenario: SCENARIO,
-            figures,
-        },
-        Err(reason) => Outcome::Fail {
-            scenario: SCENARIO,
-            reason,
-        },
+        Ok(figures) => Outcome::Pass { scenario: SCENARIO, figures },
+        Err(reason) => Outcome::Fail { scenario: SCENARIO, reason },
     }
 }
 
@@ -395,16 +344,11 @@ pub(crate) fn boot_options(args: &VmmNativeArgs, run_dir: &Path) -> BootOptions 
 }
 
 pub(crate) fn binary(arg: &Option<PathBuf>, name: &str) -> Result<PathBuf, String> {
-    let p = arg
-        .clone()
-        .unwrap_or_else(|| crate::rundir::release_binary(name));
+    let p = arg.clone().unwrap_or_else(|| crate::rundir::release_binary(name));
     if p.is_file() {
         Ok(p)
     } else {
-        Err(format!(
-            "{name} not found at {} (cargo build --release --workspace)",
-            p.display()
-        ))
+        Err(format!("{name} not found at {} (cargo build --release --workspace)", p.display()))
     }
 }
 
@@ -419,9 +363,10 @@ pub(crate) struct HostTools {
 
 impl HostTools {
     pub fn resolve(args: &VmmNativeArgs) -> Result<HostTools, String> {
-        let virtiofsd = args.virtiofsd.clone().unwrap_or_else(|| {
-            nested::cache_root(&boot_options(args, Path::new("."))).join("tools/bin/virtiofsd")
-        });
+        let virtiofsd = args
+            .virtiofsd
+            .clone()
+            .unwrap_or_else(|| nested::cache_root(&boot_options(args, Path::new("."))).join("tools/bin/virtiofsd"));
         if !virtiofsd.is_file() {
             return Err(format!(
                 "virtiofsd {}: not found (scripts/setup.sh builds it there; or pass --virtiofsd)",
@@ -480,10 +425,7 @@ fn run_inner(args: &VmmNativeArgs) -> Result<String, String> {
         guest_qemu::prepare_image(args.image.as_deref(), args.agent.as_deref(), args.run_dir.as_deref(), SCENARIO)?;
     let opts = boot_options(args, &run_dir);
     let inputs = nested::gather(SCENARIO, &[Vmm::Rayos], &opts).map_err(|e| chain(&e))?;
-    println!(
-        "{SCENARIO} step prepare (guest image, test host packages): {:.1} s",
-        t.elapsed().as_secs_f64()
-    );
+    println!("{SCENARIO} step prepare (guest image, test host packages): {:.1} s", t.elapsed().as_secs_f64());
 
     // 2. The test host image (with the intent model when this machine has it).
     let t = Instant::now();
@@ -547,24 +489,15 @@ fn run_inner(args: &VmmNativeArgs) -> Result<String, String> {
     let window_check = match &figures.window {
         Some(w) => {
             println!("{SCENARIO} guest window: {w}");
-            let img = Image::load(&out.join("guest-window.png"))
-                .map_err(|e| format!("window screenshot: {e}"))?;
-            check_window_shot(
-                &img,
-                w,
-                VM_RGB,
-                "weston-simple-shm from the guest under rayos-vmm",
-            )
-            .map_err(|e| e.to_string())?;
+            let img = Image::load(&out.join("guest-window.png")).map_err(|e| format!("window screenshot: {e}"))?;
+            check_window_shot(&img, w, VM_RGB, "weston-simple-shm from the guest under rayos-vmm")
+                .map_err(|e| e.to_string())?;
             println!(
                 "{SCENARIO} screenshots: {} and {}",
                 out.join("guest-window.png").display(),
                 out.join("output.png").display()
             );
-            format!(
-                " native_window=1 window_app_id={} close_ok=1",
-                w["app_id"].as_str().unwrap_or("?")
-            )
+            format!(" native_window=1 window_app_id={} close_ok=1", w["app_id"].as_str().unwrap_or("?"))
         }
         None => {
             println!("{SCENARIO} not checked (--no-native): compositor, bridge, native window");
@@ -575,18 +508,9 @@ fn run_inner(args: &VmmNativeArgs) -> Result<String, String> {
         (Some(l), Some(t)) => {
             println!("{SCENARIO} \"{WORDS_REQUEST}\": {l}");
             println!("{SCENARIO} terminal window: {t}");
-            let img = Image::load(&out.join("terminal-window.png"))
-                .map_err(|e| format!("terminal screenshot: {e}"))?;
-            check_window_shot(&img, t, VM_RGB, "the guest terminal under rayos-vmm")
-                .map_err(|e| e.to_string())?;
-            let s = |n: &str| {
-                figures
-                    .step_s
-                    .iter()
-                    .find(|(s, _)| s == n)
-                    .map(|(_, s)| *s)
-                    .unwrap_or(f64::NAN)
-            };
+            let img = Image::load(&out.join("terminal-window.png")).map_err(|e| format!("terminal screenshot: {e}"))?;
+            check_window_shot(&img, t, VM_RGB, "the guest terminal under rayos-vmm").map_err(|e| e.to_string())?;
+            let s = |n: &str| figures.step_s.iter().find(|(s, _)| s == n).map(|(_, s)| *s).unwrap_or(f64::NAN);
             format!(
                 " words_launched={} words_to_window_s={:.1} intent_ms={:.0}",
                 l["launched"].as_str().unwrap_or("?"),
@@ -609,14 +533,7 @@ fn run_inner(args: &VmmNativeArgs) -> Result<String, String> {
     nested::remove_images(&prep, args.keep_images);
     let wall = t_all.elapsed().as_secs_f64();
     println!("{SCENARIO} wall_s={wall:.1} run_dir={}", run_dir.display());
-    let step = |n: &str| {
-        figures
-            .step_s
-            .iter()
-            .find(|(s, _)| s == n)
-            .map(|(_, s)| *s)
-            .unwrap_or(f64::NAN)
-    };
+    let step = |n: &str| figures.step_s.iter().find(|(s, _)| s == n).map(|(_, s)| *s).unwrap_or(f64::NAN);
     Ok(format!(
         "boot_to_agent_s={:.1} catalog_ok=1 exit3_ok=1{window_check}{words_check} poweroff_s={:.1} vmm_exit=0 test_host_wall_s={:.1} attempts={attempts}",
         figures.boot_to_agent_s,
@@ -635,47 +552,23 @@ fn run_inner(args: &VmmNativeArgs) -> Result<String, String> {
 /// /sbin/rayos-init (with the outer export's metadata cached for good, too).
 /// A disk is also what a RayOS host's guest storage will be.
 pub(crate) fn image_disk(image: &Path, disk: &Path) -> Result<u64, String> {
-    let du = Command::new("du")
-        .arg("-sm")
-        .arg(image)
-        .output()
-        .map_err(|e| format!("cannot run du: {e}"))?;
+    let du = Command::new("du").arg("-sm").arg(image).output().map_err(|e| format!("cannot run du: {e}"))?;
     let used: u64 = String::from_utf8_lossy(&du.stdout)
         .split_whitespace()
         .next()
         .and_then(|n| n.parse().ok())
-        .ok_or_else(|| {
-            format!(
-                "du -sm {}: {}",
-                image.display(),
-                String::from_utf8_lossy(&du.stderr).trim()
-            )
-        })?;
+        .ok_or_else(|| format!("du -sm {}: {}", image.display(), String::from_utf8_lossy(&du.stderr).trim()))?;
     let mib = used + used / 4 + 512;
     let _ = std::fs::remove_file(disk);
     let out = Command::new("mke2fs")
-        .args([
-            "-q",
-            "-t",
-            "ext4",
-            "-O",
-            "^has_journal",
-            "-L",
-            "rayos-image",
-            "-F",
-            "-d",
-        ])
+        .args(["-q", "-t", "ext4", "-O", "^has_journal", "-L", "rayos-image", "-F", "-d"])
         .arg(image)
         .arg(disk)
         .arg(format!("{mib}M"))
         .output()
         .map_err(|e| format!("cannot run mke2fs (e2fsprogs): {e}"))?;
     if !out.status.success() {
-        return Err(format!(
-            "mke2fs -d {} failed: {}",
-            image.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
+        return Err(format!("mke2fs -d {} failed: {}", image.display(), String::from_utf8_lossy(&out.stderr).trim()));
     }
     Ok(mib)
 }
@@ -697,8 +590,7 @@ pub(crate) fn installed_model() -> Option<(PathBuf, String)> {
     use rayos::models::{find, InstallState, ModelStore, DEFAULT_MODEL};
     let spec = find(DEFAULT_MODEL)?;
     let store = ModelStore::open_default();
-    matches!(store.state(&spec), InstallState::Installed)
-        .then(|| (store.model_dir(&spec), spec.name.clone()))
+    matches!(store.state(&spec), InstallState::Installed).then(|| (store.model_dir(&spec), spec.name.clone()))
 }
 
 /// Adds the files under `dir` (recursively) at `dest`.
@@ -711,8 +603,7 @@ fn add_tree(a: &mut crate::initramfs::Archive, dir: &Path, dest: &str) -> Result
         if path.is_dir() {
             add_tree(a, &path, &to)?;
         } else {
-            a.file_from_host(&to, &path, Some(0o644))
-                .map_err(|x| chain(&x))?;
+            a.file_from_host(&to, &path, Some(0o644)).map_err(|x| chain(&x))?;
         }
     }
     Ok(())
@@ -730,45 +621,23 @@ pub(crate) fn build_host_image(
     let tree = &inputs.kernel.modules;
     let applets = testhost::busybox_applets(&inputs.busybox).map_err(e)?;
     let mut a = testhost::base_archive(&inputs.busybox, &applets).map_err(e)?;
-    a.file_bytes("/init", init, 0o755)
-        .map_err(|x| chain(&x))?;
+    a.file_bytes("/init", init, 0o755).map_err(|x| chain(&x))?;
     let kmod = |x: crate::kmod::KmodError| chain(&x);
     for (list, roots) in [
         ("amd", &["kvm-amd"][..]),
         ("intel", &["kvm-intel"][..]),
-        (
-            "fs",
-            &[
-                "virtio_pci",
-                "virtiofs",
-                "virtio_blk",
-                "crc32c_generic",
-                "ext4",
-            ][..],
-        ),
+        ("fs", &["virtio_pci", "virtiofs", "virtio_blk", "crc32c_generic", "ext4"][..]),
     ] {
         let order = tree.load_order(roots).map_err(kmod)?;
-        testhost::add_modules(
-            &mut a,
-            tree,
-            &order,
-            &format!("{MODULE_LIST_DIR}/modules-{list}"),
-        )
-        .map_err(e)?;
+        testhost::add_modules(&mut a, tree, &order, &format!("{MODULE_LIST_DIR}/modules-{list}")).map_err(e)?;
     }
     for (bin, dest) in binaries {
         let n = testhost::add_binary_with_libs(&mut a, bin, dest).map_err(e)?;
-        tracing::info!(
-            "test host: {} as {dest} with {n} shared libraries",
-            bin.display()
-        );
+        tracing::info!("test host: {} as {dest} with {n} shared libraries", bin.display());
     }
     if let Some(qemu) = qemu {
         let n = testhost::add_qemu(&mut a, qemu).map_err(e)?;
-        tracing::info!(
-            "test host: {} with {n} shared libraries and its firmware",
-            qemu.display()
-        );
+        tracing::info!("test host: {} with {n} shared libraries and its firmware", qemu.display());
     }
     if let Some((dir, dest)) = model {
         add_tree(&mut a, dir, dest)?;
@@ -856,10 +725,7 @@ pub(crate) fn run_once<F>(
     let end = Instant::now() + Duration::from_secs(20);
     while !devices.iter().all(|(_, s)| s.exists()) {
         if let Some((n, st)) = procs.first_exited() {
-            return Err(format!(
-                "{n} (outer host) exited with {st}; see its log in {}",
-                run_dir.display()
-            ));
+            return Err(format!("{n} (outer host) exited with {st}; see its log in {}", run_dir.display()));
         }
         if Instant::now() > end {
             return Err("the outer virtiofsd sockets did not appear within 20 s".into());
@@ -869,34 +735,21 @@ pub(crate) fn run_once<F>(
 
     let mut cmd = nested::outer_command(prep, opts, Vmm::Rayos, false);
     cmd.arg("-drive")
-        .arg(format!(
-            "file={},if=none,id=image,format=raw,cache=unsafe",
-            disk.display()
-        ))
+        .arg(format!("file={},if=none,id=image,format=raw,cache=unsafe", disk.display()))
         .args(["-device", "virtio-blk-pci,drive=image"]);
     cmd.args([
         "-object",
-        &format!(
-            "memory-backend-memfd,id=mem,size={}M,share=on",
-            opts.host_memory_mib
-        ),
+        &format!("memory-backend-memfd,id=mem,size={}M,share=on", opts.host_memory_mib),
         "-numa",
         "node,memdev=mem",
     ]);
     for (i, (tag, sock)) in devices.iter().enumerate() {
         cmd.arg("-chardev")
             .arg(format!("socket,id=vfs{i},path={}", sock.display()))
-            .args([
-                "-device",
-                &format!("vhost-user-fs-pci,queue-size=1024,chardev=vfs{i},tag={tag}"),
-            ]);
+            .args(["-device", &format!("vhost-user-fs-pci,queue-size=1024,chardev=vfs{i},tag={tag}")]);
     }
     let log = run_dir.join("serial-rayos.log");
-    println!(
-        "{scenario}: booting the test host (timeout {:?}); serial log {}",
-        opts.timeout,
-        log.display()
-    );
+    println!("{scenario}: booting the test host (timeout {:?}); serial log {}", opts.timeout, log.display());
     let mut obs = Observation::default();
     let mut last_step = String::new();
     let outcome = qemu::run_captured(cmd, &log, opts.timeout, |t, line| {
@@ -929,10 +782,7 @@ pub(crate) fn run_once<F>(
         println!("{scenario}: {why}");
         obs.host_panic = Some(why);
     }
-    let run = nested::HostRun {
-        outcome,
-        log: log.clone(),
-    };
+    let run = nested::HostRun { outcome, log: log.clone() };
     let figures = evaluate(&obs).map_err(|r| {
         let mut r = run.annotate(r, opts.timeout);
         if !obs.diag.is_empty() {
@@ -979,28 +829,17 @@ mod tests {
         // No `@NAME@` placeholder is left.
         let b = s.as_bytes();
         for (i, _) in s.match_indices('@') {
-            let word: String = s[i + 1..]
-                .chars()
-                .take_while(|c| c.is_ascii_uppercase() || *c == '_')
-                .collect();
-            assert!(
-                word.is_empty() || b.get(i + 1 + word.len()) != Some(&b'@'),
-                "placeholder @{word}@ left"
-            );
+            let word: String = s[i + 1..].chars().take_while(|c| c.is_ascii_uppercase() || *c == '_').collect();
+            assert!(word.is_empty() || b.get(i + 1 + word.len()) != Some(&b'@'), "placeholder @{word}@ left");
         }
-        assert!(s.contains(
-            "--cmdline 'console=ttyS0 rayos.root=rootfs panic=-1' --memory 1024M --cpus 2"
-        ));
+        assert!(s.contains("--cmdline 'console=ttyS0 rayos.root=rootfs panic=-1' --memory 1024M --cpus 2"));
         assert!(s.contains("--vhost-user virtio-id=19,socket=/run/vhost-vsock.sock \\\n"));
         assert!(s.contains("--fs tag=rootfs,socket=/run/fs.sock"));
         assert!(s.contains("if [ \"1\" = 1 ]; then"));
         assert!(host_init(&plan(false)).contains("if [ \"0\" = 1 ]; then"));
         assert!(s.contains("echo RAYOS-VMM-START\n"));
         assert!(!s.contains("tracefs"));
-        let traced = host_init(&Plan {
-            kvm_trace: true,
-            ..plan(true)
-        });
+        let traced = host_init(&Plan { kvm_trace: true, ..plan(true) });
         assert!(traced.contains("mount -t tracefs nodev $T"));
         assert!(traced.contains("echo RAYOS-KVM-TRACE-BEGIN"));
     }
@@ -1036,9 +875,7 @@ mod tests {
         assert_eq!(f.boot_to_agent_s, 2.0);
         assert_eq!(f.step_s.len(), 5);
         // Native steps missing.
-        assert!(evaluate(&o, &plan(true))
-            .unwrap_err()
-            .contains("step compositor"));
+        assert!(evaluate(&o, &plan(true)).unwrap_err().contains("step compositor"));
         // A failure names the step it happened in.
         let o = obs(&[
             "RAYOS-VN-STEP backends",
@@ -1055,14 +892,13 @@ mod tests {
         );
         let mut bad_exit = base.to_vec();
         bad_exit[10] = "RAYOS-VMM-EXIT status=1";
-        assert!(evaluate(&obs(&bad_exit), &plan(false))
-            .unwrap_err()
-            .contains("exited with 1"));
+        assert!(evaluate(&obs(&bad_exit), &plan(false)).unwrap_err().contains("exited with 1"));
     }
 
     #[test]
     fn words_must_launch_a_terminal_with_a_vm_window() {
-        let vm_window = r#"{"id":2,"app_id":"org.freedesktop.weston.wayland-terminal","origin":{"kind":"vm","name":"linux"}}"#;
+        let vm_window =
+            r#"{"id":2,"app_id":"org.freedesktop.weston.wayland-terminal","origin":{"kind":"vm","name":"linux"}}"#;
         let lines = |launched: &str, terminal: &str| {
             let mut l: Vec<String> = [
                 "RAYOS-VN-STEP backends",
@@ -1102,25 +938,13 @@ mod tests {
             );
             l
         };
-        let run = |l: Vec<String>| {
-            evaluate(
-                &obs(&l.iter().map(String::as_str).collect::<Vec<_>>()),
-                &plan(true),
-            )
-        };
+        let run = |l: Vec<String>| evaluate(&obs(&l.iter().map(String::as_str).collect::<Vec<_>>()), &plan(true));
         let f = run(lines("weston-terminal.desktop", vm_window)).unwrap();
-        assert_eq!(
-            f.words_launch.unwrap()["launched"],
-            "weston-terminal.desktop"
-        );
+        assert_eq!(f.words_launch.unwrap()["launched"], "weston-terminal.desktop");
         assert_eq!(f.step_s.len(), 12);
-        assert!(run(lines("firefox.desktop", vm_window))
-            .unwrap_err()
-            .contains("not a terminal"));
+        assert!(run(lines("firefox.desktop", vm_window)).unwrap_err().contains("not a terminal"));
         let host_window = r#"{"id":2,"app_id":"foot","origin":{"kind":"host"}}"#;
-        assert!(run(lines("foot.desktop", host_window))
-            .unwrap_err()
-            .contains("origin is not VM linux"));
+        assert!(run(lines("foot.desktop", host_window)).unwrap_err().contains("origin is not VM linux"));
     }
 
     #[test]
@@ -1129,13 +953,8 @@ mod tests {
             "RAYOS-VN-STEP words",
             "[   70.28] Kernel panic - not syncing: corrupted stack end detected inside scheduler",
         ]);
-        assert_eq!(
-            o.host_panic.as_deref(),
-            Some("corrupted stack end detected inside scheduler")
-        );
-        assert!(evaluate(&o, &plan(true))
-            .unwrap_err()
-            .starts_with("step words: the test host's kernel panicked"));
+        assert_eq!(o.host_panic.as_deref(), Some("corrupted stack end detected inside scheduler"));
+        assert!(evaluate(&o, &plan(true)).unwrap_err().starts_with("step words: the test host's kernel panicked"));
     }
 
     #[test]

@@ -49,7 +49,8 @@ pub struct VsockBackend {
 impl VsockBackend {
     pub fn new(cfg: MuxerConfig) -> Result<Self, BackendError> {
         let muxer = Muxer::new(cfg)?;
-        let exit = new_event_consumer_and_notifier(EventFlag::NONBLOCK | EventFlag::CLOEXEC).map_err(BackendError::ExitEvent)?;
+        let exit = new_event_consumer_and_notifier(EventFlag::NONBLOCK | EventFlag::CLOEXEC)
+            .map_err(BackendError::ExitEvent)?;
         Ok(VsockBackend { muxer, mem: None, event_idx: false, exit })
     }
 
@@ -166,7 +167,13 @@ impl VhostUserBackendMut for VsockBackend {
         Some((self.exit.0.try_clone().ok()?, self.exit.1.try_clone().ok()?))
     }
 
-    fn handle_event(&mut self, device_event: u16, _evset: EventSet, vrings: &[VringRwLock], _thread: usize) -> std::io::Result<()> {
+    fn handle_event(
+        &mut self,
+        device_event: u16,
+        _evset: EventSet,
+        vrings: &[VringRwLock],
+        _thread: usize,
+    ) -> std::io::Result<()> {
         match device_event {
             RX_QUEUE | TX_QUEUE | MUXER_EVENT => {}
             EVENT_QUEUE => return Ok(()),
@@ -215,12 +222,14 @@ impl ShutdownTrigger {
 pub fn serve(socket: &Path, cfg: MuxerConfig, trigger: &ShutdownTrigger) -> Result<ServeEnd, BackendError> {
     let backend = Arc::new(RwLock::new(VsockBackend::new(cfg)?));
     let epoll_fd = backend.read().unwrap_or_else(|p| p.into_inner()).muxer().epoll_fd();
-    let mut daemon = VhostUserDaemon::new("rayos-vsock".into(), backend.clone(), GuestMemoryAtomic::new(GuestMemoryMmap::new()))
-        .map_err(|e| BackendError::Daemon(e.to_string()))?;
+    let mut daemon =
+        VhostUserDaemon::new("rayos-vsock".into(), backend.clone(), GuestMemoryAtomic::new(GuestMemoryMmap::new()))
+            .map_err(|e| BackendError::Daemon(e.to_string()))?;
     for h in daemon.get_epoll_handlers() {
         h.register_listener(epoll_fd, EventSet::IN, MUXER_EVENT as u64).map_err(BackendError::Register)?;
     }
-    let mut listener = vhost::vhost_user::Listener::new(socket, true).map_err(|e| BackendError::Daemon(format!("cannot listen on {}: {e}", socket.display())))?;
+    let mut listener = vhost::vhost_user::Listener::new(socket, true)
+        .map_err(|e| BackendError::Daemon(format!("cannot listen on {}: {e}", socket.display())))?;
     tracing::info!("vsock: waiting for a vhost-user frontend on {}", socket.display());
     daemon.start(&mut listener).map_err(|e| BackendError::Daemon(e.to_string()))?;
     {
@@ -239,9 +248,9 @@ pub fn serve(socket: &Path, cfg: MuxerConfig, trigger: &ShutdownTrigger) -> Resu
     match result {
         Ok(()) if shut => Ok(ServeEnd::Shutdown),
         Ok(()) => Ok(ServeEnd::Disconnected),
-        Err(vhost_user_backend::Error::HandleRequest(vhost::vhost_user::Error::Disconnected | vhost::vhost_user::Error::PartialMessage)) => {
-            Ok(if shut { ServeEnd::Shutdown } else { ServeEnd::Disconnected })
-        }
+        Err(vhost_user_backend::Error::HandleRequest(
+            vhost::vhost_user::Error::Disconnected | vhost::vhost_user::Error::PartialMessage,
+        )) => Ok(if shut { ServeEnd::Shutdown } else { ServeEnd::Disconnected }),
         Err(_) if shut => Ok(ServeEnd::Shutdown),
         Err(e) => Err(BackendError::Daemon(e.to_string())),
     }

@@ -101,7 +101,14 @@ pub struct Connection {
 impl Connection {
     /// A connection from guest port `peer_port` to host port `local_port`,
     /// created by the guest's REQUEST: RESPONSE is queued.
-    pub fn guest_initiated(stream: UnixStream, token: u64, guest_cid: u64, local_port: u32, req: &Header, buf_alloc: u32) -> Self {
+    pub fn guest_initiated(
+        stream: UnixStream,
+        token: u64,
+        guest_cid: u64,
+        local_port: u32,
+        req: &Header,
+        buf_alloc: u32,
+    ) -> Self {
         let mut c = Self::new(stream, token, guest_cid, local_port, req.src_port, State::Established, buf_alloc);
         c.update_peer_credit(req.buf_alloc, req.fwd_cnt);
         c.pending = pending::RESPONSE;
@@ -109,13 +116,30 @@ impl Connection {
     }
 
     /// A connection asked for by the host: REQUEST is queued.
-    pub fn host_initiated(stream: UnixStream, token: u64, guest_cid: u64, local_port: u32, peer_port: u32, deadline: Instant, buf_alloc: u32) -> Self {
-        let mut c = Self::new(stream, token, guest_cid, local_port, peer_port, State::LocalInit { deadline }, buf_alloc);
+    pub fn host_initiated(
+        stream: UnixStream,
+        token: u64,
+        guest_cid: u64,
+        local_port: u32,
+        peer_port: u32,
+        deadline: Instant,
+        buf_alloc: u32,
+    ) -> Self {
+        let mut c =
+            Self::new(stream, token, guest_cid, local_port, peer_port, State::LocalInit { deadline }, buf_alloc);
         c.pending = pending::REQUEST;
         c
     }
 
-    fn new(stream: UnixStream, token: u64, guest_cid: u64, local_port: u32, peer_port: u32, state: State, buf_alloc: u32) -> Self {
+    fn new(
+        stream: UnixStream,
+        token: u64,
+        guest_cid: u64,
+        local_port: u32,
+        peer_port: u32,
+        state: State,
+        buf_alloc: u32,
+    ) -> Self {
         Connection {
             stream,
             token,
@@ -273,7 +297,10 @@ impl Connection {
 
     /// Host data may be sent now.
     fn can_send_data(&self) -> bool {
-        self.state == State::Established && self.peer_shutdown & SHUTDOWN_RCV == 0 && !self.host_eof && self.peer_credit() > 0
+        self.state == State::Established
+            && self.peer_shutdown & SHUTDOWN_RCV == 0
+            && !self.host_eof
+            && self.peer_credit() > 0
     }
 
     /// Whether the connection has a packet for the guest.
@@ -318,7 +345,11 @@ impl Connection {
     /// Interest this connection needs on epoll.
     pub fn interest(&self) -> EventSet {
         let mut ev = EventSet::empty();
-        if !self.readable && !self.host_eof && self.state == State::Established && self.peer_shutdown & SHUTDOWN_RCV == 0 {
+        if !self.readable
+            && !self.host_eof
+            && self.state == State::Established
+            && self.peer_shutdown & SHUTDOWN_RCV == 0
+        {
             ev |= EventSet::IN;
         }
         if !self.tx_buf.is_empty() {

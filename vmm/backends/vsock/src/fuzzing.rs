@@ -257,7 +257,11 @@ pub fn run_vsock_input(data: &[u8]) {
 fn tempfile_dir() -> Option<std::path::PathBuf> {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
-    let d = std::env::temp_dir().join(format!("rayos-vsock-fuzz-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+    let d = std::env::temp_dir().join(format!(
+        "rayos-vsock-fuzz-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
     std::fs::create_dir_all(&d).ok()?;
     Some(d)
 }

@@ -35,7 +35,10 @@ struct Args {
 
 fn main() {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "rayos_vmm=info,rayos_vsock=info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "rayos_vmm=info,rayos_vsock=info".into()),
+        )
         .with_writer(std::io::stderr)
         .with_target(false)
         .init();
@@ -45,7 +48,11 @@ fn main() {
         std::process::exit(2);
     }
     if args.socket == args.uds_path {
-        eprintln!("rayos-vsock: error: --socket {} and --uds-path {} must differ", args.socket.display(), args.uds_path.display());
+        eprintln!(
+            "rayos-vsock: error: --socket {} and --uds-path {} must differ",
+            args.socket.display(),
+            args.uds_path.display()
+        );
         std::process::exit(2);
     }
     for (flag, p) in [("--socket", &args.socket), ("--uds-path", &args.uds_path)] {

@@ -358,7 +358,9 @@ impl Muxer {
                 continue;
             }
             let token = self.alloc_token();
-            if let Err(e) = self.epoll.ctl(ControlOperation::Add, stream.as_raw_fd(), EpollEvent::new(EventSet::IN, token)) {
+            if let Err(e) =
+                self.epoll.ctl(ControlOperation::Add, stream.as_raw_fd(), EpollEvent::new(EventSet::IN, token))
+            {
                 tracing::warn!("vsock: epoll add: {e}");
                 continue;
             }
@@ -395,7 +397,15 @@ impl Muxer {
         let local_port = self.alloc_local_port(port);
         let key = (local_port, port);
         let deadline = Instant::now() + self.cfg.connect_timeout;
-        let mut conn = Connection::host_initiated(p.stream, token, self.cfg.guest_cid, local_port, port, deadline, self.cfg.buf_alloc);
+        let mut conn = Connection::host_initiated(
+            p.stream,
+            token,
+            self.cfg.guest_cid,
+            local_port,
+            port,
+            deadline,
+            self.cfg.buf_alloc,
+        );
         conn.registered = Some(EventSet::IN);
         tracing::debug!("vsock: host connects to guest port {port} from port {local_port}");
         self.by_token.insert(token, key);
@@ -560,11 +570,20 @@ impl Muxer {
                 if !pkt.data.is_empty() {
                     let data = &pkt.data;
                     if conn.host_hup || conn.peer_shutdown & SHUTDOWN_SEND != 0 {
-                        tracing::debug!("vsock: dropping {} bytes for closed host socket {}:{}", pkt.data_len(), key.0, key.1);
+                        tracing::debug!(
+                            "vsock: dropping {} bytes for closed host socket {}:{}",
+                            pkt.data_len(),
+                            key.0,
+                            key.1
+                        );
                     } else if let Err(e) = conn.recv_guest_data(data) {
                         match e {
-                            ConnectionError::CreditViolation { .. } => tracing::warn!("vsock: connection {}:{} reset: {e}", key.0, key.1),
-                            ConnectionError::Socket(_) => tracing::debug!("vsock: connection {}:{} reset: {e}", key.0, key.1),
+                            ConnectionError::CreditViolation { .. } => {
+                                tracing::warn!("vsock: connection {}:{} reset: {e}", key.0, key.1)
+                            }
+                            ConnectionError::Socket(_) => {
+                                tracing::debug!("vsock: connection {}:{} reset: {e}", key.0, key.1)
+                            }
                         }
                         self.kill(key, true);
                         return;
@@ -601,7 +620,12 @@ impl Muxer {
         let stream = match connect_nonblocking(&path) {
             Ok(s) => s,
             Err(e) => {
-                tracing::debug!("vsock: guest port {} to host port {}: {}: {e}", h.src_port, h.dst_port, PathBuf::from(&path).display());
+                tracing::debug!(
+                    "vsock: guest port {} to host port {}: {}: {e}",
+                    h.src_port,
+                    h.dst_port,
+                    PathBuf::from(&path).display()
+                );
                 self.queue_rst(h.dst_port, h.src_port);
                 return;
             }
@@ -657,7 +681,12 @@ impl Drop for Muxer {
 
 /// Writes the next packet of `conn` into `buf`. `Ok(None)`: nothing to
 /// send after all (the buffer goes back to the queue).
-fn fill_rx(conn: &mut Connection, scratch: &mut [u8], buf: &mut RxBuffer<'_>, close_deadline: Instant) -> Result<Option<u32>, ConnectionError> {
+fn fill_rx(
+    conn: &mut Connection,
+    scratch: &mut [u8],
+    buf: &mut RxBuffer<'_>,
+    close_deadline: Instant,
+) -> Result<Option<u32>, ConnectionError> {
     // At most: an EOF turned into a SHUTDOWN.
     for _ in 0..2 {
         match conn.next_rx() {

@@ -15,8 +15,8 @@
 //! kept as the list of guest-memory pieces, in order, without a copy.
 
 use virtio_queue::DescriptorChain;
-use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryError, GuestMemoryMmap, VolatileSlice};
 use virtio_vsock::packet::{VsockPacket, PKT_HEADER_SIZE};
+use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryError, GuestMemoryMmap, VolatileSlice};
 
 /// CID of the host: the only destination the guest may address.
 pub const HOST_CID: u64 = 2;
@@ -189,7 +189,8 @@ pub fn parse_tx<'a>(
         Ok(())
     };
     let in_head = head.len() as usize - PKT_HEADER_SIZE;
-    let after_header = head.addr().checked_add(PKT_HEADER_SIZE as u64).ok_or(PacketError::HeaderTooSmall(head.len()))?;
+    let after_header =
+        head.addr().checked_add(PKT_HEADER_SIZE as u64).ok_or(PacketError::HeaderTooSmall(head.len()))?;
     take(after_header, in_head, &mut need)?;
     while need > 0 {
         let Some(d) = chain.next() else { break };
@@ -212,7 +213,10 @@ pub struct RxBuffer<'a> {
 
 impl<'a> RxBuffer<'a> {
     /// Checks that the RX chain `chain` can take a packet.
-    pub fn new(mem: &'a GuestMemoryMmap, chain: &mut DescriptorChain<&'a GuestMemoryMmap>) -> Result<Self, PacketError> {
+    pub fn new(
+        mem: &'a GuestMemoryMmap,
+        chain: &mut DescriptorChain<&'a GuestMemoryMmap>,
+    ) -> Result<Self, PacketError> {
         let pkt = VsockPacket::from_rx_virtq_chain(mem, chain, MAX_PKT_DATA).map_err(PacketError::Chain)?;
         Ok(RxBuffer { pkt })
     }

@@ -47,7 +47,19 @@ impl<'a> Guest<'a> {
         let rxq = MockSplitQueue::create(mem, GuestAddress(0x20000), QLEN);
         let tx = txq.create_queue().unwrap();
         let rx = rxq.create_queue().unwrap();
-        Guest { mem, txq, rxq, tx, rx, tx_desc: 0, rx_desc: 0, tx_used: 0, rx_used: 0, next_buf: 0x10_0000, rx_bufs: HashMap::new() }
+        Guest {
+            mem,
+            txq,
+            rxq,
+            tx,
+            rx,
+            tx_desc: 0,
+            rx_desc: 0,
+            tx_used: 0,
+            rx_used: 0,
+            next_buf: 0x10_0000,
+            rx_bufs: HashMap::new(),
+        }
     }
 
     fn alloc(&mut self, len: u64) -> u64 {
@@ -432,9 +444,7 @@ fn malformed_packets_are_refused_without_panics() {
     // still works afterwards.
     let r = g.alloc(4096);
     let head = g.rx_desc;
-    g.rxq
-        .add_desc_chains(&[RawDescriptor::from(SplitDescriptor::new(r, 4096, 0, 0))], head)
-        .unwrap();
+    g.rxq.add_desc_chains(&[RawDescriptor::from(SplitDescriptor::new(r, 4096, 0, 0))], head).unwrap();
     g.rx_bufs.insert(head, (r, r));
     g.rx_desc += 1;
     g.send(&mut mux, ok, &[]);
@@ -597,5 +607,8 @@ fn payload_scattered_over_several_descriptors_arrives_in_order() {
     g.send_raw(&mut mux, &[(h, 44, 0), (d, 4096, 0)]);
     let mut extra = [0u8; 1];
     host.set_read_timeout(Some(std::time::Duration::from_millis(200))).unwrap();
-    assert!(!matches!(std::io::Read::read(&mut host, &mut extra), Ok(1)), "no byte of a refused packet reaches the host");
+    assert!(
+        !matches!(std::io::Read::read(&mut host, &mut extra), Ok(1)),
+        "no byte of a refused packet reaches the host"
+    );
 }

@@ -156,7 +156,16 @@ impl Driver {
 }
 
 fn pkt(op: Op, src_port: u32, dst_port: u32) -> Header {
-    Header { src_cid: CID, dst_cid: HOST_CID, src_port, dst_port, type_: TYPE_STREAM, op: op as u16, buf_alloc: 65536, ..Header::default() }
+    Header {
+        src_cid: CID,
+        dst_cid: HOST_CID,
+        src_port,
+        dst_port,
+        type_: TYPE_STREAM,
+        op: op as u16,
+        buf_alloc: 65536,
+        ..Header::default()
+    }
 }
 
 #[test]
@@ -181,7 +190,20 @@ fn vsock_backend_over_vhost_user() {
     let queues = rings
         .iter()
         .enumerate()
-        .map(|(i, r)| (i, QueueState { max_size: 256, size: 256, ready: true, desc: r.desc, driver: r.avail, device: r.used, msix_vector: i as u16 }))
+        .map(|(i, r)| {
+            (
+                i,
+                QueueState {
+                    max_size: 256,
+                    size: 256,
+                    ready: true,
+                    desc: r.desc,
+                    driver: r.avail,
+                    device: r.used,
+                    msix_vector: i as u16,
+                },
+            )
+        })
         .collect();
     let kicks: Vec<EventFd> = (0..3).map(|_| EventFd::new(libc::EFD_NONBLOCK).unwrap()).collect();
     let calls: Vec<EventFd> = (0..3).map(|_| EventFd::new(libc::EFD_NONBLOCK).unwrap()).collect();

@@ -35,12 +35,7 @@ impl PowerDevice {
 
     /// The port ranges this device answers.
     pub fn ports() -> [(u16, u16); 4] {
-        [
-            (ACPI_SLEEP_CONTROL_PORT, 2),
-            (ACPI_RESET_PORT, 1),
-            (PVPANIC_PORT, 1),
-            (I8042_COMMAND_PORT, 1),
-        ]
+        [(ACPI_SLEEP_CONTROL_PORT, 2), (ACPI_RESET_PORT, 1), (PVPANIC_PORT, 1), (I8042_COMMAND_PORT, 1)]
     }
 
     fn send(&self, e: VmEvent) {
@@ -65,7 +60,10 @@ impl BusDevice for PowerDevice {
                 if v & SLP_EN != 0 && (v >> SLP_TYP_SHIFT) & SLP_TYP_MASK == S5 {
                     self.send(VmEvent::Poweroff);
                 } else if v & SLP_EN != 0 {
-                    tracing::warn!("guest asked for sleep state {} which RayOS does not offer", (v >> SLP_TYP_SHIFT) & SLP_TYP_MASK);
+                    tracing::warn!(
+                        "guest asked for sleep state {} which RayOS does not offer",
+                        (v >> SLP_TYP_SHIFT) & SLP_TYP_MASK
+                    );
                 }
             }
             ACPI_RESET_PORT if v == ACPI_RESET_VALUE => self.send(VmEvent::Reboot),

@@ -140,9 +140,7 @@ impl SerialDevice {
         if n == 0 {
             return Ok(0);
         }
-        self.uart
-            .enqueue_raw_bytes(&bytes[..n])
-            .map_err(|e| SerialError::Input(format!("{e:?}")))
+        self.uart.enqueue_raw_bytes(&bytes[..n]).map_err(|e| SerialError::Input(format!("{e:?}")))
     }
 }
 

@@ -156,7 +156,9 @@ impl CommonConfig {
         if !matches!(len, 1 | 2 | 4 | 8) {
             return None;
         }
-        for base in [0x00, 0x04, 0x08, 0x0c, 0x10, 0x12, 0x14, 0x15, 0x16, 0x18, 0x1a, 0x1c, 0x1e, 0x20, 0x28, 0x30, 0x38, 0x3a] {
+        for base in
+            [0x00, 0x04, 0x08, 0x0c, 0x10, 0x12, 0x14, 0x15, 0x16, 0x18, 0x1a, 0x1c, 0x1e, 0x20, 0x28, 0x30, 0x38, 0x3a]
+        {
             let w = Self::field_width(base)?;
             if offset >= base && offset + len as u64 <= base + w {
                 let inner = offset - base;
@@ -214,7 +216,8 @@ impl CommonConfig {
                 }
             }
             0x10 => {
-                self.msix_config = if v as u16 == NO_VECTOR || (v as u16) < self.msix_vectors { v as u16 } else { NO_VECTOR };
+                self.msix_config =
+                    if v as u16 == NO_VECTOR || (v as u16) < self.msix_vectors { v as u16 } else { NO_VECTOR };
                 return Some(CommonEvent::VectorMapped { queue: None, vector: self.msix_config });
             }
             0x14 => return self.write_status(v as u8),
@@ -257,7 +260,10 @@ impl CommonConfig {
                 }
             }
             0x18 | 0x1a | 0x20 | 0x28 | 0x30 => {
-                tracing::warn!("virtio-pci: write to queue {} field {base:#x} while enabled; ignored", self.queue_select);
+                tracing::warn!(
+                    "virtio-pci: write to queue {} field {base:#x} while enabled; ignored",
+                    self.queue_select
+                );
             }
             _ => {} // read-only fields
         }

@@ -56,7 +56,10 @@ pub fn run_register_ops(data: &[u8]) {
             }
         }
         // Invariants no driver can break.
-        assert_eq!(cc.driver_features() & !features & if cc.status & status::FEATURES_OK != 0 { u64::MAX } else { 0 }, 0);
+        assert_eq!(
+            cc.driver_features() & !features & if cc.status & status::FEATURES_OK != 0 { u64::MAX } else { 0 },
+            0
+        );
         for q in &cc.queues {
             assert!(q.size <= q.max_size && q.size.is_power_of_two());
             assert!(q.msix_vector == NO_VECTOR || q.msix_vector < 4);
@@ -77,11 +80,21 @@ pub fn run_register_ops(data: &[u8]) {
 /// PCI configuration space: arbitrary writes never change identity or
 /// read-only fields, and BAR addresses stay aligned to their size.
 pub fn run_config_space_ops(data: &[u8]) {
-    let ids = PciIds { vendor: 0x1af4, device: 0x105a, class: 0xff, subclass: 0, prog_if: 0, revision: 1, subsystem_vendor: 0x1af4, subsystem: 0x40 };
+    let ids = PciIds {
+        vendor: 0x1af4,
+        device: 0x105a,
+        class: 0xff,
+        subclass: 0,
+        prog_if: 0,
+        revision: 1,
+        subsystem_vendor: 0x1af4,
+        subsystem: 0x40,
+    };
     let mut c = PciConfig::new(ids);
     c.add_bar(0, 0xc000_0000, 0x8000, true).expect("BAR 0");
     c.add_bar(2, 0xc001_0000, 0x1000, false).expect("BAR 2");
-    c.add_capability(&[0x11, 0, 2, 0, 0, 0x40, 0, 0, 0, 0x50, 0, 0], &[0, 0, 0, 0xc0, 0, 0, 0, 0, 0, 0, 0, 0]).expect("cap");
+    c.add_capability(&[0x11, 0, 2, 0, 0, 0x40, 0, 0, 0, 0x50, 0, 0], &[0, 0, 0, 0xc0, 0, 0, 0, 0, 0, 0, 0, 0])
+        .expect("cap");
     let mut ops = Ops(data);
     while let Some(op) = ops.byte() {
         let Some(off) = ops.u16() else { break };

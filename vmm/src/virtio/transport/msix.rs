@@ -32,7 +32,11 @@ pub struct MsixState {
 impl MsixState {
     /// `n` vectors, all masked (the reset state).
     pub fn new(n: u16) -> Self {
-        MsixState { entries: vec![Entry { ctrl: VECTOR_CTL_MASK, ..Default::default() }; n as usize], enabled: false, function_masked: false }
+        MsixState {
+            entries: vec![Entry { ctrl: VECTOR_CTL_MASK, ..Default::default() }; n as usize],
+            enabled: false,
+            function_masked: false,
+        }
     }
 
     /// Number of vectors.

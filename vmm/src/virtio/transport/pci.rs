@@ -201,7 +201,11 @@ impl VirtioPciDevice {
         for (i, k) in self.kicks.iter().enumerate() {
             let addr = IoEventAddress::Mmio(bar + NOTIFY_OFFSET + i as u64 * NOTIFY_MULTIPLIER as u64);
             let vm = self.router.vm();
-            let r = if add { vm.register_ioevent(k, &addr, NoDatamatch) } else { vm.unregister_ioevent(k, &addr, NoDatamatch) };
+            let r = if add {
+                vm.register_ioevent(k, &addr, NoDatamatch)
+            } else {
+                vm.unregister_ioevent(k, &addr, NoDatamatch)
+            };
             r.map_err(TransportError::Kvm)?;
         }
         Ok(())
@@ -336,7 +340,9 @@ impl VirtioPciDevice {
             o if (MSIX_TABLE_OFFSET..MSIX_TABLE_OFFSET + self.msix.len() as u64 * ENTRY_SIZE).contains(&o) => {
                 self.msix.read_table(o - MSIX_TABLE_OFFSET, data)
             }
-            o if (MSIX_PBA_OFFSET..MSIX_PBA_OFFSET + 0x1000).contains(&o) => self.msix.read_pba(o - MSIX_PBA_OFFSET, data),
+            o if (MSIX_PBA_OFFSET..MSIX_PBA_OFFSET + 0x1000).contains(&o) => {
+                self.msix.read_pba(o - MSIX_PBA_OFFSET, data)
+            }
             _ => data.fill(0),
         }
     }
@@ -426,7 +432,9 @@ impl PciDevice for VirtioPciDevice {
         if mv.index != 0 {
             return;
         }
-        if let Err(e) = self.register_ioeventfds(self.bar_addr, false).and_then(|_| self.register_ioeventfds(mv.new, true)) {
+        if let Err(e) =
+            self.register_ioeventfds(self.bar_addr, false).and_then(|_| self.register_ioeventfds(mv.new, true))
+        {
             tracing::warn!("{}: moving notification ioeventfds: {e}", self.name);
         }
         self.bar_addr = mv.new;

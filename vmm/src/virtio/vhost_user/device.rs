@@ -24,11 +24,11 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use std::sync::Mutex;
 use vhost::vhost_user::message::{VhostUserConfigFlags, VhostUserProtocolFeatures, VhostUserVirtioFeatures};
 use vhost::vhost_user::{Frontend, VhostUserFrontend};
 use vhost::{VhostBackend, VhostUserMemoryRegionInfo, VringConfigData};
 use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
-use std::sync::Mutex;
 
 use vmm_sys_util::eventfd::EventFd;
 
@@ -74,9 +74,8 @@ pub struct VhostUserDevice {
     active_queues: Vec<usize>,
 }
 
-const OUR_PROTOCOL: VhostUserProtocolFeatures = VhostUserProtocolFeatures::MQ
-    .union(VhostUserProtocolFeatures::REPLY_ACK)
-    .union(VhostUserProtocolFeatures::CONFIG);
+const OUR_PROTOCOL: VhostUserProtocolFeatures =
+    VhostUserProtocolFeatures::MQ.union(VhostUserProtocolFeatures::REPLY_ACK).union(VhostUserProtocolFeatures::CONFIG);
 
 impl VhostUserDevice {
     /// Connects to the backend at `socket` for a device of `device_type`
@@ -129,10 +128,7 @@ impl VhostUserDevice {
         let broken = Arc::new(AtomicBool::new(false));
         let notifier = Arc::new(Mutex::new(None));
         spawn_monitor(name, &path, frontend.as_raw_fd(), broken.clone(), notifier.clone());
-        tracing::info!(
-            "{name}: vhost-user backend {path}: features {features:#x}, protocol {:#x}",
-            protocol.bits()
-        );
+        tracing::info!("{name}: vhost-user backend {path}: features {features:#x}, protocol {:#x}", protocol.bits());
         Ok(VhostUserDevice {
             name: name.to_string(),
             socket: socket.to_path_buf(),
@@ -256,7 +252,12 @@ impl VirtioDevice for VhostUserDevice {
             None if self.protocol.contains(VhostUserProtocolFeatures::CONFIG) && !self.broken() => {
                 // GET_CONFIG needs &mut; the frontend's inner state is behind a mutex, so a clone is cheap.
                 let mut f = self.frontend.clone();
-                match f.get_config(offset as u32, data.len() as u32, VhostUserConfigFlags::WRITABLE, &vec![0; data.len()]) {
+                match f.get_config(
+                    offset as u32,
+                    data.len() as u32,
+                    VhostUserConfigFlags::WRITABLE,
+                    &vec![0; data.len()],
+                ) {
                     Ok((_, bytes)) => data.copy_from_slice(&bytes[..data.len()]),
                     Err(e) => {
                         tracing::warn!("{}: GET_CONFIG at {offset:#x}: {e}", self.name);

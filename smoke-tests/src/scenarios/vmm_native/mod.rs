@@ -702,8 +702,10 @@ pub(crate) fn run_once<F>(
     std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
     let run_dir = &prep.run_dir;
     let mut procs = Procs::default();
+    // The output folder, the one export of the outer host.
     let mut devices = Vec::new();
-    for (tag, dir) in [(OUT_TAG, out)] {
+    {
+        let (tag, dir) = (OUT_TAG, out);
         let sock = run_dir.join(format!("{tag}.sock"));
         let _ = std::fs::remove_file(&sock);
         let log = run_dir.join(format!("virtiofsd-{tag}.log"));

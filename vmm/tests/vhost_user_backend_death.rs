@@ -68,7 +68,8 @@ fn backend_death_marks_the_device_broken() {
             calls: &calls,
         })
         .unwrap_err();
-    assert!(err.contains("is gone"), "{err}");
+    assert!(matches!(err, rayos_vmm::virtio::ActivateError::BackendGone(_)), "{err}");
+    assert!(err.to_string().contains("is gone"), "{err}");
     // Reading configuration no longer talks to the dead backend.
     let mut b = [0xffu8; 4];
     dev.read_config(0, &mut b);

@@ -10,7 +10,7 @@ use rayos_vmm::memory::GuestRam;
 use rayos_vmm::pci::PciDevice;
 use rayos_vmm::virtio::transport::common_config::QueueState;
 use rayos_vmm::virtio::transport::pci::*;
-use rayos_vmm::virtio::{status, Activation, VirtioDevice, NO_VECTOR, VIRTIO_F_VERSION_1};
+use rayos_vmm::virtio::{status, ActivateError, Activation, VirtioDevice, NO_VECTOR, VIRTIO_F_VERSION_1};
 
 #[derive(Default)]
 struct Log {
@@ -39,7 +39,7 @@ impl VirtioDevice for Fake {
     fn write_config(&mut self, offset: u64, data: &[u8]) {
         self.0.lock().unwrap().config_writes.push((offset, data.to_vec()));
     }
-    fn activate(&mut self, a: Activation<'_>) -> Result<(), String> {
+    fn activate(&mut self, a: Activation<'_>) -> Result<(), ActivateError> {
         self.0.lock().unwrap().activated.push((a.features, a.queues));
         Ok(())
     }

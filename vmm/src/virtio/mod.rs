@@ -46,6 +46,25 @@ pub struct Activation<'a> {
     pub calls: &'a [EventFd],
 }
 
+/// Why a device could not start; the transport puts it in NEEDS_RESET and
+/// logs this.
+#[derive(Debug, thiserror::Error)]
+pub enum ActivateError {
+    /// The device's backend went away before or during activation.
+    #[error("backend {0} is gone")]
+    BackendGone(String),
+    /// A vhost-user request to the backend failed.
+    #[error("{request}: {source}")]
+    Backend {
+        request: &'static str,
+        #[source]
+        source: vhost::Error,
+    },
+    /// A ring of an enabled queue is not inside guest RAM.
+    #[error("queue {queue}: ring {gpa:#x} outside RAM")]
+    RingOutsideRam { queue: usize, gpa: u64 },
+}
+
 /// A virtio device model behind a transport.
 pub trait VirtioDevice: Send {
     /// virtio device type id (5).
@@ -59,7 +78,7 @@ pub trait VirtioDevice: Send {
     /// Device-specific configuration write.
     fn write_config(&mut self, offset: u64, data: &[u8]);
     /// Starts the device; an error puts the device in NEEDS_RESET.
-    fn activate(&mut self, activation: Activation<'_>) -> Result<(), String>;
+    fn activate(&mut self, activation: Activation<'_>) -> Result<(), ActivateError>;
     /// Stops the device (driver reset).
     fn reset(&mut self);
     /// True once the device can no longer work (its backend is gone).

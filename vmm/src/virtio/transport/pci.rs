@@ -60,6 +60,15 @@ pub enum TransportError {
     Kvm(kvm_ioctls::Error),
     #[error("device has {0} queues; at most 1024 are supported")]
     TooManyQueues(usize),
+    /// A queue the driver enabled has rings that are not aligned (2.7).
+    #[error("misaligned rings (descriptors {desc:#x}, driver {driver:#x}, device {device:#x})")]
+    MisalignedRings { desc: u64, driver: u64, device: u64 },
+    /// A queue size that is zero, above the maximum or not a power of two.
+    #[error("bad queue size {size} (maximum {max})")]
+    BadQueueSize { size: u16, max: u16 },
+    /// A queue's rings are not inside guest RAM.
+    #[error("rings outside guest memory (descriptors {desc:#x}, driver {driver:#x}, device {device:#x}, size {size})")]
+    RingsOutsideRam { desc: u64, driver: u64, device: u64, size: u16 },
 }
 
 fn vendor_cap(cfg_type: u8, offset: u64, length: u64, extra: &[u8]) -> Vec<u8> {
@@ -71,29 +80,25 @@ fn vendor_cap(cfg_type: u8, offset: u64, length: u64, extra: &[u8]) -> Vec<u8> {
 }
 
 /// Checks a queue the driver enabled against guest memory.
-pub fn validate_queue(mem: &GuestMem, q: &super::common_config::QueueState) -> Result<(), String> {
-    if q.desc % 16 != 0 || q.driver % 2 != 0 || q.device % 4 != 0 {
-        return Err(format!(
-            "misaligned rings (descriptors {:#x}, driver {:#x}, device {:#x})",
-            q.desc, q.driver, q.device
-        ));
+pub fn validate_queue(mem: &GuestMem, q: &super::common_config::QueueState) -> Result<(), TransportError> {
+    let (desc, driver, device, size) = (q.desc, q.driver, q.device, q.size);
+    if desc % 16 != 0 || driver % 2 != 0 || device % 4 != 0 {
+        return Err(TransportError::MisalignedRings { desc, driver, device });
     }
-    let mut vq = Queue::new(q.max_size).map_err(|e| format!("queue: {e:?}"))?;
-    vq.set_size(q.size);
-    if vq.size() != q.size {
-        return Err(format!("bad queue size {}", q.size));
+    let bad_size = || TransportError::BadQueueSize { size, max: q.max_size };
+    let mut vq = Queue::new(q.max_size).map_err(|_| bad_size())?;
+    vq.set_size(size);
+    if vq.size() != size {
+        return Err(bad_size());
     }
-    vq.set_desc_table_address(Some(q.desc as u32), Some((q.desc >> 32) as u32));
-    vq.set_avail_ring_address(Some(q.driver as u32), Some((q.driver >> 32) as u32));
-    vq.set_used_ring_address(Some(q.device as u32), Some((q.device >> 32) as u32));
+    vq.set_desc_table_address(Some(desc as u32), Some((desc >> 32) as u32));
+    vq.set_avail_ring_address(Some(driver as u32), Some((driver >> 32) as u32));
+    vq.set_used_ring_address(Some(device as u32), Some((device >> 32) as u32));
     vq.set_ready(true);
     if vq.is_valid(mem) {
         Ok(())
     } else {
-        Err(format!(
-            "rings outside guest memory (descriptors {:#x}, driver {:#x}, device {:#x}, size {})",
-            q.desc, q.driver, q.device, q.size
-        ))
+        Err(TransportError::RingsOutsideRam { desc, driver, device, size })
     }
 }
 
@@ -456,16 +461,22 @@ mod tests {
 
     #[test]
     fn queues_inside_memory_and_aligned_are_valid() {
-        assert_eq!(validate_queue(&mem(), &q(0x10000, 0x11000, 0x12000, 256)), Ok(()));
+        assert!(validate_queue(&mem(), &q(0x10000, 0x11000, 0x12000, 256)).is_ok());
     }
 
     #[test]
     fn absurd_queues_are_refused() {
         let m = mem();
-        assert!(validate_queue(&m, &q(0x10008, 0x11000, 0x12000, 256)).unwrap_err().contains("misaligned"));
-        assert!(validate_queue(&m, &q(0x10000, 0x11001, 0x12000, 256)).unwrap_err().contains("misaligned"));
-        assert!(validate_queue(&m, &q(0xffff_ffff_ffff_0000, 0x11000, 0x12000, 256)).unwrap_err().contains("outside"));
-        assert!(validate_queue(&m, &q(0x10000, 0x11000, (32 << 20) - 8, 256)).unwrap_err().contains("outside"));
+        assert!(validate_queue(&m, &q(0x10008, 0x11000, 0x12000, 256)).unwrap_err().to_string().contains("misaligned"));
+        assert!(validate_queue(&m, &q(0x10000, 0x11001, 0x12000, 256)).unwrap_err().to_string().contains("misaligned"));
+        assert!(validate_queue(&m, &q(0xffff_ffff_ffff_0000, 0x11000, 0x12000, 256))
+            .unwrap_err()
+            .to_string()
+            .contains("outside"));
+        assert!(validate_queue(&m, &q(0x10000, 0x11000, (32 << 20) - 8, 256))
+            .unwrap_err()
+            .to_string()
+            .contains("outside"));
         assert!(validate_queue(&m, &q(0x10000, 0x11000, 0x12000, 300)).is_err());
     }
 

@@ -33,7 +33,7 @@ use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::memory::GuestRam;
-use crate::virtio::{Activation, VirtioDevice, VIRTIO_F_VERSION_1};
+use crate::virtio::{ActivateError, Activation, VirtioDevice, VIRTIO_F_VERSION_1};
 
 /// Errors talking to a backend.
 #[derive(Debug, thiserror::Error)]
@@ -163,17 +163,14 @@ impl VhostUserDevice {
         self.regions.iter().find(|r| gpa >= r.gpa && gpa < r.gpa + r.size).map(|r| r.hva + (gpa - r.gpa))
     }
 
-    fn try_activate(&mut self, a: &Activation<'_>) -> Result<(), String> {
-        let e = |what: &str| {
-            let what = what.to_string();
-            move |err: vhost::Error| format!("{what}: {err}")
-        };
+    fn try_activate(&mut self, a: &Activation<'_>) -> Result<(), ActivateError> {
+        let e = |request: &'static str| move |source: vhost::Error| ActivateError::Backend { request, source };
         let proto_bit = self.features & VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits();
         self.frontend.set_features(a.features | proto_bit).map_err(e("SET_FEATURES"))?;
         self.frontend.set_mem_table(&self.mem_table()).map_err(e("SET_MEM_TABLE"))?;
         for (i, q) in &a.queues {
             let i = *i;
-            let addr = |gpa: u64| self.hva(gpa).ok_or_else(|| format!("queue {i}: ring {gpa:#x} outside RAM"));
+            let addr = |gpa: u64| self.hva(gpa).ok_or(ActivateError::RingOutsideRam { queue: i, gpa });
             let cfg = VringConfigData {
                 queue_max_size: q.max_size,
                 queue_size: q.size,
@@ -277,9 +274,9 @@ impl VirtioDevice for VhostUserDevice {
         }
     }
 
-    fn activate(&mut self, a: Activation<'_>) -> Result<(), String> {
+    fn activate(&mut self, a: Activation<'_>) -> Result<(), ActivateError> {
         if self.broken() {
-            return Err(format!("backend {} is gone", self.socket.display()));
+            return Err(ActivateError::BackendGone(self.socket.display().to_string()));
         }
         self.try_activate(&a)
     }

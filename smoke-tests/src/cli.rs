@@ -6,8 +6,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::qemu::AccelRequest;
+use crate::scenarios::vmm_virtiofs::Sandbox;
 use crate::testhost::{Vmm, DEFAULT_QEMU_MACHINE};
-use crate::virtiofs::Sandbox;
 
 /// RayOS end-to-end smoke scenarios.
 ///

@@ -38,7 +38,8 @@
 //!   closure), [`serial`] (marker parsing and boot evaluation), [`qemu`]
 //!   (accelerator choice, streaming runner), [`debs`] (apt cache),
 //!   [`testhost`] (assembles both initramfs images, with per-scenario hooks,
-//!   binaries and guest modules) and [`virtiofs`] (the virtio-fs workload).
+//!   binaries and guest modules) and [`script`] (`.sh` files with `@NAME@`
+//!   placeholders); each scenario has its own file or folder in [`scenarios`].
 //! * Everything a run produces (images, serial logs, metrics, `result.json`)
 //!   lives in a run directory that the output names; downloaded packages are
 //!   cached across runs in `$RAYOS_CACHE_DIR` (default `~/.cache/rayos`).
@@ -52,11 +53,11 @@ pub mod pty;
 pub mod qemu;
 pub mod rundir;
 pub mod scenarios;
+pub mod script;
 pub mod serial;
 pub mod sharedlibs;
 pub mod stats;
 pub mod testhost;
-pub mod virtiofs;
 
 /// Exit code of a scenario that could not run on this machine.
 pub const EXIT_SKIP: i32 = 77;

@@ -1,13 +1,61 @@
 //! Scenario `vmm-virtiofs` (tier 3, nested): virtio-fs through the VMM under
 //! test, served by virtiofsd inside the test host.
 //!
-//! Steps: fetch the kernel and busybox (cached, as vmm-boot), resolve the
-//! guest's modules (`virtio_pci`, `virtiofs` and their dependencies) from the
-//! same kernel package, build a guest image with the virtio-fs `/init` and a
-//! test-host image with virtiofsd and the hooks of [`crate::virtiofs`], then
-//! for each requested VMM boot the test host and evaluate the serial stream
-//! with [`crate::virtiofs::evaluate_run`]. Serial logs and `result.json` stay
-//! in the run directory.
+//! Steps (here): fetch the kernel and busybox (cached, as vmm-boot), resolve
+//! the guest's modules (`virtio_pci`, `virtiofs` and their dependencies) from
+//! the same kernel package, build a guest image with the virtio-fs `/init` and
+//! a test-host image with virtiofsd and the hooks of [`plan`], then for each
+//! requested VMM boot the test host and evaluate the serial stream with
+//! [`evaluate::evaluate_run`]. Serial logs and `result.json` stay in the run
+//! directory. The folder: `plan.rs` (constants, the scripts' values),
+//! `guest-init.sh`, `host-before-vmm.sh`, `host-after-vmm.sh` (the scripts),
+//! `markers.rs` (the serial protocol), `evaluate.rs` (pure checks).
+//!
+//! Design note.
+//!
+//! * **Test host** (hooks around the VMM, see [`crate::testhost::HostHooks`]):
+//!   mounts a tmpfs on [`SHARE_DIR`], writes `in.bin` from `/dev/urandom`,
+//!   prints its SHA-256 (`RAYOS-FS-HOST-IN-SHA256`), starts virtiofsd on
+//!   [`SOCKET`] and waits for the socket; after the VMM exits it waits for
+//!   virtiofsd to exit (it does when the frontend disconnects), prints
+//!   virtiofsd's log and the SHA-256 of the `out.bin` the guest wrote
+//!   (`RAYOS-FS-HOST-OUT-SHA256`). A tmpfs is used so the figures measure the
+//!   virtio-fs path (VMM, vhost-user, virtiofsd), not a disk.
+//! * **Guest** `/init`: loads the modules (`insmod`, no udev), checks that the
+//!   virtio-fs PCI function (1af4:105a) exists and that virtio-pci and
+//!   virtiofs bound it, mounts [`TAG`], times a cold read of `in.bin` and
+//!   prints its SHA-256, generates `out.bin` in its own tmpfs, prints its
+//!   SHA-256, and times copying it to the share *including* `sync`. Each step
+//!   is announced (`RAYOS-FS-STEP <step>`); a failure prints
+//!   `RAYOS-FS-ERROR <step>: <what>`, then diagnostics (`RAYOS-FS-DIAG ...`:
+//!   PCI and virtio devices with their drivers, `/proc/interrupts`, loaded
+//!   modules, the kernel log) and powers off. A watchdog in the background
+//!   does the same when one step makes no progress for the step timeout, so
+//!   a hung mount or a lost interrupt is reported as such rather than as the
+//!   outer timeout.
+//! * **Read-only share** (rayos-vmm only): the test host starts a second
+//!   virtiofsd on [`RO_DIR`] with the flags the host service gives a
+//!   read-only policy share (`--cache=auto --readonly`) and rayos-vmm gets it
+//!   as `--fs tag=rayos-ro,socket=/run/vfs-ro.sock` (rayos-vmm starts no
+//!   backends itself). The test host puts a random token in `policy.txt` there
+//!   (`RAYOS-FS-HOST-RO before`); the guest mounts the tag read-write (its
+//!   own mount options cannot lift the host's policy), reads the token, tries
+//!   four writes (create, append, remove, mkdir) and reports how many were
+//!   refused (`RAYOS-FS-RO`); afterwards the host checks the folder is
+//!   unchanged (`RAYOS-FS-HOST-RO after`). QEMU runs have no such device and
+//!   the guest reports `RAYOS-FS-RO absent`.
+//! * **Clock**: transfers are timed inside the guest on the monotonic clock,
+//!   `now at <ns> nsecs` of `/proc/timer_list` (busybox `date` has no `%N`),
+//!   falling back to `/proc/uptime` (10 ms resolution); the guest says which
+//!   (`RAYOS-FS-CLOCK`). `read_mib_s` and `write_mib_s` are MiB divided by
+//!   those seconds.
+
+mod evaluate;
+mod markers;
+mod plan;
+
+pub use evaluate::{evaluate_run, FsFigures, FsObservation};
+pub use plan::{FsPlan, Sandbox};
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -18,7 +66,6 @@ use crate::kmod::KmodError;
 use crate::qemu::Flow;
 use crate::serial::{BootFigures, BootObservation, Expectation};
 use crate::testhost::{self, GuestImage, HostSpec, TestHostError, Vmm};
-use crate::virtiofs::{self, FsFigures, FsObservation, FsPlan};
 use crate::Outcome;
 
 pub const SCENARIO: &str = "vmm-virtiofs";
@@ -83,14 +130,14 @@ fn prepare(args: &VmmVirtiofsArgs, plan: &FsPlan) -> Result<Prepared, VmmVirtiof
     let opts = &args.boot;
     let inputs = nested::gather(SCENARIO, &vmms, opts)?;
 
-    let modules = virtiofs::guest_modules(&inputs.kernel.modules).map_err(VmmVirtiofsError::Modules)?;
+    let modules = plan::guest_modules(&inputs.kernel.modules).map_err(VmmVirtiofsError::Modules)?;
     println!("guest modules (load order): {}", modules.join(" "));
     let guest_initrd = inputs.run_dir.join("guest-initrd.cpio");
     let t = Instant::now();
     let guest_bytes = testhost::build_guest_image(
         &GuestImage {
             busybox: &inputs.busybox,
-            init: virtiofs::guest_init_script(plan),
+            init: plan::guest_init_script(plan),
             modules: Some((&inputs.kernel.modules, &modules)),
         },
         &guest_initrd,
@@ -99,7 +146,7 @@ fn prepare(args: &VmmVirtiofsArgs, plan: &FsPlan) -> Result<Prepared, VmmVirtiof
     let guest =
         testhost::GuestSpec { fs: Some(plan.share()), rayos_args: plan.rayos_args(), ..nested::guest_spec(opts) };
     let rayos_env = args.vmm_log.iter().map(|f| ("RUST_LOG".to_string(), f.clone())).collect();
-    let hooks = virtiofs::host_hooks(plan, rayos_env);
+    let hooks = plan::host_hooks(plan, rayos_env);
     let hooks = if opts.kvm_trace { hooks.with_kvm_trace() } else { hooks };
     let host_initrd = inputs.run_dir.join("host-initrd.cpio");
     let manifest = testhost::build_host_initramfs(
@@ -112,7 +159,7 @@ fn prepare(args: &VmmVirtiofsArgs, plan: &FsPlan) -> Result<Prepared, VmmVirtiof
             qemu: vmms.contains(&Vmm::Qemu).then_some(inputs.qemu.as_path()),
             qemu_machine: &opts.qemu_machine,
             interactive: false,
-            extra_binaries: &[(virtiofsd.as_path(), virtiofs::VIRTIOFSD)],
+            extra_binaries: &[(virtiofsd.as_path(), plan::VIRTIOFSD)],
             hooks: &hooks,
         },
         &host_initrd,
@@ -202,7 +249,7 @@ fn run_once(
             Flow::Continue
         }
     })?;
-    let figures = virtiofs::evaluate_run(&boot, &fs, expect, plan.bytes(), vmm == Vmm::Rayos)
+    let figures = evaluate_run(&boot, &fs, expect, plan.bytes(), vmm == Vmm::Rayos)
         .map_err(|reason| run.annotate(reason, args.boot.timeout));
     Ok(RunResult {
         vmm,

@@ -376,19 +376,7 @@ pub fn hex(bytes: &[u8]) -> String {
 
 /// sha256 of everything a reader yields, reporting progress.
 pub fn hash_reader(mut r: impl Read, progress: Progress) -> io::Result<String> {
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = match r.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        h.update(&buf[..n]);
-        progress(n as u64);
-    }
-    Ok(hex(&h.finalize()))
+    copy_hashing(&mut r, &mut io::sink(), progress).map(|(_, sha)| sha)
 }
 
 /// Copy a reader to a writer, hashing on the way; returns (bytes, sha256).

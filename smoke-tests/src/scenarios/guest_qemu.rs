@@ -38,6 +38,24 @@ pub struct Share {
     pub guest_path: String,
 }
 
+/// The guest user's uid and gid (user `rayos` of the guest image).
+pub const GUEST_UID: u32 = 1000;
+
+impl Share {
+    /// `<run_dir>/shared`, created for the guest user (mode 0755) and shared
+    /// as tag `shared` at `/home/rayos/Shared`.
+    pub fn guest_home_folder(run_dir: &Path) -> Result<Share, String> {
+        use std::os::unix::fs::PermissionsExt;
+        let shared = run_dir.join("shared");
+        std::fs::create_dir(&shared).map_err(|e| format!("{}: {e}", shared.display()))?;
+        std::os::unix::fs::chown(&shared, Some(GUEST_UID), Some(GUEST_UID))
+            .map_err(|e| format!("chown {}: {e}", shared.display()))?;
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| format!("{}: {e}", shared.display()))?;
+        Ok(Share { tag: "shared".into(), host_dir: shared, guest_path: "/home/rayos/Shared".into() })
+    }
+}
+
 /// A booted (booting) guest and the host processes serving it.
 pub struct GuestVm {
     pub run_dir: PathBuf,

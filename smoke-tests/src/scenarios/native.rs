@@ -21,7 +21,6 @@
 //!    agent reports its exit on the command channel.
 //! 8. The guest powers off through the channel; QEMU exits 0.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -41,7 +40,6 @@ use crate::Outcome;
 const NAME: &str = "native";
 const VM: &str = "linux";
 /// The guest user's uid and gid (the image's `rayos` user).
-const GUEST_UID: u32 = 1000;
 const TYPED: &str = "typed-by-rayos";
 
 pub fn run(args: &NativeArgs) -> Outcome {
@@ -139,14 +137,9 @@ fn run_inner(args: &NativeArgs) -> Result<String, ScenarioError> {
     println!("host_fps={host_fps:.1} (weston-simple-shm on rayos-host, {:?})", args.measure);
 
     // 3. The guest with a shared folder, and its bridge.
-    let shared = run_dir.join("shared");
-    std::fs::create_dir(&shared).map_err(|e| format!("{}: {e}", shared.display()))?;
-    std::os::unix::fs::chown(&shared, Some(GUEST_UID), Some(GUEST_UID))
-        .map_err(|e| format!("chown {}: {e}", shared.display()))?;
-    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o755))
-        .map_err(|e| format!("{}: {e}", shared.display()))?;
-    let shares =
-        vec![Share { tag: "shared".into(), host_dir: shared.clone(), guest_path: "/home/rayos/Shared".into() }];
+    let share = Share::guest_home_folder(&run_dir)?;
+    let shared = share.host_dir.clone();
+    let shares = vec![share];
     let mut vm = guest_qemu::boot(
         &args.guest,
         &run_dir,

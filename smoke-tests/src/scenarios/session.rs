@@ -16,7 +16,6 @@
 //! test tiers).
 
 use std::io::{BufRead, Write};
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -73,13 +72,9 @@ fn run_inner(args: &SessionArgs) -> Result<String, ScenarioError> {
         ),
     }
 
-    let shared = run_dir.join("shared");
-    std::fs::create_dir(&shared).map_err(|e| format!("{}: {e}", shared.display()))?;
-    std::os::unix::fs::chown(&shared, Some(1000), Some(1000))
-        .map_err(|e| format!("chown {}: {e}", shared.display()))?;
-    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o755)).map_err(|e| e.to_string())?;
-    let shares =
-        vec![Share { tag: "shared".into(), host_dir: shared.clone(), guest_path: "/home/rayos/Shared".into() }];
+    let share = Share::guest_home_folder(&run_dir)?;
+    let shared = share.host_dir.clone();
+    let shares = vec![share];
     let mut vm = guest_qemu::boot(
         &args.guest,
         &run_dir,

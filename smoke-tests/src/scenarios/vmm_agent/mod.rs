@@ -58,7 +58,7 @@
 //! and the terminal's screenshot stay in `<run dir>/out`.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde_json::Value;
 
@@ -66,13 +66,12 @@ use super::compositor::{check_window_shot, Image, VM_RGB};
 use super::guest_qemu;
 use super::nested;
 use super::vmm_native::{
-    boot_options, build_host_image, chain, image_disk_step, model_for_host, run_once, HostTools, Observation,
-    RunResult, OUT_TAG, TERMINALS, TERMINAL_APP_IDS, VM, VM_COLOUR, WORDS_REQUEST,
+    boot_options, build_host_image, chain, image_disk_step, model_for_host, run_once, GuestPlan, HostTools,
+    Observation, RunResult, TERMINALS, VM, WORDS_REQUEST,
 };
 use crate::cli::VmmNativeArgs;
-use crate::serial;
 use crate::stats;
-use crate::testhost::{self, Vmm, MODULE_DIR, MODULE_LIST_DIR};
+use crate::testhost::{self, Vmm};
 use crate::Outcome;
 
 pub const SCENARIO: &str = "vmm-agent";
@@ -86,31 +85,21 @@ const REFUSED_APP: &str = "weston-flower.desktop";
 /// What the test host's `/init` is told.
 #[derive(Debug, Clone)]
 pub struct Plan {
-    pub cmdline: String,
-    pub memory_mib: u32,
-    pub cpus: u32,
-    pub vmlinuz: String,
-    pub initramfs: String,
-    pub rootfs: String,
-    pub native: bool,
-    pub words: bool,
+    pub guest: GuestPlan,
     /// The desktop ids the policy allows (every app of the image but
     /// [`REFUSED_APP`]).
     pub allowed_apps: Vec<String>,
-    pub boot_timeout: Duration,
-    pub window_timeout: Duration,
-    pub vmm_log: Option<String>,
 }
 
 impl Plan {
     pub fn steps(&self) -> Vec<&'static str> {
         let mut s = vec![];
-        if self.native {
+        if self.guest.native {
             s.push("compositor");
         }
         s.extend(["service", "agent", "catalog", "exit3", "rtt", "refuse", "api"]);
-        if self.native {
-            if self.words {
+        if self.guest.native {
+            if self.guest.words {
                 s.push("words");
             }
             s.push("terminal");
@@ -122,42 +111,17 @@ impl Plan {
 
 /// The test host's `/init` for `plan`.
 pub fn host_init(plan: &Plan) -> String {
-    let env = plan.vmm_log.as_ref().map(|f| format!("RUST_LOG={} ", testhost::sh_quote(f))).unwrap_or_default();
-    let secs = |d: Duration| d.as_secs().max(1).to_string();
     let allowed = plan.allowed_apps.iter().map(|a| format!("\"{a}\"")).collect::<Vec<_>>().join(", ");
-    [
-        ("@HOST_INIT@", serial::HOST_INIT.to_string()),
-        ("@HOST_FAIL@", serial::HOST_FAIL.to_string()),
-        ("@HOST_INFO@", serial::HOST_INFO.to_string()),
-        ("@VMM_START@", serial::VMM_START.to_string()),
-        ("@VMM_EXIT@", serial::VMM_EXIT.to_string()),
-        ("@MODULE_LIST_DIR@", MODULE_LIST_DIR.to_string()),
-        ("@MODULE_DIR@", MODULE_DIR.to_string()),
-        ("@OUT_TAG@", OUT_TAG.to_string()),
-        ("@VMLINUZ@", plan.vmlinuz.clone()),
-        ("@INITRAMFS@", plan.initramfs.clone()),
-        ("@ROOTFS@", plan.rootfs.clone()),
-        ("@CMDLINE@", plan.cmdline.replace('\'', "")),
-        ("@MEMORY@", format!("{}M", plan.memory_mib)),
-        ("@CPUS@", plan.cpus.to_string()),
-        ("@VMM_ENV@", env),
-        ("@BOOT_TIMEOUT@", secs(plan.boot_timeout)),
-        ("@WINDOW_TIMEOUT@", secs(plan.window_timeout)),
-        ("@NATIVE@", u8::from(plan.native).to_string()),
-        ("@WORDS@", u8::from(plan.native && plan.words).to_string()),
-        ("@WORDS_REQUEST@", WORDS_REQUEST.to_string()),
-        ("@TERMINAL_APP_IDS@", TERMINAL_APP_IDS.to_string()),
-        ("@VM@", VM.to_string()),
-        ("@VM_COLOUR@", VM_COLOUR.to_string()),
-        ("@ALLOWED_APPS@", allowed),
-        ("@REFUSED_APP@", REFUSED_APP.to_string()),
-        ("@QEMU@", testhost::QEMU.to_string()),
-        ("@QEMU_MACHINE@", testhost::DEFAULT_QEMU_MACHINE.to_string()),
-        ("@GUEST_RETRIES@", GUEST_RETRIES.to_string()),
-        ("@QEMU_STALL@", secs(plan.boot_timeout * 2 / 3)),
-    ]
-    .iter()
-    .fold(HOST_INIT.to_string(), |s, (k, v)| s.replace(k, v))
+    let mut values = plan.guest.placeholders();
+    values.extend([
+        ("ALLOWED_APPS", allowed),
+        ("REFUSED_APP", REFUSED_APP.to_string()),
+        ("QEMU", testhost::QEMU.to_string()),
+        ("QEMU_MACHINE", testhost::DEFAULT_QEMU_MACHINE.to_string()),
+        ("GUEST_RETRIES", GUEST_RETRIES.to_string()),
+        ("QEMU_STALL", (plan.guest.boot_timeout * 2 / 3).as_secs().max(1).to_string()),
+    ]);
+    crate::script::fill(HOST_INIT, &values)
 }
 
 /// Figures of a passing run.
@@ -232,7 +196,7 @@ pub fn evaluate(obs: &Observation, plan: &Plan) -> Result<Figures, String> {
     }
 
     let mut words_launch = None;
-    if plan.native && plan.words {
+    if plan.guest.native && plan.guest.words {
         let v: Value = serde_json::from_str(detail(obs, "words"))
             .map_err(|e| format!("rayos launch printed no JSON ({e}): {}", detail(obs, "words")))?;
         let app = v["app"].as_str().or(v["launched"].as_str()).unwrap_or_default();
@@ -241,7 +205,7 @@ pub fn evaluate(obs: &Observation, plan: &Plan) -> Result<Figures, String> {
         }
         words_launch = Some(v);
     }
-    if plan.native {
+    if plan.guest.native {
         let t = obs.terminal.as_ref().ok_or("no terminal window JSON from the test host")?;
         if t["origin"]["name"] != VM || t["origin"]["kind"] == "host" {
             return Err(format!("the terminal window's origin is not VM {VM}: {t}"));
@@ -329,18 +293,20 @@ fn run_inner(args: &VmmNativeArgs) -> Result<String, String> {
     let t = Instant::now();
     let model = model_for_host();
     let plan = Plan {
-        cmdline: format!("console=ttyS0 {} panic=-1", manifest.kernel_cmdline),
-        memory_mib: args.guest_memory_mib,
-        cpus: args.guest_cpus,
-        vmlinuz: manifest.vmlinuz.clone(),
-        initramfs: manifest.initramfs.clone(),
-        rootfs: manifest.rootfs.clone(),
-        native: !args.no_native,
-        words: model.is_some(),
+        guest: GuestPlan {
+            cmdline: format!("console=ttyS0 {} panic=-1", manifest.kernel_cmdline),
+            memory_mib: args.guest_memory_mib,
+            cpus: args.guest_cpus,
+            vmlinuz: manifest.vmlinuz.clone(),
+            initramfs: manifest.initramfs.clone(),
+            rootfs: manifest.rootfs.clone(),
+            native: !args.no_native,
+            words: model.is_some(),
+            boot_timeout: args.boot_timeout,
+            window_timeout: args.window_timeout,
+            vmm_log: args.vmm_log.clone(),
+        },
         allowed_apps: apps.into_iter().filter(|a| a != REFUSED_APP).collect(),
-        boot_timeout: args.boot_timeout,
-        window_timeout: args.window_timeout,
-        vmm_log: args.vmm_log.clone(),
     };
     let host_initrd = run_dir.join("host-initrd.cpio");
     let bytes = build_host_image(
@@ -448,21 +414,24 @@ fn run_inner(args: &VmmNativeArgs) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn plan(native: bool, words: bool) -> Plan {
         Plan {
-            cmdline: "console=ttyS0 rayos.root=rootfs panic=-1".into(),
-            memory_mib: 1024,
-            cpus: 2,
-            vmlinuz: "vmlinuz".into(),
-            initramfs: "initramfs.cpio.gz".into(),
-            rootfs: "rootfs".into(),
-            native,
-            words,
+            guest: GuestPlan {
+                cmdline: "console=ttyS0 rayos.root=rootfs panic=-1".into(),
+                memory_mib: 1024,
+                cpus: 2,
+                vmlinuz: "vmlinuz".into(),
+                initramfs: "initramfs.cpio.gz".into(),
+                rootfs: "rootfs".into(),
+                native,
+                words,
+                boot_timeout: Duration::from_secs(300),
+                window_timeout: Duration::from_secs(120),
+                vmm_log: None,
+            },
             allowed_apps: vec!["foot.desktop".into(), "weston-terminal.desktop".into()],
-            boot_timeout: Duration::from_secs(300),
-            window_timeout: Duration::from_secs(120),
-            vmm_log: None,
         }
     }
 

@@ -106,9 +106,10 @@ const NATIVE_STEPS: &[&str] = &["compositor", "bridge", "launch", "window", "clo
 /// With the intent model installed on this machine.
 const WORDS_STEPS: &[&str] = &["words", "terminal"];
 
-/// What the test host's `/init` is told.
+/// The guest both nested guest-image scenarios (this one and vmm-agent)
+/// boot, and what their test-host scripts share.
 #[derive(Debug, Clone)]
-pub struct Plan {
+pub struct GuestPlan {
     pub cmdline: String,
     pub memory_mib: u32,
     pub cpus: u32,
@@ -121,6 +122,45 @@ pub struct Plan {
     pub boot_timeout: Duration,
     pub window_timeout: Duration,
     pub vmm_log: Option<String>,
+}
+
+impl GuestPlan {
+    /// The placeholders both test-host scripts have, with their values.
+    pub fn placeholders(&self) -> Vec<(&'static str, String)> {
+        let env = self.vmm_log.as_ref().map(|f| format!("RUST_LOG={} ", testhost::sh_quote(f))).unwrap_or_default();
+        let secs = |d: Duration| d.as_secs().max(1).to_string();
+        vec![
+            ("HOST_INIT", serial::HOST_INIT.to_string()),
+            ("HOST_FAIL", serial::HOST_FAIL.to_string()),
+            ("HOST_INFO", serial::HOST_INFO.to_string()),
+            ("VMM_START", serial::VMM_START.to_string()),
+            ("VMM_EXIT", serial::VMM_EXIT.to_string()),
+            ("MODULE_LIST_DIR", MODULE_LIST_DIR.to_string()),
+            ("MODULE_DIR", MODULE_DIR.to_string()),
+            ("OUT_TAG", OUT_TAG.to_string()),
+            ("VMLINUZ", self.vmlinuz.clone()),
+            ("INITRAMFS", self.initramfs.clone()),
+            ("ROOTFS", self.rootfs.clone()),
+            ("CMDLINE", self.cmdline.replace('\'', "")),
+            ("MEMORY", format!("{}M", self.memory_mib)),
+            ("CPUS", self.cpus.to_string()),
+            ("VMM_ENV", env),
+            ("BOOT_TIMEOUT", secs(self.boot_timeout)),
+            ("WINDOW_TIMEOUT", secs(self.window_timeout)),
+            ("NATIVE", u8::from(self.native).to_string()),
+            ("WORDS", u8::from(self.native && self.words).to_string()),
+            ("WORDS_REQUEST", WORDS_REQUEST.to_string()),
+            ("TERMINAL_APP_IDS", TERMINAL_APP_IDS.to_string()),
+            ("VM", VM.to_string()),
+            ("VM_COLOUR", VM_COLOUR.to_string()),
+        ]
+    }
+}
+
+/// What the test host's `/init` is told.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub guest: GuestPlan,
     /// Record the test host's KVM trace events (see `--kvm-trace`).
     pub kvm_trace: bool,
 }
@@ -129,9 +169,9 @@ impl Plan {
     /// The steps this plan runs, in order.
     pub fn steps(&self) -> Vec<&'static str> {
         let mut s = BASE_STEPS.to_vec();
-        if self.native {
+        if self.guest.native {
             s.extend(NATIVE_STEPS);
-            if self.words {
+            if self.guest.words {
                 s.extend(WORDS_STEPS);
             }
         }
@@ -142,44 +182,19 @@ impl Plan {
 
 /// The test host's `/init` for `plan`.
 pub fn host_init(plan: &Plan) -> String {
-    let env = plan.vmm_log.as_ref().map(|f| format!("RUST_LOG={} ", testhost::sh_quote(f))).unwrap_or_default();
-    let secs = |d: Duration| d.as_secs().max(1).to_string();
     let trace =
         if plan.kvm_trace { testhost::HostHooks::default().with_kvm_trace() } else { testhost::HostHooks::default() };
-    [
-        ("@HOST_INIT@", serial::HOST_INIT.to_string()),
-        ("@HOST_FAIL@", serial::HOST_FAIL.to_string()),
-        ("@HOST_INFO@", serial::HOST_INFO.to_string()),
-        ("@VMM_START@", serial::VMM_START.to_string()),
-        ("@VMM_EXIT@", serial::VMM_EXIT.to_string()),
-        ("@VMM_METRICS@", serial::VMM_METRICS.to_string()),
-        ("@MODULE_LIST_DIR@", MODULE_LIST_DIR.to_string()),
-        ("@MODULE_DIR@", MODULE_DIR.to_string()),
-        ("@OUT_TAG@", OUT_TAG.to_string()),
-        ("@VMLINUZ@", plan.vmlinuz.clone()),
-        ("@INITRAMFS@", plan.initramfs.clone()),
-        ("@ROOTFS@", plan.rootfs.clone()),
-        ("@CMDLINE@", plan.cmdline.replace('\'', "")),
-        ("@MEMORY@", format!("{}M", plan.memory_mib)),
-        ("@CPUS@", plan.cpus.to_string()),
-        ("@VMM_ENV@", env),
-        ("@BOOT_TIMEOUT@", secs(plan.boot_timeout)),
-        ("@WINDOW_TIMEOUT@", secs(plan.window_timeout)),
-        ("@POWEROFF_TIMEOUT@", "60".to_string()),
-        ("@NATIVE@", u8::from(plan.native).to_string()),
-        ("@KVM_TRACE_BEFORE@", trace.before_vmm.clone()),
-        ("@KVM_TRACE_AFTER@", trace.after_vmm.clone()),
-        ("@WORDS@", u8::from(plan.native && plan.words).to_string()),
-        ("@WORDS_REQUEST@", WORDS_REQUEST.to_string()),
-        ("@TERMINAL_APP_IDS@", TERMINAL_APP_IDS.to_string()),
-        ("@VM@", VM.to_string()),
-        ("@VM_COLOUR@", VM_COLOUR.to_string()),
-        ("@BRIDGE_PORT@", rayos_contract::BRIDGE_PORT.to_string()),
-        ("@APP@", APP.to_string()),
-        ("@APP_ID_PART@", APP_ID_PART.to_string()),
-    ]
-    .iter()
-    .fold(HOST_INIT.to_string(), |s, (k, v)| s.replace(k, v))
+    let mut values = plan.guest.placeholders();
+    values.extend([
+        ("VMM_METRICS", serial::VMM_METRICS.to_string()),
+        ("POWEROFF_TIMEOUT", "60".to_string()),
+        ("KVM_TRACE_BEFORE", trace.before_vmm.clone()),
+        ("KVM_TRACE_AFTER", trace.after_vmm.clone()),
+        ("BRIDGE_PORT", rayos_contract::BRIDGE_PORT.to_string()),
+        ("APP", APP.to_string()),
+        ("APP_ID_PART", APP_ID_PART.to_string()),
+    ]);
+    crate::script::fill(HOST_INIT, &values)
 }
 
 /// What one boot of the test host printed.
@@ -291,14 +306,14 @@ pub fn evaluate(obs: &Observation, plan: &Plan) -> Result<Figures, String> {
         Some(s) => return Err(format!("rayos-vmm exited with {s}")),
         None => return Err("no rayos-vmm exit status".into()),
     }
-    if plan.native {
+    if plan.guest.native {
         let w = obs.window.as_ref().ok_or("no window JSON from the test host")?;
         if w["origin"]["name"] != VM || w["origin"]["kind"] == "host" {
             return Err(format!("the window's origin is not VM {VM}: {w}"));
         }
     }
     let mut words_launch = None;
-    if plan.native && plan.words {
+    if plan.guest.native && plan.guest.words {
         let detail = obs.passed.iter().find(|(n, _, _)| n == "words").map(|(_, _, d)| d.as_str()).unwrap_or("");
         let v: Value =
             serde_json::from_str(detail).map_err(|e| format!("rayos launch printed no JSON ({e}): {detail}"))?;
@@ -431,17 +446,19 @@ fn run_inner(args: &VmmNativeArgs) -> Result<String, String> {
     let t = Instant::now();
     let model = model_for_host();
     let plan = Plan {
-        cmdline: format!("console=ttyS0 {} panic=-1", manifest.kernel_cmdline),
-        memory_mib: args.guest_memory_mib,
-        cpus: args.guest_cpus,
-        vmlinuz: manifest.vmlinuz.clone(),
-        initramfs: manifest.initramfs.clone(),
-        rootfs: manifest.rootfs.clone(),
-        native: !args.no_native,
-        words: model.is_some(),
-        boot_timeout: args.boot_timeout,
-        window_timeout: args.window_timeout,
-        vmm_log: args.vmm_log.clone(),
+        guest: GuestPlan {
+            cmdline: format!("console=ttyS0 {} panic=-1", manifest.kernel_cmdline),
+            memory_mib: args.guest_memory_mib,
+            cpus: args.guest_cpus,
+            vmlinuz: manifest.vmlinuz.clone(),
+            initramfs: manifest.initramfs.clone(),
+            rootfs: manifest.rootfs.clone(),
+            native: !args.no_native,
+            words: model.is_some(),
+            boot_timeout: args.boot_timeout,
+            window_timeout: args.window_timeout,
+            vmm_log: args.vmm_log.clone(),
+        },
         kvm_trace: args.kvm_trace,
     };
     let host_initrd = run_dir.join("host-initrd.cpio");
@@ -518,7 +535,7 @@ fn run_inner(args: &VmmNativeArgs) -> Result<String, String> {
                 l["intent_ms"].as_f64().unwrap_or(f64::NAN)
             )
         }
-        _ if plan.native => {
+        _ if plan.guest.native => {
             println!(
                 "{SCENARIO} not checked: \"{WORDS_REQUEST}\" (the intent model {} is not installed here: rayos models install)",
                 rayos::models::DEFAULT_MODEL
@@ -810,17 +827,19 @@ mod tests {
 
     fn plan(native: bool) -> Plan {
         Plan {
-            cmdline: "console=ttyS0 rayos.root=rootfs panic=-1".into(),
-            memory_mib: 1024,
-            cpus: 2,
-            vmlinuz: "vmlinuz".into(),
-            initramfs: "initramfs.cpio.gz".into(),
-            rootfs: "rootfs".into(),
-            native,
-            words: native,
-            boot_timeout: Duration::from_secs(300),
-            window_timeout: Duration::from_secs(120),
-            vmm_log: None,
+            guest: GuestPlan {
+                cmdline: "console=ttyS0 rayos.root=rootfs panic=-1".into(),
+                memory_mib: 1024,
+                cpus: 2,
+                vmlinuz: "vmlinuz".into(),
+                initramfs: "initramfs.cpio.gz".into(),
+                rootfs: "rootfs".into(),
+                native,
+                words: native,
+                boot_timeout: Duration::from_secs(300),
+                window_timeout: Duration::from_secs(120),
+                vmm_log: None,
+            },
             kvm_trace: false,
         }
     }

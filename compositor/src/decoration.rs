@@ -37,14 +37,9 @@ pub enum DecorationError {
     EmptyClient(Rect),
 }
 
-/// Height of the title bar.
-pub const TITLE_HEIGHT: i32 = 28;
-/// Width of the side and bottom borders of a floating window.
-pub const BORDER: i32 = 4;
-/// Padding around the buttons and the label inside the title bar.
-pub const PAD: i32 = 4;
-/// Side of the square close and maximize buttons.
-pub const BUTTON: i32 = TITLE_HEIGHT - 2 * PAD;
+/// The decoration's sizes live with the control protocol, so clients that
+/// check screenshots (rayos-smoke) take the same numbers.
+pub use rayos_compositor_ipc::geometry::{BORDER, BUTTON, PAD, TITLE_HEIGHT};
 /// Widest label slot.
 pub const MAX_LABEL_WIDTH: i32 = 240;
 /// Length along an edge that counts as a corner for resizing.

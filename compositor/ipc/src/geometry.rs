@@ -11,6 +11,16 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The host decoration around every window (the compositor draws it; window
+/// screenshots and test checks measure against it). Height of the title bar.
+pub const TITLE_HEIGHT: i32 = 28;
+/// Width of the side and bottom borders of a floating window.
+pub const BORDER: i32 = 4;
+/// Padding around the buttons and the label inside the title bar.
+pub const PAD: i32 = 4;
+/// Side of the square close and maximize buttons.
+pub const BUTTON: i32 = TITLE_HEIGHT - 2 * PAD;
+
 /// Errors of this module.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GeometryError {

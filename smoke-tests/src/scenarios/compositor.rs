@@ -34,16 +34,18 @@ use serde_json::{json, Value};
 use crate::cli::{CompositorArgs, CompositorBenchArgs};
 use crate::procs::Procs;
 use crate::Outcome;
+use rayos_compositor_ipc::types::HOST_COLOUR;
 
 const NAME: &str = "compositor";
 const BENCH: &str = "compositor-bench";
 const TIMEOUT: Duration = Duration::from_secs(20);
-pub(crate) const HOST_RGB: [u8; 3] = [0x1f, 0x6f, 0xeb];
+/// The host origin's decoration colour (the compositor's own).
+pub(crate) const HOST_RGB: [u8; 3] = [HOST_COLOUR.r, HOST_COLOUR.g, HOST_COLOUR.b];
 const VM_NAME: &str = "demo";
 pub(crate) const VM_RGB: [u8; 3] = [0xd0, 0x30, 0x30];
 /// Decoration sizes of the compositor (title bar above, borders around).
-pub(crate) const TITLE_H: i64 = 28;
-pub(crate) const BORDER: i64 = 4;
+pub(crate) const TITLE_H: i64 = rayos_compositor_ipc::geometry::TITLE_HEIGHT as i64;
+pub(crate) const BORDER: i64 = rayos_compositor_ipc::geometry::BORDER as i64;
 
 pub fn run(args: &CompositorArgs) -> Outcome {
     match run_inner(args) {

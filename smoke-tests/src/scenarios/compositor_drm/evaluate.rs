@@ -2,18 +2,19 @@
 //! decorated window, its animation, its close), on decoded images.
 
 use super::*;
+use rayos_compositor_ipc::{geometry, types::HOST_COLOUR};
 
 /// The compositor's background, `[0.12, 0.13, 0.16]` scaled to 8 bits.
 pub const BACKGROUND_RGB: [u8; 3] = [31, 33, 41];
-/// The host origin's decoration colour.
-pub const HOST_RGB: [u8; 3] = [0x1f, 0x6f, 0xeb];
+/// The host origin's decoration colour (the compositor's own).
+pub const HOST_RGB: [u8; 3] = [HOST_COLOUR.r, HOST_COLOUR.g, HOST_COLOUR.b];
 /// Per-channel tolerance when matching a colour.
 pub const TOLERANCE: u8 = 6;
-/// Decoration layout of the compositor.
-pub const TITLE_H: u32 = 28;
-pub const BORDER: u32 = 4;
-pub const PAD: u32 = 4;
-pub const BUTTON: u32 = TITLE_H - 2 * PAD;
+/// Decoration layout of the compositor (its own constants).
+pub const TITLE_H: u32 = geometry::TITLE_HEIGHT as u32;
+pub const BORDER: u32 = geometry::BORDER as u32;
+pub const PAD: u32 = geometry::PAD as u32;
+pub const BUTTON: u32 = geometry::BUTTON as u32;
 /// weston-simple-shm's fixed buffer size.
 pub const CLIENT_W: u32 = 250;
 pub const CLIENT_H: u32 = 250;

@@ -12,7 +12,6 @@
 //! * `apt-get update` runs only when apt cannot resolve or fetch a package.
 
 use std::cell::Cell;
-use std::io::Read;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -110,17 +109,9 @@ pub fn kernel_release(package: &str) -> Option<&str> {
 
 /// Hex SHA-256 of a file.
 pub fn sha256_file(path: &Path) -> std::io::Result<String> {
-    let mut f = std::fs::File::open(path)?;
     let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    std::io::copy(&mut std::fs::File::open(path)?, &mut h)?;
+    Ok(format!("{:x}", h.finalize()))
 }
 
 /// Cache root from `$RAYOS_CACHE_DIR`, else `~/.cache/rayos`.

@@ -11,7 +11,6 @@
 //! different trees (logs, generated keys, caches), so the hash identifies one
 //! built tree; it is not a reproducibility check.
 
-use std::io::Read;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 
@@ -122,19 +121,8 @@ pub(crate) fn parse_dpkg_status(text: &str) -> Vec<Package> {
 pub(crate) fn sha256_file(path: &Path) -> Result<String, ImageError> {
     let mut f = std::fs::File::open(path).map_err(ImageError::io(path))?;
     let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf).map_err(ImageError::io(path))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(hex(&h.finalize()))
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    std::io::copy(&mut f, &mut h).map_err(ImageError::io(path))?;
+    Ok(format!("{:x}", h.finalize()))
 }
 
 /// The tree hash described in the module documentation.
@@ -167,7 +155,7 @@ pub(crate) fn tree_sha256(root: &Path) -> Result<String, ImageError> {
         h.update(&rel);
         h.update(format!("\0{kind}\0{:o}\0{}\0{}\0{payload}\n", md.permissions().mode() & 0o7777, md.uid(), md.gid()));
     }
-    Ok(hex(&h.finalize()))
+    Ok(format!("{:x}", h.finalize()))
 }
 
 fn collect(root: &Path, rel: &Path, out: &mut Vec<Vec<u8>>) -> Result<(), ImageError> {

@@ -364,16 +364,6 @@ fn check_pin(spec: &ModelSpec, f: &ModelFile, shown: &Path, written: u64, actual
     Ok(())
 }
 
-/// Lower-case hex of bytes.
-pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
-}
-
 /// sha256 of everything a reader yields, reporting progress.
 pub fn hash_reader(mut r: impl Read, progress: Progress) -> io::Result<String> {
     copy_hashing(&mut r, &mut io::sink(), progress).map(|(_, sha)| sha)
@@ -397,7 +387,7 @@ fn copy_hashing(r: &mut impl Read, w: &mut impl Write, progress: Progress) -> io
         progress(n as u64);
     }
     w.flush()?;
-    Ok((total, hex(&h.finalize())))
+    Ok((total, format!("{:x}", h.finalize())))
 }
 
 #[cfg(test)]
@@ -407,7 +397,7 @@ mod tests {
     use zip::write::SimpleFileOptions;
 
     fn sha(data: &[u8]) -> String {
-        hex(&Sha256::digest(data))
+        format!("{:x}", Sha256::digest(data))
     }
 
     /// A two-file model pinned to the given contents.

@@ -41,10 +41,10 @@ pub struct Share {
 /// The guest user's uid and gid (user `rayos` of the guest image).
 pub const GUEST_UID: u32 = 1000;
 
-impl Share {
-    /// `<run_dir>/shared`, created for the guest user (mode 0755) and shared
-    /// as tag `shared` at `/home/rayos/Shared`.
-    pub fn guest_home_folder(run_dir: &Path) -> Result<Share, String> {
+impl BootOptions {
+    /// A guest with `<run_dir>/shared` (returned), created for the guest user
+    /// (mode 0755) and shared as tag `shared` at `/home/rayos/Shared`.
+    pub fn with_home_share(run_dir: &Path) -> Result<(BootOptions, PathBuf), String> {
         use std::os::unix::fs::PermissionsExt;
         let shared = run_dir.join("shared");
         std::fs::create_dir(&shared).map_err(|e| format!("{}: {e}", shared.display()))?;
@@ -52,7 +52,8 @@ impl Share {
             .map_err(|e| format!("chown {}: {e}", shared.display()))?;
         std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o755))
             .map_err(|e| format!("{}: {e}", shared.display()))?;
-        Ok(Share { tag: "shared".into(), host_dir: shared, guest_path: "/home/rayos/Shared".into() })
+        let share = Share { tag: "shared".into(), host_dir: shared.clone(), guest_path: "/home/rayos/Shared".into() };
+        Ok((BootOptions { shares: vec![share], readonly_root: false }, shared))
     }
 }
 

@@ -32,7 +32,7 @@ use super::compositor::{
     check_window_shot, client, compositor_bin, describe, id_of, need, start_compositor, wait_for_within, Control,
     RuntimeDir, ScenarioError, VM_RGB,
 };
-use super::guest_qemu::{self, Share};
+use super::guest_qemu;
 use crate::cli::NativeArgs;
 use crate::procs::Procs;
 use crate::Outcome;
@@ -137,16 +137,8 @@ fn run_inner(args: &NativeArgs) -> Result<String, ScenarioError> {
     println!("host_fps={host_fps:.1} (weston-simple-shm on rayos-host, {:?})", args.measure);
 
     // 3. The guest with a shared folder, and its bridge.
-    let share = Share::guest_home_folder(&run_dir)?;
-    let shared = share.host_dir.clone();
-    let shares = vec![share];
-    let mut vm = guest_qemu::boot(
-        &args.guest,
-        &run_dir,
-        &image,
-        &manifest,
-        &guest_qemu::BootOptions { shares, readonly_root: false },
-    )?;
+    let (opts, shared) = guest_qemu::BootOptions::with_home_share(&run_dir)?;
+    let mut vm = guest_qemu::boot(&args.guest, &run_dir, &image, &manifest, &opts)?;
     let result = exercise(args, &rayos, &image, &manifest, &mut vm, &mut ctl, &rt.0, &shared, host_fps);
     let figures = match result {
         Ok(f) => f,

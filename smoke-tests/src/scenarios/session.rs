@@ -24,7 +24,7 @@ use rayos_contract::CAP_WAYLAND_BRIDGE;
 use serde_json::json;
 
 use super::compositor::{compositor_bin, describe, start_compositor_on, Control, RuntimeDir, ScenarioError};
-use super::guest_qemu::{self, Share};
+use super::guest_qemu;
 use crate::cli::SessionArgs;
 use crate::procs::Procs;
 use crate::Outcome;
@@ -72,16 +72,8 @@ fn run_inner(args: &SessionArgs) -> Result<String, ScenarioError> {
         ),
     }
 
-    let share = Share::guest_home_folder(&run_dir)?;
-    let shared = share.host_dir.clone();
-    let shares = vec![share];
-    let mut vm = guest_qemu::boot(
-        &args.guest,
-        &run_dir,
-        &image,
-        &manifest,
-        &guest_qemu::BootOptions { shares, readonly_root: false },
-    )?;
+    let (opts, shared) = guest_qemu::BootOptions::with_home_share(&run_dir)?;
+    let mut vm = guest_qemu::boot(&args.guest, &run_dir, &image, &manifest, &opts)?;
     vm.start_bridge(&rayos, &rt.0, VM, None)?;
     let (client, _) = vm.connect_agent(args.guest.boot_timeout, &[CAP_WAYLAND_BRIDGE])?;
     println!(

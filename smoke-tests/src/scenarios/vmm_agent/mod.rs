@@ -293,19 +293,7 @@ fn run_inner(args: &VmmNativeArgs) -> Result<String, String> {
     let t = Instant::now();
     let model = model_for_host();
     let plan = Plan {
-        guest: GuestPlan {
-            cmdline: format!("console=ttyS0 {} panic=-1", manifest.kernel_cmdline),
-            memory_mib: args.guest_memory_mib,
-            cpus: args.guest_cpus,
-            vmlinuz: manifest.vmlinuz.clone(),
-            initramfs: manifest.initramfs.clone(),
-            rootfs: manifest.rootfs.clone(),
-            native: !args.no_native,
-            words: model.is_some(),
-            boot_timeout: args.boot_timeout,
-            window_timeout: args.window_timeout,
-            vmm_log: args.vmm_log.clone(),
-        },
+        guest: GuestPlan::new(&manifest, args, model.is_some()),
         allowed_apps: apps.into_iter().filter(|a| a != REFUSED_APP).collect(),
     };
     let host_initrd = run_dir.join("host-initrd.cpio");

@@ -125,6 +125,24 @@ pub struct GuestPlan {
 }
 
 impl GuestPlan {
+    /// The guest of `manifest` as the command line asks for it; `words`:
+    /// the intent model is there for `rayos launch "open a terminal"`.
+    pub fn new(manifest: &rayos_image::Manifest, args: &VmmNativeArgs, words: bool) -> Self {
+        GuestPlan {
+            cmdline: format!("console=ttyS0 {} panic=-1", manifest.kernel_cmdline),
+            memory_mib: args.guest_memory_mib,
+            cpus: args.guest_cpus,
+            vmlinuz: manifest.vmlinuz.clone(),
+            initramfs: manifest.initramfs.clone(),
+            rootfs: manifest.rootfs.clone(),
+            native: !args.no_native,
+            words,
+            boot_timeout: args.boot_timeout,
+            window_timeout: args.window_timeout,
+            vmm_log: args.vmm_log.clone(),
+        }
+    }
+
     /// The placeholders both test-host scripts have, with their values.
     pub fn placeholders(&self) -> Vec<(&'static str, String)> {
         let env = self.vmm_log.as_ref().map(|f| format!("RUST_LOG={} ", testhost::sh_quote(f))).unwrap_or_default();
@@ -445,22 +463,7 @@ fn run_inner(args: &VmmNativeArgs) -> Result<String, String> {
     // 2. The test host image (with the intent model when this machine has it).
     let t = Instant::now();
     let model = model_for_host();
-    let plan = Plan {
-        guest: GuestPlan {
-            cmdline: format!("console=ttyS0 {} panic=-1", manifest.kernel_cmdline),
-            memory_mib: args.guest_memory_mib,
-            cpus: args.guest_cpus,
-            vmlinuz: manifest.vmlinuz.clone(),
-            initramfs: manifest.initramfs.clone(),
-            rootfs: manifest.rootfs.clone(),
-            native: !args.no_native,
-            words: model.is_some(),
-            boot_timeout: args.boot_timeout,
-            window_timeout: args.window_timeout,
-            vmm_log: args.vmm_log.clone(),
-        },
-        kvm_trace: args.kvm_trace,
-    };
+    let plan = Plan { guest: GuestPlan::new(&manifest, args, model.is_some()), kvm_trace: args.kvm_trace };
     let host_initrd = run_dir.join("host-initrd.cpio");
     let bytes = build_host_image(
         &inputs,

@@ -33,8 +33,9 @@
 //!   a tiny ELF guest and compares the VMM's own `first_run_monotonic_ns`
 //!   (CLOCK_MONOTONIC at the first `KVM_RUN`) with CLOCK_MONOTONIC taken just
 //!   before `spawn`.
-//! * Building blocks are small and pure where possible: [`initramfs`] (newc
-//!   writer), [`kmod`] (module dependency order), [`sharedlibs`] (ldd
+//! * Building blocks are small and pure where possible: the newc writer
+//!   and module dependency order come from `rayos_image::{cpio, kmod}` (the
+//!   guest image's initramfs uses them too), [`sharedlibs`] (ldd
 //!   closure), [`serial`] (marker parsing and boot evaluation), [`qemu`]
 //!   (accelerator choice, streaming runner), [`debs`] (apt cache),
 //!   [`testhost`] (assembles both initramfs images, with per-scenario hooks,
@@ -46,8 +47,6 @@
 
 pub mod cli;
 pub mod debs;
-pub mod initramfs;
-pub mod kmod;
 pub mod procs;
 pub mod pty;
 pub mod qemu;

@@ -21,16 +21,16 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::initramfs::{Archive, InitramfsError};
-use crate::kmod::{KmodError, ModuleTree};
 use crate::serial;
 use crate::sharedlibs::{self, LibsError};
+use rayos_image::cpio::{Archive, CpioError};
+use rayos_image::kmod::{KmodError, ModuleTree};
 
 /// Errors from assembling an initramfs.
 #[derive(Debug, thiserror::Error)]
 pub enum TestHostError {
     #[error(transparent)]
-    Initramfs(#[from] InitramfsError),
+    Initramfs(#[from] CpioError),
     #[error(transparent)]
     Kmod(#[from] KmodError),
     #[error(transparent)]
@@ -450,7 +450,7 @@ pub fn add_modules(a: &mut Archive, tree: &ModuleTree, order: &[String], list: &
     for m in order {
         let dest = format!("{MODULE_DIR}/{m}.ko");
         if !a.contains(&dest) {
-            a.file_bytes(&dest, crate::kmod::read_module(tree.path_of(m)?)?, 0o644)?;
+            a.file_bytes(&dest, rayos_image::kmod::read_module(tree.path_of(m)?)?, 0o644)?;
         }
     }
     a.file_bytes(list, order.join("\n") + "\n", 0o644)?;

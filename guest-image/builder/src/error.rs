@@ -22,8 +22,10 @@ pub enum ImageError {
     MissingPackage { package: String },
     #[error("kernel: {0}")]
     Kernel(String),
-    #[error("kernel module {module}: {reason}")]
-    Module { module: String, reason: String },
+    #[error(transparent)]
+    Kmod(#[from] crate::kmod::KmodError),
+    #[error(transparent)]
+    Cpio(#[from] crate::cpio::CpioError),
     #[error("guest agent {path}: {source}")]
     Agent { path: PathBuf, source: std::io::Error },
     #[error("{path}: {source}")]

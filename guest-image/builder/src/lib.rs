@@ -41,8 +41,10 @@
 //! (see the `mmdebstrap` module); a second build from a warm cache downloads
 //! no package, only revalidates the suite's `InRelease`.
 
+pub mod cpio;
 mod error;
 mod initramfs;
+pub mod kmod;
 mod manifest;
 mod mirror;
 mod mmdebstrap;

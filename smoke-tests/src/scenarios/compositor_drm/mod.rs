@@ -65,11 +65,11 @@ use serde_json::{json, Value};
 
 use super::nested::{self, NestedError};
 use crate::cli::{BootOptions, CompositorDrmArgs};
-use crate::initramfs::Archive;
-use crate::kmod::ModuleTree;
 use crate::qemu::{self, Accel, AccelProbe, Flow};
 use crate::testhost::{self, sh_quote, TestHostError, MODULE_DIR, MODULE_LIST_DIR};
 use crate::Outcome;
+use rayos_image::cpio::Archive;
+use rayos_image::kmod::ModuleTree;
 
 pub const SCENARIO: &str = "compositor-drm";
 
@@ -111,9 +111,9 @@ pub enum DrmError {
     #[error(transparent)]
     TestHost(#[from] TestHostError),
     #[error(transparent)]
-    Initramfs(#[from] crate::initramfs::InitramfsError),
+    Initramfs(#[from] rayos_image::cpio::CpioError),
     #[error(transparent)]
-    Kmod(#[from] crate::kmod::KmodError),
+    Kmod(#[from] rayos_image::kmod::KmodError),
     #[error(transparent)]
     Qemu(#[from] crate::qemu::QemuError),
     #[error("{what} not found at {path} ({hint})")]

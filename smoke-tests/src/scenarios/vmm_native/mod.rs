@@ -614,7 +614,7 @@ pub(crate) fn installed_model() -> Option<(PathBuf, String)> {
 }
 
 /// Adds the files under `dir` (recursively) at `dest`.
-fn add_tree(a: &mut crate::initramfs::Archive, dir: &Path, dest: &str) -> Result<(), String> {
+fn add_tree(a: &mut rayos_image::cpio::Archive, dir: &Path, dest: &str) -> Result<(), String> {
     let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     for e in entries {
         let e = e.map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -642,7 +642,7 @@ pub(crate) fn build_host_image(
     let applets = testhost::busybox_applets(&inputs.busybox).map_err(e)?;
     let mut a = testhost::base_archive(&inputs.busybox, &applets).map_err(e)?;
     a.file_bytes("/init", init, 0o755).map_err(|x| chain(&x))?;
-    let kmod = |x: crate::kmod::KmodError| chain(&x);
+    let kmod = |x: rayos_image::kmod::KmodError| chain(&x);
     for (list, roots) in [
         ("amd", &["kvm-amd"][..]),
         ("intel", &["kvm-intel"][..]),

@@ -62,11 +62,11 @@ use std::time::{Duration, Instant};
 
 use super::nested::{self, NestedError, Prepared};
 use crate::cli::{VmmChoice, VmmVirtiofsArgs};
-use crate::kmod::KmodError;
 use crate::qemu::Flow;
 use crate::serial::{BootFigures, BootObservation, Expectation};
 use crate::testhost::{self, GuestImage, HostSpec, TestHostError, Vmm};
 use crate::Outcome;
+use rayos_image::kmod::KmodError;
 
 pub const SCENARIO: &str = "vmm-virtiofs";
 

@@ -6,10 +6,10 @@
 use std::time::Duration;
 
 use super::markers::*;
-use crate::kmod::{KmodError, ModuleTree};
 use crate::script::fill;
 use crate::serial;
 use crate::testhost::{guest_module_list, sh_quote, FsShare, HostHooks, MODULE_DIR};
+use rayos_image::kmod::{KmodError, ModuleTree};
 
 const GUEST_INIT: &str = include_str!("guest-init.sh");
 const HOST_BEFORE_VMM: &str = include_str!("host-before-vmm.sh");
@@ -204,7 +204,7 @@ mod tests {
     #[test]
     fn guest_modules_resolve_in_dependency_order() {
         let deps = debian_61_depends();
-        let order = crate::kmod::load_order(GUEST_MODULE_ROOTS, |m| Ok(deps[m].clone())).unwrap();
+        let order = rayos_image::kmod::load_order(GUEST_MODULE_ROOTS, |m| Ok(deps[m].clone())).unwrap();
         assert_eq!(
             order,
             [
@@ -236,7 +236,7 @@ mod tests {
             let dir = if m.starts_with("virtio") { base.join("drivers/virtio") } else { base.join("fs/fuse") };
             std::fs::create_dir_all(&dir).unwrap();
             let modinfo = format!("license=GPL\0depends={}\0name={m}\0", d.join(","));
-            std::fs::write(dir.join(format!("{m}.ko")), crate::kmod::test_support::tiny_elf(modinfo.as_bytes()))
+            std::fs::write(dir.join(format!("{m}.ko")), rayos_image::kmod::test_support::tiny_elf(modinfo.as_bytes()))
                 .unwrap();
         }
         let tree = ModuleTree::open(root.path()).unwrap();

@@ -29,12 +29,35 @@ pub enum KmodError {
     },
     #[error("kernel module {module:?} not found under {dir}")]
     NotFound { module: String, dir: PathBuf },
-    #[error("kernel module {path} is not a valid ELF object: {reason}")]
-    BadElf { path: PathBuf, reason: String },
+    #[error("kernel module {path} is not a valid ELF object")]
+    BadElf {
+        path: PathBuf,
+        #[source]
+        source: ElfError,
+    },
     #[error("dependency cycle through kernel module {0:?}")]
     Cycle(String),
-    #[error("cannot decompress {path} with {tool}: {reason}")]
+    #[error("kernel module {0:?} is neither in modules.dep nor in modules.builtin")]
+    NotInModulesDep(String),
+    #[error("cannot decompress {path} with {tool} (scripts/setup.sh installs it): {reason}")]
     Decompress { path: PathBuf, tool: &'static str, reason: String },
+}
+
+/// Why a module file is not an object whose sections can be read.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ElfError {
+    #[error("missing ELF magic")]
+    Magic,
+    #[error("not a little-endian ELF64 object")]
+    NotElf64Le,
+    #[error("truncated ELF header")]
+    Truncated,
+    #[error("section name table out of bounds")]
+    NamesOutOfBounds,
+    #[error("section header {0} out of bounds")]
+    SectionOutOfBounds(usize),
+    #[error("no .modinfo section")]
+    NoModinfo,
 }
 
 /// Canonical module name: file name without `.ko[.xz|.zst|.gz]`, `-` as `_`.
@@ -65,18 +88,17 @@ fn u64_at(b: &[u8], at: usize) -> Option<u64> {
 }
 
 /// Returns the contents of the named section of a little-endian ELF64 object.
-pub fn elf_section<'a>(elf: &'a [u8], wanted: &str) -> Result<Option<&'a [u8]>, String> {
+pub fn elf_section<'a>(elf: &'a [u8], wanted: &str) -> Result<Option<&'a [u8]>, ElfError> {
     if elf.get(..4) != Some(b"\x7fELF") {
-        return Err("missing ELF magic".into());
+        return Err(ElfError::Magic);
     }
     if elf.get(4) != Some(&2) || elf.get(5) != Some(&1) {
-        return Err("not a little-endian ELF64 object".into());
+        return Err(ElfError::NotElf64Le);
     }
-    let short = || "truncated ELF header".to_string();
-    let shoff = u64_at(elf, 0x28).ok_or_else(short)? as usize;
-    let shentsize = u16_at(elf, 0x3a).ok_or_else(short)? as usize;
-    let shnum = u16_at(elf, 0x3c).ok_or_else(short)? as usize;
-    let shstrndx = u16_at(elf, 0x3e).ok_or_else(short)? as usize;
+    let shoff = u64_at(elf, 0x28).ok_or(ElfError::Truncated)? as usize;
+    let shentsize = u16_at(elf, 0x3a).ok_or(ElfError::Truncated)? as usize;
+    let shnum = u16_at(elf, 0x3c).ok_or(ElfError::Truncated)? as usize;
+    let shstrndx = u16_at(elf, 0x3e).ok_or(ElfError::Truncated)? as usize;
     let section = |i: usize| -> Option<(u32, &'a [u8])> {
         let h = shoff + i * shentsize;
         let name = u32_at(elf, h)?;
@@ -84,9 +106,9 @@ pub fn elf_section<'a>(elf: &'a [u8], wanted: &str) -> Result<Option<&'a [u8]>, 
         let size = u64_at(elf, h + 32)? as usize;
         Some((name, elf.get(off..off.checked_add(size)?)?))
     };
-    let (_, names) = section(shstrndx).ok_or("section name table out of bounds")?;
+    let (_, names) = section(shstrndx).ok_or(ElfError::NamesOutOfBounds)?;
     for i in 0..shnum {
-        let (name_off, data) = section(i).ok_or_else(|| format!("section header {i} out of bounds"))?;
+        let (name_off, data) = section(i).ok_or(ElfError::SectionOutOfBounds(i))?;
         let name = names.get(name_off as usize..).and_then(|s| s.split(|&b| b == 0).next()).unwrap_or_default();
         if name == wanted.as_bytes() {
             return Ok(Some(data));
@@ -96,8 +118,8 @@ pub fn elf_section<'a>(elf: &'a [u8], wanted: &str) -> Result<Option<&'a [u8]>, 
 }
 
 /// The `depends=` list from a module's `.modinfo` section.
-pub fn modinfo_depends(elf: &[u8]) -> Result<Vec<String>, String> {
-    let modinfo = elf_section(elf, ".modinfo")?.ok_or("no .modinfo section")?;
+pub fn modinfo_depends(elf: &[u8]) -> Result<Vec<String>, ElfError> {
+    let modinfo = elf_section(elf, ".modinfo")?.ok_or(ElfError::NoModinfo)?;
     Ok(modinfo
         .split(|&b| b == 0)
         .filter_map(|kv| kv.strip_prefix(b"depends="))
@@ -218,7 +240,7 @@ impl ModuleTree {
         }
         let path = self.path_of(&name)?;
         let elf = read_module(path)?;
-        modinfo_depends(&elf).map_err(|reason| KmodError::BadElf { path: path.to_path_buf(), reason })
+        modinfo_depends(&elf).map_err(|source| KmodError::BadElf { path: path.to_path_buf(), source })
     }
 
     /// `roots` and all their dependencies in load order.
@@ -274,11 +296,11 @@ pub fn read_module(path: &Path) -> Result<Vec<u8>, KmodError> {
     Ok(out.stdout)
 }
 
-/// Test helpers shared with other modules' tests.
-#[cfg(test)]
-pub(crate) mod test_support {
+/// Test helpers for this crate's and the smoke tests' unit tests.
+#[doc(hidden)]
+pub mod test_support {
     /// Builds a minimal ELF64 object with `.shstrtab` and `.modinfo`.
-    pub(crate) fn tiny_elf(modinfo: &[u8]) -> Vec<u8> {
+    pub fn tiny_elf(modinfo: &[u8]) -> Vec<u8> {
         let shstrtab = b"\0.shstrtab\0.modinfo\0";
         let mut elf = vec![0u8; 64];
         elf[..6].copy_from_slice(b"\x7fELF\x02\x01");

@@ -1,7 +1,8 @@
-//! Minimal writer for Linux initramfs images in the `newc` cpio format.
+//! Minimal writer for Linux initramfs images in the `newc` cpio format: the
+//! guest image's initramfs and the smoke tests' test hosts use it.
 //!
-//! The kernel unpacks an uncompressed newc archive directly, so no
-//! compression step is needed. Entries are kept in a sorted map keyed by
+//! The kernel unpacks a newc archive directly or gzip-compressed (the writer
+//! takes any `Write`, so a `GzEncoder` compresses on the way out). Entries are kept in a sorted map keyed by
 //! their path: parents always precede children in the output, adding a path
 //! twice replaces the earlier entry, and every parent directory of an entry is
 //! created implicitly. Device nodes (e.g. `/dev/console`) can be written
@@ -16,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 /// Errors from building or writing an initramfs.
 #[derive(Debug, thiserror::Error)]
-pub enum InitramfsError {
+pub enum CpioError {
     #[error("initramfs entry path {0:?} is empty or not valid UTF-8")]
     BadPath(PathBuf),
     #[error("cannot read {path} for initramfs entry {entry}")]
@@ -70,10 +71,10 @@ pub struct Archive {
 }
 
 /// Normalises an archive path: no leading `/`, no empty or `.` components.
-fn normalise(path: &str) -> Result<String, InitramfsError> {
+fn normalise(path: &str) -> Result<String, CpioError> {
     let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty() && *p != ".").collect();
     if parts.is_empty() {
-        return Err(InitramfsError::BadPath(PathBuf::from(path)));
+        return Err(CpioError::BadPath(PathBuf::from(path)));
     }
     Ok(parts.join("/"))
 }
@@ -83,7 +84,7 @@ impl Archive {
         Self::default()
     }
 
-    fn insert(&mut self, path: &str, node: Node, perm: u32) -> Result<(), InitramfsError> {
+    fn insert(&mut self, path: &str, node: Node, perm: u32) -> Result<(), CpioError> {
         let path = normalise(path)?;
         let comps: Vec<&str> = path.split('/').collect();
         for depth in 1..comps.len() {
@@ -94,18 +95,13 @@ impl Archive {
     }
 
     /// Adds a directory (and its parents).
-    pub fn dir(&mut self, path: &str, perm: u32) -> Result<&mut Self, InitramfsError> {
+    pub fn dir(&mut self, path: &str, perm: u32) -> Result<&mut Self, CpioError> {
         self.insert(path, Node::Dir, perm)?;
         Ok(self)
     }
 
     /// Adds a regular file with the given contents.
-    pub fn file_bytes(
-        &mut self,
-        path: &str,
-        contents: impl Into<Vec<u8>>,
-        perm: u32,
-    ) -> Result<&mut Self, InitramfsError> {
+    pub fn file_bytes(&mut self, path: &str, contents: impl Into<Vec<u8>>, perm: u32) -> Result<&mut Self, CpioError> {
         self.insert(path, Node::File(Data::Bytes(contents.into())), perm)?;
         Ok(self)
     }
@@ -113,16 +109,11 @@ impl Archive {
     /// Adds a regular file whose contents are copied from `source` (symlinks
     /// followed) when the archive is written. `perm: None` keeps the source's
     /// permission bits.
-    pub fn file_from_host(
-        &mut self,
-        path: &str,
-        source: &Path,
-        perm: Option<u32>,
-    ) -> Result<&mut Self, InitramfsError> {
+    pub fn file_from_host(&mut self, path: &str, source: &Path, perm: Option<u32>) -> Result<&mut Self, CpioError> {
         let perm = match perm {
             Some(p) => p,
             None => std::fs::metadata(source)
-                .map_err(|e| InitramfsError::Source { path: source.to_path_buf(), entry: path.to_string(), source: e })?
+                .map_err(|e| CpioError::Source { path: source.to_path_buf(), entry: path.to_string(), source: e })?
                 .permissions()
                 .mode(),
         };
@@ -131,13 +122,13 @@ impl Archive {
     }
 
     /// Adds a symbolic link `path -> target`.
-    pub fn symlink(&mut self, path: &str, target: &str) -> Result<&mut Self, InitramfsError> {
+    pub fn symlink(&mut self, path: &str, target: &str) -> Result<&mut Self, CpioError> {
         self.insert(path, Node::Symlink(target.to_string()), 0o777)?;
         Ok(self)
     }
 
     /// Adds a character device node.
-    pub fn char_dev(&mut self, path: &str, perm: u32, major: u32, minor: u32) -> Result<&mut Self, InitramfsError> {
+    pub fn char_dev(&mut self, path: &str, perm: u32, major: u32, minor: u32) -> Result<&mut Self, CpioError> {
         self.insert(path, Node::CharDev { major, minor }, perm)?;
         Ok(self)
     }
@@ -157,9 +148,9 @@ impl Archive {
     }
 
     /// Writes the archive to `out`; returns the number of bytes written.
-    pub fn write_to<W: Write>(&self, out: W) -> Result<u64, InitramfsError> {
+    pub fn write_to<W: Write>(&self, out: W) -> Result<u64, CpioError> {
         let mut w = CountingWriter { inner: out, count: 0 };
-        let werr = |e: io::Error| InitramfsError::Write { path: PathBuf::from("<stream>"), source: e };
+        let werr = |e: io::Error| CpioError::Write { path: PathBuf::from("<stream>"), source: e };
         for (ino, (path, entry)) in self.entries.iter().enumerate() {
             write_entry(&mut w, ino as u32 + 1, path, entry)?;
         }
@@ -172,10 +163,10 @@ impl Archive {
     }
 
     /// Writes the archive to the file at `path`; returns its size in bytes.
-    pub fn write_file(&self, path: &Path) -> Result<u64, InitramfsError> {
-        let f = File::create(path).map_err(|e| InitramfsError::Write { path: path.to_path_buf(), source: e })?;
+    pub fn write_file(&self, path: &Path) -> Result<u64, CpioError> {
+        let f = File::create(path).map_err(|e| CpioError::Write { path: path.to_path_buf(), source: e })?;
         self.write_to(BufWriter::with_capacity(1 << 20, f)).map_err(|e| match e {
-            InitramfsError::Write { source, .. } => InitramfsError::Write { path: path.to_path_buf(), source },
+            CpioError::Write { source, .. } => CpioError::Write { path: path.to_path_buf(), source },
             other => other,
         })
     }
@@ -226,8 +217,8 @@ fn write_header<W: Write>(
     pad4(w)
 }
 
-fn write_entry<W: Write>(w: &mut CountingWriter<W>, ino: u32, path: &str, entry: &Entry) -> Result<(), InitramfsError> {
-    let werr = |e: io::Error| InitramfsError::Write { path: PathBuf::from(path), source: e };
+fn write_entry<W: Write>(w: &mut CountingWriter<W>, ino: u32, path: &str, entry: &Entry) -> Result<(), CpioError> {
+    let werr = |e: io::Error| CpioError::Write { path: PathBuf::from(path), source: e };
     match &entry.node {
         Node::Dir => write_header(w, ino, path, S_IFDIR | entry.perm, 2, 0, (0, 0)).map_err(werr),
         Node::Symlink(target) => write_header(w, ino, path, S_IFLNK | entry.perm, 1, target.len() as u64, (0, 0))
@@ -244,7 +235,7 @@ fn write_entry<W: Write>(w: &mut CountingWriter<W>, ino: u32, path: &str, entry:
                 .map_err(werr)
         }
         Node::File(Data::HostFile(src)) => {
-            let serr = |e: io::Error| InitramfsError::Source { path: src.clone(), entry: path.to_string(), source: e };
+            let serr = |e: io::Error| CpioError::Source { path: src.clone(), entry: path.to_string(), source: e };
             let file = File::open(src).map_err(serr)?;
             let len = file.metadata().map_err(serr)?.len();
             write_header(w, ino, path, S_IFREG | entry.perm, 1, len, (0, 0)).map_err(werr)?;
@@ -330,7 +321,7 @@ mod tests {
         a.write_to(&mut buf).unwrap();
         let e = parse(&buf);
         assert_eq!(e[1], ("etc/x".to_string(), S_IFREG | 0o600, 0, 0, b"two".to_vec()));
-        assert!(matches!(a.clone().dir("/", 0o755), Err(InitramfsError::BadPath(_))));
+        assert!(matches!(a.clone().dir("/", 0o755), Err(CpioError::BadPath(_))));
     }
 
     #[test]

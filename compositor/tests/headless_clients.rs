@@ -4,7 +4,8 @@
 //! A missing client is a failure naming its package, never a silent pass.
 
 mod common;
-use common::{need, wait_until, HOST_RGB, TIMEOUT};
+use common::{need, wait_until, TIMEOUT};
+use rayos_test_kit::image::{is_background, Image, HOST_RGB};
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -14,11 +15,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-
-/// The headless output's background (see `backend::headless::BACKGROUND`).
-fn is_background(p: &[u8]) -> bool {
-    p[0].abs_diff(31) <= 2 && p[1].abs_diff(33) <= 2 && p[2].abs_diff(41) <= 2
-}
 
 struct Compositor {
     child: Child,
@@ -168,43 +164,7 @@ impl Control {
     fn screenshot(&mut self, req: Value) -> Image {
         let v = self.ok(req);
         let path = v["path"].as_str().expect("path").to_string();
-        Image::load(Path::new(&path))
-    }
-}
-
-struct Image {
-    w: usize,
-    h: usize,
-    rgba: Vec<u8>,
-}
-
-impl Image {
-    fn load(path: &Path) -> Self {
-        let decoder = png::Decoder::new(std::fs::File::open(path).expect("open png"));
-        let mut reader = decoder.read_info().unwrap();
-        let mut buf = vec![0; reader.output_buffer_size()];
-        let info = reader.next_frame(&mut buf).unwrap();
-        assert_eq!(info.color_type, png::ColorType::Rgba);
-        buf.truncate(info.buffer_size());
-        Image { w: info.width as usize, h: info.height as usize, rgba: buf }
-    }
-
-    fn px(&self, x: i64, y: i64) -> &[u8] {
-        let o = (y as usize * self.w + x as usize) * 4;
-        &self.rgba[o..o + 4]
-    }
-
-    /// Pixels of a rectangle matching `f`, and the total.
-    fn count(&self, x: i64, y: i64, w: i64, h: i64, f: impl Fn(&[u8]) -> bool) -> (usize, usize) {
-        let mut n = 0;
-        for yy in y..y + h {
-            for xx in x..x + w {
-                if f(self.px(xx, yy)) {
-                    n += 1;
-                }
-            }
-        }
-        (n, (w * h) as usize)
+        Image::load(Path::new(&path)).expect("screenshot")
     }
 }
 
@@ -213,8 +173,8 @@ fn geo(w: &Value) -> (i64, i64, i64, i64) {
     (g["x"].as_i64().unwrap(), g["y"].as_i64().unwrap(), g["w"].as_i64().unwrap(), g["h"].as_i64().unwrap())
 }
 
-fn is_rgb(p: &[u8], c: [u8; 3]) -> bool {
-    p[0] == c[0] && p[1] == c[1] && p[2] == c[2]
+fn is_rgb(p: [u8; 3], c: [u8; 3]) -> bool {
+    p == c
 }
 
 /// Checks the decoration around a window: title bar in `colour`, a white label.
@@ -222,12 +182,12 @@ fn check_decoration(img: &Image, w: &Value, colour: [u8; 3]) {
     let (x, y, cw, _) = geo(w);
     // Title bar: 28 px above the client; right end (buttons slot) is plain colour.
     assert!(
-        is_rgb(img.px(x + cw - 2, y - 26), colour),
+        is_rgb(img.at(x + cw - 2, y - 26), colour),
         "title bar colour at right end: {:?}",
-        img.px(x + cw - 2, y - 26)
+        img.at(x + cw - 2, y - 26)
     );
-    assert!(is_rgb(img.px(x - 2, y + 5), colour), "left border colour");
-    let (white, _) = img.count(x, y - 24, 100, 20, |p| p[0] == 255 && p[1] == 255 && p[2] == 255);
+    assert!(is_rgb(img.at(x - 2, y + 5), colour), "left border colour");
+    let (white, _) = img.count_at(x, y - 24, 100, 20, |p| p[0] == 255 && p[1] == 255 && p[2] == 255);
     assert!(white > 30, "the origin label is drawn in the title bar ({white} white pixels)");
 }
 
@@ -267,9 +227,9 @@ fn simple_shm_window_is_listed_drawn_and_gone_when_client_dies() {
     let shot = c.path().join("output.png");
     let img = ctl.screenshot(json!({"op": "screenshot", "path": shot.to_str().unwrap()}));
     assert_eq!((img.w, img.h), (1280, 800));
-    let (bg, total) = img.count(x, y, cw, ch, is_background);
+    let (bg, total) = img.count_at(x, y, cw, ch, is_background);
     assert!(bg * 10 < total, "client area is mostly background ({bg}/{total})");
-    assert!(is_background(img.px(1270, 790)), "outside windows is background");
+    assert!(is_background(img.at(1270, 790)), "outside windows is background");
     check_decoration(&img, &w, HOST_RGB);
 
     // A window shot holds the client area and its decoration.
@@ -277,7 +237,7 @@ fn simple_shm_window_is_listed_drawn_and_gone_when_client_dies() {
     let wshot = c.path().join("window.png");
     let wimg = ctl.screenshot(json!({"op": "screenshot", "window": id, "path": wshot.to_str().unwrap()}));
     assert_eq!((wimg.w, wimg.h), (250 + 8, 250 + 28 + 4));
-    assert!(is_rgb(wimg.px(2, 2), HOST_RGB));
+    assert!(is_rgb(wimg.at(2, 2), HOST_RGB));
 
     // A client killed outright leaves no window.
     client.kill();
@@ -308,9 +268,9 @@ fn foot_runs_a_command_typed_through_the_control_api() {
     let shot = c.path().join("foot.png");
     let img = ctl.screenshot(json!({"op": "screenshot", "path": shot.to_str().unwrap()}));
     let (x, y, cw, ch) = geo(&w);
-    let (bg, total) = img.count(x, y, cw, ch, is_background);
+    let (bg, total) = img.count_at(x, y, cw, ch, is_background);
     assert!(bg * 10 < total, "foot's area is mostly background ({bg}/{total})");
-    let (text, _) = img.count(x, y, cw, 40, |p| p[0] > 150 && p[1] > 150 && p[2] > 150);
+    let (text, _) = img.count_at(x, y, cw, 40, |p| p[0] > 150 && p[1] > 150 && p[2] > 150);
     assert!(text > 50, "foot shows text ({text} light pixels)");
     check_decoration(&img, &w, HOST_RGB);
 }
@@ -759,7 +719,7 @@ fn a_client_flooding_commits_does_not_starve_another() {
     assert!(commits > 10_000, "the flooding client did flood ({commits} commits)");
     assert!(dones >= 20, "the flooding client still gets frame callbacks ({dones} in {run:?})");
     assert!(repaints >= 20, "the other client kept drawing during the flood ({repaints} repaints in 1.5 s)");
-    assert_ne!(a.rgba, b.rgba, "simple-shm's picture moved on during the flood");
+    assert_ne!(a.rgb, b.rgb, "simple-shm's picture moved on during the flood");
     assert_eq!(ctl.windows().len(), 1, "the flooder never mapped (no buffer), the victim is still there");
 }
 
@@ -769,7 +729,7 @@ fn chip_end(img: &Image) -> i64 {
     // The strip starts at (BORDER + PAD, PAD) = (8, 4); its top row is chip
     // background only (text never reaches the top pixel row).
     let mut x = 8;
-    while x < img.w as i64 && img.px(x, 4)[..3] == [255, 255, 255] {
+    while x < img.w as i64 && img.at(x, 4) == [255, 255, 255] {
         x += 1;
     }
     x
@@ -795,17 +755,17 @@ fn title_bar_shows_the_label_chip_then_the_client_title_and_idles() {
     // full-colour cores and blended edges).
     let end = chip_end(&img);
     assert!((30..=120).contains(&end), "chip ends at x={end}");
-    let (label, _) = img.count(8, 4, end - 8, 20, |p| is_rgb(p, red));
-    let (edges, _) = img.count(8, 4, end - 8, 20, |p| !is_rgb(p, red) && !is_rgb(p, [255, 255, 255]));
+    let (label, _) = img.count_at(8, 4, end - 8, 20, |p| is_rgb(p, red));
+    let (edges, _) = img.count_at(8, 4, end - 8, 20, |p| !is_rgb(p, red) && !is_rgb(p, [255, 255, 255]));
     assert!(label > 20 && edges > 20, "label pixels {label}, blended {edges}");
     // The title follows on the bar colour, in a light neutral colour, and
     // nowhere draws a second chip (no pure white past the chip).
     let bar_end = img.w as i64 - 4 - 4 - 2 * 20 - 4;
-    let (light, _) = img.count(end, 4, bar_end - end, 20, |p| p[0] > 200 && p[1] > 200 && p[2] > 200);
-    let (white, _) = img.count(end, 0, img.w as i64 - end, 28, |p| is_rgb(p, [255, 255, 255]));
+    let (light, _) = img.count_at(end, 4, bar_end - end, 20, |p| p[0] > 200 && p[1] > 200 && p[2] > 200);
+    let (white, _) = img.count_at(end, 0, img.w as i64 - end, 28, |p| is_rgb(p, [255, 255, 255]));
     assert!(light > 100, "title text drawn ({light} light pixels)");
     assert_eq!(white, 0, "nothing past the chip is chip-white");
-    assert!(is_rgb(img.px(end + 2, 14), red), "the bar colour separates chip and title");
+    assert!(is_rgb(img.at(end + 2, 14), red), "the bar colour separates chip and title");
 
     // An unchanged scene repaints nothing (the text strip is cached).
     let before = ctl.ok(json!({"op": "stats"}));
@@ -850,9 +810,9 @@ fn window_commit_counter_and_first_content_time_measure_a_clients_fps() {
 /// Whether the compositor's default arrow (hot spot top-left: black left
 /// edge, white inside) is drawn with its hot spot at (x, y).
 fn arrow_at(img: &Image, x: i64, y: i64) -> bool {
-    is_rgb(img.px(x, y + 5), [0, 0, 0])
-        && is_rgb(img.px(x + 1, y + 5), [255, 255, 255])
-        && is_rgb(img.px(x + 1, y + 9), [255, 255, 255])
+    is_rgb(img.at(x, y + 5), [0, 0, 0])
+        && is_rgb(img.at(x + 1, y + 5), [255, 255, 255])
+        && is_rgb(img.at(x + 1, y + 9), [255, 255, 255])
 }
 
 #[test]
@@ -887,7 +847,7 @@ fn a_clients_cursor_surface_replaces_the_arrow_while_the_pointer_is_over_it() {
     let mut diff = 0;
     for yy in p.1 - 24..p.1 + 24 {
         for xx in p.0 - 24..p.0 + 24 {
-            if over.px(xx, yy) != back.px(xx, yy) {
+            if over.at(xx, yy) != back.at(xx, yy) {
                 diff += 1;
             }
         }
@@ -1000,14 +960,14 @@ fn a_client_drawing_outside_its_window_never_covers_the_host_decoration() {
     let mut bad = Vec::new();
     for yy in (y - 28)..(y + ch + 4) {
         for xx in [x - 4, x - 1, x + cw, x + cw + 3] {
-            if !is_rgb(img.px(xx, yy), HOST_RGB) {
+            if !is_rgb(img.at(xx, yy), HOST_RGB) {
                 bad.push((xx, yy));
             }
         }
     }
     for xx in (x - 4)..(x + cw + 4) {
         for yy in [y + ch, y + ch + 3] {
-            if !is_rgb(img.px(xx, yy), HOST_RGB) {
+            if !is_rgb(img.at(xx, yy), HOST_RGB) {
                 bad.push((xx, yy));
             }
         }
@@ -1017,6 +977,6 @@ fn a_client_drawing_outside_its_window_never_covers_the_host_decoration() {
         "{} border pixels are not the host colour, first at {:?}: {:?}",
         bad.len(),
         bad[0],
-        img.px(bad[0].0, bad[0].1)
+        img.at(bad[0].0, bad[0].1)
     );
 }

@@ -5,7 +5,9 @@
 //! naming its package.
 
 mod common;
-use common::{need, Procs, HOST_RGB, TIMEOUT};
+use common::{need, TIMEOUT};
+use rayos_test_kit::image::{is_background, Image, HOST_RGB};
+use rayos_test_kit::Procs;
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -87,17 +89,20 @@ fn winit_window_in_a_wayland_session_shows_a_client_window() {
         std::fs::create_dir(d).unwrap();
         std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700)).unwrap();
     }
-    let mut procs = Procs(Vec::new());
+    let mut procs = Procs::new();
 
     // The session: a headless compositor.
-    procs.0.push(compositor(&["--backend", "headless", "--size", "1280x800"], &outer, &[]));
+    procs.push("outer compositor", compositor(&["--backend", "headless", "--size", "1280x800"], &outer, &[]));
     let mut session = Control::connect(&outer.join("rayos-compositor.sock"));
     // The compositor under test, in a window of that session.
-    procs.0.push(compositor(
-        &["--backend", "winit", "--size", "640x400"],
-        &inner,
-        &[("XDG_RUNTIME_DIR", &outer), ("WAYLAND_DISPLAY", Path::new("rayos-host"))],
-    ));
+    procs.push(
+        "inner compositor",
+        compositor(
+            &["--backend", "winit", "--size", "640x400"],
+            &inner,
+            &[("XDG_RUNTIME_DIR", &outer), ("WAYLAND_DISPLAY", Path::new("rayos-host"))],
+        ),
+    );
     let mut ctl = Control::connect(&inner.join("rayos-compositor.sock"));
     let client = Command::new(shm)
         .env_clear()
@@ -107,7 +112,7 @@ fn winit_window_in_a_wayland_session_shows_a_client_window() {
         .stderr(Stdio::null())
         .spawn()
         .expect("start weston-simple-shm");
-    procs.0.push(client);
+    procs.push("client", client);
 
     let win = session.wait_window("the compositor's window in the session", |w| w["app_id"] == "rayos-compositor");
     let (ox, oy, ow, oh) = geometry(&win);
@@ -119,23 +124,16 @@ fn winit_window_in_a_wayland_session_shows_a_client_window() {
     // The session's picture of its screen, not the inner compositor's buffer.
     let shot = tmp.path().join("session.png");
     session.ok(json!({"op": "screenshot", "path": shot.to_str().unwrap()}));
-    let mut r = png::Decoder::new(std::fs::File::open(&shot).unwrap()).read_info().unwrap();
-    let mut rgba = vec![0; r.output_buffer_size()];
-    let info = r.next_frame(&mut rgba).unwrap();
-    let w = i64::from(info.width);
-    let px = |x: i64, y: i64| {
-        let o = ((y * w + x) * 4) as usize;
-        [rgba[o], rgba[o + 1], rgba[o + 2]]
-    };
-    let background = |p: [u8; 3]| p[0].abs_diff(31) <= 2 && p[1].abs_diff(33) <= 2 && p[2].abs_diff(41) <= 2;
+    let img = Image::load(&shot).expect("the session's screenshot");
+    let px = |x: i64, y: i64| img.at(x, y);
     // The inner output sits at the session window's client area.
     let (cx, cy) = (ox + ix, oy + iy);
     assert_eq!(px(cx + iw - 2, cy - 2), HOST_RGB, "the inner host decoration's title bar is in the session");
-    assert!(background(px(ox + ow - 10, oy + oh - 10)), "the inner background fills the window");
+    assert!(is_background(px(ox + ow - 10, oy + oh - 10)), "the inner background fills the window");
     let mut client_px = 0;
     for y in cy..cy + ih {
         for x in cx..cx + iw {
-            client_px += usize::from(!background(px(x, y)));
+            client_px += usize::from(!is_background(px(x, y)));
         }
     }
     assert!(client_px * 10 > (iw * ih) as usize * 9, "simple-shm's pixels reach the session ({client_px})");

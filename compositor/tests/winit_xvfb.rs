@@ -5,12 +5,13 @@
 //! `weston`) fails the test naming the package, never a silent pass.
 
 mod common;
-use common::{need, wait_until, Procs, HOST_RGB, TIMEOUT};
+use common::{need, wait_until, TIMEOUT};
+use rayos_test_kit::image::{is_background, Image, HOST_RGB};
+use rayos_test_kit::Procs;
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -25,15 +26,6 @@ fn request(reader: &mut BufReader<UnixStream>, writer: &mut UnixStream, req: Val
     v
 }
 
-fn load_png(path: &Path) -> (i64, i64, Vec<u8>) {
-    let mut r = png::Decoder::new(std::fs::File::open(path).unwrap()).read_info().unwrap();
-    let mut buf = vec![0; r.output_buffer_size()];
-    let info = r.next_frame(&mut buf).unwrap();
-    assert_eq!((info.color_type, info.bit_depth), (png::ColorType::Rgba, png::BitDepth::Eight), "import wrote PNG32");
-    buf.truncate(info.buffer_size());
-    (i64::from(info.width), i64::from(info.height), buf)
-}
-
 #[test]
 fn winit_window_under_xvfb_shows_a_client_window() {
     let xvfb = need("Xvfb", "xvfb");
@@ -41,7 +33,7 @@ fn winit_window_under_xvfb_shows_a_client_window() {
     let shm = need("weston-simple-shm", "weston");
     let dir = tempfile::Builder::new().prefix("rayos-winit-").tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
-    let mut procs = Procs(Vec::new());
+    let mut procs = Procs::new();
 
     // A virtual X server on a free display (it writes the number to stdout).
     let mut x = Command::new(xvfb)
@@ -52,7 +44,7 @@ fn winit_window_under_xvfb_shows_a_client_window() {
         .expect("start Xvfb");
     let mut num = String::new();
     BufReader::new(x.stdout.take().unwrap()).read_line(&mut num).unwrap();
-    procs.0.push(x);
+    procs.push("x", x);
     let display = format!(":{}", num.trim());
     assert!(num.trim().parse::<u32>().is_ok(), "Xvfb did not report its display: {num:?}");
 
@@ -69,7 +61,7 @@ fn winit_window_under_xvfb_shows_a_client_window() {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("start rayos-compositor");
-    procs.0.push(comp);
+    procs.push("comp", comp);
     wait_until("the compositor's sockets", || control.exists() && dir.path().join("rayos-host").exists());
 
     let client = Command::new(shm)
@@ -80,7 +72,7 @@ fn winit_window_under_xvfb_shows_a_client_window() {
         .stderr(Stdio::null())
         .spawn()
         .expect("start weston-simple-shm");
-    procs.0.push(client);
+    procs.push("client", client);
 
     let s = UnixStream::connect(&control).unwrap();
     s.set_read_timeout(Some(TIMEOUT)).unwrap();
@@ -102,24 +94,20 @@ fn winit_window_under_xvfb_shows_a_client_window() {
         .status()
         .expect("run import");
     assert!(st.success(), "import -window root failed");
-    let (w, h, rgba) = load_png(&shot);
-    assert_eq!((w, h), (1024, 768), "the root window of Xvfb");
-    let px = |x: i64, y: i64| {
-        let o = ((y * w + x) * 4) as usize;
-        [rgba[o], rgba[o + 1], rgba[o + 2]]
-    };
+    let img = Image::load(&shot).expect("import wrote a PNG");
+    assert_eq!((img.w, img.h), (1024, 768), "the root window of Xvfb");
+    let px = |x: i64, y: i64| img.at(x, y);
     // No window manager: the compositor's window sits at the root's origin.
     let g = &win["geometry"];
     let (gx, gy, gw, gh) =
         (g["x"].as_i64().unwrap(), g["y"].as_i64().unwrap(), g["w"].as_i64().unwrap(), g["h"].as_i64().unwrap());
     assert_eq!(px(gx + gw - 2, gy - 2), HOST_RGB, "the host decoration's title bar is on the X screen");
     assert_eq!(px(gx - 2, gy + gh / 2), HOST_RGB, "the left border is on the X screen");
-    let background = |p: [u8; 3]| p[0].abs_diff(31) <= 2 && p[1].abs_diff(33) <= 2 && p[2].abs_diff(41) <= 2;
-    assert!(background(px(600, 450)), "the output's background fills the rest of the window: {:?}", px(600, 450));
+    assert!(is_background(px(600, 450)), "the output's background fills the rest of the window: {:?}", px(600, 450));
     let mut client_px = 0;
     for y in gy..gy + gh {
         for x in gx..gx + gw {
-            client_px += usize::from(!background(px(x, y)));
+            client_px += usize::from(!is_background(px(x, y)));
         }
     }
     assert!(client_px * 10 > (gw * gh) as usize * 9, "simple-shm's pixels are on the X screen ({client_px})");

@@ -47,7 +47,7 @@
 
 pub mod cli;
 pub mod debs;
-pub mod procs;
+pub use rayos_test_kit::procs;
 pub mod pty;
 pub mod qemu;
 pub mod rundir;

@@ -33,6 +33,9 @@ pub const HOST_LABEL: &str = "RayOS host";
 /// The host's decoration colour. No VM may be registered with a colour
 /// within [`MIN_COLOUR_DISTANCE`] of it.
 pub const HOST_COLOUR: Rgb = Rgb::new(0x1f, 0x6f, 0xeb);
+/// The colour of the output where no window is (every backend clears to it;
+/// tests recognise the empty desktop by it).
+pub const BACKGROUND_COLOUR: Rgb = Rgb::new(31, 33, 41);
 /// An sRGB colour, written `"#rrggbb"` in JSON.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Rgb {
@@ -54,6 +57,11 @@ impl Rgb {
         let dg = f64::from(self.g) - f64::from(other.g);
         let db = f64::from(self.b) - f64::from(other.b);
         ((2.0 + rm / 256.0) * dr * dr + 4.0 * dg * dg + (2.0 + (255.0 - rm) / 256.0) * db * db).sqrt()
+    }
+
+    /// As opaque normalised RGBA, for GPU renderers' clear colour.
+    pub const fn rgba_f32(self) -> [f32; 4] {
+        [self.r as f32 / 255.0, self.g as f32 / 255.0, self.b as f32 / 255.0, 1.0]
     }
 
     /// As a `0xAARRGGBB` value with full alpha, for renderers.

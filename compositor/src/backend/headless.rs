@@ -141,8 +141,9 @@ impl std::fmt::Debug for HeadlessBackend {
     }
 }
 
-/// Colour of the output where no window is (dark grey-blue), RGBA.
-pub const BACKGROUND: [f32; 4] = [0.12, 0.13, 0.16, 1.0];
+/// Colour of the output where no window is (dark grey-blue, #1f2129), RGBA:
+/// the control protocol's [`rayos_compositor_ipc::types::BACKGROUND_COLOUR`].
+pub const BACKGROUND: [f32; 4] = rayos_compositor_ipc::types::BACKGROUND_COLOUR.rgba_f32();
 
 impl HeadlessBackend {
     /// An output of `w`x`h` pixels; the caller creates its global.

@@ -243,8 +243,8 @@ impl State {
                 }
             }
             Some(Effect::Stats) => {
-                let st = self.backend.stats();
-                let samples: Vec<u64> = self.backend.render_times().iter().map(|t| t.as_micros() as u64).collect();
+                let st = self.offscreen.stats();
+                let samples: Vec<u64> = self.offscreen.render_times().iter().map(|t| t.as_micros() as u64).collect();
                 handled.reply =
                     Some(ServerMessage::Ok(Reply::stats(st.repaints, st.idle_frames, st.damaged_px, &samples)));
             }
@@ -270,10 +270,10 @@ impl State {
     fn screenshot(&mut self, target: ScreenshotTarget, path: Option<String>) -> Result<Reply, ApiError> {
         let internal = |e: &dyn std::fmt::Display| ApiError::new(ErrorCode::Internal, e.to_string());
         let (rgba, w, h) = match target {
-            ScreenshotTarget::Output(Some(name)) if name != self.backend.output().name() => {
+            ScreenshotTarget::Output(Some(name)) if name != self.offscreen.output().name() => {
                 return Err(ApiError::new(
                     ErrorCode::InvalidRequest,
-                    format!("screenshot: no output named {name:?} (there is {:?})", self.backend.output().name()),
+                    format!("screenshot: no output named {name:?} (there is {:?})", self.offscreen.output().name()),
                 ));
             }
             ScreenshotTarget::Output(_) => render::capture_output(self).map_err(|e| internal(&e))?,

@@ -112,7 +112,7 @@ impl State {
                 // The mapping commit attached the window's first buffer.
                 let _ = self.shell.record_commit(id);
                 tracing::info!(%id, origin = origin.label(), app_id, title, "window mapped");
-                self.backend.output().enter(surface);
+                self.offscreen.output().enter(surface);
                 let deco = super::render::DecorationBuffers::new(&origin);
                 self.windows.insert(id, Mapped { window, deco });
                 self.reconcile();

@@ -214,7 +214,7 @@ fn scene(state: &mut State) -> (Vec<OutputElement>, Vec<WindowId>) {
     let mut out = Vec::new();
     let mut drawn = Vec::new();
     let ids: Vec<WindowId> = state.shell.stack().iter().rev().copied().collect();
-    let renderer = state.backend.renderer();
+    let renderer = state.offscreen.renderer();
     // The pointer, in front of everything, where the compositor draws it:
     // the client's cursor surface at its hotspot, or the default arrow.
     if let Some(cursor) = &state.cursor {
@@ -266,7 +266,7 @@ fn scene(state: &mut State) -> (Vec<OutputElement>, Vec<WindowId>) {
 pub fn render_output(state: &mut State) -> Result<bool, RenderError> {
     let start = std::time::Instant::now();
     let (elements, drawn) = scene(state);
-    let painted = state.backend.render_since(&elements, start)?;
+    let painted = state.offscreen.render_since(&elements, start)?;
     let now = state.elapsed_ms();
     for id in drawn {
         if state.shell.record_first_content(id, now) {
@@ -285,15 +285,15 @@ pub fn bench_output(state: &mut State, frames: u32, damage: Option<Rect>) -> Res
         None => BenchDamage::Full,
         Some(r) => BenchDamage::Region(Rectangle::new((r.x, r.y).into(), (r.w, r.h).into())),
     };
-    let (times, px) = state.backend.bench(&elements, damage, frames as usize)?;
+    let (times, px) = state.offscreen.bench(&elements, damage, frames as usize)?;
     Ok((times.iter().map(|t| t.as_micros() as u64).collect(), px))
 }
 
 /// Renders the output now and returns its RGBA pixels and size.
 pub fn capture_output(state: &mut State) -> Result<(Vec<u8>, u32, u32), RenderError> {
     render_output(state)?;
-    let size = state.backend.size();
-    let pixels = state.backend.read_rgba(Rectangle::from_size(size))?;
+    let size = state.offscreen.size();
+    let pixels = state.offscreen.read_rgba(Rectangle::from_size(size))?;
     Ok((pixels, size.w as u32, size.h as u32))
 }
 
@@ -302,8 +302,8 @@ pub fn capture_window(state: &mut State, id: WindowId) -> Result<(Vec<u8>, u32, 
     let frame = state.shell.frame(id).map_err(|_| RenderError::UnknownWindow(id))?;
     let m = state.windows.get_mut(&id).ok_or(RenderError::UnknownWindow(id))?;
     let mut elements = Vec::new();
-    window_elements(state.backend.renderer(), &state.fonts, &state.shell, m, id, (frame.x, frame.y), &mut elements)?;
-    let pixels = state.backend.render_offscreen(frame.w, frame.h, &elements)?;
+    window_elements(state.offscreen.renderer(), &state.fonts, &state.shell, m, id, (frame.x, frame.y), &mut elements)?;
+    let pixels = state.offscreen.render_offscreen(frame.w, frame.h, &elements)?;
     Ok((pixels, frame.w as u32, frame.h as u32))
 }
 

@@ -2,11 +2,9 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::Child;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub const TIMEOUT: Duration = Duration::from_secs(20);
-pub const HOST_RGB: [u8; 3] = [0x1f, 0x6f, 0xeb];
 
 /// Path of a client binary, or a failure naming the Debian package.
 pub fn need(bin: &str, package: &str) -> PathBuf {
@@ -19,26 +17,7 @@ pub fn need(bin: &str, package: &str) -> PathBuf {
     panic!("{bin} not found: install the Debian package `{package}` (bash scripts/setup.sh installs it)");
 }
 
-/// Child processes killed on drop, last started first.
-pub struct Procs(pub Vec<Child>);
-
-impl Drop for Procs {
-    fn drop(&mut self) {
-        for c in self.0.iter_mut().rev() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 /// Polls `f` every 50 ms until it holds; panics after [`TIMEOUT`].
-pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let end = Instant::now() + TIMEOUT;
-    while Instant::now() < end {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("timed out waiting for {what}");
+pub fn wait_until(what: &str, f: impl FnMut() -> bool) {
+    rayos_test_kit::wait::until(what, TIMEOUT, f).unwrap_or_else(|e| panic!("{e}"));
 }

@@ -27,7 +27,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
@@ -70,6 +70,8 @@ pub enum ScenarioError {
     MissingProgram { bin: String, package: String },
     #[error("timed out after {secs}s waiting for {what}")]
     Timeout { what: String, secs: u64 },
+    #[error("screenshot: {0}")]
+    Image(#[from] rayos_test_kit::image::ImageError),
     /// A check or a step failed; the text says which.
     #[error("{0}")]
     Failed(String),
@@ -78,6 +80,12 @@ pub enum ScenarioError {
 impl From<String> for ScenarioError {
     fn from(s: String) -> Self {
         ScenarioError::Failed(s)
+    }
+}
+
+impl From<rayos_test_kit::wait::Timeout> for ScenarioError {
+    fn from(t: rayos_test_kit::wait::Timeout) -> Self {
+        ScenarioError::Timeout { what: t.what, secs: t.after.as_secs() }
     }
 }
 
@@ -160,18 +168,9 @@ fn wait_for<T>(what: &str, f: impl FnMut() -> Result<Option<T>, ScenarioError>) 
 pub(crate) fn wait_for_within<T>(
     what: &str,
     timeout: Duration,
-    mut f: impl FnMut() -> Result<Option<T>, ScenarioError>,
+    f: impl FnMut() -> Result<Option<T>, ScenarioError>,
 ) -> Result<T, ScenarioError> {
-    let end = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f()? {
-            return Ok(v);
-        }
-        if Instant::now() > end {
-            return Err(ScenarioError::Timeout { what: what.to_string(), secs: timeout.as_secs() });
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    rayos_test_kit::wait::poll(what, timeout, Duration::from_millis(50), f)
 }
 
 /// Starts the compositor (headless, `size`) in `rt`; waits for its sockets.
@@ -278,7 +277,7 @@ impl Control {
         req["op"] = json!("screenshot");
         req["path"] = json!(path.to_str().ok_or("run directory path is not UTF-8")?);
         self.ok(req)?;
-        Image::load(path)
+        Ok(Image::load(path)?)
     }
 }
 
@@ -293,46 +292,7 @@ fn median_us(v: &[u64]) -> Option<f64> {
     crate::stats::summarise(&f).map(|s| s.median)
 }
 
-pub(crate) struct Image {
-    pub(crate) w: i64,
-    pub(crate) h: i64,
-    rgba: Vec<u8>,
-}
-
-impl Image {
-    pub(crate) fn load(path: &Path) -> Result<Self, ScenarioError> {
-        let f = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let mut reader = png::Decoder::new(f).read_info().map_err(|e| format!("{}: {e}", path.display()))?;
-        let mut buf = vec![0; reader.output_buffer_size()];
-        let info = reader.next_frame(&mut buf).map_err(|e| format!("{}: {e}", path.display()))?;
-        if info.color_type != png::ColorType::Rgba {
-            return Err(format!("{}: not RGBA", path.display()).into());
-        }
-        buf.truncate(info.buffer_size());
-        Ok(Image { w: i64::from(info.width), h: i64::from(info.height), rgba: buf })
-    }
-
-    pub(crate) fn px(&self, x: i64, y: i64) -> [u8; 3] {
-        let o = ((y.clamp(0, self.h - 1) * self.w + x.clamp(0, self.w - 1)) * 4) as usize;
-        [self.rgba[o], self.rgba[o + 1], self.rgba[o + 2]]
-    }
-
-    /// Pixels of a rectangle matching `f`, and the total.
-    pub(crate) fn count(&self, x: i64, y: i64, w: i64, h: i64, f: impl Fn([u8; 3]) -> bool) -> (usize, usize) {
-        let mut n = 0;
-        for yy in y..y + h {
-            for xx in x..x + w {
-                n += usize::from(f(self.px(xx, yy)));
-            }
-        }
-        (n, (w * h).max(0) as usize)
-    }
-}
-
-/// The output's background (the compositor's `BACKGROUND`, #1f2129).
-pub(crate) fn is_background(p: [u8; 3]) -> bool {
-    p[0].abs_diff(31) <= 2 && p[1].abs_diff(33) <= 2 && p[2].abs_diff(41) <= 2
-}
+pub(crate) use rayos_test_kit::image::{is_background, Image};
 
 pub(crate) fn geo(w: &Value) -> (i64, i64, i64, i64) {
     let g = &w["geometry"];
@@ -368,28 +328,26 @@ pub(crate) fn describe(w: &Value) -> String {
 /// area (inside the decoration) mostly not background.
 pub(crate) fn check_window_shot(img: &Image, w: &Value, colour: [u8; 3], what: &str) -> Result<(), ScenarioError> {
     let (_, _, cw, ch) = geo(w);
-    if (img.w, img.h) != (cw + 2 * BORDER, ch + TITLE_H + BORDER) {
+    let (iw, ih) = (i64::from(img.w), i64::from(img.h));
+    if (iw, ih) != (cw + 2 * BORDER, ch + TITLE_H + BORDER) {
         return Err(format!(
-            "{what}: window shot is {}x{}, expected the client area {cw}x{ch} with its decoration",
-            img.w, img.h
+            "{what}: window shot is {iw}x{ih}, expected the client area {cw}x{ch} with its decoration"
         )
         .into());
     }
-    for (x, y, part) in
-        [(img.w - 2, 2, "title bar"), (1, TITLE_H + 5, "left border"), (img.w - 2, img.h - 2, "bottom border")]
-    {
-        if img.px(x, y) != colour {
+    for (x, y, part) in [(iw - 2, 2, "title bar"), (1, TITLE_H + 5, "left border"), (iw - 2, ih - 2, "bottom border")] {
+        if img.at(x, y) != colour {
             return Err(
-                format!("{what}: {part} at ({x},{y}) is {:?}, not the origin colour {colour:?}", img.px(x, y)).into()
+                format!("{what}: {part} at ({x},{y}) is {:?}, not the origin colour {colour:?}", img.at(x, y)).into()
             );
         }
     }
     // The label chip: white, or near-black (#161616) for a light origin colour.
-    let (white, _) = img.count(BORDER, 4, 100.min(cw), 20, |p| p == [255, 255, 255] || p == [0x16, 0x16, 0x16]);
+    let (white, _) = img.count_at(BORDER, 4, 100.min(cw), 20, |p| p == [255, 255, 255] || p == [0x16, 0x16, 0x16]);
     if white < 30 {
         return Err(format!("{what}: no origin label in the title bar ({white} label-chip pixels)").into());
     }
-    let (bg, total) = img.count(BORDER, TITLE_H, cw, ch, is_background);
+    let (bg, total) = img.count_at(BORDER, TITLE_H, cw, ch, is_background);
     if bg * 10 > total {
         return Err(format!("{what}: the client area is mostly background ({bg}/{total} pixels)").into());
     }
@@ -445,13 +403,14 @@ fn run_inner(args: &CompositorArgs) -> Result<String, ScenarioError> {
     ctl.ok(json!({"op": "focus", "id": id_of(&vm_w)?}))?;
     std::thread::sleep(Duration::from_millis(700));
     let out = ctl.screenshot(json!({}), &run_dir.join("output.png"))?;
-    let (bg, total) = out.count(0, 0, out.w, out.h, is_background);
+    let bg = out.count(out.whole(), is_background);
+    let total = out.whole().area();
     println!("screenshot output.png: {}x{}, {} of {total} pixels not background", out.w, out.h, total - bg);
     let (vx, vy, vw, vh) = geo(&vm_w);
-    if out.px(vx + vw - 2, vy - 2) != VM_RGB || out.px(vx - 2, vy + vh / 2) != VM_RGB {
+    if out.at(vx + vw - 2, vy - 2) != VM_RGB || out.at(vx - 2, vy + vh / 2) != VM_RGB {
         return Err(format!("output.png: the raised VM window's decoration is not in the VM colour {VM_RGB:?}").into());
     }
-    let (bg, total) = out.count(vx, vy, vw, vh, is_background);
+    let (bg, total) = out.count_at(vx, vy, vw, vh, is_background);
     if bg * 10 > total {
         return Err(format!("output.png: the VM window's client area is mostly background ({bg}/{total})").into());
     }
@@ -475,7 +434,7 @@ fn run_inner(args: &CompositorArgs) -> Result<String, ScenarioError> {
     std::thread::sleep(Duration::from_millis(300));
     let path = run_dir.join(format!("window-{foot_id}-foot-typed.png"));
     let img = ctl.screenshot(json!({"window": foot_id}), &path)?;
-    let (text, _) = img.count(BORDER, TITLE_H, tw, 40.min(th), |p| p.iter().all(|&c| c > 150));
+    let (text, _) = img.count_at(BORDER, TITLE_H, tw, 40.min(th), |p| p.iter().all(|&c| c > 150));
     if text < 200 {
         return Err(format!("{}: foot does not show the typed command ({text} light pixels)", path.display()).into());
     }

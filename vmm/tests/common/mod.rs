@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
 use vhost_user_backend::{VhostUserBackendMut, VhostUserDaemon, VringRwLock, VringT};
@@ -95,11 +95,7 @@ pub fn start_backend(dir: &Path) -> PathBuf {
 }
 
 pub fn wait_for(path: &Path) {
-    let t0 = Instant::now();
-    while !path.exists() {
-        assert!(t0.elapsed() < Duration::from_secs(10), "backend socket {} never appeared", path.display());
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    rayos_test_kit::wait::path_appears(path, Duration::from_secs(10)).expect("the backend's socket");
 }
 
 /// A split virtqueue laid out in guest memory.

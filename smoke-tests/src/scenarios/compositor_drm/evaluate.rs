@@ -2,14 +2,27 @@
 //! decorated window, its animation, its close), on decoded images.
 
 use super::*;
-use rayos_compositor_ipc::{geometry, types::HOST_COLOUR};
+use rayos_compositor_ipc::geometry;
+pub use rayos_test_kit::image::{near, Image, Rect, BACKGROUND_RGB, HOST_RGB};
 
-/// The compositor's background, `[0.12, 0.13, 0.16]` scaled to 8 bits.
-pub const BACKGROUND_RGB: [u8; 3] = [31, 33, 41];
-/// The host origin's decoration colour (the compositor's own).
-pub const HOST_RGB: [u8; 3] = [HOST_COLOUR.r, HOST_COLOUR.g, HOST_COLOUR.b];
-/// Per-channel tolerance when matching a colour.
-pub const TOLERANCE: u8 = 6;
+/// A capture that does not show what this step waits for.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum CheckError {
+    #[error("the background colour {BACKGROUND_RGB:?} covers {:.0}% of the capture (want >= {:.0}%; centre pixel {centre:?})", share * 100.0, MIN_BACKGROUND_SHARE * 100.0)]
+    Background { share: f64, centre: [u8; 3] },
+    #[error("no pixel in the host decoration colour {HOST_RGB:?}")]
+    NoHostPixels,
+    #[error("host-colour pixels span {frame}, not a {}x{} frame of a {CLIENT_W}x{CLIENT_H} client", want.0, want.1)]
+    FrameSize { frame: Rect, want: (u32, u32) },
+    #[error("title bar {title_bar}: {host} of {} pixels in the host colour", title_bar.area())]
+    TitleBar { title_bar: Rect, host: usize },
+    #[error("client area {client}: only {differing} of {} pixels differ from the background", client.area())]
+    EmptyClient { client: Rect, differing: usize },
+    #[error("{0} pixels still in the host decoration colour")]
+    HostPixelsLeft(usize),
+    #[error("{left} of {} pixels of the former client area {client} are not background", client.area())]
+    ClientLeft { client: Rect, left: usize },
+}
 /// Decoration layout of the compositor (its own constants).
 pub const TITLE_H: u32 = geometry::TITLE_HEIGHT as u32;
 pub const BORDER: u32 = geometry::BORDER as u32;
@@ -32,136 +45,6 @@ pub(super) const MAX_HOST_PIXELS_AFTER_CLOSE: usize = 16;
 pub const POLL: Duration = Duration::from_millis(500);
 /// Largest absolute axis value of QMP `input-send-event`.
 pub(super) const ABS_MAX: u32 = 0x7fff;
-
-/// An 8-bit RGB image.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Image {
-    pub w: u32,
-    pub h: u32,
-    pub rgb: Vec<u8>,
-}
-
-/// A rectangle in capture pixels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Rect {
-    pub x: u32,
-    pub y: u32,
-    pub w: u32,
-    pub h: u32,
-}
-
-impl Rect {
-    pub fn area(&self) -> usize {
-        self.w as usize * self.h as usize
-    }
-}
-
-impl std::fmt::Display for Rect {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}x{}+{}+{}", self.w, self.h, self.x, self.y)
-    }
-}
-
-/// Whether two colours match within [`TOLERANCE`] per channel.
-pub fn near(a: [u8; 3], b: [u8; 3]) -> bool {
-    a.iter().zip(b.iter()).all(|(x, y)| x.abs_diff(*y) <= TOLERANCE)
-}
-
-impl Image {
-    pub fn new(w: u32, h: u32, fill: [u8; 3]) -> Self {
-        Image { w, h, rgb: fill.repeat(w as usize * h as usize) }
-    }
-
-    pub fn px(&self, x: u32, y: u32) -> [u8; 3] {
-        let i = (y as usize * self.w as usize + x as usize) * 3;
-        [self.rgb[i], self.rgb[i + 1], self.rgb[i + 2]]
-    }
-
-    pub fn set(&mut self, x: u32, y: u32, c: [u8; 3]) {
-        let i = (y as usize * self.w as usize + x as usize) * 3;
-        self.rgb[i..i + 3].copy_from_slice(&c);
-    }
-
-    pub fn fill(&mut self, r: Rect, c: [u8; 3]) {
-        for y in r.y..(r.y + r.h).min(self.h) {
-            for x in r.x..(r.x + r.w).min(self.w) {
-                self.set(x, y, c);
-            }
-        }
-    }
-
-    /// Pixels in `r` (clipped to the image) for which `f` holds.
-    pub fn count(&self, r: Rect, f: impl Fn([u8; 3]) -> bool) -> usize {
-        let mut n = 0;
-        for y in r.y..(r.y + r.h).min(self.h) {
-            for x in r.x..(r.x + r.w).min(self.w) {
-                n += usize::from(f(self.px(x, y)));
-            }
-        }
-        n
-    }
-
-    pub fn whole(&self) -> Rect {
-        Rect { x: 0, y: 0, w: self.w, h: self.h }
-    }
-
-    /// Decodes an 8-bit RGB or RGBA PNG.
-    pub fn from_png(bytes: &[u8]) -> Result<Self, String> {
-        let mut decoder = png::Decoder::new(bytes);
-        decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
-        let mut reader = decoder.read_info().map_err(|e| e.to_string())?;
-        let mut buf = vec![0; reader.output_buffer_size()];
-        let info = reader.next_frame(&mut buf).map_err(|e| e.to_string())?;
-        let channels = match info.color_type {
-            png::ColorType::Rgb => 3,
-            png::ColorType::Rgba => 4,
-            other => return Err(format!("unsupported PNG colour type {other:?}")),
-        };
-        let mut rgb = Vec::with_capacity(info.width as usize * info.height as usize * 3);
-        for row in buf.chunks(info.line_size).take(info.height as usize) {
-            for p in row.chunks(channels).take(info.width as usize) {
-                rgb.extend_from_slice(&p[..3]);
-            }
-        }
-        Ok(Image { w: info.width, h: info.height, rgb })
-    }
-
-    /// Decodes a binary PPM (P6, maxval 255).
-    pub fn from_ppm(bytes: &[u8]) -> Result<Self, String> {
-        let mut fields = Vec::new();
-        let mut i = 0;
-        while fields.len() < 4 {
-            while i < bytes.len() && bytes[i].is_ascii_whitespace() {
-                i += 1;
-            }
-            if i < bytes.len() && bytes[i] == b'#' {
-                while i < bytes.len() && bytes[i] != b'\n' {
-                    i += 1;
-                }
-                continue;
-            }
-            let start = i;
-            while i < bytes.len() && !bytes[i].is_ascii_whitespace() {
-                i += 1;
-            }
-            if start == i {
-                return Err("truncated PPM header".into());
-            }
-            fields.push(String::from_utf8_lossy(&bytes[start..i]).into_owned());
-        }
-        if fields[0] != "P6" || fields[3] != "255" {
-            return Err(format!("not an 8-bit P6 PPM: {} maxval {}", fields[0], fields[3]));
-        }
-        let num = |s: &str| s.parse::<u32>().map_err(|_| format!("bad PPM dimension {s:?}"));
-        let (w, h) = (num(&fields[1])?, num(&fields[2])?);
-        let data = &bytes[(i + 1).min(bytes.len())..];
-        let len = w as usize * h as usize * 3;
-        if data.len() < len {
-            return Err(format!("PPM {w}x{h} holds {} of {len} bytes", data.len()));
-        }
-        Ok(Image { w, h, rgb: data[..len].to_vec() })
-    }
-}
 
 /// A decorated window found in a capture.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -191,22 +74,17 @@ pub fn layout(frame: Rect) -> (Rect, Rect, (u32, u32)) {
 }
 
 /// Checks that the background dominates; returns its share.
-pub fn background_share(img: &Image) -> Result<f64, String> {
+pub fn background_share(img: &Image) -> Result<f64, CheckError> {
     let bg = img.count(img.whole(), |p| near(p, BACKGROUND_RGB));
     let share = bg as f64 / img.whole().area().max(1) as f64;
     if share < MIN_BACKGROUND_SHARE {
-        return Err(format!(
-            "the background colour {BACKGROUND_RGB:?} covers {:.0}% of the capture (want >= {:.0}%; centre pixel {:?})",
-            share * 100.0,
-            MIN_BACKGROUND_SHARE * 100.0,
-            img.px(img.w / 2, img.h / 2)
-        ));
+        return Err(CheckError::Background { share, centre: img.px(img.w / 2, img.h / 2) });
     }
     Ok(share)
 }
 
 /// Finds the one decorated window of a 250x250 client by its host-colour frame.
-pub fn find_window(img: &Image) -> Result<Found, String> {
+pub fn find_window(img: &Image) -> Result<Found, CheckError> {
     let (mut x0, mut y0, mut x1, mut y1, mut n) = (u32::MAX, u32::MAX, 0, 0, 0usize);
     for y in 0..img.h {
         for x in 0..img.w {
@@ -220,30 +98,21 @@ pub fn find_window(img: &Image) -> Result<Found, String> {
         }
     }
     if n == 0 {
-        return Err(format!("no pixel in the host decoration colour {HOST_RGB:?}"));
+        return Err(CheckError::NoHostPixels);
     }
     let frame = Rect { x: x0, y: y0, w: x1 - x0 + 1, h: y1 - y0 + 1 };
     let want = (CLIENT_W + 2 * BORDER, CLIENT_H + TITLE_H + BORDER);
     if (frame.w, frame.h) != want {
-        return Err(format!(
-            "host-colour pixels span {frame}, not a {}x{} frame of a {CLIENT_W}x{CLIENT_H} client",
-            want.0, want.1
-        ));
+        return Err(CheckError::FrameSize { frame, want });
     }
     let (title_bar, client, close) = layout(frame);
     let host_title_pixels = img.count(title_bar, |p| near(p, HOST_RGB));
     if (host_title_pixels as f64) < MIN_TITLE_SHARE * title_bar.area() as f64 {
-        return Err(format!(
-            "title bar {title_bar}: {host_title_pixels} of {} pixels in the host colour",
-            title_bar.area()
-        ));
+        return Err(CheckError::TitleBar { title_bar, host: host_title_pixels });
     }
     let window_pixels = img.count(client, |p| !near(p, BACKGROUND_RGB));
     if (window_pixels as f64) < MIN_CLIENT_SHARE * client.area() as f64 {
-        return Err(format!(
-            "client area {client}: only {window_pixels} of {} pixels differ from the background",
-            client.area()
-        ));
+        return Err(CheckError::EmptyClient { client, differing: window_pixels });
     }
     Ok(Found { frame, title_bar, client, close, window_pixels, host_title_pixels })
 }
@@ -263,18 +132,14 @@ pub fn changed_pixels(a: &Image, b: &Image, r: Rect) -> usize {
 }
 
 /// Whether the window once at `found` is gone from `img`.
-pub fn window_gone(img: &Image, found: &Found) -> Result<(), String> {
+pub fn window_gone(img: &Image, found: &Found) -> Result<(), CheckError> {
     let host = img.count(img.whole(), |p| near(p, HOST_RGB));
     if host > MAX_HOST_PIXELS_AFTER_CLOSE {
-        return Err(format!("{host} pixels still in the host decoration colour"));
+        return Err(CheckError::HostPixelsLeft(host));
     }
     let left = img.count(found.client, |p| !near(p, BACKGROUND_RGB));
     if (left as f64) >= MIN_CLIENT_SHARE * found.client.area() as f64 {
-        return Err(format!(
-            "{left} of {} pixels of the former client area {} are not background",
-            found.client.area(),
-            found.client
-        ));
+        return Err(CheckError::ClientLeft { client: found.client, left });
     }
     Ok(())
 }
@@ -319,20 +184,20 @@ mod tests {
     #[test]
     fn rejects_wrong_scenes() {
         let empty = Image::new(640, 480, BACKGROUND_RGB);
-        assert!(find_window(&empty).unwrap_err().contains("no pixel in the host decoration colour"));
+        assert!(find_window(&empty).unwrap_err().to_string().contains("no pixel in the host decoration colour"));
         let black = Image::new(640, 480, [0, 0, 0]);
         assert!(background_share(&black).is_err());
         // A frame of the wrong size.
         let mut wrong = Image::new(640, 480, BACKGROUND_RGB);
         wrong.fill(Rect { x: 10, y: 10, w: 100, h: 100 }, HOST_RGB);
-        assert!(find_window(&wrong).unwrap_err().contains("not a 258x282 frame"));
+        assert!(find_window(&wrong).unwrap_err().to_string().contains("not a 258x282 frame"));
         // A decoration around an empty (background) client.
         let mut hollow = Image::new(640, 480, BACKGROUND_RGB);
         let frame = Rect { x: 10, y: 10, w: 258, h: 282 };
         hollow.fill(frame, HOST_RGB);
         let (_, client, _) = layout(frame);
         hollow.fill(client, BACKGROUND_RGB);
-        assert!(find_window(&hollow).unwrap_err().contains("differ from the background"));
+        assert!(find_window(&hollow).unwrap_err().to_string().contains("differ from the background"));
     }
 
     #[test]
@@ -347,25 +212,5 @@ mod tests {
         // A pointer sprite left over the former close button.
         closed.fill(Rect { x: f.close.0, y: f.close.1, w: 10, h: 16 }, [255, 255, 255]);
         window_gone(&closed, &f).unwrap();
-    }
-
-    #[test]
-    fn decodes_ppm_and_png() {
-        let mut ppm = b"P6\n# QEMU\n2 1\n255\n".to_vec();
-        ppm.extend_from_slice(&[1, 2, 3, 4, 5, 6]);
-        let img = Image::from_ppm(&ppm).unwrap();
-        assert_eq!((img.w, img.h, img.px(1, 0)), (2, 1, [4, 5, 6]));
-        assert!(Image::from_ppm(b"P6\n2 1\n255\n\x01").is_err());
-
-        let mut png_bytes = Vec::new();
-        {
-            let mut enc = png::Encoder::new(&mut png_bytes, 2, 2);
-            enc.set_color(png::ColorType::Rgba);
-            enc.set_depth(png::BitDepth::Eight);
-            let mut w = enc.write_header().unwrap();
-            w.write_image_data(&[1, 2, 3, 255, 4, 5, 6, 255, 7, 8, 9, 255, 10, 11, 12, 255]).unwrap();
-        }
-        let img = Image::from_png(&png_bytes).unwrap();
-        assert_eq!((img.w, img.h, img.px(1, 1)), (2, 2, [10, 11, 12]));
     }
 }

@@ -55,13 +55,11 @@ pub use init::*;
 pub use markers::*;
 pub use qmp::*;
 
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::nested::{self, NestedError};
 use crate::cli::{BootOptions, CompositorDrmArgs};
@@ -132,6 +130,27 @@ pub enum DrmError {
     BadSize(String),
 }
 
+/// Why the QMP side's checks stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ScanoutError {
+    #[error(transparent)]
+    Capture(#[from] CaptureError),
+    #[error(transparent)]
+    Qmp(#[from] rayos_test_kit::qmp::QmpError),
+    #[error(transparent)]
+    Check(#[from] CheckError),
+    #[error("{step} after {timeout:?} ({}): {source}", path.display())]
+    NotWithin {
+        step: &'static str,
+        timeout: Duration,
+        path: PathBuf,
+        #[source]
+        source: CheckError,
+    },
+    #[error("the client area did not change between two captures ~1 s apart ({changed} pixels; want >= {MIN_CHANGED_PIXELS}): page flips stopped")]
+    Static { changed: usize },
+}
+
 /// What the QMP side saw.
 #[derive(Debug, Default)]
 struct Report {
@@ -158,16 +177,17 @@ struct Checks<'a> {
 fn poll<T>(
     cam: &mut Camera,
     name: &str,
+    step: &'static str,
     timeout: Duration,
-    mut f: impl FnMut(&Image) -> Result<T, String>,
-) -> Result<(PathBuf, Image, T), String> {
+    mut f: impl FnMut(&Image) -> Result<T, CheckError>,
+) -> Result<(PathBuf, Image, T), ScanoutError> {
     let end = Instant::now() + timeout;
     loop {
         let (path, img) = cam.shot(name)?;
         match f(&img) {
             Ok(t) => return Ok((path, img, t)),
-            Err(e) if Instant::now() >= end => {
-                return Err(format!("after {timeout:?} ({}): {e}", path.display()));
+            Err(source) if Instant::now() >= end => {
+                return Err(ScanoutError::NotWithin { step, timeout, path, source });
             }
             Err(_) => std::thread::sleep(POLL),
         }
@@ -176,8 +196,8 @@ fn poll<T>(
 
 /// Connects to QMP, runs the checks, then quits QEMU over the same
 /// connection (QEMU's exit ends the captured run).
-fn run_checks(c: &Checks<'_>, report: &mut Report) -> Result<(), String> {
-    let qmp = Qmp::connect(c.qmp_path, Duration::from_secs(30))?;
+fn run_checks(c: &Checks<'_>, report: &mut Report) -> Result<(), ScanoutError> {
+    let qmp = rayos_test_kit::Qmp::connect(c.qmp_path, Duration::from_secs(30))?;
     let mut cam = Camera { qmp, png: true, dir: c.run_dir.to_path_buf() };
     let result = check_scanout(c, &mut cam, report);
     if let Err(e) = cam.qmp.execute("quit", json!({})) {
@@ -186,13 +206,13 @@ fn run_checks(c: &Checks<'_>, report: &mut Report) -> Result<(), String> {
     result
 }
 
-fn check_scanout(c: &Checks<'_>, cam: &mut Camera, report: &mut Report) -> Result<(), String> {
+fn check_scanout(c: &Checks<'_>, cam: &mut Camera, report: &mut Report) -> Result<(), ScanoutError> {
     // 1. The window appears: background, decoration, client pixels.
-    let (path, first, found) = poll(cam, "frame-1", c.frame_timeout, |img| {
-        background_share(img)?;
-        find_window(img)
-    })
-    .map_err(|e| format!("the decorated client window did not appear {e}"))?;
+    let (path, first, found) =
+        poll(cam, "frame-1", "the decorated client window did not appear", c.frame_timeout, |img| {
+            background_share(img)?;
+            find_window(img)
+        })?;
     report.first_window = Some(Instant::now());
     report.size = Some((first.w, first.h));
     report.background_share = background_share(&first)?;
@@ -217,9 +237,7 @@ fn check_scanout(c: &Checks<'_>, cam: &mut Camera, report: &mut Report) -> Resul
     report.changed = Some(changed);
     println!("{SCENARIO} animation: {changed} of {} client pixels changed in ~1 s", found.client.area());
     if changed < MIN_CHANGED_PIXELS {
-        return Err(format!(
-            "the client area did not change between two captures ~1 s apart ({changed} pixels; want >= {MIN_CHANGED_PIXELS}): page flips stopped"
-        ));
+        return Err(ScanoutError::Static { changed });
     }
 
     // 3. A click on the close button closes the window.
@@ -232,8 +250,8 @@ fn check_scanout(c: &Checks<'_>, cam: &mut Camera, report: &mut Report) -> Resul
     std::thread::sleep(Duration::from_millis(100));
     cam.button(false)?;
     let clicked = Instant::now();
-    let (path, _, ()) = poll(cam, "after-close", c.close_timeout, |img| window_gone(img, &found))
-        .map_err(|e| format!("the window is still shown after a click on its close button {e}"))?;
+    let step = "the window is still shown after a click on its close button";
+    let (path, _, ()) = poll(cam, "after-close", step, c.close_timeout, |img| window_gone(img, &found))?;
     report.closed_after = Some(clicked.elapsed());
     report.captures.push(path);
     Ok(())
@@ -364,7 +382,7 @@ fn run_inner(args: &CompositorDrmArgs) -> Result<Outcome, DrmError> {
                     let mut report = Report::default();
                     let checks = Checks { qmp_path: &qmp_path, run_dir: &run_dir, frame_timeout, close_timeout };
                     if let Err(e) = run_checks(&checks, &mut report) {
-                        report.error = Some(e);
+                        report.error = Some(e.to_string());
                     }
                     let _ = tx.send(report);
                 }));
@@ -415,7 +433,7 @@ fn run_inner(args: &CompositorDrmArgs) -> Result<Outcome, DrmError> {
                 log.display(),
                 run_dir.display()
             );
-            Outcome::Fail { scenario: SCENARIO, reason }
+            Outcome::Fail { scenario: SCENARIO, reason: reason.to_string() }
         }
     };
     let doc = json!({
@@ -468,48 +486,64 @@ impl OutcomeText for crate::qemu::RunOutcome {
     }
 }
 
-fn evaluate(obs: &Observation, report: Option<&Report>, qemu: Option<String>) -> Result<Figures, String> {
-    let with_qemu = |r: String| match &qemu {
-        Some(q) => format!("{r} ({q})"),
-        None => r,
+/// Why a run that ended does not pass.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum EvalError {
+    #[error("test host: {0}")]
+    TestHost(String),
+    #[error("test host kernel: {0}")]
+    Panic(String),
+    #[error("the test host never printed {MARK_READY}")]
+    NeverReady,
+    #[error("the QMP checks did not report")]
+    NoReport,
+    #[error("{error}{}", compositor_exit.as_ref().map(|s| format!("; the compositor exited with status {s}")).unwrap_or_default())]
+    Checks { error: String, compositor_exit: Option<String> },
+    #[error("the QMP checks ended without a window")]
+    NoWindow,
+    #[error("the capture is {}x{} but the connector's preferred mode is {}x{}", capture.0, capture.1, mode.0, mode.1)]
+    Mode { capture: (u32, u32), mode: (u32, u32) },
+    #[error("no connected DRM connector with modes in {0:?}")]
+    NoConnector(Vec<String>),
+    #[error("the compositor exited with status {0} during the checks")]
+    CompositorExited(String),
+    /// An early failure with why QEMU ended.
+    #[error("{source} ({qemu})")]
+    WithQemu { source: Box<EvalError>, qemu: String },
+}
+
+fn evaluate(obs: &Observation, report: Option<&Report>, qemu: Option<String>) -> Result<Figures, EvalError> {
+    let with_qemu = |e: EvalError| match &qemu {
+        Some(q) => EvalError::WithQemu { source: Box::new(e), qemu: q.clone() },
+        None => e,
     };
     if let Some(f) = &obs.fail {
-        return Err(with_qemu(format!("test host: {f}")));
+        return Err(with_qemu(EvalError::TestHost(f.clone())));
     }
     if let Some(p) = &obs.panic {
-        return Err(with_qemu(format!("test host kernel: {p}")));
+        return Err(with_qemu(EvalError::Panic(p.clone())));
     }
     let Some(ready_offset) = obs.ready_offset else {
-        return Err(with_qemu(format!("the test host never printed {MARK_READY}")));
+        return Err(with_qemu(EvalError::NeverReady));
     };
     let Some(report) = report else {
-        return Err(with_qemu("the QMP checks did not report".into()));
+        return Err(with_qemu(EvalError::NoReport));
     };
     if let Some(e) = &report.error {
-        let exit = obs
-            .compositor_exit
-            .as_ref()
-            .map(|s| format!("; the compositor exited with status {s}"))
-            .unwrap_or_default();
-        return Err(format!("{e}{exit}"));
+        return Err(EvalError::Checks { error: e.clone(), compositor_exit: obs.compositor_exit.clone() });
     }
     let (Some(found), Some(size), Some(first), Some(start)) =
         (&report.found, report.size, report.first_window, obs.compositor_start)
     else {
-        return Err("the QMP checks ended without a window".into());
+        return Err(EvalError::NoWindow);
     };
     match obs.preferred_mode() {
         Some(mode) if mode == size => {}
-        Some(mode) => {
-            return Err(format!(
-                "the capture is {}x{} but the connector's preferred mode is {}x{}",
-                size.0, size.1, mode.0, mode.1
-            ))
-        }
-        None => return Err(format!("no connected DRM connector with modes in {:?}", obs.connectors)),
+        Some(mode) => return Err(EvalError::Mode { capture: size, mode }),
+        None => return Err(EvalError::NoConnector(obs.connectors.clone())),
     }
     if let Some(s) = &obs.compositor_exit {
-        return Err(format!("the compositor exited with status {s} during the checks"));
+        return Err(EvalError::CompositorExited(s.clone()));
     }
     Ok(Figures {
         mode: size,

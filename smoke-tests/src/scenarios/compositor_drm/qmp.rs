@@ -1,7 +1,9 @@
 //! QEMU for this scenario (bochs display, virtio keyboard and tablet, QMP)
-//! and the QMP client that captures the scanout and sends input.
+//! and the camera that captures the scanout and sends input over the test
+//! kit's QMP client.
 
 use super::*;
+use rayos_test_kit::qmp::{Qmp, QmpError};
 
 /// The test host's kernel command line.
 pub const CMDLINE: &str = "console=ttyS0 quiet panic=-1 rdinit=/init";
@@ -46,57 +48,23 @@ pub fn qemu_args(
     v
 }
 
-/// A QMP connection.
-pub(super) struct Qmp {
-    pub(super) reader: BufReader<UnixStream>,
-    pub(super) writer: UnixStream,
-}
-
-impl Qmp {
-    pub(super) fn connect(path: &Path, timeout: Duration) -> Result<Self, String> {
-        let end = Instant::now() + timeout;
-        let stream = loop {
-            match UnixStream::connect(path) {
-                Ok(s) => break s,
-                Err(e) if Instant::now() >= end => return Err(format!("QMP {}: {e}", path.display())),
-                Err(_) => std::thread::sleep(Duration::from_millis(100)),
-            }
-        };
-        stream.set_read_timeout(Some(Duration::from_secs(120))).map_err(|e| e.to_string())?;
-        let writer = stream.try_clone().map_err(|e| e.to_string())?;
-        let mut q = Qmp { reader: BufReader::new(stream), writer };
-        let greeting = q.read()?;
-        if greeting.get("QMP").is_none() {
-            return Err(format!("QMP {}: unexpected greeting {greeting}", path.display()));
-        }
-        q.execute("qmp_capabilities", json!({}))?;
-        Ok(q)
-    }
-
-    pub(super) fn read(&mut self) -> Result<Value, String> {
-        let mut line = String::new();
-        let n = self.reader.read_line(&mut line).map_err(|e| format!("QMP read: {e}"))?;
-        if n == 0 {
-            return Err("QMP: QEMU closed the connection".into());
-        }
-        serde_json::from_str(&line).map_err(|e| format!("QMP: bad JSON {line:?}: {e}"))
-    }
-
-    /// Runs a command; `Err` holds QEMU's error description.
-    pub(super) fn execute(&mut self, command: &str, arguments: Value) -> Result<Value, String> {
-        let msg = json!({ "execute": command, "arguments": arguments });
-        writeln!(self.writer, "{msg}").map_err(|e| format!("QMP write: {e}"))?;
-        loop {
-            let v = self.read()?;
-            if let Some(r) = v.get("return") {
-                return Ok(r.clone());
-            }
-            if let Some(e) = v.get("error") {
-                return Err(format!("QMP {command}: {}", e.get("desc").and_then(Value::as_str).unwrap_or("error")));
-            }
-            // Events are skipped.
-        }
-    }
+/// A capture or an input event that QEMU did not deliver.
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    #[error(transparent)]
+    Qmp(#[from] QmpError),
+    #[error("capture {path}: {source}")]
+    Decode {
+        path: PathBuf,
+        #[source]
+        source: rayos_test_kit::image::ImageError,
+    },
+    #[error("capture {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Screendumps in the best format this QEMU offers.
@@ -108,7 +76,7 @@ pub(super) struct Camera {
 
 impl Camera {
     /// Captures the scanout into `<dir>/<name>.<ext>` and decodes it.
-    pub(super) fn shot(&mut self, name: &str) -> Result<(PathBuf, Image), String> {
+    pub(super) fn shot(&mut self, name: &str) -> Result<(PathBuf, Image), CaptureError> {
         loop {
             let path = self.dir.join(format!("{name}.{}", if self.png { "png" } else { "ppm" }));
             let mut args = json!({ "filename": path.display().to_string() });
@@ -117,21 +85,26 @@ impl Camera {
             }
             match self.qmp.execute("screendump", args) {
                 Ok(_) => {
-                    let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-                    let img = if self.png { Image::from_png(&bytes) } else { Image::from_ppm(&bytes) }
-                        .map_err(|e| format!("{}: {e}", path.display()))?;
-                    return Ok((path, img));
+                    let bytes = match std::fs::read(&path) {
+                        Ok(b) => b,
+                        Err(source) => return Err(CaptureError::Read { path, source }),
+                    };
+                    return match if self.png { Image::from_png(&bytes) } else { Image::from_ppm(&bytes) } {
+                        Ok(img) => Ok((path, img)),
+                        Err(source) => Err(CaptureError::Decode { path, source }),
+                    };
                 }
-                Err(e) if self.png && e.contains("format") => {
+                Err(QmpError::Command { desc, .. }) if self.png && desc.contains("format") => {
+                    let e = desc;
                     tracing::info!("this QEMU has no PNG screendump ({e}); using PPM");
                     self.png = false;
                 }
-                Err(e) => return Err(e),
+                Err(e) => return Err(e.into()),
             }
         }
     }
 
-    pub(super) fn abs(&mut self, x: u32, y: u32, size: (u32, u32)) -> Result<(), String> {
+    pub(super) fn abs(&mut self, x: u32, y: u32, size: (u32, u32)) -> Result<(), QmpError> {
         let (vx, vy) = (abs_value(x, size.0), abs_value(y, size.1));
         self.qmp
             .execute(
@@ -144,7 +117,7 @@ impl Camera {
             .map(drop)
     }
 
-    pub(super) fn button(&mut self, down: bool) -> Result<(), String> {
+    pub(super) fn button(&mut self, down: bool) -> Result<(), QmpError> {
         self.qmp
             .execute(
                 "input-send-event",

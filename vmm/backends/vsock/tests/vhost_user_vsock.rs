@@ -23,11 +23,7 @@ const VIRTQ_DESC_F_WRITE: u16 = 2;
 
 /// Waits until the backend listens on `path`.
 fn wait_for(path: &Path) {
-    let t0 = Instant::now();
-    while !path.exists() {
-        assert!(t0.elapsed() < Duration::from_secs(10), "backend socket {} never appeared", path.display());
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    rayos_test_kit::wait::path_appears(path, Duration::from_secs(10)).expect("the backend's socket");
 }
 
 /// Waits up to `timeout` for the backend to signal `call` (a queue's

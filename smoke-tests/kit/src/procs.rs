@@ -1,4 +1,4 @@
-//! Child processes a scenario started, killed when it ends whatever happens.
+//! Child processes a test or scenario started, killed when it ends whatever happens.
 
 use std::process::{Child, ExitStatus};
 use std::time::{Duration, Instant};
@@ -8,10 +8,21 @@ use std::time::{Duration, Instant};
 pub struct Procs(pub Vec<(String, Child)>);
 
 impl Procs {
+    /// An empty guard.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Takes ownership of `child` under `name`.
+    pub fn push(&mut self, name: impl Into<String>, child: Child) {
+        self.0.push((name.into(), child));
+    }
+
     pub fn get(&mut self, name: &str) -> Option<&mut Child> {
         self.0.iter_mut().find(|(n, _)| n == name).map(|(_, c)| c)
     }
 
+    /// Kills `name` (if started) and reaps it.
     pub fn kill(&mut self, name: &str) {
         if let Some(c) = self.get(name) {
             let _ = c.kill();
@@ -47,5 +58,26 @@ impl Drop for Procs {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    #[test]
+    fn drop_kills_children_and_first_exited_reports() {
+        let mut p = Procs::new();
+        p.push("sleeper", Command::new("sleep").arg("30").spawn().unwrap());
+        p.push("quick", Command::new("true").spawn().unwrap());
+        assert!(p.exited_within("quick", Duration::from_secs(5)));
+        let (name, status) = p.first_exited().unwrap();
+        assert_eq!((name.as_str(), status.success()), ("quick", true));
+        let pid = p.pid("sleeper").unwrap();
+        drop(p);
+        // The sleeper was killed and reaped: its pid no longer names it.
+        let alive = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).map(|c| c.starts_with("sleep"));
+        assert!(!matches!(alive, Ok(true)));
     }
 }

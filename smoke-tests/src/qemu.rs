@@ -83,18 +83,29 @@ pub enum AccelRequest {
 pub struct AccelProbe {
     /// `/sys/module/kvm_pvm` exists (paravirtual KVM; cannot boot Linux).
     pub kvm_pvm: bool,
-    /// Opening `/dev/kvm` read-write: `Err` holds the reason it failed.
-    pub kvm_open: Result<(), String>,
+    /// Opening `/dev/kvm` read-write: `Err` holds why it failed.
+    pub kvm_open: Result<(), KvmUnusable>,
     /// Nested virtualisation as reported by kvm_intel/kvm_amd's `nested`
     /// parameter; `None` when neither module is loaded.
     pub nested: Option<bool>,
 }
 
+/// Why `/dev/kvm` cannot be opened read-write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("/dev/kvm: {}", std::io::Error::from_raw_os_error(*.errno))]
+pub struct KvmUnusable {
+    pub errno: i32,
+}
+
 impl AccelProbe {
     /// Probes this machine.
     pub fn detect() -> Self {
-        let kvm_open =
-            OpenOptions::new().read(true).write(true).open("/dev/kvm").map(drop).map_err(|e| format!("/dev/kvm: {e}"));
+        let kvm_open = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/kvm")
+            .map(drop)
+            .map_err(|e| KvmUnusable { errno: e.raw_os_error().unwrap_or(0) });
         let nested = ["kvm_intel", "kvm_amd"].iter().find_map(|m| {
             std::fs::read_to_string(format!("/sys/module/{m}/parameters/nested"))
                 .ok()
@@ -270,7 +281,7 @@ mod tests {
     use super::*;
 
     fn probe(kvm_pvm: bool, open: bool, nested: Option<bool>) -> AccelProbe {
-        AccelProbe { kvm_pvm, kvm_open: if open { Ok(()) } else { Err("/dev/kvm: ENOENT".into()) }, nested }
+        AccelProbe { kvm_pvm, kvm_open: if open { Ok(()) } else { Err(KvmUnusable { errno: libc::ENOENT }) }, nested }
     }
 
     #[test]

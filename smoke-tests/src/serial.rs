@@ -198,37 +198,64 @@ impl BootObservation {
     }
 
     /// Checks the boot against `expect`; the error names the first problem.
-    pub fn evaluate(&self, expect: &Expectation) -> Result<BootFigures, String> {
+    pub fn evaluate(&self, expect: &Expectation) -> Result<BootFigures, BootError> {
         if let Some(reason) = &self.host_fail {
-            return Err(format!("test host failed: {reason}"));
+            return Err(BootError::HostFailed(reason.clone()));
         }
+        let panic = self.panics.first().cloned();
         if self.host_init.is_none() {
-            let panic = self.panics.first().map(|p| format!(" (kernel panic: {p})")).unwrap_or_default();
-            return Err(format!("test host never reached /init{panic}"));
+            return Err(BootError::NoHostInit { panic });
         }
-        let start = self.vmm_start.ok_or("test host never started the VMM (no RAYOS-VMM-START)")?;
+        let start = self.vmm_start.ok_or(BootError::NoVmmStart)?;
         let Some(guest_init) = self.guest_init else {
-            let exit = self.vmm_exit.map(|(_, s)| format!("; VMM exit status {s}")).unwrap_or_default();
-            let panic = self.panics.first().map(|p| format!("; kernel panic: {p}")).unwrap_or_default();
-            return Err(format!("guest never reached /init (no RAYOS-GUEST-INIT){exit}{panic}"));
+            return Err(BootError::NoGuestInit { exit: self.vmm_exit.map(|(_, s)| s), panic });
         };
-        let uname = self.guest_uname.as_deref().ok_or("guest did not report uname/nproc")?;
+        let uname = self.guest_uname.as_deref().ok_or(BootError::NoGuestInfo)?;
         if uname != expect.uname {
-            return Err(format!("guest uname -r is {uname:?}, expected {:?}", expect.uname));
+            return Err(BootError::Uname { got: uname.to_string(), want: expect.uname.clone() });
         }
-        let vcpus = self.guest_nproc.ok_or("guest did not report nproc")?;
+        let vcpus = self.guest_nproc.ok_or(BootError::NoNproc)?;
         if vcpus != expect.nproc {
-            return Err(format!("guest nproc is {vcpus}, expected {}", expect.nproc));
+            return Err(BootError::Nproc { got: vcpus, want: expect.nproc });
         }
         if self.guest_ok.is_none() {
-            return Err("guest never printed RAYOS-GUEST-OK".into());
+            return Err(BootError::NoGuestOk);
         }
-        let (exit_t, status) = self.vmm_exit.ok_or("VMM exit status never reported (no RAYOS-VMM-EXIT)")?;
+        let (exit_t, status) = self.vmm_exit.ok_or(BootError::NoVmmExit)?;
         if status != 0 {
-            return Err(format!("VMM exited with status {status}, expected 0"));
+            return Err(BootError::VmmStatus(status));
         }
         Ok(BootFigures { guest_init: guest_init.saturating_sub(start), vmm_run: exit_t.saturating_sub(start), vcpus })
     }
+}
+
+/// The first thing a nested boot did not do, by its serial markers.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BootError {
+    #[error("test host failed: {0}")]
+    HostFailed(String),
+    #[error("test host never reached /init{}", panic.as_ref().map(|p| format!(" (kernel panic: {p})")).unwrap_or_default())]
+    NoHostInit { panic: Option<String> },
+    #[error("test host never started the VMM (no RAYOS-VMM-START)")]
+    NoVmmStart,
+    #[error("guest never reached /init (no RAYOS-GUEST-INIT){}{}",
+        exit.map(|s| format!("; VMM exit status {s}")).unwrap_or_default(),
+        panic.as_ref().map(|p| format!("; kernel panic: {p}")).unwrap_or_default())]
+    NoGuestInit { exit: Option<i32>, panic: Option<String> },
+    #[error("guest did not report uname/nproc")]
+    NoGuestInfo,
+    #[error("guest uname -r is {got:?}, expected {want:?}")]
+    Uname { got: String, want: String },
+    #[error("guest did not report nproc")]
+    NoNproc,
+    #[error("guest nproc is {got}, expected {want}")]
+    Nproc { got: u32, want: u32 },
+    #[error("guest never printed RAYOS-GUEST-OK")]
+    NoGuestOk,
+    #[error("VMM exit status never reported (no RAYOS-VMM-EXIT)")]
+    NoVmmExit,
+    #[error("VMM exited with status {0}, expected 0")]
+    VmmStatus(i32),
 }
 
 #[cfg(test)]
@@ -296,24 +323,24 @@ mod tests {
     fn failures_name_the_problem() {
         let expect = Expectation { uname: "6.1.0-56-amd64".into(), nproc: 2 };
         let wrong = Expectation { uname: "6.1.0-56-amd64".into(), nproc: 4 };
-        assert!(full_boot().evaluate(&wrong).unwrap_err().contains("nproc is 2"));
+        assert!(full_boot().evaluate(&wrong).unwrap_err().to_string().contains("nproc is 2"));
 
         let mut o = full_boot();
         o.vmm_exit = Some((s(6.0), 3));
-        assert!(o.evaluate(&expect).unwrap_err().contains("status 3"));
+        assert!(o.evaluate(&expect).unwrap_err().to_string().contains("status 3"));
 
         let mut o = BootObservation::default();
         o.observe(s(1.0), "RAYOS-HOST-INIT");
         o.observe(s(2.0), "RAYOS-VMM-START");
         o.observe(s(9.0), "RAYOS-VMM-EXIT status=1");
-        assert!(o.evaluate(&expect).unwrap_err().contains("no RAYOS-GUEST-INIT); VMM exit status 1"));
+        assert!(o.evaluate(&expect).unwrap_err().to_string().contains("no RAYOS-GUEST-INIT); VMM exit status 1"));
 
         let mut o = BootObservation::default();
         o.observe(s(1.0), "RAYOS-HOST-INIT");
         o.observe(s(1.5), "RAYOS-HOST-FAIL /dev/kvm missing");
         assert!(o.finished());
-        assert!(o.evaluate(&expect).unwrap_err().contains("/dev/kvm missing"));
+        assert!(o.evaluate(&expect).unwrap_err().to_string().contains("/dev/kvm missing"));
 
-        assert!(BootObservation::default().evaluate(&expect).unwrap_err().contains("never reached /init"));
+        assert!(BootObservation::default().evaluate(&expect).unwrap_err().to_string().contains("never reached /init"));
     }
 }

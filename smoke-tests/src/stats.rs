@@ -23,11 +23,24 @@ pub fn summarise(values: &[f64]) -> Option<Summary> {
     Some(Summary { median, min: v[0], max: v[n - 1] })
 }
 
+/// Why a duration argument is not one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    #[error("empty duration")]
+    Empty,
+    #[error("{text:?}: expected a number before {rest:?}")]
+    NoNumber { text: String, rest: String },
+    #[error("{text:?}: {reason}")]
+    BadNumber { text: String, reason: std::num::ParseIntError },
+    #[error("{text:?}: unknown unit {unit:?} (use ms, s, m or h)")]
+    Unit { text: String, unit: String },
+}
+
 /// Parses `90`, `90s`, `20m`, `1h`, `1h30m`, `500ms`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
     let text = text.trim();
     if text.is_empty() {
-        return Err("empty duration".into());
+        return Err(DurationError::Empty);
     }
     if let Ok(secs) = text.parse::<u64>() {
         return Ok(Duration::from_secs(secs));
@@ -37,9 +50,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     while !rest.is_empty() {
         let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
         if digits == 0 {
-            return Err(format!("{text:?}: expected a number before {rest:?}"));
+            return Err(DurationError::NoNumber { text: text.into(), rest: rest.into() });
         }
-        let n: u64 = rest[..digits].parse().map_err(|e| format!("{text:?}: {e}"))?;
+        let n: u64 = rest[..digits].parse().map_err(|reason| DurationError::BadNumber { text: text.into(), reason })?;
         rest = &rest[digits..];
         let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
         let unit = &rest[..unit_len];
@@ -49,7 +62,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             "s" => Duration::from_secs(n),
             "m" | "min" => Duration::from_secs(n * 60),
             "h" => Duration::from_secs(n * 3600),
-            _ => return Err(format!("{text:?}: unknown unit {unit:?} (use ms, s, m or h)")),
+            _ => return Err(DurationError::Unit { text: text.into(), unit: unit.into() }),
         };
     }
     Ok(total)

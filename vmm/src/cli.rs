@@ -245,26 +245,73 @@ pub struct VmConfig {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CliError {
     #[error("--kernel {0}: {1}")]
-    Kernel(String, String),
+    Kernel(String, FileError),
     #[error("--initramfs {0}: {1}")]
-    Initramfs(String, String),
+    Initramfs(String, FileError),
     #[error("--memory {0}: {1}")]
-    Memory(String, String),
+    Memory(String, SizeError),
     #[error("--cpus {0}: {1}")]
     Cpus(u32, String),
     #[error("--serial {0}: {1}")]
     Serial(String, String),
+    #[error("--serial {0}: {1}")]
+    SerialLog(String, LogPathError),
     #[error("--cmdline: {0}")]
     Cmdline(String),
     #[error("{0} {1}: {2}")]
     Device(&'static str, String, String),
 }
 
+/// Why a size argument is not one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SizeError {
+    #[error("empty size")]
+    Empty,
+    #[error("expected a number with an optional K, M, G or T suffix")]
+    NotASize,
+    #[error("size overflows")]
+    Overflow,
+    #[error("too small (minimum {0} MiB)")]
+    TooSmall(u64),
+    #[error("not a multiple of 4 KiB")]
+    NotPageAligned,
+    #[error("more than the host's {0} MiB of RAM")]
+    MoreThanHost(u64),
+}
+
+/// Why a kernel or initramfs argument cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FileError {
+    #[error("no such file")]
+    NotFound,
+    #[error("not a regular file")]
+    NotAFile,
+    #[error("file is empty")]
+    Empty,
+    #[error("not a Linux kernel image (expected a bzImage or an x86_64 ELF vmlinux)")]
+    NotAKernel,
+    #[error("{0}")]
+    Io(std::io::ErrorKind),
+}
+
+/// Why a console log cannot be created at a path.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LogPathError {
+    #[error("is a directory")]
+    IsDir,
+    #[error("{} is not a directory", .0.display())]
+    ParentNotDir(PathBuf),
+    #[error("no such directory {}", .0.display())]
+    NoParent(PathBuf),
+    #[error("{}: {kind}", .dir.display())]
+    Io { dir: PathBuf, kind: std::io::ErrorKind },
+}
+
 /// Parses a size such as `512M`, `1G`, `65536K` or `512` (MiB) into bytes.
-pub fn parse_size(s: &str) -> Result<u64, String> {
+pub fn parse_size(s: &str) -> Result<u64, SizeError> {
     let t = s.trim();
     if t.is_empty() {
-        return Err("empty size".into());
+        return Err(SizeError::Empty);
     }
     let (digits, mult) = match t.as_bytes()[t.len() - 1].to_ascii_uppercase() {
         b'K' => (&t[..t.len() - 1], 1u64 << 10),
@@ -272,10 +319,10 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         b'G' => (&t[..t.len() - 1], 1 << 30),
         b'T' => (&t[..t.len() - 1], 1 << 40),
         b'0'..=b'9' => (t, 1 << 20),
-        _ => return Err("expected a number with an optional K, M, G or T suffix".into()),
+        _ => return Err(SizeError::NotASize),
     };
-    let n: u64 = digits.parse().map_err(|_| "expected a number with an optional K, M, G or T suffix".to_string())?;
-    n.checked_mul(mult).ok_or_else(|| "size overflows".to_string())
+    let n: u64 = digits.parse().map_err(|_| SizeError::NotASize)?;
+    n.checked_mul(mult).ok_or(SizeError::Overflow)
 }
 
 /// Parses `--serial`.
@@ -313,25 +360,25 @@ pub fn detect_kernel_format(head: &[u8]) -> Option<KernelFormat> {
     None
 }
 
-fn check_readable_file(path: &Path) -> Result<File, String> {
+fn check_readable_file(path: &Path) -> Result<File, FileError> {
     let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => "no such file".to_string(),
-        _ => e.to_string(),
+        std::io::ErrorKind::NotFound => FileError::NotFound,
+        kind => FileError::Io(kind),
     })?;
     if !meta.is_file() {
-        return Err("not a regular file".into());
+        return Err(FileError::NotAFile);
     }
     if meta.len() == 0 {
-        return Err("file is empty".into());
+        return Err(FileError::Empty);
     }
-    File::open(path).map_err(|e| e.to_string())
+    File::open(path).map_err(|e| FileError::Io(e.kind()))
 }
 
 /// Checks that a console log can be created at `path`: its folder exists and
 /// the path is not a folder. Nothing is created here; the VM opens it later.
-fn check_log_path(path: &Path) -> Result<(), String> {
+fn check_log_path(path: &Path) -> Result<(), LogPathError> {
     if path.is_dir() {
-        return Err("is a directory".into());
+        return Err(LogPathError::IsDir);
     }
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
@@ -339,9 +386,9 @@ fn check_log_path(path: &Path) -> Result<(), String> {
     };
     match std::fs::metadata(dir) {
         Ok(m) if m.is_dir() => Ok(()),
-        Ok(_) => Err(format!("{} is not a directory", dir.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(format!("no such directory {}", dir.display())),
-        Err(e) => Err(format!("{}: {e}", dir.display())),
+        Ok(_) => Err(LogPathError::ParentNotDir(dir.to_path_buf())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(LogPathError::NoParent(dir.to_path_buf())),
+        Err(e) => Err(LogPathError::Io { dir: dir.to_path_buf(), kind: e.kind() }),
     }
 }
 
@@ -359,13 +406,9 @@ impl Args {
         let kpath = self.kernel.display().to_string();
         let mut f = check_readable_file(&self.kernel).map_err(|e| CliError::Kernel(kpath.clone(), e))?;
         let mut head = vec![0u8; 0x400];
-        let n = read_up_to(&mut f, &mut head).map_err(|e| CliError::Kernel(kpath.clone(), e.to_string()))?;
-        let kernel_format = detect_kernel_format(&head[..n]).ok_or_else(|| {
-            CliError::Kernel(
-                kpath.clone(),
-                "not a Linux kernel image (expected a bzImage or an x86_64 ELF vmlinux)".into(),
-            )
-        })?;
+        let n = read_up_to(&mut f, &mut head).map_err(|e| CliError::Kernel(kpath.clone(), FileError::Io(e.kind())))?;
+        let kernel_format =
+            detect_kernel_format(&head[..n]).ok_or_else(|| CliError::Kernel(kpath.clone(), FileError::NotAKernel))?;
 
         if let Some(p) = &self.initramfs {
             check_readable_file(p).map_err(|e| CliError::Initramfs(p.display().to_string(), e))?;
@@ -373,17 +416,14 @@ impl Args {
 
         let memory = parse_size(&self.memory).map_err(|e| CliError::Memory(self.memory.clone(), e))?;
         if memory < MIN_MEMORY {
-            return Err(CliError::Memory(self.memory.clone(), format!("too small (minimum {} MiB)", MIN_MEMORY >> 20)));
+            return Err(CliError::Memory(self.memory.clone(), SizeError::TooSmall(MIN_MEMORY >> 20)));
         }
         if memory % 4096 != 0 {
-            return Err(CliError::Memory(self.memory.clone(), "not a multiple of 4 KiB".into()));
+            return Err(CliError::Memory(self.memory.clone(), SizeError::NotPageAligned));
         }
         if let Some(host) = host_memory() {
             if memory > host {
-                return Err(CliError::Memory(
-                    self.memory.clone(),
-                    format!("more than the host's {} MiB of RAM", host >> 20),
-                ));
+                return Err(CliError::Memory(self.memory.clone(), SizeError::MoreThanHost(host >> 20)));
             }
         }
 
@@ -404,7 +444,7 @@ impl Args {
 
         let serial = parse_serial(&self.serial)?;
         if let SerialMode::File(p) = &serial {
-            check_log_path(p).map_err(|e| CliError::Serial(self.serial.clone(), e))?;
+            check_log_path(p).map_err(|e| CliError::SerialLog(self.serial.clone(), e))?;
         }
 
         let mut vhost_user = Vec::new();

@@ -19,28 +19,48 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+/// What stopped a request.
+#[derive(Debug, thiserror::Error)]
+enum ControlError {
+    #[error("{path}: {source}")]
+    Connect { path: String, source: std::io::Error },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("the compositor closed the connection")]
+    Closed,
+    #[error("reply is not JSON ({source}): {line}")]
+    Json { line: String, source: serde_json::Error },
+    #[error("bad SECONDS {0:?}")]
+    BadSeconds(String),
+    #[error("{0}")]
+    Usage(&'static str),
+}
+
 struct Control {
     reader: BufReader<UnixStream>,
     writer: UnixStream,
 }
 
 impl Control {
-    fn connect(path: &str) -> Result<Self, String> {
-        let s = UnixStream::connect(path).map_err(|e| format!("{path}: {e}"))?;
-        s.set_read_timeout(Some(Duration::from_secs(60))).map_err(|e| e.to_string())?;
-        let reader = BufReader::new(s.try_clone().map_err(|e| e.to_string())?);
+    fn connect(path: &str) -> Result<Self, ControlError> {
+        let s = UnixStream::connect(path).map_err(|source| ControlError::Connect { path: path.into(), source })?;
+        s.set_read_timeout(Some(Duration::from_secs(60)))?;
+        let reader = BufReader::new(s.try_clone()?);
         Ok(Control { reader, writer: s })
     }
 
     /// Sends one request line; returns the reply line and whether it is `ok`.
-    fn request(&mut self, req: &str) -> Result<(String, Value), String> {
-        self.writer.write_all(format!("{}\n", req.trim()).as_bytes()).map_err(|e| format!("write: {e}"))?;
+    fn request(&mut self, req: &str) -> Result<(String, Value), ControlError> {
+        self.writer.write_all(format!("{}\n", req.trim()).as_bytes())?;
         loop {
             let mut line = String::new();
-            if self.reader.read_line(&mut line).map_err(|e| format!("read: {e}"))? == 0 {
-                return Err("the compositor closed the connection".into());
+            if self.reader.read_line(&mut line)? == 0 {
+                return Err(ControlError::Closed);
             }
-            let v: Value = serde_json::from_str(line.trim()).map_err(|e| format!("reply is not JSON ({e}): {line}"))?;
+            let v: Value = match serde_json::from_str(line.trim()) {
+                Ok(v) => v,
+                Err(source) => return Err(ControlError::Json { line, source }),
+            };
             if v["type"] != "event" {
                 return Ok((line.trim().to_string(), v));
             }
@@ -48,7 +68,7 @@ impl Control {
     }
 }
 
-fn wait_window(ctl: &mut Control, vm: &str, part: &str, secs: u64) -> Result<bool, String> {
+fn wait_window(ctl: &mut Control, vm: &str, part: &str, secs: u64) -> Result<bool, ControlError> {
     let end = Instant::now() + Duration::from_secs(secs);
     loop {
         let (line, v) = ctl.request(r#"{"op":"list_windows"}"#)?;
@@ -90,9 +110,9 @@ fn main() -> ExitCode {
     let result = match rest {
         [flag, vm, part, secs] if flag == "--wait-window" => match secs.parse() {
             Ok(secs) => wait_window(&mut ctl, vm, part, secs),
-            Err(_) => Err(format!("bad SECONDS {secs:?}")),
+            Err(_) => Err(ControlError::BadSeconds(secs.clone())),
         },
-        [] => Err(usage.to_string()),
+        [] => Err(ControlError::Usage(usage)),
         reqs => (|| {
             for r in reqs {
                 let (line, v) = ctl.request(r)?;

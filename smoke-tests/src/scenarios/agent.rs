@@ -16,6 +16,7 @@
 //! Figures: `boot_to_agent_s` (QEMU spawn to the agent's `hello` answer) and
 //! `launch_rtt_ms` (median of the launch request to `launched` round trips).
 
+use crate::scenarios::ScenarioError;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -33,21 +34,21 @@ const NAME: &str = "agent";
 pub fn run(args: &AgentArgs) -> Outcome {
     match run_inner(args) {
         Ok(figures) => Outcome::Pass { scenario: NAME, figures },
-        Err(reason) => Outcome::Fail { scenario: NAME, reason },
+        Err(reason) => Outcome::Fail { scenario: NAME, reason: reason.to_string() },
     }
 }
 
-fn run_inner(args: &AgentArgs) -> Result<String, String> {
+fn run_inner(args: &AgentArgs) -> Result<String, ScenarioError> {
     let (run_dir, image, manifest) = guest_qemu::prepare(&args.guest, NAME)?;
     let mut vm = guest_qemu::boot(&args.guest, &run_dir, &image, &manifest, &guest_qemu::BootOptions::default())?;
     let result = exercise(args, &mut vm);
     match result {
         Ok(figures) => Ok(figures),
-        Err(e) => Err(format!("{e}; last serial lines:\n{}", vm.serial_tail(15))),
+        Err(e) => Err(format!("{e}; last serial lines:\n{}", vm.serial_tail(15)).into()),
     }
 }
 
-fn exercise(args: &AgentArgs, vm: &mut GuestVm) -> Result<String, String> {
+fn exercise(args: &AgentArgs, vm: &mut GuestVm) -> Result<String, ScenarioError> {
     let reply_timeout = Duration::from_secs(30);
     let (mut client, attempts) = vm.connect_agent(args.guest.boot_timeout, &[])?;
     let boot_to_agent_s = vm.boot.elapsed().as_secs_f64();
@@ -60,7 +61,7 @@ fn exercise(args: &AgentArgs, vm: &mut GuestVm) -> Result<String, String> {
     println!("catalog: {} apps: {}", apps.len(), apps.iter().map(|a| a.id.as_str()).collect::<Vec<_>>().join(" "));
     for want in ["foot.desktop", "weston-terminal.desktop"] {
         if !apps.iter().any(|a| a.id == want) {
-            return Err(format!("the catalog lacks {want}"));
+            return Err(format!("the catalog lacks {want}").into());
         }
     }
 
@@ -87,10 +88,12 @@ fn exercise(args: &AgentArgs, vm: &mut GuestVm) -> Result<String, String> {
     });
     println!("launched a shell printing its user and groups, then exiting 3: handle {handle} pid {pid}, exit {exit:?}, output {user_line:?}");
     if exit != (Some(3), None) {
-        return Err(format!("`sh -c 'exit 3'` ended with {exit:?}, expected status 3"));
+        return Err(format!("`sh -c 'exit 3'` ended with {exit:?}, expected status 3").into());
     }
     if user_line.as_deref() != Some(&format!("[app {handle}] rayos render video")) {
-        return Err(format!("the app did not run as user rayos with groups render and video: output {user_line:?}"));
+        return Err(
+            format!("the app did not run as user rayos with groups render and video: output {user_line:?}").into()
+        );
     }
     let mut rtts = vec![first_rtt];
     for _ in 0..args.launches.saturating_sub(1) {
@@ -99,7 +102,7 @@ fn exercise(args: &AgentArgs, vm: &mut GuestVm) -> Result<String, String> {
         rtts.push(t.elapsed().as_secs_f64() * 1e3);
         let exit = client.wait_exit(h, reply_timeout).map_err(|e| format!("waiting for true: {e}"))?;
         if exit != (Some(0), None) {
-            return Err(format!("`true` ended with {exit:?}"));
+            return Err(format!("`true` ended with {exit:?}").into());
         }
     }
     let rtt = summarise(&rtts).expect("at least one launch");
@@ -121,7 +124,9 @@ fn exercise(args: &AgentArgs, vm: &mut GuestVm) -> Result<String, String> {
     let intent_launch = intent_over_guest(args, &vm.uds, "I need a terminal")?;
     match client.reply_to(None) {
         Ok(AgentMessage::Error { code: ErrorCode::Superseded, .. }) => {}
-        other => return Err(format!("expected our connection to be superseded by rayos intent's, got {other:?}")),
+        other => {
+            return Err(format!("expected our connection to be superseded by rayos intent's, got {other:?}").into())
+        }
     }
     let mut client =
         GuestClient::connect(&vm.uds, AGENT_PORT, reply_timeout).map_err(|e| format!("reconnecting: {e}"))?;
@@ -133,7 +138,7 @@ fn exercise(args: &AgentArgs, vm: &mut GuestVm) -> Result<String, String> {
     let status = vm.wait_qemu_exit(Duration::from_secs(60))?;
     println!("guest powered off {:.2} s after the request; QEMU exit {status}", stop.elapsed().as_secs_f64());
     if !status.success() {
-        return Err(format!("QEMU exited with {status} after the shutdown request"));
+        return Err(format!("QEMU exited with {status} after the shutdown request").into());
     }
     println!("intent over the guest catalog launched {intent_launch}");
     Ok(format!("boot_to_agent_s={boot_to_agent_s:.2} launch_rtt_ms={:.2}", rtt.median))
@@ -141,7 +146,7 @@ fn exercise(args: &AgentArgs, vm: &mut GuestVm) -> Result<String, String> {
 
 /// Run `rayos intent --guest UDS --json --launch REQUEST`; returns the app it
 /// launched, which must be one of the guest's terminals.
-fn intent_over_guest(args: &AgentArgs, uds: &Path, request: &str) -> Result<String, String> {
+fn intent_over_guest(args: &AgentArgs, uds: &Path, request: &str) -> Result<String, ScenarioError> {
     let rayos = args.rayos.clone().unwrap_or_else(|| crate::rundir::release_binary("rayos"));
     let out = Command::new(&rayos)
         .arg("intent")
@@ -157,7 +162,8 @@ fn intent_over_guest(args: &AgentArgs, uds: &Path, request: &str) -> Result<Stri
             "rayos intent --guest failed ({}): {}",
             out.status,
             String::from_utf8_lossy(&out.stderr).trim()
-        ));
+        )
+        .into());
     }
     let mut lines = stdout.lines();
     let action: serde_json::Value =
@@ -167,20 +173,20 @@ fn intent_over_guest(args: &AgentArgs, uds: &Path, request: &str) -> Result<Stri
     let app = launched["launched"].as_str().unwrap_or_default().to_string();
     if action["action"] != "launch" || action["app_id"] != launched["launched"] || launched["handle"].as_u64().is_none()
     {
-        return Err(format!("unexpected rayos intent output: {stdout}"));
+        return Err(format!("unexpected rayos intent output: {stdout}").into());
     }
     if !["foot.desktop", "weston-terminal.desktop", "footclient.desktop"].contains(&app.as_str()) {
-        return Err(format!("{request:?} launched {app}, not a terminal"));
+        return Err(format!("{request:?} launched {app}, not a terminal").into());
     }
     Ok(app)
 }
 
-fn expect_error(client: &mut GuestClient, want: ErrorCode) -> Result<(), String> {
+fn expect_error(client: &mut GuestClient, want: ErrorCode) -> Result<(), ScenarioError> {
     match client.reply_to(None) {
         Ok(AgentMessage::Error { code, message }) if code == want => {
             println!("agent answered {code:?}: {message}");
             Ok(())
         }
-        other => Err(format!("expected a {want:?} error, got {other:?}")),
+        other => Err(format!("expected a {want:?} error, got {other:?}").into()),
     }
 }

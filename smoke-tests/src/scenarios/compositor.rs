@@ -63,37 +63,7 @@ pub fn bench(args: &CompositorBenchArgs) -> Outcome {
 
 // ---- helpers ---------------------------------------------------------------
 
-/// Why a compositor scenario failed.
-#[derive(Debug, thiserror::Error)]
-pub enum ScenarioError {
-    #[error("{bin} not found: install the Debian package `{package}` (bash scripts/setup.sh)")]
-    MissingProgram { bin: String, package: String },
-    #[error("timed out after {secs}s waiting for {what}")]
-    Timeout { what: String, secs: u64 },
-    #[error("screenshot: {0}")]
-    Image(#[from] rayos_test_kit::image::ImageError),
-    /// A check or a step failed; the text says which.
-    #[error("{0}")]
-    Failed(String),
-}
-
-impl From<String> for ScenarioError {
-    fn from(s: String) -> Self {
-        ScenarioError::Failed(s)
-    }
-}
-
-impl From<rayos_test_kit::wait::Timeout> for ScenarioError {
-    fn from(t: rayos_test_kit::wait::Timeout) -> Self {
-        ScenarioError::Timeout { what: t.what, secs: t.after.as_secs() }
-    }
-}
-
-impl From<&str> for ScenarioError {
-    fn from(s: &str) -> Self {
-        ScenarioError::Failed(s.to_string())
-    }
-}
+pub use super::error::ScenarioError;
 
 /// A client program, or an error naming the Debian package to install.
 pub(crate) fn need(bin: &str, package: &str) -> Result<PathBuf, ScenarioError> {
@@ -300,8 +270,8 @@ pub(crate) fn geo(w: &Value) -> (i64, i64, i64, i64) {
     (n("x"), n("y"), n("w"), n("h"))
 }
 
-pub(crate) fn id_of(w: &Value) -> Result<u64, String> {
-    w["id"].as_u64().ok_or_else(|| format!("window without id: {w}"))
+pub(crate) fn id_of(w: &Value) -> Result<u64, ScenarioError> {
+    Ok(w["id"].as_u64().ok_or_else(|| format!("window without id: {w}"))?)
 }
 
 pub(crate) fn describe(w: &Value) -> String {

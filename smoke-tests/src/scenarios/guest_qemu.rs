@@ -12,6 +12,7 @@
 //!    (`rayos.share=TAG:/PATH`).
 //! 4. Connect to the agent through the hybrid socket once it answers.
 
+use crate::scenarios::ScenarioError;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -44,7 +45,7 @@ pub const GUEST_UID: u32 = 1000;
 impl BootOptions {
     /// A guest with `<run_dir>/shared` (returned), created for the guest user
     /// (mode 0755) and shared as tag `shared` at `/home/rayos/Shared`.
-    pub fn with_home_share(run_dir: &Path) -> Result<(BootOptions, PathBuf), String> {
+    pub fn with_home_share(run_dir: &Path) -> Result<(BootOptions, PathBuf), ScenarioError> {
         use std::os::unix::fs::PermissionsExt;
         let shared = run_dir.join("shared");
         std::fs::create_dir(&shared).map_err(|e| format!("{}: {e}", shared.display()))?;
@@ -71,7 +72,7 @@ pub struct GuestVm {
 }
 
 /// Create the run directory for `name` and build (or refresh) the image.
-pub fn prepare(args: &GuestArgs, name: &str) -> Result<(PathBuf, PathBuf, rayos_image::Manifest), String> {
+pub fn prepare(args: &GuestArgs, name: &str) -> Result<(PathBuf, PathBuf, rayos_image::Manifest), ScenarioError> {
     prepare_image(args.image.as_deref(), args.agent.as_deref(), args.run_dir.as_deref(), name)
 }
 
@@ -82,13 +83,13 @@ pub fn prepare_image(
     agent: Option<&Path>,
     run_dir: Option<&Path>,
     name: &str,
-) -> Result<(PathBuf, PathBuf, rayos_image::Manifest), String> {
+) -> Result<(PathBuf, PathBuf, rayos_image::Manifest), ScenarioError> {
     let run_dir = crate::rundir::create(&crate::rundir::target_dir().join("smoke"), name, run_dir)
         .map_err(|e| format!("{e}: {}", e.source))?;
     println!("run directory: {}", run_dir.display());
     let agent_bin = agent.map(Path::to_path_buf).unwrap_or_else(|| crate::rundir::release_binary("rayos-guest-agent"));
     if !agent_bin.is_file() {
-        return Err(format!("--agent {}: not found (cargo build --release --workspace)", agent_bin.display()));
+        return Err(format!("--agent {}: not found (cargo build --release --workspace)", agent_bin.display()).into());
     }
     let image = image.map(Path::to_path_buf).unwrap_or_else(|| crate::rundir::target_dir().join("guest-image"));
     let opts = rayos_image::BuildOptions::new(&image, default_cache_root().join("image"), &agent_bin);
@@ -124,18 +125,21 @@ pub fn boot(
     image: &Path,
     manifest: &rayos_image::Manifest,
     opts: &BootOptions,
-) -> Result<GuestVm, String> {
+) -> Result<GuestVm, ScenarioError> {
     let shares = &opts.shares[..];
     let vsock_bin = args.vsock_backend.clone().unwrap_or_else(|| crate::rundir::release_binary("rayos-vsock"));
     if !vsock_bin.is_file() {
-        return Err(format!("--vsock-backend {}: not found (cargo build --release --workspace)", vsock_bin.display()));
+        return Err(
+            format!("--vsock-backend {}: not found (cargo build --release --workspace)", vsock_bin.display()).into()
+        );
     }
     let virtiofsd = args.virtiofsd.clone().unwrap_or_else(|| default_cache_root().join("tools/bin/virtiofsd"));
     if !virtiofsd.is_file() {
         return Err(format!(
             "virtiofsd {}: not found (scripts/setup.sh builds it there; or pass --virtiofsd)",
             virtiofsd.display()
-        ));
+        )
+        .into());
     }
     let rootfs = image.join(&manifest.rootfs);
     let vhost_sock = run_dir.join("vhost-vsock.sock");
@@ -224,7 +228,11 @@ pub fn boot(
 impl GuestVm {
     /// Wait for the agent to answer (until `boot_timeout` after QEMU's
     /// start), announcing `caps`; returns the client and the attempts made.
-    pub fn connect_agent(&mut self, boot_timeout: Duration, caps: &[&str]) -> Result<(GuestClient, u32), String> {
+    pub fn connect_agent(
+        &mut self,
+        boot_timeout: Duration,
+        caps: &[&str],
+    ) -> Result<(GuestClient, u32), ScenarioError> {
         let reply_timeout = Duration::from_secs(30);
         let deadline = self.boot + boot_timeout;
         let mut attempts = 0u32;
@@ -236,14 +244,15 @@ impl GuestVm {
                     if Instant::now() > deadline {
                         return Err(format!(
                             "the agent did not answer within {boot_timeout:?} ({attempts} attempts, last: {e})"
-                        ));
+                        )
+                        .into());
                     }
                     if let Some((name, st)) = self.procs.first_exited() {
-                        return Err(format!("{name} exited with {st} before the agent answered"));
+                        return Err(format!("{name} exited with {st} before the agent answered").into());
                     }
                     std::thread::sleep(Duration::from_millis(250));
                 }
-                Err(e) => return Err(format!("connecting to the agent: {e}")),
+                Err(e) => return Err(format!("connecting to the agent: {e}").into()),
             }
         }
     }
@@ -258,7 +267,7 @@ impl GuestVm {
         rt: &Path,
         vm_name: &str,
         waypipe: Option<&Path>,
-    ) -> Result<(), String> {
+    ) -> Result<(), ScenarioError> {
         let log = self.run_dir.join("bridge.log");
         let open = || std::fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()));
         let mut cmd = Command::new(rayos);
@@ -287,7 +296,8 @@ impl GuestVm {
                 return Err(format!(
                     "rayos bridge exited with {st}: {}",
                     std::fs::read_to_string(&log).unwrap_or_default()
-                ));
+                )
+                .into());
             }
             if Instant::now() > end {
                 return Err("the bridge did not listen within 20 s".into());
@@ -298,7 +308,7 @@ impl GuestVm {
     }
 
     /// Wait for QEMU to exit by itself (after a shutdown request).
-    pub fn wait_qemu_exit(&mut self, timeout: Duration) -> Result<std::process::ExitStatus, String> {
+    pub fn wait_qemu_exit(&mut self, timeout: Duration) -> Result<std::process::ExitStatus, ScenarioError> {
         let stop = Instant::now();
         let qemu = self.procs.get("qemu").ok_or("QEMU is not running")?;
         loop {
@@ -306,7 +316,7 @@ impl GuestVm {
                 return Ok(st);
             }
             if stop.elapsed() > timeout {
-                return Err(format!("QEMU still running {timeout:?} after the shutdown request"));
+                return Err(format!("QEMU still running {timeout:?} after the shutdown request").into());
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -340,14 +350,14 @@ fn accel_for_linux(req: crate::qemu::AccelRequest) -> (&'static [&'static str], 
     }
 }
 
-fn wait_for_socket(procs: &mut Procs, socks: &[&Path], timeout: Duration) -> Result<(), String> {
+fn wait_for_socket(procs: &mut Procs, socks: &[&Path], timeout: Duration) -> Result<(), ScenarioError> {
     let deadline = Instant::now() + timeout;
     while !socks.iter().all(|s| s.exists()) {
         if let Some((name, st)) = procs.first_exited() {
-            return Err(format!("{name} exited early with {st} (see its log in the run directory)"));
+            return Err(format!("{name} exited early with {st} (see its log in the run directory)").into());
         }
         if Instant::now() > deadline {
-            return Err(format!("sockets not created within {timeout:?}: {socks:?}"));
+            return Err(format!("sockets not created within {timeout:?}: {socks:?}").into());
         }
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -17,6 +17,7 @@
 //!
 //! Prints `PASS host-api api_p50_ms=<ms> api_p99_ms=<ms> rss_kib=<KiB> bad_policies=<n>/<n>`.
 
+use crate::scenarios::ScenarioError;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -64,14 +65,14 @@ fn bad_policies(shares_root: &Path) -> Vec<(&'static str, String, Vec<String>)> 
 pub fn run(args: &HostApiArgs) -> Outcome {
     match run_inner(args) {
         Ok(figures) => Outcome::Pass { scenario: SCENARIO, figures },
-        Err(reason) => Outcome::Fail { scenario: SCENARIO, reason },
+        Err(reason) => Outcome::Fail { scenario: SCENARIO, reason: reason.to_string() },
     }
 }
 
-fn run_inner(args: &HostApiArgs) -> Result<String, String> {
+fn run_inner(args: &HostApiArgs) -> Result<String, ScenarioError> {
     let rayos = args.rayos_bin.clone().unwrap_or_else(|| rundir::release_binary("rayos"));
     if !rayos.is_file() {
-        return Err(format!("{} not found (cargo build --release -p rayos)", rayos.display()));
+        return Err(format!("{} not found (cargo build --release -p rayos)", rayos.display()).into());
     }
     let run_dir = rundir::create(&rundir::target_dir().join("smoke"), SCENARIO, args.run_dir.as_deref())
         .map_err(|e| e.to_string())?;
@@ -104,7 +105,8 @@ fn run_inner(args: &HostApiArgs) -> Result<String, String> {
                 "bad policy {name}: expected exit 2 and one line naming {} and {words:?}, got {:?}: {err}",
                 file.display(),
                 out.status.code()
-            ));
+            )
+            .into());
         }
     }
 
@@ -139,10 +141,12 @@ fn run_inner(args: &HostApiArgs) -> Result<String, String> {
     let t0 = Instant::now();
     while !socket.exists() {
         if let Some((n, s)) = procs.first_exited() {
-            return Err(format!("{n} exited ({s}) before listening; see {}", run_dir.join("rayos-host.log").display()));
+            return Err(
+                format!("{n} exited ({s}) before listening; see {}", run_dir.join("rayos-host.log").display()).into()
+            );
         }
         if t0.elapsed() > Duration::from_secs(10) {
-            return Err(format!("rayos host did not listen on {} within 10 s", socket.display()));
+            return Err(format!("rayos host did not listen on {} within 10 s", socket.display()).into());
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -150,9 +154,11 @@ fn run_inner(args: &HostApiArgs) -> Result<String, String> {
     let mode = std::fs::metadata(&socket).map_err(|e| e.to_string())?.permissions().mode() & 0o777;
     let dir_mode = std::fs::metadata(&rt).map_err(|e| e.to_string())?.permissions().mode() & 0o777;
     if mode != 0o600 || dir_mode != 0o700 {
-        return Err(format!("control socket mode {mode:o} in a folder of mode {dir_mode:o}; expected 600 in 700"));
+        return Err(
+            format!("control socket mode {mode:o} in a folder of mode {dir_mode:o}; expected 600 in 700").into()
+        );
     }
-    let client = |a: &[&str]| -> Result<String, String> {
+    let client = |a: &[&str]| -> Result<String, ScenarioError> {
         let out = Command::new(&rayos)
             .args(a)
             .env("RAYOS_SOCKET", &socket)
@@ -165,24 +171,25 @@ fn run_inner(args: &HostApiArgs) -> Result<String, String> {
                 a.join(" "),
                 out.status.code(),
                 String::from_utf8_lossy(&out.stderr)
-            ));
+            )
+            .into());
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     };
     let list: serde_json::Value =
         serde_json::from_str(&client(&["vm", "list", "--json"])?).map_err(|e| format!("rayos vm list --json: {e}"))?;
     if list[0]["name"] != "linux" || list[0]["state"] != "stopped" {
-        return Err(format!("rayos vm list --json: expected linux stopped, got {list}"));
+        return Err(format!("rayos vm list --json: expected linux stopped, got {list}").into());
     }
 
     // 3. Latency and memory.
     let bench = client(&["api-bench", "--requests", &args.requests.to_string()])?;
-    let figure = |k: &str| -> Result<f64, String> {
+    let figure = |k: &str| -> Result<f64, ScenarioError> {
         bench
             .split_whitespace()
             .find_map(|w| w.strip_prefix(&format!("{k}=")))
             .and_then(|v| v.parse().ok())
-            .ok_or_else(|| format!("rayos api-bench printed no {k}: {bench}"))
+            .ok_or_else(|| format!("rayos api-bench printed no {k}: {bench}").into())
     };
     let (p50, p99) = (figure("api_p50_ms")?, figure("api_p99_ms")?);
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| e.to_string())?;
@@ -201,10 +208,10 @@ fn run_inner(args: &HostApiArgs) -> Result<String, String> {
     }
     let code = procs.get("rayos-host").and_then(|c| c.try_wait().ok().flatten()).and_then(|s| s.code());
     if code != Some(0) {
-        return Err(format!("rayos host exited {code:?} after SIGTERM"));
+        return Err(format!("rayos host exited {code:?} after SIGTERM").into());
     }
     if socket.exists() {
-        return Err(format!("{} is left after the service stopped", socket.display()));
+        return Err(format!("{} is left after the service stopped", socket.display()).into());
     }
 
     let mut missed = vec![];
@@ -215,7 +222,7 @@ fn run_inner(args: &HostApiArgs) -> Result<String, String> {
         missed.push(format!("rss_kib {rss_kib} > {MAX_RSS_KIB}"));
     }
     if !missed.is_empty() {
-        return Err(format!("targets missed: {}", missed.join(", ")));
+        return Err(format!("targets missed: {}", missed.join(", ")).into());
     }
     Ok(format!("api_p50_ms={p50:.3} api_p99_ms={p99:.3} rss_kib={rss_kib} bad_policies={refused}/{}", cases.len()))
 }

@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod compositor;
 pub mod compositor_drm;
+pub mod error;
 pub mod guest_qemu;
 pub mod host_api;
 pub mod native;
@@ -18,6 +19,7 @@ pub mod vmm_virtiofs;
 
 use crate::cli::Scenario;
 use crate::Outcome;
+pub use error::ScenarioError;
 
 /// Runs the selected scenario.
 pub fn run(scenario: &Scenario) -> Outcome {

@@ -459,11 +459,11 @@ fn second_vm(
         vm2.start_bridge(rayos, rt, WORK, args.waypipe.as_deref())?;
         match vm2.connect_agent(args.guest.boot_timeout, &[CAP_WAYLAND_BRIDGE]) {
             Ok(_) => break (vm2, dir),
-            Err(e) if attempt == 1 && e.starts_with("qemu exited with signal") => {
+            Err(e) if attempt == 1 && e.to_string().starts_with("qemu exited with signal") => {
                 println!("native second VM attempt 1 failed: {e}; retrying once (its logs stay in {})", dir.display());
                 attempt += 1;
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(e),
         }
     };
     println!("second VM {WORK} answered after {:.1} s (attempts={attempt})", vm2.boot.elapsed().as_secs_f64());

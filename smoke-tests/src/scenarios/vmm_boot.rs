@@ -6,6 +6,7 @@
 //! evaluate the serial stream (see [`crate::serial`]). With `--vmm both` the
 //! same images, guest command line, memory and vCPU count serve both VMMs.
 
+use crate::scenarios::ScenarioError;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -35,7 +36,7 @@ pub enum VmmBootError {
 #[derive(Debug)]
 struct BootResult {
     vmm: Vmm,
-    figures: Result<BootFigures, String>,
+    figures: Result<BootFigures, ScenarioError>,
     wall: Duration,
     log: PathBuf,
     metrics: Option<String>,
@@ -189,7 +190,8 @@ fn boot_once(prep: &Prepared, opts: &BootOptions, vmm: Vmm, expect: &Expectation
             Flow::Continue
         }
     })?;
-    let figures = obs.evaluate(expect).map_err(|reason| run.annotate(reason, opts.timeout));
+    let figures =
+        obs.evaluate(expect).map_err(|reason| ScenarioError::from(run.annotate(reason.to_string(), opts.timeout)));
     Ok(BootResult {
         vmm,
         figures,
@@ -243,7 +245,7 @@ fn write_result_json(prep: &Prepared, results: &[BootResult], wall: Duration) {
                     "serial_log": r.log, "vmm_metrics": metrics,
                 }),
                 Err(reason) => serde_json::json!({
-                    "vmm": r.vmm.name(), "pass": false, "reason": reason, "attempts": r.attempts,
+                    "vmm": r.vmm.name(), "pass": false, "reason": reason.to_string(), "attempts": r.attempts,
                     "boot_wall_s": r.wall.as_secs_f64(), "serial_log": r.log, "vmm_metrics": metrics,
                 }),
             }

@@ -10,6 +10,7 @@
 //! rss_file_kib`; guest RAM is shared memory and reported separately).
 //! Without a usable `/dev/kvm` the scenario is skipped (exit 77).
 
+use crate::scenarios::ScenarioError;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -65,19 +66,18 @@ pub fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-fn kvm_usable() -> Result<(), String> {
-    std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-        .map(drop)
-        .map_err(|e| format!("/dev/kvm cannot be opened read-write: {e}"))
+fn kvm_usable() -> Result<(), ScenarioError> {
+    std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").map(drop).map_err(|source| ScenarioError::Io {
+        what: "opening read-write",
+        path: "/dev/kvm".into(),
+        source,
+    })
 }
 
 /// `vmm-startup`.
 pub fn run(args: &VmmStartupArgs) -> Outcome {
     if let Err(reason) = kvm_usable() {
-        return Outcome::Skip { scenario: SCENARIO, reason };
+        return Outcome::Skip { scenario: SCENARIO, reason: reason.to_string() };
     }
     match measure(args) {
         Ok(outcome) => outcome,
@@ -202,12 +202,13 @@ fn evaluate(args: &VmmStartupArgs, figures: &[RunFigures], failures: &[String], 
 }
 
 /// Interprets one run's metrics against its spawn time.
-pub fn run_figures(spawn_ns: u64, metrics: &VmmMetrics, wall: Duration) -> Result<RunFigures, String> {
+pub fn run_figures(spawn_ns: u64, metrics: &VmmMetrics, wall: Duration) -> Result<RunFigures, ScenarioError> {
     if metrics.first_run_monotonic_ns < spawn_ns {
         return Err(format!(
             "first_run_monotonic_ns {} is before the spawn time {spawn_ns} (not CLOCK_MONOTONIC?)",
             metrics.first_run_monotonic_ns
-        ));
+        )
+        .into());
     }
     Ok(RunFigures {
         start_to_first_run_ms: (metrics.first_run_monotonic_ns - spawn_ns) as f64 / 1e6,
@@ -216,7 +217,7 @@ pub fn run_figures(spawn_ns: u64, metrics: &VmmMetrics, wall: Duration) -> Resul
     })
 }
 
-fn one_run(vmm: &Path, elf: &Path, run_dir: &Path, i: u32, timeout: Duration) -> Result<RunFigures, String> {
+fn one_run(vmm: &Path, elf: &Path, run_dir: &Path, i: u32, timeout: Duration) -> Result<RunFigures, ScenarioError> {
     let serial = run_dir.join(format!("serial-{i:02}.log"));
     let metrics_path = run_dir.join(format!("metrics-{i:02}.json"));
     let stderr_path = run_dir.join(format!("vmm-{i:02}.stderr"));
@@ -241,15 +242,17 @@ fn one_run(vmm: &Path, elf: &Path, run_dir: &Path, i: u32, timeout: Duration) ->
             Ok(None) if started.elapsed() > timeout => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(format!("still running after {timeout:?}; killed (stderr: {})", stderr_path.display()));
+                return Err(
+                    format!("still running after {timeout:?}; killed (stderr: {})", stderr_path.display()).into()
+                );
             }
             Ok(None) => std::thread::sleep(Duration::from_micros(500)),
-            Err(e) => return Err(format!("waiting for rayos-vmm: {e}")),
+            Err(e) => return Err(format!("waiting for rayos-vmm: {e}").into()),
         }
     };
     let wall = started.elapsed();
     if !status.success() {
-        return Err(format!("rayos-vmm exited with {status} (stderr: {})", stderr_path.display()));
+        return Err(format!("rayos-vmm exited with {status} (stderr: {})", stderr_path.display()).into());
     }
     let text =
         std::fs::read_to_string(&metrics_path).map_err(|e| format!("no metrics at {}: {e}", metrics_path.display()))?;
@@ -257,7 +260,9 @@ fn one_run(vmm: &Path, elf: &Path, run_dir: &Path, i: u32, timeout: Duration) ->
         serde_json::from_str(&text).map_err(|e| format!("bad metrics JSON in {}: {e}", metrics_path.display()))?;
     let serial_len = std::fs::metadata(&serial).map(|m| m.len()).unwrap_or(0);
     if serial_len == 0 {
-        return Err(format!("the guest wrote nothing to the serial port ({} is empty or missing)", serial.display()));
+        return Err(
+            format!("the guest wrote nothing to the serial port ({} is empty or missing)", serial.display()).into()
+        );
     }
     run_figures(spawn_ns, &metrics, wall)
 }

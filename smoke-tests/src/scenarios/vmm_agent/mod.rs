@@ -57,6 +57,7 @@
 //! Logs (the service's, its event stream, the guests' consoles, the policy)
 //! and the terminal's screenshot stay in `<run dir>/out`.
 
+use crate::scenarios::ScenarioError;
 use std::path::Path;
 use std::time::Instant;
 
@@ -155,13 +156,13 @@ fn field(text: &str, key: &str) -> Option<f64> {
 }
 
 /// Checks that every step of `plan` passed, and reads the figures.
-pub fn evaluate(obs: &Observation, plan: &Plan) -> Result<Figures, String> {
+pub fn evaluate(obs: &Observation, plan: &Plan) -> Result<Figures, ScenarioError> {
     let last_step = obs.started.last().map(|(s, _)| s.as_str()).unwrap_or("start-up");
     if let Some(p) = &obs.host_panic {
-        return Err(format!("step {last_step}: the test host's kernel panicked: {p}"));
+        return Err(format!("step {last_step}: the test host's kernel panicked: {p}").into());
     }
     if let Some(f) = &obs.host_fail {
-        return Err(format!("step {last_step}: {f}"));
+        return Err(format!("step {last_step}: {f}").into());
     }
     let mut step_s = Vec::new();
     for step in plan.steps() {
@@ -176,11 +177,11 @@ pub fn evaluate(obs: &Observation, plan: &Plan) -> Result<Figures, String> {
     let vm: Value = serde_json::from_str(detail(obs, "agent"))
         .map_err(|e| format!("step agent: the VM status is not JSON ({e}): {}", detail(obs, "agent")))?;
     if vm["state"] != "running" || vm["agent"].is_null() {
-        return Err(format!("step agent: the VM is not running with an agent: {vm}"));
+        return Err(format!("step agent: the VM is not running with an agent: {vm}").into());
     }
     let launch_rtt_ms: Vec<f64> = detail(obs, "rtt").split_whitespace().filter_map(|w| w.parse().ok()).collect();
     if launch_rtt_ms.len() < 5 {
-        return Err(format!("step rtt: too few timed launches: {:?}", detail(obs, "rtt")));
+        return Err(format!("step rtt: too few timed launches: {:?}", detail(obs, "rtt")).into());
     }
     let api_p50_ms = field(detail(obs, "api"), "api_p50_ms")
         .ok_or_else(|| format!("step api: no api_p50_ms in {:?}", detail(obs, "api")))?;
@@ -188,11 +189,11 @@ pub fn evaluate(obs: &Observation, plan: &Plan) -> Result<Figures, String> {
     let after: Value = serde_json::from_str(detail(obs, "vsock"))
         .map_err(|e| format!("step vsock: the VM status is not JSON ({e})"))?;
     if after["state"] != "running" {
-        return Err(format!("step vsock: the VM is not running after the restart: {after}"));
+        return Err(format!("step vsock: the VM is not running after the restart: {after}").into());
     }
     let restarts_after_kill = after["restarts"].as_u64().unwrap_or(0);
     if restarts_after_kill == 0 {
-        return Err(format!("step vsock: the service counts no restart: {after}"));
+        return Err(format!("step vsock: the service counts no restart: {after}").into());
     }
 
     let mut words_launch = None;
@@ -201,14 +202,14 @@ pub fn evaluate(obs: &Observation, plan: &Plan) -> Result<Figures, String> {
             .map_err(|e| format!("rayos launch printed no JSON ({e}): {}", detail(obs, "words")))?;
         let app = v["app"].as_str().or(v["launched"].as_str()).unwrap_or_default();
         if !TERMINALS.contains(&app) {
-            return Err(format!("\"{WORDS_REQUEST}\" launched {app:?}, not a terminal: {v}"));
+            return Err(format!("\"{WORDS_REQUEST}\" launched {app:?}, not a terminal: {v}").into());
         }
         words_launch = Some(v);
     }
     if plan.guest.native {
         let t = obs.terminal.as_ref().ok_or("no terminal window JSON from the test host")?;
         if t["origin"]["name"] != VM || t["origin"]["kind"] == "host" {
-            return Err(format!("the terminal window's origin is not VM {VM}: {t}"));
+            return Err(format!("the terminal window's origin is not VM {VM}: {t}").into());
         }
     }
     Ok(Figures {
@@ -231,12 +232,12 @@ pub fn evaluate(obs: &Observation, plan: &Plan) -> Result<Figures, String> {
 pub fn run(args: &VmmNativeArgs) -> Outcome {
     match run_inner(args) {
         Ok(figures) => Outcome::Pass { scenario: SCENARIO, figures },
-        Err(reason) => Outcome::Fail { scenario: SCENARIO, reason },
+        Err(reason) => Outcome::Fail { scenario: SCENARIO, reason: reason.to_string() },
     }
 }
 
 /// The desktop ids of the image's catalog (`usr/share/applications`).
-fn image_apps(rootfs: &Path) -> Result<Vec<String>, String> {
+fn image_apps(rootfs: &Path) -> Result<Vec<String>, ScenarioError> {
     let dir = rootfs.join("usr/share/applications");
     let mut ids: Vec<String> = std::fs::read_dir(&dir)
         .map_err(|e| format!("{}: {e}", dir.display()))?
@@ -268,7 +269,7 @@ fn events_after_kill(out: &Path) -> Vec<String> {
         .collect()
 }
 
-fn run_inner(args: &VmmNativeArgs) -> Result<String, String> {
+fn run_inner(args: &VmmNativeArgs) -> Result<String, ScenarioError> {
     let t_all = Instant::now();
     let tools = HostTools::resolve(args)?;
     let virtiofsd = &tools.virtiofsd;
@@ -284,7 +285,8 @@ fn run_inner(args: &VmmNativeArgs) -> Result<String, String> {
         return Err(format!(
             "the guest image has no {REFUSED_APP} for the policy to refuse (apps: {})",
             apps.join(" ")
-        ));
+        )
+        .into());
     }
     println!("{SCENARIO} step prepare (guest image, test host packages): {:.1} s", t.elapsed().as_secs_f64());
 
@@ -328,7 +330,8 @@ fn run_inner(args: &VmmNativeArgs) -> Result<String, String> {
                 "{e} (attempt {attempts}; serial log {}, test host logs in {})",
                 result.log.display(),
                 out.display()
-            ))
+            )
+            .into())
         }
     };
     for (step, s) in &figures.step_s {
@@ -344,7 +347,8 @@ fn run_inner(args: &VmmNativeArgs) -> Result<String, String> {
             return Err(format!(
                 "the event stream ({}) lacks {want} after rayos-vsock was killed",
                 out.join("events.jsonl").display()
-            ));
+            )
+            .into());
         }
     }
     println!("{SCENARIO} rayos vm stop: {}", figures.stop);
@@ -521,20 +525,20 @@ mod tests {
     fn wrong_answers_fail() {
         let p = plan(true, true);
         let e = evaluate(&obs(&passing(true, r#"{"app":"weston-flower.desktop"}"#)), &p).unwrap_err();
-        assert!(e.contains("not a terminal"), "{e}");
+        assert!(e.to_string().contains("not a terminal"), "{e}");
         let mut l = passing(false, "");
         l.retain(|x| !x.contains("OK qemu-poweroff"));
         let e = evaluate(&obs(&l), &plan(false, false)).unwrap_err();
-        assert!(e.contains("step qemu-poweroff did not pass"), "{e}");
+        assert!(e.to_string().contains("step qemu-poweroff did not pass"), "{e}");
         let l: Vec<String> =
             passing(false, "").into_iter().map(|x| x.replace(r#""restarts":1"#, r#""restarts":0"#)).collect();
-        assert!(evaluate(&obs(&l), &plan(false, false)).unwrap_err().contains("no restart"));
+        assert!(evaluate(&obs(&l), &plan(false, false)).unwrap_err().to_string().contains("no restart"));
         let l = [
             "RAYOS-VN-STEP service".to_string(),
             "RAYOS-HOST-FAIL rayos host exited (1) while waiting for x".to_string(),
         ];
         assert_eq!(
-            evaluate(&obs(&l), &plan(false, false)).unwrap_err(),
+            evaluate(&obs(&l), &plan(false, false)).unwrap_err().to_string(),
             "step service: rayos host exited (1) while waiting for x"
         );
     }

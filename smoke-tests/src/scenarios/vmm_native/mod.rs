@@ -56,6 +56,7 @@
 //! with the guest console's last lines. Logs (guest console, rayos-vmm,
 //! backends, compositor, waypipe) and screenshots stay in `<run dir>/out`.
 
+use crate::scenarios::ScenarioError;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -302,32 +303,32 @@ pub struct Figures {
 }
 
 /// Checks that every step of `plan` passed and rayos-vmm exited 0.
-pub fn evaluate(obs: &Observation, plan: &Plan) -> Result<Figures, String> {
+pub fn evaluate(obs: &Observation, plan: &Plan) -> Result<Figures, ScenarioError> {
     let last_step = obs.started.last().map(|(s, _)| s.as_str()).unwrap_or("start-up");
     if let Some(p) = &obs.host_panic {
-        return Err(format!("step {last_step}: the test host's kernel panicked: {p}"));
+        return Err(format!("step {last_step}: the test host's kernel panicked: {p}").into());
     }
     if let Some(f) = &obs.host_fail {
-        return Err(format!("step {last_step}: {f}"));
+        return Err(format!("step {last_step}: {f}").into());
     }
     let mut step_s = Vec::new();
     for step in plan.steps() {
         let start = if step == "agent" { obs.vmm_start } else { obs.started_at(step) };
         let Some(end) = obs.passed_at(step) else {
-            return Err(format!("step {step} did not pass (no {OK}{step} marker)"));
+            return Err(format!("step {step} did not pass (no {OK}{step} marker)").into());
         };
         let start = start.ok_or_else(|| format!("step {step} passed without its start marker"))?;
         step_s.push((step.to_string(), end.saturating_sub(start).as_secs_f64()));
     }
     match obs.vmm_exit {
         Some(0) => {}
-        Some(s) => return Err(format!("rayos-vmm exited with {s}")),
+        Some(s) => return Err(format!("rayos-vmm exited with {s}").into()),
         None => return Err("no rayos-vmm exit status".into()),
     }
     if plan.guest.native {
         let w = obs.window.as_ref().ok_or("no window JSON from the test host")?;
         if w["origin"]["name"] != VM || w["origin"]["kind"] == "host" {
-            return Err(format!("the window's origin is not VM {VM}: {w}"));
+            return Err(format!("the window's origin is not VM {VM}: {w}").into());
         }
     }
     let mut words_launch = None;
@@ -337,11 +338,11 @@ pub fn evaluate(obs: &Observation, plan: &Plan) -> Result<Figures, String> {
             serde_json::from_str(detail).map_err(|e| format!("rayos launch printed no JSON ({e}): {detail}"))?;
         let app = v["launched"].as_str().unwrap_or_default();
         if !TERMINALS.contains(&app) {
-            return Err(format!("\"{WORDS_REQUEST}\" launched {app:?}, not a terminal: {v}"));
+            return Err(format!("\"{WORDS_REQUEST}\" launched {app:?}, not a terminal: {v}").into());
         }
         let t = obs.terminal.as_ref().ok_or("no terminal window JSON from the test host")?;
         if t["origin"]["name"] != VM || t["origin"]["kind"] == "host" {
-            return Err(format!("the terminal window's origin is not VM {VM}: {t}"));
+            return Err(format!("the terminal window's origin is not VM {VM}: {t}").into());
         }
         words_launch = Some(v);
     }
@@ -352,7 +353,7 @@ pub fn evaluate(obs: &Observation, plan: &Plan) -> Result<Figures, String> {
 pub fn run(args: &VmmNativeArgs) -> Outcome {
     match run_inner(args) {
         Ok(figures) => Outcome::Pass { scenario: SCENARIO, figures },
-        Err(reason) => Outcome::Fail { scenario: SCENARIO, reason },
+        Err(reason) => Outcome::Fail { scenario: SCENARIO, reason: reason.to_string() },
     }
 }
 
@@ -376,12 +377,12 @@ pub(crate) fn boot_options(args: &VmmNativeArgs, run_dir: &Path) -> BootOptions 
     }
 }
 
-pub(crate) fn binary(arg: &Option<PathBuf>, name: &str) -> Result<PathBuf, String> {
+pub(crate) fn binary(arg: &Option<PathBuf>, name: &str) -> Result<PathBuf, ScenarioError> {
     let p = arg.clone().unwrap_or_else(|| crate::rundir::release_binary(name));
     if p.is_file() {
         Ok(p)
     } else {
-        Err(format!("{name} not found at {} (cargo build --release --workspace)", p.display()))
+        Err(format!("{name} not found at {} (cargo build --release --workspace)", p.display()).into())
     }
 }
 
@@ -395,7 +396,7 @@ pub(crate) struct HostTools {
 }
 
 impl HostTools {
-    pub fn resolve(args: &VmmNativeArgs) -> Result<HostTools, String> {
+    pub fn resolve(args: &VmmNativeArgs) -> Result<HostTools, ScenarioError> {
         let virtiofsd = args
             .virtiofsd
             .clone()
@@ -404,7 +405,8 @@ impl HostTools {
             return Err(format!(
                 "virtiofsd {}: not found (scripts/setup.sh builds it there; or pass --virtiofsd)",
                 virtiofsd.display()
-            ));
+            )
+            .into());
         }
         Ok(HostTools {
             virtiofsd,
@@ -416,7 +418,7 @@ impl HostTools {
     }
 
     /// (host path, path in the test host) of every program, rayos-vmm first.
-    pub fn binaries<'a>(&'a self, inputs: &'a nested::Inputs) -> Result<Vec<(&'a Path, &'static str)>, String> {
+    pub fn binaries<'a>(&'a self, inputs: &'a nested::Inputs) -> Result<Vec<(&'a Path, &'static str)>, ScenarioError> {
         Ok(vec![
             (inputs.rayos_vmm.as_deref().ok_or("no rayos-vmm")?, testhost::RAYOS_VMM),
             (&self.vsock, "/usr/bin/rayos-vsock"),
@@ -435,7 +437,7 @@ pub(crate) fn model_for_host() -> Option<(PathBuf, String)> {
 }
 
 /// Writes the guest image as an ext4 disk into `run_dir`, printing the step.
-pub(crate) fn image_disk_step(scenario: &str, image: &Path, run_dir: &Path) -> Result<PathBuf, String> {
+pub(crate) fn image_disk_step(scenario: &str, image: &Path, run_dir: &Path) -> Result<PathBuf, ScenarioError> {
     let t = Instant::now();
     let disk = run_dir.join("guest-image.ext4");
     let disk_mib = image_disk(image, &disk)?;
@@ -447,7 +449,7 @@ pub(crate) fn image_disk_step(scenario: &str, image: &Path, run_dir: &Path) -> R
     Ok(disk)
 }
 
-fn run_inner(args: &VmmNativeArgs) -> Result<String, String> {
+fn run_inner(args: &VmmNativeArgs) -> Result<String, ScenarioError> {
     let t_all = Instant::now();
     let tools = HostTools::resolve(args)?;
     let virtiofsd = &tools.virtiofsd;
@@ -497,7 +499,8 @@ fn run_inner(args: &VmmNativeArgs) -> Result<String, String> {
                 "{e} (attempt {attempts}; serial log {}, test host logs in {})",
                 result.log.display(),
                 out.display()
-            ))
+            )
+            .into())
         }
     };
     for (step, s) in &figures.step_s {
@@ -571,7 +574,7 @@ fn run_inner(args: &VmmNativeArgs) -> Result<String, String> {
 /// directory to the guest, made the guest's switch_root fail with ESTALE on
 /// /sbin/rayos-init (with the outer export's metadata cached for good, too).
 /// A disk is also what a RayOS host's guest storage will be.
-pub(crate) fn image_disk(image: &Path, disk: &Path) -> Result<u64, String> {
+pub(crate) fn image_disk(image: &Path, disk: &Path) -> Result<u64, ScenarioError> {
     let du = Command::new("du").arg("-sm").arg(image).output().map_err(|e| format!("cannot run du: {e}"))?;
     let used: u64 = String::from_utf8_lossy(&du.stdout)
         .split_whitespace()
@@ -588,7 +591,9 @@ pub(crate) fn image_disk(image: &Path, disk: &Path) -> Result<u64, String> {
         .output()
         .map_err(|e| format!("cannot run mke2fs (e2fsprogs): {e}"))?;
     if !out.status.success() {
-        return Err(format!("mke2fs -d {} failed: {}", image.display(), String::from_utf8_lossy(&out.stderr).trim()));
+        return Err(
+            format!("mke2fs -d {} failed: {}", image.display(), String::from_utf8_lossy(&out.stderr).trim()).into()
+        );
     }
     Ok(mib)
 }
@@ -614,7 +619,7 @@ pub(crate) fn installed_model() -> Option<(PathBuf, String)> {
 }
 
 /// Adds the files under `dir` (recursively) at `dest`.
-fn add_tree(a: &mut rayos_image::cpio::Archive, dir: &Path, dest: &str) -> Result<(), String> {
+fn add_tree(a: &mut rayos_image::cpio::Archive, dir: &Path, dest: &str) -> Result<(), ScenarioError> {
     let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     for e in entries {
         let e = e.map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -636,7 +641,7 @@ pub(crate) fn build_host_image(
     binaries: &[(&Path, &str)],
     qemu: Option<&Path>,
     model: Option<(&Path, &str)>,
-) -> Result<u64, String> {
+) -> Result<u64, ScenarioError> {
     let e = |e: testhost::TestHostError| chain(&e);
     let tree = &inputs.kernel.modules;
     let applets = testhost::busybox_applets(&inputs.busybox).map_err(e)?;
@@ -663,11 +668,11 @@ pub(crate) fn build_host_image(
         add_tree(&mut a, dir, dest)?;
         tracing::info!("test host: intent model {} as {dest}", dir.display());
     }
-    a.write_file(out).map_err(|x| chain(&x))
+    Ok(a.write_file(out).map_err(|x| chain(&x))?)
 }
 
 pub(crate) struct RunResult<F> {
-    pub figures: Result<F, String>,
+    pub figures: Result<F, ScenarioError>,
     pub vmm_exit: Option<i32>,
     /// The test host's kernel panicked (TCG's nested SVM under load), or it
     /// reset itself without a word (QEMU exited 0 before the test host said
@@ -684,7 +689,7 @@ impl<F> RunResult<F> {
     /// crash or a panic of the test host's kernel is retried once).
     pub fn failure(&self) -> Option<nested::Failure> {
         self.figures.as_ref().err().map(|e| nested::Failure {
-            reason: e.clone(),
+            reason: e.to_string(),
             log: self.log.clone(),
             guest_crash: nested::guest_crash(Vmm::Rayos, self.vmm_exit)
                 .or_else(|| {
@@ -710,8 +715,8 @@ pub(crate) fn run_once<F>(
     virtiofsd: &Path,
     disk: &Path,
     out: &Path,
-    evaluate: impl Fn(&Observation) -> Result<F, String>,
-) -> Result<RunResult<F>, String> {
+    evaluate: impl Fn(&Observation) -> Result<F, ScenarioError>,
+) -> Result<RunResult<F>, ScenarioError> {
     // A retry keeps the first attempt's test host logs beside its serial log.
     if std::fs::read_dir(out).is_ok_and(|mut d| d.next().is_some()) {
         let kept = out.with_extension("attempt1");
@@ -747,7 +752,7 @@ pub(crate) fn run_once<F>(
     let end = Instant::now() + Duration::from_secs(20);
     while !devices.iter().all(|(_, s)| s.exists()) {
         if let Some((n, st)) = procs.first_exited() {
-            return Err(format!("{n} (outer host) exited with {st}; see its log in {}", run_dir.display()));
+            return Err(format!("{n} (outer host) exited with {st}; see its log in {}", run_dir.display()).into());
         }
         if Instant::now() > end {
             return Err("the outer virtiofsd sockets did not appear within 20 s".into());
@@ -806,12 +811,12 @@ pub(crate) fn run_once<F>(
     }
     let run = nested::HostRun { outcome, log: log.clone() };
     let figures = evaluate(&obs).map_err(|r| {
-        let mut r = run.annotate(r, opts.timeout);
+        let mut r = run.annotate(r.to_string(), opts.timeout);
         if !obs.diag.is_empty() {
             r.push_str("\n  ");
             r.push_str(&obs.diag.join("\n  "));
         }
-        r
+        ScenarioError::from(r)
     });
     Ok(RunResult {
         figures,
@@ -899,7 +904,7 @@ mod tests {
         assert_eq!(f.boot_to_agent_s, 2.0);
         assert_eq!(f.step_s.len(), 5);
         // Native steps missing.
-        assert!(evaluate(&o, &plan(true)).unwrap_err().contains("step compositor"));
+        assert!(evaluate(&o, &plan(true)).unwrap_err().to_string().contains("step compositor"));
         // A failure names the step it happened in.
         let o = obs(&[
             "RAYOS-VN-STEP backends",
@@ -911,12 +916,12 @@ mod tests {
         ]);
         assert_eq!(o.vmm_exit, Some(4));
         assert_eq!(
-            evaluate(&o, &plan(false)).unwrap_err(),
+            evaluate(&o, &plan(false)).unwrap_err().to_string(),
             "step vmm: rayos-vmm exited (4) while waiting for the agent"
         );
         let mut bad_exit = base.to_vec();
         bad_exit[10] = "RAYOS-VMM-EXIT status=1";
-        assert!(evaluate(&obs(&bad_exit), &plan(false)).unwrap_err().contains("exited with 1"));
+        assert!(evaluate(&obs(&bad_exit), &plan(false)).unwrap_err().to_string().contains("exited with 1"));
     }
 
     #[test]
@@ -966,9 +971,9 @@ mod tests {
         let f = run(lines("weston-terminal.desktop", vm_window)).unwrap();
         assert_eq!(f.words_launch.unwrap()["launched"], "weston-terminal.desktop");
         assert_eq!(f.step_s.len(), 12);
-        assert!(run(lines("firefox.desktop", vm_window)).unwrap_err().contains("not a terminal"));
+        assert!(run(lines("firefox.desktop", vm_window)).unwrap_err().to_string().contains("not a terminal"));
         let host_window = r#"{"id":2,"app_id":"foot","origin":{"kind":"host"}}"#;
-        assert!(run(lines("foot.desktop", host_window)).unwrap_err().contains("origin is not VM linux"));
+        assert!(run(lines("foot.desktop", host_window)).unwrap_err().to_string().contains("origin is not VM linux"));
     }
 
     #[test]
@@ -978,7 +983,10 @@ mod tests {
             "[   70.28] Kernel panic - not syncing: corrupted stack end detected inside scheduler",
         ]);
         assert_eq!(o.host_panic.as_deref(), Some("corrupted stack end detected inside scheduler"));
-        assert!(evaluate(&o, &plan(true)).unwrap_err().starts_with("step words: the test host's kernel panicked"));
+        assert!(evaluate(&o, &plan(true))
+            .unwrap_err()
+            .to_string()
+            .starts_with("step words: the test host's kernel panicked"));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use super::markers::*;
 use super::plan::{OUT_FILE, RO_DIR, RO_FILE, RO_SOCKET, RO_TAG, RO_WRITES, SHARE_DIR};
+use crate::scenarios::ScenarioError;
 use crate::serial::{BootFigures, BootObservation, Expectation};
 
 /// Everything learnt about the virtio-fs part of one run. The first
@@ -96,20 +97,22 @@ impl FsObservation {
 
     /// Checks data integrity and computes the throughput; the error names
     /// the first problem.
-    pub fn evaluate(&self, expected_bytes: u64) -> Result<FsFigures, String> {
+    pub fn evaluate(&self, expected_bytes: u64) -> Result<FsFigures, ScenarioError> {
         if let Some(e) = &self.error {
-            return Err(format!("guest {e}"));
+            return Err(format!("guest {e}").into());
         }
         let host_in =
             self.host_in.as_ref().ok_or("the test host never created the input file (no RAYOS-FS-HOST-IN-SHA256)")?;
         if host_in.bytes != expected_bytes {
-            return Err(format!("the test host's input file has {} bytes, expected {expected_bytes}", host_in.bytes));
+            return Err(
+                format!("the test host's input file has {} bytes, expected {expected_bytes}", host_in.bytes).into()
+            );
         }
         let clock = self.clock.clone().unwrap_or_else(|| "uptime".into());
         let resolution = if clock == "timer_list" { 1e-9 } else { 0.01 };
         let read = self.read.ok_or_else(|| format!("the guest never reported the read ({})", self.last_step()))?;
         if read.bytes != expected_bytes {
-            return Err(format!("the guest read {} bytes, expected {expected_bytes}", read.bytes));
+            return Err(format!("the guest read {} bytes, expected {expected_bytes}", read.bytes).into());
         }
         let read_sha = self
             .read_sha
@@ -119,34 +122,39 @@ impl FsObservation {
             return Err(format!(
                 "read data differs: the guest read SHA-256 {read_sha}, the test host wrote {}",
                 host_in.sha256
-            ));
+            )
+            .into());
         }
         let write_sha = self.write_sha.as_deref().ok_or_else(|| {
             format!("the guest never reported the SHA-256 of the data to write ({})", self.last_step())
         })?;
         let write = self.write.ok_or_else(|| format!("the guest never reported the write ({})", self.last_step()))?;
         if write.bytes != expected_bytes {
-            return Err(format!("the guest wrote {} bytes, expected {expected_bytes}", write.bytes));
+            return Err(format!("the guest wrote {} bytes, expected {expected_bytes}", write.bytes).into());
         }
         if !self.done {
-            return Err(format!("the guest never finished (no RAYOS-FS-DONE; {})", self.last_step()));
+            return Err(format!("the guest never finished (no RAYOS-FS-DONE; {})", self.last_step()).into());
         }
         let host_out = match &self.host_out {
             None => return Err("the test host never checked the written file (no RAYOS-FS-HOST-OUT-SHA256)".into()),
-            Some(None) => return Err(format!("{OUT_FILE} is not in the test host's {SHARE_DIR} after the VMM exited")),
+            Some(None) => {
+                return Err(format!("{OUT_FILE} is not in the test host's {SHARE_DIR} after the VMM exited").into())
+            }
             Some(Some(f)) => f,
         };
         if host_out.bytes != expected_bytes {
             return Err(format!(
                 "{SHARE_DIR}/{OUT_FILE} has {} bytes in the test host, the guest wrote {expected_bytes}",
                 host_out.bytes
-            ));
+            )
+            .into());
         }
         if host_out.sha256 != write_sha {
             return Err(format!(
                 "written data differs: the guest wrote SHA-256 {write_sha}, the test host has {}",
                 host_out.sha256
-            ));
+            )
+            .into());
         }
         let mib = expected_bytes as f64 / 1048576.0;
         let (read_s, write_s) = (read.seconds(resolution), write.seconds(resolution));
@@ -164,37 +172,41 @@ impl FsObservation {
     /// Checks the read-only share: the guest read the host's token, every
     /// write was refused, and the host's folder is unchanged. Returns the
     /// number of refused writes.
-    pub fn evaluate_readonly(&self) -> Result<u32, String> {
+    pub fn evaluate_readonly(&self) -> Result<u32, ScenarioError> {
         let before = self
             .host_ro_before
             .as_ref()
             .ok_or("the test host never prepared the read-only share (no RAYOS-FS-HOST-RO before)")?;
         let r = match &self.ro {
-            None => return Err(format!("the guest never reported on the read-only share ({})", self.last_step())),
-            Some(None) => return Err(format!("the guest has no second virtio-fs device: the read-only share {RO_TAG} (--fs, socket {RO_SOCKET}) is missing")),
+            None => return Err(format!("the guest never reported on the read-only share ({})", self.last_step()).into()),
+            Some(None) => return Err(format!("the guest has no second virtio-fs device: the read-only share {RO_TAG} (--fs, socket {RO_SOCKET}) is missing").into()),
             Some(Some(r)) => r,
         };
         if r.token != before.token {
             return Err(format!(
                 "the guest read {:?} from {RO_TAG}/{RO_FILE}, the test host wrote {:?}",
                 r.token, before.token
-            ));
+            )
+            .into());
         }
         if r.refused != r.tried || r.tried != RO_WRITES {
             return Err(format!(
                 "the read-only share refused {} of {} writes (expected all {RO_WRITES})",
                 r.refused, r.tried
-            ));
+            )
+            .into());
         }
         if r.files != before.files {
-            return Err(format!("the guest sees {} entries in {RO_TAG}, the test host put {}", r.files, before.files));
+            return Err(
+                format!("the guest sees {} entries in {RO_TAG}, the test host put {}", r.files, before.files).into()
+            );
         }
         match &self.host_ro_after {
             None => {
                 Err("the test host never checked the read-only share after the VMM (no RAYOS-FS-HOST-RO after)".into())
             }
             Some(after) if after != before => {
-                Err(format!("{RO_DIR} changed in the test host: before {before:?}, after {after:?}"))
+                Err(format!("{RO_DIR} changed in the test host: before {before:?}, after {after:?}").into())
             }
             Some(_) => Ok(r.refused),
         }
@@ -212,9 +224,9 @@ pub fn evaluate_run(
     expect: &Expectation,
     expected_bytes: u64,
     readonly: bool,
-) -> Result<(BootFigures, FsFigures), String> {
+) -> Result<(BootFigures, FsFigures), ScenarioError> {
     if let Some(reason) = &boot.host_fail {
-        return Err(format!("test host failed: {reason}"));
+        return Err(format!("test host failed: {reason}").into());
     }
     let context = || {
         let mut c = String::new();
@@ -227,19 +239,21 @@ pub fn evaluate_run(
         c
     };
     if let Some(e) = &fs.error {
-        return Err(format!("guest {e}{}", context()));
+        return Err(format!("guest {e}{}", context()).into());
     }
     if boot.guest_init.is_none() {
         return Err(boot
             .evaluate(expect)
             .err()
-            .unwrap_or_else(|| "guest never reached /init (no RAYOS-GUEST-INIT)".into()));
+            .map(|e| e.to_string())
+            .unwrap_or_else(|| "guest never reached /init (no RAYOS-GUEST-INIT)".into())
+            .into());
     }
     let mut figures = fs.evaluate(expected_bytes).map_err(|e| format!("{e}{}", context()))?;
     if readonly {
         figures.readonly_refused = Some(fs.evaluate_readonly().map_err(|e| format!("{e}{}", context()))?);
     }
-    let boot_figures = boot.evaluate(expect)?;
+    let boot_figures = boot.evaluate(expect).map_err(|e| e.to_string())?;
     Ok((boot_figures, figures))
 }
 
@@ -301,7 +315,7 @@ mod tests {
     fn read_only_share_is_checked_for_rayos() {
         let (boot, mut fs) = good_run();
         // Without the read-only share's markers a rayos-vmm run fails, a QEMU run passes.
-        let err = evaluate_run(&boot, &fs, &expect(), MIB64, true).unwrap_err();
+        let err = evaluate_run(&boot, &fs, &expect(), MIB64, true).unwrap_err().to_string();
         assert!(err.contains("read-only share"), "{err}");
         assert!(evaluate_run(&boot, &fs, &expect(), MIB64, false).is_ok());
 
@@ -329,7 +343,7 @@ mod tests {
             for l in lines {
                 fs.observe(l);
             }
-            fs.evaluate_readonly().unwrap_err()
+            fs.evaluate_readonly().unwrap_err().to_string()
         };
         assert!(with(&[before, "RAYOS-FS-RO absent", after]).contains("no second virtio-fs device"));
         assert!(with(&[before, "RAYOS-FS-RO token=0123abcd refused=3 tried=4 files=1 error=x", after])
@@ -357,19 +371,19 @@ mod tests {
         // Corrupt read.
         let (boot, mut fs) = good_run();
         fs.read_sha = Some(B.into());
-        let err = evaluate_run(&boot, &fs, &e, MIB64, false).unwrap_err();
+        let err = evaluate_run(&boot, &fs, &e, MIB64, false).unwrap_err().to_string();
         assert!(err.starts_with("read data differs"), "{err}");
 
         // Corrupt write.
         let (boot, mut fs) = good_run();
         fs.host_out = Some(Some(HostFile { sha256: A.into(), bytes: MIB64 }));
-        let err = evaluate_run(&boot, &fs, &e, MIB64, false).unwrap_err();
+        let err = evaluate_run(&boot, &fs, &e, MIB64, false).unwrap_err().to_string();
         assert!(err.starts_with("written data differs"), "{err}");
 
         // Missing output file.
         let (boot, mut fs) = good_run();
         fs.host_out = Some(None);
-        let err = evaluate_run(&boot, &fs, &e, MIB64, false).unwrap_err();
+        let err = evaluate_run(&boot, &fs, &e, MIB64, false).unwrap_err().to_string();
         assert!(err.contains("out.bin is not in"), "{err}");
 
         // Guest-reported error wins over everything but a test host failure,
@@ -377,11 +391,12 @@ mod tests {
         let (mut boot, mut fs) = good_run();
         fs.observe("RAYOS-FS-ERROR mount: mount -t virtiofs rayos /mnt failed: ENODEV");
         boot.vmm_exit = Some((Duration::from_secs(9), 1));
-        let err = evaluate_run(&boot, &fs, &e, MIB64, false).unwrap_err();
+        let err = evaluate_run(&boot, &fs, &e, MIB64, false).unwrap_err().to_string();
         assert_eq!(err, "guest mount: mount -t virtiofs rayos /mnt failed: ENODEV; VMM exit status 1");
         boot.observe(Duration::from_secs(1), "RAYOS-HOST-FAIL virtiofs: virtiofsd exited");
         assert!(evaluate_run(&boot, &fs, &e, MIB64, false)
             .unwrap_err()
+            .to_string()
             .starts_with("test host failed: virtiofs: virtiofsd exited"));
 
         // A run that stops mid-way names the last step.
@@ -398,18 +413,18 @@ mod tests {
             boot.observe(Duration::ZERO, &l);
             fs.observe(&l);
         }
-        let err = evaluate_run(&boot, &fs, &e, MIB64, false).unwrap_err();
+        let err = evaluate_run(&boot, &fs, &e, MIB64, false).unwrap_err().to_string();
         assert_eq!(err, "the guest never reported the read (last guest step: mount); VMM exit status 4");
 
         // No guest at all: the boot's own reason.
         let mut boot = BootObservation::default();
         boot.observe(Duration::ZERO, "RAYOS-HOST-INIT");
         boot.observe(Duration::ZERO, "RAYOS-VMM-START");
-        let err = evaluate_run(&boot, &FsObservation::default(), &e, MIB64, false).unwrap_err();
+        let err = evaluate_run(&boot, &FsObservation::default(), &e, MIB64, false).unwrap_err().to_string();
         assert!(err.contains("no RAYOS-GUEST-INIT"), "{err}");
 
         // Wrong size.
         let (boot, fs) = good_run();
-        assert!(evaluate_run(&boot, &fs, &e, 1 << 20, false).unwrap_err().contains("expected 1048576"));
+        assert!(evaluate_run(&boot, &fs, &e, 1 << 20, false).unwrap_err().to_string().contains("expected 1048576"));
     }
 }

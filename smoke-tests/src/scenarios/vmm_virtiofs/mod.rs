@@ -57,6 +57,7 @@ mod plan;
 pub use evaluate::{evaluate_run, FsFigures, FsObservation};
 pub use plan::{FsPlan, Sandbox};
 
+use crate::scenarios::ScenarioError;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -87,7 +88,7 @@ pub enum VmmVirtiofsError {
 #[derive(Debug)]
 struct RunResult {
     vmm: Vmm,
-    figures: Result<(BootFigures, FsFigures), String>,
+    figures: Result<(BootFigures, FsFigures), ScenarioError>,
     wall: Duration,
     log: PathBuf,
     metrics: Option<String>,
@@ -250,7 +251,7 @@ fn run_once(
         }
     })?;
     let figures = evaluate_run(&boot, &fs, expect, plan.bytes(), vmm == Vmm::Rayos)
-        .map_err(|reason| run.annotate(reason, args.boot.timeout));
+        .map_err(|reason| ScenarioError::from(run.annotate(reason.to_string(), args.boot.timeout)));
     Ok(RunResult {
         vmm,
         figures,
@@ -310,7 +311,7 @@ fn write_result_json(args: &VmmVirtiofsArgs, prep: &Prepared, results: &[RunResu
                     "serial_log": r.log, "vmm_metrics": metrics, "test_host": r.host_info,
                 }),
                 Err(reason) => serde_json::json!({
-                    "vmm": r.vmm.name(), "pass": false, "reason": reason, "attempts": r.attempts,
+                    "vmm": r.vmm.name(), "pass": false, "reason": reason.to_string(), "attempts": r.attempts,
                     "boot_wall_s": r.wall.as_secs_f64(), "serial_log": r.log,
                     "vmm_metrics": metrics, "test_host": r.host_info,
                 }),

@@ -376,13 +376,15 @@ impl Muxer {
         let mut byte = [0u8; 1];
         let port = loop {
             match p.stream.read(&mut byte) {
-                Ok(0) => break Err("closed before CONNECT".to_string()),
-                Ok(_) if byte[0] == b'\n' => break parse_connect(&p.line),
-                Ok(_) if p.line.len() >= MAX_CONNECT_LINE => break Err("CONNECT line too long".into()),
+                Ok(0) => break Err(ConnectRefused::Closed),
+                Ok(_) if byte[0] == b'\n' => {
+                    break rayos_contract::hybrid::parse_connect(&p.line).map_err(ConnectRefused::from)
+                }
+                Ok(_) if p.line.len() >= MAX_CONNECT_LINE => break Err(ConnectRefused::TooLong),
                 Ok(_) => p.line.push(byte[0]),
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
-                Err(e) => break Err(e.to_string()),
+                Err(e) => break Err(ConnectRefused::Io(e)),
             }
         };
         let Some(p) = self.host_pending.remove(&token) else { return };
@@ -740,9 +742,17 @@ fn write_rx(buf: &mut RxBuffer<'_>, h: &Header, data: &[u8]) -> u32 {
     })
 }
 
-/// Parses the host's `CONNECT <port>` line (see [`rayos_contract::hybrid`]).
-fn parse_connect(line: &[u8]) -> Result<u32, String> {
-    rayos_contract::hybrid::parse_connect(line).map_err(|e| e.to_string())
+/// Why a host connection was refused before it reached a guest port.
+#[derive(Debug, thiserror::Error)]
+enum ConnectRefused {
+    #[error("closed before CONNECT")]
+    Closed,
+    #[error("CONNECT line too long")]
+    TooLong,
+    #[error(transparent)]
+    Line(#[from] rayos_contract::hybrid::HybridError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
 }
 
 /// Connects to the unix socket at `path` without blocking: a listener
@@ -772,20 +782,4 @@ fn connect_nonblocking(path: &OsStr) -> std::io::Result<UnixStream> {
         return Err(std::io::Error::last_os_error());
     }
     Ok(UnixStream::from(sock))
-}
-
-#[cfg(test)]
-mod parse_tests {
-    use super::parse_connect;
-
-    #[test]
-    fn connect_lines() {
-        assert_eq!(parse_connect(b"CONNECT 52"), Ok(52));
-        assert_eq!(parse_connect(b"connect 1234\r"), Ok(1234));
-        assert!(parse_connect(b"CONNECT").is_err());
-        assert!(parse_connect(b"CONNECT 99999999999").is_err());
-        assert!(parse_connect(b"CONNECT 5 6").is_err());
-        assert!(parse_connect(b"HELLO 5").is_err());
-        assert!(parse_connect(&[0xff, 0xfe]).is_err());
-    }
 }

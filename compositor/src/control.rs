@@ -136,13 +136,7 @@ pub fn handle(shell: &mut Shell, req: Request) -> Handled {
             }
             Request::RegisterVm { name, colour, clipboard } => {
                 let e = shell.register_vm_with(&name, colour, clipboard.unwrap_or_default())?;
-                Some(Reply::VmRegistered {
-                    name: e.name,
-                    colour: e.colour,
-                    socket: e.socket,
-                    desktop_socket: e.desktop_socket,
-                    clipboard: e.clipboard,
-                })
+                Some(Reply::VmRegistered(e.registration()))
             }
             Request::UnregisterVm { name } => {
                 let closed = shell.unregister_vm(&name)?;
@@ -204,6 +198,7 @@ mod tests {
     use crate::shell::ShellEvent;
     use crate::shell::{CloseReason, MapRequest};
     use crate::window::Mode;
+    use rayos_compositor_ipc::VmRegistration;
 
     const GREEN: Rgb = Rgb::new(0x2e, 0xa0, 0x43);
 
@@ -298,13 +293,13 @@ mod tests {
         let msgs = [
             ServerMessage::Ok(Reply::Windows { windows: s.list(), now_ms: 12 }),
             ServerMessage::Ok(Reply::Done),
-            ServerMessage::Ok(Reply::VmRegistered {
+            ServerMessage::Ok(Reply::VmRegistered(VmRegistration {
                 name: "work".into(),
                 colour: GREEN,
                 socket: "rayos-vm-work".into(),
                 desktop_socket: "rayos-desktop-work".into(),
                 clipboard: ClipboardPolicy::Allow,
-            }),
+            })),
             ServerMessage::Ok(Reply::VmUnregistered { name: "work".into(), closed: vec![id] }),
             ServerMessage::Ok(Reply::Screenshot { width: 4, height: 2, path: None, png_base64: Some("iVBOR".into()) }),
             ServerMessage::Ok(Reply::Subscribed),
@@ -316,13 +311,13 @@ mod tests {
             ServerMessage::Event(ShellEvent::WindowClosed { id, reason: CloseReason::VmUnregistered }),
             ServerMessage::Event(ShellEvent::FocusChanged { id: None }),
             ServerMessage::Event(ShellEvent::TitleChanged { id, title: "t".into() }),
-            ServerMessage::Event(ShellEvent::VmRegistered {
+            ServerMessage::Event(ShellEvent::VmRegistered(VmRegistration {
                 name: "a".into(),
                 colour: GREEN,
                 socket: "rayos-vm-a".into(),
                 desktop_socket: "rayos-desktop-a".into(),
                 clipboard: ClipboardPolicy::OnPaste,
-            }),
+            })),
             ServerMessage::Event(ShellEvent::VmUnregistered { name: "a".into(), closed: vec![id] }),
             ServerMessage::Event(ShellEvent::VmPolicyChanged {
                 name: "a".into(),
@@ -446,13 +441,13 @@ mod tests {
         let h = handle_line(&mut s, br##"{"op":"register_vm","name":"work","colour":"#2ea043"}"##);
         assert_eq!(
             h.reply,
-            Some(ServerMessage::Ok(Reply::VmRegistered {
+            Some(ServerMessage::Ok(Reply::VmRegistered(VmRegistration {
                 name: "work".into(),
                 colour: GREEN,
                 socket: "rayos-vm-work".into(),
                 desktop_socket: "rayos-desktop-work".into(),
                 clipboard: ClipboardPolicy::OnPaste,
-            }))
+            })))
         );
         assert_eq!(h.events.len(), 1);
         let o = s.registry().get("work").unwrap().origin();

@@ -113,6 +113,19 @@ pub struct VmEntry {
 }
 
 impl VmEntry {
+    /// What the control API reports of this registration.
+    pub fn registration(&self) -> rayos_compositor_ipc::VmRegistration {
+        rayos_compositor_ipc::VmRegistration {
+            name: self.name.clone(),
+            colour: self.colour,
+            socket: self.socket.clone(),
+            desktop_socket: self.desktop_socket.clone(),
+            clipboard: self.clipboard,
+        }
+    }
+}
+
+impl VmEntry {
     pub fn origin(&self) -> Origin {
         Origin::Vm { name: self.name.clone(), colour: self.colour }
     }

@@ -576,13 +576,7 @@ impl Shell {
         self.registry.register(name, colour)?;
         self.registry.set_clipboard(name, clipboard)?;
         let entry = self.registry.get(name).cloned().ok_or_else(|| OriginError::UnknownVm(name.to_string()))?;
-        self.events.push(ShellEvent::VmRegistered {
-            name: entry.name.clone(),
-            colour: entry.colour,
-            socket: entry.socket.clone(),
-            desktop_socket: entry.desktop_socket.clone(),
-            clipboard,
-        });
+        self.events.push(ShellEvent::VmRegistered(entry.registration()));
         Ok(entry)
     }
 

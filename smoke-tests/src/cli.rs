@@ -235,21 +235,8 @@ pub struct VmmNativeArgs {
     /// rayos-compositor binary [default: <workspace>/target/release/rayos-compositor].
     #[arg(long, value_name = "PATH")]
     pub compositor: Option<PathBuf>,
-    /// rayos-vsock backend [default: <workspace>/target/release/rayos-vsock].
-    #[arg(long, value_name = "PATH")]
-    pub vsock_backend: Option<PathBuf>,
-    /// virtiofsd, for the outer exports and in the test host
-    /// [default: <cache dir>/tools/bin/virtiofsd].
-    #[arg(long, value_name = "PATH")]
-    pub virtiofsd: Option<PathBuf>,
-    /// Guest image directory (built or refreshed there)
-    /// [default: <workspace>/target/guest-image].
-    #[arg(long, value_name = "DIR")]
-    pub image: Option<PathBuf>,
-    /// rayos-guest-agent binary to put in the image
-    /// [default: <workspace>/target/release/rayos-guest-agent].
-    #[arg(long, value_name = "PATH")]
-    pub agent: Option<PathBuf>,
+    #[command(flatten)]
+    pub guest: ImageArgs,
     /// Stop after the command-channel checks: no compositor, bridge or window.
     #[arg(long)]
     pub no_native: bool,
@@ -386,9 +373,10 @@ pub struct CompositorBenchArgs {
     pub run_dir: Option<PathBuf>,
 }
 
-/// The tier 2 guest (image, backends, QEMU), shared by `agent` and `native`.
+/// The real guest and the backends it needs, shared by every scenario that
+/// boots it (`agent`, `native`, `session`, `vmm-native`, `vmm-agent`).
 #[derive(Debug, Args)]
-pub struct GuestArgs {
+pub struct ImageArgs {
     /// Guest image directory (built or refreshed there)
     /// [default: <workspace>/target/guest-image].
     #[arg(long, value_name = "DIR")]
@@ -400,9 +388,17 @@ pub struct GuestArgs {
     /// rayos-vsock backend [default: <workspace>/target/release/rayos-vsock].
     #[arg(long, value_name = "PATH")]
     pub vsock_backend: Option<PathBuf>,
-    /// virtiofsd [default: <cache dir>/tools/bin/virtiofsd].
+    /// virtiofsd (the nested scenarios run it outside and inside the test
+    /// host) [default: <cache dir>/tools/bin/virtiofsd].
     #[arg(long, value_name = "PATH")]
     pub virtiofsd: Option<PathBuf>,
+}
+
+/// The tier 2 guest (image, backends, QEMU), shared by `agent` and `native`.
+#[derive(Debug, Args)]
+pub struct GuestArgs {
+    #[command(flatten)]
+    pub guest: ImageArgs,
     /// QEMU binary.
     #[arg(long, value_name = "PATH", default_value = "qemu-system-x86_64")]
     pub qemu: PathBuf,

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::geometry::Rect;
 pub use crate::types::Event;
-use crate::types::{ClipboardPolicy, Rgb, WindowId, WindowInfo};
+use crate::types::{ClipboardPolicy, Rgb, VmRegistration, WindowId, WindowInfo};
 
 /// Longest request line, in bytes, newline excluded.
 pub const MAX_LINE: usize = 64 * 1024;
@@ -347,13 +347,7 @@ pub enum Reply {
         now_ms: u64,
     },
     Done,
-    VmRegistered {
-        name: String,
-        colour: Rgb,
-        socket: String,
-        desktop_socket: String,
-        clipboard: ClipboardPolicy,
-    },
+    VmRegistered(VmRegistration),
     VmUnregistered {
         name: String,
         closed: Vec<WindowId>,
@@ -454,4 +448,34 @@ pub fn encode_line(msg: &ServerMessage) -> String {
         .unwrap_or_else(|e| format!(r#"{{"type":"error","code":"internal","message":"cannot encode response: {e}"}}"#));
     s.push('\n');
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::ClipboardPolicy;
+
+    /// The registration is one struct in the types but the same flat
+    /// object on the wire, for the reply and for the event.
+    #[test]
+    fn vm_registration_is_flat_on_the_wire() {
+        let reg = VmRegistration {
+            name: "work".into(),
+            colour: Rgb::new(0x2e, 0xa0, 0x43),
+            socket: "rayos-vm-work".into(),
+            desktop_socket: "rayos-desktop-work".into(),
+            clipboard: ClipboardPolicy::OnPaste,
+        };
+        let reply = serde_json::to_value(ServerMessage::Ok(Reply::VmRegistered(reg.clone()))).unwrap();
+        assert_eq!(
+            reply,
+            serde_json::json!({"type": "ok", "reply": "vm_registered", "name": "work", "colour": "#2ea043",
+                "socket": "rayos-vm-work", "desktop_socket": "rayos-desktop-work", "clipboard": "on-paste"})
+        );
+        let event = serde_json::to_value(ServerMessage::Event(Event::VmRegistered(reg.clone()))).unwrap();
+        assert_eq!(event["event"], "vm_registered");
+        assert_eq!(event["desktop_socket"], "rayos-desktop-work");
+        let back: ServerMessage = serde_json::from_value(event).unwrap();
+        assert_eq!(back, ServerMessage::Event(Event::VmRegistered(reg)));
+    }
 }

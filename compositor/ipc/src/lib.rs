@@ -23,4 +23,4 @@ pub use control::{
     Reply, Request, ServerMessage, MAX_LINE,
 };
 pub use geometry::{Rect, Size};
-pub use types::{ClipboardPolicy, CloseReason, Event, Mode, Origin, Rgb, WindowId, WindowInfo};
+pub use types::{ClipboardPolicy, CloseReason, Event, Mode, Origin, Rgb, VmRegistration, WindowId, WindowInfo};

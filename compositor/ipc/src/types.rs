@@ -188,6 +188,19 @@ impl std::str::FromStr for Mode {
     }
 }
 
+/// A VM the compositor registered: its label colour, its sockets and its
+/// clipboard policy (the `register_vm` reply and the `vm_registered` event).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmRegistration {
+    pub name: String,
+    pub colour: Rgb,
+    /// The socket name its apps' clients connect on.
+    pub socket: String,
+    /// The socket name its embedded desktop connects on.
+    pub desktop_socket: String,
+    pub clipboard: ClipboardPolicy,
+}
+
 /// A window as the control API lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WindowInfo {
@@ -271,13 +284,7 @@ pub enum Event {
         id: WindowId,
         title: String,
     },
-    VmRegistered {
-        name: String,
-        colour: Rgb,
-        socket: String,
-        desktop_socket: String,
-        clipboard: ClipboardPolicy,
-    },
+    VmRegistered(VmRegistration),
     VmUnregistered {
         name: String,
         closed: Vec<WindowId>,

@@ -73,7 +73,7 @@ pub struct GuestVm {
 
 /// Create the run directory for `name` and build (or refresh) the image.
 pub fn prepare(args: &GuestArgs, name: &str) -> Result<(PathBuf, PathBuf, rayos_image::Manifest), ScenarioError> {
-    prepare_image(args.image.as_deref(), args.agent.as_deref(), args.run_dir.as_deref(), name)
+    prepare_image(args.guest.image.as_deref(), args.guest.agent.as_deref(), args.run_dir.as_deref(), name)
 }
 
 /// [`prepare`] from its three inputs: the image folder, the agent binary
@@ -127,13 +127,13 @@ pub fn boot(
     opts: &BootOptions,
 ) -> Result<GuestVm, ScenarioError> {
     let shares = &opts.shares[..];
-    let vsock_bin = args.vsock_backend.clone().unwrap_or_else(|| crate::rundir::release_binary("rayos-vsock"));
+    let vsock_bin = args.guest.vsock_backend.clone().unwrap_or_else(|| crate::rundir::release_binary("rayos-vsock"));
     if !vsock_bin.is_file() {
         return Err(
             format!("--vsock-backend {}: not found (cargo build --release --workspace)", vsock_bin.display()).into()
         );
     }
-    let virtiofsd = args.virtiofsd.clone().unwrap_or_else(|| default_cache_root().join("tools/bin/virtiofsd"));
+    let virtiofsd = args.guest.virtiofsd.clone().unwrap_or_else(|| default_cache_root().join("tools/bin/virtiofsd"));
     if !virtiofsd.is_file() {
         return Err(format!(
             "virtiofsd {}: not found (scripts/setup.sh builds it there; or pass --virtiofsd)",

@@ -78,6 +78,33 @@ pub struct Prepared {
 }
 
 /// A `FAIL` outcome whose reason is the error and its chain of sources.
+/// Prints one VMM's failed boot (after its retries) and, when the VMM
+/// reported them, its metrics.
+pub fn print_failed_boot(
+    scenario: &str,
+    vmm: Vmm,
+    wall: Duration,
+    attempts: u32,
+    reason: &dyn std::fmt::Display,
+    log: &Path,
+    metrics: Option<&str>,
+) {
+    println!(
+        "{scenario} vmm={} failed after {:.1} s (attempt {attempts}): {reason} (log {})",
+        vmm.name(),
+        wall.as_secs_f64(),
+        log.display()
+    );
+    print_metrics(scenario, vmm, metrics);
+}
+
+/// Prints the VMM's own metrics line, when it reported one.
+pub fn print_metrics(scenario: &str, vmm: Vmm, metrics: Option<&str>) {
+    if let Some(m) = metrics {
+        println!("{scenario} vmm={} metrics {m}", vmm.name());
+    }
+}
+
 pub fn fail(scenario: &'static str, e: &(dyn std::error::Error + 'static)) -> Outcome {
     let mut reason = e.to_string();
     let mut source = e.source();

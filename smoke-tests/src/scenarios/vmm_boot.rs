@@ -165,15 +165,18 @@ fn run_boots(vmms: &[Vmm], opts: &BootOptions) -> Result<(Prepared, Vec<BootResu
                 result.wall.as_secs_f64(),
                 result.log.display()
             ),
-            Err(reason) => println!(
-                "vmm-boot vmm={} failed after {:.1} s (attempt {attempts}): {reason} (log {})",
-                vmm.name(),
-                result.wall.as_secs_f64(),
-                result.log.display()
+            Err(reason) => nested::print_failed_boot(
+                "vmm-boot",
+                vmm,
+                result.wall,
+                attempts,
+                reason,
+                &result.log,
+                result.metrics.as_deref(),
             ),
         }
-        if let Some(m) = &result.metrics {
-            println!("vmm-boot vmm={} metrics {m}", vmm.name());
+        if result.figures.is_ok() {
+            nested::print_metrics("vmm-boot", vmm, result.metrics.as_deref());
         }
         results.push(result);
     }

@@ -64,15 +64,14 @@ use std::time::Instant;
 use serde_json::Value;
 
 use super::compositor::{check_window_shot, Image, VM_RGB};
-use super::guest_qemu;
 use super::nested;
 use super::vmm_native::{
-    boot_options, build_host_image, chain, image_disk_step, model_for_host, run_once, GuestPlan, HostTools,
-    Observation, RunResult, TERMINALS, VM, WORDS_REQUEST,
+    boot_step, host_image_step, image_disk_step, model_for_host, prepare_step, GuestPlan, HostTools, Observation,
+    TERMINALS, VM, WORDS_REQUEST,
 };
 use crate::cli::VmmNativeArgs;
 use crate::stats;
-use crate::testhost::{self, Vmm};
+use crate::testhost;
 use crate::Outcome;
 
 pub const SCENARIO: &str = "vmm-agent";
@@ -157,21 +156,7 @@ fn field(text: &str, key: &str) -> Option<f64> {
 
 /// Checks that every step of `plan` passed, and reads the figures.
 pub fn evaluate(obs: &Observation, plan: &Plan) -> Result<Figures, ScenarioError> {
-    let last_step = obs.started.last().map(|(s, _)| s.as_str()).unwrap_or("start-up");
-    if let Some(p) = &obs.host_panic {
-        return Err(format!("step {last_step}: the test host's kernel panicked: {p}").into());
-    }
-    if let Some(f) = &obs.host_fail {
-        return Err(format!("step {last_step}: {f}").into());
-    }
-    let mut step_s = Vec::new();
-    for step in plan.steps() {
-        let start = if step == "agent" { obs.vmm_start } else { obs.started_at(step) };
-        let end =
-            obs.passed_at(step).ok_or_else(|| format!("step {step} did not pass (no RAYOS-VN-OK {step} marker)"))?;
-        let start = start.ok_or_else(|| format!("step {step} passed without its start marker"))?;
-        step_s.push((step.to_string(), end.saturating_sub(start).as_secs_f64()));
-    }
+    let step_s = obs.step_times(&plan.steps())?;
     let s = |n: &str| step_s.iter().find(|(x, _)| x == n).map(|(_, s)| *s).unwrap_or(f64::NAN);
 
     let vm: Value = serde_json::from_str(detail(obs, "agent"))
@@ -275,12 +260,9 @@ fn run_inner(args: &VmmNativeArgs) -> Result<String, ScenarioError> {
     let virtiofsd = &tools.virtiofsd;
 
     // 1. Guest image, test host kernel, busybox and QEMU.
-    let t = Instant::now();
-    let (run_dir, image, manifest) =
-        guest_qemu::prepare_image(args.image.as_deref(), args.agent.as_deref(), args.run_dir.as_deref(), SCENARIO)?;
-    let opts = boot_options(args, &run_dir);
-    let inputs = nested::gather(SCENARIO, &[Vmm::Rayos], &opts).map_err(|e| chain(&e))?;
-    let apps = image_apps(&image.join(&manifest.rootfs))?;
+    let inputs = prepare_step(SCENARIO, args)?;
+    let (run_dir, opts) = (&inputs.run_dir, &inputs.opts);
+    let apps = image_apps(&inputs.image.join(&inputs.manifest.rootfs))?;
     if !apps.iter().any(|a| a == REFUSED_APP) {
         return Err(format!(
             "the guest image has no {REFUSED_APP} for the policy to refuse (apps: {})",
@@ -288,52 +270,22 @@ fn run_inner(args: &VmmNativeArgs) -> Result<String, ScenarioError> {
         )
         .into());
     }
-    println!("{SCENARIO} step prepare (guest image, test host packages): {:.1} s", t.elapsed().as_secs_f64());
 
     // 2. The test host image (with QEMU, and the intent model when this
     //    machine has it).
-    let t = Instant::now();
     let model = model_for_host();
     let plan = Plan {
-        guest: GuestPlan::new(&manifest, args, model.is_some()),
+        guest: GuestPlan::new(&inputs.manifest, args, model.is_some()),
         allowed_apps: apps.into_iter().filter(|a| a != REFUSED_APP).collect(),
     };
-    let host_initrd = run_dir.join("host-initrd.cpio");
-    let bytes = build_host_image(
-        &inputs,
-        host_init(&plan),
-        &host_initrd,
-        &tools.binaries(&inputs)?,
-        Some(&inputs.qemu),
-        model.as_ref().map(|(d, dest)| (d.as_path(), dest.as_str())),
-    )?;
-    println!(
-        "{SCENARIO} step test-host-image: {:.1} MiB in {:.1} s",
-        bytes as f64 / 1048576.0,
-        t.elapsed().as_secs_f64()
-    );
-    let disk = image_disk_step(SCENARIO, &image, &run_dir)?;
-    let prep = nested::prepared(&inputs, &opts, disk.clone(), host_initrd.clone());
+    let qemu = Some(inputs.nested.qemu.as_path());
+    let host_initrd = host_image_step(SCENARIO, &inputs, host_init(&plan), &tools, qemu, model.as_ref())?;
+    let disk = image_disk_step(SCENARIO, &inputs.image, run_dir)?;
+    let prep = nested::prepared(&inputs.nested, opts, disk.clone(), host_initrd);
     let out = run_dir.join("out");
 
     // 3. Boot (with one retry after a guest crash).
-    let (result, attempts): (RunResult<Figures>, u32) = nested::run_with_retry(
-        SCENARIO,
-        Vmm::Rayos,
-        || run_once(SCENARIO, &prep, &opts, virtiofsd, &disk, &out, |o| evaluate(o, &plan)),
-        RunResult::failure,
-    )?;
-    let figures = match result.figures {
-        Ok(f) => f,
-        Err(e) => {
-            return Err(format!(
-                "{e} (attempt {attempts}; serial log {}, test host logs in {})",
-                result.log.display(),
-                out.display()
-            )
-            .into())
-        }
-    };
+    let (figures, result, attempts) = boot_step(SCENARIO, &prep, opts, virtiofsd, &disk, &out, |o| evaluate(o, &plan))?;
     for (step, s) in &figures.step_s {
         println!("{SCENARIO} step {step}: {s:.2} s");
     }

@@ -246,6 +246,29 @@ pub(crate) fn after<'a>(line: &'a str, marker: &str) -> Option<&'a str> {
 }
 
 impl Observation {
+    /// Checks that the test host neither panicked nor failed and that every
+    /// one of `steps` passed; returns how long each took (`agent` from the
+    /// VMM's start, the others from their own start marker).
+    pub fn step_times(&self, steps: &[&str]) -> Result<Vec<(String, f64)>, ScenarioError> {
+        let last_step = self.started.last().map(|(s, _)| s.as_str()).unwrap_or("start-up");
+        if let Some(p) = &self.host_panic {
+            return Err(format!("step {last_step}: the test host's kernel panicked: {p}").into());
+        }
+        if let Some(f) = &self.host_fail {
+            return Err(format!("step {last_step}: {f}").into());
+        }
+        let mut step_s = Vec::new();
+        for &step in steps {
+            let start = if step == "agent" { self.vmm_start } else { self.started_at(step) };
+            let Some(end) = self.passed_at(step) else {
+                return Err(format!("step {step} did not pass (no {OK}{step} marker)").into());
+            };
+            let start = start.ok_or_else(|| format!("step {step} passed without its start marker"))?;
+            step_s.push((step.to_string(), end.saturating_sub(start).as_secs_f64()));
+        }
+        Ok(step_s)
+    }
+
     pub fn observe(&mut self, t: Duration, line: &str) {
         if let Some(rest) = after(line, STEP) {
             self.started.push((rest.to_string(), t));
@@ -304,22 +327,7 @@ pub struct Figures {
 
 /// Checks that every step of `plan` passed and rayos-vmm exited 0.
 pub fn evaluate(obs: &Observation, plan: &Plan) -> Result<Figures, ScenarioError> {
-    let last_step = obs.started.last().map(|(s, _)| s.as_str()).unwrap_or("start-up");
-    if let Some(p) = &obs.host_panic {
-        return Err(format!("step {last_step}: the test host's kernel panicked: {p}").into());
-    }
-    if let Some(f) = &obs.host_fail {
-        return Err(format!("step {last_step}: {f}").into());
-    }
-    let mut step_s = Vec::new();
-    for step in plan.steps() {
-        let start = if step == "agent" { obs.vmm_start } else { obs.started_at(step) };
-        let Some(end) = obs.passed_at(step) else {
-            return Err(format!("step {step} did not pass (no {OK}{step} marker)").into());
-        };
-        let start = start.ok_or_else(|| format!("step {step} passed without its start marker"))?;
-        step_s.push((step.to_string(), end.saturating_sub(start).as_secs_f64()));
-    }
+    let step_s = obs.step_times(&plan.steps())?;
     match obs.vmm_exit {
         Some(0) => {}
         Some(s) => return Err(format!("rayos-vmm exited with {s}").into()),
@@ -398,6 +406,7 @@ pub(crate) struct HostTools {
 impl HostTools {
     pub fn resolve(args: &VmmNativeArgs) -> Result<HostTools, ScenarioError> {
         let virtiofsd = args
+            .guest
             .virtiofsd
             .clone()
             .unwrap_or_else(|| nested::cache_root(&boot_options(args, Path::new("."))).join("tools/bin/virtiofsd"));
@@ -411,7 +420,7 @@ impl HostTools {
         Ok(HostTools {
             virtiofsd,
             rayos: binary(&args.rayos, "rayos")?,
-            vsock: binary(&args.vsock_backend, "rayos-vsock")?,
+            vsock: binary(&args.guest.vsock_backend, "rayos-vsock")?,
             compositor: binary(&args.compositor, "rayos-compositor")?,
             control: binary(&None, CONTROL_CLIENT)?,
         })
@@ -449,60 +458,109 @@ pub(crate) fn image_disk_step(scenario: &str, image: &Path, run_dir: &Path) -> R
     Ok(disk)
 }
 
+/// Step 1 of the nested scenarios that run the real guest: the guest image
+/// and the test host's packages.
+pub(crate) struct Inputs {
+    pub run_dir: PathBuf,
+    pub image: PathBuf,
+    pub manifest: rayos_image::Manifest,
+    pub opts: BootOptions,
+    pub nested: nested::Inputs,
+}
+
+/// Step 1: prepares the guest image and gathers the test host's packages.
+pub(crate) fn prepare_step(scenario: &'static str, args: &VmmNativeArgs) -> Result<Inputs, ScenarioError> {
+    let t = Instant::now();
+    let (run_dir, image, manifest) = guest_qemu::prepare_image(
+        args.guest.image.as_deref(),
+        args.guest.agent.as_deref(),
+        args.run_dir.as_deref(),
+        scenario,
+    )?;
+    let opts = boot_options(args, &run_dir);
+    let nested = nested::gather(scenario, &[Vmm::Rayos], &opts).map_err(|e| chain(&e))?;
+    println!("{scenario} step prepare (guest image, test host packages): {:.1} s", t.elapsed().as_secs_f64());
+    Ok(Inputs { run_dir, image, manifest, opts, nested })
+}
+
+/// Step 2: the test host image (`init`, the host tools, QEMU when given,
+/// the intent model when this machine has it) at `<run dir>/host-initrd.cpio`.
+pub(crate) fn host_image_step(
+    scenario: &'static str,
+    inputs: &Inputs,
+    init: String,
+    tools: &HostTools,
+    qemu: Option<&Path>,
+    model: Option<&(PathBuf, String)>,
+) -> Result<PathBuf, ScenarioError> {
+    let t = Instant::now();
+    let host_initrd = inputs.run_dir.join("host-initrd.cpio");
+    let bytes = build_host_image(
+        &inputs.nested,
+        init,
+        &host_initrd,
+        &tools.binaries(&inputs.nested)?,
+        qemu,
+        model.map(|(d, dest)| (d.as_path(), dest.as_str())),
+    )?;
+    println!(
+        "{scenario} step test-host-image: {:.1} MiB in {:.1} s",
+        bytes as f64 / 1048576.0,
+        t.elapsed().as_secs_f64()
+    );
+    Ok(host_initrd)
+}
+
+/// Step 3: boots the test host (one retry after a guest crash) and
+/// evaluates its serial console; a failure names the attempt and the logs.
+/// Returns the figures, the run (its `figures` taken) and the attempts.
+pub(crate) fn boot_step<F>(
+    scenario: &'static str,
+    prep: &Prepared,
+    opts: &BootOptions,
+    virtiofsd: &Path,
+    disk: &Path,
+    out: &Path,
+    evaluate: impl Fn(&Observation) -> Result<F, ScenarioError>,
+) -> Result<(F, RunResult<F>, u32), ScenarioError> {
+    let (mut result, attempts) = nested::run_with_retry(
+        scenario,
+        Vmm::Rayos,
+        || run_once(scenario, prep, opts, virtiofsd, disk, out, &evaluate),
+        RunResult::failure,
+    )?;
+    let figures = std::mem::replace(&mut result.figures, Err(ScenarioError::Failed("taken".into())));
+    match figures {
+        Ok(f) => Ok((f, result, attempts)),
+        Err(e) => Err(format!(
+            "{e} (attempt {attempts}; serial log {}, test host logs in {})",
+            result.log.display(),
+            out.display()
+        )
+        .into()),
+    }
+}
+
 fn run_inner(args: &VmmNativeArgs) -> Result<String, ScenarioError> {
     let t_all = Instant::now();
     let tools = HostTools::resolve(args)?;
     let virtiofsd = &tools.virtiofsd;
 
     // 1. Guest image, test host kernel and busybox.
-    let t = Instant::now();
-    let (run_dir, image, manifest) =
-        guest_qemu::prepare_image(args.image.as_deref(), args.agent.as_deref(), args.run_dir.as_deref(), SCENARIO)?;
-    let opts = boot_options(args, &run_dir);
-    let inputs = nested::gather(SCENARIO, &[Vmm::Rayos], &opts).map_err(|e| chain(&e))?;
-    println!("{SCENARIO} step prepare (guest image, test host packages): {:.1} s", t.elapsed().as_secs_f64());
+    let inputs = prepare_step(SCENARIO, args)?;
+    let (run_dir, opts) = (&inputs.run_dir, &inputs.opts);
 
     // 2. The test host image (with the intent model when this machine has it).
-    let t = Instant::now();
     let model = model_for_host();
-    let plan = Plan { guest: GuestPlan::new(&manifest, args, model.is_some()), kvm_trace: args.kvm_trace };
-    let host_initrd = run_dir.join("host-initrd.cpio");
-    let bytes = build_host_image(
-        &inputs,
-        host_init(&plan),
-        &host_initrd,
-        &tools.binaries(&inputs)?,
-        None,
-        model.as_ref().map(|(d, dest)| (d.as_path(), dest.as_str())),
-    )?;
-    println!(
-        "{SCENARIO} step test-host-image: {:.1} MiB in {:.1} s",
-        bytes as f64 / 1048576.0,
-        t.elapsed().as_secs_f64()
-    );
-    let disk = image_disk_step(SCENARIO, &image, &run_dir)?;
+    let plan = Plan { guest: GuestPlan::new(&inputs.manifest, args, model.is_some()), kvm_trace: args.kvm_trace };
+    let host_initrd = host_image_step(SCENARIO, &inputs, host_init(&plan), &tools, None, model.as_ref())?;
+    let disk = image_disk_step(SCENARIO, &inputs.image, run_dir)?;
     // Both are removed after a pass unless --keep-images.
-    let prep = nested::prepared(&inputs, &opts, disk.clone(), host_initrd.clone());
+    let prep = nested::prepared(&inputs.nested, opts, disk.clone(), host_initrd);
     let out = run_dir.join("out");
 
     // 3. Boot (with one retry after a guest crash).
-    let (result, attempts) = nested::run_with_retry(
-        SCENARIO,
-        Vmm::Rayos,
-        || run_once(SCENARIO, &prep, &opts, virtiofsd, &disk, &out, |o| evaluate(o, &plan)),
-        RunResult::failure,
-    )?;
-    let figures = match result.figures {
-        Ok(f) => f,
-        Err(e) => {
-            return Err(format!(
-                "{e} (attempt {attempts}; serial log {}, test host logs in {})",
-                result.log.display(),
-                out.display()
-            )
-            .into())
-        }
-    };
+    let (figures, result, attempts) = boot_step(SCENARIO, &prep, opts, virtiofsd, &disk, &out, |o| evaluate(o, &plan))?;
     for (step, s) in &figures.step_s {
         println!("{SCENARIO} step {step}: {s:.2} s");
     }

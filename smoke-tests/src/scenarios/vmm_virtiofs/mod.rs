@@ -217,15 +217,12 @@ fn run_all(args: &VmmVirtiofsArgs) -> Result<(Prepared, Vec<RunResult>), VmmVirt
                 f.readonly_refused.map(|n| format!(" readonly_share_refused={n}/{n}")).unwrap_or_default(),
                 r.log.display()
             ),
-            Err(reason) => println!(
-                "{SCENARIO} vmm={} failed after {:.1} s (attempt {attempts}): {reason} (log {})",
-                vmm.name(),
-                r.wall.as_secs_f64(),
-                r.log.display()
-            ),
+            Err(reason) => {
+                nested::print_failed_boot(SCENARIO, vmm, r.wall, attempts, reason, &r.log, r.metrics.as_deref())
+            }
         }
-        if let Some(m) = &r.metrics {
-            println!("{SCENARIO} vmm={} metrics {m}", vmm.name());
+        if r.figures.is_ok() {
+            nested::print_metrics(SCENARIO, vmm, r.metrics.as_deref());
         }
         results.push(r);
     }

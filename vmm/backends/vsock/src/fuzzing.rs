@@ -6,6 +6,7 @@
 //! writes for the guest is well formed (credit is checked by the unit
 //! tests, where the guest's view is known exactly).
 
+use arbitrary::Unstructured;
 use std::io::Write;
 use std::os::unix::net::{UnixListener, UnixStream};
 
@@ -83,28 +84,6 @@ impl GuestRing {
     }
 }
 
-struct Input<'a>(&'a [u8]);
-
-impl Input<'_> {
-    fn byte(&mut self) -> Option<u8> {
-        let (b, rest) = self.0.split_first()?;
-        self.0 = rest;
-        Some(*b)
-    }
-    fn u16(&mut self) -> Option<u16> {
-        Some(u16::from_le_bytes([self.byte()?, self.byte()?]))
-    }
-    fn u32(&mut self) -> Option<u32> {
-        Some(u32::from_le_bytes([self.byte()?, self.byte()?, self.byte()?, self.byte()?]))
-    }
-    fn bytes(&mut self, n: usize) -> &[u8] {
-        let n = n.min(self.0.len());
-        let (a, b) = self.0.split_at(n);
-        self.0 = b;
-        a
-    }
-}
-
 /// Runs one fuzz input. Panics only when an invariant breaks.
 pub fn run_vsock_input(data: &[u8]) {
     let dir = match tempfile_dir() {
@@ -124,39 +103,44 @@ pub fn run_vsock_input(data: &[u8]) {
     let mut tx = GuestRing::new(QSIZE, 0);
     let mut rx = GuestRing::new(QSIZE, 0x4000);
     let mut host_streams: Vec<UnixStream> = Vec::new();
-    let mut input = Input(data);
+    let mut input = Unstructured::new(data);
     let mut next_desc: u16 = 0;
     // Capacity of the RX chain the device holds in each slot, if any.
     let mut rx_slots: [Option<u32>; 4] = [None; 4];
 
-    while let Some(op) = input.byte() {
+    while !input.is_empty() {
+        let op = input.arbitrary::<u8>().unwrap_or(0);
         match op % 5 {
             0 | 1 => {
                 // A guest TX chain: 1 to 3 descriptors of fuzzed length and
                 // flags; the first holds a header biased towards validity.
-                let n = 1 + (input.byte().unwrap_or(0) % 3) as usize;
+                let n = 1 + (input.arbitrary::<u8>().unwrap_or(0) % 3) as usize;
                 let mut descs = Vec::new();
                 for i in 0..n {
-                    let len = input.u16().unwrap_or(44) as u32 % 0x2000;
-                    let flags = input.byte().unwrap_or(0) as u16 & F_WRITE;
+                    let len = input.arbitrary::<u16>().unwrap_or(44) as u32 % 0x2000;
+                    let flags = input.arbitrary::<u8>().unwrap_or(0) as u16 & F_WRITE;
                     let addr = DATA_BASE + (i as u64) * 0x2000;
                     descs.push((addr, len, flags | if i + 1 < n { F_NEXT } else { 0 }));
                 }
-                let sel = input.byte().unwrap_or(0);
+                let sel = input.arbitrary::<u8>().unwrap_or(0);
                 let hdr = Header {
-                    src_cid: if sel & 1 == 0 { GUEST_CID } else { input.u32().unwrap_or(0) as u64 },
-                    dst_cid: if sel & 2 == 0 { HOST_CID } else { input.u32().unwrap_or(0) as u64 },
-                    src_port: 5000 + (input.byte().unwrap_or(0) % 4) as u32,
-                    dst_port: if sel & 4 == 0 { LISTEN_PORT } else { input.u32().unwrap_or(0) },
-                    len: if sel & 8 == 0 { input.u16().unwrap_or(0) as u32 } else { input.u32().unwrap_or(0) },
-                    type_: if sel & 16 == 0 { TYPE_STREAM } else { input.u16().unwrap_or(0) },
-                    op: (input.byte().unwrap_or(0) % 9) as u16,
-                    flags: input.byte().unwrap_or(0) as u32,
-                    buf_alloc: input.u16().unwrap_or(0) as u32,
-                    fwd_cnt: input.u16().unwrap_or(0) as u32,
+                    src_cid: if sel & 1 == 0 { GUEST_CID } else { input.arbitrary::<u32>().unwrap_or(0) as u64 },
+                    dst_cid: if sel & 2 == 0 { HOST_CID } else { input.arbitrary::<u32>().unwrap_or(0) as u64 },
+                    src_port: 5000 + (input.arbitrary::<u8>().unwrap_or(0) % 4) as u32,
+                    dst_port: if sel & 4 == 0 { LISTEN_PORT } else { input.arbitrary::<u32>().unwrap_or(0) },
+                    len: if sel & 8 == 0 {
+                        input.arbitrary::<u16>().unwrap_or(0) as u32
+                    } else {
+                        input.arbitrary::<u32>().unwrap_or(0)
+                    },
+                    type_: if sel & 16 == 0 { TYPE_STREAM } else { input.arbitrary::<u16>().unwrap_or(0) },
+                    op: (input.arbitrary::<u8>().unwrap_or(0) % 9) as u16,
+                    flags: input.arbitrary::<u8>().unwrap_or(0) as u32,
+                    buf_alloc: input.arbitrary::<u16>().unwrap_or(0) as u32,
+                    fwd_cnt: input.arbitrary::<u16>().unwrap_or(0) as u32,
                 };
                 let _ = mem.write_slice(&hdr.to_bytes(), GuestAddress(DATA_BASE));
-                let payload = input.bytes(64).to_vec();
+                let payload = input.bytes(input.len().min(64)).unwrap_or_default().to_vec();
                 let _ = mem.write_slice(&payload, GuestAddress(DATA_BASE + 44));
                 let _ = mem.write_slice(&payload, GuestAddress(DATA_BASE + 0x2000));
                 tx.publish(&mem, next_desc, &descs);
@@ -171,7 +155,7 @@ pub fn run_vsock_input(data: &[u8]) {
                 // owns: four chain slots at heads 8, 10, 12 and 14, each
                 // with its own buffer area, so every used element can be
                 // checked against the packet written into its own buffer.
-                let shape = input.byte().unwrap_or(0);
+                let shape = input.arbitrary::<u8>().unwrap_or(0);
                 if let Some(slot) = rx_slots.iter().position(Option::is_none) {
                     let base = DATA_BASE + 0x8000 + slot as u64 * 0x2000;
                     let descs: Vec<(u64, u32, u16)> = match shape % 4 {
@@ -223,13 +207,13 @@ pub fn run_vsock_input(data: &[u8]) {
                         host_streams.push(s);
                     }
                 }
-                let what = input.byte().unwrap_or(0);
+                let what = input.arbitrary::<u8>().unwrap_or(0);
                 if !host_streams.is_empty() {
                     let i = what as usize % host_streams.len();
                     if what & 0x80 != 0 {
                         host_streams.swap_remove(i);
                     } else {
-                        let n = input.byte().unwrap_or(0) as usize * 16;
+                        let n = input.arbitrary::<u8>().unwrap_or(0) as usize * 16;
                         let _ = host_streams[i].write(&vec![0x5a; n]);
                     }
                 }
@@ -238,7 +222,7 @@ pub fn run_vsock_input(data: &[u8]) {
             _ => {
                 // Host connects and asks for a guest port.
                 if let Ok(mut s) = UnixStream::connect(&uds) {
-                    let line = input.bytes(12).to_vec();
+                    let line = input.bytes(input.len().min(12)).unwrap_or_default().to_vec();
                     let _ = s.write_all(b"CONNECT ");
                     let _ = s.write_all(&line);
                     let _ = s.write_all(b"\n");

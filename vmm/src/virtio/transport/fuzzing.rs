@@ -3,26 +3,15 @@
 //! `cargo test`): a byte string becomes a sequence of guest accesses, and
 //! every invariant the guest must not be able to break is checked.
 
+use arbitrary::Unstructured;
+
 use super::common_config::{CommonConfig, COMMON_CONFIG_SIZE};
 use super::msix::{MsixState, ENTRY_SIZE};
 use crate::pci::{PciConfig, PciIds, BAR0, CONFIG_SPACE_SIZE};
 use crate::virtio::{status, NO_VECTOR, VIRTIO_F_VERSION_1};
 
-struct Ops<'a>(&'a [u8]);
-
-impl Ops<'_> {
-    fn byte(&mut self) -> Option<u8> {
-        let (b, rest) = self.0.split_first()?;
-        self.0 = rest;
-        Some(*b)
-    }
-    fn u16(&mut self) -> Option<u16> {
-        Some(u16::from_le_bytes([self.byte()?, self.byte()?]))
-    }
-    fn bytes(&mut self, n: usize) -> Option<Vec<u8>> {
-        (0..n).map(|_| self.byte()).collect()
-    }
-}
+/// Bytes of one operation's header: the op byte and a 16-bit offset.
+const OP_HEADER: usize = 3;
 
 const WIDTHS: [usize; 5] = [1, 2, 3, 4, 8];
 
@@ -31,9 +20,9 @@ pub fn run_register_ops(data: &[u8]) {
     let features = (1u64 << VIRTIO_F_VERSION_1) | 0xff;
     let mut cc = CommonConfig::new(features, &[256, 128, 16], 4);
     let mut msix = MsixState::new(4);
-    let mut ops = Ops(data);
-    while let Some(op) = ops.byte() {
-        let Some(off) = ops.u16() else { break };
+    let mut ops = Unstructured::new(data);
+    while ops.len() >= OP_HEADER {
+        let (op, off) = (ops.arbitrary::<u8>().unwrap_or(0), ops.arbitrary::<u16>().unwrap_or(0));
         let len = WIDTHS[(op as usize >> 2) % WIDTHS.len()];
         match op & 3 {
             0 => {
@@ -41,13 +30,13 @@ pub fn run_register_ops(data: &[u8]) {
                 cc.read(off as u64 % (COMMON_CONFIG_SIZE + 8), &mut b);
             }
             1 => {
-                let Some(b) = ops.bytes(len) else { break };
-                cc.write(off as u64 % (COMMON_CONFIG_SIZE + 8), &b);
+                let Ok(b) = ops.bytes(len) else { break };
+                cc.write(off as u64 % (COMMON_CONFIG_SIZE + 8), b);
             }
             2 => {
-                let Some(b) = ops.bytes(len) else { break };
-                msix.write_table(off as u64 % (5 * ENTRY_SIZE), &b);
-                msix.set_control(ops.u16().unwrap_or(0));
+                let Ok(b) = ops.bytes(len) else { break };
+                msix.write_table(off as u64 % (5 * ENTRY_SIZE), b);
+                msix.set_control(ops.arbitrary::<u16>().unwrap_or(0));
             }
             _ => {
                 let mut b = vec![0u8; len];
@@ -95,17 +84,17 @@ pub fn run_config_space_ops(data: &[u8]) {
     c.add_bar(2, 0xc001_0000, 0x1000, false).expect("BAR 2");
     c.add_capability(&[0x11, 0, 2, 0, 0, 0x40, 0, 0, 0, 0x50, 0, 0], &[0, 0, 0, 0xc0, 0, 0, 0, 0, 0, 0, 0, 0])
         .expect("cap");
-    let mut ops = Ops(data);
-    while let Some(op) = ops.byte() {
-        let Some(off) = ops.u16() else { break };
+    let mut ops = Unstructured::new(data);
+    while ops.len() >= OP_HEADER {
+        let (op, off) = (ops.arbitrary::<u8>().unwrap_or(0), ops.arbitrary::<u16>().unwrap_or(0));
         let len = WIDTHS[(op as usize >> 1) % WIDTHS.len()];
         let off = off as usize % (CONFIG_SPACE_SIZE + 4);
         if op & 1 == 0 {
             let mut b = vec![0u8; len];
             c.read(off, &mut b);
         } else {
-            let Some(b) = ops.bytes(len) else { break };
-            if let Some(mv) = c.write(off, &b) {
+            let Ok(b) = ops.bytes(len) else { break };
+            if let Some(mv) = c.write(off, b) {
                 let size = c.bar(mv.index).expect("moved BAR exists").size;
                 assert_eq!(mv.new % size, 0, "BAR moved to an unaligned address");
             }

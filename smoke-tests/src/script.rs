@@ -25,6 +25,16 @@ pub fn unfilled(s: &str) -> Option<&str> {
     None
 }
 
+/// Test helper: `sh -n` parses `script` without running it.
+#[cfg(test)]
+pub(crate) fn assert_sh_parses(script: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("script");
+    std::fs::write(&path, script).unwrap();
+    let out = std::process::Command::new("sh").arg("-n").arg(&path).output().unwrap();
+    assert!(out.status.success(), "sh -n: {}", String::from_utf8_lossy(&out.stderr));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

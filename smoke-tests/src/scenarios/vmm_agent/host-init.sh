@@ -26,9 +26,7 @@ Q=/run/qemu-vm
 svc_pid=
 qemu_pid=
 procs=
-now() { cut -d. -f1 /proc/uptime; }
-step() { echo "RAYOS-VN-STEP $1"; }
-ok() { echo "RAYOS-VN-OK $*"; }
+@HOST_LIB@
 save_logs() {
     # Bounded: a wedged test host must still power off and say so.
     ( grep -q ' /out ' /proc/mounts && cp /tmp/logs/* /out/ 2>/dev/null; sync ) &
@@ -134,16 +132,7 @@ start_vm() { # WHAT
     done
 }
 
-# KVM, as every nested test host does.
-if grep -qw svm /proc/cpuinfo; then vendor=amd
-elif grep -qw vmx /proc/cpuinfo; then vendor=intel
-else fail "CPU has neither svm nor vmx: no nested virtualisation"; fi
-for m in $(cat @MODULE_LIST_DIR@/modules-$vendor) $(cat @MODULE_LIST_DIR@/modules-fs); do
-    grep -q "^$m " /proc/modules || insmod @MODULE_DIR@/$m.ko || fail "insmod $m.ko failed"
-done
-[ -c /dev/kvm ] || fail "/dev/kvm missing after loading kvm-$vendor"
-echo advise > /sys/kernel/mm/transparent_hugepage/shmem_enabled 2>/dev/null
-echo "@HOST_INFO@kernel=$(uname -r) vendor=$vendor vmm=rayos"
+load_kvm
 # A heartbeat: when the serial console goes quiet, it tells a wedged step
 # (beats go on) from a test host whose kernel stopped (they stop too).
 ( while sleep 30; do echo "RAYOS-VN-BEAT load $(cut -d' ' -f1-4 /proc/loadavg) $(grep MemAvailable /proc/meminfo | tr -s ' ')"; done ) &
@@ -157,14 +146,7 @@ mount -t virtiofs @OUT_TAG@ /out || fail "cannot mount the output folder (virtio
 
 if [ "@NATIVE@" = 1 ]; then
     step compositor
-    mkdir -p $CR /usr/share
-    chmod 700 $CR
-    # xkbcommon's keymaps: the guest image's xkb-data serves the host side too.
-    [ -d /usr/share/X11/xkb ] || ln -s /image/@ROOTFS@/usr/share/X11 /usr/share/X11
-    RUST_LOG=info /usr/bin/rayos-compositor --backend headless --size 1280x800 --socket-dir $CR --control $CTL \
-        </dev/null >/tmp/logs/compositor.log 2>&1 &
-    procs="$procs $!"
-    wait_for "the compositor's sockets" 60 test -S $CTL -a -S $CR/rayos-host
+    start_compositor $CR
     ok compositor headless on $CR
     compositor_keys="compositor = \"$CTL\"
 compositor_socket_dir = \"$CR\""

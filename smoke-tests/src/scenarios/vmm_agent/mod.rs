@@ -121,7 +121,7 @@ pub fn host_init(plan: &Plan) -> String {
         ("GUEST_RETRIES", GUEST_RETRIES.to_string()),
         ("QEMU_STALL", (plan.guest.boot_timeout * 2 / 3).as_secs().max(1).to_string()),
     ]);
-    crate::script::fill(HOST_INIT, &values)
+    plan.guest.host_init(HOST_INIT, &values)
 }
 
 /// Figures of a passing run.
@@ -382,6 +382,8 @@ mod tests {
     #[test]
     fn host_init_is_fully_substituted() {
         let s = host_init(&plan(true, true));
+        crate::script::assert_sh_parses(&s);
+        assert!(s.contains("start_compositor() {") && s.contains("start_compositor $CR"));
         let b = s.as_bytes();
         for (i, _) in s.match_indices('@') {
             let word: String = s[i + 1..].chars().take_while(|c| c.is_ascii_uppercase() || *c == '_').collect();

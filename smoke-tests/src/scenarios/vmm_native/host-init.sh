@@ -19,9 +19,7 @@ RT=/run/rayos
 CTL=$RT/control.sock
 vmm_pid=
 procs=
-now() { cut -d. -f1 /proc/uptime; }
-step() { echo "RAYOS-VN-STEP $1"; }
-ok() { echo "RAYOS-VN-OK $*"; }
+@HOST_LIB@
 save_logs() {
     [ -f /tmp/guest-serial.log ] && cp /tmp/guest-serial.log /tmp/logs/
     grep -q ' /out ' /proc/mounts && cp /tmp/logs/* /out/ 2>/dev/null
@@ -82,16 +80,7 @@ wait_for() {
 # (its JSON in /tmp/win.json).
 window_ready() { /usr/bin/rayos-smoke-control $CTL --wait-window @VM@ "$1" 0 >/tmp/win.json 2>&1; }
 
-# KVM, as every nested test host does.
-if grep -qw svm /proc/cpuinfo; then vendor=amd
-elif grep -qw vmx /proc/cpuinfo; then vendor=intel
-else fail "CPU has neither svm nor vmx: no nested virtualisation"; fi
-for m in $(cat @MODULE_LIST_DIR@/modules-$vendor) $(cat @MODULE_LIST_DIR@/modules-fs); do
-    grep -q "^$m " /proc/modules || insmod @MODULE_DIR@/$m.ko || fail "insmod $m.ko failed"
-done
-[ -c /dev/kvm ] || fail "/dev/kvm missing after loading kvm-$vendor"
-echo advise > /sys/kernel/mm/transparent_hugepage/shmem_enabled 2>/dev/null
-echo "@HOST_INFO@kernel=$(uname -r) vendor=$vendor vmm=rayos"
+load_kvm
 
 # The guest image (an ext4 disk) and the output folder, from the outer host.
 mount -t ext4 /dev/vda /image || fail "cannot mount the guest image disk /dev/vda"
@@ -154,14 +143,7 @@ ok exit3 "status 3, ran as $(head -n 1 /tmp/logs/exit3.txt)"
 
 if [ "@NATIVE@" = 1 ]; then
     step compositor
-    mkdir -p $RT /usr/share
-    chmod 700 $RT
-    # xkbcommon's keymaps: the guest image's xkb-data serves the host side too.
-    [ -d /usr/share/X11/xkb ] || ln -s /image/@ROOTFS@/usr/share/X11 /usr/share/X11
-    RUST_LOG=info /usr/bin/rayos-compositor --backend headless --size 1280x800 --socket-dir $RT --control $CTL \
-        </dev/null >/tmp/logs/compositor.log 2>&1 &
-    procs="$procs $!"
-    wait_for "the compositor's sockets" 60 test -S $CTL -a -S $RT/rayos-host
+    start_compositor $RT
     /usr/bin/rayos-smoke-control $CTL '{"op":"register_vm","name":"@VM@","colour":"@VM_COLOUR@"}' >/tmp/reg.txt 2>&1 \
         || fail "register_vm: $(cat /tmp/reg.txt)"
     ok compositor headless, VM @VM@ registered

@@ -75,6 +75,8 @@ use crate::Outcome;
 
 pub const SCENARIO: &str = "vmm-native";
 const HOST_INIT: &str = include_str!("host-init.sh");
+/// Shell functions both real-guest test hosts use (at `@HOST_LIB@`).
+const HOST_LIB: &str = include_str!("host-lib.sh");
 pub(crate) const OUT_TAG: &str = "rayos-out";
 pub(crate) const VM: &str = "linux";
 pub(crate) const VM_COLOUR: &str = "#d03030";
@@ -142,6 +144,14 @@ impl GuestPlan {
             window_timeout: args.window_timeout,
             vmm_log: args.vmm_log.clone(),
         }
+    }
+
+    /// A test host's `/init` from its `template`: the shared functions at
+    /// `@HOST_LIB@`, then every placeholder filled (`values` holds the
+    /// script's own, after [`GuestPlan::placeholders`]).
+    pub fn host_init(&self, template: &str, values: &[(&'static str, String)]) -> String {
+        let with_lib = crate::script::fill(template, &[("HOST_LIB", HOST_LIB.to_string())]);
+        crate::script::fill(&with_lib, values)
     }
 
     /// The placeholders both test-host scripts have, with their values.
@@ -213,7 +223,7 @@ pub fn host_init(plan: &Plan) -> String {
         ("APP", APP.to_string()),
         ("APP_ID_PART", APP_ID_PART.to_string()),
     ]);
-    crate::script::fill(HOST_INIT, &values)
+    plan.guest.host_init(HOST_INIT, &values)
 }
 
 /// What one boot of the test host printed.
@@ -913,6 +923,8 @@ mod tests {
     #[test]
     fn host_init_is_fully_substituted() {
         let s = host_init(&plan(true));
+        crate::script::assert_sh_parses(&s);
+        assert!(s.contains("load_kvm() {") && s.contains("\nload_kvm\n") && s.contains("start_compositor $RT"));
         // No `@NAME@` placeholder is left.
         let b = s.as_bytes();
         for (i, _) in s.match_indices('@') {

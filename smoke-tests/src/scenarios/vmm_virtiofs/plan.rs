@@ -293,18 +293,9 @@ mod tests {
         assert!(s.trim_end().ends_with("poweroff -f"));
     }
 
-    /// `sh -n` parses a script without running it.
-    fn assert_sh_parses(script: &str) {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("script");
-        std::fs::write(&path, script).unwrap();
-        let out = std::process::Command::new("sh").arg("-n").arg(&path).output().unwrap();
-        assert!(out.status.success(), "sh -n: {}", String::from_utf8_lossy(&out.stderr));
-    }
-
     #[test]
     fn scripts_are_valid_shell() {
-        assert_sh_parses(&guest_init_script(&plan()));
+        crate::script::assert_sh_parses(&guest_init_script(&plan()));
         let guest = crate::testhost::GuestSpec {
             memory_mib: 512,
             cpus: 2,
@@ -313,7 +304,7 @@ mod tests {
             rayos_args: plan().rayos_args(),
         };
         let hooks = host_hooks(&plan(), vec![("RUST_LOG".into(), "rayos_vmm=debug".into())]);
-        assert_sh_parses(&crate::testhost::host_init_script(&guest, "q35", false, &hooks));
+        crate::script::assert_sh_parses(&crate::testhost::host_init_script(&guest, "q35", false, &hooks));
     }
 
     #[test]

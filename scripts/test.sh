@@ -113,6 +113,7 @@ run_fuzz() {
 
 run_fuzz vmm/fuzz virtio_pci_registers 30
 run_fuzz vmm/fuzz pci_config_space 30
+run_fuzz vmm/fuzz virtio_gpu_commands 30
 run_fuzz vmm/backends/vsock/fuzz vsock_packet 30
 run_fuzz contract/fuzz frame_decode 30
 run_scenario intent-eval --catalog host/tests/catalog --labels host/tests/intent/labels.tsv \

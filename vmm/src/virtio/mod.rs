@@ -5,9 +5,11 @@
 //! MSI-X interrupts through irqfds. Device models implement [`VirtioDevice`];
 //! RayOS's devices live in vhost-user backends, so the one device model here
 //! is the generic vhost-user frontend (`vhost_user`), with per-device
-//! configuration such as virtio-fs's tag (`fs`).
+//! configuration such as virtio-fs's tag (`fs`). The exception is `gpu`,
+//! virtio-gpu 2D, which reads guest memory in the VMM's own process.
 
 pub mod fs;
+pub mod gpu;
 pub mod transport;
 pub mod vhost_user;
 

@@ -5,11 +5,13 @@
 //! MSI-X interrupts through irqfds. Device models implement [`VirtioDevice`];
 //! RayOS's devices live in vhost-user backends, so the one device model here
 //! is the generic vhost-user frontend (`vhost_user`), with per-device
-//! configuration such as virtio-fs's tag (`fs`). The exception is `gpu`,
-//! virtio-gpu 2D, which reads guest memory in the VMM's own process.
+//! configuration such as virtio-fs's tag (`fs`). The exceptions are `gpu`
+//! (virtio-gpu 2D, which reads guest memory in the VMM's own process) and
+//! `input` (the keyboard and tablet the embedded desktop's window feeds).
 
 pub mod fs;
 pub mod gpu;
+pub mod input;
 pub mod transport;
 pub mod vhost_user;
 

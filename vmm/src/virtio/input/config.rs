@@ -144,12 +144,9 @@ impl ConfigWindow {
     pub fn write(&mut self, offset: u64, data: &[u8]) {
         let mut changed = false;
         for (i, b) in data.iter().enumerate() {
-            match offset.checked_add(i as u64) {
-                Some(o @ (0 | 1)) => {
-                    self.bytes[o as usize] = *b;
-                    changed = true;
-                }
-                _ => {}
+            if let Some(o @ (0 | 1)) = offset.checked_add(i as u64) {
+                self.bytes[o as usize] = *b;
+                changed = true;
             }
         }
         if changed {

@@ -83,7 +83,7 @@ impl TabletMapper {
     /// Wheel clicks: positive is away from the user (evdev's convention;
     /// Wayland's vertical axis is the opposite sign).
     pub fn wheel(&self, clicks: i32) -> Option<[InputEvent; 2]> {
-        (clicks != 0).then(|| [InputEvent { type_: EV_REL, code: REL_WHEEL, value: clicks as u32 }, InputEvent::SYN])
+        (clicks != 0).then_some([InputEvent { type_: EV_REL, code: REL_WHEEL, value: clicks as u32 }, InputEvent::SYN])
     }
 }
 

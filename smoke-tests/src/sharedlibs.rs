@@ -21,9 +21,14 @@ pub enum LibsError {
     NotFound { binary: PathBuf, library: String },
 }
 
+/// A library `ldd` reports as "not found".
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct MissingLibrary(pub String);
+
 /// Libraries listed in `ldd` output, loader included, vDSO excluded.
-/// `Err(name)` names the first library ldd reports as "not found".
-pub fn parse_ldd(output: &str) -> Result<Vec<PathBuf>, String> {
+/// `Err` names the first library ldd reports as "not found".
+pub fn parse_ldd(output: &str) -> Result<Vec<PathBuf>, MissingLibrary> {
     let mut libs = Vec::new();
     for line in output.lines().map(str::trim).filter(|l| !l.is_empty()) {
         let (name, rest) = match line.split_once(" => ") {
@@ -31,7 +36,7 @@ pub fn parse_ldd(output: &str) -> Result<Vec<PathBuf>, String> {
             None => (line, line),
         };
         if rest.starts_with("not found") {
-            return Err(name.to_string());
+            return Err(MissingLibrary(name.to_string()));
         }
         // "path (0xaddr)" or a bare path; vDSO lines have no path at all.
         let path = rest.split(" (").next().unwrap_or(rest).trim();
@@ -59,7 +64,7 @@ pub fn closure(binary: &Path) -> Result<Vec<PathBuf>, LibsError> {
     if stdout.contains("statically linked") {
         return Ok(Vec::new());
     }
-    parse_ldd(&stdout).map_err(|library| LibsError::NotFound { binary: binary.to_path_buf(), library })
+    parse_ldd(&stdout).map_err(|MissingLibrary(library)| LibsError::NotFound { binary: binary.to_path_buf(), library })
 }
 
 #[cfg(test)]
@@ -86,6 +91,6 @@ mod tests {
     #[test]
     fn reports_missing_library() {
         let out = "\tlibfoo.so.3 => not found\n\tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x1)\n";
-        assert_eq!(parse_ldd(out).unwrap_err(), "libfoo.so.3");
+        assert_eq!(parse_ldd(out).unwrap_err(), MissingLibrary("libfoo.so.3".into()));
     }
 }

@@ -143,7 +143,7 @@ pub fn parse_fs(s: &str, index: usize) -> Result<VhostUserSpec, CliError> {
     let m = parse_kv("--fs", s, &["tag", "socket"])?;
     let tag = m.get("tag").ok_or_else(|| CliError::Device("--fs", s.into(), "tag= is required".into()))?;
     let socket = m.get("socket").ok_or_else(|| CliError::Device("--fs", s.into(), "socket= is required".into()))?;
-    let config = crate::virtio::fs::fs_config(tag).map_err(|e| CliError::Device("--fs", s.into(), e))?;
+    let config = crate::virtio::fs::fs_config(tag).map_err(|e| CliError::Device("--fs", s.into(), e.to_string()))?;
     let socket = check_socket("--fs", s, socket)?;
     let queues = 1 + crate::virtio::fs::FS_REQUEST_QUEUES as usize;
     Ok(VhostUserSpec {

@@ -9,13 +9,22 @@ pub const FS_REQUEST_QUEUES: u32 = 1;
 /// Size of each queue.
 pub const FS_QUEUE_SIZE: u16 = 1024;
 
+/// Why a virtio-fs tag cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TagError {
+    #[error("tag {0:?} must be 1 to {FS_TAG_MAX} bytes")]
+    Length(String),
+    #[error("tag {0:?} must be printable ASCII without spaces")]
+    Characters(String),
+}
+
 /// The device configuration image for `tag`.
-pub fn fs_config(tag: &str) -> Result<Vec<u8>, String> {
+pub fn fs_config(tag: &str) -> Result<Vec<u8>, TagError> {
     if tag.is_empty() || tag.len() > FS_TAG_MAX {
-        return Err(format!("tag {tag:?} must be 1 to {FS_TAG_MAX} bytes"));
+        return Err(TagError::Length(tag.into()));
     }
     if tag.bytes().any(|b| b == 0 || !b.is_ascii_graphic()) {
-        return Err(format!("tag {tag:?} must be printable ASCII without spaces"));
+        return Err(TagError::Characters(tag.into()));
     }
     let mut c = vec![0u8; FS_TAG_MAX + 4];
     c[..tag.len()].copy_from_slice(tag.as_bytes());

@@ -9,15 +9,18 @@
 //! - [`resources`] keeps each 2D resource's host copy and its backing;
 //!   sizes, rectangles, backing ranges and the per-VM memory cap are
 //!   checked there.
-//! - [`device`] is the command processor: request bytes in, response bytes
-//!   out, telling a [`scanout::Scanout`] what to show.
+//! - [`commands`] is the command processor: request bytes in, response
+//!   bytes out, telling a [`scanout::Scanout`] what to show.
+//! - [`device`] puts it behind the virtio-pci transport: the configuration
+//!   (`events_read`/`events_clear`), the control and cursor queues served
+//!   by one worker thread, and the display-change event a resize raises.
 //! - [`edid`] builds the EDID that GET_EDID answers from the display size.
 //!
-//! Still to come (issue 13): the virtio-pci wiring (control and cursor
-//! queues, the config's `events_read`/`events_clear` and the display-change
-//! event), the Wayland presenter that implements `Scanout`, virtio-input,
-//! and the `--gpu` option.
+//! Still to come (issue 13): the Wayland presenter that implements
+//! `Scanout`, the input devices on the transport, and the `--gpu` option
+//! that adds them to a VM.
 
+pub mod commands;
 pub mod device;
 pub mod edid;
 pub mod fuzzing;
@@ -25,5 +28,6 @@ pub mod protocol;
 pub mod resources;
 pub mod scanout;
 
-pub use device::{Gpu, GpuStats, DEFAULT_RESOURCE_CAP};
+pub use commands::{Gpu, GpuStats, DEFAULT_RESOURCE_CAP};
+pub use device::{DisplayHandle, GpuDevice};
 pub use scanout::{NullScanout, Scanout};

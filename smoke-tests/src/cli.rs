@@ -240,6 +240,12 @@ pub struct VmmNativeArgs {
     /// Stop after the command-channel checks: no compositor, bridge or window.
     #[arg(long)]
     pub no_native: bool,
+    /// vmm-native only: give the guest rayos-vmm's virtio-gpu
+    /// (`--gpu headless`) and check from the VMM's metrics that the guest's
+    /// virtio_gpu driver set a 1280x800 scanout and nothing it sent was
+    /// refused. Not in CI yet: see the README's Test tiers.
+    #[arg(long)]
+    pub gpu: bool,
     /// QEMU binary for the outer VM.
     #[arg(long, value_name = "PATH", default_value = "qemu-system-x86_64")]
     pub qemu: String,

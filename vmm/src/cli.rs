@@ -82,6 +82,43 @@ pub struct Args {
     /// console, gpu, input, fs; 1 for unknown types), SIZE to 256. Repeatable.
     #[arg(long = "vhost-user", value_name = "virtio-id=ID,socket=SOCKET[,queues=N,queue-size=SIZE]")]
     pub vhost_user: Vec<String>,
+
+    /// Give the guest a virtio-gpu (2D) device with one display of WxH
+    /// pixels (default 1280x800). `headless` keeps the display in the VMM:
+    /// the guest drives it and --metrics reports what it showed; the
+    /// embedded desktop's Wayland presenter is still to come.
+    #[arg(long, value_name = "headless[,width=W,height=H]")]
+    pub gpu: Option<String>,
+}
+
+/// The virtio-gpu device to add.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GpuSpec {
+    pub width: u32,
+    pub height: u32,
+}
+
+/// Smallest and largest display side `--gpu` takes.
+pub const GPU_SIDE: std::ops::RangeInclusive<u32> = 64..=4095;
+
+/// Parses `--gpu`.
+pub fn parse_gpu(s: &str) -> Result<GpuSpec, CliError> {
+    let bad = |why: String| CliError::Device("--gpu", s.into(), why);
+    let (mode, rest) = s.split_once(',').unwrap_or((s, ""));
+    if mode != "headless" {
+        return Err(bad(format!("unknown display {mode:?}: only `headless` is available")));
+    }
+    let m = if rest.is_empty() { Default::default() } else { parse_kv("--gpu", rest, &["width", "height"])? };
+    let side = |k: &str, default: u32| -> Result<u32, CliError> {
+        let Some(v) = m.get(k) else { return Ok(default) };
+        let n: u32 = v.parse().map_err(|_| bad(format!("{k}={v} is not a number")))?;
+        if GPU_SIDE.contains(&n) {
+            Ok(n)
+        } else {
+            Err(bad(format!("{k}={n} is outside {}..={}", GPU_SIDE.start(), GPU_SIDE.end())))
+        }
+    };
+    Ok(GpuSpec { width: side("width", 1280)?, height: side("height", 800)? })
 }
 
 /// A vhost-user device to attach.
@@ -239,6 +276,7 @@ pub struct VmConfig {
     pub serial: SerialMode,
     pub metrics: Option<PathBuf>,
     pub vhost_user: Vec<VhostUserSpec>,
+    pub gpu: Option<GpuSpec>,
 }
 
 /// A bad command-line value. The message names the flag and the value.
@@ -454,7 +492,8 @@ impl Args {
         for (i, v) in self.vhost_user.iter().enumerate() {
             vhost_user.push(parse_vhost_user(v, i)?);
         }
-        if vhost_user.len() > MAX_VHOST_USER_DEVICES {
+        let gpu = self.gpu.as_deref().map(parse_gpu).transpose()?;
+        if vhost_user.len() + usize::from(gpu.is_some()) > MAX_VHOST_USER_DEVICES {
             return Err(CliError::Device(
                 "--fs/--vhost-user",
                 format!("{} devices", vhost_user.len()),
@@ -489,6 +528,7 @@ impl Args {
             serial,
             metrics: self.metrics.clone(),
             vhost_user,
+            gpu,
         })
     }
 }
@@ -506,6 +546,17 @@ fn read_up_to(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn gpu_option() {
+        assert_eq!(parse_gpu("headless"), Ok(GpuSpec { width: 1280, height: 800 }));
+        assert_eq!(parse_gpu("headless,width=1920,height=1080"), Ok(GpuSpec { width: 1920, height: 1080 }));
+        for bad in ["wayland=x", "headless,width=10", "headless,height=5000", "headless,width=abc", "headless,depth=2"]
+        {
+            let e = parse_gpu(bad).unwrap_err().to_string();
+            assert!(e.starts_with("--gpu "), "{bad}: {e}");
+        }
+    }
     use super::*;
     use std::io::Write;
 

@@ -42,6 +42,7 @@ pub fn write(
     mem: MemoryUse,
     exit: &str,
     guest_ram: u64,
+    gpu: Option<rayos_vmm_api::GpuMetrics>,
 ) -> Result<(), rayos_vmm_api::MetricsError> {
     // Guest RAM is a shared memfd mapping: it shows as RssShmem, so the VMM's
     // own overhead is the anonymous plus file-backed resident memory.
@@ -53,6 +54,7 @@ pub fn write(
         vm_hwm_kib: mem.vm_hwm_kib,
         guest_ram_kib: guest_ram >> 10,
         exit: exit.to_string(),
+        gpu,
     }
     .write(path)
 }
@@ -78,9 +80,19 @@ mod tests {
     #[test]
     fn writes_json() {
         let f = tempfile::NamedTempFile::new().unwrap();
-        write(f.path(), 42, MemoryUse { rss_anon_kib: 1, ..Default::default() }, "poweroff", 128 << 20).unwrap();
+        let gpu = rayos_vmm_api::GpuMetrics { scanout: Some((1280, 800)), flushes: 3, ..Default::default() };
+        write(
+            f.path(),
+            42,
+            MemoryUse { rss_anon_kib: 1, ..Default::default() },
+            "poweroff",
+            128 << 20,
+            Some(gpu.clone()),
+        )
+        .unwrap();
         let m = rayos_vmm_api::Metrics::read(f.path()).unwrap();
         assert_eq!((m.first_run_monotonic_ns, m.rss_anon_kib, m.guest_ram_kib), (42, 1, 131072));
         assert_eq!(m.exit, "poweroff");
+        assert_eq!(m.gpu, Some(gpu));
     }
 }

@@ -34,6 +34,7 @@ use crate::metrics;
 use crate::pci::{BarAllocator, PciConfigIo, PciEcam, PciRoot, PCI_CONFIG_IO_LEN, PCI_CONFIG_IO_PORT};
 use crate::terminal;
 use crate::vcpu::{self, Vcpu};
+use crate::virtio::gpu::{DisplayHandle, Gpu, GpuDevice, NullScanout, DEFAULT_RESOURCE_CAP};
 use crate::virtio::transport::{self, pci::VirtioPciDevice};
 use crate::virtio::vhost_user::VhostUserDevice;
 
@@ -200,6 +201,8 @@ struct Devices {
     pio: Bus,
     mmio: Arc<Bus>,
     serial: Arc<Mutex<SerialDevice>>,
+    /// The virtio-gpu display, with `--gpu`.
+    gpu: Option<DisplayHandle<NullScanout>>,
 }
 
 fn create_devices(
@@ -251,6 +254,22 @@ fn create_devices(
         let slot = root.add(Arc::new(Mutex::new(pci)))?;
         tracing::info!("{}: virtio-pci device type {} at 00:{slot:02x}.0, BAR {bar:#x}", spec.name, spec.device_type);
     }
+    let gpu = match config.gpu {
+        Some(spec) => {
+            let device = GpuDevice::new(Gpu::new(spec.width, spec.height, DEFAULT_RESOURCE_CAP, NullScanout));
+            let display = device.display();
+            let bar = bars.allocate(transport::pci::BAR_SIZE)?;
+            let pci = VirtioPciDevice::new("gpu0", Box::new(device), ram.memory.clone(), router.clone(), bar)?;
+            let slot = root.add(Arc::new(Mutex::new(pci)))?;
+            tracing::info!(
+                "gpu0: virtio-gpu {}x{} (headless) at 00:{slot:02x}.0, BAR {bar:#x}",
+                spec.width,
+                spec.height
+            );
+            Some(display)
+        }
+        None => None,
+    };
     let root = Arc::new(root);
     pio.insert(
         PCI_CONFIG_IO_PORT as u64,
@@ -258,7 +277,7 @@ fn create_devices(
         Arc::new(Mutex::new(PciConfigIo::new(root.clone()))),
     )?;
     mmio.insert(PCI_ECAM_START, PCI_ECAM_SIZE, Arc::new(Mutex::new(PciEcam::new(root))))?;
-    Ok(Devices { pio, mmio, serial })
+    Ok(Devices { pio, mmio, serial, gpu })
 }
 
 fn create_vcpus(
@@ -354,6 +373,7 @@ pub fn run(config: &VmConfig) -> Result<Outcome, VmError> {
         _ => None,
     };
 
+    let gpu = devices.gpu;
     let pio = Arc::new(devices.pio);
     let mmio = devices.mmio.clone();
     let stop = Arc::new(AtomicBool::new(false));
@@ -387,9 +407,14 @@ pub fn run(config: &VmConfig) -> Result<Outcome, VmError> {
 
     if let Some(path) = &config.metrics {
         let name = outcome.as_ref().map(|o| o.name()).unwrap_or("error");
-        if let Err(e) =
-            metrics::write(path, first_run_ns.load(Ordering::Relaxed), metrics::memory_use(), name, config.memory)
-        {
+        if let Err(e) = metrics::write(
+            path,
+            first_run_ns.load(Ordering::Relaxed),
+            metrics::memory_use(),
+            name,
+            config.memory,
+            gpu.as_ref().map(DisplayHandle::metrics),
+        ) {
             tracing::warn!("cannot write metrics to {}: {e}", path.display());
         }
     }

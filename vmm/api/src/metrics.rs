@@ -19,6 +19,22 @@ pub struct Metrics {
     pub guest_ram_kib: u64,
     /// The outcome's short name: poweroff, reboot, panic, triple-fault, stopped.
     pub exit: String,
+    /// The virtio-gpu device's figures, with `--gpu`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<GpuMetrics>,
+}
+
+/// What the guest did with its virtio-gpu device.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GpuMetrics {
+    /// The size of the image the guest last scanned out (`None`: none).
+    pub scanout: Option<(u32, u32)>,
+    pub requests: u64,
+    /// Requests answered with an error.
+    pub refused: u64,
+    pub transfers: u64,
+    pub transfer_bytes: u64,
+    pub flushes: u64,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -374,6 +374,7 @@ mod tests {
                 boot_timeout: Duration::from_secs(300),
                 window_timeout: Duration::from_secs(120),
                 vmm_log: None,
+                gpu: false,
             },
             allowed_apps: vec!["foot.desktop".into(), "weston-terminal.desktop".into()],
         }

@@ -105,7 +105,7 @@ step vmm
     --serial file:/tmp/guest-serial.log --metrics /tmp/rayos-vmm-metrics.json \
     --fs tag=rootfs,socket=/run/fs.sock \
     --vhost-user virtio-id=19,socket=/run/vhost-vsock.sock \
-    </dev/null >/tmp/logs/rayos-vmm.log 2>&1 &
+    @GPU_ARGS@</dev/null >/tmp/logs/rayos-vmm.log 2>&1 &
 vmm_pid=$!
 # Fails at once when the guest's console shows it cannot get there.
 ping_agent() {

@@ -125,7 +125,12 @@ pub struct GuestPlan {
     pub boot_timeout: Duration,
     pub window_timeout: Duration,
     pub vmm_log: Option<String>,
+    /// Give the guest a virtio-gpu (`rayos-vmm --gpu headless`).
+    pub gpu: bool,
 }
+
+/// The display `--gpu` gives the guest.
+pub const GPU_SIZE: (u32, u32) = (1280, 800);
 
 impl GuestPlan {
     /// The guest of `manifest` as the command line asks for it; `words`:
@@ -143,6 +148,7 @@ impl GuestPlan {
             boot_timeout: args.boot_timeout,
             window_timeout: args.window_timeout,
             vmm_log: args.vmm_log.clone(),
+            gpu: args.gpu,
         }
     }
 
@@ -182,6 +188,14 @@ impl GuestPlan {
             ("TERMINAL_APP_IDS", TERMINAL_APP_IDS.to_string()),
             ("VM", VM.to_string()),
             ("VM_COLOUR", VM_COLOUR.to_string()),
+            (
+                "GPU_ARGS",
+                if self.gpu {
+                    format!("--gpu headless,width={},height={} ", GPU_SIZE.0, GPU_SIZE.1)
+                } else {
+                    String::new()
+                },
+            ),
         ]
     }
 }
@@ -333,6 +347,41 @@ pub struct Figures {
     /// terminal's window.
     pub words_launch: Option<Value>,
     pub terminal: Option<Value>,
+}
+
+/// With `--gpu`: the guest's virtio_gpu driver must have set a scanout of
+/// [`GPU_SIZE`] and had nothing refused, by rayos-vmm's metrics line.
+/// Returns the figures for the PASS line (empty without `--gpu`).
+pub fn gpu_figures(gpu: bool, metrics: Option<&str>) -> Result<String, ScenarioError> {
+    if !gpu {
+        return Ok(String::new());
+    }
+    let m: rayos_vmm_api::Metrics = serde_json::from_str(metrics.ok_or("--gpu: rayos-vmm wrote no metrics")?)
+        .map_err(|e| format!("--gpu: rayos-vmm's metrics line is not its metrics JSON: {e}"))?;
+    let g = m.gpu.ok_or("--gpu: rayos-vmm's metrics have no gpu figures (was --gpu passed?)")?;
+    if g.scanout != Some(GPU_SIZE) {
+        return Err(format!(
+            "--gpu: the guest's scanout is {:?}, not {}x{} (did its virtio_gpu driver load? {} requests)",
+            g.scanout, GPU_SIZE.0, GPU_SIZE.1, g.requests
+        )
+        .into());
+    }
+    if g.refused > 0 {
+        return Err(format!(
+            "--gpu: rayos-vmm refused {} of the guest's {} virtio-gpu requests",
+            g.refused, g.requests
+        )
+        .into());
+    }
+    Ok(format!(
+        " gpu_scanout={}x{} gpu_requests={} gpu_transfers={} gpu_transfer_mib={:.0} gpu_flushes={}",
+        GPU_SIZE.0,
+        GPU_SIZE.1,
+        g.requests,
+        g.transfers,
+        g.transfer_bytes as f64 / 1048576.0,
+        g.flushes
+    ))
 }
 
 /// Checks that every step of `plan` passed and rayos-vmm exited 0.
@@ -618,6 +667,7 @@ fn run_inner(args: &VmmNativeArgs) -> Result<String, ScenarioError> {
         }
         _ => String::new(),
     };
+    let gpu_check = gpu_figures(plan.guest.gpu, result.metrics.as_deref())?;
     println!(
         "{SCENARIO} not checked here (see `rayos-smoke native`): typing, shared folders, clipboard, frame rate, the app's exit after its window closed"
     );
@@ -626,7 +676,7 @@ fn run_inner(args: &VmmNativeArgs) -> Result<String, ScenarioError> {
     println!("{SCENARIO} wall_s={wall:.1} run_dir={}", run_dir.display());
     let step = |n: &str| figures.step_s.iter().find(|(s, _)| s == n).map(|(_, s)| *s).unwrap_or(f64::NAN);
     Ok(format!(
-        "boot_to_agent_s={:.1} catalog_ok=1 exit3_ok=1{window_check}{words_check} poweroff_s={:.1} vmm_exit=0 test_host_wall_s={:.1} attempts={attempts}",
+        "boot_to_agent_s={:.1} catalog_ok=1 exit3_ok=1{window_check}{words_check}{gpu_check} poweroff_s={:.1} vmm_exit=0 test_host_wall_s={:.1} attempts={attempts}",
         figures.boot_to_agent_s,
         step("poweroff"),
         result.wall.as_secs_f64(),
@@ -915,9 +965,29 @@ mod tests {
                 boot_timeout: Duration::from_secs(300),
                 window_timeout: Duration::from_secs(120),
                 vmm_log: None,
+                gpu: false,
             },
             kvm_trace: false,
         }
+    }
+
+    #[test]
+    fn gpu_figures_come_from_the_metrics() {
+        assert_eq!(gpu_figures(false, None).unwrap(), "");
+        let m = r#"{"first_run_monotonic_ns":1,"rss_anon_kib":1,"rss_file_kib":1,"rss_shmem_kib":1,"exit":"poweroff","gpu":{"scanout":[1280,800],"requests":487,"refused":0,"transfers":240,"transfer_bytes":983040000,"flushes":240}}"#;
+        let f = gpu_figures(true, Some(m)).unwrap();
+        assert!(
+            f.contains("gpu_scanout=1280x800 gpu_requests=487 gpu_transfers=240 gpu_transfer_mib=938 gpu_flushes=240"),
+            "{f}"
+        );
+        let refused = m.replace(r#""refused":0"#, r#""refused":2"#);
+        assert!(gpu_figures(true, Some(&refused)).unwrap_err().to_string().contains("refused 2 of"));
+        let none = m.replace("[1280,800]", "null");
+        assert!(gpu_figures(true, Some(&none)).unwrap_err().to_string().contains("scanout is None"));
+        assert!(gpu_figures(true, None).is_err());
+        let plain =
+            r#"{"first_run_monotonic_ns":1,"rss_anon_kib":1,"rss_file_kib":1,"rss_shmem_kib":1,"exit":"poweroff"}"#;
+        assert!(gpu_figures(true, Some(plain)).unwrap_err().to_string().contains("no gpu figures"));
     }
 
     #[test]

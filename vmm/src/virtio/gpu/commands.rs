@@ -66,6 +66,11 @@ impl<S: Scanout> Gpu<S> {
         self.resources.bytes()
     }
 
+    /// The size of the image the scanout shows, if any.
+    pub fn scanout_size(&self) -> Option<(u32, u32)> {
+        self.scanout.map(|(_, r)| (r.width, r.height))
+    }
+
     pub fn display_size(&self) -> (u32, u32) {
         self.display
     }

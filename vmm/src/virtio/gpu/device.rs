@@ -39,6 +39,20 @@ pub struct DisplayHandle<S: Scanout> {
 }
 
 impl<S: Scanout> DisplayHandle<S> {
+    /// The device's figures for the metrics file.
+    pub fn metrics(&self) -> rayos_vmm_api::GpuMetrics {
+        let g = self.gpu.lock().expect("gpu lock");
+        let s = g.stats();
+        rayos_vmm_api::GpuMetrics {
+            scanout: g.scanout_size(),
+            requests: s.requests,
+            refused: s.refused,
+            transfers: s.transfers,
+            transfer_bytes: s.transfer_bytes,
+            flushes: s.flushes,
+        }
+    }
+
     /// The host window is now `width` × `height`: the guest gets the
     /// display event (a configuration interrupt) and asks again.
     pub fn resize(&self, width: u32, height: u32) {

@@ -126,6 +126,7 @@ run_scenario native
 run_scenario session --headless --script smoke-tests/scripts/main-job.session --expect-windows 2
 run_scenario compositor
 run_scenario compositor-bench
+run_scenario gpu-bench
 run_scenario compositor-drm
 run_scenario vmm-boot --vmm both --kvm-trace
 run_scenario vmm-console --timeout 5m --kvm-trace

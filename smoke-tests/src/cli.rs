@@ -159,6 +159,14 @@ pub enum Scenario {
     #[command(name = "compositor-bench")]
     CompositorBench(CompositorBenchArgs),
 
+    /// Tier 1 benchmark, no VM: rayos-vmm's virtio-gpu TRANSFER_TO_HOST_2D on
+    /// full 1280x800 frames from guest memory (one contiguous run, and 4 KiB
+    /// pages in reverse order), beside a memcpy of the same size in the same
+    /// run; fails under half of memcpy. Also prints the bytes a 64x64 flush
+    /// hands the scanout.
+    #[command(name = "gpu-bench")]
+    GpuBench(GpuBenchArgs),
+
     /// Tier 3: the RayOS compositor on a real kernel DRM/KMS device in QEMU.
     ///
     /// Boots a test host (the Debian kernel with bochs, evdev and virtio
@@ -398,6 +406,13 @@ pub struct ImageArgs {
     /// host) [default: <cache dir>/tools/bin/virtiofsd].
     #[arg(long, value_name = "PATH")]
     pub virtiofsd: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct GpuBenchArgs {
+    /// Full frames each measurement copies.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
+    pub frames: u32,
 }
 
 /// The tier 2 guest (image, backends, QEMU), shared by `agent` and `native`.

@@ -5,6 +5,7 @@ pub mod agent;
 pub mod compositor;
 pub mod compositor_drm;
 pub mod error;
+pub mod gpu_bench;
 pub mod guest_qemu;
 pub mod host_api;
 pub mod native;
@@ -36,6 +37,7 @@ pub fn run(scenario: &Scenario) -> Outcome {
         Scenario::Session(args) => session::run(args),
         Scenario::Compositor(args) => compositor::run(args),
         Scenario::CompositorBench(args) => compositor::bench(args),
+        Scenario::GpuBench(args) => gpu_bench::run(args),
         Scenario::CompositorDrm(args) => compositor_drm::run(args),
         Scenario::HostApi(args) => host_api::run(args),
     }

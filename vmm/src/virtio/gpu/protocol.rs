@@ -353,7 +353,7 @@ impl Response {
     }
 }
 
-/// Test helpers: requests as a guest driver lays them out.
+/// Requests as a guest driver lays them out, for tests and benchmarks.
 #[doc(hidden)]
 pub mod encode {
     use super::*;

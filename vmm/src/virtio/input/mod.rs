@@ -10,12 +10,16 @@
 //! evdev codes, pointer positions are scaled into the tablet's axis range,
 //! scroll becomes `REL_WHEEL`, each report ends with `SYN_REPORT`.
 //!
-//! Still to come (issue 13): the event and status queues on the virtio-pci
-//! transport, and the presenter that feeds them from `wl_keyboard` and
-//! `wl_pointer`.
+//! [`device`] puts a device behind the virtio-pci transport: the event
+//! queue it fills from an [`InputHandle`], and the status queue.
+//!
+//! Still to come (issue 13): the presenter that feeds the handles from
+//! `wl_keyboard` and `wl_pointer`, and adding the devices to a VM.
 
 pub mod config;
+pub mod device;
 pub mod event;
 
 pub use config::{ConfigWindow, InputDevice};
+pub use device::{InputDeviceModel, InputHandle};
 pub use event::{InputEvent, TabletMapper};

@@ -84,7 +84,8 @@ pub struct Args {
     pub vhost_user: Vec<String>,
 
     /// Give the guest a virtio-gpu (2D) device with one display of WxH
-    /// pixels (default 1280x800). `headless` keeps the display in the VMM:
+    /// pixels (default 1280x800), and a virtio keyboard and tablet for it.
+    /// `headless` keeps the display in the VMM:
     /// the guest drives it and --metrics reports what it showed; the
     /// embedded desktop's Wayland presenter is still to come.
     #[arg(long, value_name = "headless[,width=W,height=H]")]
@@ -493,7 +494,8 @@ impl Args {
             vhost_user.push(parse_vhost_user(v, i)?);
         }
         let gpu = self.gpu.as_deref().map(parse_gpu).transpose()?;
-        if vhost_user.len() + usize::from(gpu.is_some()) > MAX_VHOST_USER_DEVICES {
+        // --gpu takes three slots: the GPU, its keyboard and its tablet.
+        if vhost_user.len() + 3 * usize::from(gpu.is_some()) > MAX_VHOST_USER_DEVICES {
             return Err(CliError::Device(
                 "--fs/--vhost-user",
                 format!("{} devices", vhost_user.len()),

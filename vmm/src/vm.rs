@@ -35,6 +35,7 @@ use crate::pci::{BarAllocator, PciConfigIo, PciEcam, PciRoot, PCI_CONFIG_IO_LEN,
 use crate::terminal;
 use crate::vcpu::{self, Vcpu};
 use crate::virtio::gpu::{DisplayHandle, Gpu, GpuDevice, NullScanout, DEFAULT_RESOURCE_CAP};
+use crate::virtio::input::{InputDevice, InputDeviceModel};
 use crate::virtio::transport::{self, pci::VirtioPciDevice};
 use crate::virtio::vhost_user::VhostUserDevice;
 
@@ -266,6 +267,15 @@ fn create_devices(
                 spec.width,
                 spec.height
             );
+            // Its keyboard and tablet. Headless, nothing feeds them yet; the
+            // presenter will, through their InputHandles.
+            for (name, model) in [("keyboard0", InputDevice::keyboard()), ("tablet0", InputDevice::tablet())] {
+                let device = InputDeviceModel::new(model).map_err(|e| VmError::Runtime(format!("{name}: {e}")))?;
+                let bar = bars.allocate(transport::pci::BAR_SIZE)?;
+                let pci = VirtioPciDevice::new(name, Box::new(device), ram.memory.clone(), router.clone(), bar)?;
+                let slot = root.add(Arc::new(Mutex::new(pci)))?;
+                tracing::info!("{name}: virtio-input at 00:{slot:02x}.0, BAR {bar:#x}");
+            }
             Some(display)
         }
         None => None,

@@ -147,7 +147,9 @@ impl GuestPlan {
             words,
             boot_timeout: args.boot_timeout,
             window_timeout: args.window_timeout,
-            vmm_log: args.vmm_log.clone(),
+            // With --gpu, rayos-vmm's log says which devices the guest's
+            // drivers activated.
+            vmm_log: args.vmm_log.clone().or_else(|| args.gpu.then(|| "rayos_vmm=info".to_string())),
             gpu: args.gpu,
         }
     }
@@ -350,11 +352,21 @@ pub struct Figures {
 }
 
 /// With `--gpu`: the guest's virtio_gpu driver must have set a scanout of
-/// [`GPU_SIZE`] and had nothing refused, by rayos-vmm's metrics line.
-/// Returns the figures for the PASS line (empty without `--gpu`).
-pub fn gpu_figures(gpu: bool, metrics: Option<&str>) -> Result<String, ScenarioError> {
+/// [`GPU_SIZE`] and had nothing refused, by rayos-vmm's metrics line, and
+/// its virtio_input driver must have activated the keyboard and the tablet,
+/// by rayos-vmm's log. Returns the figures for the PASS line (empty
+/// without `--gpu`).
+pub fn gpu_figures(gpu: bool, metrics: Option<&str>, vmm_log: &str) -> Result<String, ScenarioError> {
     if !gpu {
         return Ok(String::new());
+    }
+    for device in ["gpu0", "keyboard0", "tablet0"] {
+        if !vmm_log.contains(&format!("{device}: activated")) {
+            return Err(format!(
+                "--gpu: the guest's driver never activated {device} (no \"{device}: activated\" in rayos-vmm's log)"
+            )
+            .into());
+        }
     }
     let m: rayos_vmm_api::Metrics = serde_json::from_str(metrics.ok_or("--gpu: rayos-vmm wrote no metrics")?)
         .map_err(|e| format!("--gpu: rayos-vmm's metrics line is not its metrics JSON: {e}"))?;
@@ -374,7 +386,7 @@ pub fn gpu_figures(gpu: bool, metrics: Option<&str>) -> Result<String, ScenarioE
         .into());
     }
     Ok(format!(
-        " gpu_scanout={}x{} gpu_requests={} gpu_transfers={} gpu_transfer_mib={:.0} gpu_flushes={}",
+        " gpu_scanout={}x{} gpu_requests={} gpu_transfers={} gpu_transfer_mib={:.0} gpu_flushes={} input_devices=2",
         GPU_SIZE.0,
         GPU_SIZE.1,
         g.requests,
@@ -667,7 +679,8 @@ fn run_inner(args: &VmmNativeArgs) -> Result<String, ScenarioError> {
         }
         _ => String::new(),
     };
-    let gpu_check = gpu_figures(plan.guest.gpu, result.metrics.as_deref())?;
+    let vmm_log = std::fs::read_to_string(out.join("rayos-vmm.log")).unwrap_or_default();
+    let gpu_check = gpu_figures(plan.guest.gpu, result.metrics.as_deref(), &vmm_log)?;
     println!(
         "{SCENARIO} not checked here (see `rayos-smoke native`): typing, shared folders, clipboard, frame rate, the app's exit after its window closed"
     );
@@ -973,21 +986,22 @@ mod tests {
 
     #[test]
     fn gpu_figures_come_from_the_metrics() {
-        assert_eq!(gpu_figures(false, None).unwrap(), "");
+        assert_eq!(gpu_figures(false, None, "").unwrap(), "");
+        let log = "gpu0: activated\nkeyboard0: activated\ntablet0: activated\n";
         let m = r#"{"first_run_monotonic_ns":1,"rss_anon_kib":1,"rss_file_kib":1,"rss_shmem_kib":1,"exit":"poweroff","gpu":{"scanout":[1280,800],"requests":487,"refused":0,"transfers":240,"transfer_bytes":983040000,"flushes":240}}"#;
-        let f = gpu_figures(true, Some(m)).unwrap();
+        let f = gpu_figures(true, Some(m), log).unwrap();
         assert!(
             f.contains("gpu_scanout=1280x800 gpu_requests=487 gpu_transfers=240 gpu_transfer_mib=938 gpu_flushes=240"),
             "{f}"
         );
         let refused = m.replace(r#""refused":0"#, r#""refused":2"#);
-        assert!(gpu_figures(true, Some(&refused)).unwrap_err().to_string().contains("refused 2 of"));
+        assert!(gpu_figures(true, Some(&refused), log).unwrap_err().to_string().contains("refused 2 of"));
         let none = m.replace("[1280,800]", "null");
-        assert!(gpu_figures(true, Some(&none)).unwrap_err().to_string().contains("scanout is None"));
-        assert!(gpu_figures(true, None).is_err());
+        assert!(gpu_figures(true, Some(&none), log).unwrap_err().to_string().contains("scanout is None"));
+        assert!(gpu_figures(true, None, log).is_err());
         let plain =
             r#"{"first_run_monotonic_ns":1,"rss_anon_kib":1,"rss_file_kib":1,"rss_shmem_kib":1,"exit":"poweroff"}"#;
-        assert!(gpu_figures(true, Some(plain)).unwrap_err().to_string().contains("no gpu figures"));
+        assert!(gpu_figures(true, Some(plain), log).unwrap_err().to_string().contains("no gpu figures"));
     }
 
     #[test]

@@ -582,9 +582,16 @@ pub(crate) fn host_image_step(
     Ok(host_initrd)
 }
 
+/// What a passing boot left besides its figures.
+pub(crate) struct Booted {
+    /// rayos-vmm's metrics line.
+    pub metrics: Option<String>,
+    pub wall: Duration,
+}
+
 /// Step 3: boots the test host (one retry after a guest crash) and
 /// evaluates its serial console; a failure names the attempt and the logs.
-/// Returns the figures, the run (its `figures` taken) and the attempts.
+/// Returns the figures, what else the boot left, and the attempts.
 pub(crate) fn boot_step<F>(
     scenario: &'static str,
     prep: &Prepared,
@@ -593,22 +600,20 @@ pub(crate) fn boot_step<F>(
     disk: &Path,
     out: &Path,
     evaluate: impl Fn(&Observation) -> Result<F, ScenarioError>,
-) -> Result<(F, RunResult<F>, u32), ScenarioError> {
-    let (mut result, attempts) = nested::run_with_retry(
+) -> Result<(F, Booted, u32), ScenarioError> {
+    let (result, attempts) = nested::run_with_retry(
         scenario,
         Vmm::Rayos,
         || run_once(scenario, prep, opts, virtiofsd, disk, out, &evaluate),
         RunResult::failure,
     )?;
-    let figures = std::mem::replace(&mut result.figures, Err(ScenarioError::Failed("taken".into())));
+    let RunResult { figures, metrics, log, wall, .. } = result;
     match figures {
-        Ok(f) => Ok((f, result, attempts)),
-        Err(e) => Err(format!(
-            "{e} (attempt {attempts}; serial log {}, test host logs in {})",
-            result.log.display(),
-            out.display()
-        )
-        .into()),
+        Ok(f) => Ok((f, Booted { metrics, wall }, attempts)),
+        Err(e) => {
+            Err(format!("{e} (attempt {attempts}; serial log {}, test host logs in {})", log.display(), out.display())
+                .into())
+        }
     }
 }
 

@@ -14,6 +14,7 @@ pub mod gpu;
 pub mod input;
 pub mod transport;
 pub mod vhost_user;
+pub mod worker;
 
 /// Device status bits (2.1).
 pub mod status {

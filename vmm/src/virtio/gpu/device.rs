@@ -4,10 +4,8 @@
 //! request, runs it through the command processor ([`Gpu`]) and writes the
 //! response, and the display-change event a resize raises.
 
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 
 use virtio_bindings::virtio_gpu as b;
 use virtio_queue::{Queue, QueueT};
@@ -18,6 +16,7 @@ use super::commands::Gpu;
 use super::protocol::{Header, Response, ResponseType, MAX_SCANOUTS};
 use super::scanout::Scanout;
 use crate::memory::GuestMem;
+use crate::virtio::worker::{active_queues, raw, wait_readable, ActiveQueue, Worker};
 use crate::virtio::{ActivateError, Activation, VirtioDevice, VIRTIO_F_VERSION_1};
 
 /// virtio device type of a GPU (5).
@@ -64,12 +63,6 @@ impl<S: Scanout> DisplayHandle<S> {
     }
 }
 
-/// The worker serving the queues.
-struct Worker {
-    stop: EventFd,
-    thread: JoinHandle<()>,
-}
-
 /// virtio-gpu (2D) behind the virtio-pci transport.
 pub struct GpuDevice<S: Scanout + Send + 'static> {
     gpu: Arc<Mutex<Gpu<S>>>,
@@ -94,10 +87,7 @@ impl<S: Scanout + Send + 'static> GpuDevice<S> {
 
     fn stop_worker(&mut self) {
         if let Some(w) = self.worker.take() {
-            let _ = w.stop.write(1);
-            if w.thread.join().is_err() {
-                tracing::error!("virtio-gpu: the queue worker panicked");
-            }
+            w.stop("virtio-gpu");
         }
     }
 }
@@ -139,28 +129,9 @@ impl<S: Scanout + Send + 'static> VirtioDevice for GpuDevice<S> {
 
     fn activate(&mut self, a: Activation<'_>) -> Result<(), ActivateError> {
         self.stop_worker();
-        let mut queues = Vec::new();
-        for (index, q) in &a.queues {
-            let mut vq =
-                Queue::new(q.max_size).map_err(|_| ActivateError::RingOutsideRam { queue: *index, gpa: q.desc })?;
-            vq.set_size(q.size);
-            vq.set_desc_table_address(Some(q.desc as u32), Some((q.desc >> 32) as u32));
-            vq.set_avail_ring_address(Some(q.driver as u32), Some((q.driver >> 32) as u32));
-            vq.set_used_ring_address(Some(q.device as u32), Some((q.device >> 32) as u32));
-            vq.set_ready(true);
-            let clone =
-                |e: &EventFd| e.try_clone().map_err(|_| ActivateError::BackendGone("virtio-gpu eventfd".into()));
-            queues.push((vq, clone(&a.kicks[*index])?, clone(&a.calls[*index])?));
-        }
-        let stop =
-            EventFd::new(libc::EFD_NONBLOCK).map_err(|_| ActivateError::BackendGone("virtio-gpu eventfd".into()))?;
-        let worker_stop = stop.try_clone().map_err(|_| ActivateError::BackendGone("virtio-gpu eventfd".into()))?;
+        let queues = active_queues("virtio-gpu", &a, QUEUE_SIZES.len())?;
         let (gpu, mem) = (self.gpu.clone(), a.mem.clone());
-        let thread = std::thread::Builder::new()
-            .name("virtio-gpu".into())
-            .spawn(move || serve(&gpu, &mem, queues, &worker_stop))
-            .map_err(|_| ActivateError::BackendGone("virtio-gpu worker thread".into()))?;
-        self.worker = Some(Worker { stop, thread });
+        self.worker = Some(Worker::spawn("virtio-gpu", move |stop| serve(&gpu, &mem, queues, stop))?);
         Ok(())
     }
 
@@ -175,30 +146,23 @@ impl<S: Scanout + Send + 'static> VirtioDevice for GpuDevice<S> {
 }
 
 /// The worker: waits for a kick on any queue (or `stop`) and serves it.
-fn serve<S: Scanout>(gpu: &Mutex<Gpu<S>>, mem: &GuestMem, mut queues: Vec<(Queue, EventFd, EventFd)>, stop: &EventFd) {
+fn serve<S: Scanout>(gpu: &Mutex<Gpu<S>>, mem: &GuestMem, mut queues: Vec<Option<ActiveQueue>>, stop: &EventFd) {
     loop {
-        let mut fds: Vec<libc::pollfd> = queues
-            .iter()
-            .map(|(_, kick, _)| libc::pollfd { fd: kick.as_raw_fd(), events: libc::POLLIN, revents: 0 })
-            .collect();
-        fds.push(libc::pollfd { fd: stop.as_raw_fd(), events: libc::POLLIN, revents: 0 });
-        // SAFETY: `fds` is a valid array of initialised pollfds of the length passed.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
-        if n < 0 {
-            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
-                continue;
+        let mut fds = vec![raw(stop)];
+        fds.extend(queues.iter().flatten().map(|q| raw(&q.kick)));
+        let ready = match wait_readable(&fds) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!("virtio-gpu: poll failed: {e}");
+                return;
             }
-            tracing::error!("virtio-gpu: poll failed: {}", std::io::Error::last_os_error());
+        };
+        if ready[0] {
             return;
         }
-        if fds.last().is_some_and(|f| f.revents != 0) {
-            return;
-        }
-        for (i, (queue, kick, call)) in queues.iter_mut().enumerate() {
-            if fds[i].revents != 0 {
-                let _ = kick.read();
-                serve_queue(gpu, mem, queue, call);
-            }
+        for (q, _) in queues.iter_mut().flatten().zip(&ready[1..]).filter(|(_, r)| **r) {
+            let _ = q.kick.read();
+            serve_queue(gpu, mem, &mut q.queue, &q.call);
         }
     }
 }

@@ -6,9 +6,7 @@
 //! and the oldest are dropped (whole reports at a time) when it overflows.
 
 use std::collections::VecDeque;
-use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 
 use virtio_queue::{Queue, QueueT};
 use vm_memory::Bytes;
@@ -17,6 +15,7 @@ use vmm_sys_util::eventfd::EventFd;
 use super::config::{ConfigWindow, InputDevice};
 use super::event::{InputEvent, EV_SYN};
 use crate::memory::GuestMem;
+use crate::virtio::worker::{active_queues, raw, wait_readable, ActiveQueue, Worker};
 use crate::virtio::{ActivateError, Activation, VirtioDevice, VIRTIO_F_VERSION_1};
 
 /// virtio device type of an input device (5).
@@ -56,11 +55,6 @@ impl InputHandle {
     }
 }
 
-struct Worker {
-    stop: EventFd,
-    thread: JoinHandle<()>,
-}
-
 /// A virtio-input device behind the virtio-pci transport.
 pub struct InputDeviceModel {
     config: ConfigWindow,
@@ -86,10 +80,7 @@ impl InputDeviceModel {
 
     fn stop_worker(&mut self) {
         if let Some(w) = self.worker.take() {
-            let _ = w.stop.write(1);
-            if w.thread.join().is_err() {
-                tracing::error!("virtio-input: the queue worker panicked");
-            }
+            w.stop("virtio-input");
         }
     }
 }
@@ -123,29 +114,9 @@ impl VirtioDevice for InputDeviceModel {
 
     fn activate(&mut self, a: Activation<'_>) -> Result<(), ActivateError> {
         self.stop_worker();
-        let gone = |what: &str| ActivateError::BackendGone(format!("virtio-input {what}"));
-        let mut queues: Vec<Option<(Queue, EventFd, EventFd)>> = vec![None, None];
-        for (index, q) in &a.queues {
-            let Some(slot) = queues.get_mut(*index) else { continue };
-            let mut vq =
-                Queue::new(q.max_size).map_err(|_| ActivateError::RingOutsideRam { queue: *index, gpa: q.desc })?;
-            vq.set_size(q.size);
-            vq.set_desc_table_address(Some(q.desc as u32), Some((q.desc >> 32) as u32));
-            vq.set_avail_ring_address(Some(q.driver as u32), Some((q.driver >> 32) as u32));
-            vq.set_used_ring_address(Some(q.device as u32), Some((q.device >> 32) as u32));
-            vq.set_ready(true);
-            let kick = a.kicks[*index].try_clone().map_err(|_| gone("eventfd"))?;
-            let call = a.calls[*index].try_clone().map_err(|_| gone("eventfd"))?;
-            *slot = Some((vq, kick, call));
-        }
-        let stop = EventFd::new(libc::EFD_NONBLOCK).map_err(|_| gone("eventfd"))?;
-        let worker_stop = stop.try_clone().map_err(|_| gone("eventfd"))?;
+        let queues = active_queues("virtio-input", &a, QUEUE_SIZES.len())?;
         let (mem, handle) = (a.mem.clone(), self.handle.clone());
-        let thread = std::thread::Builder::new()
-            .name("virtio-input".into())
-            .spawn(move || serve(&mem, &handle, queues, &worker_stop))
-            .map_err(|_| gone("worker thread"))?;
-        self.worker = Some(Worker { stop, thread });
+        self.worker = Some(Worker::spawn("virtio-input", move |stop| serve(&mem, &handle, queues, stop))?);
         Ok(())
     }
 
@@ -155,36 +126,29 @@ impl VirtioDevice for InputDeviceModel {
 }
 
 /// The worker: waits for the guest's kicks, the host's events or `stop`.
-fn serve(mem: &GuestMem, handle: &InputHandle, mut queues: Vec<Option<(Queue, EventFd, EventFd)>>, stop: &EventFd) {
+fn serve(mem: &GuestMem, handle: &InputHandle, mut queues: Vec<Option<ActiveQueue>>, stop: &EventFd) {
     loop {
-        let mut fds = vec![
-            libc::pollfd { fd: stop.as_raw_fd(), events: libc::POLLIN, revents: 0 },
-            libc::pollfd { fd: handle.notify.as_raw_fd(), events: libc::POLLIN, revents: 0 },
-        ];
-        for (_, kick, _) in queues.iter().flatten() {
-            fds.push(libc::pollfd { fd: kick.as_raw_fd(), events: libc::POLLIN, revents: 0 });
-        }
-        // SAFETY: `fds` is a valid array of initialised pollfds of the length passed.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
-        if n < 0 {
-            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
-                continue;
+        let mut fds = vec![raw(stop), raw(&handle.notify)];
+        fds.extend(queues.iter().flatten().map(|q| raw(&q.kick)));
+        let ready = match wait_readable(&fds) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!("virtio-input: poll failed: {e}");
+                return;
             }
-            tracing::error!("virtio-input: poll failed: {}", std::io::Error::last_os_error());
-            return;
-        }
-        if fds[0].revents != 0 {
+        };
+        if ready[0] {
             return;
         }
         let _ = handle.notify.read();
-        for (_, kick, _) in queues.iter().flatten() {
-            let _ = kick.read();
+        for q in queues.iter().flatten() {
+            let _ = q.kick.read();
         }
-        if let Some((q, _, call)) = queues[0].as_mut() {
-            fill_events(mem, handle, q, call);
+        if let Some(q) = queues[0].as_mut() {
+            fill_events(mem, handle, &mut q.queue, &q.call);
         }
-        if let Some((q, _, call)) = queues[1].as_mut() {
-            drain_status(mem, q, call);
+        if let Some(q) = queues[1].as_mut() {
+            drain_status(mem, &mut q.queue, &q.call);
         }
     }
 }

@@ -1,0 +1,127 @@
+//! What the in-process devices (gpu, input) share: their queues built from
+//! the transport's validated state, and one worker thread per device that
+//! waits on file descriptors and stops when told.
+
+use std::os::fd::{AsRawFd, RawFd};
+use std::thread::JoinHandle;
+
+use virtio_queue::{Queue, QueueT};
+use vmm_sys_util::eventfd::EventFd;
+
+use super::transport::common_config::QueueState;
+use super::{ActivateError, Activation};
+
+/// One enabled queue: the ring, its kick (guest → device) and its call
+/// (device → guest interrupt).
+pub struct ActiveQueue {
+    pub queue: Queue,
+    pub kick: EventFd,
+    pub call: EventFd,
+}
+
+fn gone(device: &str, what: &str) -> ActivateError {
+    ActivateError::BackendGone(format!("{device} {what}"))
+}
+
+/// The activation's queues, by index (`None` where the driver left one
+/// disabled); indexes at or past `count` are ignored.
+pub fn active_queues(
+    device: &str,
+    a: &Activation<'_>,
+    count: usize,
+) -> Result<Vec<Option<ActiveQueue>>, ActivateError> {
+    let mut out: Vec<Option<ActiveQueue>> = (0..count).map(|_| None).collect();
+    for (index, q) in &a.queues {
+        let Some(slot) = out.get_mut(*index) else { continue };
+        let kick = a.kicks[*index].try_clone().map_err(|_| gone(device, "eventfd"))?;
+        let call = a.calls[*index].try_clone().map_err(|_| gone(device, "eventfd"))?;
+        *slot = Some(ActiveQueue { queue: queue_from(*index, q)?, kick, call });
+    }
+    Ok(out)
+}
+
+/// A virtio-queue `Queue` for the state the transport validated.
+fn queue_from(index: usize, q: &QueueState) -> Result<Queue, ActivateError> {
+    let mut vq = Queue::new(q.max_size).map_err(|_| ActivateError::RingOutsideRam { queue: index, gpa: q.desc })?;
+    vq.set_size(q.size);
+    vq.set_desc_table_address(Some(q.desc as u32), Some((q.desc >> 32) as u32));
+    vq.set_avail_ring_address(Some(q.driver as u32), Some((q.driver >> 32) as u32));
+    vq.set_used_ring_address(Some(q.device as u32), Some((q.device >> 32) as u32));
+    vq.set_ready(true);
+    Ok(vq)
+}
+
+/// A device's worker thread and the eventfd that stops it.
+pub struct Worker {
+    stop: EventFd,
+    thread: JoinHandle<()>,
+}
+
+impl Worker {
+    /// Starts `serve` on a thread named `name`; it gets the stop eventfd to
+    /// wait on beside its own descriptors.
+    pub fn spawn(name: &str, serve: impl FnOnce(&EventFd) + Send + 'static) -> Result<Worker, ActivateError> {
+        let stop = EventFd::new(libc::EFD_NONBLOCK).map_err(|_| gone(name, "eventfd"))?;
+        let theirs = stop.try_clone().map_err(|_| gone(name, "eventfd"))?;
+        let thread = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || serve(&theirs))
+            .map_err(|_| gone(name, "worker thread"))?;
+        Ok(Worker { stop, thread })
+    }
+
+    /// Tells the worker to stop and waits for it.
+    pub fn stop(self, name: &str) {
+        let _ = self.stop.write(1);
+        if self.thread.join().is_err() {
+            tracing::error!("{name}: the queue worker panicked");
+        }
+    }
+}
+
+/// Waits until one of `fds` is readable; returns which are. `Err` when
+/// poll(2) fails for a reason other than a signal.
+pub fn wait_readable(fds: &[RawFd]) -> std::io::Result<Vec<bool>> {
+    let mut polls: Vec<libc::pollfd> =
+        fds.iter().map(|&fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 }).collect();
+    loop {
+        // SAFETY: `polls` is a valid array of initialised pollfds of the length passed.
+        let n = unsafe { libc::poll(polls.as_mut_ptr(), polls.len() as libc::nfds_t, -1) };
+        if n >= 0 {
+            return Ok(polls.iter().map(|p| p.revents != 0).collect());
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// The raw descriptor of an eventfd, for [`wait_readable`].
+pub fn raw(e: &EventFd) -> RawFd {
+    e.as_raw_fd()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_worker_wakes_on_its_fds_and_stops() {
+        let ping = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        let theirs = ping.try_clone().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let w = Worker::spawn("test-worker", move |stop| loop {
+            let ready = wait_readable(&[raw(stop), raw(&theirs)]).unwrap();
+            if ready[0] {
+                return;
+            }
+            let _ = theirs.read();
+            tx.send(()).unwrap();
+        })
+        .unwrap();
+        ping.write(1).unwrap();
+        rx.recv_timeout(std::time::Duration::from_secs(5)).unwrap();
+        w.stop("test-worker");
+    }
+}

@@ -14,11 +14,13 @@
 //! * [`qmp`]: a blocking QMP client (greeting, capabilities, commands;
 //!   events skipped).
 //! * [`wait`]: polling with a deadline that names what it waited for.
+//! * [`inputs`]: reproducible pseudo-random inputs for fuzz drivers in unit tests.
 //!
 //! Nothing here asserts: each helper returns a typed error, so a scenario
 //! can print `FAIL <name>: <reason>` and a unit test can `expect` it.
 
 pub mod image;
+pub mod inputs;
 pub mod procs;
 pub mod qmp;
 pub mod wait;

@@ -5,10 +5,10 @@
 use std::os::fd::{AsRawFd, RawFd};
 use std::thread::JoinHandle;
 
-use virtio_queue::{Queue, QueueT};
+use virtio_queue::Queue;
 use vmm_sys_util::eventfd::EventFd;
 
-use super::transport::common_config::QueueState;
+use super::transport::pci::queue_from_state;
 use super::{ActivateError, Activation};
 
 /// One enabled queue: the ring, its kick (guest → device) and its call
@@ -35,20 +35,11 @@ pub fn active_queues(
         let Some(slot) = out.get_mut(*index) else { continue };
         let kick = a.kicks[*index].try_clone().map_err(|_| gone(device, "eventfd"))?;
         let call = a.calls[*index].try_clone().map_err(|_| gone(device, "eventfd"))?;
-        *slot = Some(ActiveQueue { queue: queue_from(*index, q)?, kick, call });
+        // The transport validated this state before activating us.
+        let queue = queue_from_state(q).map_err(|_| ActivateError::RingOutsideRam { queue: *index, gpa: q.desc })?;
+        *slot = Some(ActiveQueue { queue, kick, call });
     }
     Ok(out)
-}
-
-/// A virtio-queue `Queue` for the state the transport validated.
-fn queue_from(index: usize, q: &QueueState) -> Result<Queue, ActivateError> {
-    let mut vq = Queue::new(q.max_size).map_err(|_| ActivateError::RingOutsideRam { queue: index, gpa: q.desc })?;
-    vq.set_size(q.size);
-    vq.set_desc_table_address(Some(q.desc as u32), Some((q.desc >> 32) as u32));
-    vq.set_avail_ring_address(Some(q.driver as u32), Some((q.driver >> 32) as u32));
-    vq.set_used_ring_address(Some(q.device as u32), Some((q.device >> 32) as u32));
-    vq.set_ready(true);
-    Ok(vq)
 }
 
 /// A device's worker thread and the eventfd that stops it.

@@ -66,8 +66,8 @@ use serde_json::Value;
 use super::compositor::{check_window_shot, Image, VM_RGB};
 use super::nested;
 use super::vmm_native::{
-    boot_step, host_image_step, image_disk_step, model_for_host, prepare_step, GuestPlan, HostTools, Observation,
-    TERMINALS, VM, WORDS_REQUEST,
+    boot_step, host_image_step, image_disk_step, model_for_host, prepare_step, GuestPlan, Observation, TERMINALS, VM,
+    WORDS_REQUEST,
 };
 use crate::cli::VmmNativeArgs;
 use crate::stats;
@@ -256,11 +256,9 @@ fn events_after_kill(out: &Path) -> Vec<String> {
 
 fn run_inner(args: &VmmNativeArgs) -> Result<String, ScenarioError> {
     let t_all = Instant::now();
-    let tools = HostTools::resolve(args)?;
-    let virtiofsd = &tools.virtiofsd;
-
-    // 1. Guest image, test host kernel, busybox and QEMU.
+    // 1. Host tools, guest image, test host kernel, busybox and QEMU.
     let inputs = prepare_step(SCENARIO, args)?;
+    let virtiofsd = &inputs.tools.virtiofsd;
     let (run_dir, opts) = (&inputs.run_dir, &inputs.opts);
     let apps = image_apps(&inputs.image.join(&inputs.manifest.rootfs))?;
     if !apps.iter().any(|a| a == REFUSED_APP) {
@@ -279,7 +277,7 @@ fn run_inner(args: &VmmNativeArgs) -> Result<String, ScenarioError> {
         allowed_apps: apps.into_iter().filter(|a| a != REFUSED_APP).collect(),
     };
     let qemu = Some(inputs.nested.qemu.as_path());
-    let host_initrd = host_image_step(SCENARIO, &inputs, host_init(&plan), &tools, qemu, model.as_ref())?;
+    let host_initrd = host_image_step(SCENARIO, &inputs, host_init(&plan), qemu, model.as_ref())?;
     let disk = image_disk_step(SCENARIO, &inputs.image, run_dir)?;
     let prep = nested::prepared(&inputs.nested, opts, disk.clone(), host_initrd);
     let out = run_dir.join("out");

@@ -529,9 +529,10 @@ pub(crate) fn image_disk_step(scenario: &str, image: &Path, run_dir: &Path) -> R
     Ok(disk)
 }
 
-/// Step 1 of the nested scenarios that run the real guest: the guest image
-/// and the test host's packages.
+/// Step 1 of the nested scenarios that run the real guest: the host tools,
+/// the guest image and the test host's packages.
 pub(crate) struct Inputs {
+    pub tools: HostTools,
     pub run_dir: PathBuf,
     pub image: PathBuf,
     pub manifest: rayos_image::Manifest,
@@ -539,8 +540,10 @@ pub(crate) struct Inputs {
     pub nested: nested::Inputs,
 }
 
-/// Step 1: prepares the guest image and gathers the test host's packages.
+/// Step 1: finds the host tools, prepares the guest image and gathers the
+/// test host's packages.
 pub(crate) fn prepare_step(scenario: &'static str, args: &VmmNativeArgs) -> Result<Inputs, ScenarioError> {
+    let tools = HostTools::resolve(args)?;
     let t = Instant::now();
     let (run_dir, image, manifest) = guest_qemu::prepare_image(
         args.guest.image.as_deref(),
@@ -551,7 +554,7 @@ pub(crate) fn prepare_step(scenario: &'static str, args: &VmmNativeArgs) -> Resu
     let opts = boot_options(args, &run_dir);
     let nested = nested::gather(scenario, &[Vmm::Rayos], &opts).map_err(|e| chain(&e))?;
     println!("{scenario} step prepare (guest image, test host packages): {:.1} s", t.elapsed().as_secs_f64());
-    Ok(Inputs { run_dir, image, manifest, opts, nested })
+    Ok(Inputs { tools, run_dir, image, manifest, opts, nested })
 }
 
 /// Step 2: the test host image (`init`, the host tools, QEMU when given,
@@ -560,7 +563,6 @@ pub(crate) fn host_image_step(
     scenario: &'static str,
     inputs: &Inputs,
     init: String,
-    tools: &HostTools,
     qemu: Option<&Path>,
     model: Option<&(PathBuf, String)>,
 ) -> Result<PathBuf, ScenarioError> {
@@ -570,7 +572,7 @@ pub(crate) fn host_image_step(
         &inputs.nested,
         init,
         &host_initrd,
-        &tools.binaries(&inputs.nested)?,
+        &inputs.tools.binaries(&inputs.nested)?,
         qemu,
         model.map(|(d, dest)| (d.as_path(), dest.as_str())),
     )?;
@@ -619,17 +621,15 @@ pub(crate) fn boot_step<F>(
 
 fn run_inner(args: &VmmNativeArgs) -> Result<String, ScenarioError> {
     let t_all = Instant::now();
-    let tools = HostTools::resolve(args)?;
-    let virtiofsd = &tools.virtiofsd;
-
-    // 1. Guest image, test host kernel and busybox.
+    // 1. Host tools, guest image, test host kernel and busybox.
     let inputs = prepare_step(SCENARIO, args)?;
+    let virtiofsd = &inputs.tools.virtiofsd;
     let (run_dir, opts) = (&inputs.run_dir, &inputs.opts);
 
     // 2. The test host image (with the intent model when this machine has it).
     let model = model_for_host();
     let plan = Plan { guest: GuestPlan::new(&inputs.manifest, args, model.is_some()), kvm_trace: args.kvm_trace };
-    let host_initrd = host_image_step(SCENARIO, &inputs, host_init(&plan), &tools, None, model.as_ref())?;
+    let host_initrd = host_image_step(SCENARIO, &inputs, host_init(&plan), None, model.as_ref())?;
     let disk = image_disk_step(SCENARIO, &inputs.image, run_dir)?;
     // Both are removed after a pass unless --keep-images.
     let prep = nested::prepared(&inputs.nested, opts, disk.clone(), host_initrd);

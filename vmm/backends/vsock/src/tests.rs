@@ -522,16 +522,7 @@ fn config_space_is_the_guest_cid() {
 
 #[test]
 fn fuzz_driver_on_pseudo_random_inputs() {
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    for _ in 0..200 {
-        let data: Vec<u8> = (0..512)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
+    for data in rayos_test_kit::inputs::pseudo_random(200, 512) {
         super::fuzzing::run_vsock_input(&data);
     }
 }

@@ -71,16 +71,7 @@ mod tests {
     /// The fuzz driver on pseudo-random inputs in every `cargo test`.
     #[test]
     fn gpu_commands_hold_their_invariants() {
-        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-        for _ in 0..200 {
-            let data: Vec<u8> = (0..2048)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    x as u8
-                })
-                .collect();
+        for data in rayos_test_kit::inputs::pseudo_random(200, 2048) {
             run_gpu_input(&data);
         }
     }

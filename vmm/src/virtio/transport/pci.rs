@@ -79,22 +79,29 @@ fn vendor_cap(cfg_type: u8, offset: u64, length: u64, extra: &[u8]) -> Vec<u8> {
     c
 }
 
+/// The virtio-queue `Queue` for a queue's state as the driver set it (size
+/// and ring addresses), ready; the size must be one the queue can take.
+pub fn queue_from_state(q: &super::common_config::QueueState) -> Result<Queue, TransportError> {
+    let bad_size = || TransportError::BadQueueSize { size: q.size, max: q.max_size };
+    let mut vq = Queue::new(q.max_size).map_err(|_| bad_size())?;
+    vq.set_size(q.size);
+    if vq.size() != q.size {
+        return Err(bad_size());
+    }
+    vq.set_desc_table_address(Some(q.desc as u32), Some((q.desc >> 32) as u32));
+    vq.set_avail_ring_address(Some(q.driver as u32), Some((q.driver >> 32) as u32));
+    vq.set_used_ring_address(Some(q.device as u32), Some((q.device >> 32) as u32));
+    vq.set_ready(true);
+    Ok(vq)
+}
+
 /// Checks a queue the driver enabled against guest memory.
 pub fn validate_queue(mem: &GuestMem, q: &super::common_config::QueueState) -> Result<(), TransportError> {
     let (desc, driver, device, size) = (q.desc, q.driver, q.device, q.size);
     if desc % 16 != 0 || driver % 2 != 0 || device % 4 != 0 {
         return Err(TransportError::MisalignedRings { desc, driver, device });
     }
-    let bad_size = || TransportError::BadQueueSize { size, max: q.max_size };
-    let mut vq = Queue::new(q.max_size).map_err(|_| bad_size())?;
-    vq.set_size(size);
-    if vq.size() != size {
-        return Err(bad_size());
-    }
-    vq.set_desc_table_address(Some(desc as u32), Some((desc >> 32) as u32));
-    vq.set_avail_ring_address(Some(driver as u32), Some((driver >> 32) as u32));
-    vq.set_used_ring_address(Some(device as u32), Some((device >> 32) as u32));
-    vq.set_ready(true);
+    let vq = queue_from_state(q)?;
     if vq.is_valid(mem) {
         Ok(())
     } else {

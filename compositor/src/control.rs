@@ -99,6 +99,10 @@ pub fn handle(shell: &mut Shell, req: Request) -> Handled {
                 shell.close(id)?;
                 Some(Reply::Done)
             }
+            Request::Resize { id, width, height } => {
+                shell.resize(id, width, height)?;
+                Some(Reply::Done)
+            }
             Request::Key { id, keysyms, text, action } => {
                 let target = match id {
                     Some(id) => {
@@ -224,6 +228,7 @@ mod tests {
             Request::ListWindows,
             Request::Focus { id: WindowId(3) },
             Request::Close { id: WindowId(4) },
+            Request::Resize { id: WindowId(4), width: 640, height: 480 },
             Request::Key {
                 id: Some(WindowId(1)),
                 keysyms: Some(vec!["Return".into()]),

@@ -18,6 +18,8 @@ pub const MAX_KEYSYM_LEN: usize = 64;
 pub const MAX_TEXT_CHARS: usize = 4096;
 /// Longest screenshot path, in bytes.
 pub const MAX_PATH: usize = 4096;
+/// Largest side `resize` takes (the shell then clamps to the output).
+pub const MAX_RESIZE: i32 = 16384;
 /// Most frames one `bench_render` may render.
 pub const MAX_BENCH_FRAMES: u32 = 1000;
 /// Most render-time samples a `stats` reply carries.
@@ -78,6 +80,13 @@ pub enum Request {
     },
     Close {
         id: WindowId,
+    },
+    /// Resize a window's client area (its top-left corner stays); the client
+    /// gets a configure with the new size.
+    Resize {
+        id: WindowId,
+        width: i32,
+        height: i32,
     },
     Key {
         /// Focus this window first (host activation); default: the focused window.
@@ -174,6 +183,12 @@ impl Request {
                     Ok(())
                 }
             },
+            Request::Resize { width, height, .. } => {
+                if !(1..=MAX_RESIZE).contains(width) || !(1..=MAX_RESIZE).contains(height) {
+                    return Err(invalid(format!("resize: \"width\" and \"height\" must be 1 to {MAX_RESIZE}")));
+                }
+                Ok(())
+            }
             Request::Pointer { button, action, .. } => match (action, button) {
                 (PointerAction::Press | PointerAction::Release | PointerAction::Click, None) => {
                     Err(invalid("pointer: press, release and click need a \"button\""))

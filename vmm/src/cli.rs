@@ -85,18 +85,30 @@ pub struct Args {
 
     /// Give the guest a virtio-gpu (2D) device with one display of WxH
     /// pixels (default 1280x800), and a virtio keyboard and tablet for it.
-    /// `headless` keeps the display in the VMM:
-    /// the guest drives it and --metrics reports what it showed; the
-    /// embedded desktop's Wayland presenter is still to come.
-    #[arg(long, value_name = "headless[,width=W,height=H]")]
+    /// `wayland=SOCKET` shows the display as one window on the RayOS
+    /// compositor (SOCKET: the VM's `rayos-desktop-<name>` socket, a path or
+    /// a name in $XDG_RUNTIME_DIR); keys, clicks and the window's size go
+    /// back to the guest, and the VM keeps running while the compositor is
+    /// away. `headless` keeps the display in the VMM: the guest drives it
+    /// and --metrics reports what it showed.
+    #[arg(long, value_name = "headless|wayland=SOCKET[,width=W,height=H]")]
     pub gpu: Option<String>,
 }
 
+/// Where the virtio-gpu's display goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GpuDisplay {
+    Headless,
+    /// A window on the compositor, through this Wayland socket.
+    Wayland(std::path::PathBuf),
+}
+
 /// The virtio-gpu device to add.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GpuSpec {
     pub width: u32,
     pub height: u32,
+    pub display: GpuDisplay,
 }
 
 /// Smallest and largest display side `--gpu` takes.
@@ -106,9 +118,12 @@ pub const GPU_SIDE: std::ops::RangeInclusive<u32> = 64..=4095;
 pub fn parse_gpu(s: &str) -> Result<GpuSpec, CliError> {
     let bad = |why: String| CliError::Device("--gpu", s.into(), why);
     let (mode, rest) = s.split_once(',').unwrap_or((s, ""));
-    if mode != "headless" {
-        return Err(bad(format!("unknown display {mode:?}: only `headless` is available")));
-    }
+    let display = match mode.split_once('=') {
+        None if mode == "headless" => GpuDisplay::Headless,
+        Some(("wayland", socket)) if !socket.is_empty() => GpuDisplay::Wayland(wayland_socket(socket)),
+        Some(("wayland", _)) => return Err(bad("wayland= needs the compositor's socket".into())),
+        _ => return Err(bad(format!("unknown display {mode:?}: use `headless` or `wayland=SOCKET`"))),
+    };
     let m = if rest.is_empty() { Default::default() } else { parse_kv("--gpu", rest, &["width", "height"])? };
     let side = |k: &str, default: u32| -> Result<u32, CliError> {
         let Some(v) = m.get(k) else { return Ok(default) };
@@ -119,7 +134,16 @@ pub fn parse_gpu(s: &str) -> Result<GpuSpec, CliError> {
             Err(bad(format!("{k}={n} is outside {}..={}", GPU_SIDE.start(), GPU_SIDE.end())))
         }
     };
-    Ok(GpuSpec { width: side("width", 1280)?, height: side("height", 800)? })
+    Ok(GpuSpec { width: side("width", 1280)?, height: side("height", 800)?, display })
+}
+
+/// A Wayland socket: a path as it is, a bare name in `$XDG_RUNTIME_DIR`
+/// (as Wayland clients resolve `WAYLAND_DISPLAY`).
+fn wayland_socket(s: &str) -> std::path::PathBuf {
+    match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(dir) if !s.contains('/') => std::path::Path::new(&dir).join(s),
+        _ => s.into(),
+    }
 }
 
 /// A vhost-user device to attach.
@@ -551,9 +575,19 @@ mod tests {
 
     #[test]
     fn gpu_option() {
-        assert_eq!(parse_gpu("headless"), Ok(GpuSpec { width: 1280, height: 800 }));
-        assert_eq!(parse_gpu("headless,width=1920,height=1080"), Ok(GpuSpec { width: 1920, height: 1080 }));
-        for bad in ["wayland=x", "headless,width=10", "headless,height=5000", "headless,width=abc", "headless,depth=2"]
+        let headless = |width, height| GpuSpec { width, height, display: GpuDisplay::Headless };
+        assert_eq!(parse_gpu("headless"), Ok(headless(1280, 800)));
+        assert_eq!(parse_gpu("headless,width=1920,height=1080"), Ok(headless(1920, 1080)));
+        assert_eq!(
+            parse_gpu("wayland=/run/rayos/rayos-desktop-linux,width=1024"),
+            Ok(GpuSpec {
+                width: 1024,
+                height: 800,
+                display: GpuDisplay::Wayland("/run/rayos/rayos-desktop-linux".into())
+            })
+        );
+        for bad in
+            ["wayland=", "vnc", "headless,width=10", "headless,height=5000", "headless,width=abc", "headless,depth=2"]
         {
             let e = parse_gpu(bad).unwrap_err().to_string();
             assert!(e.starts_with("--gpu "), "{bad}: {e}");

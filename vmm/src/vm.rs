@@ -23,6 +23,7 @@ use vmm_sys_util::signal::Killable;
 use crate::acpi;
 use crate::arch::{cpuid, regs};
 use crate::boot;
+use crate::cli::GpuDisplay;
 use crate::cli::{SerialMode, VmConfig};
 use crate::devices::power::PowerDevice;
 use crate::devices::serial::{ConsoleOut, SerialDevice};
@@ -34,10 +35,12 @@ use crate::metrics;
 use crate::pci::{BarAllocator, PciConfigIo, PciEcam, PciRoot, PCI_CONFIG_IO_LEN, PCI_CONFIG_IO_PORT};
 use crate::terminal;
 use crate::vcpu::{self, Vcpu};
-use crate::virtio::gpu::{DisplayHandle, Gpu, GpuDevice, NullScanout, DEFAULT_RESOURCE_CAP};
+use crate::virtio::gpu::presenter::{presenter_config, GuestInput, SharedInput};
+use crate::virtio::gpu::{DisplayHandle, Gpu, GpuDevice, NullScanout, Scanout, DEFAULT_RESOURCE_CAP};
 use crate::virtio::input::{InputDevice, InputDeviceModel};
 use crate::virtio::transport::{self, pci::VirtioPciDevice};
 use crate::virtio::vhost_user::VhostUserDevice;
+use rayos_presenter::Presenter;
 
 /// Errors building or running the VM.
 #[derive(Debug, thiserror::Error)]
@@ -203,7 +206,7 @@ struct Devices {
     mmio: Arc<Bus>,
     serial: Arc<Mutex<SerialDevice>>,
     /// The virtio-gpu display, with `--gpu`.
-    gpu: Option<DisplayHandle<NullScanout>>,
+    gpu: Option<DisplayHandle<Box<dyn Scanout + Send>>>,
 }
 
 fn create_devices(
@@ -255,27 +258,41 @@ fn create_devices(
         let slot = root.add(Arc::new(Mutex::new(pci)))?;
         tracing::info!("{}: virtio-pci device type {} at 00:{slot:02x}.0, BAR {bar:#x}", spec.name, spec.device_type);
     }
-    let gpu = match config.gpu {
+    let gpu = match &config.gpu {
         Some(spec) => {
-            let device = GpuDevice::new(Gpu::new(spec.width, spec.height, DEFAULT_RESOURCE_CAP, NullScanout));
-            let display = device.display();
-            let bar = bars.allocate(transport::pci::BAR_SIZE)?;
-            let pci = VirtioPciDevice::new("gpu0", Box::new(device), ram.memory.clone(), router.clone(), bar)?;
-            let slot = root.add(Arc::new(Mutex::new(pci)))?;
-            tracing::info!(
-                "gpu0: virtio-gpu {}x{} (headless) at 00:{slot:02x}.0, BAR {bar:#x}",
-                spec.width,
-                spec.height
-            );
-            // Its keyboard and tablet. Headless, nothing feeds them yet; the
-            // presenter will, through their InputHandles.
+            // Its keyboard and tablet first: the presenter feeds them.
+            let mut handles = Vec::new();
             for (name, model) in [("keyboard0", InputDevice::keyboard()), ("tablet0", InputDevice::tablet())] {
                 let device = InputDeviceModel::new(model).map_err(|e| VmError::Runtime(format!("{name}: {e}")))?;
+                handles.push(device.handle());
                 let bar = bars.allocate(transport::pci::BAR_SIZE)?;
                 let pci = VirtioPciDevice::new(name, Box::new(device), ram.memory.clone(), router.clone(), bar)?;
                 let slot = root.add(Arc::new(Mutex::new(pci)))?;
                 tracing::info!("{name}: virtio-input at 00:{slot:02x}.0, BAR {bar:#x}");
             }
+            let (scanout, input, shown): (Box<dyn Scanout + Send>, _, _) = match &spec.display {
+                GpuDisplay::Headless => (Box::new(NullScanout), None, "headless".to_string()),
+                GpuDisplay::Wayland(socket) => {
+                    let input = Arc::new(GuestInput::new(handles[0].clone(), handles[1].clone()));
+                    let presenter = Presenter::spawn(presenter_config(socket), Box::new(SharedInput(input.clone())))
+                        .map_err(|e| VmError::Runtime(format!("gpu0: cannot start the presenter: {e}")))?;
+                    (Box::new(presenter), Some(input), format!("shown on {}", socket.display()))
+                }
+            };
+            let device = GpuDevice::new(Gpu::new(spec.width, spec.height, DEFAULT_RESOURCE_CAP, scanout));
+            let display = device.display();
+            if let Some(input) = input {
+                let d = display.clone();
+                input.set_resize(Box::new(move |w, h| d.resize(w, h)));
+            }
+            let bar = bars.allocate(transport::pci::BAR_SIZE)?;
+            let pci = VirtioPciDevice::new("gpu0", Box::new(device), ram.memory.clone(), router.clone(), bar)?;
+            let slot = root.add(Arc::new(Mutex::new(pci)))?;
+            tracing::info!(
+                "gpu0: virtio-gpu {}x{} ({shown}) at 00:{slot:02x}.0, BAR {bar:#x}",
+                spec.width,
+                spec.height
+            );
             Some(display)
         }
         None => None,

@@ -8,6 +8,7 @@
 //! and never orders: the agent sends only replies and events.
 
 pub mod catalog;
+pub mod desktop;
 pub mod launcher;
 pub mod power;
 pub mod server;

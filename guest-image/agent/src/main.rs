@@ -104,6 +104,9 @@ fn run(args: Args) -> Result<(), String> {
         }),
     );
     agent.set_launcher(launcher);
+    if pid1 {
+        agent.set_desktop(rayos_guest_agent::desktop::Desktop::default());
+    }
     let (listener, where_) = match args.unix {
         Some(p) => (Listener::unix(p.clone()).map_err(|e| e.to_string())?, format!("unix socket {}", p.display())),
         None => (Listener::vsock(args.port).map_err(|e| e.to_string())?, format!("vsock port {}", args.port)),

@@ -30,6 +30,7 @@ use rayos_contract::{
 };
 
 use crate::catalog::Catalog;
+use crate::desktop::Desktop;
 use crate::launcher::{bridged_argv, LaunchError, Launcher};
 
 pub const MAX_QUEUED_EVENTS: usize = 256;
@@ -125,6 +126,8 @@ struct Slot {
 pub struct Agent {
     catalog_dirs: Vec<PathBuf>,
     launcher: Mutex<Option<Arc<Launcher>>>,
+    /// The desktop session embedded launches start, when the agent may.
+    desktop: Mutex<Option<Desktop>>,
     current: Mutex<Option<Slot>>,
     queued: Mutex<(VecDeque<Reply>, u64)>,
     next_conn: AtomicU64,
@@ -137,6 +140,7 @@ impl Agent {
         Arc::new(Agent {
             catalog_dirs,
             launcher: Mutex::new(None),
+            desktop: Mutex::new(None),
             current: Mutex::new(None),
             queued: Mutex::new((VecDeque::new(), 0)),
             next_conn: AtomicU64::new(1),
@@ -147,6 +151,11 @@ impl Agent {
 
     pub fn set_launcher(&self, l: Arc<Launcher>) {
         *self.launcher.lock().expect("launcher slot") = Some(l);
+    }
+
+    /// Lets embedded launches start the guest's desktop session (see [`crate::desktop`]).
+    pub fn set_desktop(&self, d: Desktop) {
+        *self.desktop.lock().expect("desktop slot") = Some(d);
     }
 
     fn launcher(&self) -> Arc<Launcher> {
@@ -393,6 +402,13 @@ impl Agent {
             (Some(waypipe), DisplayMode::Native) if self.host_bridge(conn) => bridged_argv(waypipe, &argv),
             _ => argv,
         };
+        // One session start at a time; later launches find its socket.
+        if let Some(desktop) = self.desktop.lock().expect("desktop slot").as_ref() {
+            desktop.ensure(&launcher, launch.display).map_err(|e| {
+                tracing::warn!("desktop session: {e}");
+                (ErrorCode::SpawnFailed, format!("the guest's desktop session did not start: {e}"))
+            })?;
+        }
         launcher.launch(&argv, &launch.env, launch.cwd.as_deref(), launch.display).map_err(|e| {
             let code = match e {
                 LaunchError::Spawn { .. } | LaunchError::Pipe(_) => ErrorCode::SpawnFailed,

@@ -13,5 +13,5 @@ mod metrics;
 mod spec;
 
 pub use exit::ExitOutcome;
-pub use metrics::{GpuMetrics, Metrics, MetricsError};
+pub use metrics::{GpuMetrics, Metrics, MetricsError, PresenterMetrics};
 pub use spec::{FsDevice, Serial, SpecError, VhostUserDevice, VmSpec, VIRTIO_ID_FS, VIRTIO_ID_VSOCK};

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 /// rayos-vmm's metrics file. Unknown fields are ignored (newer VMMs may add some).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Metrics {
     /// CLOCK_MONOTONIC time of the first KVM_RUN, in ns.
     pub first_run_monotonic_ns: u64,
@@ -25,7 +25,7 @@ pub struct Metrics {
 }
 
 /// What the guest did with its virtio-gpu device.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct GpuMetrics {
     /// The size of the image the guest last scanned out (`None`: none).
     pub scanout: Option<(u32, u32)>,
@@ -35,6 +35,27 @@ pub struct GpuMetrics {
     pub transfers: u64,
     pub transfer_bytes: u64,
     pub flushes: u64,
+    /// The embedded desktop's window (`--gpu wayland=…`), if shown there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub presenter: Option<PresenterMetrics>,
+}
+
+/// What the embedded desktop's presenter showed.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PresenterMetrics {
+    pub connected: bool,
+    pub reconnects: u64,
+    pub flushes: u64,
+    /// Frames committed to the compositor, and those it reported shown.
+    pub frames: u64,
+    pub presented: u64,
+    pub bytes_copied: u64,
+    pub last_frame_bytes: u64,
+    /// The window's size as the compositor last configured it.
+    pub window: Option<(u32, u32)>,
+    /// From the guest's RESOURCE_FLUSH to the compositor's frame callback.
+    pub flush_to_present_ms_p50: Option<f64>,
+    pub flush_to_present_ms_p95: Option<f64>,
 }
 
 #[derive(Debug, thiserror::Error)]

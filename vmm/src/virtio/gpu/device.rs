@@ -30,11 +30,16 @@ const CONFIG_SIZE: u64 = 16;
 
 /// A display-size handle for the presenter: `resize` changes what
 /// GET_DISPLAY_INFO and GET_EDID answer and tells the guest.
-#[derive(Clone)]
 pub struct DisplayHandle<S: Scanout> {
     gpu: Arc<Mutex<Gpu<S>>>,
     events: Arc<AtomicU32>,
     config_irq: Arc<Mutex<Option<EventFd>>>,
+}
+
+impl<S: Scanout> Clone for DisplayHandle<S> {
+    fn clone(&self) -> Self {
+        DisplayHandle { gpu: self.gpu.clone(), events: self.events.clone(), config_irq: self.config_irq.clone() }
+    }
 }
 
 impl<S: Scanout> DisplayHandle<S> {
@@ -49,6 +54,7 @@ impl<S: Scanout> DisplayHandle<S> {
             transfers: s.transfers,
             transfer_bytes: s.transfer_bytes,
             flushes: s.flushes,
+            presenter: g.scanout().metrics(),
         }
     }
 

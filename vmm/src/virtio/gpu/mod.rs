@@ -15,15 +15,15 @@
 //!   (`events_read`/`events_clear`), the control and cursor queues served
 //!   by one worker thread, and the display-change event a resize raises.
 //! - [`edid`] builds the EDID that GET_EDID answers from the display size.
-//!
-//! Still to come (issue 13): the Wayland presenter that implements
-//! `Scanout`, the input devices on the transport, and the `--gpu` option
-//! that adds them to a VM.
+//! - [`presenter`] shows the scanout as one window on the RayOS compositor
+//!   (rayos-presenter, `--gpu wayland=SOCKET`) and feeds the window's
+//!   input to the VM's virtio keyboard and tablet.
 
 pub mod commands;
 pub mod device;
 pub mod edid;
 pub mod fuzzing;
+pub mod presenter;
 pub mod protocol;
 pub mod resources;
 pub mod scanout;

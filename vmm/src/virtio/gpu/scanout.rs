@@ -35,6 +35,26 @@ pub trait Scanout {
     fn flush(&mut self, frame: &Frame<'_>, damage: Rect);
     /// The guest's cursor changed image (`Some(None)` hides it) and/or moved.
     fn cursor(&mut self, image: Option<Option<CursorImage>>, x: u32, y: u32);
+    /// The display's own figures, if it has any.
+    fn metrics(&self) -> Option<rayos_vmm_api::PresenterMetrics> {
+        None
+    }
+}
+
+/// Any scanout, chosen at run time (`--gpu headless` or `wayland=…`).
+impl Scanout for Box<dyn Scanout + Send> {
+    fn set_mode(&mut self, mode: Option<(u32, u32)>) {
+        (**self).set_mode(mode);
+    }
+    fn flush(&mut self, frame: &Frame<'_>, damage: Rect) {
+        (**self).flush(frame, damage);
+    }
+    fn cursor(&mut self, image: Option<Option<CursorImage>>, x: u32, y: u32) {
+        (**self).cursor(image, x, y);
+    }
+    fn metrics(&self) -> Option<rayos_vmm_api::PresenterMetrics> {
+        (**self).metrics()
+    }
 }
 
 /// A scanout that discards everything.

@@ -12,9 +12,9 @@
 //!
 //! [`device`] puts a device behind the virtio-pci transport: the event
 //! queue it fills from an [`InputHandle`], and the status queue.
-//!
-//! Still to come (issue 13): the presenter that feeds the handles from
-//! `wl_keyboard` and `wl_pointer`, and adding the devices to a VM.
+//! `--gpu` adds a keyboard and a tablet beside the GPU; with
+//! `--gpu wayland=…` the embedded desktop's window feeds them
+//! (`virtio::gpu::presenter::GuestInput`).
 
 pub mod config;
 pub mod device;

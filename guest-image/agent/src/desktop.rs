@@ -1,0 +1,162 @@
+//! The guest's desktop session on its virtio-gpu: what an `embedded`
+//! launch shows in when RayOS gives the guest a display (`rayos-vmm --gpu`).
+//!
+//! The session is started on demand, by the first embedded launch that
+//! finds a DRM card but no session socket: `seatd` (as root, its socket for
+//! the `video` group) hands the DRM and input devices to weston, which runs
+//! as the guest user on the DRM backend with the pixman renderer and serves
+//! `$XDG_RUNTIME_DIR/<embedded display>`; the app is then started in it.
+//! Weston is an app like the others (the launcher's table, reaper and log
+//! forwarding), so stopping it or its exit are reported as for any app.
+//! Without a DRM card nothing is started and embedded launches behave as
+//! before (command-line programs run; Wayland apps find no display).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rayos_contract::DisplayMode;
+
+use crate::launcher::{LaunchError, Launcher};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DesktopError {
+    #[error("cannot start seatd: {0}")]
+    Seatd(std::io::Error),
+    #[error("seatd's socket {0} did not appear within {1:?}")]
+    SeatdSocket(PathBuf, Duration),
+    #[error("cannot start weston: {0}")]
+    Weston(#[from] LaunchError),
+    #[error("weston's socket {socket} did not appear within {wait:?} (its log: {log})")]
+    WestonSocket { socket: PathBuf, wait: Duration, log: PathBuf },
+}
+
+/// Where the session's parts are.
+#[derive(Debug, Clone)]
+pub struct Desktop {
+    /// The DRM card a session needs (`/dev/dri/card0`).
+    pub card: PathBuf,
+    pub seatd: PathBuf,
+    pub seatd_socket: PathBuf,
+    pub weston: PathBuf,
+    /// weston's own log.
+    pub log: PathBuf,
+    pub wait: Duration,
+}
+
+impl Default for Desktop {
+    fn default() -> Self {
+        Desktop {
+            card: "/dev/dri/card0".into(),
+            seatd: "/usr/sbin/seatd".into(),
+            seatd_socket: "/run/seatd.sock".into(),
+            weston: "/usr/bin/weston".into(),
+            log: "/tmp/weston.log".into(),
+            wait: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What an embedded launch needs first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// Nothing: the session runs, or there is no display to run it on.
+    Nothing,
+    /// seatd, then weston.
+    SeatdAndWeston,
+    Weston,
+}
+
+/// Decides from what exists.
+pub fn need(session_socket: bool, card: bool, seatd_socket: bool) -> Need {
+    match (session_socket, card, seatd_socket) {
+        (true, _, _) | (false, false, _) => Need::Nothing,
+        (false, true, false) => Need::SeatdAndWeston,
+        (false, true, true) => Need::Weston,
+    }
+}
+
+/// weston's command line for a session serving `socket` (a name in the
+/// runtime directory).
+pub fn weston_argv(weston: &Path, socket: &str, log: &Path) -> Vec<String> {
+    vec![
+        weston.display().to_string(),
+        "--backend=drm".into(),
+        "--renderer=pixman".into(),
+        format!("--socket={socket}"),
+        format!("--log={}", log.display()),
+        // The host decides when the VM's display sleeps, not the guest.
+        "--idle-time=0".into(),
+    ]
+}
+
+fn wait_for(path: &Path, wait: Duration) -> bool {
+    let end = Instant::now() + wait;
+    while Instant::now() < end {
+        if path.exists() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    path.exists()
+}
+
+impl Desktop {
+    /// Starts the session if an embedded launch needs one; returns weston's
+    /// launch handle when it was started now.
+    pub fn ensure(&self, launcher: &Launcher, display: DisplayMode) -> Result<Option<u64>, DesktopError> {
+        if display != DisplayMode::Embedded {
+            return Ok(None);
+        }
+        let ra = launcher.run_as();
+        let socket = ra.runtime_dir.join(&ra.embedded_display);
+        let step = need(socket.exists(), self.card.exists(), self.seatd_socket.exists());
+        if step == Need::Nothing {
+            return Ok(None);
+        }
+        if step == Need::SeatdAndWeston {
+            tracing::info!("starting seatd for the desktop session");
+            // As root: it opens the devices and hands them to weston. The
+            // reaper collects it if it ever exits.
+            Command::new(&self.seatd)
+                .args(["-g", "video"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .map_err(DesktopError::Seatd)?;
+            if !wait_for(&self.seatd_socket, Duration::from_secs(5)) {
+                return Err(DesktopError::SeatdSocket(self.seatd_socket.clone(), Duration::from_secs(5)));
+            }
+        }
+        let argv = weston_argv(&self.weston, &ra.embedded_display, &self.log);
+        let env = BTreeMap::from([("LIBSEAT_BACKEND".to_string(), "seatd".to_string())]);
+        let (handle, pid) = launcher.launch(&argv, &env, None, DisplayMode::Embedded)?;
+        tracing::info!(handle, pid, "desktop session: weston on {}", self.card.display());
+        if !wait_for(&socket, self.wait) {
+            return Err(DesktopError::WestonSocket { socket, wait: self.wait, log: self.log.clone() });
+        }
+        Ok(Some(handle))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_session_starts_only_with_a_card_and_without_a_socket() {
+        assert_eq!(need(true, true, true), Need::Nothing);
+        assert_eq!(need(false, false, false), Need::Nothing);
+        assert_eq!(need(false, true, false), Need::SeatdAndWeston);
+        assert_eq!(need(false, true, true), Need::Weston);
+    }
+
+    #[test]
+    fn weston_runs_on_drm_with_pixman_on_the_embedded_socket() {
+        let argv = weston_argv(Path::new("/usr/bin/weston"), "wayland-0", Path::new("/tmp/w.log"));
+        assert_eq!(argv[1..4], ["--backend=drm", "--renderer=pixman", "--socket=wayland-0"]);
+        assert!(argv.contains(&"--log=/tmp/w.log".to_string()));
+    }
+}

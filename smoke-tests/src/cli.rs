@@ -229,6 +229,22 @@ pub enum Scenario {
     /// options of vmm-native.
     #[command(name = "vmm-agent")]
     VmmAgent(VmmNativeArgs),
+    /// The embedded desktop end to end (tier 3, nested): inside the test
+    /// host, rayos-compositor runs headless with VM `linux` registered and
+    /// rayos-vmm boots the guest image with `--gpu wayland=<the VM's desktop
+    /// socket>`; the guest agent starts weston on the virtio-gpu; the VM's
+    /// one embedded-desktop window shows weston's desktop (screenshot
+    /// checked here: the VM's decoration and label, weston's pixels); a click
+    /// through the control API on weston's panel starts weston-terminal in
+    /// the guest, text typed through the control API writes a file the test
+    /// host reads; a resize through the control API changes the guest's
+    /// display mode. Screenshots stay in the run directory.
+    ///
+    /// Prints `PASS vmm-desktop flush_to_present_ms_p50=<ms> input_ok=1
+    /// resize_ok=1 transfer_mib_s=<MiB/s> memcpy_mib_s=<MiB/s> ...`. Takes
+    /// the options of vmm-native (--no-native and --gpu are implied).
+    #[command(name = "vmm-desktop")]
+    VmmDesktop(VmmNativeArgs),
 }
 
 #[derive(Debug, Args)]

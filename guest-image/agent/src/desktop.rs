@@ -2,8 +2,10 @@
 //! launch shows in when RayOS gives the guest a display (`rayos-vmm --gpu`).
 //!
 //! The session is started on demand, by the first embedded launch that
-//! finds a DRM card but no session socket: `seatd` (as root, its socket for
-//! the `video` group) hands the DRM and input devices to weston, which runs
+//! finds a DRM card but no session socket: `systemd-udevd` with a coldplug
+//! (`udevadm trigger`) so libinput finds the virtio keyboard and tablet
+//! (it only takes devices udev has classified), then `seatd` (as root, its
+//! socket for the `video` group) hands the DRM and input devices to weston, which runs
 //! as the guest user on the DRM backend with the pixman renderer and serves
 //! `$XDG_RUNTIME_DIR/<embedded display>`; the app is then started in it.
 //! Weston is an app like the others (the launcher's table, reaper and log
@@ -22,8 +24,10 @@ use crate::launcher::{LaunchError, Launcher};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DesktopError {
-    #[error("cannot start seatd: {0}")]
-    Seatd(std::io::Error),
+    #[error("cannot start {0}: {1}")]
+    Spawn(PathBuf, std::io::Error),
+    #[error("{0} did not finish within {1:?}")]
+    Slow(String, Duration),
     #[error("seatd's socket {0} did not appear within {1:?}")]
     SeatdSocket(PathBuf, Duration),
     #[error("cannot start weston: {0}")]
@@ -37,6 +41,10 @@ pub enum DesktopError {
 pub struct Desktop {
     /// The DRM card a session needs (`/dev/dri/card0`).
     pub card: PathBuf,
+    pub udevd: PathBuf,
+    pub udevadm: PathBuf,
+    /// udevd's control socket (it runs when this exists).
+    pub udev_control: PathBuf,
     pub seatd: PathBuf,
     pub seatd_socket: PathBuf,
     pub weston: PathBuf,
@@ -49,6 +57,9 @@ impl Default for Desktop {
     fn default() -> Self {
         Desktop {
             card: "/dev/dri/card0".into(),
+            udevd: "/usr/lib/systemd/systemd-udevd".into(),
+            udevadm: "/usr/bin/udevadm".into(),
+            udev_control: "/run/udev/control".into(),
             seatd: "/usr/sbin/seatd".into(),
             seatd_socket: "/run/seatd.sock".into(),
             weston: "/usr/bin/weston".into(),
@@ -91,6 +102,28 @@ pub fn weston_argv(weston: &Path, socket: &str, log: &Path) -> Vec<String> {
     ]
 }
 
+/// Runs a root helper to its end. Its exit status is the agent reaper's
+/// (PID 1 reaps every child), so the end is seen as its pid going away.
+fn run_root(program: &Path, args: &[&str], wait: Duration) -> Result<(), DesktopError> {
+    let child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| DesktopError::Spawn(program.to_path_buf(), e))?;
+    let proc_dir = PathBuf::from(format!("/proc/{}", child.id()));
+    drop(child);
+    let end = Instant::now() + wait;
+    while proc_dir.exists() {
+        if Instant::now() > end {
+            return Err(DesktopError::Slow(format!("{} {}", program.display(), args.join(" ")), wait));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
 fn wait_for(path: &Path, wait: Duration) -> bool {
     let end = Instant::now() + wait;
     while Instant::now() < end {
@@ -116,6 +149,15 @@ impl Desktop {
             return Ok(None);
         }
         if step == Need::SeatdAndWeston {
+            if !self.udev_control.exists() && self.udevd.exists() {
+                tracing::info!("starting udevd and a coldplug for the desktop session's input devices");
+                run_root(&self.udevd, &["--daemon"], Duration::from_secs(10))?;
+                if !wait_for(&self.udev_control, Duration::from_secs(5)) {
+                    tracing::warn!("udevd's control socket {} did not appear", self.udev_control.display());
+                }
+                run_root(&self.udevadm, &["trigger", "--action=add"], Duration::from_secs(20))?;
+                run_root(&self.udevadm, &["settle", "--timeout=15"], Duration::from_secs(20))?;
+            }
             tracing::info!("starting seatd for the desktop session");
             // As root: it opens the devices and hands them to weston. The
             // reaper collects it if it ever exits.
@@ -125,7 +167,7 @@ impl Desktop {
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
-                .map_err(DesktopError::Seatd)?;
+                .map_err(|e| DesktopError::Spawn(self.seatd.clone(), e))?;
             if !wait_for(&self.seatd_socket, Duration::from_secs(5)) {
                 return Err(DesktopError::SeatdSocket(self.seatd_socket.clone(), Duration::from_secs(5)));
             }

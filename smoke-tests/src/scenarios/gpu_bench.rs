@@ -78,7 +78,30 @@ fn transfers(
     Ok(FRAME as f64 * f64::from(frames) / 1048576.0 / t.elapsed().as_secs_f64())
 }
 
+/// One run's figures (MiB/s; bytes).
+#[derive(Debug, Clone, Copy)]
+pub struct Bench {
+    pub contiguous: f64,
+    pub paged: f64,
+    pub memcpy: f64,
+    /// The bytes a 64x64 flush handed the scanout.
+    pub flush_64: usize,
+}
+
 fn measure(args: &GpuBenchArgs) -> Result<String, ScenarioError> {
+    let Bench { contiguous, paged, memcpy, flush_64 } = bench(args.frames)?;
+    let ratio = contiguous / memcpy;
+    if ratio < MIN_RATIO {
+        return Err(format!("transfer is {:.0}% of memcpy (target >= {:.0}%)", ratio * 100.0, MIN_RATIO * 100.0).into());
+    }
+    Ok(format!(
+        "transfer_mib_s={contiguous:.0} paged_transfer_mib_s={paged:.0} memcpy_mib_s={memcpy:.0} transfer_over_memcpy={ratio:.2} flush_64_bytes={flush_64}"
+    ))
+}
+
+/// Measures `frames` full-frame transfers (contiguous and paged backing)
+/// and memcpy, best of [`ROUNDS`], and checks the copies and a 64x64 flush.
+pub fn bench(frames: u32) -> Result<Bench, ScenarioError> {
     let mem =
         GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 64 << 20)]).map_err(|e| format!("guest memory: {e}"))?;
     let frame: Vec<u8> = (0..FRAME).map(|i| (i * 7 % 251) as u8).collect();
@@ -99,8 +122,8 @@ fn measure(args: &GpuBenchArgs) -> Result<String, ScenarioError> {
         (0..pages).map(|i| (PAGED_AT + ((pages - 1 - i) * PAGE) as u64, PAGE as u32)).collect();
     ok(&mut gpu, &mem, &attach_backing(2, &entries), "attach 2")?;
 
-    let contiguous = best(|| transfers(&mut gpu, &mem, 1, args.frames))?;
-    let paged = best(|| transfers(&mut gpu, &mem, 2, args.frames))?;
+    let contiguous = best(|| transfers(&mut gpu, &mem, 1, frames))?;
+    let paged = best(|| transfers(&mut gpu, &mem, 2, frames))?;
 
     // memcpy of the same size, the same number of times.
     let src = frame.clone();
@@ -108,11 +131,11 @@ fn measure(args: &GpuBenchArgs) -> Result<String, ScenarioError> {
     dst.copy_from_slice(black_box(&src));
     let memcpy = best(|| {
         let t = Instant::now();
-        for _ in 0..args.frames {
+        for _ in 0..frames {
             dst.copy_from_slice(black_box(&src));
             black_box(&mut dst);
         }
-        Ok(FRAME as f64 * f64::from(args.frames) / 1048576.0 / t.elapsed().as_secs_f64())
+        Ok(FRAME as f64 * f64::from(frames) / 1048576.0 / t.elapsed().as_secs_f64())
     })?;
 
     // Both resources hold the frame, byte for byte, after the paged copy.
@@ -124,19 +147,11 @@ fn measure(args: &GpuBenchArgs) -> Result<String, ScenarioError> {
     if px[..256] != frame[row(200)..row(200) + 256] {
         return Err("the paged transfer did not reproduce the guest's frame".into());
     }
-    let ratio = contiguous / memcpy;
     println!(
-        "{SCENARIO} best of {ROUNDS} rounds of {} frames of {W}x{H}: transfer {contiguous:.0} MiB/s (one run), {paged:.0} MiB/s ({pages} pages), memcpy {memcpy:.0} MiB/s; a {}x{} flush hands the scanout {} bytes",
-        args.frames,
+        "{SCENARIO} best of {ROUNDS} rounds of {frames} frames of {W}x{H}: transfer {contiguous:.0} MiB/s (one run), {paged:.0} MiB/s ({pages} pages), memcpy {memcpy:.0} MiB/s; a {}x{} flush hands the scanout {} bytes",
         damage.width,
         damage.height,
         px.len()
     );
-    if ratio < MIN_RATIO {
-        return Err(format!("transfer is {:.0}% of memcpy (target >= {:.0}%)", ratio * 100.0, MIN_RATIO * 100.0).into());
-    }
-    Ok(format!(
-        "transfer_mib_s={contiguous:.0} paged_transfer_mib_s={paged:.0} memcpy_mib_s={memcpy:.0} transfer_over_memcpy={ratio:.2} flush_64_bytes={}",
-        px.len()
-    ))
+    Ok(Bench { contiguous, paged, memcpy, flush_64: px.len() })
 }

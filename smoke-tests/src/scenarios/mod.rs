@@ -14,6 +14,7 @@ pub mod session;
 pub mod vmm_agent;
 pub mod vmm_boot;
 pub mod vmm_console;
+pub mod vmm_desktop;
 pub mod vmm_native;
 pub mod vmm_startup;
 pub mod vmm_virtiofs;
@@ -32,6 +33,7 @@ pub fn run(scenario: &Scenario) -> Outcome {
         Scenario::VmmVirtiofs(args) => vmm_virtiofs::run(args),
         Scenario::VmmNative(args) => vmm_native::run(args),
         Scenario::VmmAgent(args) => vmm_agent::run(args),
+        Scenario::VmmDesktop(args) => vmm_desktop::run(args),
         Scenario::Agent(args) => agent::run(args),
         Scenario::Native(args) => native::run(args),
         Scenario::Session(args) => session::run(args),

@@ -373,6 +373,7 @@ mod tests {
                 window_timeout: Duration::from_secs(120),
                 vmm_log: None,
                 gpu: false,
+                desktop: false,
             },
             allowed_apps: vec!["foot.desktop".into(), "weston-terminal.desktop".into()],
         }

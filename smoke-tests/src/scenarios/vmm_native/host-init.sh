@@ -97,6 +97,16 @@ procs="$procs $!"
 wait_for "the backends' sockets" 30 test -S /run/fs.sock -a -S /run/vhost-vsock.sock
 ok backends virtiofsd and rayos-vsock listening
 
+if [ "@DESKTOP@" = 1 ]; then
+    # The compositor first: rayos-vmm shows the guest's display on the VM's
+    # desktop socket from the guest's first scanout on.
+    step compositor
+    start_compositor $RT
+    /usr/bin/rayos-smoke-control $CTL '{"op":"register_vm","name":"@VM@","colour":"@VM_COLOUR@"}' >/tmp/reg.txt 2>&1 \
+        || fail "register_vm: $(cat /tmp/reg.txt)"
+    ok compositor headless, VM @VM@ registered before its display
+fi
+
 @KVM_TRACE_BEFORE@
 echo @VMM_START@
 step vmm
@@ -140,6 +150,68 @@ step exit3
 st=$?
 [ "$st" = 3 ] || fail "rayos guest launch --wait sh -c 'exit 3' returned $st: $(tail -n 3 /tmp/logs/exit3.txt)"
 ok exit3 "status 3, ran as $(head -n 1 /tmp/logs/exit3.txt)"
+
+if [ "@DESKTOP@" = 1 ]; then
+    # guest_sh CMD: CMD in the guest (an embedded launch), its output in /tmp/gsh.out.
+    guest_sh() { /usr/bin/rayos guest --vsock $V launch --wait --command -- sh -c "$1" >/tmp/gsh.out 2>&1; }
+    ctl() { /usr/bin/rayos-smoke-control $CTL "$@" >/tmp/ctl.txt 2>&1 || fail "control $*: $(tail -c 600 /tmp/ctl.txt)"; }
+    # shot NAME: screenshots of the desktop window and of the output.
+    shot() {
+        ctl "{\"op\":\"screenshot\",\"window\":$wid,\"path\":\"/tmp/logs/$1-window.png\"}" \
+            "{\"op\":\"screenshot\",\"path\":\"/tmp/logs/$1-output.png\"}"
+    }
+    # win_field NAME: a number from the desktop window's JSON (in /tmp/win.json).
+    win_field() { sed -n "s/.*\"geometry\":{[^}]*\"$1\":\(-*[0-9]*\).*/\1/p" /tmp/win.json | head -n 1; }
+
+    # The first embedded launch that finds the guest's DRM card starts its
+    # desktop session (udevd, seatd, weston on DRM with pixman).
+    step desktop
+    why='echo "guest: $(tail -n 3 /tmp/gsh.out)"'
+    wait_for "the guest's desktop session (weston serving /run/user/1000/wayland-0)" @WINDOW_TIMEOUT@ \
+        guest_sh 'test -S /run/user/1000/wayland-0'
+    why=
+    wait_for "the VM's embedded-desktop window" @WINDOW_TIMEOUT@ window_ready @DESKTOP_APP_ID@
+    wid=$(sed -n 's/.*"id":\([0-9]*\).*/\1/p' /tmp/win.json | head -n 1)
+    # weston's first frame: its background and panel are drawn within seconds.
+    sleep 5
+    shot desktop
+    echo "RAYOS-VN-DESKTOP $(cat /tmp/win.json)"
+    ok desktop "window $wid; weston running"
+
+    # A click on weston's panel launcher (top-left of the guest's display)
+    # starts weston-terminal in the guest.
+    step click
+    gx=$(win_field x) gy=$(win_field y)
+    ctl "{\"op\":\"pointer\",\"x\":$((gx + 18)),\"y\":$((gy + 16)),\"button\":\"left\",\"action\":\"click\"}"
+    why='echo "guest: $(tail -n 3 /tmp/gsh.out)"'
+    wait_for "weston-terminal, started by a click on weston's panel" 60 guest_sh 'pgrep -x weston-terminal'
+    why=
+    ok click "weston-terminal pid $(tail -n 1 /tmp/gsh.out)"
+
+    # Keys typed into the window reach the terminal's shell, which writes a
+    # file the test host reads through the guest's root share.
+    step typed
+    sleep 2
+    ctl "{\"op\":\"key\",\"id\":$wid,\"text\":\"echo typed-through-rayos > /home/rayos/@TYPED_FILE@\\n\"}"
+    wait_for "the file typed into the guest's terminal" 60 test -s /image/@ROOTFS@/home/rayos/@TYPED_FILE@
+    ok typed "$(cat /image/@ROOTFS@/home/rayos/@TYPED_FILE@)"
+    shot typed
+
+    # A host resize of the window: the guest's display follows (its
+    # connector's preferred mode), and weston's output if it re-modes.
+    step resize
+    ctl "{\"op\":\"resize\",\"id\":$wid,\"width\":@RESIZE_W@,\"height\":@RESIZE_H@}"
+    why='echo "guest modes: $(tail -n 3 /tmp/gsh.out)"'
+    wait_for "the guest's display at @RESIZE_W@x@RESIZE_H@" 60 \
+        guest_sh 'head -n 1 /sys/class/drm/card0-Virtual-1/modes | grep -qx @RESIZE_W@x@RESIZE_H@ && cat /sys/class/drm/card0-Virtual-1/modes'
+    why=
+    ok resize "guest modes $(tr '\n' ' ' </tmp/gsh.out)"
+    sleep 3
+    ctl '{"op":"list_windows"}'
+    echo "RAYOS-VN-LIST $(tail -n 1 /tmp/ctl.txt)"
+    shot resized
+    guest_sh 'cat /tmp/weston.log' && cp /tmp/gsh.out /tmp/logs/weston.log
+fi
 
 if [ "@NATIVE@" = 1 ]; then
     step compositor

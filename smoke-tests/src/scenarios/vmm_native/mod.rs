@@ -96,6 +96,7 @@ const OK: &str = "RAYOS-VN-OK ";
 const WINDOW: &str = "RAYOS-VN-WINDOW ";
 const TERMINAL: &str = "RAYOS-VN-TERMINAL ";
 const LIST: &str = "RAYOS-VN-LIST ";
+const DESKTOP: &str = "RAYOS-VN-DESKTOP ";
 const DIAG: &str = "RAYOS-VN-DIAG ";
 const DONE: &str = "RAYOS-VN-DONE";
 /// The test host's QEMU (the reference VMM) lost its guest to a reset.
@@ -127,7 +128,21 @@ pub struct GuestPlan {
     pub vmm_log: Option<String>,
     /// Give the guest a virtio-gpu (`rayos-vmm --gpu headless`).
     pub gpu: bool,
+    /// The embedded desktop (vmm-desktop): the compositor before the VMM,
+    /// `--gpu wayland=` on the VM's desktop socket, and the desktop steps.
+    pub desktop: bool,
 }
+
+/// The embedded desktop's display at boot, and the size the window is
+/// resized to (both fit the test host's 1280x800 output with the title bar).
+pub const DESKTOP_SIZE: (u32, u32) = (1024, 640);
+pub const DESKTOP_RESIZE: (u32, u32) = (960, 600);
+/// The presenter's app_id (rayos-vmm's `presenter_config`).
+pub const DESKTOP_APP_ID: &str = "rayos.vm-desktop";
+/// The file the typed command writes in the guest user's home.
+pub const TYPED_FILE: &str = "rayos-typed.txt";
+/// The steps of the embedded desktop, after exit3.
+const DESKTOP_STEPS: &[&str] = &["desktop", "click", "typed", "resize"];
 
 /// The display `--gpu` gives the guest.
 pub const GPU_SIZE: (u32, u32) = (1280, 800);
@@ -151,6 +166,7 @@ impl GuestPlan {
             // drivers activated.
             vmm_log: args.vmm_log.clone().or_else(|| args.gpu.then(|| "rayos_vmm=info".to_string())),
             gpu: args.gpu,
+            desktop: false,
         }
     }
 
@@ -192,12 +208,22 @@ impl GuestPlan {
             ("VM_COLOUR", VM_COLOUR.to_string()),
             (
                 "GPU_ARGS",
-                if self.gpu {
+                if self.desktop {
+                    format!(
+                        "--gpu wayland=/run/rayos/rayos-desktop-{VM},width={},height={} ",
+                        DESKTOP_SIZE.0, DESKTOP_SIZE.1
+                    )
+                } else if self.gpu {
                     format!("--gpu headless,width={},height={} ", GPU_SIZE.0, GPU_SIZE.1)
                 } else {
                     String::new()
                 },
             ),
+            ("DESKTOP", u8::from(self.desktop).to_string()),
+            ("DESKTOP_APP_ID", DESKTOP_APP_ID.to_string()),
+            ("TYPED_FILE", TYPED_FILE.to_string()),
+            ("RESIZE_W", DESKTOP_RESIZE.0.to_string()),
+            ("RESIZE_H", DESKTOP_RESIZE.1.to_string()),
         ]
     }
 }
@@ -214,6 +240,10 @@ impl Plan {
     /// The steps this plan runs, in order.
     pub fn steps(&self) -> Vec<&'static str> {
         let mut s = BASE_STEPS.to_vec();
+        if self.guest.desktop {
+            s.insert(1, "compositor");
+            s.extend(DESKTOP_STEPS);
+        }
         if self.guest.native {
             s.extend(NATIVE_STEPS);
             if self.guest.words {
@@ -264,6 +294,8 @@ pub struct Observation {
     pub window: Option<Value>,
     pub terminal: Option<Value>,
     pub windows: Option<Value>,
+    /// The embedded desktop's window (vmm-desktop).
+    pub desktop: Option<Value>,
     pub done: bool,
 }
 
@@ -305,6 +337,8 @@ impl Observation {
             self.window = serde_json::from_str(rest).ok();
         } else if let Some(rest) = after(line, TERMINAL) {
             self.terminal = serde_json::from_str(rest).ok();
+        } else if let Some(rest) = after(line, DESKTOP) {
+            self.desktop = serde_json::from_str(rest).ok();
         } else if let Some(rest) = after(line, LIST) {
             self.windows = serde_json::from_str(rest).ok();
         } else if let Some(rest) = after(line, DIAG) {
@@ -984,6 +1018,7 @@ mod tests {
                 window_timeout: Duration::from_secs(120),
                 vmm_log: None,
                 gpu: false,
+                desktop: false,
             },
             kvm_trace: false,
         }
@@ -1030,6 +1065,24 @@ mod tests {
         let traced = host_init(&Plan { kvm_trace: true, ..plan(true) });
         assert!(traced.contains("mount -t tracefs nodev $T"));
         assert!(traced.contains("echo RAYOS-KVM-TRACE-BEGIN"));
+    }
+
+    #[test]
+    fn the_desktop_plan_runs_the_compositor_first_and_shows_the_display_on_its_socket() {
+        let mut p = plan(false);
+        p.guest.gpu = true;
+        p.guest.desktop = true;
+        let s = host_init(&p);
+        crate::script::assert_sh_parses(&s);
+        assert!(s.contains("--gpu wayland=/run/rayos/rayos-desktop-linux,width=1024,height=640 "));
+        let compositor = s.find("start_compositor $RT").unwrap();
+        assert!(compositor < s.find("/usr/bin/rayos-vmm --kernel").unwrap(), "the compositor starts before the VMM");
+        assert!(s.contains(r#"\"width\":960,\"height\":600"#));
+        assert!(s.contains("grep -qx 960x600"));
+        assert_eq!(
+            p.steps(),
+            ["backends", "compositor", "agent", "catalog", "exit3", "desktop", "click", "typed", "resize", "poweroff"]
+        );
     }
 
     fn obs(lines: &[&str]) -> Observation {

@@ -41,6 +41,19 @@ pub enum OnBackendDeath {
     Stop,
 }
 
+/// How the VM's display reaches the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VmDisplay {
+    /// No virtual display: each app is a native window (through the bridge).
+    #[default]
+    Apps,
+    /// A virtio-gpu with keyboard and tablet: the guest's whole desktop in
+    /// one embedded-desktop window (`rayos-vmm --gpu wayland=`), beside its
+    /// apps' native windows.
+    Desktop,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawPolicy {
@@ -79,6 +92,7 @@ struct RawVm {
     allow_command: Option<bool>,
     clipboard: Option<String>,
     on_backend_death: Option<OnBackendDeath>,
+    display: Option<VmDisplay>,
     #[serde(default)]
     share: Vec<RawShare>,
 }
@@ -153,6 +167,7 @@ pub struct VmPolicy {
     pub allow_command: bool,
     pub clipboard: String,
     pub on_backend_death: OnBackendDeath,
+    pub display: VmDisplay,
     pub shares: Vec<Share>,
 }
 
@@ -349,6 +364,7 @@ impl Policy {
                     allow_command: None,
                     clipboard: None,
                     on_backend_death: None,
+                    display: None,
                     share: vec![],
                 },
             );
@@ -469,7 +485,16 @@ impl Policy {
                 }
                 shares.push(Share { tag: s.tag, path: s.path, guest_path: s.guest_path, readonly: s.readonly });
             }
+            let display = v.display.unwrap_or_default();
+            if display == VmDisplay::Desktop && host.compositor_socket_dir.is_none() {
+                return Err(bad(
+                    key("display"),
+                    "\"desktop\"".into(),
+                    "needs host.compositor_socket_dir (the compositor whose window shows the desktop)",
+                ));
+            }
             vms.push(VmPolicy {
+                display,
                 image,
                 memory_mib,
                 cpus: cpus as u8,
@@ -541,6 +566,7 @@ colour = "#2ea043"
 apps = ["foot.desktop", "org.gnome.TextEditor"]
 allow_command = true
 on_backend_death = "stop"
+display = "desktop"
 
 [[vm.linux.share]]
 tag = "work"
@@ -564,7 +590,9 @@ colour = "#8250df"
         assert_eq!(l.shares[0].tag, "work");
         assert!(l.shares[0].readonly);
         assert_eq!(l.on_backend_death, OnBackendDeath::Stop);
+        assert_eq!(l.display, VmDisplay::Desktop);
         assert_eq!(p.vm("work").unwrap().memory_mib, 512);
+        assert_eq!(p.vm("work").unwrap().display, VmDisplay::Apps);
     }
 
     #[test]
@@ -591,6 +619,10 @@ colour = "#8250df"
         assert!(e.contains("vm.b.colour"), "{e}");
         let e = err("[vm.linux]\nclipboard = \"sometimes\"\n");
         assert!(e.contains("vm.linux.clipboard = \"sometimes\""), "{e}");
+        let e = err("[vm.linux]\ndisplay = \"desktop\"\n");
+        assert!(e.contains("vm.linux.display") && e.contains("compositor_socket_dir"), "{e}");
+        let e = err("[vm.linux]\ndisplay = \"vnc\"\n");
+        assert!(e.contains("display"), "{e}");
         let e = err("[vm.linux]\non_backend_death = \"ignore\"\n");
         assert!(e.contains("ignore"), "{e}");
         let e = err("[vm.linux]\nimage = \"relative/dir\"\n");

@@ -198,8 +198,10 @@ impl Image {
     }
 }
 
-/// The VMM's spec for `vm` booting `image` with its sockets in `rt`.
-pub fn vm_spec(vm: &VmPolicy, image: &Image, rt: &Path, log_dir: &Path) -> VmSpec {
+/// The VMM's spec for `vm` booting `image` with its sockets in `rt`; with
+/// `display = "desktop"`, its display goes to the compositor's desktop
+/// socket for the VM in `compositor_dir`.
+pub fn vm_spec(vm: &VmPolicy, image: &Image, rt: &Path, log_dir: &Path, compositor_dir: Option<&Path>) -> VmSpec {
     let mut cmdline = format!("console=ttyS0 {}", image.cmdline);
     for s in &vm.shares {
         cmdline.push_str(&format!(" rayos.share={}:{}", s.tag, s.guest_path));
@@ -222,6 +224,9 @@ pub fn vm_spec(vm: &VmPolicy, image: &Image, rt: &Path, log_dir: &Path) -> VmSpe
         queues: None,
         queue_size: None,
     });
+    if vm.display == crate::policy::VmDisplay::Desktop {
+        spec.desktop = compositor_dir.map(|d| d.join(format!("rayos-desktop-{}", vm.name)));
+    }
     spec
 }
 
@@ -611,7 +616,7 @@ impl Controller {
             }
         }
 
-        let spec = vm_spec(&self.vm, &image, &rt, &self.host.log_dir);
+        let spec = vm_spec(&self.vm, &image, &rt, &self.host.log_dir, self.host.compositor_socket_dir.as_deref());
         let argv = spec.to_argv().map_err(|e| format!("VM {}: {e}", self.vm.name))?;
         self.start_child(ChildSpec {
             name: "rayos-vmm".into(),
@@ -832,13 +837,20 @@ mod tests {
             rootfs: "/img/rootfs".into(),
             cmdline: "rayos.root=rootfs".into(),
         };
-        let s = vm_spec(&policy.vms[0], &image, Path::new("/run/rayos/vm-linux"), Path::new("/var/log/rayos"));
+        let s = vm_spec(&policy.vms[0], &image, Path::new("/run/rayos/vm-linux"), Path::new("/var/log/rayos"), None);
         assert_eq!(s.cmdline, "console=ttyS0 rayos.root=rootfs rayos.share=out:/mnt/out panic=-1");
         assert_eq!(s.fs.len(), 2);
         assert_eq!(s.fs[1].socket, Path::new("/run/rayos/vm-linux/fs-out.sock"));
         assert_eq!(s.vhost_user[0].virtio_id, VIRTIO_ID_VSOCK);
         assert_eq!((s.memory_mib, s.cpus), (1024, 2));
-        assert!(s.to_argv().is_ok());
+        assert!(!s.to_argv().unwrap().contains(&"--gpu".into()), "no display by default");
+        // display = "desktop": a GPU shown on the compositor's desktop socket for the VM.
+        let mut desk = policy.vms[0].clone();
+        desk.display = crate::policy::VmDisplay::Desktop;
+        let d =
+            vm_spec(&desk, &image, Path::new("/run/rayos/vm-linux"), Path::new("/l"), Some(Path::new("/run/rayos")));
+        let argv = d.to_argv().unwrap();
+        assert!(argv.windows(2).any(|w| w[0] == "--gpu" && w[1] == "wayland=/run/rayos/rayos-desktop-linux"));
     }
 
     #[test]

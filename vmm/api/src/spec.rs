@@ -56,6 +56,9 @@ pub struct VmSpec {
     pub metrics: Option<PathBuf>,
     pub fs: Vec<FsDevice>,
     pub vhost_user: Vec<VhostUserDevice>,
+    /// The compositor's desktop socket for this VM: a virtio-gpu with a
+    /// keyboard and tablet, shown there (`--gpu wayland=SOCKET`).
+    pub desktop: Option<PathBuf>,
 }
 
 /// A spec rayos-vmm would refuse, or one its command line cannot express.
@@ -97,6 +100,7 @@ impl VmSpec {
             metrics: None,
             fs: Vec::new(),
             vhost_user: Vec::new(),
+            desktop: None,
         }
     }
 
@@ -114,6 +118,9 @@ impl VmSpec {
         }
         for v in &self.vhost_user {
             device_path("vhost-user socket", &v.socket)?;
+        }
+        if let Some(d) = &self.desktop {
+            device_path("desktop socket", d)?;
         }
         Ok(())
     }
@@ -162,6 +169,10 @@ impl VmSpec {
             }
             a.push("--vhost-user".into());
             a.push(s.into());
+        }
+        if let Some(d) = &self.desktop {
+            a.push("--gpu".into());
+            a.push(format!("wayland={}", device_path("desktop socket", d)?).into());
         }
         Ok(a)
     }

@@ -1,8 +1,11 @@
 //! The guest's desktop session on its virtio-gpu: what an `embedded`
 //! launch shows in when RayOS gives the guest a display (`rayos-vmm --gpu`).
 //!
-//! The session is started on demand, by the first embedded launch that
-//! finds a DRM card but no session socket: `systemd-udevd` with a coldplug
+//! The session starts in the background once the guest has a DRM card (the
+//! agent watches for one after boot, as a display manager would), and
+//! again if an embedded launch finds its socket gone; an embedded launch
+//! waits a few seconds for a start in progress, never for long (the host
+//! waits for its reply). Starting is `systemd-udevd` with a coldplug
 //! (`udevadm trigger`) so libinput finds the virtio keyboard and tablet
 //! (it only takes devices udev has classified), then `seatd` (as root, its
 //! socket for the `video` group) hands the DRM and input devices to weston, which runs
@@ -16,6 +19,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use rayos_contract::DisplayMode;
@@ -136,15 +140,19 @@ fn wait_for(path: &Path, wait: Duration) -> bool {
 }
 
 impl Desktop {
-    /// Starts the session if an embedded launch needs one; returns weston's
-    /// launch handle when it was started now.
-    pub fn ensure(&self, launcher: &Launcher, display: DisplayMode) -> Result<Option<u64>, DesktopError> {
-        if display != DisplayMode::Embedded {
-            return Ok(None);
-        }
+    /// What starting the session needs now.
+    fn need(&self, launcher: &Launcher) -> Need {
+        let ra = launcher.run_as();
+        need(ra.runtime_dir.join(&ra.embedded_display).exists(), self.card.exists(), self.seatd_socket.exists())
+    }
+
+    /// Starts the session if it should run and does not; returns weston's
+    /// launch handle when it was started now. Blocks until weston serves its
+    /// socket (or [`Desktop::wait`] passes).
+    pub fn ensure(&self, launcher: &Launcher) -> Result<Option<u64>, DesktopError> {
         let ra = launcher.run_as();
         let socket = ra.runtime_dir.join(&ra.embedded_display);
-        let step = need(socket.exists(), self.card.exists(), self.seatd_socket.exists());
+        let step = self.need(launcher);
         if step == Need::Nothing {
             return Ok(None);
         }
@@ -180,6 +188,91 @@ impl Desktop {
             return Err(DesktopError::WestonSocket { socket, wait: self.wait, log: self.log.clone() });
         }
         Ok(Some(handle))
+    }
+}
+
+/// Where a session start is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Phase {
+    Idle,
+    Starting,
+    Failed(String),
+}
+
+/// The session's starts, one at a time, off the request path.
+pub struct Session {
+    desktop: Desktop,
+    phase: Mutex<Phase>,
+    changed: Condvar,
+}
+
+impl Session {
+    pub fn new(desktop: Desktop) -> Arc<Session> {
+        Arc::new(Session { desktop, phase: Mutex::new(Phase::Idle), changed: Condvar::new() })
+    }
+
+    /// Starts the session in the background if it should run, does not,
+    /// and no start is in progress.
+    pub fn kick(self: &Arc<Self>, launcher: &Arc<Launcher>) {
+        let mut phase = self.phase.lock().expect("session phase");
+        if *phase == Phase::Starting || self.desktop.need(launcher) == Need::Nothing {
+            return;
+        }
+        *phase = Phase::Starting;
+        drop(phase);
+        let (me, launcher) = (self.clone(), launcher.clone());
+        let spawned = std::thread::Builder::new().name("desktop-session".into()).spawn(move || {
+            let result = me.desktop.ensure(&launcher);
+            let mut phase = me.phase.lock().expect("session phase");
+            *phase = match result {
+                Ok(_) => Phase::Idle,
+                Err(e) => {
+                    tracing::warn!("desktop session: {e}");
+                    Phase::Failed(e.to_string())
+                }
+            };
+            me.changed.notify_all();
+        });
+        if let Err(e) = spawned {
+            tracing::warn!("desktop session: cannot start its thread: {e}");
+            *self.phase.lock().expect("session phase") = Phase::Failed(e.to_string());
+        }
+    }
+
+    /// For an embedded launch: starts the session if needed and waits up to
+    /// `wait` for a start in progress. Returns the last start's failure.
+    pub fn before_launch(
+        self: &Arc<Self>,
+        launcher: &Arc<Launcher>,
+        display: DisplayMode,
+        wait: Duration,
+    ) -> Option<String> {
+        if display != DisplayMode::Embedded {
+            return None;
+        }
+        self.kick(launcher);
+        let phase = self.phase.lock().expect("session phase");
+        let (phase, _) =
+            self.changed.wait_timeout_while(phase, wait, |p| *p == Phase::Starting).expect("session phase");
+        match &*phase {
+            Phase::Failed(e) => Some(e.clone()),
+            Phase::Starting => {
+                tracing::info!("desktop session still starting; launching without waiting longer");
+                None
+            }
+            Phase::Idle => None,
+        }
+    }
+
+    /// Watches for the guest's DRM card (its driver loads in the
+    /// background at boot) for up to `wait`, and starts the session on it.
+    pub fn start_when_card_appears(self: &Arc<Self>, launcher: Arc<Launcher>, wait: Duration) {
+        let me = self.clone();
+        let _ = std::thread::Builder::new().name("desktop-watch".into()).spawn(move || {
+            if wait_for(&me.desktop.card, wait) {
+                me.kick(&launcher);
+            }
+        });
     }
 }
 

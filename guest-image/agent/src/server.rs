@@ -30,7 +30,12 @@ use rayos_contract::{
 };
 
 use crate::catalog::Catalog;
-use crate::desktop::Desktop;
+use crate::desktop::{Desktop, Session};
+
+/// How long after boot the agent watches for a DRM card to run the desktop on.
+const DESKTOP_CARD_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
+/// How long an embedded launch waits for a desktop session start in progress.
+const DESKTOP_LAUNCH_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 use crate::launcher::{bridged_argv, LaunchError, Launcher};
 
 pub const MAX_QUEUED_EVENTS: usize = 256;
@@ -126,8 +131,8 @@ struct Slot {
 pub struct Agent {
     catalog_dirs: Vec<PathBuf>,
     launcher: Mutex<Option<Arc<Launcher>>>,
-    /// The desktop session embedded launches start, when the agent may.
-    desktop: Mutex<Option<Desktop>>,
+    /// The guest's desktop session, when the agent runs it.
+    desktop: Mutex<Option<Arc<Session>>>,
     current: Mutex<Option<Slot>>,
     queued: Mutex<(VecDeque<Reply>, u64)>,
     next_conn: AtomicU64,
@@ -153,9 +158,12 @@ impl Agent {
         *self.launcher.lock().expect("launcher slot") = Some(l);
     }
 
-    /// Lets embedded launches start the guest's desktop session (see [`crate::desktop`]).
+    /// Runs the guest's desktop session (see [`crate::desktop`]): started
+    /// once the guest has a DRM card, and again by embedded launches.
     pub fn set_desktop(&self, d: Desktop) {
-        *self.desktop.lock().expect("desktop slot") = Some(d);
+        let session = Session::new(d);
+        session.start_when_card_appears(self.launcher(), DESKTOP_CARD_WAIT);
+        *self.desktop.lock().expect("desktop slot") = Some(session);
     }
 
     fn launcher(&self) -> Arc<Launcher> {
@@ -402,12 +410,14 @@ impl Agent {
             (Some(waypipe), DisplayMode::Native) if self.host_bridge(conn) => bridged_argv(waypipe, &argv),
             _ => argv,
         };
-        // One session start at a time; later launches find its socket.
-        if let Some(desktop) = self.desktop.lock().expect("desktop slot").as_ref() {
-            desktop.ensure(&launcher, launch.display).map_err(|e| {
-                tracing::warn!("desktop session: {e}");
-                (ErrorCode::SpawnFailed, format!("the guest's desktop session did not start: {e}"))
-            })?;
+        // An embedded app shows in the desktop session: start it if it is
+        // gone, wait briefly for a start in progress (the host waits for
+        // this reply), and launch either way.
+        let session = self.desktop.lock().expect("desktop slot").clone();
+        if let Some(session) = session {
+            if let Some(e) = session.before_launch(&launcher, launch.display, DESKTOP_LAUNCH_WAIT) {
+                tracing::warn!("launching without the desktop session: {e}");
+            }
         }
         launcher.launch(&argv, &launch.env, launch.cwd.as_deref(), launch.display).map_err(|e| {
             let code = match e {

@@ -60,10 +60,18 @@ pub enum Accel {
     Tcg,
 }
 
+/// `RAYOS_OUTER_TCG=single` runs the outer TCG on one thread
+/// (`-accel tcg,thread=single`) instead of QEMU's default of one thread per
+/// vCPU, to compare the nested guests' crash and hang rates (issue 14).
+pub const OUTER_TCG_ENV: &str = "RAYOS_OUTER_TCG";
+
 impl Accel {
     pub fn args(self) -> [&'static str; 4] {
         match self {
             Accel::Kvm => ["-accel", "kvm", "-cpu", "host"],
+            Accel::Tcg if std::env::var(OUTER_TCG_ENV).as_deref() == Ok("single") => {
+                ["-accel", "tcg,thread=single", "-cpu", "max,la57=off"]
+            }
             Accel::Tcg => ["-accel", "tcg", "-cpu", "max,la57=off"],
         }
     }

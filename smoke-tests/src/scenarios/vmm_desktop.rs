@@ -65,7 +65,11 @@ fn run_inner(args: &VmmNativeArgs) -> Result<String, ScenarioError> {
     guest.words = false;
     guest.gpu = true;
     guest.desktop = true;
-    guest.vmm_log = Some(args.vmm_log.clone().unwrap_or_else(|| "rayos_vmm=info,rayos_presenter=info".into()));
+    guest.vmm_log = Some(
+        args.vmm_log
+            .clone()
+            .unwrap_or_else(|| "rayos_vmm=info,rayos_vmm::virtio::gpu::presenter=debug,rayos_presenter=info".into()),
+    );
     let plan = Plan { guest, kvm_trace: args.kvm_trace };
     let host_initrd = host_image_step(SCENARIO, &inputs, super::vmm_native::host_init(&plan), None, None)?;
     let disk = image_disk_step(SCENARIO, &inputs.image, run_dir)?;

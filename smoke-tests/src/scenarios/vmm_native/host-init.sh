@@ -153,7 +153,8 @@ ok exit3 "status 3, ran as $(head -n 1 /tmp/logs/exit3.txt)"
 
 if [ "@DESKTOP@" = 1 ]; then
     # guest_sh CMD: CMD in the guest (an embedded launch), its output in /tmp/gsh.out.
-    guest_sh() { /usr/bin/rayos guest --vsock $V launch --wait --command -- sh -c "$1" >/tmp/gsh.out 2>&1; }
+    # (bounded: a guest that stops answering must not hang the test host)
+    guest_sh() { timeout 60 /usr/bin/rayos guest --vsock $V launch --wait --command -- sh -c "$1" >/tmp/gsh.out 2>&1; }
     ctl() { /usr/bin/rayos-smoke-control $CTL "$@" >/tmp/ctl.txt 2>&1 || fail "control $*: $(tail -c 600 /tmp/ctl.txt)"; }
     # shot NAME: screenshots of the desktop window and of the output.
     shot() {
@@ -176,14 +177,33 @@ if [ "@DESKTOP@" = 1 ]; then
     sleep 5
     shot desktop
     echo "RAYOS-VN-DESKTOP $(cat /tmp/win.json)"
+    # weston's log (its input devices, outputs) goes with the test host's logs.
+    weston_log() { guest_sh 'cat /tmp/weston.log' && cp /tmp/gsh.out /tmp/logs/weston.log; }
+    weston_log
     ok desktop "window $wid; weston running"
 
     # A click on weston's panel launcher (top-left of the guest's display)
     # starts weston-terminal in the guest.
     step click
     gx=$(win_field x) gy=$(win_field y)
-    ctl "{\"op\":\"pointer\",\"x\":$((gx + 18)),\"y\":$((gy + 16)),\"button\":\"left\",\"action\":\"click\"}"
-    why='echo "guest: $(tail -n 3 /tmp/gsh.out)"'
+    echo "RAYOS-VN-PROGRESS clicking weston's launcher at ($((gx + 18)), $((gy + 16))); window at ($gx, $gy)"
+    # What the guest's tablet device reports during the click (raw evdev:
+    # 24-byte events), for the logs and the evaluation.
+    timeout 30 /usr/bin/rayos guest --vsock $V launch --command -- \
+        sh -c 'timeout 20 dd if=/dev/input/event1 of=/tmp/tablet.bin bs=24 count=7 2>/dev/null' >/dev/null 2>&1
+    sleep 1
+    # Move, then press and release: a click as a hand makes it.
+    px=$((gx + 18)) py=$((gy + 16))
+    ctl "{\"op\":\"pointer\",\"x\":$px,\"y\":$py,\"action\":\"motion\"}"
+    sleep 0.5
+    ctl "{\"op\":\"pointer\",\"x\":$px,\"y\":$py,\"button\":\"left\",\"action\":\"press\"}"
+    sleep 0.2
+    ctl "{\"op\":\"pointer\",\"x\":$px,\"y\":$py,\"button\":\"left\",\"action\":\"release\"}"
+    sleep 1
+    guest_sh 'grep virtio3 /proc/interrupts; od -An -tx1 -v /tmp/tablet.bin'
+    cp /tmp/gsh.out /tmp/logs/guest-input.txt
+    echo "RAYOS-VN-TABLET $(tr '\n' ' ' </tmp/logs/guest-input.txt)"
+    why='weston_log; echo "weston: $(grep -i -E "input|seat|libinput|pointer" /tmp/logs/weston.log | tail -n 8)"'
     wait_for "weston-terminal, started by a click on weston's panel" 60 guest_sh 'pgrep -x weston-terminal'
     why=
     ok click "weston-terminal pid $(tail -n 1 /tmp/gsh.out)"
@@ -210,7 +230,7 @@ if [ "@DESKTOP@" = 1 ]; then
     ctl '{"op":"list_windows"}'
     echo "RAYOS-VN-LIST $(tail -n 1 /tmp/ctl.txt)"
     shot resized
-    guest_sh 'cat /tmp/weston.log' && cp /tmp/gsh.out /tmp/logs/weston.log
+    weston_log
 fi
 
 if [ "@NATIVE@" = 1 ]; then

@@ -115,6 +115,7 @@ impl Events for GuestInput {
     }
 
     fn input(&self, input: Input) {
+        tracing::debug!(?input, "gpu0: input from the window");
         let (keyboard, events) = Self::events(input);
         if events.is_empty() {
             return;

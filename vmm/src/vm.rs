@@ -37,6 +37,7 @@ use crate::terminal;
 use crate::vcpu::{self, Vcpu};
 use crate::virtio::gpu::presenter::{presenter_config, GuestInput, SharedInput};
 use crate::virtio::gpu::{DisplayHandle, Gpu, GpuDevice, NullScanout, Scanout, DEFAULT_RESOURCE_CAP};
+use crate::virtio::input::device::{KEYBOARD_PACE, POINTER_PACE};
 use crate::virtio::input::{InputDevice, InputDeviceModel};
 use crate::virtio::transport::{self, pci::VirtioPciDevice};
 use crate::virtio::vhost_user::VhostUserDevice;
@@ -262,8 +263,12 @@ fn create_devices(
         Some(spec) => {
             // Its keyboard and tablet first: the presenter feeds them.
             let mut handles = Vec::new();
-            for (name, model) in [("keyboard0", InputDevice::keyboard()), ("tablet0", InputDevice::tablet())] {
-                let device = InputDeviceModel::new(model).map_err(|e| VmError::Runtime(format!("{name}: {e}")))?;
+            for (name, model, pace) in [
+                ("keyboard0", InputDevice::keyboard(), KEYBOARD_PACE),
+                ("tablet0", InputDevice::tablet(), POINTER_PACE),
+            ] {
+                let device =
+                    InputDeviceModel::new(model).map_err(|e| VmError::Runtime(format!("{name}: {e}")))?.with_pace(pace);
                 handles.push(device.handle());
                 let bar = bars.allocate(transport::pci::BAR_SIZE)?;
                 let pci = VirtioPciDevice::new(name, Box::new(device), ram.memory.clone(), router.clone(), bar)?;

@@ -163,7 +163,15 @@ impl Desktop {
                 if !wait_for(&self.udev_control, Duration::from_secs(5)) {
                     tracing::warn!("udevd's control socket {} did not appear", self.udev_control.display());
                 }
-                run_root(&self.udevadm, &["trigger", "--action=add"], Duration::from_secs(20))?;
+                // Only the devices the session uses: a full coldplug also
+                // loads every module the CPU's modalias matches (crypto
+                // self-tests with vector instructions), slow here and the
+                // phase where nested runs failed with KVM emulation errors.
+                run_root(
+                    &self.udevadm,
+                    &["trigger", "--action=add", "--subsystem-match=input", "--subsystem-match=drm"],
+                    Duration::from_secs(20),
+                )?;
                 run_root(&self.udevadm, &["settle", "--timeout=15"], Duration::from_secs(20))?;
             }
             tracing::info!("starting seatd for the desktop session");

@@ -35,7 +35,7 @@ use crate::desktop::{Desktop, Session};
 /// How long after boot the agent watches for a DRM card to run the desktop on.
 const DESKTOP_CARD_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
 /// How long an embedded launch waits for a desktop session start in progress.
-const DESKTOP_LAUNCH_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+const DESKTOP_LAUNCH_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 use crate::launcher::{bridged_argv, LaunchError, Launcher};
 
 pub const MAX_QUEUED_EVENTS: usize = 256;

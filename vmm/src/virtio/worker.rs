@@ -73,11 +73,17 @@ impl Worker {
 /// Waits until one of `fds` is readable; returns which are. `Err` when
 /// poll(2) fails for a reason other than a signal.
 pub fn wait_readable(fds: &[RawFd]) -> std::io::Result<Vec<bool>> {
+    wait_readable_for(fds, None)
+}
+
+/// As [`wait_readable`], giving up after `timeout` (then none is readable).
+pub fn wait_readable_for(fds: &[RawFd], timeout: Option<std::time::Duration>) -> std::io::Result<Vec<bool>> {
     let mut polls: Vec<libc::pollfd> =
         fds.iter().map(|&fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 }).collect();
+    let ms = timeout.map_or(-1, |t| t.as_millis().min(i32::MAX as u128) as i32);
     loop {
         // SAFETY: `polls` is a valid array of initialised pollfds of the length passed.
-        let n = unsafe { libc::poll(polls.as_mut_ptr(), polls.len() as libc::nfds_t, -1) };
+        let n = unsafe { libc::poll(polls.as_mut_ptr(), polls.len() as libc::nfds_t, ms) };
         if n >= 0 {
             return Ok(polls.iter().map(|p| p.revents != 0).collect());
         }

@@ -211,9 +211,22 @@ if [ "@DESKTOP@" = 1 ]; then
     # Keys typed into the window reach the terminal's shell, which writes a
     # file the test host reads through the guest's root share.
     step typed
-    sleep 2
-    ctl "{\"op\":\"key\",\"id\":$wid,\"text\":\"echo typed-through-rayos > /home/rayos/@TYPED_FILE@\\n\"}"
-    wait_for "the file typed into the guest's terminal" 60 test -s /image/@ROOTFS@/home/rayos/@TYPED_FILE@
+    # The terminal maps and takes weston's keyboard focus a few seconds
+    # after it starts (fonts, its first frame) under nested emulation.
+    sleep 6
+    shot clicked
+    typed_cmd="{\"op\":\"key\",\"id\":$wid,\"text\":\"\\necho typed-through-rayos > /home/rayos/@TYPED_FILE@\\n\"}"
+    ctl "$typed_cmd"
+    typed_file() { test -s /image/@ROOTFS@/home/rayos/@TYPED_FILE@; }
+    end=$(($(now) + 20))
+    until typed_file || [ "$(now)" -ge "$end" ]; do sleep 0.5; done
+    if ! typed_file; then
+        # Printed and counted: the outer side reports it (typed_retries).
+        echo "RAYOS-VN-TYPED-RETRY the typed file did not appear within 20 s; typing once more"
+        shot typed-missing
+        ctl "$typed_cmd"
+    fi
+    wait_for "the file typed into the guest's terminal" 40 typed_file
     ok typed "$(cat /image/@ROOTFS@/home/rayos/@TYPED_FILE@)"
     shot typed
 

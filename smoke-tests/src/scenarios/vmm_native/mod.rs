@@ -97,6 +97,7 @@ const WINDOW: &str = "RAYOS-VN-WINDOW ";
 const TERMINAL: &str = "RAYOS-VN-TERMINAL ";
 const LIST: &str = "RAYOS-VN-LIST ";
 const DESKTOP: &str = "RAYOS-VN-DESKTOP ";
+const TYPED_RETRY: &str = "RAYOS-VN-TYPED-RETRY ";
 const DIAG: &str = "RAYOS-VN-DIAG ";
 const DONE: &str = "RAYOS-VN-DONE";
 /// The test host's QEMU (the reference VMM) lost its guest to a reset.
@@ -296,6 +297,8 @@ pub struct Observation {
     pub windows: Option<Value>,
     /// The embedded desktop's window (vmm-desktop).
     pub desktop: Option<Value>,
+    /// Times the typed line was typed again (vmm-desktop).
+    pub typed_retries: u32,
     pub done: bool,
 }
 
@@ -337,6 +340,8 @@ impl Observation {
             self.window = serde_json::from_str(rest).ok();
         } else if let Some(rest) = after(line, TERMINAL) {
             self.terminal = serde_json::from_str(rest).ok();
+        } else if line.contains(TYPED_RETRY) {
+            self.typed_retries += 1;
         } else if let Some(rest) = after(line, DESKTOP) {
             self.desktop = serde_json::from_str(rest).ok();
         } else if let Some(rest) = after(line, LIST) {

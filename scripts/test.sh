@@ -10,6 +10,7 @@
 #      session: the main job (scripts/run.sh) driven by a script: words to windows (tier 2);
 #      vmm-boot and vmm-virtiofs with rayos-vmm and QEMU, vmm-console (typing at the guest shell),
 #      vmm-native (the guest image under rayos-vmm, apps as windows through the bridge) (tier 3, nested)
+#      vmm-desktop (the guest's weston desktop as one RayOS window: click, keys, resize) (tier 3, nested)
 #
 # A scenario that cannot run on this machine prints "SKIP <name>: <reason>";
 # that is reported, and counts as a failure in CI (CI=true) where every
@@ -132,6 +133,7 @@ run_scenario vmm-boot --vmm both --kvm-trace
 run_scenario vmm-console --timeout 5m --kvm-trace
 run_scenario vmm-virtiofs --vmm both --kvm-trace
 run_scenario vmm-native --kvm-trace
+run_scenario vmm-desktop
 run_scenario vmm-agent
 
 echo

@@ -173,9 +173,12 @@ if [ "@DESKTOP@" = 1 ]; then
     why=
     wait_for "the VM's embedded-desktop window" @WINDOW_TIMEOUT@ window_ready @DESKTOP_APP_ID@
     wid=$(sed -n 's/.*"id":\([0-9]*\).*/\1/p' /tmp/win.json | head -n 1)
-    # weston's first frame: its background and panel are drawn within seconds.
-    sleep 5
-    shot desktop
+    # weston's desktop shell paints its background and panel some seconds
+    # after weston serves its socket (a black frame until then). Waiting on
+    # the shot's size: a black frame compresses to a few KB, the desktop's
+    # patterned background to hundreds; the outer side checks the pixels.
+    desktop_drawn() { shot desktop; [ "$(wc -c </tmp/logs/desktop-window.png)" -gt 60000 ]; }
+    wait_for "weston's desktop drawn in the window" 90 desktop_drawn
     echo "RAYOS-VN-DESKTOP $(cat /tmp/win.json)"
     # weston's log (its input devices, outputs) goes with the test host's logs.
     weston_log() { guest_sh 'cat /tmp/weston.log' && cp /tmp/gsh.out /tmp/logs/weston.log; }

@@ -63,6 +63,16 @@ impl Vcpu {
                         if matches!(ev, VmEvent::TripleFault { .. }) {
                             tracing::error!(vcpu = self.id, "triple fault; CPU state: {}", self.state());
                         }
+                        if let VmEvent::Error(e) = &ev {
+                            if e.contains("internal error") {
+                                tracing::error!(
+                                    vcpu = self.id,
+                                    "KVM internal error: {}; CPU state: {}",
+                                    self.internal_error(),
+                                    self.state()
+                                );
+                            }
+                        }
                         let _ = self.events.send(ev);
                         return;
                     }
@@ -74,6 +84,18 @@ impl Vcpu {
                 }
             }
         }
+    }
+
+    /// KVM's account of an internal-error exit: the suberror (1: an
+    /// instruction it could not emulate) and its data words (for an
+    /// emulation failure, newer kernels include the instruction's bytes).
+    fn internal_error(&mut self) -> String {
+        let run = self.fd.get_kvm_run();
+        // SAFETY: the last exit was KVM_EXIT_INTERNAL_ERROR, so `internal` is
+        // the union member KVM filled in; every bit pattern is a valid u32/u64.
+        let internal = unsafe { run.__bindgen_anon_1.internal };
+        let n = (internal.ndata as usize).min(internal.data.len());
+        format!("suberror {}, data {:x?}", internal.suberror, &internal.data[..n])
     }
 
     /// The registers that tell where a guest CPU failed (mode, code, stack,

@@ -35,7 +35,7 @@ use crate::metrics;
 use crate::pci::{BarAllocator, PciConfigIo, PciEcam, PciRoot, PCI_CONFIG_IO_LEN, PCI_CONFIG_IO_PORT};
 use crate::terminal;
 use crate::vcpu::{self, Vcpu};
-use crate::virtio::gpu::presenter::{presenter_config, GuestInput, SharedInput};
+use crate::virtio::gpu::presenter::{presenter_config, GuestInput};
 use crate::virtio::gpu::{DisplayHandle, Gpu, GpuDevice, NullScanout, Scanout, DEFAULT_RESOURCE_CAP};
 use crate::virtio::input::device::{KEYBOARD_PACE, POINTER_PACE};
 use crate::virtio::input::{InputDevice, InputDeviceModel};
@@ -279,7 +279,7 @@ fn create_devices(
                 GpuDisplay::Headless => (Box::new(NullScanout), None, "headless".to_string()),
                 GpuDisplay::Wayland(socket) => {
                     let input = Arc::new(GuestInput::new(handles[0].clone(), handles[1].clone()));
-                    let presenter = Presenter::spawn(presenter_config(socket), Box::new(SharedInput(input.clone())))
+                    let presenter = Presenter::spawn(presenter_config(socket), Box::new(input.clone()))
                         .map_err(|e| VmError::Runtime(format!("gpu0: cannot start the presenter: {e}")))?;
                     (Box::new(presenter), Some(input), format!("shown on {}", socket.display()))
                 }

@@ -60,6 +60,16 @@ pub trait Events: Send + Sync + 'static {
     fn input(&self, input: Input);
 }
 
+/// A sink the VMM also keeps (it wires the resize after the device exists).
+impl<T: Events> Events for Arc<T> {
+    fn resize(&self, width: u32, height: u32) {
+        (**self).resize(width, height);
+    }
+    fn input(&self, input: Input) {
+        (**self).input(input);
+    }
+}
+
 /// Input from the window, in the guest's terms.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Input {

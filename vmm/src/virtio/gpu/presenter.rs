@@ -141,18 +141,6 @@ pub fn presenter_config(socket: &std::path::Path) -> rayos_presenter::Config {
     }
 }
 
-/// Shares the window's input sink between the presenter and the device set-up.
-pub struct SharedInput(pub std::sync::Arc<GuestInput>);
-
-impl rayos_presenter::Events for SharedInput {
-    fn resize(&self, width: u32, height: u32) {
-        self.0.resize(width, height);
-    }
-    fn input(&self, input: rayos_presenter::Input) {
-        self.0.input(input);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

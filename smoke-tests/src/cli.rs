@@ -39,6 +39,14 @@ pub enum Scenario {
     #[command(name = "vmm-boot")]
     VmmBoot(VmmBootArgs),
 
+    /// Tier 3, nested, manual: the nested crash census. Boots the vmm-boot
+    /// guest --boots times with each VMM (alternating) inside one test host
+    /// and prints how each boot ended (ok, panic, triple fault, KVM internal
+    /// error, hang) per VMM. Run it again with RAYOS_OUTER_TCG=single to run
+    /// the outer QEMU's TCG on one thread and compare the rates.
+    #[command(name = "nested-census")]
+    NestedCensus(CensusArgs),
+
     /// Tier 3, nested: virtio-fs throughput and integrity. The test host serves
     /// a tmpfs holding a 64 MiB random file with virtiofsd over vhost-user; the
     /// VMM gives the guest a virtio-fs device (rayos-vmm `--fs`, QEMU
@@ -522,6 +530,15 @@ pub enum VmmChoice {
 }
 
 impl VmmChoice {
+    /// How the choice reads in a report.
+    pub fn label(self) -> &'static str {
+        match self {
+            VmmChoice::Rayos => "rayos-vmm",
+            VmmChoice::Qemu => "QEMU",
+            VmmChoice::Both => "rayos-vmm and QEMU",
+        }
+    }
+
     pub fn vmms(self) -> Vec<Vmm> {
         match self {
             VmmChoice::Rayos => vec![Vmm::Rayos],
@@ -541,6 +558,20 @@ pub struct VmmBootArgs {
     /// the `console` subcommand); needs a single --vmm.
     #[arg(long)]
     pub interactive: bool,
+
+    #[command(flatten)]
+    pub boot: BootOptions,
+}
+
+#[derive(Debug, Args)]
+pub struct CensusArgs {
+    /// VMM(s) to boot the guest with; with both they alternate.
+    #[arg(long, value_enum, default_value_t = VmmChoice::Both)]
+    pub vmm: VmmChoice,
+
+    /// Boots per VMM.
+    #[arg(long, value_name = "N", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub boots: u32,
 
     #[command(flatten)]
     pub boot: BootOptions,

@@ -10,16 +10,23 @@
 //! `bench_render` read and time the backend's rendering, `subscribe` marks
 //! the connection for the event stream. After every request the VM sockets and
 //! the Smithay side are reconciled with the shell. The reply is written
-//! before the events the request caused. Writes block for at most
-//! [`WRITE_TIMEOUT`]; a connection that cannot take its output is dropped
-//! rather than stall the compositor.
+//! before the events the request caused.
+//!
+//! Output never blocks the loop: each connection has an [`Outbox`]; what
+//! the socket does not take at once waits there and a writable-watch on the
+//! loop sends it later. A subscriber that leaves more than
+//! [`SUBSCRIBER_BACKLOG`] unread is dropped at its next event, and any
+//! connection past [`MAX_BACKLOG`] (a client that sends requests and never
+//! reads the replies) is dropped, so a slow reader costs the compositor
+//! memory up to that bound and no time. Only this user (and root) may
+//! connect (SO_PEERCRED; see [`super::access`]), and at most
+//! [`MAX_CONNECTIONS`] at once.
 
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use base64::Engine as _;
 use smithay::reexports::calloop::generic::Generic;
@@ -30,7 +37,6 @@ use crate::control::{
     decode_request, encode_line, handle, ApiError, ControlError, Effect, ErrorCode, Handled, LineSplitter, Reply,
     ScreenshotTarget, ServerMessage,
 };
-use crate::shell::Shell;
 
 /// Errors of the control server's I/O.
 #[derive(Debug, thiserror::Error)]
@@ -41,13 +47,90 @@ pub enum ControlServerError {
     Write { path: String, source: std::io::Error },
 }
 
-/// Longest a write to one control connection may block.
-pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Bytes a subscriber may leave unread; past this it is dropped at its
+/// next event (about 4000 window events).
+pub const SUBSCRIBER_BACKLOG: usize = 1 << 20;
+/// Bytes any connection may leave unread (a 4K screenshot reply in base64
+/// fits many times over).
+pub const MAX_BACKLOG: usize = 64 << 20;
+/// Control connections open at once; more are refused.
+pub const MAX_CONNECTIONS: usize = 64;
+
+/// Output waiting for a connection's socket to take it.
+#[derive(Debug, Default)]
+pub struct Outbox {
+    buf: Vec<u8>,
+    sent: usize,
+}
+
+impl Outbox {
+    /// Bytes not yet taken by the socket.
+    pub fn pending(&self) -> usize {
+        self.buf.len() - self.sent
+    }
+
+    pub fn push(&mut self, bytes: &[u8]) {
+        if self.sent > 0 && self.sent == self.buf.len() {
+            self.buf.clear();
+            self.sent = 0;
+        }
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// Writes until the socket would block; returns whether all went out.
+    pub fn flush(&mut self, w: &mut impl Write) -> std::io::Result<bool> {
+        while self.sent < self.buf.len() {
+            match w.write(&self.buf[self.sent..]) {
+                Ok(0) => return Err(ErrorKind::WriteZero.into()),
+                Ok(n) => self.sent += n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        if self.sent == self.buf.len() {
+            self.buf.clear();
+            self.sent = 0;
+            return Ok(true);
+        }
+        if self.sent > self.buf.len() / 2 {
+            self.buf.drain(..self.sent);
+            self.sent = 0;
+        }
+        Ok(false)
+    }
+}
+
+/// Why a connection with `pending` unread bytes must be dropped rather than
+/// be given `len` more (an event when `event`), if it must.
+pub fn backlog_problem(pending: usize, len: usize, event: bool) -> Option<String> {
+    if event && pending > SUBSCRIBER_BACKLOG {
+        return Some(format!("a subscriber left {pending} bytes of events unread (limit {SUBSCRIBER_BACKLOG})"));
+    }
+    if pending + len > MAX_BACKLOG {
+        return Some(format!("{pending} bytes unread and {len} more to send (limit {MAX_BACKLOG})"));
+    }
+    None
+}
+
+/// What became of a line sent to a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sent {
+    /// The socket took all of it.
+    Flushed,
+    /// Some waits in the outbox: the connection needs a writable-watch.
+    Backlog,
+    /// The connection is gone (or was dropped for its backlog).
+    Dropped,
+}
 
 struct Conn {
     stream: UnixStream,
     splitter: LineSplitter,
     subscribed: bool,
+    out: Outbox,
+    /// A writable-watch is on the loop.
+    watching: bool,
 }
 
 /// The control socket and its connections.
@@ -80,6 +163,7 @@ impl ControlServer {
         }
         let listener = UnixListener::bind(path).map_err(bind_err)?;
         listener.set_nonblocking(true).map_err(bind_err)?;
+        super::access::restrict_socket(path).map_err(bind_err)?;
         handle
             .insert_source(Generic::new(listener, Interest::READ, LoopMode::Level), |_, listener, state| {
                 loop {
@@ -99,36 +183,94 @@ impl ControlServer {
         Ok(ControlServer { path: path.to_path_buf(), conns: HashMap::new(), next: 1 })
     }
 
-    /// Writes a line to one connection; drops it if that fails.
-    fn write(&mut self, id: u64, line: &str) {
-        let Some(conn) = self.conns.get_mut(&id) else { return };
-        let ok = conn.stream.set_nonblocking(false).is_ok()
-            && conn.stream.set_write_timeout(Some(WRITE_TIMEOUT)).is_ok()
-            && conn.stream.write_all(line.as_bytes()).is_ok()
-            && conn.stream.set_nonblocking(true).is_ok();
-        if !ok {
-            tracing::info!(conn = id, "control connection dropped (write failed)");
-            if let Some(c) = self.conns.remove(&id) {
-                let _ = c.stream.shutdown(std::net::Shutdown::Both);
+    fn drop_conn(&mut self, id: u64, why: &str) {
+        if let Some(c) = self.conns.remove(&id) {
+            tracing::info!(conn = id, "control connection dropped: {why}");
+            let _ = c.stream.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    /// Queues a line for one connection and sends what the socket takes.
+    fn send(&mut self, id: u64, line: &str, event: bool) -> Sent {
+        let Some(conn) = self.conns.get_mut(&id) else { return Sent::Dropped };
+        if let Some(why) = backlog_problem(conn.out.pending(), line.len(), event) {
+            self.drop_conn(id, &why);
+            return Sent::Dropped;
+        }
+        conn.out.push(line.as_bytes());
+        if conn.watching {
+            return Sent::Backlog;
+        }
+        match conn.out.flush(&mut conn.stream) {
+            Ok(true) => Sent::Flushed,
+            Ok(false) => Sent::Backlog,
+            Err(e) => {
+                self.drop_conn(id, &format!("write failed: {e}"));
+                Sent::Dropped
+            }
+        }
+    }
+}
+
+impl State {
+    /// Sends a line to one connection, watching it for writability when the
+    /// socket did not take it all.
+    fn control_send(&mut self, id: u64, line: &str, event: bool) {
+        if self.control.send(id, line, event) == Sent::Backlog {
+            self.control_watch(id);
+        }
+    }
+
+    fn control_watch(&mut self, id: u64) {
+        let Some(conn) = self.control.conns.get_mut(&id) else { return };
+        if conn.watching {
+            return;
+        }
+        let Ok(fd) = conn.stream.try_clone() else {
+            self.control.drop_conn(id, "cannot watch it for writing");
+            return;
+        };
+        let res =
+            self.loop_handle.insert_source(Generic::new(fd, Interest::WRITE, LoopMode::Level), move |_, _, state| {
+                Ok(if state.control_writable(id) { PostAction::Continue } else { PostAction::Remove })
+            });
+        match res {
+            Ok(_) => conn.watching = true,
+            Err(e) => self.control.drop_conn(id, &format!("cannot watch it for writing: {e}")),
+        }
+    }
+
+    /// Sends more of a connection's outbox; false once it is empty or gone.
+    fn control_writable(&mut self, id: u64) -> bool {
+        let Some(conn) = self.control.conns.get_mut(&id) else { return false };
+        match conn.out.flush(&mut conn.stream) {
+            Ok(true) => {
+                conn.watching = false;
+                false
+            }
+            Ok(false) => true,
+            Err(e) => {
+                self.control.drop_conn(id, &format!("write failed: {e}"));
+                false
             }
         }
     }
 
-    fn broadcast(&mut self, events: Vec<crate::control::Event>) {
+    fn control_broadcast(&mut self, events: Vec<crate::control::Event>) {
         for ev in events {
             let line = encode_line(&ServerMessage::Event(ev));
-            let ids: Vec<u64> = self.conns.iter().filter(|(_, c)| c.subscribed).map(|(id, _)| *id).collect();
+            let ids: Vec<u64> = self.control.conns.iter().filter(|(_, c)| c.subscribed).map(|(id, _)| *id).collect();
             for id in ids {
-                self.write(id, &line);
+                self.control_send(id, &line, true);
             }
         }
     }
 
     /// Sends the shell's queued events to subscribers.
-    pub fn flush_events(&mut self, shell: &mut Shell) {
-        let events = shell.take_events();
+    pub(crate) fn control_flush_events(&mut self) {
+        let events = self.shell.take_events();
         if !events.is_empty() {
-            self.broadcast(events);
+            self.control_broadcast(events);
         }
     }
 }
@@ -147,6 +289,22 @@ fn encode_png(rgba: &[u8], w: u32, h: u32) -> Result<Vec<u8>, ControlServerError
 
 impl State {
     fn control_accept(&mut self, stream: UnixStream) {
+        let me = super::access::effective_uid();
+        match super::access::peer_credentials(&stream) {
+            Ok((_, uid)) if super::access::peer_allowed(uid, me) => {}
+            Ok((pid, uid)) => {
+                tracing::warn!(pid, uid, "control connection refused: the peer is another user (uid {uid}, this compositor runs as uid {me})");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "control connection refused: cannot read its peer credentials");
+                return;
+            }
+        }
+        if self.control.conns.len() >= MAX_CONNECTIONS {
+            tracing::warn!("control connection refused: {MAX_CONNECTIONS} are open already");
+            return;
+        }
         if let Err(e) = stream.set_nonblocking(true) {
             tracing::warn!(error = %e, "control connection refused");
             return;
@@ -154,7 +312,10 @@ impl State {
         let Ok(reader) = stream.try_clone() else { return };
         let id = self.control.next;
         self.control.next += 1;
-        self.control.conns.insert(id, Conn { stream, splitter: LineSplitter::new(), subscribed: false });
+        self.control.conns.insert(
+            id,
+            Conn { stream, splitter: LineSplitter::new(), subscribed: false, out: Outbox::default(), watching: false },
+        );
         let res = self
             .loop_handle
             .insert_source(Generic::new(reader, Interest::READ, LoopMode::Level), move |_, _, state| {
@@ -260,11 +421,11 @@ impl State {
             None => {}
         }
         if let Some(reply) = handled.reply {
-            self.control.write(conn, &encode_line(&reply));
+            self.control_send(conn, &encode_line(&reply), false);
         }
         let mut events = handled.events;
         events.extend(self.shell.take_events());
-        self.control.broadcast(events);
+        self.control_broadcast(events);
     }
 
     fn screenshot(&mut self, target: ScreenshotTarget, path: Option<String>) -> Result<Reply, ApiError> {
@@ -294,5 +455,56 @@ impl State {
                 png_base64: Some(base64::engine::general_purpose::STANDARD.encode(&png)),
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A socket that takes `room` bytes and then would block.
+    struct Slow {
+        taken: Vec<u8>,
+        room: usize,
+    }
+
+    impl Write for Slow {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            if self.room == 0 {
+                return Err(ErrorKind::WouldBlock.into());
+            }
+            let n = b.len().min(self.room).min(3);
+            self.room -= n;
+            self.taken.extend_from_slice(&b[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_outbox_keeps_what_the_socket_did_not_take_in_order() {
+        let mut out = Outbox::default();
+        let mut sock = Slow { taken: Vec::new(), room: 5 };
+        out.push(b"hello\n");
+        out.push(b"world\n");
+        assert!(!out.flush(&mut sock).unwrap());
+        assert_eq!(out.pending(), 7);
+        sock.room = 100;
+        out.push(b"!\n");
+        assert!(out.flush(&mut sock).unwrap());
+        assert_eq!(out.pending(), 0);
+        assert_eq!(sock.taken, b"hello\nworld\n!\n");
+    }
+
+    #[test]
+    fn slow_subscribers_and_unread_replies_are_bounded() {
+        assert_eq!(backlog_problem(0, 100, true), None);
+        assert_eq!(backlog_problem(SUBSCRIBER_BACKLOG, 100, true), None);
+        assert!(backlog_problem(SUBSCRIBER_BACKLOG + 1, 100, true).unwrap().contains("subscriber"));
+        // A reply may wait behind more than an event may.
+        assert_eq!(backlog_problem(SUBSCRIBER_BACKLOG + 1, 100, false), None);
+        assert!(backlog_problem(MAX_BACKLOG - 10, 100, false).is_some());
     }
 }

@@ -26,4 +26,6 @@ pub enum ServerError {
     Loop(String),
     #[error("no socket directory: give --socket-dir or set XDG_RUNTIME_DIR")]
     NoSocketDir,
+    #[error(transparent)]
+    Access(#[from] super::access::AccessError),
 }

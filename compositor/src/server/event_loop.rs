@@ -78,6 +78,11 @@ pub fn run(config: Config) -> Result<(), ServerError> {
     seat.add_pointer();
     let keys = input::KeyMapper::new().map_err(|e| ServerError::Display(e.to_string()))?;
 
+    // Other local users must not reach the sockets (see `access`).
+    super::access::check_socket_dir(&config.socket_dir)?;
+    if let Some(parent) = config.control_path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        super::access::check_socket_dir(parent)?;
+    }
     let control = ControlServer::bind(&config.control_path, &event_loop.handle())?;
 
     let mut state = State {
@@ -159,7 +164,7 @@ pub fn run(config: Config) -> Result<(), ServerError> {
                 let display = state.display.clone();
                 let _ = display.borrow_mut().backend().dispatch_single_client(state, id);
             }
-            state.control.flush_events(&mut state.shell);
+            state.control_flush_events();
             if let Err(e) = state.display_handle.flush_clients() {
                 tracing::debug!(error = %e, "flush_clients");
             }

@@ -14,7 +14,7 @@ use smithay::input::pointer::CursorImageStatus;
 use smithay::input::{Seat, SeatHandler, SeatState};
 use smithay::reexports::wayland_protocols::xdg::decoration::zv1::server::zxdg_toplevel_decoration_v1::Mode as DecorationMode;
 use smithay::reexports::wayland_server::protocol::{wl_buffer, wl_output, wl_seat, wl_surface::WlSurface};
-use smithay::reexports::wayland_server::Client;
+use smithay::reexports::wayland_server::{Client, Resource};
 use smithay::utils::Serial;
 use smithay::wayland::buffer::BufferHandler;
 use smithay::wayland::compositor::{
@@ -47,6 +47,11 @@ pub enum HandlerError {
     #[error("client has no RayOS client data")]
     NoClientData,
 }
+
+/// Toplevels one client may have at once (mapped or waiting for their
+/// first buffer); the one past it disconnects the client with a protocol
+/// error, so a guest cannot exhaust the host's memory or the shell's list.
+pub const MAX_TOPLEVELS_PER_CLIENT: usize = 64;
 
 fn client_origin(surface: &WlSurface, state: &State) -> Result<crate::origin::Origin, HandlerError> {
     let client = state
@@ -219,6 +224,24 @@ impl XdgShellHandler for State {
             tracing::info!(origin = origin.label(), "VM refused by policy; closing its new toplevel");
             surface.send_close();
             return;
+        }
+        if let Ok(client) = self.display_handle.get_client(Resource::id(surface.wl_surface())) {
+            let cid = client.id();
+            let same = |t: Option<&ToplevelSurface>| {
+                t.and_then(|t| self.display_handle.get_client(Resource::id(t.wl_surface())).ok())
+                    .is_some_and(|c| c.id() == cid)
+            };
+            let live = self.pending.iter().filter(|(w, _)| same(w.toplevel())).count()
+                + self.windows.values().filter(|m| same(m.window.toplevel())).count();
+            if live >= MAX_TOPLEVELS_PER_CLIENT {
+                let message = format!("more than {MAX_TOPLEVELS_PER_CLIENT} toplevels from one client");
+                tracing::warn!(origin = origin.label(), "client disconnected: {message}");
+                // A protocol error disconnects the client once this dispatch
+                // is over (destroying it from inside its own request is not
+                // safe with libwayland).
+                surface.xdg_toplevel().post_error(0u32, message);
+                return;
+            }
         }
         surface.with_pending_state(|s| {
             s.decoration_mode = Some(DecorationMode::ServerSide);

@@ -38,6 +38,7 @@
 //! same injection paths; frame callbacks are sent on every tick, so clients
 //! are paced by the display.
 
+pub mod access;
 mod clipboard;
 mod config;
 mod control;

@@ -148,6 +148,7 @@ impl State {
         let path = self.socket_dir.join(name);
         let socket = ListeningSocket::bind_absolute(path.clone())
             .map_err(|e| ServerError::Bind { path: path.clone(), source: std::io::Error::other(e.to_string()) })?;
+        super::access::restrict_socket(&path).map_err(|source| ServerError::Bind { path: path.clone(), source })?;
         tracing::info!(path = %path.display(), origin = origin.label(), ?mode, "listening for Wayland clients");
         self.loop_handle
             .insert_source(Generic::new(socket, Interest::READ, LoopMode::Level), move |_, socket, state| {

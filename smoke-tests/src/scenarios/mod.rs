@@ -10,6 +10,7 @@ pub mod guest_qemu;
 pub mod host_api;
 pub mod native;
 pub mod nested;
+pub mod nested_census;
 pub mod session;
 pub mod vmm_agent;
 pub mod vmm_boot;
@@ -28,6 +29,7 @@ pub fn run(scenario: &Scenario) -> Outcome {
     match scenario {
         Scenario::VmmBoot(args) => vmm_boot::run(args),
         Scenario::Console(args) => vmm_boot::console(args),
+        Scenario::NestedCensus(args) => nested_census::run(args),
         Scenario::VmmConsole(args) => vmm_console::run(args),
         Scenario::VmmStartup(args) => vmm_startup::run(args),
         Scenario::VmmVirtiofs(args) => vmm_virtiofs::run(args),

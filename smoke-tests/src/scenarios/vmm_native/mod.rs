@@ -273,6 +273,10 @@ pub fn host_init(plan: &Plan) -> String {
     plan.guest.host_init(HOST_INIT, &values)
 }
 
+/// A test host whose console says nothing this long before the timeout has
+/// stalled (see [`Observation::stalled_host`]).
+pub const SILENT: Duration = Duration::from_secs(180);
+
 /// What one boot of the test host printed.
 #[derive(Debug, Default)]
 pub struct Observation {
@@ -288,6 +292,11 @@ pub struct Observation {
     /// The test host's own kernel panicked (the guest's console goes to a
     /// file, so a panic on the serial stream is the test host's).
     pub host_panic: Option<String>,
+    /// The test host's kernel reported itself stuck (a soft lockup or an
+    /// RCU stall): the emulated machine under the nested VMs stalled.
+    pub host_stall: Option<String>,
+    /// When the last line arrived.
+    pub last_line: Duration,
     /// The reference VMM's guest (QEMU inside the test host) crashed.
     pub reference_crash: Option<String>,
     /// Guest crashes the test host retried itself (what, why).
@@ -331,6 +340,7 @@ impl Observation {
     }
 
     pub fn observe(&mut self, t: Duration, line: &str) {
+        self.last_line = t;
         if let Some(rest) = after(line, STEP) {
             self.started.push((rest.to_string(), t));
         } else if let Some(rest) = after(line, OK) {
@@ -364,7 +374,31 @@ impl Observation {
             self.vmm_start = Some(t);
         } else if let Some(rest) = after(line, "Kernel panic - not syncing:") {
             self.host_panic.get_or_insert_with(|| rest.to_string());
+        } else if line.contains("BUG: soft lockup") || line.contains("self-detected stall on CPU") {
+            self.host_stall.get_or_insert_with(|| line.trim().to_string());
         }
+    }
+
+    /// Why the test host, not the VMM, is the likely cause of a run that
+    /// timed out at `timeout`: its kernel reported a stall, or its console
+    /// went silent for [`SILENT`] or more before the timeout (the test host
+    /// prints a step marker or a guest line at least every minute while it
+    /// works, and its own steps fail with a message when they time out).
+    pub fn stalled_host(&self, timeout: Duration) -> Option<String> {
+        if self.host_fail.is_some() {
+            return None;
+        }
+        if let Some(s) = &self.host_stall {
+            return Some(format!("the test host's kernel reported a stall ({s})"));
+        }
+        let silent = timeout.saturating_sub(self.last_line);
+        (silent >= SILENT).then(|| {
+            format!(
+                "the test host's console went silent at {:.0} s and said nothing for the {:.0} s until the timeout",
+                self.last_line.as_secs_f64(),
+                silent.as_secs_f64()
+            )
+        })
     }
 
     pub(crate) fn passed_at(&self, step: &str) -> Option<Duration> {
@@ -849,9 +883,10 @@ pub(crate) fn build_host_image(
 pub(crate) struct RunResult<F> {
     pub figures: Result<F, ScenarioError>,
     pub vmm_exit: Option<i32>,
-    /// The test host's kernel panicked (TCG's nested SVM under load), or it
+    /// The test host's kernel panicked (TCG's nested SVM under load), it
     /// reset itself without a word (QEMU exited 0 before the test host said
-    /// it was done or had failed): retried like a guest crash.
+    /// it was done or had failed), or it stalled until the timeout (see
+    /// [`Observation::stalled_host`]): retried like a guest crash.
     pub host_panic: Option<String>,
     pub reference_crash: Option<String>,
     pub metrics: Option<String>,
@@ -868,9 +903,7 @@ impl<F> RunResult<F> {
             log: self.log.clone(),
             guest_crash: nested::guest_crash(Vmm::Rayos, self.vmm_exit)
                 .or_else(|| {
-                    self.host_panic
-                        .as_ref()
-                        .map(|p| format!("the test host's own kernel panicked ({p}), not rayos-vmm"))
+                    self.host_panic.as_ref().map(|p| format!("the test host itself failed ({p}), not rayos-vmm"))
                 })
                 .or_else(|| {
                     self.reference_crash
@@ -983,6 +1016,12 @@ pub(crate) fn run_once<F>(
         );
         println!("{scenario}: {why}");
         obs.host_panic = Some(why);
+    }
+    if outcome.timed_out && obs.host_panic.is_none() {
+        if let Some(why) = obs.stalled_host(opts.timeout) {
+            println!("{scenario}: {why}");
+            obs.host_panic = Some(why);
+        }
     }
     let run = nested::HostRun { outcome, log: log.clone() };
     let figures = evaluate(&obs).map_err(|r| {
@@ -1191,6 +1230,27 @@ mod tests {
         assert!(run(lines("firefox.desktop", vm_window)).unwrap_err().to_string().contains("not a terminal"));
         let host_window = r#"{"id":2,"app_id":"foot","origin":{"kind":"host"}}"#;
         assert!(run(lines("foot.desktop", host_window)).unwrap_err().to_string().contains("origin is not VM linux"));
+    }
+
+    #[test]
+    fn a_stalled_test_host_is_told_from_a_failing_step() {
+        let timeout = Duration::from_secs(600);
+        let mut o = Observation::default();
+        o.observe(Duration::from_secs(100), "RAYOS-VN-STEP desktop");
+        let why = o.stalled_host(timeout).expect("silent for 500 s");
+        assert!(why.contains("went silent at 100 s") && why.contains("500 s"), "{why}");
+        // Still talking near the timeout: not a stall.
+        o.observe(Duration::from_secs(590), "some guest line");
+        assert_eq!(o.stalled_host(timeout), None);
+        // The kernel's own stall report counts even while it talks.
+        o.observe(
+            Duration::from_secs(595),
+            "[  512.1] watchdog: BUG: soft lockup - CPU#0 stuck for 26s! [rayos-vmm:88]",
+        );
+        assert!(o.stalled_host(timeout).unwrap().contains("soft lockup"));
+        // A step that failed with its own message is the scenario's failure.
+        o.observe(Duration::from_secs(596), "RAYOS-HOST-FAIL step desktop timed out");
+        assert_eq!(o.stalled_host(timeout), None);
     }
 
     #[test]

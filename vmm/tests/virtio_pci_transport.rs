@@ -17,6 +17,8 @@ struct Log {
     activated: Vec<(u64, Vec<(usize, QueueState)>)>,
     resets: usize,
     config_writes: Vec<(u64, Vec<u8>)>,
+    /// The device's interrupt eventfds, as a backend would hold them.
+    calls: Vec<vmm_sys_util::eventfd::EventFd>,
 }
 
 struct Fake(Arc<Mutex<Log>>);
@@ -40,7 +42,9 @@ impl VirtioDevice for Fake {
         self.0.lock().unwrap().config_writes.push((offset, data.to_vec()));
     }
     fn activate(&mut self, a: Activation<'_>) -> Result<(), ActivateError> {
-        self.0.lock().unwrap().activated.push((a.features, a.queues));
+        let mut l = self.0.lock().unwrap();
+        l.calls = a.calls.iter().map(|c| c.try_clone().unwrap()).collect();
+        l.activated.push((a.features, a.queues));
         Ok(())
     }
     fn reset(&mut self) {
@@ -51,15 +55,22 @@ impl VirtioDevice for Fake {
 const BAR: u64 = 0xc000_0000;
 
 fn setup() -> (VirtioPciDevice, Arc<Mutex<Log>>, GuestRam) {
+    let (d, log, ram, _) = setup_with_vcpu();
+    (d, log, ram)
+}
+
+/// [`setup`] with vCPU 0 of the VM, whose local APIC receives the MSIs.
+fn setup_with_vcpu() -> (VirtioPciDevice, Arc<Mutex<Log>>, GuestRam, kvm_ioctls::VcpuFd) {
     assert!(std::path::Path::new("/dev/kvm").exists(), "this test needs /dev/kvm");
     let kvm = Kvm::new().unwrap();
     let vm = kvm.create_vm().unwrap();
     vm.create_irq_chip().unwrap();
+    let vcpu = vm.create_vcpu(0).unwrap();
     let ram = GuestRam::new(32 << 20).unwrap();
     let log = Arc::new(Mutex::new(Log::default()));
     let router = Arc::new(MsiRouter::new(Arc::new(vm)));
     let dev = VirtioPciDevice::new("test", Box::new(Fake(log.clone())), ram.memory.clone(), router, BAR).unwrap();
-    (dev, log, ram)
+    (dev, log, ram, vcpu)
 }
 
 fn cfg_read(d: &mut VirtioPciDevice, off: usize, len: usize) -> u32 {
@@ -227,4 +238,66 @@ fn every_width_and_offset_of_bar0_and_config_space_is_safe() {
         }
     }
     assert_eq!(cfg_read(&mut d, 0, 4), 0x105a_1af4, "identity survived");
+}
+
+/// Whether `vector` is requested in the vCPU's local APIC (IRR).
+fn apic_requested(vcpu: &kvm_ioctls::VcpuFd, vector: u8) -> bool {
+    let lapic = vcpu.get_lapic().unwrap();
+    let off = 0x200 + (vector as usize / 32) * 0x10;
+    let word = u32::from_le_bytes(std::array::from_fn(|i| lapic.regs[off + i] as u8));
+    word & (1 << (vector % 32)) != 0
+}
+
+#[test]
+fn an_interrupt_raised_while_its_vector_is_masked_is_pending_and_delivered_on_unmask() {
+    let (mut d, log, _ram, vcpu) = setup_with_vcpu();
+    // The local APIC, software-enabled (spurious vector register, bit 8).
+    let mut lapic = vcpu.get_lapic().unwrap();
+    lapic.regs[0xf1] |= 1;
+    vcpu.set_lapic(&lapic).unwrap();
+
+    // Driver set-up: MSI-X on, vector 0 -> APIC vector 0x30, queue 0 on vector 0.
+    let st = |d: &mut VirtioPciDevice, s: u8| bar_write(d, 0x14, 1, s as u64);
+    st(&mut d, status::ACKNOWLEDGE | status::DRIVER);
+    bar_write(&mut d, 0x08, 4, 1);
+    bar_write(&mut d, 0x0c, 4, 1);
+    st(&mut d, status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK);
+    let msix = caps(&mut d).iter().find(|x| x.0 == 0x11).unwrap().1;
+    d.config_write(msix + 2, &0x8000u16.to_le_bytes());
+    bar_write(&mut d, MSIX_TABLE_OFFSET, 4, 0xfee0_0000);
+    bar_write(&mut d, MSIX_TABLE_OFFSET + 8, 4, 0x30);
+    bar_write(&mut d, MSIX_TABLE_OFFSET + 12, 4, 0);
+    bar_write(&mut d, 0x16, 2, 0);
+    bar_write(&mut d, 0x18, 2, 64);
+    bar_write(&mut d, 0x1a, 2, 0);
+    bar_write(&mut d, 0x20, 8, 0x10000);
+    bar_write(&mut d, 0x28, 8, 0x11000);
+    bar_write(&mut d, 0x30, 8, 0x12000);
+    bar_write(&mut d, 0x1c, 2, 1);
+    st(&mut d, status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK | status::DRIVER_OK);
+    let call = log.lock().unwrap().calls[0].try_clone().unwrap();
+
+    // The driver masks the vector; the device raises an interrupt meanwhile.
+    bar_write(&mut d, MSIX_TABLE_OFFSET + 12, 4, 1);
+    call.write(1).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    assert_eq!(bar_read(&mut d, MSIX_PBA_OFFSET, 8) & 1, 1, "vector 0's pending bit");
+    assert!(!apic_requested(&vcpu, 0x30), "delivered while masked");
+
+    // Unmasking delivers it.
+    bar_write(&mut d, MSIX_TABLE_OFFSET + 12, 4, 0);
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while !apic_requested(&vcpu, 0x30) {
+        assert!(std::time::Instant::now() < end, "the interrupt raised while masked was lost on unmask");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert_eq!(bar_read(&mut d, MSIX_PBA_OFFSET, 8) & 1, 0, "no longer pending once delivered");
+
+    // A vector masked through the function mask holds interrupts the same way.
+    d.config_write(msix + 2, &0xc000u16.to_le_bytes());
+    call.write(1).unwrap();
+    assert_eq!(bar_read(&mut d, MSIX_PBA_OFFSET, 8) & 1, 1, "pending under the function mask");
+    // A reset forgets what was pending.
+    st(&mut d, 0);
+    assert_eq!(bar_read(&mut d, MSIX_PBA_OFFSET, 8) & 1, 0, "nothing pending after a reset");
 }

@@ -41,7 +41,8 @@ pub fn run_register_ops(data: &[u8]) {
             _ => {
                 let mut b = vec![0u8; len];
                 msix.read_table(off as u64 % (5 * ENTRY_SIZE), &mut b);
-                msix.read_pba(off as u64 % 16, &mut b);
+                let pending: Vec<bool> = (0..8).map(|i| off >> i & 1 != 0).collect();
+                msix.read_pba(off as u64 % 16, &mut b, &pending);
             }
         }
         // Invariants no driver can break.

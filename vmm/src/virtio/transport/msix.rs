@@ -4,7 +4,9 @@
 //! a vector currently delivers to and programs KVM's GSI routing from it. A
 //! vector delivers only while MSI-X is enabled, the function is not masked
 //! and the vector's own mask bit is clear; otherwise its route is withdrawn
-//! (interrupts raised meanwhile are dropped rather than held pending).
+//! and the transport holds what is raised meanwhile as pending (its
+//! eventfds stay signalled; see the transport's notes), which the PBA
+//! shows and the unmask delivers.
 
 /// Bytes per table entry.
 pub const ENTRY_SIZE: u64 = 16;
@@ -113,13 +115,21 @@ impl MsixState {
         (self.route(index as u16) != before).then_some(index as u16)
     }
 
-    /// Driver read of the pending-bit array (pending bits are never held: zero).
-    pub fn read_pba(&self, offset: u64, data: &mut [u8]) {
+    /// Driver read of the pending-bit array: bit `v` is `pending[v]` (missing
+    /// entries read 0); out-of-range or odd-width reads return all ones.
+    pub fn read_pba(&self, offset: u64, data: &mut [u8], pending: &[bool]) {
         let qwords = (self.entries.len() as u64).div_ceil(64);
-        if matches!(data.len(), 4 | 8) && offset % data.len() as u64 == 0 && offset < qwords * 8 {
-            data.fill(0);
-        } else {
+        if !(matches!(data.len(), 4 | 8) && offset % data.len() as u64 == 0 && offset < qwords * 8) {
             data.fill(0xff);
+            return;
+        }
+        let first = offset as usize * 8;
+        data.fill(0);
+        for bit in 0..data.len() * 8 {
+            let v = first + bit;
+            if v < self.entries.len() && pending.get(v).copied().unwrap_or(false) {
+                data[bit / 8] |= 1 << (bit % 8);
+            }
         }
     }
 }
@@ -181,12 +191,17 @@ mod tests {
     }
 
     #[test]
-    fn pba_reads_zero_inside_and_all_ones_outside() {
+    fn pba_shows_pending_vectors_inside_and_all_ones_outside() {
         let m = MsixState::new(3);
         let mut b = [0xaau8; 8];
-        m.read_pba(0, &mut b);
+        m.read_pba(0, &mut b, &[]);
         assert_eq!(b, [0; 8]);
-        m.read_pba(8, &mut b);
+        m.read_pba(0, &mut b, &[false, true, true, true]);
+        assert_eq!(b, [0b110, 0, 0, 0, 0, 0, 0, 0], "bits for vectors 1 and 2; no vector 3");
+        let mut w = [0u8; 4];
+        m.read_pba(4, &mut w, &[true; 3]);
+        assert_eq!(w, [0; 4], "the upper dword holds no vector of 3");
+        m.read_pba(8, &mut b, &[true; 3]);
         assert_eq!(b, [0xff; 8]);
     }
 }

@@ -10,10 +10,19 @@
 //! ```
 //! Queue notifications are ioeventfds on their addresses, so a guest kick
 //! never exits to the VMM; interrupts are irqfds on the GSI of the MSI-X
-//! vector each queue uses. Queues are validated at DRIVER_OK against guest
+//! vector each queue uses.
+//!
+//! Masking: while a vector may not deliver (masked, function-masked, MSI-X
+//! off), the irqfds of the queues using it are unregistered, so a device
+//! raising an interrupt meanwhile leaves it counted in the eventfd: that is
+//! the vector's pending bit (the PBA reads it without consuming it). On
+//! unmask the route is set first and the irqfds registered again; KVM then
+//! finds the eventfd signalled and injects the interrupt, so nothing raised
+//! while masked is lost (Linux masks vectors while it moves their affinity). Queues are validated at DRIVER_OK against guest
 //! memory (virtio-queue's checks plus alignment); a bad queue puts the device
 //! in DEVICE_NEEDS_RESET (2.1.1) and raises a configuration interrupt.
 
+use std::os::unix::io::AsRawFd;
 use std::sync::Arc;
 
 use kvm_ioctls::{IoEventAddress, NoDatamatch};
@@ -109,6 +118,15 @@ pub fn validate_queue(mem: &GuestMem, q: &super::common_config::QueueState) -> R
     }
 }
 
+/// Whether an eventfd has a count waiting, without consuming it.
+fn signalled(efd: &EventFd) -> bool {
+    let mut p = libc::pollfd { fd: efd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    // SAFETY: one valid pollfd for the duration of the call, timeout 0; the
+    // fd is owned by `efd`, which outlives the call.
+    let n = unsafe { libc::poll(&mut p, 1, 0) };
+    n == 1 && p.revents & libc::POLLIN != 0
+}
+
 /// A virtio device on PCI. See the module documentation.
 pub struct VirtioPciDevice {
     name: String,
@@ -126,7 +144,10 @@ pub struct VirtioPciDevice {
     kicks: Vec<EventFd>,
     calls: Vec<EventFd>,
     config_irq: EventFd,
-    /// GSI each queue's call eventfd (and then the config eventfd, last) is bound to.
+    /// Vector each queue's call eventfd (and then the config eventfd, last) uses.
+    slot_vector: Vec<u16>,
+    /// GSI whose irqfd each slot's eventfd is registered as (only while its
+    /// vector may deliver).
     bound: Vec<Option<u32>>,
     active: bool,
 }
@@ -196,6 +217,7 @@ impl VirtioPciDevice {
             isr: 0,
             device,
             mem,
+            slot_vector: vec![NO_VECTOR; max_sizes.len() + 1],
             bound: vec![None; max_sizes.len() + 1],
             router,
             bar_addr,
@@ -223,37 +245,85 @@ impl VirtioPciDevice {
         Ok(())
     }
 
-    /// Binds eventfd `slot` (a queue, or the config interrupt when
-    /// `slot == queues`) to the GSI of `vector`.
+    fn slot_efd(&self, slot: usize) -> &EventFd {
+        if slot < self.calls.len() {
+            &self.calls[slot]
+        } else {
+            &self.config_irq
+        }
+    }
+
+    /// Points eventfd `slot` (a queue, or the config interrupt when
+    /// `slot == queues`) at `vector`.
     fn bind(&mut self, slot: usize, vector: u16) {
-        let efd = if slot < self.calls.len() { &self.calls[slot] } else { &self.config_irq };
+        self.slot_vector[slot] = vector;
+        self.sync_slot(slot);
+    }
+
+    /// Registers the slot's irqfd on its vector's GSI while the vector may
+    /// deliver, and unregisters it otherwise (see the module notes).
+    fn sync_slot(&mut self, slot: usize) {
+        let vector = self.slot_vector[slot];
+        let want = match vector {
+            NO_VECTOR => None,
+            v if self.msix.route(v).is_some() => self.vector_gsi.get(v as usize).copied(),
+            _ => None,
+        };
+        if self.bound[slot] == want {
+            return;
+        }
         let vm = self.router.vm();
-        if let Some(old) = self.bound[slot].take() {
+        let efd = self.slot_efd(slot);
+        if let Some(old) = self.bound[slot] {
             if let Err(e) = vm.unregister_irqfd(efd, old) {
                 tracing::warn!("{}: unregister irqfd: {e}", self.name);
             }
         }
-        if vector == NO_VECTOR {
-            return;
+        let mut now = None;
+        if let Some(gsi) = want {
+            match vm.register_irqfd(efd, gsi) {
+                Ok(()) => now = Some(gsi),
+                Err(e) => tracing::warn!("{}: register irqfd on GSI {gsi}: {e}", self.name),
+            }
         }
-        let Some(&gsi) = self.vector_gsi.get(vector as usize) else { return };
-        match vm.register_irqfd(efd, gsi) {
-            Ok(()) => self.bound[slot] = Some(gsi),
-            Err(e) => tracing::warn!("{}: register irqfd on GSI {gsi}: {e}", self.name),
-        }
+        self.bound[slot] = now;
     }
 
-    fn update_route(&self, vector: u16) {
+    /// Follows a change of whether and where `vector` delivers: a route
+    /// given is set before the irqfds return (which injects what is
+    /// pending); a route withdrawn is withdrawn after they are gone.
+    fn update_route(&mut self, vector: u16) {
         let Some(&gsi) = self.vector_gsi.get(vector as usize) else { return };
-        if let Err(e) = self.router.set_route(gsi, self.msix.route(vector)) {
+        let route = self.msix.route(vector);
+        let slots: Vec<usize> = (0..self.slot_vector.len()).filter(|&s| self.slot_vector[s] == vector).collect();
+        if route.is_none() {
+            for &s in &slots {
+                self.sync_slot(s);
+            }
+        }
+        if let Err(e) = self.router.set_route(gsi, route) {
             tracing::warn!("{}: MSI-X vector {vector}: {e}", self.name);
         }
+        if route.is_some() {
+            for &s in &slots {
+                self.sync_slot(s);
+            }
+        }
     }
 
-    fn update_all_routes(&self) {
+    fn update_all_routes(&mut self) {
         for v in 0..self.msix.len() {
             self.update_route(v);
         }
+    }
+
+    /// Whether `vector` has an interrupt waiting: it may not deliver and
+    /// one of its eventfds is signalled (polled, not read).
+    fn vector_pending(&self, vector: u16) -> bool {
+        self.msix.route(vector).is_none()
+            && (0..self.slot_vector.len())
+                .filter(|&s| self.slot_vector[s] == vector)
+                .any(|s| signalled(self.slot_efd(s)))
     }
 
     /// Puts the device in DEVICE_NEEDS_RESET and tells the driver (2.1.2).
@@ -278,6 +348,8 @@ impl VirtioPciDevice {
         self.isr = 0;
         for slot in 0..self.bound.len() {
             self.bind(slot, NO_VECTOR);
+            // Nothing raised before the reset stays pending after it.
+            let _ = self.slot_efd(slot).read();
         }
     }
 
@@ -353,7 +425,8 @@ impl VirtioPciDevice {
                 self.msix.read_table(o - MSIX_TABLE_OFFSET, data)
             }
             o if (MSIX_PBA_OFFSET..MSIX_PBA_OFFSET + 0x1000).contains(&o) => {
-                self.msix.read_pba(o - MSIX_PBA_OFFSET, data)
+                let pending: Vec<bool> = (0..self.msix.len()).map(|v| self.vector_pending(v)).collect();
+                self.msix.read_pba(o - MSIX_PBA_OFFSET, data, &pending)
             }
             _ => data.fill(0),
         }

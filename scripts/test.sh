@@ -9,9 +9,8 @@
 #      native: guest apps as labelled RayOS windows through the bridge, launched by words (tier 2);
 #      session: the main job (scripts/run.sh) driven by a script: words to windows (tier 2);
 #      vmm-boot and vmm-virtiofs with rayos-vmm and QEMU, vmm-console (typing at the guest shell),
-#      vmm-native (the guest image under rayos-vmm, apps as windows through the bridge) (tier 3, nested)
-#      (rayos-smoke vmm-desktop, the embedded desktop end to end, is manual until its nested
-#      KVM internal errors are explained: see the README's Test tiers)
+#      vmm-native (the guest image under rayos-vmm, apps as windows through the bridge),
+#      vmm-desktop (the guest's weston desktop in one RayOS window: click, type, resize) (tier 3, nested)
 #
 # A scenario that cannot run on this machine prints "SKIP <name>: <reason>";
 # that is reported, and counts as a failure in CI (CI=true) where every
@@ -135,6 +134,7 @@ run_scenario vmm-console --timeout 5m --kvm-trace
 run_scenario vmm-virtiofs --vmm both --kvm-trace
 run_scenario vmm-native --kvm-trace
 run_scenario vmm-agent
+run_scenario vmm-desktop --timeout 10m --kvm-trace
 
 echo
 if [ ${#failures[@]} -gt 0 ]; then

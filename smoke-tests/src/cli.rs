@@ -573,6 +573,11 @@ pub struct CensusArgs {
     #[arg(long, value_name = "N", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub boots: u32,
 
+    /// Stop once the last N boots of every VMM hung (each takes the full
+    /// per-boot timeout); 0 never stops early.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub give_up_after: u32,
+
     #[command(flatten)]
     pub boot: BootOptions,
 }

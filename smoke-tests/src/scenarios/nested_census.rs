@@ -91,8 +91,14 @@ impl Boot {
         if self.guest_ok && self.status == 0 {
             return Ending::Ok;
         }
-        // busybox timeout: 124 (or 128 + SIGTERM when the child reports it).
-        if self.status == 124 || self.status == 143 {
+        // busybox timeout kills with SIGTERM: 124 or 143, or the VMM's own
+        // status after it handled the signal (QEMU exits 0, saying so).
+        if self.status == 124
+            || self.status == 143
+            || said("terminating on signal 15")
+            || said("stopped by signal 15")
+            || self.seconds >= f64::from(BOOT_TIMEOUT_S) - 1.0
+        {
             return Ending::Hang;
         }
         if said("KVM internal error") || said("internal error") && self.vmm == Vmm::Rayos && self.status == 1 {
@@ -170,6 +176,16 @@ sleep 60
     )
 }
 
+/// Whether the last `n` boots of every VMM in `vmms` hung (the last
+/// boot's console tail may still be arriving: endings are read as they are).
+pub fn all_hanging(boots: &[Boot], vmms: &[Vmm], n: u32) -> bool {
+    let n = n as usize;
+    vmms.iter().all(|v| {
+        let mine: Vec<&Boot> = boots.iter().filter(|b| b.vmm == *v).collect();
+        mine.len() >= n && mine[mine.len() - n..].iter().all(|b| b.ending() == Ending::Hang)
+    })
+}
+
 /// Counts of each ending per VMM.
 pub fn tabulate(boots: &[Boot]) -> BTreeMap<(&'static str, Ending), u32> {
     let mut t = BTreeMap::new();
@@ -212,6 +228,7 @@ fn run_inner(args: &CensusArgs) -> Result<Outcome, VmmBootError> {
 
     let mut boots: Vec<Boot> = Vec::new();
     let mut done = false;
+    let mut gave_up = false;
     let run = nested::boot_host(&prep, &opts, vmms[0], |_, line| {
         if let Some(b) = parse_census(line) {
             println!(
@@ -230,6 +247,14 @@ fn run_inner(args: &CensusArgs) -> Result<Outcome, VmmBootError> {
             }
         } else if line.contains(CENSUS_DONE) {
             done = true;
+            return Flow::Finished;
+        }
+        if args.give_up_after > 0 && all_hanging(&boots, &vmms, args.give_up_after) {
+            println!(
+                "{SCENARIO}: the last {} boots of every VMM hung ({BOOT_TIMEOUT_S} s each); giving up on this census",
+                args.give_up_after
+            );
+            gave_up = true;
             return Flow::Finished;
         }
         Flow::Continue
@@ -264,6 +289,16 @@ fn run_inner(args: &CensusArgs) -> Result<Outcome, VmmBootError> {
     let wall = started.elapsed().as_secs_f64();
     println!("{SCENARIO} wall_s={wall:.1} serial log {}", run.log.display());
     let expected = args.boots as usize * vmms.len();
+    if gave_up {
+        return Ok(Outcome::Fail {
+            scenario: SCENARIO,
+            reason: format!(
+                "every VMM's guest hung {} times in a row under outer QEMU {mode}; census stopped after {} boots ({figures})",
+                args.give_up_after,
+                boots.len()
+            ),
+        });
+    }
     if !done || boots.len() != expected {
         let reason = run.annotate(
             format!("the test host ran {} of {expected} boots and did not finish the census ({figures})", boots.len()),
@@ -305,6 +340,12 @@ mod tests {
         assert_eq!(boot(Vmm::Rayos, 124, false, &[]).ending(), Ending::Hang);
         assert_eq!(boot(Vmm::Qemu, 0, false, &["Kernel panic - not syncing"]).ending(), Ending::Panic);
         assert_eq!(boot(Vmm::Qemu, 0, false, &[]).ending(), Ending::TripleFault);
+        // QEMU handles the timeout's SIGTERM and exits 0: a hang, not a reset.
+        let q = boot(Vmm::Qemu, 0, false, &["qemu-system-x86_64: terminating on signal 15 from pid 117"]);
+        assert_eq!(q.ending(), Ending::Hang);
+        let mut slow = boot(Vmm::Rayos, 0, false, &[]);
+        slow.seconds = f64::from(BOOT_TIMEOUT_S) + 0.3;
+        assert_eq!(slow.ending(), Ending::Hang);
         assert_eq!(boot(Vmm::Qemu, 1, false, &["qemu: something"]).ending(), Ending::Other);
         // A guest that printed OK but whose VMM failed is not ok.
         assert_eq!(boot(Vmm::Rayos, 1, true, &[]).ending(), Ending::Other);
@@ -319,6 +360,18 @@ mod tests {
         assert!(s.contains("for i in $(seq 1 3); do"));
         assert!(s.contains(&format!("timeout {BOOT_TIMEOUT_S} \"$@\" </dev/null")));
         assert!(s.find(CENSUS_DONE).unwrap() < s.find("poweroff -f").unwrap());
+    }
+
+    #[test]
+    fn gives_up_only_when_every_vmm_keeps_hanging() {
+        let hang = |v| boot(v, 124, false, &[]);
+        let ok = |v| boot(v, 0, true, &[]);
+        let both = [Vmm::Rayos, Vmm::Qemu];
+        assert!(!all_hanging(&[hang(Vmm::Rayos), hang(Vmm::Qemu)], &both, 2));
+        let b = [hang(Vmm::Rayos), hang(Vmm::Qemu), hang(Vmm::Rayos), hang(Vmm::Qemu)];
+        assert!(all_hanging(&b, &both, 2));
+        let b = [hang(Vmm::Rayos), ok(Vmm::Qemu), hang(Vmm::Rayos), hang(Vmm::Qemu)];
+        assert!(!all_hanging(&b, &both, 2));
     }
 
     #[test]

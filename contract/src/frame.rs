@@ -183,6 +183,10 @@ impl<R: Read> FrameReader<R> {
     pub fn get_ref(&self) -> &R {
         &self.inner
     }
+
+    pub fn get_mut(&mut self) -> &mut R {
+        &mut self.inner
+    }
 }
 
 #[cfg(test)]

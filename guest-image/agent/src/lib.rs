@@ -12,3 +12,4 @@ pub mod desktop;
 pub mod launcher;
 pub mod power;
 pub mod server;
+pub mod supervisor;

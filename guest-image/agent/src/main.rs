@@ -7,6 +7,7 @@ use clap::Parser;
 use rayos_guest_agent::catalog::xdg_dirs;
 use rayos_guest_agent::launcher::{Launcher, RunAs};
 use rayos_guest_agent::server::{Agent, Listener, Power};
+use rayos_guest_agent::supervisor;
 
 /// The RayOS guest agent: serves the host's command channel (list apps,
 /// launch, stop, power) on vsock inside the Linux guest.
@@ -39,6 +40,10 @@ struct Args {
     /// behind it, each toplevel a host window.
     #[arg(long, default_value = "/usr/bin/waypipe", value_name = "PATH")]
     waypipe: PathBuf,
+    /// Run the agent under a supervisor that starts it again when it dies
+    /// (always on as PID 1, where the agent's death would end the guest).
+    #[arg(long)]
+    supervise: bool,
 }
 
 fn main() {
@@ -48,6 +53,10 @@ fn main() {
         .with_ansi(false)
         .init();
     let args = Args::parse();
+    if (std::process::id() == 1 || args.supervise) && !supervisor::is_supervised() {
+        // Returns in the agent child only (see `supervisor`).
+        supervisor::supervise();
+    }
     if let Err(e) = run(args) {
         eprintln!("rayos-guest-agent: {e}");
         std::process::exit(1);
@@ -55,7 +64,7 @@ fn main() {
 }
 
 fn run(args: Args) -> Result<(), String> {
-    let pid1 = std::process::id() == 1;
+    let pid1 = std::process::id() == 1 || supervisor::is_pid1_child();
     let run_as = match &args.user {
         Some(u) => RunAs::lookup(u).map_err(|e| format!("--user {u}: {e}"))?,
         None => {

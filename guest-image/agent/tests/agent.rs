@@ -333,3 +333,55 @@ fn native_apps_run_behind_the_bridge_only_when_both_sides_announce_it() {
     assert_eq!(h.wait_exit(handle), (Some(0), None));
     assert_eq!(std::fs::read_to_string(&record).unwrap(), want, "an embedded app went through the bridge");
 }
+
+/// The children of process `pid` (from /proc).
+fn children(pid: u32) -> Vec<u32> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|s| s.split_whitespace().filter_map(|p| p.parse().ok()).collect::<Vec<u32>>())
+        .collect()
+}
+
+#[test]
+fn a_supervised_agent_that_dies_is_started_again() {
+    let a = start_agent_with(|_| vec!["--supervise".into()]);
+    let mut h = Host::connect(&a);
+    h.hello();
+    drop(h);
+    let agent_pid = children(a.child.id()).first().copied().expect("the supervisor's agent child");
+    // What a panic does under panic = "abort".
+    // SAFETY: kill with a pid and a signal number.
+    assert_eq!(unsafe { libc::kill(agent_pid as i32, libc::SIGABRT) }, 0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let new_pid = loop {
+        match children(a.child.id()).first().copied() {
+            Some(p) if p != agent_pid => break p,
+            _ => {
+                assert!(Instant::now() < deadline, "no new agent after the old one died");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    };
+    // The new agent serves the channel again.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut h = loop {
+        if let Ok(s) = UnixStream::connect(&a.sock) {
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let r = FrameReader::new(s.try_clone().unwrap());
+            break Host { w: s, r, next: 1, events: Vec::new() };
+        }
+        assert!(Instant::now() < deadline, "the new agent does not listen");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    h.hello();
+    // Stop the supervisor first, then its agent.
+    let supervisor = a.child.id() as i32;
+    // SAFETY: kill with a pid and a signal number.
+    unsafe {
+        libc::kill(supervisor, libc::SIGKILL);
+        libc::kill(new_pid as i32, libc::SIGKILL);
+    }
+}

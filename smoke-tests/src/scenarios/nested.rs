@@ -357,7 +357,7 @@ pub fn run_with_retry<R, E>(
     let why = match (vmm, &f.guest_crash) {
         (Vmm::Qemu, _) => "retrying the reference once".to_string(),
         (Vmm::Rayos, Some(crash)) => {
-            format!("{crash} with no VMM error, the nested-environment crash both VMMs' guests show; retrying once")
+            format!("{crash}: a failure of the nested environment, not of a check; retrying once (its cause is open)")
         }
         (Vmm::Rayos, None) => return Ok((first, 1)),
     };

@@ -322,7 +322,7 @@ impl Observation {
     pub fn step_times(&self, steps: &[&str]) -> Result<Vec<(String, f64)>, ScenarioError> {
         let last_step = self.started.last().map(|(s, _)| s.as_str()).unwrap_or("start-up");
         if let Some(p) = &self.host_panic {
-            return Err(format!("step {last_step}: the test host's kernel panicked: {p}").into());
+            return Err(format!("step {last_step}: the test host failed: {p}").into());
         }
         if let Some(f) = &self.host_fail {
             return Err(format!("step {last_step}: {f}").into());
@@ -1289,10 +1289,7 @@ mod tests {
             "[   70.28] Kernel panic - not syncing: corrupted stack end detected inside scheduler",
         ]);
         assert_eq!(o.host_panic.as_deref(), Some("corrupted stack end detected inside scheduler"));
-        assert!(evaluate(&o, &plan(true))
-            .unwrap_err()
-            .to_string()
-            .starts_with("step words: the test host's kernel panicked"));
+        assert!(evaluate(&o, &plan(true)).unwrap_err().to_string().starts_with("step words: the test host failed"));
     }
 
     #[test]

@@ -46,7 +46,7 @@ pub use backend::{
     serve, BackendError, ServeEnd, ShutdownTrigger, VsockBackend, MUXER_EVENT, NUM_QUEUES, QUEUE_SIZE, VIRTIO_ID_VSOCK,
 };
 pub use connection::{ConnectionError, State};
-pub use muxer::{valid_guest_cid, Muxer, MuxerConfig, MuxerError};
+pub use muxer::{valid_guest_cid, Muxer, MuxerConfig, MuxerError, MAX_PENDING_PER_PEER};
 pub use packet::{
     parse_tx, Header, Op, PacketError, RxBuffer, TxPacket, HOST_CID, MAX_PKT_DATA, SHUTDOWN_RCV, SHUTDOWN_SEND,
     TYPE_STREAM,

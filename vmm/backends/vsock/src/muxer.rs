@@ -103,7 +103,14 @@ struct HostPending {
     stream: UnixStream,
     line: Vec<u8>,
     deadline: Instant,
+    /// The connecting process.
+    peer_pid: i32,
 }
+
+/// Host connections one process may leave waiting for their `CONNECT` line
+/// at once; more are refused, so one process cannot starve the others of
+/// the connection limit.
+pub const MAX_PENDING_PER_PEER: usize = 16;
 
 pub struct Muxer {
     cfg: MuxerConfig,
@@ -352,9 +359,9 @@ impl Muxer {
                     return;
                 }
             };
-            match peer_uid(&stream) {
-                Ok(uid) if peer_allowed(uid, my_uid()) => {}
-                Ok(uid) => {
+            let peer_pid = match peer_cred(&stream) {
+                Ok((pid, uid)) if peer_allowed(uid, my_uid()) => pid,
+                Ok((_, uid)) => {
                     tracing::warn!(
                         "vsock: refusing a host connection from uid {uid} (this backend runs as uid {})",
                         my_uid()
@@ -365,6 +372,13 @@ impl Muxer {
                     tracing::warn!("vsock: refusing a host connection whose credentials cannot be read: {e}");
                     continue;
                 }
+            };
+            let waiting = self.host_pending.values().filter(|p| p.peer_pid == peer_pid).count();
+            if waiting >= MAX_PENDING_PER_PEER {
+                tracing::warn!(
+                    "vsock: refusing a host connection from pid {peer_pid}: it has {waiting} connections that have not said CONNECT yet"
+                );
+                continue;
             }
             if self.at_capacity() {
                 tracing::warn!("vsock: {} connections open, refusing a host connection", self.cfg.max_connections);
@@ -382,7 +396,7 @@ impl Muxer {
                 continue;
             }
             let deadline = Instant::now() + self.cfg.connect_timeout;
-            self.host_pending.insert(token, HostPending { stream, line: Vec::new(), deadline });
+            self.host_pending.insert(token, HostPending { stream, line: Vec::new(), deadline, peer_pid });
         }
     }
 
@@ -812,8 +826,8 @@ fn my_uid() -> u32 {
     unsafe { libc::geteuid() }
 }
 
-/// The uid of the process at the other end of `stream` (SO_PEERCRED).
-fn peer_uid(stream: &UnixStream) -> std::io::Result<u32> {
+/// The (pid, uid) of the process at the other end of `stream` (SO_PEERCRED).
+fn peer_cred(stream: &UnixStream) -> std::io::Result<(i32, u32)> {
     let mut cred = libc::ucred { pid: 0, uid: 0, gid: 0 };
     let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
     // SAFETY: `cred` and `len` are valid for writes of the sizes given, and
@@ -828,7 +842,7 @@ fn peer_uid(stream: &UnixStream) -> std::io::Result<u32> {
         )
     };
     if rc == 0 {
-        Ok(cred.uid)
+        Ok((cred.pid, cred.uid))
     } else {
         Err(std::io::Error::last_os_error())
     }
@@ -844,6 +858,6 @@ mod access_tests {
         assert!(peer_allowed(0, 1000));
         assert!(!peer_allowed(1001, 1000));
         let (a, _b) = UnixStream::pair().unwrap();
-        assert_eq!(peer_uid(&a).unwrap(), my_uid());
+        assert_eq!(peer_cred(&a).unwrap(), (std::process::id() as i32, my_uid()));
     }
 }

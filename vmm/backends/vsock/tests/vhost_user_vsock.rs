@@ -171,7 +171,12 @@ fn vsock_backend_over_vhost_user() {
     let uds = dir.path().join("vsock.uds");
     let trigger = ShutdownTrigger::default();
     let (s, u, t) = (sock.clone(), uds.clone(), trigger.clone());
-    let server = std::thread::spawn(move || vsock::serve(&s, MuxerConfig::new(CID, &u), &t));
+    let server = std::thread::spawn(move || {
+        // Idle host connections stay pending long enough to be counted below.
+        let mut cfg = MuxerConfig::new(CID, &u);
+        cfg.connect_timeout = Duration::from_secs(30);
+        vsock::serve(&s, cfg, &t)
+    });
     wait_for(&sock);
 
     let ram = GuestRam::new(16 << 20).unwrap();
@@ -254,6 +259,24 @@ fn vsock_backend_over_vhost_user() {
     assert_eq!((h.op, h.dst_port), (Op::Rst as u16, 52));
     let mut b = [0u8; 4];
     assert_eq!(hc.read(&mut b).unwrap(), 0, "host sees EOF");
+
+    // One process leaving connections idle before CONNECT gets at most
+    // MAX_PENDING_PER_PEER of them; the next is closed at once.
+    let idle: Vec<UnixStream> = (0..vsock::MAX_PENDING_PER_PEER).map(|_| UnixStream::connect(&uds).unwrap()).collect();
+    let mut extra = UnixStream::connect(&uds).unwrap();
+    extra.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let got = extra.read(&mut b);
+    let closed = matches!(got, Ok(0)) || matches!(&got, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset);
+    assert!(closed, "the connection past the per-process bound stays open: {got:?}");
+    for s in &idle {
+        s.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        let r = (&*s).read(&mut b);
+        assert!(
+            matches!(&r, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+            "an idle one within the bound was closed: {r:?}"
+        );
+    }
+    drop(idle);
 
     // The frontend's socket monitor keeps its own copy of the connection,
     // so end the backend the way the binary does on a signal.

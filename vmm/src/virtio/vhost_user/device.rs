@@ -18,6 +18,14 @@
 //! DEVICE_NEEDS_RESET with a configuration interrupt, and later activations
 //! fail. RayOS does not reconnect to a restarted backend; the VM must be
 //! restarted to get the device back.
+//!
+//! A backend that hangs (stopped, deadlocked) must not hang the vCPU that
+//! asked: every request runs under a watchdog that shuts the socket down
+//! when it takes longer than [`REQUEST_TIMEOUT`] (the `vhost` crate retries
+//! a timed-out read by itself, so a socket timeout would not end the wait);
+//! the blocked call then fails, and a request that fails marks the device
+//! broken the same way a dead backend does, since the protocol's state is
+//! then unknown.
 
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
@@ -25,6 +33,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use std::sync::Mutex;
+use std::time::Duration;
 use vhost::vhost_user::message::{VhostUserConfigFlags, VhostUserProtocolFeatures, VhostUserVirtioFeatures};
 use vhost::vhost_user::{Frontend, VhostUserFrontend};
 use vhost::{VhostBackend, VhostUserMemoryRegionInfo, VringConfigData};
@@ -71,6 +80,7 @@ pub struct VhostUserDevice {
     memfd: RawFd,
     broken: Arc<AtomicBool>,
     notifier: Arc<Mutex<Option<EventFd>>>,
+    watchdog: Watchdog,
     active_queues: Vec<usize>,
 }
 
@@ -96,6 +106,8 @@ impl VhostUserDevice {
         };
         let mut frontend = Frontend::connect(socket, queue_sizes.len() as u64)
             .map_err(|source| VhostUserError::Connect { path: path.clone(), source })?;
+        let watchdog = Watchdog::start(name, frontend.as_raw_fd(), REQUEST_TIMEOUT);
+        let guard = watchdog.guard();
         frontend.set_owner().map_err(req("SET_OWNER"))?;
         let features = frontend.get_features().map_err(req("GET_FEATURES"))?;
         if features & (1 << VIRTIO_F_VERSION_1) == 0 {
@@ -117,6 +129,7 @@ impl VhostUserDevice {
             }
         }
 
+        drop(guard);
         let mut regions = Vec::new();
         let mut offset = 0;
         for r in ram.memory.iter() {
@@ -142,6 +155,7 @@ impl VhostUserDevice {
             memfd: ram.fd(),
             broken,
             notifier,
+            watchdog,
             active_queues: Vec::new(),
         })
     }
@@ -192,6 +206,120 @@ impl VhostUserDevice {
         }
         Ok(())
     }
+}
+
+/// Longest the VMM waits for the backend to take or answer one request.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Shuts the backend's socket down when one request takes longer than its
+/// timeout (see the module notes). One thread per device, idle while no
+/// request runs.
+pub struct Watchdog {
+    state: Arc<(Mutex<WatchState>, std::sync::Condvar)>,
+}
+
+#[derive(Default)]
+pub struct WatchState {
+    /// When the running request must be done by.
+    deadline: Option<std::time::Instant>,
+    fired: bool,
+    stop: bool,
+}
+
+/// A request in progress; dropping it disarms the watchdog.
+pub struct WatchGuard(Arc<(Mutex<WatchState>, std::sync::Condvar)>);
+
+impl Drop for WatchGuard {
+    fn drop(&mut self) {
+        let (m, cv) = &*self.0;
+        m.lock().expect("watchdog lock").deadline = None;
+        cv.notify_all();
+    }
+}
+
+impl Watchdog {
+    /// Watches `fd` (duplicated; the copy is the thread's).
+    pub fn start(name: &str, fd: RawFd, timeout: Duration) -> Self {
+        let state = Arc::new((Mutex::new(WatchState::default()), std::sync::Condvar::new()));
+        // SAFETY: dup of a descriptor the caller owns; the copy is owned by the thread.
+        let fd = unsafe { libc::dup(fd) };
+        if fd < 0 {
+            tracing::warn!("{name}: no request watchdog: {}", std::io::Error::last_os_error());
+            return Watchdog { state };
+        }
+        let (st, name) = (state.clone(), name.to_string());
+        let spawned = std::thread::Builder::new().name(format!("{name}-watchdog")).spawn(move || {
+            let (m, cv) = &*st;
+            let mut g = m.lock().expect("watchdog lock");
+            loop {
+                if g.stop || g.fired {
+                    break;
+                }
+                match g.deadline {
+                    None => g = cv.wait(g).expect("watchdog lock"),
+                    Some(d) => {
+                        let now = std::time::Instant::now();
+                        if now < d {
+                            g = cv.wait_timeout(g, d - now).expect("watchdog lock").0;
+                            continue;
+                        }
+                        g.fired = true;
+                        tracing::error!(
+                            "{name}: the vhost-user backend did not answer within {timeout:?}; closing its socket"
+                        );
+                        // SAFETY: shutting down the socket this thread holds a copy of.
+                        unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+                    }
+                }
+            }
+            // SAFETY: closing the copy this thread owns.
+            unsafe { libc::close(fd) };
+        });
+        if let Err(e) = spawned {
+            tracing::warn!("no request watchdog: {e}");
+            // SAFETY: the thread did not start; the copy is still ours to close.
+            unsafe { libc::close(fd) };
+        }
+        Watchdog { state }
+    }
+
+    /// Arms the watchdog for one request.
+    pub fn guard(&self) -> WatchGuard {
+        let (m, cv) = &*self.state;
+        m.lock().expect("watchdog lock").deadline = Some(std::time::Instant::now() + REQUEST_TIMEOUT);
+        cv.notify_all();
+        WatchGuard(self.state.clone())
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        let (m, cv) = &*self.state;
+        m.lock().expect("watchdog lock").stop = true;
+        cv.notify_all();
+    }
+}
+
+/// Marks the device broken after a request failed or timed out, and tells
+/// the transport (once).
+fn give_up(
+    name: &str,
+    path: &Path,
+    request: &str,
+    err: &dyn std::fmt::Display,
+    broken: &AtomicBool,
+    notifier: &Mutex<Option<EventFd>>,
+) {
+    if broken.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    if let Some(irq) = notifier.lock().expect("notifier lock").as_ref() {
+        let _ = irq.write(1);
+    }
+    tracing::error!(
+        "{name}: vhost-user backend {} failed {request} or did not answer within {REQUEST_TIMEOUT:?} ({err}); the device needs a reset",
+        path.display()
+    );
 }
 
 fn spawn_monitor(name: &str, path: &str, fd: RawFd, broken: Arc<AtomicBool>, notifier: Arc<Mutex<Option<EventFd>>>) {
@@ -249,6 +377,7 @@ impl VirtioDevice for VhostUserDevice {
             None if self.protocol.contains(VhostUserProtocolFeatures::CONFIG) && !self.broken() => {
                 // GET_CONFIG needs &mut; the frontend's inner state is behind a mutex, so a clone is cheap.
                 let mut f = self.frontend.clone();
+                let _guard = self.watchdog.guard();
                 match f.get_config(
                     offset as u32,
                     data.len() as u32,
@@ -257,7 +386,7 @@ impl VirtioDevice for VhostUserDevice {
                 ) {
                     Ok((_, bytes)) => data.copy_from_slice(&bytes[..data.len()]),
                     Err(e) => {
-                        tracing::warn!("{}: GET_CONFIG at {offset:#x}: {e}", self.name);
+                        give_up(&self.name, &self.socket, "GET_CONFIG", &e, &self.broken, &self.notifier);
                         data.fill(0);
                     }
                 }
@@ -268,8 +397,9 @@ impl VirtioDevice for VhostUserDevice {
 
     fn write_config(&mut self, offset: u64, data: &[u8]) {
         if self.config.is_none() && self.protocol.contains(VhostUserProtocolFeatures::CONFIG) && !self.broken() {
+            let _guard = self.watchdog.guard();
             if let Err(e) = self.frontend.set_config(offset as u32, VhostUserConfigFlags::WRITABLE, data) {
-                tracing::warn!("{}: SET_CONFIG at {offset:#x}: {e}", self.name);
+                give_up(&self.name, &self.socket, "SET_CONFIG", &e, &self.broken, &self.notifier);
             }
         }
     }
@@ -278,14 +408,35 @@ impl VirtioDevice for VhostUserDevice {
         if self.broken() {
             return Err(ActivateError::BackendGone(self.socket.display().to_string()));
         }
-        self.try_activate(&a)
+        let r = {
+            let _guard = self.watchdog.guard();
+            self.try_activate(&a)
+        };
+        if let Err(e @ ActivateError::Backend { .. }) = &r {
+            give_up(&self.name, &self.socket, "activation", e, &self.broken, &self.notifier);
+        }
+        r
     }
 
     fn reset(&mut self) {
         for i in std::mem::take(&mut self.active_queues) {
+            if self.broken() {
+                break;
+            }
             // GET_VRING_BASE stops the ring in the backend.
-            if let Err(e) = self.frontend.get_vring_base(i) {
-                tracing::warn!("{}: stopping queue {i}: {e}", self.name);
+            let r = {
+                let _guard = self.watchdog.guard();
+                self.frontend.get_vring_base(i)
+            };
+            if let Err(e) = r {
+                give_up(
+                    &self.name,
+                    &self.socket,
+                    &format!("GET_VRING_BASE of queue {i}"),
+                    &e,
+                    &self.broken,
+                    &self.notifier,
+                );
             }
         }
     }

@@ -20,7 +20,7 @@ rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly -
     echo "FAIL fuzz: the address sanitizer needs a nightly toolchain (rustup toolchain install nightly)"; exit 1; }
 
 targets=()
-for dir in vmm/fuzz vmm/backends/vsock/fuzz contract/fuzz; do
+for dir in vmm/fuzz vmm/backends/vsock/fuzz contract/fuzz compositor/fuzz; do
     for t in $(cd "$dir" && cargo fuzz list 2>/dev/null); do
         if [ $# -eq 0 ] || printf '%s\n' "$@" | grep -qx "$t"; then targets+=("$dir:$t"); fi
     done

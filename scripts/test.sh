@@ -118,6 +118,7 @@ run_fuzz vmm/fuzz virtio_gpu_commands 30
 run_fuzz vmm/backends/vsock/fuzz vsock_packet 30
 run_fuzz contract/fuzz frame_decode 30
 run_fuzz contract/fuzz desktop_entry 30
+run_fuzz compositor/fuzz control_lines 30
 run_scenario intent-eval --catalog host/tests/catalog --labels host/tests/intent/labels.tsv \
     --labels host/tests/intent/labels-holdout.tsv
 run_scenario intent-bench --catalog host/tests/catalog --labels host/tests/intent/labels.tsv

@@ -16,19 +16,9 @@ use vmm_sys_util::eventfd::EventFd;
 #[test]
 fn backend_death_marks_the_device_broken() {
     let dir = tempfile::tempdir().unwrap();
-    // The backend runs in a child process so that it can really die.
-    // SAFETY: the child only runs the backend and exits; this test binary
-    // holds a single test, so no other test thread holds locks at fork time.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0);
-    if pid == 0 {
-        start_backend(dir.path());
-        std::thread::sleep(Duration::from_secs(60));
-        // SAFETY: terminating the child without running the parent's destructors.
-        unsafe { libc::_exit(0) };
-    }
+    // The backend runs in a child process so that it can really die (or stop).
+    let pid = fork_backend(dir.path());
     let sock = dir.path().join("upper.sock");
-    wait_for(&sock);
     let ram = GuestRam::new(16 << 20).unwrap();
     let mut dev = VhostUserDevice::connect("upper", &sock, 42, vec![256], None, &ram).unwrap();
     let notifier = EventFd::new(libc::EFD_NONBLOCK).unwrap();

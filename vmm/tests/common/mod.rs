@@ -94,6 +94,25 @@ pub fn start_backend(dir: &Path) -> PathBuf {
     path
 }
 
+/// Forks a child that serves the `upper` backend in `dir` (so that it can
+/// really die or stop) and returns its pid once the socket is there. Only
+/// for test binaries holding a single test: no other thread may hold locks
+/// at fork time.
+pub fn fork_backend(dir: &Path) -> libc::pid_t {
+    // SAFETY: the child only runs the backend and exits; the caller's test
+    // binary holds a single test, so no other thread holds locks at fork time.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0);
+    if pid == 0 {
+        start_backend(dir);
+        std::thread::sleep(Duration::from_secs(120));
+        // SAFETY: terminating the child without running the parent's destructors.
+        unsafe { libc::_exit(0) };
+    }
+    wait_for(&dir.join("upper.sock"));
+    pid
+}
+
 pub fn wait_for(path: &Path) {
     rayos_test_kit::wait::path_appears(path, Duration::from_secs(10)).expect("the backend's socket");
 }

@@ -12,6 +12,7 @@ pub mod desktop;
 pub mod frame;
 pub mod hybrid;
 pub mod message;
+pub mod peer;
 pub mod policy;
 pub mod version;
 

@@ -10,8 +10,6 @@
 //! sockets of another user.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::os::unix::io::AsRawFd;
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
 /// Errors of the access checks.
@@ -61,37 +59,7 @@ pub fn restrict_socket(path: &Path) -> std::io::Result<()> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(SOCKET_MODE))
 }
 
-/// Whether a peer running as `peer` may use the control socket of user `me`.
-pub fn peer_allowed(peer: u32, me: u32) -> bool {
-    peer == me || peer == 0
-}
-
-/// The peer's (pid, uid) from SO_PEERCRED.
-pub fn peer_credentials(stream: &UnixStream) -> std::io::Result<(i32, u32)> {
-    let mut cred = libc::ucred { pid: 0, uid: 0, gid: 0 };
-    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
-    // SAFETY: `cred` and `len` are valid for writes of the sizes given; the
-    // fd is a live unix socket owned by `stream` for the call's duration.
-    let rc = unsafe {
-        libc::getsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_PEERCRED,
-            (&mut cred as *mut libc::ucred).cast(),
-            &mut len,
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok((cred.pid, cred.uid))
-}
-
-/// This process's effective uid.
-pub fn effective_uid() -> u32 {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() }
-}
+pub use rayos_contract::peer::{allowed as peer_allowed, credentials as peer_credentials, effective_uid};
 
 #[cfg(test)]
 mod tests {
@@ -110,21 +78,6 @@ mod tests {
         assert!(why.contains("uid 0") && why.contains("uid 1000"), "{why}");
         assert!(dir_problem(0o41777, 1000, 1000).unwrap().contains("everyone"));
         assert!(dir_problem(0o40770, 1000, 1000).unwrap().contains("its group"));
-    }
-
-    #[test]
-    fn only_this_user_and_root_may_control() {
-        assert!(peer_allowed(1000, 1000));
-        assert!(peer_allowed(0, 1000));
-        assert!(!peer_allowed(1001, 1000));
-    }
-
-    #[test]
-    fn peer_credentials_name_this_process() {
-        let (a, _b) = UnixStream::pair().unwrap();
-        let (pid, uid) = peer_credentials(&a).unwrap();
-        assert_eq!(pid, std::process::id() as i32);
-        assert_eq!(uid, effective_uid());
     }
 
     #[test]

@@ -29,6 +29,8 @@ use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::timerfd::TimerFd;
 
+use rayos_contract::peer::{allowed as peer_allowed, credentials as peer_cred, effective_uid as my_uid};
+
 use super::connection::{Connection, ConnectionError, RxKind, State};
 use super::packet::{self, Header, Op, RxBuffer, TxPacket, HOST_CID, SHUTDOWN_BOTH, SHUTDOWN_SEND, TYPE_STREAM};
 
@@ -813,51 +815,4 @@ fn connect_nonblocking(path: &OsStr) -> std::io::Result<UnixStream> {
         return Err(std::io::Error::last_os_error());
     }
     Ok(UnixStream::from(sock))
-}
-
-/// Whether a host peer running as `peer` may use the hybrid socket of a
-/// backend running as `me`: the same user, or root.
-pub fn peer_allowed(peer: u32, me: u32) -> bool {
-    peer == me || peer == 0
-}
-
-fn my_uid() -> u32 {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() }
-}
-
-/// The (pid, uid) of the process at the other end of `stream` (SO_PEERCRED).
-fn peer_cred(stream: &UnixStream) -> std::io::Result<(i32, u32)> {
-    let mut cred = libc::ucred { pid: 0, uid: 0, gid: 0 };
-    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
-    // SAFETY: `cred` and `len` are valid for writes of the sizes given, and
-    // the fd is a live unix socket owned by `stream` during the call.
-    let rc = unsafe {
-        libc::getsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_PEERCRED,
-            (&mut cred as *mut libc::ucred).cast(),
-            &mut len,
-        )
-    };
-    if rc == 0 {
-        Ok((cred.pid, cred.uid))
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
-}
-
-#[cfg(test)]
-mod access_tests {
-    use super::*;
-
-    #[test]
-    fn only_this_user_and_root_reach_the_guest() {
-        assert!(peer_allowed(1000, 1000));
-        assert!(peer_allowed(0, 1000));
-        assert!(!peer_allowed(1001, 1000));
-        let (a, _b) = UnixStream::pair().unwrap();
-        assert_eq!(peer_cred(&a).unwrap(), (std::process::id() as i32, my_uid()));
-    }
 }

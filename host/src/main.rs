@@ -13,6 +13,11 @@ fn main() -> std::process::ExitCode {
     // Still single-threaded: fix candle's CPU thread count in the environment
     // before any thread (tokio, rayon) starts.
     rayos::intent::bert::pin_cpu_threads();
+    // The kernel starts the host image's /init (a link to this binary) as PID 1
+    // with its own arguments: no command line to parse.
+    if rayos::cli::started_as_init() {
+        rayos::cli::run_as_init();
+    }
     let cli = rayos::cli::Cli::parse();
     // The host service logs what it and its children do; other commands are quiet.
     let service = matches!(cli.command, rayos::cli::Command::Host(_));

@@ -19,9 +19,12 @@ use crate::models::{self, ModelStore, StoreError};
 mod guest_cmd;
 mod host_cmd;
 mod image_cmd;
+mod init_cmd;
 mod intent;
 mod launch_cmd;
 mod models_cmd;
+
+pub use init_cmd::{run_as_init, started_as_init};
 
 /// Errors of the command line layer.
 #[derive(Debug, thiserror::Error)]
@@ -114,6 +117,12 @@ pub enum Command {
     ///   rayos host --policy ./policy.toml --check
     #[command(verbatim_doc_comment)]
     Host(host_cmd::HostArgs),
+    /// PID 1 of the RayOS host image: mounts, modules, the host volume (first
+    /// boot, A/B guest images), udev, the compositor on DRM and the host
+    /// service under supervision, a heartbeat, the `rayos>` prompt on the
+    /// console, and an ordered poweroff. The kernel runs it as /init; it
+    /// refuses to run as any other process.
+    Init,
     /// The host service's VMs: list, status, start, stop.
     Vm(host_cmd::VmArgs),
     /// The apps a VM's policy lets you launch, from its live catalog (through the host service).
@@ -388,6 +397,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Launch(a) => launch_cmd::launch_cmd(a),
         Command::Bridge(a) => launch_cmd::bridge_cmd(a),
         Command::Host(a) => host_cmd::host_cmd(a),
+        Command::Init => init_cmd::init_cmd(),
         Command::Vm(a) => host_cmd::vm_cmd(a),
         Command::Apps(a) => host_cmd::apps_cmd(a),
         Command::Events(a) => host_cmd::events_cmd(a),

@@ -1,0 +1,306 @@
+//! The `rayos>` prompt on the serial console.
+//!
+//! A person (or the smoke test) types a request in words ("open a terminal"),
+//! an app's name or desktop id, or a command. Parsing is pure
+//! ([`parse`]); [`Prompt::run_line`] executes through the host service's API
+//! (launches go through its policy and intent engine) and the compositor's
+//! control socket (screenshots). Everything the guest supplies (app names,
+//! window titles, file contents) is printed with control characters
+//! replaced, so a guest cannot drive the console with escape sequences.
+
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+use rayos_compositor_ipc::client::Client as CompositorClient;
+use rayos_compositor_ipc::control::{Reply, Request};
+use rayosd::client::{ApiClient, ApiClientError};
+use serde_json::{json, Value};
+
+pub const PROMPT: &str = "rayos> ";
+
+pub const HELP: &str = "\
+  <words>            launch a guest app by a request in words, e.g. open a terminal
+  <app>              launch a guest app by its name or desktop id, e.g. foot
+  apps               the apps the VM may launch
+  windows            the windows on the RayOS display
+  vms                the VMs and their state
+  shared [FILE]      the VM's shared folder, or one file of it
+  screenshot FILE    save the RayOS display as a PNG (an absolute path)
+  poweroff           stop the VMs cleanly and power off
+  reboot             the same, then restart
+  help               this list";
+
+/// Largest shared file `shared FILE` prints.
+pub const MAX_SHOWN: u64 = 64 * 1024;
+
+/// One line of input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Empty,
+    Help,
+    Apps,
+    Windows,
+    Vms,
+    Shared(Option<String>),
+    Screenshot(String),
+    Poweroff,
+    Reboot,
+    /// A desktop id (`foot.desktop`).
+    App(String),
+    /// Anything else: words for the intent engine (or an app's name, which
+    /// the service matches first).
+    Words(String),
+    Bad(String),
+}
+
+/// Parses one line.
+pub fn parse(line: &str) -> Command {
+    let line = line.trim();
+    let (cmd, rest) = line.split_once(char::is_whitespace).map(|(c, r)| (c, r.trim())).unwrap_or((line, ""));
+    match (cmd, rest.is_empty()) {
+        ("", _) => Command::Empty,
+        ("help" | "?", true) => Command::Help,
+        ("apps", true) => Command::Apps,
+        ("windows", true) => Command::Windows,
+        ("vms", true) => Command::Vms,
+        ("shared", true) => Command::Shared(None),
+        ("shared", false) => Command::Shared(Some(rest.to_string())),
+        ("screenshot", false) if rest.starts_with('/') && !rest.contains(char::is_whitespace) => {
+            Command::Screenshot(rest.to_string())
+        }
+        ("screenshot", _) => Command::Bad("screenshot needs one absolute path, e.g. screenshot /tmp/rayos.png".into()),
+        ("poweroff" | "shutdown" | "halt", true) => Command::Poweroff,
+        ("reboot", true) => Command::Reboot,
+        _ if line.ends_with(".desktop") && !line.contains(char::is_whitespace) => Command::App(line.to_string()),
+        _ if line.len() > 1024 => Command::Bad("a request is at most 1024 bytes".into()),
+        _ => Command::Words(line.to_string()),
+    }
+}
+
+/// `text` with control characters (escape sequences included) shown as `?`.
+pub fn printable(text: &str) -> String {
+    text.chars().map(|c| if c.is_control() && c != '\n' && c != '\t' { '?' } else { c }).collect()
+}
+
+/// The path of `name` inside `folder`, refusing anything that leaves it.
+pub fn inside(folder: &Path, name: &str) -> Option<PathBuf> {
+    let p = Path::new(name);
+    if p.components().all(|c| matches!(c, Component::Normal(_))) && !name.is_empty() {
+        Some(folder.join(p))
+    } else {
+        None
+    }
+}
+
+/// What the prompt asks PID 1 to do after a line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    Continue,
+    Poweroff,
+    Reboot,
+}
+
+/// The prompt's connections.
+pub struct Prompt {
+    pub api: ApiClient,
+    pub compositor: PathBuf,
+    pub vm: String,
+    /// The VM's shared folder on the host.
+    pub shared: PathBuf,
+}
+
+fn api_message(e: &ApiClientError) -> String {
+    match e {
+        ApiClientError::Api { message, .. } => printable(message),
+        e => e.to_string(),
+    }
+}
+
+impl Prompt {
+    /// Runs one line; prints its answer.
+    pub fn run_line(&self, line: &str) -> Next {
+        match parse(line) {
+            Command::Empty => {}
+            Command::Help => println!("{HELP}"),
+            Command::Bad(why) => println!("{why}"),
+            Command::Poweroff => return Next::Poweroff,
+            Command::Reboot => return Next::Reboot,
+            Command::Apps => match self.api.get(&format!("/v1/vms/{}/apps", self.vm)) {
+                Ok(v) => {
+                    for a in v["apps"].as_array().or(v.as_array()).into_iter().flatten() {
+                        println!(
+                            "  {:<40} {}",
+                            printable(a["id"].as_str().unwrap_or("?")),
+                            printable(a["name"].as_str().unwrap_or(""))
+                        );
+                    }
+                }
+                Err(e) => println!("apps: {}", api_message(&e)),
+            },
+            Command::Vms => match self.api.get("/v1/vms") {
+                Ok(v) => {
+                    for vm in v.as_array().into_iter().flatten() {
+                        let agent = if vm["agent"].is_null() { "no agent" } else { "agent up" };
+                        println!(
+                            "  {:<12} {:<10} {agent} restarts={}",
+                            printable(vm["name"].as_str().unwrap_or("?")),
+                            vm["state"].as_str().unwrap_or("?"),
+                            vm["restarts"]
+                        );
+                    }
+                }
+                Err(e) => println!("vms: {}", api_message(&e)),
+            },
+            Command::Windows => match self.api.get("/v1/windows") {
+                Ok(v) => {
+                    let list = v["windows"].as_array().cloned().unwrap_or_default();
+                    if list.is_empty() {
+                        println!("  no windows");
+                    }
+                    for w in &list {
+                        println!("  {}", describe_window(w));
+                    }
+                }
+                Err(e) => println!("windows: {}", api_message(&e)),
+            },
+            Command::Shared(file) => self.shared(file.as_deref()),
+            Command::Screenshot(path) => {
+                let r = CompositorClient::connect(&self.compositor, Duration::from_secs(30)).and_then(|mut c| {
+                    c.request(&Request::Screenshot { output: None, window: None, path: Some(path.clone()) })
+                });
+                match r {
+                    Ok(Reply::Screenshot { width, height, .. }) => println!("saved {path} ({width}x{height})"),
+                    Ok(other) => println!("screenshot: unexpected answer {other:?}"),
+                    Err(e) => println!("screenshot: {e}"),
+                }
+            }
+            Command::App(id) => {
+                self.launch(json!({"vm": self.vm, "app": id}));
+            }
+            Command::Words(w) => {
+                self.launch(json!({"vm": self.vm, "request": w}));
+            }
+        }
+        Next::Continue
+    }
+
+    fn launch(&self, body: Value) -> Value {
+        let t = std::time::Instant::now();
+        match self.api.post("/v1/launch", body, Duration::from_secs(120)) {
+            Ok(v) => {
+                let shown = if v["native_window"] == json!(true) { " as a native window" } else { "" };
+                println!(
+                    "launched {}{shown} in VM {}: handle {}, guest pid {} ({:.0} ms)",
+                    printable(v["app"].as_str().unwrap_or("?")),
+                    printable(v["vm"].as_str().unwrap_or("?")),
+                    v["handle"],
+                    v["pid"],
+                    t.elapsed().as_secs_f64() * 1e3
+                );
+                v
+            }
+            Err(e) => {
+                println!("{}", api_message(&e));
+                Value::Null
+            }
+        }
+    }
+
+    fn shared(&self, file: Option<&str>) {
+        match file {
+            None => match std::fs::read_dir(&self.shared) {
+                Ok(rd) => {
+                    let mut names: Vec<String> =
+                        rd.filter_map(|e| e.ok()).map(|e| printable(&e.file_name().to_string_lossy())).collect();
+                    names.sort();
+                    println!("{} ({} in the guest's ~/Shared):", self.shared.display(), names.len());
+                    for n in names {
+                        println!("  {n}");
+                    }
+                }
+                Err(e) => println!("shared: {}: {e}", self.shared.display()),
+            },
+            Some(name) => {
+                let Some(path) = inside(&self.shared, name) else {
+                    println!("shared: {}: a name inside the shared folder, without .. or a leading /", printable(name));
+                    return;
+                };
+                let meta = std::fs::symlink_metadata(&path);
+                match meta {
+                    Ok(m) if m.is_file() && m.len() <= MAX_SHOWN => match std::fs::read(&path) {
+                        Ok(b) => print!("{}", printable(&String::from_utf8_lossy(&b))),
+                        Err(e) => println!("shared: {}: {e}", path.display()),
+                    },
+                    Ok(m) if m.is_file() => {
+                        println!("shared: {}: {} bytes, more than {MAX_SHOWN} to show", path.display(), m.len())
+                    }
+                    Ok(_) => println!("shared: {}: not a regular file", path.display()),
+                    Err(e) => println!("shared: {}: {e}", path.display()),
+                }
+            }
+        }
+    }
+}
+
+/// One window as a line: id, origin, app id, title.
+pub fn describe_window(w: &Value) -> String {
+    let origin = match (w["origin"]["kind"].as_str(), w["origin"]["name"].as_str()) {
+        (Some("vm"), Some(n)) => format!("vm:{n}"),
+        (Some(k), _) => k.to_string(),
+        _ => "?".into(),
+    };
+    format!(
+        "window {} origin={} app_id={:?} title={:?}",
+        w["id"],
+        printable(&origin),
+        printable(w["app_id"].as_str().unwrap_or("")),
+        printable(w["title"].as_str().unwrap_or(""))
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_words_and_apps_are_told_apart() {
+        assert_eq!(parse("  "), Command::Empty);
+        assert_eq!(parse("help"), Command::Help);
+        assert_eq!(parse("apps"), Command::Apps);
+        assert_eq!(parse("vms"), Command::Vms);
+        assert_eq!(parse("windows"), Command::Windows);
+        assert_eq!(parse("poweroff"), Command::Poweroff);
+        assert_eq!(parse("reboot"), Command::Reboot);
+        assert_eq!(parse("open a terminal"), Command::Words("open a terminal".into()));
+        assert_eq!(parse("foot"), Command::Words("foot".into()));
+        assert_eq!(parse("foot.desktop"), Command::App("foot.desktop".into()));
+        // A command word followed by more words is a request.
+        assert_eq!(parse("apps for drawing"), Command::Words("apps for drawing".into()));
+        assert_eq!(parse("shared hello.txt"), Command::Shared(Some("hello.txt".into())));
+        assert_eq!(parse("screenshot /tmp/a.png"), Command::Screenshot("/tmp/a.png".into()));
+        assert!(matches!(parse("screenshot a.png"), Command::Bad(_)));
+        assert!(matches!(parse(&"x ".repeat(600)), Command::Bad(_)));
+    }
+
+    #[test]
+    fn guest_text_cannot_drive_the_console() {
+        assert_eq!(printable("ok\x1b[2Jx\x07"), "ok?[2Jx?");
+        assert_eq!(printable("a\tb\n"), "a\tb\n");
+    }
+
+    #[test]
+    fn shared_names_stay_inside_the_folder() {
+        let f = Path::new("/v/shared/linux");
+        assert_eq!(inside(f, "hello.txt"), Some(f.join("hello.txt")));
+        assert_eq!(inside(f, "a/b"), Some(f.join("a/b")));
+        for bad in ["../x", "/etc/shadow", "a/../../b", "", "./x"] {
+            assert_eq!(inside(f, bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn windows_are_described_by_origin() {
+        let w = json!({"id": 3, "origin": {"kind": "vm", "name": "linux"}, "app_id": "foot", "title": "~\x1b]0;x"});
+        assert_eq!(describe_window(&w), "window 3 origin=vm:linux app_id=\"foot\" title=\"~?]0;x\"");
+    }
+}

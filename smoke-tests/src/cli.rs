@@ -193,6 +193,25 @@ pub enum Scenario {
     #[command(name = "compositor-drm")]
     CompositorDrm(CompositorDrmArgs),
 
+    /// Tier 3, nested: the mission's smoke test. Builds the RayOS host image
+    /// (`rayos image host`), boots it in QEMU (bochs display, virtio keyboard
+    /// and tablet, the host volume as a virtio disk; TCG `-cpu max` here for
+    /// nested SVM) with `rayos init` as PID 1, and works as a user: the
+    /// compositor's first frame (QMP screendump), the guest's agent under
+    /// rayos-vmm, "open a terminal" at the `rayos>` prompt on the serial
+    /// console, the terminal's window framed in the VM's colour on the
+    /// screen, a line typed into it with QMP input-send-event that writes a
+    /// file into the shared folder (read back at the prompt), `poweroff`
+    /// (VMs stopped cleanly, QEMU exits 0), then a second boot of the same
+    /// volume (no first-boot setup, the file still there).
+    ///
+    /// Prints `PASS host-e2e host_boot_s=<s> rayos_init_s=<s> first_frame_s=<s>
+    /// guest_agent_s=<s> intent_to_window_s=<s> ... typed_file_ok=1
+    /// second_boot_ok=1 total_s=<s>`. Captures and serial logs stay in the
+    /// run directory. SKIP only when QEMU is missing.
+    #[command(name = "host-e2e")]
+    HostE2e(HostE2eArgs),
+
     /// Tier 3, nested: the RayOS guest image under rayos-vmm. The agent and
     /// native scenarios' guest stack with our VMM in place of QEMU, inside the
     /// nested test host (QEMU TCG `-cpu max,la57=off` here, nested KVM).
@@ -374,6 +393,42 @@ pub struct CompositorDrmArgs {
     /// Debian meta package whose kernel and modules the test host runs.
     #[arg(long, value_name = "PACKAGE", default_value = "linux-image-amd64")]
     pub kernel_meta: String,
+}
+
+#[derive(Debug, Args)]
+pub struct HostE2eArgs {
+    /// The rayos binary that builds the host image (and is its /init)
+    /// [default: <workspace>/target/release/rayos; rayos-vmm, rayos-vsock and
+    /// rayos-compositor are taken from beside it].
+    #[arg(long, value_name = "PATH")]
+    pub rayos: Option<PathBuf>,
+    /// Guest image folder [default: <target>/guest-image, built when missing].
+    #[arg(long, value_name = "DIR")]
+    pub image: Option<PathBuf>,
+    /// QEMU binary.
+    #[arg(long, value_name = "PATH", default_value = "qemu-system-x86_64")]
+    pub qemu: String,
+    /// Accelerator: auto picks KVM only when this machine's KVM can run a nested hypervisor.
+    #[arg(long, value_enum, default_value_t = AccelRequest::Auto)]
+    pub accel: AccelRequest,
+    /// Host machine memory (MiB).
+    #[arg(long, value_name = "MIB", default_value_t = 3072, value_parser = clap::value_parser!(u32).range(1024..=65536))]
+    pub memory_mib: u32,
+    /// Host machine vCPUs.
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub cpus: u32,
+    /// Longest wait for each boot stage (first frame, services, the guest's agent, poweroff).
+    #[arg(long, value_name = "DURATION", default_value = "8m", value_parser = crate::stats::parse_duration)]
+    pub boot_timeout: Duration,
+    /// Longest wait from the request to its window on the screen.
+    #[arg(long, value_name = "DURATION", default_value = "3m", value_parser = crate::stats::parse_duration)]
+    pub window_timeout: Duration,
+    /// Run directory [default: <target>/smoke/host-e2e-<UTC time>].
+    #[arg(long, value_name = "DIR")]
+    pub run_dir: Option<PathBuf>,
+    /// Keep the host image's initrd and volume in the run directory after a pass.
+    #[arg(long)]
+    pub keep_images: bool,
 }
 
 #[derive(Debug, Args)]

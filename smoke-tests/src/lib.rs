@@ -46,7 +46,7 @@
 //!   cached across runs in `$RAYOS_CACHE_DIR` (default `~/.cache/rayos`).
 
 pub mod cli;
-pub mod debs;
+pub use rayos_image::debs;
 pub use rayos_test_kit::procs;
 pub mod pty;
 pub mod qemu;
@@ -54,7 +54,7 @@ pub mod rundir;
 pub mod scenarios;
 pub mod script;
 pub mod serial;
-pub mod sharedlibs;
+pub use rayos_image::sharedlibs;
 pub mod stats;
 pub mod testhost;
 

@@ -42,13 +42,16 @@
 //! no package, only revalidates the suite's `InRelease`.
 
 pub mod cpio;
+pub mod debs;
 mod error;
+pub mod hostimage;
 mod initramfs;
 pub mod kmod;
 mod manifest;
 mod mirror;
 mod mmdebstrap;
 mod rootfs;
+pub mod sharedlibs;
 
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};

@@ -8,6 +8,7 @@ pub mod error;
 pub mod gpu_bench;
 pub mod guest_qemu;
 pub mod host_api;
+pub mod host_e2e;
 pub mod native;
 pub mod nested;
 pub mod nested_census;
@@ -44,5 +45,6 @@ pub fn run(scenario: &Scenario) -> Outcome {
         Scenario::GpuBench(args) => gpu_bench::run(args),
         Scenario::CompositorDrm(args) => compositor_drm::run(args),
         Scenario::HostApi(args) => host_api::run(args),
+        Scenario::HostE2e(args) => host_e2e::run(args),
     }
 }

@@ -68,15 +68,15 @@ pub enum CaptureError {
 }
 
 /// Screendumps in the best format this QEMU offers.
-pub(super) struct Camera {
-    pub(super) qmp: Qmp,
-    pub(super) png: bool,
-    pub(super) dir: PathBuf,
+pub(crate) struct Camera {
+    pub(crate) qmp: Qmp,
+    pub(crate) png: bool,
+    pub(crate) dir: PathBuf,
 }
 
 impl Camera {
     /// Captures the scanout into `<dir>/<name>.<ext>` and decodes it.
-    pub(super) fn shot(&mut self, name: &str) -> Result<(PathBuf, Image), CaptureError> {
+    pub(crate) fn shot(&mut self, name: &str) -> Result<(PathBuf, Image), CaptureError> {
         loop {
             let path = self.dir.join(format!("{name}.{}", if self.png { "png" } else { "ppm" }));
             let mut args = json!({ "filename": path.display().to_string() });

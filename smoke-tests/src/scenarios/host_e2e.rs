@@ -1,0 +1,557 @@
+//! Scenario `host-e2e` (tier 3, nested): the mission's automated smoke test.
+//! The RayOS host image boots in QEMU and a user's session runs through it.
+//!
+//! Design note.
+//!
+//! * **What it proves.** `rayos image host` builds the host image. QEMU
+//!   boots it (TCG `-cpu max` here, which gives nested SVM; KVM where
+//!   `/dev/kvm` can run Linux) with a bochs display, a virtio keyboard and
+//!   tablet, the host volume as a virtio disk, and the serial console on
+//!   this process's pipes. `rayos init` is PID 1. The test works like a user
+//!   does, through the screen (QMP `screendump`), the keyboard (QMP
+//!   `input-send-event`: virtio keyboard → libinput → compositor → bridge →
+//!   foot) and the `rayos>` prompt on the serial console. Nothing else is
+//!   read from inside the machine.
+//! * **Steps, first boot.** The compositor's first frame (its background
+//!   covers the screen); `RAYOS-HOST-FIRST-BOOT` (an empty volume is set
+//!   up); the guest's agent under rayos-vmm (`RAYOS-HOST-AGENT`); "open a
+//!   terminal" at the prompt (or `foot` without the intent model); a window
+//!   framed in the VM's colour on the screen and listed by `windows` with
+//!   origin `vm:linux`; a click into it and a typed command that writes a
+//!   file into the VM's shared folder, read back with `shared typed.txt` at
+//!   the prompt; `poweroff`: every VM stopped cleanly, QEMU exits 0.
+//! * **Second boot** of the same volume: the first-boot setup does not run
+//!   again (`boot 2 of this host volume`), the guest reaches its agent, and
+//!   the file typed in the first boot is still there; `poweroff`.
+//! * **Figures.** Times run from QEMU's start on this machine's clock;
+//!   `rayos_init_s` is init's own time from its start to its services being
+//!   up (printed by init), the RayOS share of the boot. The captures stay in
+//!   the run directory.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::time::{Duration, Instant};
+
+use rayos_test_kit::image::{is_background, near, Image};
+use rayos_test_kit::qmp::Qmp;
+use serde_json::json;
+
+use super::compositor::VM_RGB;
+use super::compositor_drm::{abs_value, Camera};
+use super::ScenarioError;
+use crate::cli::HostE2eArgs;
+use crate::qemu::{self, Accel, AccelProbe};
+use crate::Outcome;
+
+pub const SCENARIO: &str = "host-e2e";
+/// rayos-init's console markers (host/init/src/lib.rs).
+const READY: &str = "RAYOS-HOST-READY";
+const AGENT: &str = "RAYOS-HOST-AGENT";
+const POWEROFF: &str = "RAYOS-HOST-POWEROFF";
+const EMERGENCY: &str = "RAYOS-HOST-EMERGENCY";
+const FIRST_BOOT: &str = "RAYOS-HOST-FIRST-BOOT";
+/// What the user types into the guest terminal.
+const TYPED: &str = "echo typed-by-rayos-host-e2e > ~/Shared/typed.txt";
+const TYPED_MARK: &str = "typed-by-rayos-host-e2e";
+/// Pixels of the VM's frame colour that make a window (title bar and borders).
+const MIN_VM_PIXELS: usize = 2000;
+
+pub fn run(args: &HostE2eArgs) -> Outcome {
+    if crate::which(&args.qemu).is_none() {
+        return Outcome::Skip { scenario: SCENARIO, reason: format!("QEMU binary {:?} not found", args.qemu) };
+    }
+    match run_inner(args) {
+        Ok(figures) => Outcome::Pass { scenario: SCENARIO, figures },
+        Err(e) => Outcome::Fail { scenario: SCENARIO, reason: e.to_string() },
+    }
+}
+
+/// The QMP key events for one character (None: not typeable here).
+pub fn key_events(c: char) -> Option<Vec<(&'static str, bool)>> {
+    const LETTERS: [&str; 26] = [
+        "a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l", "m", "n", "o", "p", "q", "r", "s", "t", "u", "v",
+        "w", "x", "y", "z",
+    ];
+    const DIGITS: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+    let (code, shift) = match c {
+        'a'..='z' => (LETTERS[(c as u8 - b'a') as usize], false),
+        'A'..='Z' => (LETTERS[(c as u8 - b'A') as usize], true),
+        '0'..='9' => (DIGITS[(c as u8 - b'0') as usize], false),
+        ' ' => ("spc", false),
+        '-' => ("minus", false),
+        '_' => ("minus", true),
+        '.' => ("dot", false),
+        '>' => ("dot", true),
+        '/' => ("slash", false),
+        '~' => ("grave_accent", true),
+        '\n' => ("ret", false),
+        _ => return None,
+    };
+    let mut v = vec![];
+    if shift {
+        v.push(("shift", true));
+    }
+    v.extend([(code, true), (code, false)]);
+    if shift {
+        v.push(("shift", false));
+    }
+    Some(v)
+}
+
+/// Init's own time to its services being up, from the READY line
+/// ("... RayOS is up in 3.2 s (kernel 4.1 s before init) ...").
+pub fn init_seconds(ready_line: &str) -> Option<(f64, f64)> {
+    let up: f64 = ready_line.split("up in ").nth(1)?.split_whitespace().next()?.parse().ok()?;
+    let kernel: f64 = ready_line.split("(kernel ").nth(1)?.split_whitespace().next()?.parse().ok()?;
+    Some((up, kernel))
+}
+
+/// The bounding box (x0, y0, x1, y1) of the VM-colour pixels and their count.
+pub fn vm_frame(img: &Image) -> (usize, Option<(u32, u32, u32, u32)>) {
+    let mut n = 0;
+    let mut bb: Option<(u32, u32, u32, u32)> = None;
+    for y in 0..img.h {
+        for x in 0..img.w {
+            if near(img.px(x, y), VM_RGB) {
+                n += 1;
+                bb = Some(match bb {
+                    None => (x, y, x, y),
+                    Some((a, b, c, d)) => (a.min(x), b.min(y), c.max(x), d.max(y)),
+                });
+            }
+        }
+    }
+    (n, bb)
+}
+
+/// Share of the capture in the compositor's background colour.
+fn background(img: &Image) -> f64 {
+    img.count(img.whole(), is_background) as f64 / img.whole().area().max(1) as f64
+}
+
+/// The machine's serial console: its lines as they come, and its input.
+struct Console {
+    stdin: ChildStdin,
+    rx: Receiver<(Instant, String)>,
+    seen: Vec<(Instant, String)>,
+    boot: u32,
+}
+
+impl Console {
+    /// Waits for a line that `want` accepts; fails at once on the emergency
+    /// marker or a kernel panic, or when the console closes.
+    fn wait(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        want: impl Fn(&str) -> bool,
+    ) -> Result<(Instant, String), ScenarioError> {
+        let end = Instant::now() + timeout;
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left.min(Duration::from_secs(1))) {
+                Ok((t, line)) => {
+                    self.seen.push((t, line.clone()));
+                    if line.contains(EMERGENCY) || line.contains("Kernel panic") {
+                        return Err(format!("boot {}: while waiting for {what}: {line}", self.boot).into());
+                    }
+                    if want(&line) {
+                        return Ok((t, line));
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    return Err(format!(
+                        "boot {}: the console closed (QEMU ended) while waiting for {what}",
+                        self.boot
+                    )
+                    .into());
+                }
+            }
+            if Instant::now() >= end {
+                return Err(format!("boot {}: {what}: not within {timeout:?}", self.boot).into());
+            }
+        }
+    }
+
+    fn send(&mut self, line: &str) -> Result<(), ScenarioError> {
+        writeln!(self.stdin, "{line}")
+            .and_then(|_| self.stdin.flush())
+            .map_err(|e| format!("serial console input: {e}"))?;
+        Ok(())
+    }
+
+    /// The last console lines, for a failure.
+    fn tail(&self, n: usize) -> String {
+        self.seen.iter().rev().take(n).rev().map(|(_, l)| format!("  | {l}")).collect::<Vec<_>>().join("\n")
+    }
+}
+
+/// One boot of the host image.
+struct Boot {
+    child: Child,
+    console: Console,
+    camera: Camera,
+    start: Instant,
+    size: (u32, u32),
+}
+
+#[allow(clippy::too_many_arguments)]
+fn boot(
+    n: u32,
+    qemu: &Path,
+    accel: Accel,
+    args: &HostE2eArgs,
+    image: &Path,
+    run_dir: &Path,
+    size: (u32, u32),
+) -> Result<Boot, ScenarioError> {
+    let qmp_path = run_dir.join(format!("qmp-{n}.sock"));
+    let _ = std::fs::remove_file(&qmp_path);
+    let mut cmd = Command::new(qemu);
+    cmd.args(accel.args())
+        .args(["-m", &format!("{}M", args.memory_mib), "-smp", &args.cpus.to_string()])
+        .args(["-nodefaults", "-no-reboot", "-display", "none", "-serial", "stdio"])
+        .args(["-device", &format!("bochs-display,id=video0,xres={},yres={}", size.0, size.1)])
+        .args(["-device", "virtio-tablet-pci,id=tablet0", "-device", "virtio-keyboard-pci,id=keyboard0"])
+        .args(["-drive", &format!("file={},if=virtio,format=raw,cache=unsafe", image.join("volume.img").display())])
+        .args(["-qmp", &format!("unix:{},server=on,wait=off", qmp_path.display())])
+        .args(["-kernel", &image.join("vmlinuz").display().to_string()])
+        .args(["-initrd", &image.join("initrd.img").display().to_string()])
+        .args(["-append", "console=ttyS0 quiet panic=-1"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(
+            std::fs::File::create(run_dir.join(format!("qemu-{n}.log")))
+                .map_err(|e| format!("{}: {e}", run_dir.display()))?,
+        );
+    let start = Instant::now();
+    let mut child = cmd.spawn().map_err(|e| format!("{}: {e}", qemu.display()))?;
+    let stdout = child.stdout.take().expect("piped");
+    let stdin = child.stdin.take().expect("piped");
+    let (tx, rx) = mpsc::channel();
+    let log_path = run_dir.join(format!("serial-{n}.log"));
+    std::thread::spawn(move || {
+        let mut log = std::fs::File::create(&log_path).ok();
+        let mut r = BufReader::new(stdout);
+        let mut buf = vec![];
+        loop {
+            buf.clear();
+            match r.read_until(b'\n', &mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+            let line = String::from_utf8_lossy(&buf).trim_end().to_string();
+            if let Some(f) = log.as_mut() {
+                let _ = writeln!(f, "{line}");
+            }
+            if tx.send((Instant::now(), line)).is_err() {
+                return;
+            }
+        }
+    });
+    let qmp =
+        Qmp::connect(&qmp_path, Duration::from_secs(30)).map_err(|e| format!("QMP {}: {e}", qmp_path.display()))?;
+    let camera = Camera { qmp, png: true, dir: run_dir.to_path_buf() };
+    Ok(Boot { child, console: Console { stdin, rx, seen: vec![], boot: n }, camera, start, size })
+}
+
+impl Boot {
+    fn shot(&mut self, name: &str) -> Result<(PathBuf, Image), ScenarioError> {
+        self.camera.shot(name).map_err(|e| e.to_string().into())
+    }
+
+    /// Polls captures until `f` accepts one.
+    fn poll_screen<T>(
+        &mut self,
+        name: &str,
+        what: &str,
+        timeout: Duration,
+        f: impl Fn(&Image) -> Option<T>,
+    ) -> Result<(Instant, T), ScenarioError> {
+        let end = Instant::now() + timeout;
+        loop {
+            let (path, img) = self.shot(name)?;
+            if let Some(t) = f(&img) {
+                return Ok((Instant::now(), t));
+            }
+            if Instant::now() >= end {
+                return Err(format!(
+                    "boot {}: {what}: not on the screen within {timeout:?} (last capture {})",
+                    self.console.boot,
+                    path.display()
+                )
+                .into());
+            }
+            // Keep the console drained meanwhile (its lines go to the log either way).
+            while let Ok(l) = self.console.rx.try_recv() {
+                self.console.seen.push(l);
+            }
+            std::thread::sleep(Duration::from_millis(700));
+        }
+    }
+
+    fn since(&self, t: Instant) -> f64 {
+        t.saturating_duration_since(self.start).as_secs_f64()
+    }
+
+    fn type_text(&mut self, text: &str) -> Result<(), ScenarioError> {
+        for c in text.chars() {
+            let ev = key_events(c).ok_or_else(|| format!("cannot type {c:?} with QMP key events"))?;
+            let events: Vec<_> = ev
+                .iter()
+                .map(|(k, down)| json!({"type": "key", "data": {"down": down, "key": {"type": "qcode", "data": k}}}))
+                .collect();
+            self.camera
+                .qmp
+                .execute("input-send-event", json!({ "events": events }))
+                .map_err(|e| format!("QMP key {c:?}: {e}"))?;
+            std::thread::sleep(Duration::from_millis(30));
+        }
+        Ok(())
+    }
+
+    fn click(&mut self, x: u32, y: u32) -> Result<(), ScenarioError> {
+        let (vx, vy) = (abs_value(x, self.size.0), abs_value(y, self.size.1));
+        let q = &mut self.camera.qmp;
+        let e = |e: rayos_test_kit::qmp::QmpError| format!("QMP pointer: {e}");
+        q.execute("input-send-event", json!({"events": [{"type": "abs", "data": {"axis": "x", "value": vx}}, {"type": "abs", "data": {"axis": "y", "value": vy}}]})).map_err(e)?;
+        std::thread::sleep(Duration::from_millis(200));
+        for down in [true, false] {
+            q.execute(
+                "input-send-event",
+                json!({"events": [{"type": "btn", "data": {"down": down, "button": "left"}}]}),
+            )
+            .map_err(e)?;
+            std::thread::sleep(Duration::from_millis(80));
+        }
+        Ok(())
+    }
+
+    /// `poweroff` at the prompt: the init's report, then QEMU's exit status.
+    fn poweroff(mut self, timeout: Duration) -> Result<String, ScenarioError> {
+        self.console.send("poweroff")?;
+        let (_, line) = self.console.wait("the poweroff report", timeout, |l| l.contains(POWEROFF))?;
+        let end = Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(s) = self.child.try_wait().map_err(|e| format!("QEMU: {e}"))? {
+                break s;
+            }
+            if Instant::now() >= end {
+                let _ = self.child.kill();
+                return Err(format!("boot {}: QEMU did not exit within 60 s of {line}", self.console.boot).into());
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        if !status.success() {
+            return Err(format!("boot {}: QEMU exited with {status} after poweroff", self.console.boot).into());
+        }
+        if !line.contains("vms_stopped_cleanly=1") {
+            return Err(format!("boot {}: the VMs did not stop cleanly: {line}", self.console.boot).into());
+        }
+        Ok(line)
+    }
+}
+
+impl Drop for Boot {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn run_inner(args: &HostE2eArgs) -> Result<String, ScenarioError> {
+    let t_all = Instant::now();
+    let qemu = crate::which(&args.qemu).ok_or("no QEMU")?;
+    let rayos = args.rayos.clone().unwrap_or_else(|| crate::rundir::release_binary("rayos"));
+    if !rayos.is_file() {
+        return Err(format!("--rayos {}: not found (cargo build --release --workspace)", rayos.display()).into());
+    }
+    let (run_dir, guest_image, _manifest) =
+        super::guest_qemu::prepare_image(args.image.as_deref(), None, args.run_dir.as_deref(), SCENARIO)?;
+    let words = super::vmm_native::installed_model().is_some();
+
+    // 1. The host image.
+    let t = Instant::now();
+    let image = run_dir.join("host-image");
+    let mut build = Command::new(&rayos);
+    build.args(["image", "host", "--out"]).arg(&image).arg("--guest-image").arg(&guest_image);
+    if !words {
+        build.arg("--no-model");
+    }
+    let st = build.status().map_err(|e| format!("{}: {e}", rayos.display()))?;
+    if !st.success() {
+        return Err(format!("rayos image host failed ({st})").into());
+    }
+    let image_s = t.elapsed().as_secs_f64();
+    let initrd_mib =
+        std::fs::metadata(image.join("initrd.img")).map(|m| m.len() as f64 / 1048576.0).unwrap_or(f64::NAN);
+    let gz = Command::new("sh")
+        .arg("-c")
+        .arg(format!("gzip -1 -c {} | wc -c", image.join("initrd.img").display()))
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |b| b / 1048576.0);
+    println!("{SCENARIO} step host-image: {image_s:.1} s, initrd {initrd_mib:.1} MiB ({gz:.1} MiB gzip -1)");
+
+    let (accel, why) = qemu::choose_accel(&AccelProbe::detect(), args.accel);
+    println!("{SCENARIO} QEMU accelerator: {why}");
+    let size = (1280, 800);
+
+    // 2. First boot.
+    let mut b = boot(1, &qemu, accel, args, &image, &run_dir, size)?;
+    let r = first_boot(&mut b, args, words);
+    let figures = match r {
+        Ok(f) => f,
+        Err(e) => {
+            println!("{SCENARIO} console, last lines of boot 1:\n{}", b.console.tail(40));
+            return Err(e);
+        }
+    };
+    let off1 = b.poweroff(args.boot_timeout)?;
+    println!("{SCENARIO} boot 1 poweroff: {off1}");
+
+    // 3. Second boot of the same volume.
+    let t2 = Instant::now();
+    let mut b = boot(2, &qemu, accel, args, &image, &run_dir, size)?;
+    let second = (|| -> Result<(), ScenarioError> {
+        let (_, line) = b.console.wait("init's volume line", args.boot_timeout, |l| {
+            l.contains("of this host volume") || l.contains(FIRST_BOOT)
+        })?;
+        if line.contains(FIRST_BOOT) {
+            return Err(format!("boot 2 ran the first-boot setup again: {line}").into());
+        }
+        println!("{SCENARIO} boot 2: {line}");
+        b.console.wait("the host to be up", args.boot_timeout, |l| l.contains(READY))?;
+        b.console.wait("the guest's agent", args.boot_timeout, |l| l.contains(AGENT))?;
+        b.console.send("shared typed.txt")?;
+        b.console.wait("the file typed in boot 1", Duration::from_secs(30), |l| l.contains(TYPED_MARK))?;
+        Ok(())
+    })();
+    if let Err(e) = second {
+        println!("{SCENARIO} console, last lines of boot 2:\n{}", b.console.tail(40));
+        return Err(e);
+    }
+    let off2 = b.poweroff(args.boot_timeout)?;
+    println!("{SCENARIO} boot 2 ({:.1} s): {off2}", t2.elapsed().as_secs_f64());
+    let total = t_all.elapsed().as_secs_f64();
+    println!("{SCENARIO} wall_s={total:.1} run_dir={}", run_dir.display());
+    if !args.keep_images {
+        let _ = std::fs::remove_file(image.join("volume.img"));
+        let _ = std::fs::remove_file(image.join("initrd.img"));
+    }
+    Ok(format!(
+        "{figures} typed_file_ok=1 desktop=not-checked second_boot_ok=1 host_image_s={image_s:.1} initrd_gz_mib={gz:.0} total_s={total:.1}"
+    ))
+}
+
+/// The first boot's steps; returns the figures so far.
+fn first_boot(b: &mut Boot, args: &HostE2eArgs, words: bool) -> Result<String, ScenarioError> {
+    let (t_first_frame, share) =
+        b.poll_screen("first-frame", "the compositor's first frame", args.boot_timeout, |img| {
+            let s = background(img);
+            (s > 0.5).then_some(s)
+        })?;
+    let first_frame_s = b.since(t_first_frame);
+    println!("{SCENARIO} first frame at {first_frame_s:.1} s ({:.0}% background)", share * 100.0);
+    let (t_ready, ready) = b.console.wait("the host to be up", args.boot_timeout, |l| l.contains(READY))?;
+    if !b.console.seen.iter().any(|(_, l)| l.contains(FIRST_BOOT)) {
+        return Err("boot 1 on an empty volume did not run the first-boot setup".into());
+    }
+    let (init_s, kernel_s) = init_seconds(&ready).ok_or_else(|| format!("no times in {ready:?}"))?;
+    let host_boot_s = b.since(t_ready);
+    println!("{SCENARIO} {ready}");
+    let (t_agent, agent) = b.console.wait("the guest's agent", args.boot_timeout, |l| l.contains(AGENT))?;
+    let guest_agent_s = b.since(t_agent);
+    println!("{SCENARIO} {agent}");
+
+    let request = if words { "open a terminal" } else { "foot" };
+    let t_ask = Instant::now();
+    b.console.send(request)?;
+    let (_, launched) = b.console.wait("the launch answer", args.window_timeout, |l| {
+        l.contains("launched ") || l.contains("refused") || l.contains("error")
+    })?;
+    if !launched.starts_with("launched ") && !launched.contains("rayos> launched ") {
+        return Err(format!("\"{request}\": {launched}").into());
+    }
+    println!("{SCENARIO} \"{request}\": {launched}");
+    let (t_win, (px, bb)) =
+        b.poll_screen("terminal", "a window framed in the VM's colour", args.window_timeout, |img| {
+            let (n, bb) = vm_frame(img);
+            (n >= MIN_VM_PIXELS).then_some((n, bb))
+        })?;
+    let intent_to_window_s = t_win.duration_since(t_ask).as_secs_f64();
+    let (x0, y0, x1, y1) = bb.ok_or("no VM frame")?;
+    println!(
+        "{SCENARIO} window on screen after {intent_to_window_s:.1} s: {px} VM-colour pixels in {x0},{y0}..{x1},{y1}"
+    );
+    b.console.send("windows")?;
+    let (_, w) = b.console.wait("the window list", Duration::from_secs(30), |l| l.contains("origin=vm:linux"))?;
+    println!("{SCENARIO} {}", w.trim_start_matches("rayos> ").trim());
+
+    // Type into the terminal through the virtual keyboard.
+    b.click((x0 + x1) / 2, (y0 + y1) / 2)?;
+    std::thread::sleep(Duration::from_millis(500));
+    b.type_text(&format!("{TYPED}\n"))?;
+    let end = Instant::now() + Duration::from_secs(60);
+    let mut asked = 0;
+    loop {
+        asked += 1;
+        b.console.send("shared typed.txt")?;
+        match b
+            .console
+            .wait("the typed file", Duration::from_secs(5), |l| l.contains(TYPED_MARK) || l.contains("No such file"))
+        {
+            Ok((_, l)) if l.contains(TYPED_MARK) => break,
+            _ if Instant::now() < end => continue,
+            _ => {
+                return Err(format!(
+                    "the line typed into the terminal did not write ~/Shared/typed.txt within 60 s ({asked} looks)"
+                )
+                .into())
+            }
+        }
+    }
+    println!("{SCENARIO} typed into the terminal; the shared folder has the file ({asked} looks at the prompt)");
+    let _ = b.shot("after-typing");
+    Ok(format!(
+        "host_boot_s={host_boot_s:.1} rayos_init_s={init_s:.1} kernel_s={kernel_s:.1} first_frame_s={first_frame_s:.1} guest_agent_s={guest_agent_s:.1} intent_to_window_s={intent_to_window_s:.1} words={}",
+        u8::from(words)
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_typed_character_has_key_events() {
+        for c in TYPED.chars().chain(['\n', 'A']) {
+            let ev = key_events(c).unwrap_or_else(|| panic!("{c:?}"));
+            assert_eq!(ev.iter().filter(|(_, d)| *d).count(), ev.iter().filter(|(_, d)| !*d).count());
+        }
+        assert_eq!(key_events('>').unwrap(), [("shift", true), ("dot", true), ("dot", false), ("shift", false)]);
+        assert_eq!(key_events('\u{e9}'), None);
+    }
+
+    #[test]
+    fn init_times_are_read_from_the_ready_line() {
+        let l = "RAYOS-HOST-READY RayOS is up in 3.2 s (kernel 4.1 s before init): compositor on drm, host service on /run/rayos/rayos.sock";
+        assert_eq!(init_seconds(l), Some((3.2, 4.1)));
+        assert_eq!(init_seconds("RAYOS-HOST-READY"), None);
+    }
+
+    #[test]
+    fn the_vm_frame_is_found_by_its_colour() {
+        let mut img = Image::new(100, 80, [0, 0, 0]);
+        img.fill(rayos_test_kit::image::Rect { x: 10, y: 20, w: 30, h: 5 }, VM_RGB);
+        let (n, bb) = vm_frame(&img);
+        assert_eq!(n, 150);
+        assert_eq!(bb, Some((10, 20, 39, 24)));
+    }
+}

@@ -137,6 +137,7 @@ run_scenario vmm-virtiofs --vmm both --kvm-trace
 run_scenario vmm-native --kvm-trace
 run_scenario vmm-agent
 run_scenario vmm-desktop --timeout 10m --kvm-trace
+run_scenario host-e2e
 
 echo
 if [ ${#failures[@]} -gt 0 ]; then

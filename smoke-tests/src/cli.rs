@@ -212,6 +212,16 @@ pub enum Scenario {
     #[command(name = "host-e2e")]
     HostE2e(HostE2eArgs),
 
+    /// The README's main job: build the RayOS host image and boot it in QEMU
+    /// for a person. The serial console is this terminal (the `rayos>`
+    /// prompt: "open a terminal", `apps`, `windows`, `vms`, `shared`,
+    /// `screenshot FILE`, `poweroff`; Ctrl-A then x stops QEMU). The display
+    /// is a QEMU window when a desktop session is present, else VNC on
+    /// 127.0.0.1 (its address is printed). The host volume persists in
+    /// <target>/rayos-host between runs (--fresh-volume starts over).
+    #[command(name = "host")]
+    Host(HostBootArgs),
+
     /// Tier 3, nested: the RayOS guest image under rayos-vmm. The agent and
     /// native scenarios' guest stack with our VMM in place of QEMU, inside the
     /// nested test host (QEMU TCG `-cpu max,la57=off` here, nested KVM).
@@ -429,6 +439,53 @@ pub struct HostE2eArgs {
     /// Keep the host image's initrd and volume in the run directory after a pass.
     #[arg(long)]
     pub keep_images: bool,
+}
+
+/// Where the RayOS display goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DisplayMode {
+    /// A window when WAYLAND_DISPLAY or DISPLAY is set, else VNC.
+    Auto,
+    /// A QEMU window (gtk).
+    Window,
+    /// VNC on 127.0.0.1:5900 + N.
+    Vnc,
+    /// No display (the compositor still runs on the virtual card; `screenshot FILE` shows it).
+    None,
+}
+
+#[derive(Debug, Args)]
+pub struct HostBootArgs {
+    /// The rayos binary [default: <workspace>/target/release/rayos].
+    #[arg(long, value_name = "PATH")]
+    pub rayos: Option<PathBuf>,
+    /// Guest image folder [default: <target>/guest-image, built when missing].
+    #[arg(long, value_name = "DIR")]
+    pub image: Option<PathBuf>,
+    /// The host image folder [default: <target>/rayos-host].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Make a new, empty host volume (first boot again) instead of keeping the existing one.
+    #[arg(long)]
+    pub fresh_volume: bool,
+    /// QEMU binary.
+    #[arg(long, value_name = "PATH", default_value = "qemu-system-x86_64")]
+    pub qemu: String,
+    /// Accelerator: auto picks KVM only when this machine's KVM can run a nested hypervisor.
+    #[arg(long, value_enum, default_value_t = AccelRequest::Auto)]
+    pub accel: AccelRequest,
+    /// Where the display goes.
+    #[arg(long, value_enum, default_value_t = DisplayMode::Auto)]
+    pub display: DisplayMode,
+    /// VNC display number (port 5900 + N) with --display vnc.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub vnc: u16,
+    /// Host machine memory (MiB).
+    #[arg(long, value_name = "MIB", default_value_t = 3072, value_parser = clap::value_parser!(u32).range(1024..=65536))]
+    pub memory_mib: u32,
+    /// Host machine vCPUs.
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub cpus: u32,
 }
 
 #[derive(Debug, Args)]

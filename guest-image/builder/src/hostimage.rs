@@ -97,6 +97,8 @@ pub struct HostImageSpec {
     pub out: PathBuf,
     /// Free space on the host volume besides the guest image.
     pub volume_free_mib: u64,
+    /// Leave an existing `volume.img` as it is.
+    pub keep_volume: bool,
 }
 
 /// What was built.
@@ -341,9 +343,17 @@ pub fn build(spec: &HostImageSpec, tree: &ModuleTree, progress: &dyn Fn(&str)) -
         initrd_bytes as f64 / 1048576.0,
         archive.len()
     ));
-    progress(&format!("host volume: ext4 with the guest image {} in slot a", spec.guest_image.display()));
     let volume = spec.out.join("volume.img");
-    let volume_mib = build_volume(&spec.guest_image, &volume, spec.volume_free_mib, &scratch)?;
+    let volume_mib = match std::fs::metadata(&volume) {
+        Ok(m) if spec.keep_volume => {
+            progress(&format!("host volume {}: kept as it is (its state and files survive)", volume.display()));
+            m.len() / 1048576
+        }
+        _ => {
+            progress(&format!("host volume: ext4 with the guest image {} in slot a", spec.guest_image.display()));
+            build_volume(&spec.guest_image, &volume, spec.volume_free_mib, &scratch)?
+        }
+    };
     let _ = std::fs::remove_dir_all(&scratch);
     progress(&format!("host volume {} ({volume_mib} MiB, sparse)", volume.display()));
     Ok(HostImage { vmlinuz, initrd, volume, initrd_bytes, volume_mib, modules, stripped })

@@ -276,6 +276,25 @@ fn report(r: &Report) {
     say(&line);
 }
 
+/// How long each boot stage took.
+struct Stages {
+    last: Instant,
+    done: Vec<(&'static str, f64)>,
+}
+
+impl Stages {
+    fn new() -> Stages {
+        Stages { last: Instant::now(), done: vec![] }
+    }
+    fn mark(&mut self, name: &'static str) {
+        self.done.push((name, self.last.elapsed().as_secs_f64()));
+        self.last = Instant::now();
+    }
+    fn line(&self) -> String {
+        self.done.iter().map(|(n, s)| format!("{n}={s:.2}")).collect::<Vec<_>>().join(" ")
+    }
+}
+
 static STOP: AtomicBool = AtomicBool::new(false);
 static REBOOT: AtomicBool = AtomicBool::new(false);
 
@@ -337,6 +356,7 @@ fn watch_first_start(vm: String, vol: PathBuf, trial: bool) {
 /// PID 1. Never returns.
 pub fn run(provision: &dyn Provision) -> ! {
     let t0 = Instant::now();
+    let mut stages = Stages::new();
     std::env::set_var("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
     std::env::set_var("HOME", "/root");
     say(&format!("RayOS {} host init", env!("CARGO_PKG_VERSION")));
@@ -348,6 +368,7 @@ pub fn run(provision: &dyn Provision) -> ! {
         say(&format!("rayos-init: {e} (going on without it)"));
     }
     install_signals();
+    stages.mark("mounts");
     let cfg = match InitConfig::load(Path::new(config::CONFIG)) {
         Ok(c) => c,
         Err(e) => emergency(None, &e.to_string()),
@@ -363,13 +384,16 @@ pub fn run(provision: &dyn Provision) -> ! {
         );
     }
     say(&format!("rayos-init: {} modules loaded, KVM for {vendor:?}", loaded.len()));
+    stages.mark("modules");
     if let Err(e) = mount_volume(&cfg) {
         emergency(Some(&cfg), &e);
     }
+    stages.mark("volume");
     let vol = Volume::new(VOLUME);
     if let Err(e) = first_boot(&cfg, &vol, provision) {
         emergency(Some(&cfg), &format!("first-boot setup of {VOLUME}: {e}"));
     }
+    stages.mark("first-boot");
     set_hostname(&vol, &cfg.hostname);
     let slots = guests::Slots::new(&vol.root);
     let trial = match slots.boot() {
@@ -384,6 +408,7 @@ pub fn run(provision: &dyn Provision) -> ! {
     if let Err(e) = coldplug(&cfg, &mut sup, &log) {
         emergency(Some(&cfg), &e);
     }
+    stages.mark("udev");
 
     // The compositor: on DRM when the machine has a display device.
     let drm = Path::new("/dev/dri/card0").exists();
@@ -415,6 +440,7 @@ pub fn run(provision: &dyn Provision) -> ! {
     if let Err(e) = wait_socket(Path::new(COMPOSITOR_CONTROL), 60, &mut sup, "compositor") {
         say(&format!("rayos-init: the compositor did not come up ({e}); see {}", log.join("compositor.log").display()));
     }
+    stages.mark("compositor");
     let svc = Spec {
         name: "rayos-host",
         program: cfg.rayos.clone(),
@@ -432,10 +458,12 @@ pub fn run(provision: &dyn Provision) -> ! {
             &format!("the host service did not start: {e}; its log is {}", log.join("rayosd.log").display()),
         );
     }
+    stages.mark("service");
     say(&format!(
-        "{MARK_READY} RayOS is up in {:.1} s (kernel {:.1} s before init): compositor on {backend}, host service on {SERVICE_SOCKET}",
+        "{MARK_READY} RayOS is up in {:.1} s (kernel {:.1} s before init): compositor on {backend}, host service on {SERVICE_SOCKET}; stages {}",
         t0.elapsed().as_secs_f64(),
-        uptime() - t0.elapsed().as_secs_f64()
+        uptime() - t0.elapsed().as_secs_f64(),
+        stages.line()
     ));
     {
         let (vm, root) = (cfg.vm.clone(), vol.root.clone());

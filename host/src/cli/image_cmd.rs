@@ -49,6 +49,10 @@ pub struct HostArgs {
     /// Free space on the host volume besides the guest image, in MiB.
     #[arg(long, value_name = "MIB", default_value_t = 1024)]
     pub volume_free_mib: u64,
+    /// Keep DIR/volume.img when it exists (its state, policy and files
+    /// survive; the guest image on it stays the one it was made with).
+    #[arg(long)]
+    pub keep_volume: bool,
 }
 
 #[derive(Args, Debug)]
@@ -233,6 +237,7 @@ fn host_image_cmd(a: HostArgs) -> Result<std::process::ExitCode, CliError> {
         ),
         out,
         volume_free_mib: a.volume_free_mib,
+        keep_volume: a.keep_volume,
     };
     let img = rayos_image::hostimage::build(&spec, &tree, &step).map_err(|e| fail("build", &e))?;
     println!("RayOS host image in {:.1} s:", t0.elapsed().as_secs_f64());

@@ -189,6 +189,122 @@ impl Console {
     }
 }
 
+/// QEMU for the host image: the machine, display card, keyboard, tablet,
+/// host volume, kernel and initrd (the caller adds display, serial and QMP).
+pub fn qemu_command(
+    qemu: &Path,
+    accel: Accel,
+    memory_mib: u32,
+    cpus: u32,
+    image: &Path,
+    size: (u32, u32),
+    volume: bool,
+) -> Command {
+    let mut cmd = Command::new(qemu);
+    cmd.args(accel.args())
+        .args(["-m", &format!("{memory_mib}M"), "-smp", &cpus.to_string()])
+        .args(["-nodefaults", "-no-reboot"])
+        .args(["-device", &format!("bochs-display,id=video0,xres={},yres={}", size.0, size.1)])
+        .args(["-device", "virtio-tablet-pci,id=tablet0", "-device", "virtio-keyboard-pci,id=keyboard0"])
+        .args(if volume {
+            vec![
+                "-drive".to_string(),
+                format!("file={},if=virtio,format=raw,cache=unsafe", image.join("volume.img").display()),
+            ]
+        } else {
+            vec![]
+        })
+        .args(["-kernel", &image.join("vmlinuz").display().to_string()])
+        .args(["-initrd", &image.join("initrd.img").display().to_string()])
+        .args(["-append", "console=ttyS0 quiet loglevel=3 panic=-1"]);
+    cmd
+}
+
+/// `rayos image host`: builds the host image into `out`; returns its wall time.
+fn build_host_image(
+    rayos: &Path,
+    out: &Path,
+    guest_image: &Path,
+    words: bool,
+    keep_volume: bool,
+) -> Result<f64, ScenarioError> {
+    let t = Instant::now();
+    let mut build = Command::new(rayos);
+    build.args(["image", "host", "--out"]).arg(out).arg("--guest-image").arg(guest_image);
+    if !words {
+        build.arg("--no-model");
+    }
+    if keep_volume {
+        build.arg("--keep-volume");
+    }
+    let st = build.status().map_err(|e| format!("{}: {e}", rayos.display()))?;
+    if !st.success() {
+        return Err(format!("rayos image host failed ({st})").into());
+    }
+    Ok(t.elapsed().as_secs_f64())
+}
+
+fn rayos_bin(arg: &Option<PathBuf>) -> Result<PathBuf, ScenarioError> {
+    let rayos = arg.clone().unwrap_or_else(|| crate::rundir::release_binary("rayos"));
+    if !rayos.is_file() {
+        return Err(format!("--rayos {}: not found (cargo build --release --workspace)", rayos.display()).into());
+    }
+    Ok(rayos)
+}
+
+/// `rayos-smoke host`: the main job, for a person at this terminal.
+pub fn interactive(args: &crate::cli::HostBootArgs) -> Outcome {
+    const NAME: &str = "host";
+    let r = (|| -> Result<String, ScenarioError> {
+        let qemu = crate::which(&args.qemu)
+            .ok_or_else(|| format!("QEMU binary {:?} not found (scripts/setup.sh installs it)", args.qemu))?;
+        let rayos = rayos_bin(&args.rayos)?;
+        let (_run_dir, guest_image, _) = super::guest_qemu::prepare_image(args.image.as_deref(), None, None, NAME)?;
+        let words = super::vmm_native::installed_model().is_some();
+        let out = args.out.clone().unwrap_or_else(|| crate::rundir::target_dir().join("rayos-host"));
+        let keep = !args.fresh_volume && out.join("volume.img").is_file();
+        build_host_image(&rayos, &out, &guest_image, words, keep)?;
+        let (accel, why) = qemu::choose_accel(&AccelProbe::detect(), args.accel);
+        println!("QEMU accelerator: {why}");
+        let desktop = std::env::var_os("WAYLAND_DISPLAY").or(std::env::var_os("DISPLAY")).is_some();
+        let display = match (args.display, desktop) {
+            (crate::cli::DisplayMode::Window, _) | (crate::cli::DisplayMode::Auto, true) => {
+                println!("RayOS display: a QEMU window on your desktop");
+                vec!["-display".to_string(), "gtk".into()]
+            }
+            (crate::cli::DisplayMode::None, _) => {
+                println!("RayOS display: none (`screenshot FILE` at the prompt saves it inside the host)");
+                vec!["-display".into(), "none".into()]
+            }
+            _ => {
+                println!(
+                    "RayOS display: VNC on 127.0.0.1:{} (vncviewer 127.0.0.1:{})",
+                    5900 + u32::from(args.vnc),
+                    args.vnc
+                );
+                vec!["-display".into(), format!("vnc=127.0.0.1:{}", args.vnc)]
+            }
+        };
+        println!(
+            "booting RayOS ({}): this terminal is its console; at `rayos>` type \"open a terminal\", then `poweroff` (Ctrl-A x stops QEMU)",
+            out.display()
+        );
+        let st = qemu_command(&qemu, accel, args.memory_mib, args.cpus, &out, (1280, 800), true)
+            .args(&display)
+            .args(["-serial", "mon:stdio"])
+            .status()
+            .map_err(|e| format!("{}: {e}", qemu.display()))?;
+        if !st.success() {
+            return Err(format!("QEMU ended with {st}").into());
+        }
+        Ok(format!("host_image={}", out.display()))
+    })();
+    match r {
+        Ok(figures) => Outcome::Pass { scenario: NAME, figures },
+        Err(e) => Outcome::Fail { scenario: NAME, reason: e.to_string() },
+    }
+}
+
 /// One boot of the host image.
 struct Boot {
     child: Child,
@@ -210,17 +326,9 @@ fn boot(
 ) -> Result<Boot, ScenarioError> {
     let qmp_path = run_dir.join(format!("qmp-{n}.sock"));
     let _ = std::fs::remove_file(&qmp_path);
-    let mut cmd = Command::new(qemu);
-    cmd.args(accel.args())
-        .args(["-m", &format!("{}M", args.memory_mib), "-smp", &args.cpus.to_string()])
-        .args(["-nodefaults", "-no-reboot", "-display", "none", "-serial", "stdio"])
-        .args(["-device", &format!("bochs-display,id=video0,xres={},yres={}", size.0, size.1)])
-        .args(["-device", "virtio-tablet-pci,id=tablet0", "-device", "virtio-keyboard-pci,id=keyboard0"])
-        .args(["-drive", &format!("file={},if=virtio,format=raw,cache=unsafe", image.join("volume.img").display())])
+    let mut cmd = qemu_command(qemu, accel, args.memory_mib, args.cpus, image, size, n > 0);
+    cmd.args(["-display", "none", "-serial", "stdio"])
         .args(["-qmp", &format!("unix:{},server=on,wait=off", qmp_path.display())])
-        .args(["-kernel", &image.join("vmlinuz").display().to_string()])
-        .args(["-initrd", &image.join("initrd.img").display().to_string()])
-        .args(["-append", "console=ttyS0 quiet panic=-1"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(
@@ -330,24 +438,30 @@ impl Boot {
         Ok(())
     }
 
-    /// `poweroff` at the prompt: the init's report, then QEMU's exit status.
-    fn poweroff(mut self, timeout: Duration) -> Result<String, ScenarioError> {
-        self.console.send("poweroff")?;
-        let (_, line) = self.console.wait("the poweroff report", timeout, |l| l.contains(POWEROFF))?;
-        let end = Instant::now() + Duration::from_secs(60);
+    /// Waits for QEMU to exit 0.
+    fn wait_exit(&mut self, timeout: Duration) -> Result<std::process::ExitStatus, ScenarioError> {
+        let end = Instant::now() + timeout;
         let status = loop {
             if let Some(s) = self.child.try_wait().map_err(|e| format!("QEMU: {e}"))? {
                 break s;
             }
             if Instant::now() >= end {
                 let _ = self.child.kill();
-                return Err(format!("boot {}: QEMU did not exit within 60 s of {line}", self.console.boot).into());
+                return Err(format!("boot {}: QEMU did not exit within {timeout:?}", self.console.boot).into());
             }
             std::thread::sleep(Duration::from_millis(200));
         };
         if !status.success() {
-            return Err(format!("boot {}: QEMU exited with {status} after poweroff", self.console.boot).into());
+            return Err(format!("boot {}: QEMU exited with {status}", self.console.boot).into());
         }
+        Ok(status)
+    }
+
+    /// `poweroff` at the prompt: the init's report, then QEMU's exit status.
+    fn poweroff(mut self, timeout: Duration) -> Result<String, ScenarioError> {
+        self.console.send("poweroff")?;
+        let (_, line) = self.console.wait("the poweroff report", timeout, |l| l.contains(POWEROFF))?;
+        self.wait_exit(Duration::from_secs(60))?;
         if !line.contains("vms_stopped_cleanly=1") {
             return Err(format!("boot {}: the VMs did not stop cleanly: {line}", self.console.boot).into());
         }
@@ -367,27 +481,14 @@ impl Drop for Boot {
 fn run_inner(args: &HostE2eArgs) -> Result<String, ScenarioError> {
     let t_all = Instant::now();
     let qemu = crate::which(&args.qemu).ok_or("no QEMU")?;
-    let rayos = args.rayos.clone().unwrap_or_else(|| crate::rundir::release_binary("rayos"));
-    if !rayos.is_file() {
-        return Err(format!("--rayos {}: not found (cargo build --release --workspace)", rayos.display()).into());
-    }
+    let rayos = rayos_bin(&args.rayos)?;
     let (run_dir, guest_image, _manifest) =
         super::guest_qemu::prepare_image(args.image.as_deref(), None, args.run_dir.as_deref(), SCENARIO)?;
     let words = super::vmm_native::installed_model().is_some();
 
     // 1. The host image.
-    let t = Instant::now();
     let image = run_dir.join("host-image");
-    let mut build = Command::new(&rayos);
-    build.args(["image", "host", "--out"]).arg(&image).arg("--guest-image").arg(&guest_image);
-    if !words {
-        build.arg("--no-model");
-    }
-    let st = build.status().map_err(|e| format!("{}: {e}", rayos.display()))?;
-    if !st.success() {
-        return Err(format!("rayos image host failed ({st})").into());
-    }
-    let image_s = t.elapsed().as_secs_f64();
+    let image_s = build_host_image(&rayos, &image, &guest_image, words, false)?;
     let initrd_mib =
         std::fs::metadata(image.join("initrd.img")).map(|m| m.len() as f64 / 1048576.0).unwrap_or(f64::NAN);
     let gz = Command::new("sh")
@@ -403,7 +504,29 @@ fn run_inner(args: &HostE2eArgs) -> Result<String, ScenarioError> {
     println!("{SCENARIO} QEMU accelerator: {why}");
     let size = (1280, 800);
 
-    // 2. First boot.
+    // 2. A machine without its host volume: init says so and gives the
+    //    emergency shell; leaving the shell powers off.
+    let t0 = Instant::now();
+    let mut b = boot(0, &qemu, accel, args, &image, &run_dir, size)?;
+    let (_, why) =
+        b.console.wait("the emergency line", args.boot_timeout, |l| l.contains(EMERGENCY)).or_else(|_| {
+            // Console::wait fails on the emergency marker itself: take it from what was seen.
+            b.console.seen.iter().rev().find(|(_, l)| l.contains(EMERGENCY)).cloned().ok_or_else(|| {
+                ScenarioError::from(format!("boot 0 without a volume: no {EMERGENCY} line:\n{}", b.console.tail(20)))
+            })
+        })?;
+    if !why.contains("/dev/vda") {
+        return Err(format!("boot 0 without a volume: the emergency line does not name the missing disk: {why}").into());
+    }
+    b.console.wait("the emergency shell", Duration::from_secs(60), |l| l.contains("emergency shell"))?;
+    b.console.send("echo shell-ok-$((6*7))")?;
+    b.console.wait("the emergency shell's answer", Duration::from_secs(60), |l| l.contains("shell-ok-42"))?;
+    b.console.send("exit")?;
+    let status = b.wait_exit(Duration::from_secs(60))?;
+    println!("{SCENARIO} boot 0 (no host volume, {:.1} s): {why}; the emergency shell answered; leaving it powered off ({status})", t0.elapsed().as_secs_f64());
+    drop(b);
+
+    // 3. First boot.
     let mut b = boot(1, &qemu, accel, args, &image, &run_dir, size)?;
     let r = first_boot(&mut b, args, words);
     let figures = match r {
@@ -416,7 +539,7 @@ fn run_inner(args: &HostE2eArgs) -> Result<String, ScenarioError> {
     let off1 = b.poweroff(args.boot_timeout)?;
     println!("{SCENARIO} boot 1 poweroff: {off1}");
 
-    // 3. Second boot of the same volume.
+    // 4. Second boot of the same volume.
     let t2 = Instant::now();
     let mut b = boot(2, &qemu, accel, args, &image, &run_dir, size)?;
     let second = (|| -> Result<(), ScenarioError> {

@@ -46,5 +46,6 @@ pub fn run(scenario: &Scenario) -> Outcome {
         Scenario::CompositorDrm(args) => compositor_drm::run(args),
         Scenario::HostApi(args) => host_api::run(args),
         Scenario::HostE2e(args) => host_e2e::run(args),
+        Scenario::Host(args) => host_e2e::interactive(args),
     }
 }

@@ -140,10 +140,22 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         insert_drm_sources(&event_loop.handle(), sources)?;
     }
 
+    // SIGTERM and SIGINT end the loop after the current frame: the DRM
+    // session is released and the process exits 0 (rayos init stops the
+    // compositor this way at poweroff).
+    let term = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, term.clone()).map_err(|e| ServerError::Loop(format!("signal {sig}: {e}")))?;
+    }
     let period = Duration::from_micros(1_000_000_000 / refresh_mhz.max(1_000) as u64);
     event_loop
         .handle()
         .insert_source(Timer::from_duration(period), move |_, _, state| {
+            if term.load(std::sync::atomic::Ordering::Relaxed) {
+                tracing::info!("rayos-compositor: stopping on a signal");
+                state.stop.stop();
+                return TimeoutAction::Drop;
+            }
             state.frame();
             TimeoutAction::ToDuration(period)
         })

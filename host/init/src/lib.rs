@@ -205,7 +205,9 @@ fn set_hostname(vol: &Volume, fallback: &str) {
     unsafe { libc::sethostname(name.as_ptr() as *const libc::c_char, name.len()) };
 }
 
-fn coldplug(cfg: &InitConfig, sup: &mut Supervisor, log: &Path) -> Result<(), String> {
+/// Starts udevd and asks it to replay every device's "add" event; the
+/// events are handled while the modules load and the volume is set up.
+fn start_udev(cfg: &InitConfig, sup: &mut Supervisor) -> Result<(), String> {
     if !cfg.udevd.is_file() {
         return Err(format!(
             "{}: missing from the image (udev finds the display and input devices)",
@@ -217,23 +219,26 @@ fn coldplug(cfg: &InitConfig, sup: &mut Supervisor, log: &Path) -> Result<(), St
         program: cfg.udevd.clone(),
         args: vec![],
         env: vec![],
-        log: log.join("udevd.log"),
+        log: PathBuf::from("/run/udevd.log"),
         restart: true,
     })
     .map_err(|e| format!("{}: {e}", cfg.udevd.display()))?;
-    std::thread::sleep(Duration::from_millis(200));
-    for args in [
-        &["trigger", "--action=add", "--type=subsystems"][..],
-        &["trigger", "--action=add", "--type=devices"],
-        &["settle", "--timeout=60"],
-    ] {
-        let st = std::process::Command::new(&cfg.udevadm)
-            .args(args)
-            .status()
-            .map_err(|e| format!("{}: {e}", cfg.udevadm.display()))?;
-        if !st.success() {
-            say(&format!("rayos-init: udevadm {} ended with {st}; going on", args.join(" ")));
-        }
+    // udevd listens once its control socket exists.
+    let end = Instant::now() + Duration::from_secs(10);
+    while !Path::new("/run/udev/control").exists() && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    udevadm(cfg, &["trigger", "--action=add", "--type=subsystems"])?;
+    udevadm(cfg, &["trigger", "--action=add", "--type=devices"])
+}
+
+fn udevadm(cfg: &InitConfig, args: &[&str]) -> Result<(), String> {
+    let st = std::process::Command::new(&cfg.udevadm)
+        .args(args)
+        .status()
+        .map_err(|e| format!("{}: {e}", cfg.udevadm.display()))?;
+    if !st.success() {
+        say(&format!("rayos-init: udevadm {} ended with {st}; going on", args.join(" ")));
     }
     Ok(())
 }
@@ -373,6 +378,11 @@ pub fn run(provision: &dyn Provision) -> ! {
         Ok(c) => c,
         Err(e) => emergency(None, &e.to_string()),
     };
+    let mut sup = Supervisor::default();
+    if let Err(e) = start_udev(&cfg, &mut sup) {
+        emergency(Some(&cfg), &e);
+    }
+    stages.mark("udev-start");
     let (vendor, loaded) = match modules::load_all(Path::new(modules::MODULE_DIR)) {
         Ok(v) => v,
         Err(e) => emergency(Some(&cfg), &e.to_string()),
@@ -404,11 +414,11 @@ pub fn run(provision: &dyn Provision) -> ! {
         Err(e) => emergency(Some(&cfg), &e.to_string()),
     };
     let log = vol.log();
-    let mut sup = Supervisor::default();
-    if let Err(e) = coldplug(&cfg, &mut sup, &log) {
+    // Devices the modules created have their nodes and tags once udev settles.
+    if let Err(e) = udevadm(&cfg, &["settle", "--timeout=60"]) {
         emergency(Some(&cfg), &e);
     }
-    stages.mark("udev");
+    stages.mark("udev-settle");
 
     // The compositor: on DRM when the machine has a display device.
     let drm = Path::new("/dev/dri/card0").exists();

@@ -143,24 +143,36 @@ fn catalog_key(apps: &[DesktopEntry]) -> u64 {
     h.finish()
 }
 
-impl IntentResolver for ModelResolver {
-    fn resolve(&self, request: &str, catalog: &[DesktopEntry]) -> Result<IntentAnswer, String> {
+impl ModelResolver {
+    /// The session for `catalog`, opened (model loaded, catalog indexed)
+    /// unless the one held already serves it; returns the ms it took.
+    fn ensure(&self, slot: &mut Option<(u64, Session)>, catalog: &[DesktopEntry]) -> Result<f64, String> {
         let key = catalog_key(catalog);
-        let mut slot = self.session.lock().map_err(|_| "the intent engine's lock is poisoned".to_string())?;
-        let mut model_load_ms = 0.0;
-        if slot.as_ref().map(|(k, _)| *k) != Some(key) {
-            let t = Instant::now();
-            *slot = None;
-            let opts = SessionOptions {
-                model: self.model.clone(),
-                store: self.store.clone(),
-                entries: Some(catalog.to_vec()),
-                ..SessionOptions::default()
-            };
-            let s = Session::open(&opts).map_err(|e| e.to_string())?;
-            model_load_ms = t.elapsed().as_secs_f64() * 1e3;
-            *slot = Some((key, s));
+        if slot.as_ref().map(|(k, _)| *k) == Some(key) {
+            return Ok(0.0);
         }
+        let t = Instant::now();
+        *slot = None;
+        let opts = SessionOptions {
+            model: self.model.clone(),
+            store: self.store.clone(),
+            entries: Some(catalog.to_vec()),
+            ..SessionOptions::default()
+        };
+        *slot = Some((key, Session::open(&opts).map_err(|e| e.to_string())?));
+        Ok(t.elapsed().as_secs_f64() * 1e3)
+    }
+}
+
+impl IntentResolver for ModelResolver {
+    fn prepare(&self, catalog: &[DesktopEntry]) -> Result<f64, String> {
+        let mut slot = self.session.lock().map_err(|_| "the intent engine's lock is poisoned".to_string())?;
+        self.ensure(&mut slot, catalog)
+    }
+
+    fn resolve(&self, request: &str, catalog: &[DesktopEntry]) -> Result<IntentAnswer, String> {
+        let mut slot = self.session.lock().map_err(|_| "the intent engine's lock is poisoned".to_string())?;
+        let model_load_ms = self.ensure(&mut slot, catalog)?;
         let (_, session) = slot.as_ref().expect("loaded above");
         let t = Instant::now();
         let res = session.resolve(request).map_err(|e| e.to_string())?;

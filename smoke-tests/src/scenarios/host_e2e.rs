@@ -20,9 +20,14 @@
 //!   origin `vm:linux`; a click into it and a typed command that writes a
 //!   file into the VM's shared folder, read back with `shared typed.txt` at
 //!   the prompt; `poweroff`: every VM stopped cleanly, QEMU exits 0.
-//! * **Second boot** of the same volume: the first-boot setup does not run
-//!   again (`boot 2 of this host volume`), the guest reaches its agent, and
-//!   the file typed in the first boot is still there; `poweroff`.
+//! * **Second boot** of the same volume, with a guest update staged at
+//!   `guests/staged` whose kernel is not a kernel: the first-boot setup does
+//!   not run again (`boot 2 of this host volume`), the update is tried in
+//!   slot b, fails and is rolled back to slot a, the guest reaches its agent
+//!   there, and the file typed in the first boot is still there; `poweroff`.
+//! * **Boot 0**, before them, has no host volume: init names the missing
+//!   disk on `RAYOS-HOST-EMERGENCY`, the emergency shell answers, and leaving
+//!   it powers the machine off.
 //! * **Figures.** Times run from QEMU's start on this machine's clock;
 //!   `rayos_init_s` is init's own time from its start to its services being
 //!   up (printed by init), the RayOS share of the boot. The captures stay in
@@ -539,9 +544,12 @@ fn run_inner(args: &HostE2eArgs) -> Result<String, ScenarioError> {
     let off1 = b.poweroff(args.boot_timeout)?;
     println!("{SCENARIO} boot 1 poweroff: {off1}");
 
-    // 4. Second boot of the same volume.
+    // 4. Second boot of the same volume, with a broken guest update staged:
+    //    it must be tried in slot b, fail, and be rolled back to slot a.
+    stage_broken_update(&image.join("volume.img"), &guest_image, &run_dir)?;
     let t2 = Instant::now();
     let mut b = boot(2, &qemu, accel, args, &image, &run_dir, size)?;
+    let mut init2 = None;
     let second = (|| -> Result<(), ScenarioError> {
         let (_, line) = b.console.wait("init's volume line", args.boot_timeout, |l| {
             l.contains("of this host volume") || l.contains(FIRST_BOOT)
@@ -550,8 +558,23 @@ fn run_inner(args: &HostE2eArgs) -> Result<String, ScenarioError> {
             return Err(format!("boot 2 ran the first-boot setup again: {line}").into());
         }
         println!("{SCENARIO} boot 2: {line}");
-        b.console.wait("the host to be up", args.boot_timeout, |l| l.contains(READY))?;
-        b.console.wait("the guest's agent", args.boot_timeout, |l| l.contains(AGENT))?;
+        let (_, trying) =
+            b.console.wait("the staged update on trial", args.boot_timeout, |l| l.contains("guest image:"))?;
+        if !trying.contains("trying the staged update in slot b") {
+            return Err(format!("boot 2 did not try the staged guest update: {trying}").into());
+        }
+        println!("{SCENARIO} boot 2: {trying}");
+        let (_, ready) = b.console.wait("the host to be up", args.boot_timeout, |l| l.contains(READY))?;
+        println!("{SCENARIO} boot 2: {}", ready.trim_start_matches("rayos> "));
+        init2 = init_seconds(&ready).map(|(s, _)| s);
+        let (t_rb, rb) = b.console.wait("the rollback of the broken update", args.boot_timeout, |l| {
+            l.contains("rolled back") || l.contains(AGENT)
+        })?;
+        if !rb.contains("rolled back to slot a") {
+            return Err(format!("the broken guest update was not rolled back: {rb}").into());
+        }
+        println!("{SCENARIO} boot 2 at {:.1} s: {rb}", b.since(t_rb));
+        b.console.wait("the guest's agent on slot a", args.boot_timeout, |l| l.contains(AGENT))?;
         b.console.send("shared typed.txt")?;
         b.console.wait("the file typed in boot 1", Duration::from_secs(30), |l| l.contains(TYPED_MARK))?;
         Ok(())
@@ -569,8 +592,45 @@ fn run_inner(args: &HostE2eArgs) -> Result<String, ScenarioError> {
         let _ = std::fs::remove_file(image.join("initrd.img"));
     }
     Ok(format!(
-        "{figures} typed_file_ok=1 desktop=not-checked second_boot_ok=1 host_image_s={image_s:.1} initrd_gz_mib={gz:.0} total_s={total:.1}"
+        "{figures} typed_file_ok=1 desktop=not-checked second_boot_ok=1 rayos_init_boot2_s={:.1} rollback_ok=1 emergency_ok=1 host_image_s={image_s:.1} initrd_gz_mib={gz:.0} total_s={total:.1}",
+        init2.unwrap_or(f64::NAN)
     ))
+}
+
+/// Writes a guest update whose kernel is not a kernel into the volume's
+/// `guests/staged` (with debugfs, so no mount is needed).
+fn stage_broken_update(volume: &Path, guest_image: &Path, run_dir: &Path) -> Result<(), ScenarioError> {
+    let manifest_path = guest_image.join("manifest.json");
+    let text = std::fs::read_to_string(&manifest_path).map_err(|e| format!("{}: {e}", manifest_path.display()))?;
+    let m: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", manifest_path.display()))?;
+    let name =
+        |k: &str| m[k].as_str().map(str::to_string).ok_or_else(|| format!("{}: no {k}", manifest_path.display()));
+    let (vmlinuz, initramfs, rootfs) = (name("vmlinuz")?, name("initramfs")?, name("rootfs")?);
+    let dir = run_dir.join("staged-update");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let junk = dir.join("junk");
+    std::fs::write(&junk, b"this is not a Linux kernel\n").map_err(|e| format!("{}: {e}", junk.display()))?;
+    let cmds = format!(
+        "mkdir guests/staged\nmkdir guests/staged/{rootfs}\ncd guests/staged\nwrite {} manifest.json\nwrite {} {vmlinuz}\nwrite {} {initramfs}\n",
+        manifest_path.display(),
+        junk.display(),
+        junk.display()
+    );
+    let cmd_file = dir.join("debugfs.cmds");
+    std::fs::write(&cmd_file, cmds).map_err(|e| format!("{}: {e}", cmd_file.display()))?;
+    let out = Command::new("debugfs")
+        .arg("-w")
+        .arg("-f")
+        .arg(&cmd_file)
+        .arg(volume)
+        .output()
+        .map_err(|e| format!("debugfs (e2fsprogs): {e}"))?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() || err.lines().any(|l| l.contains("rror") || l.contains("not found")) {
+        return Err(format!("debugfs could not stage the update in {}: {err}", volume.display()).into());
+    }
+    println!("{SCENARIO} staged a guest update with a broken kernel at guests/staged on the host volume");
+    Ok(())
 }
 
 /// The first boot's steps; returns the figures so far.

@@ -5,11 +5,12 @@
 //! * **Three files.** `vmlinuz` (a Debian kernel), `initrd.img` (a cpio
 //!   archive whose `/init` is the `rayos` binary, i.e. `rayos init`, with the
 //!   host's programs and their shared libraries, udev and its rules, the
-//!   keyboard and input data, the kernel modules the host loads and their
-//!   order, and the intent model to install on first boot) and `volume.img`
-//!   (the host volume: ext4 holding the guest image in slot `guests/a`; its
-//!   layout, policy and state are created by `rayos init` on first boot and
-//!   kept across boots).
+//!   keyboard and input data, and the kernel modules the host loads and
+//!   their order) and `volume.img` (the host volume: ext4 holding the guest
+//!   image in slot `guests/a` and the image's copy of the intent model in
+//!   `factory/models`; its layout, policy and state are created by `rayos
+//!   init` on first boot, which installs the model from there, and kept
+//!   across boots).
 //! * **Modules.** Resolved here, at build time, from the kernel package's own
 //!   dependency data ([`crate::kmod`]): [`COMMON_MODULES`] and KVM for each
 //!   vendor, written as `modules-common`, `modules-amd`, `modules-intel`
@@ -52,8 +53,13 @@ pub const HWDB: &[&str] = &["/lib/udev/hwdb.bin", "/usr/lib/udev/hwdb.bin", "/et
 pub const DATA_DIRS: &[&str] = &["/usr/share/X11/xkb", "/usr/share/libinput"];
 pub const UDEVD: &str = "/lib/systemd/systemd-udevd";
 pub const UDEVADM: &str = "/usr/bin/udevadm";
-/// Where the image keeps the intent model it installs on first boot.
-pub const MODEL_DIR: &str = "/usr/share/rayos/models";
+/// Where the host volume keeps the image's own copy of the intent model
+/// (relative to the volume), which first boot installs into the model store
+/// with its sha256 checked. It is on the volume rather than in the initrd so
+/// that every boot does not load and unpack 87 MiB it does not use.
+pub const FACTORY_MODELS: &str = "factory/models";
+/// Where the volume is mounted in the running host.
+pub const VOLUME_MOUNT: &str = "/var/lib/rayos";
 
 #[derive(Debug, thiserror::Error)]
 pub enum HostImageError {
@@ -169,17 +175,17 @@ fn add_tree(a: &mut Archive, dir: &Path) -> Result<usize, HostImageError> {
     Ok(n)
 }
 
-/// Adds the files of `dir` (recursively) under `dest`.
-fn add_under(a: &mut Archive, dir: &Path, dest: &str) -> Result<usize, HostImageError> {
+/// Copies the regular files of `dir` (recursively) into `dest`.
+fn copy_tree(dir: &Path, dest: &Path) -> Result<usize, HostImageError> {
+    std::fs::create_dir_all(dest).map_err(io(dest))?;
     let mut n = 0;
     for entry in std::fs::read_dir(dir).map_err(io(dir))? {
         let path = entry.map_err(io(dir))?.path();
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let d = format!("{dest}/{name}");
+        let Some(name) = path.file_name() else { continue };
         if path.is_dir() {
-            n += add_under(a, &path, &d)?;
+            n += copy_tree(&path, &dest.join(name))?;
         } else if path.is_file() {
-            a.file_from_host(&d, &path, Some(0o644))?;
+            std::fs::copy(&path, dest.join(name)).map_err(io(&path))?;
             n += 1;
         }
     }
@@ -266,9 +272,6 @@ pub fn initrd_archive(
         }
         a.file_bytes(&format!("{MODULE_DIR}/{list}"), order.join("\n") + "\n", 0o644)?;
     }
-    if let Some((dir, name)) = &spec.model {
-        add_under(&mut a, dir, &format!("{MODEL_DIR}/{name}"))?;
-    }
     Ok((a, modules, stripped_all))
 }
 
@@ -280,8 +283,15 @@ fn du_mib(dir: &Path) -> Result<u64, HostImageError> {
     })
 }
 
-/// The host volume: ext4 with the guest image in `guests/a`.
-pub fn build_volume(guest_image: &Path, volume: &Path, free_mib: u64, scratch: &Path) -> Result<u64, HostImageError> {
+/// The host volume: ext4 with the guest image in `guests/a` and the model
+/// (its folder and name) in [`FACTORY_MODELS`].
+pub fn build_volume(
+    guest_image: &Path,
+    model: Option<&(PathBuf, String)>,
+    volume: &Path,
+    free_mib: u64,
+    scratch: &Path,
+) -> Result<u64, HostImageError> {
     if !guest_image.join("manifest.json").is_file() {
         return Err(HostImageError::Missing {
             what: "guest image (manifest.json; rayos image build)".into(),
@@ -304,6 +314,9 @@ pub fn build_volume(guest_image: &Path, volume: &Path, free_mib: u64, scratch: &
                 detail: format!("{} to {}: {st}", guest_image.display(), slot.display()),
             });
         }
+    }
+    if let Some((dir, name)) = model {
+        copy_tree(dir, &staging.join(FACTORY_MODELS).join(name))?;
     }
     let mib = du_mib(&staging)? * 5 / 4 + free_mib;
     let _ = std::fs::remove_file(volume);
@@ -351,7 +364,7 @@ pub fn build(spec: &HostImageSpec, tree: &ModuleTree, progress: &dyn Fn(&str)) -
         }
         _ => {
             progress(&format!("host volume: ext4 with the guest image {} in slot a", spec.guest_image.display()));
-            build_volume(&spec.guest_image, &volume, spec.volume_free_mib, &scratch)?
+            build_volume(&spec.guest_image, spec.model.as_ref(), &volume, spec.volume_free_mib, &scratch)?
         }
     };
     let _ = std::fs::remove_dir_all(&scratch);
@@ -373,7 +386,8 @@ mod tests {
     #[test]
     fn a_missing_guest_image_is_named() {
         let d = tempfile::tempdir().unwrap();
-        let e = build_volume(&d.path().join("nope"), &d.path().join("v.img"), 64, d.path()).unwrap_err().to_string();
+        let e =
+            build_volume(&d.path().join("nope"), None, &d.path().join("v.img"), 64, d.path()).unwrap_err().to_string();
         assert!(e.contains("nope") && e.contains("rayos image build"), "{e}");
     }
 }

@@ -25,6 +25,8 @@ pub const HELP: &str = "\
   windows            the windows on the RayOS display
   vms                the VMs and their state
   shared [FILE]      the VM's shared folder, or one file of it
+  desktop [off]      the VM's whole desktop in one window, with a terminal in it
+                     (the VM restarts and its apps end); `desktop off`: one window per app
   screenshot FILE    save the RayOS display as a PNG (an absolute path)
   poweroff           stop the VMs cleanly and power off
   reboot             the same, then restart
@@ -43,6 +45,8 @@ pub enum Command {
     Vms,
     Shared(Option<String>),
     Screenshot(String),
+    /// Show the VM's whole desktop (true) or one window per app (false).
+    Desktop(bool),
     Poweroff,
     Reboot,
     /// A desktop id (`foot.desktop`).
@@ -69,6 +73,8 @@ pub fn parse(line: &str) -> Command {
             Command::Screenshot(rest.to_string())
         }
         ("screenshot", _) => Command::Bad("screenshot needs one absolute path, e.g. screenshot /tmp/rayos.png".into()),
+        ("desktop", true) | ("desktop", false) if rest.is_empty() || rest == "on" => Command::Desktop(true),
+        ("desktop", false) if rest == "off" => Command::Desktop(false),
         ("poweroff" | "shutdown" | "halt", true) => Command::Poweroff,
         ("reboot", true) => Command::Reboot,
         _ if line.ends_with(".desktop") && !line.contains(char::is_whitespace) => Command::App(line.to_string()),
@@ -164,6 +170,7 @@ impl Prompt {
                 Err(e) => println!("windows: {}", api_message(&e)),
             },
             Command::Shared(file) => self.shared(file.as_deref()),
+            Command::Desktop(on) => self.desktop(on),
             Command::Screenshot(path) => {
                 let r = CompositorClient::connect(&self.compositor, Duration::from_secs(30)).and_then(|mut c| {
                     c.request(&Request::Screenshot { output: None, window: None, path: Some(path.clone()) })
@@ -206,6 +213,58 @@ impl Prompt {
         }
     }
 
+    /// Switches the VM's display; with the desktop, waits for the agent and
+    /// opens the guest's desktop session with its terminal in it.
+    fn desktop(&self, on: bool) {
+        let mode = if on { "desktop" } else { "apps" };
+        if let Err(e) =
+            self.api.post(&format!("/v1/vms/{}/display", self.vm), json!({ "display": mode }), Duration::from_secs(120))
+        {
+            println!("desktop: {}", api_message(&e));
+            return;
+        }
+        if !on {
+            println!("VM {} restarts with one window per app", self.vm);
+            return;
+        }
+        println!("VM {} restarts with its whole desktop in one window; waiting for its agent", self.vm);
+        let t = std::time::Instant::now();
+        loop {
+            match self.api.get(&format!("/v1/vms/{}", self.vm)) {
+                Ok(v) if v["state"] == "running" && !v["agent"].is_null() => break,
+                Ok(v) if v["state"] == "failed" => {
+                    println!(
+                        "desktop: VM {} failed to start: {}",
+                        self.vm,
+                        printable(v["last_exit"].as_str().unwrap_or("?"))
+                    );
+                    return;
+                }
+                _ if t.elapsed() > Duration::from_secs(600) => {
+                    println!("desktop: VM {} has no agent after 10 minutes; `vms` shows its state", self.vm);
+                    return;
+                }
+                _ => std::thread::sleep(Duration::from_millis(500)),
+            }
+        }
+        // The first app launched inside the guest starts its desktop session.
+        let apps = match self.api.get(&format!("/v1/vms/{}/apps", self.vm)) {
+            Ok(v) => v["apps"].as_array().or(v.as_array()).cloned().unwrap_or_default(),
+            Err(e) => {
+                println!("desktop: {}", api_message(&e));
+                return;
+            }
+        };
+        let Some(app) = terminal_app(&apps) else {
+            println!("desktop: VM {} has no terminal app to open its desktop with", self.vm);
+            return;
+        };
+        let r = self.launch(json!({"vm": self.vm, "app": app, "embedded": true}));
+        if !r.is_null() {
+            println!("the desktop of VM {} shows in its window ({:.0} s)", self.vm, t.elapsed().as_secs_f64());
+        }
+    }
+
     fn shared(&self, file: Option<&str>) {
         match file {
             None => match std::fs::read_dir(&self.shared) {
@@ -242,6 +301,13 @@ impl Prompt {
     }
 }
 
+/// The desktop id of the catalog's first terminal emulator (by its
+/// freedesktop category), else of its first app.
+pub fn terminal_app(apps: &[Value]) -> Option<String> {
+    let is_term = |a: &&Value| a["categories"].as_array().is_some_and(|c| c.iter().any(|x| x == "TerminalEmulator"));
+    apps.iter().find(is_term).or(apps.first()).and_then(|a| a["id"].as_str()).map(str::to_string)
+}
+
 /// One window as a line: id, origin, app id, title.
 pub fn describe_window(w: &Value) -> String {
     let origin = match (w["origin"]["kind"].as_str(), w["origin"]["name"].as_str()) {
@@ -250,9 +316,10 @@ pub fn describe_window(w: &Value) -> String {
         _ => "?".into(),
     };
     format!(
-        "window {} origin={} app_id={:?} title={:?}",
+        "window {} origin={} mode={} app_id={:?} title={:?}",
         w["id"],
         printable(&origin),
+        printable(w["mode"].as_str().unwrap_or("?")),
         printable(w["app_id"].as_str().unwrap_or("")),
         printable(w["title"].as_str().unwrap_or(""))
     )
@@ -301,6 +368,21 @@ mod tests {
     #[test]
     fn windows_are_described_by_origin() {
         let w = json!({"id": 3, "origin": {"kind": "vm", "name": "linux"}, "app_id": "foot", "title": "~\x1b]0;x"});
-        assert_eq!(describe_window(&w), "window 3 origin=vm:linux app_id=\"foot\" title=\"~?]0;x\"");
+        assert_eq!(describe_window(&w), "window 3 origin=vm:linux mode=? app_id=\"foot\" title=\"~?]0;x\"");
+    }
+
+    #[test]
+    fn the_desktop_opens_with_a_terminal() {
+        assert_eq!(parse("desktop"), Command::Desktop(true));
+        assert_eq!(parse("desktop on"), Command::Desktop(true));
+        assert_eq!(parse("desktop off"), Command::Desktop(false));
+        assert_eq!(parse("desktop for drawing"), Command::Words("desktop for drawing".into()));
+        let apps = vec![
+            json!({"id": "weston-flower.desktop", "categories": ["Graphics"]}),
+            json!({"id": "foot.desktop", "categories": ["System", "TerminalEmulator"]}),
+        ];
+        assert_eq!(terminal_app(&apps).as_deref(), Some("foot.desktop"));
+        assert_eq!(terminal_app(&apps[..1]).as_deref(), Some("weston-flower.desktop"));
+        assert_eq!(terminal_app(&[]), None);
     }
 }

@@ -132,6 +132,7 @@ pub fn router(svc: Arc<Service>) -> Router {
         .route("/v1/vms/{name}", get(vm))
         .route("/v1/vms/{name}/start", post(start))
         .route("/v1/vms/{name}/stop", post(stop))
+        .route("/v1/vms/{name}/display", post(display))
         .route("/v1/vms/{name}/apps", get(apps))
         .route("/v1/launch", post(launch_app))
         .route("/v1/intent", post(intent))
@@ -272,6 +273,37 @@ async fn launch_app(State(svc): State<Arc<Service>>, body: Result<Json<LaunchReq
     // app_launched and app_exited events come from the agent link.
     let reply = blocking(move || Ok(launch::launch(&info, link.as_ref(), &policy, resolver.as_deref(), &req)?)).await?;
     Ok(Json(reply).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DisplayRequest {
+    display: crate::policy::VmDisplay,
+}
+
+/// Sets how the VM's display reaches the host; a VM that is up restarts
+/// with it (its apps end), a stopped one uses it at its next start.
+async fn display(
+    State(svc): State<Arc<Service>>,
+    Path(name): Path<String>,
+    body: Result<Json<DisplayRequest>, JsonRejection>,
+) -> ApiResult {
+    let h = handle(&svc, &name)?;
+    let Json(req) = body?;
+    if req.display == crate::policy::VmDisplay::Desktop && svc.policy.host.compositor_socket_dir.is_none() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "no_compositor",
+            "the embedded desktop needs the policy's host.compositor_socket_dir",
+        ));
+    }
+    let was_up = h.snapshot().state.is_up();
+    h.set_display(req.display);
+    if was_up {
+        h.stop().await.map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "stop_failed", e))?;
+        h.start(false).await.map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "start_failed", e))?;
+    }
+    Ok((StatusCode::ACCEPTED, Json(h.snapshot())).into_response())
 }
 
 #[derive(Deserialize)]

@@ -23,11 +23,6 @@ pub const MAX_OUTPUT_LINES: usize = crate::agent_link::MAX_OUTPUT_LINES;
 pub trait IntentResolver: Send + Sync {
     /// Resolves `request` over `catalog` (the apps the policy allows).
     fn resolve(&self, request: &str, catalog: &[DesktopEntry]) -> Result<IntentAnswer, String>;
-    /// Loads the model and indexes `catalog` ahead of the first request (the
-    /// service calls it when a VM comes up); returns what it took, in ms.
-    fn prepare(&self, _catalog: &[DesktopEntry]) -> Result<f64, String> {
-        Ok(0.0)
-    }
 }
 
 /// What the engine decided.

@@ -181,9 +181,6 @@ pub async fn start(opts: ServiceOptions) -> Result<Running, ServiceError> {
         let _ = stop_rx.await;
     }));
     tracing::info!("rayos host: listening on {}", host.socket.display());
-    if service.resolver.is_some() {
-        tokio::spawn(warm_intent_engine(service.clone()));
-    }
     if opts.autostart {
         for h in &service.vms {
             if h.policy.autostart {
@@ -194,33 +191,6 @@ pub async fn start(opts: ServiceOptions) -> Result<Running, ServiceError> {
         }
     }
     Ok(Running { service, socket: host.socket.clone(), server, stop_tx, controllers })
-}
-
-/// Each time a VM comes up, has the intent engine load its model and index
-/// the VM's allowed apps in the background, so the first request in words
-/// does not wait for them.
-async fn warm_intent_engine(svc: Arc<Service>) {
-    let mut rx = svc.events.subscribe();
-    loop {
-        let vm = match rx.recv().await {
-            Ok(events::Event::VmState { vm, state: state::VmState::Running, .. }) => vm,
-            Ok(_) => continue,
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-        };
-        let (Some(h), Some(resolver)) = (svc.vm(&vm), svc.resolver.clone()) else { continue };
-        let (Some(link), policy) = (h.link(), h.policy.clone()) else { continue };
-        let r = tokio::task::spawn_blocking(move || {
-            let apps = launch::allowed_apps(&link, &policy).map_err(|e| e.to_string())?;
-            resolver.prepare(&apps).map(|ms| (ms, apps.len()))
-        })
-        .await;
-        match r {
-            Ok(Ok((ms, n))) => tracing::info!(vm = %vm, "intent engine ready for {n} apps in {ms:.0} ms"),
-            Ok(Err(e)) => tracing::warn!(vm = %vm, "intent engine not prepared: {e}"),
-            Err(e) => tracing::warn!(vm = %vm, "intent engine preparation panicked: {e}"),
-        }
-    }
 }
 
 impl Running {

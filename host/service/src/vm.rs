@@ -90,6 +90,9 @@ pub struct VmInfo {
     pub vsock_socket: Option<PathBuf>,
     /// Whether the native-window bridge runs.
     pub bridge: bool,
+    /// How the VM's display reaches the host at its next boot: the policy's
+    /// `display` until `POST /v1/vms/{name}/display` changes it (not saved).
+    pub display: crate::policy::VmDisplay,
 }
 
 /// The answer to `stop`.
@@ -134,6 +137,11 @@ impl VmHandle {
         let (reply, rx) = oneshot::channel();
         self.tx.send(Cmd::Start { wait, reply }).await.map_err(|_| "the VM's controller is gone".to_string())?;
         rx.await.map_err(|_| "the VM's controller is gone".to_string())?
+    }
+
+    /// Sets how the VM's display reaches the host from its next boot on.
+    pub fn set_display(&self, display: crate::policy::VmDisplay) {
+        self.info.write().expect("vm info lock").display = display;
     }
 
     pub async fn stop(&self) -> Result<StopReport, String> {
@@ -300,6 +308,7 @@ pub fn spawn(
         children: vec![],
         vsock_socket: None,
         bridge: false,
+        display: vm.display,
     }));
     let (tx, rx) = mpsc::channel(64);
     let (exits_tx, exits_rx) = mpsc::unbounded_channel();
@@ -616,7 +625,9 @@ impl Controller {
             }
         }
 
-        let spec = vm_spec(&self.vm, &image, &rt, &self.host.log_dir, self.host.compositor_socket_dir.as_deref());
+        let mut vm = (*self.vm).clone();
+        vm.display = self.info.read().expect("vm info lock").display;
+        let spec = vm_spec(&vm, &image, &rt, &self.host.log_dir, self.host.compositor_socket_dir.as_deref());
         let argv = spec.to_argv().map_err(|e| format!("VM {}: {e}", self.vm.name))?;
         self.start_child(ChildSpec {
             name: "rayos-vmm".into(),

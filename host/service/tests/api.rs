@@ -198,7 +198,7 @@ async fn every_documented_route_answers_as_documented() {
             called += 1;
         }
     }
-    assert_eq!(called, 10);
+    assert_eq!(called, 11);
     r.shutdown().await;
 }
 
@@ -338,5 +338,18 @@ async fn a_peer_of_another_user_is_refused() {
         tokio::process::Command::new("python3").arg("-c").arg(&script).uid(65534).gid(65534).output().await.unwrap();
     let line = String::from_utf8_lossy(&out.stdout);
     assert!(line.starts_with("HTTP/1.1 403"), "nobody got {line:?} {}", String::from_utf8_lossy(&out.stderr));
+    r.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_display_mode_is_set_per_vm_and_checked() {
+    let r = rig("").await;
+    let (_, v) = r.call(Method::GET, "/v1/vms/linux", None).await;
+    assert_eq!(v["display"], "apps");
+    // Without a compositor socket folder there is nowhere to show a desktop.
+    let (s, v) = r.call(Method::POST, "/v1/vms/linux/display", Some(json!({"display": "desktop"}))).await;
+    assert_eq!((s, v["error"].as_str()), (StatusCode::CONFLICT, Some("no_compositor")), "{v}");
+    let (s, _) = r.call(Method::POST, "/v1/vms/linux/display", Some(json!({"display": "fullscreen"}))).await;
+    assert!(s.is_client_error(), "{s}");
     r.shutdown().await;
 }

@@ -165,11 +165,6 @@ impl ModelResolver {
 }
 
 impl IntentResolver for ModelResolver {
-    fn prepare(&self, catalog: &[DesktopEntry]) -> Result<f64, String> {
-        let mut slot = self.session.lock().map_err(|_| "the intent engine's lock is poisoned".to_string())?;
-        self.ensure(&mut slot, catalog)
-    }
-
     fn resolve(&self, request: &str, catalog: &[DesktopEntry]) -> Result<IntentAnswer, String> {
         let mut slot = self.session.lock().map_err(|_| "the intent engine's lock is poisoned".to_string())?;
         let model_load_ms = self.ensure(&mut slot, catalog)?;

@@ -217,7 +217,11 @@ fn host_image_cmd(a: HostArgs) -> Result<std::process::ExitCode, CliError> {
         Some((store.model_dir(&spec), spec.name.clone()))
     };
     let model_line = match &model {
-        Some((_, name)) => format!("model_source = \"{}/{name}\"\n", rayos_image::hostimage::MODEL_DIR),
+        Some((_, name)) => format!(
+            "model_source = \"{}/{}/{name}\"\n",
+            rayos_image::hostimage::VOLUME_MOUNT,
+            rayos_image::hostimage::FACTORY_MODELS
+        ),
         None => String::new(),
     };
     let spec = rayos_image::hostimage::HostImageSpec {

@@ -19,7 +19,10 @@
 //!   framed in the VM's colour on the screen and listed by `windows` with
 //!   origin `vm:linux`; a click into it and a typed command that writes a
 //!   file into the VM's shared folder, read back with `shared typed.txt` at
-//!   the prompt; `poweroff`: every VM stopped cleanly, QEMU exits 0.
+//!   the prompt; `desktop` at the prompt: the VM restarts with a virtio-gpu
+//!   and its whole desktop (weston) is drawn inside one window framed in the
+//!   VM's colour, listed with mode `embedded_desktop`; `poweroff`: every VM
+//!   stopped cleanly, QEMU exits 0.
 //! * **Second boot** of the same volume, with a guest update staged at
 //!   `guests/staged` whose kernel is not a kernel: the first-boot setup does
 //!   not run again (`boot 2 of this host volume`), the update is tried in
@@ -131,6 +134,25 @@ pub fn vm_frame(img: &Image) -> (usize, Option<(u32, u32, u32, u32)>) {
     (n, bb)
 }
 
+/// The share of the VM-framed window's inside that is drawn (neither black
+/// nor the frame colour), when a VM frame is on screen.
+pub fn desktop_drawn(img: &Image) -> Option<f64> {
+    let (n, bb) = vm_frame(img);
+    let (x0, y0, x1, y1) = bb.filter(|_| n >= MIN_VM_PIXELS)?;
+    let (mut drawn, mut all) = (0usize, 0usize);
+    for y in (y0 + 40).min(y1)..y1.saturating_sub(8) {
+        for x in (x0 + 8).min(x1)..x1.saturating_sub(8) {
+            let p = img.px(x, y);
+            all += 1;
+            if !near(p, VM_RGB) && p.iter().any(|c| *c > 24) {
+                drawn += 1;
+            }
+        }
+    }
+    let share = drawn as f64 / all.max(1) as f64;
+    (all > 10_000 && share > 0.3).then_some(share)
+}
+
 /// Share of the capture in the compositor's background colour.
 fn background(img: &Image) -> f64 {
     img.count(img.whole(), is_background) as f64 / img.whole().area().max(1) as f64
@@ -140,7 +162,10 @@ fn background(img: &Image) -> f64 {
 struct Console {
     stdin: ChildStdin,
     rx: Receiver<(Instant, String)>,
+    /// Every line so far; `next` is the first one no wait has looked at
+    /// (lines drained while the screen was polled wait there).
     seen: Vec<(Instant, String)>,
+    next: usize,
     boot: u32,
 }
 
@@ -156,9 +181,14 @@ impl Console {
         let end = Instant::now() + timeout;
         loop {
             let left = end.saturating_duration_since(Instant::now());
-            match self.rx.recv_timeout(left.min(Duration::from_secs(1))) {
+            let got = if self.next < self.seen.len() {
+                Ok(self.seen[self.next].clone())
+            } else {
+                self.rx.recv_timeout(left.min(Duration::from_secs(1))).inspect(|l| self.seen.push(l.clone()))
+            };
+            match got {
                 Ok((t, line)) => {
-                    self.seen.push((t, line.clone()));
+                    self.next += 1;
                     if line.contains(EMERGENCY) || line.contains("Kernel panic") {
                         return Err(format!("boot {}: while waiting for {what}: {line}", self.boot).into());
                     }
@@ -196,6 +226,7 @@ impl Console {
 
 /// QEMU for the host image: the machine, display card, keyboard, tablet,
 /// host volume, kernel and initrd (the caller adds display, serial and QMP).
+#[allow(clippy::too_many_arguments)]
 pub fn qemu_command(
     qemu: &Path,
     accel: Accel,
@@ -204,6 +235,7 @@ pub fn qemu_command(
     image: &Path,
     size: (u32, u32),
     volume: bool,
+    initrd: Option<&Path>,
 ) -> Command {
     let mut cmd = Command::new(qemu);
     cmd.args(accel.args())
@@ -220,7 +252,10 @@ pub fn qemu_command(
             vec![]
         })
         .args(["-kernel", &image.join("vmlinuz").display().to_string()])
-        .args(["-initrd", &image.join("initrd.img").display().to_string()])
+        .args([
+            "-initrd",
+            &initrd.map(Path::to_path_buf).unwrap_or_else(|| image.join("initrd.img")).display().to_string(),
+        ])
         .args(["-append", "console=ttyS0 quiet loglevel=3 panic=-1"]);
     cmd
 }
@@ -294,7 +329,7 @@ pub fn interactive(args: &crate::cli::HostBootArgs) -> Outcome {
             "booting RayOS ({}): this terminal is its console; at `rayos>` type \"open a terminal\", then `poweroff` (Ctrl-A x stops QEMU)",
             out.display()
         );
-        let st = qemu_command(&qemu, accel, args.memory_mib, args.cpus, &out, (1280, 800), true)
+        let st = qemu_command(&qemu, accel, args.memory_mib, args.cpus, &out, (1280, 800), true, None)
             .args(&display)
             .args(["-serial", "mon:stdio"])
             .status()
@@ -331,7 +366,7 @@ fn boot(
 ) -> Result<Boot, ScenarioError> {
     let qmp_path = run_dir.join(format!("qmp-{n}.sock"));
     let _ = std::fs::remove_file(&qmp_path);
-    let mut cmd = qemu_command(qemu, accel, args.memory_mib, args.cpus, image, size, n > 0);
+    let mut cmd = qemu_command(qemu, accel, args.memory_mib, args.cpus, image, size, n > 0, None);
     cmd.args(["-display", "none", "-serial", "stdio"])
         .args(["-qmp", &format!("unix:{},server=on,wait=off", qmp_path.display())])
         .stdin(Stdio::piped())
@@ -368,7 +403,7 @@ fn boot(
     let qmp =
         Qmp::connect(&qmp_path, Duration::from_secs(30)).map_err(|e| format!("QMP {}: {e}", qmp_path.display()))?;
     let camera = Camera { qmp, png: true, dir: run_dir.to_path_buf() };
-    Ok(Boot { child, console: Console { stdin, rx, seen: vec![], boot: n }, camera, start, size })
+    Ok(Boot { child, console: Console { stdin, rx, seen: vec![], next: 0, boot: n }, camera, start, size })
 }
 
 impl Boot {
@@ -509,7 +544,12 @@ fn run_inner(args: &HostE2eArgs) -> Result<String, ScenarioError> {
     println!("{SCENARIO} QEMU accelerator: {why}");
     let size = (1280, 800);
 
-    // 2. A machine without its host volume: init says so and gives the
+    // 2. The reference: the same kernel and machine with a busybox initrd
+    //    whose /init prints a line and powers off: boot to /init.
+    let reference_init_s = reference_boot(&qemu, accel, args, &image, &run_dir, size)?;
+    println!("{SCENARIO} reference: the same kernel and machine reach a busybox /init at {reference_init_s:.1} s");
+
+    // 3. A machine without its host volume: init says so and gives the
     //    emergency shell; leaving the shell powers off.
     let t0 = Instant::now();
     let mut b = boot(0, &qemu, accel, args, &image, &run_dir, size)?;
@@ -531,11 +571,11 @@ fn run_inner(args: &HostE2eArgs) -> Result<String, ScenarioError> {
     println!("{SCENARIO} boot 0 (no host volume, {:.1} s): {why}; the emergency shell answered; leaving it powered off ({status})", t0.elapsed().as_secs_f64());
     drop(b);
 
-    // 3. First boot.
+    // 4. First boot.
     let mut b = boot(1, &qemu, accel, args, &image, &run_dir, size)?;
     let r = first_boot(&mut b, args, words);
     let figures = match r {
-        Ok(f) => f,
+        Ok(f) => format!("{f} reference_init_s={reference_init_s:.1}"),
         Err(e) => {
             println!("{SCENARIO} console, last lines of boot 1:\n{}", b.console.tail(40));
             return Err(e);
@@ -544,7 +584,7 @@ fn run_inner(args: &HostE2eArgs) -> Result<String, ScenarioError> {
     let off1 = b.poweroff(args.boot_timeout)?;
     println!("{SCENARIO} boot 1 poweroff: {off1}");
 
-    // 4. Second boot of the same volume, with a broken guest update staged:
+    // 5. Second boot of the same volume, with a broken guest update staged:
     //    it must be tried in slot b, fail, and be rolled back to slot a.
     stage_broken_update(&image.join("volume.img"), &guest_image, &run_dir)?;
     let t2 = Instant::now();
@@ -592,9 +632,62 @@ fn run_inner(args: &HostE2eArgs) -> Result<String, ScenarioError> {
         let _ = std::fs::remove_file(image.join("initrd.img"));
     }
     Ok(format!(
-        "{figures} typed_file_ok=1 desktop=not-checked second_boot_ok=1 rayos_init_boot2_s={:.1} rollback_ok=1 emergency_ok=1 host_image_s={image_s:.1} initrd_gz_mib={gz:.0} total_s={total:.1}",
+        "{figures} typed_file_ok=1 second_boot_ok=1 rayos_init_boot2_s={:.1} rollback_ok=1 emergency_ok=1 host_image_s={image_s:.1} initrd_gz_mib={gz:.0} total_s={total:.1}",
         init2.unwrap_or(f64::NAN)
     ))
+}
+
+/// Boots the host image's kernel with a busybox initrd whose /init prints a
+/// marker and powers off; returns the seconds from QEMU's start to the marker.
+fn reference_boot(
+    qemu: &Path,
+    accel: Accel,
+    args: &HostE2eArgs,
+    image: &Path,
+    run_dir: &Path,
+    size: (u32, u32),
+) -> Result<f64, ScenarioError> {
+    let cache = rayos_image::debs::DebCache::new(&rayos_image::debs::default_cache_root())
+        .map_err(|e| format!("package cache: {e}"))?;
+    let root = cache
+        .extract(&cache.fetch("busybox-static").map_err(|e| format!("busybox-static: {e}"))?)
+        .map_err(|e| format!("busybox-static: {e}"))?;
+    let busybox = ["bin/busybox", "usr/bin/busybox"]
+        .iter()
+        .map(|p| root.join(p))
+        .find(|p| p.is_file())
+        .ok_or("no busybox in busybox-static")?;
+    let mut a = rayos_image::cpio::Archive::new();
+    a.file_from_host("/bin/busybox", &busybox, Some(0o755)).map_err(|e| e.to_string())?;
+    a.symlink("/bin/sh", "busybox").map_err(|e| e.to_string())?;
+    a.char_dev("/dev/console", 0o600, 5, 1).map_err(|e| e.to_string())?;
+    a.file_bytes("/init", "#!/bin/sh\necho RAYOS-REFERENCE-INIT\n/bin/busybox poweroff -f\n", 0o755)
+        .map_err(|e| e.to_string())?;
+    let initrd = run_dir.join("reference-initrd.cpio");
+    a.write_file(&initrd).map_err(|e| e.to_string())?;
+    let start = Instant::now();
+    let out = qemu_command(qemu, accel, args.memory_mib, args.cpus, image, size, false, Some(&initrd))
+        .args(["-display", "none", "-serial", "stdio"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("{}: {e}", qemu.display()))?;
+    let mut child = out;
+    let stdout = child.stdout.take().expect("piped");
+    let mut seen = None;
+    for line in BufReader::new(stdout).lines() {
+        let Ok(line) = line else { break };
+        if line.contains("RAYOS-REFERENCE-INIT") && seen.is_none() {
+            seen = Some(start.elapsed().as_secs_f64());
+        }
+        if start.elapsed() > args.boot_timeout {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    seen.ok_or_else(|| "the reference boot never reached its /init".into())
 }
 
 /// Writes a guest update whose kernel is not a kernel into the volume's
@@ -702,8 +795,42 @@ fn first_boot(b: &mut Boot, args: &HostE2eArgs, words: bool) -> Result<String, S
     }
     println!("{SCENARIO} typed into the terminal; the shared folder has the file ({asked} looks at the prompt)");
     let _ = b.shot("after-typing");
+
+    // The VM's whole desktop in one window.
+    let t_desk = Instant::now();
+    b.console.send("desktop")?;
+    let (_, said) = b.console.wait("the desktop switch", args.boot_timeout, |l| {
+        l.contains("shows in its window") || l.contains("desktop:")
+    })?;
+    if !said.contains("shows in its window") {
+        return Err(format!("`desktop` at the prompt: {said}").into());
+    }
+    println!("{SCENARIO} {}", said.trim_start_matches("rayos> "));
+    let end = Instant::now() + args.window_timeout;
+    let listed = loop {
+        b.console.send("windows")?;
+        if let Ok((_, l)) = b
+            .console
+            .wait("the desktop window in the list", Duration::from_secs(5), |l| l.contains("mode=embedded_desktop"))
+        {
+            break l;
+        }
+        if Instant::now() >= end {
+            return Err(
+                format!("no embedded_desktop window listed within {:?} of the switch", args.window_timeout).into()
+            );
+        }
+    };
+    println!("{SCENARIO} {}", listed.trim_start_matches("rayos> ").trim());
+    let (t_shown, drawn) =
+        b.poll_screen("desktop", "the guest's desktop drawn in the VM's window", args.window_timeout, desktop_drawn)?;
+    let desktop_s = t_shown.duration_since(t_desk).as_secs_f64();
+    println!(
+        "{SCENARIO} the guest's desktop on the screen {desktop_s:.1} s after `desktop` ({:.0}% of its window drawn)",
+        drawn * 100.0
+    );
     Ok(format!(
-        "host_boot_s={host_boot_s:.1} rayos_init_s={init_s:.1} kernel_s={kernel_s:.1} first_frame_s={first_frame_s:.1} guest_agent_s={guest_agent_s:.1} intent_to_window_s={intent_to_window_s:.1} words={}",
+        "host_boot_s={host_boot_s:.1} rayos_init_s={init_s:.1} kernel_s={kernel_s:.1} first_frame_s={first_frame_s:.1} guest_agent_s={guest_agent_s:.1} intent_to_window_s={intent_to_window_s:.1} words={} desktop_ok=1 desktop_s={desktop_s:.1}",
         u8::from(words)
     ))
 }

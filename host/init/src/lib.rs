@@ -383,7 +383,51 @@ pub fn run(provision: &dyn Provision) -> ! {
         emergency(Some(&cfg), &e);
     }
     stages.mark("udev-start");
-    let (vendor, loaded) = match modules::load_all(Path::new(modules::MODULE_DIR)) {
+    let moddir = Path::new(modules::MODULE_DIR);
+    let common = match modules::load_common(moddir) {
+        Ok(v) => v,
+        Err(e) => emergency(Some(&cfg), &e.to_string()),
+    };
+    stages.mark("modules");
+    // Devices the modules created have their nodes and tags once udev settles.
+    if let Err(e) = udevadm(&cfg, &["settle", "--timeout=60"]) {
+        emergency(Some(&cfg), &e);
+    }
+    stages.mark("udev-settle");
+
+    // The compositor first, so the display is up while the rest starts: on
+    // DRM when the machine has a display device. Its log stays in /run
+    // (the host volume is not mounted yet).
+    let drm = Path::new("/dev/dri/card0").exists();
+    for d in [COMPOSITOR_DIR, RUNTIME_DIR] {
+        let _ = std::fs::create_dir_all(d);
+        let _ = std::fs::set_permissions(d, std::os::unix::fs::PermissionsExt::from_mode(0o700));
+    }
+    let backend = if drm { "drm" } else { "headless" };
+    if !drm {
+        say("rayos-init: no display device (/dev/dri/card0): the compositor runs headless; `screenshot FILE` shows it");
+    }
+    let comp_log = PathBuf::from("/run/compositor.log");
+    let comp = Spec {
+        name: "compositor",
+        program: cfg.compositor.clone(),
+        args: ["--backend", backend, "--socket-dir", COMPOSITOR_DIR, "--control", COMPOSITOR_CONTROL]
+            .map(String::from)
+            .to_vec(),
+        env: vec![
+            ("LIBSEAT_BACKEND".into(), "builtin".into()),
+            ("XDG_RUNTIME_DIR".into(), COMPOSITOR_DIR.into()),
+            ("RUST_LOG".into(), "info".into()),
+        ],
+        log: comp_log.clone(),
+        restart: true,
+    };
+    if let Err(e) = sup.start(comp) {
+        emergency(Some(&cfg), &format!("{}: {e}", cfg.compositor.display()));
+    }
+    stages.mark("compositor-start");
+
+    let (vendor, kvm) = match modules::load_kvm(moddir) {
         Ok(v) => v,
         Err(e) => emergency(Some(&cfg), &e.to_string()),
     };
@@ -393,8 +437,8 @@ pub fn run(provision: &dyn Provision) -> ! {
             &format!("/dev/kvm is missing after loading KVM for {vendor:?}: this machine cannot run the Linux VM"),
         );
     }
-    say(&format!("rayos-init: {} modules loaded, KVM for {vendor:?}", loaded.len()));
-    stages.mark("modules");
+    say(&format!("rayos-init: {} modules loaded, KVM for {vendor:?}", common.len() + kvm.len()));
+    stages.mark("kvm");
     if let Err(e) = mount_volume(&cfg) {
         emergency(Some(&cfg), &e);
     }
@@ -414,41 +458,8 @@ pub fn run(provision: &dyn Provision) -> ! {
         Err(e) => emergency(Some(&cfg), &e.to_string()),
     };
     let log = vol.log();
-    // Devices the modules created have their nodes and tags once udev settles.
-    if let Err(e) = udevadm(&cfg, &["settle", "--timeout=60"]) {
-        emergency(Some(&cfg), &e);
-    }
-    stages.mark("udev-settle");
-
-    // The compositor: on DRM when the machine has a display device.
-    let drm = Path::new("/dev/dri/card0").exists();
-    for d in [COMPOSITOR_DIR, RUNTIME_DIR] {
-        let _ = std::fs::create_dir_all(d);
-        let _ = std::fs::set_permissions(d, std::os::unix::fs::PermissionsExt::from_mode(0o700));
-    }
-    let backend = if drm { "drm" } else { "headless" };
-    if !drm {
-        say("rayos-init: no display device (/dev/dri/card0): the compositor runs headless; `screenshot FILE` shows it");
-    }
-    let comp = Spec {
-        name: "compositor",
-        program: cfg.compositor.clone(),
-        args: ["--backend", backend, "--socket-dir", COMPOSITOR_DIR, "--control", COMPOSITOR_CONTROL]
-            .map(String::from)
-            .to_vec(),
-        env: vec![
-            ("LIBSEAT_BACKEND".into(), "builtin".into()),
-            ("XDG_RUNTIME_DIR".into(), COMPOSITOR_DIR.into()),
-            ("RUST_LOG".into(), "info".into()),
-        ],
-        log: log.join("compositor.log"),
-        restart: true,
-    };
-    if let Err(e) = sup.start(comp) {
-        emergency(Some(&cfg), &format!("{}: {e}", cfg.compositor.display()));
-    }
     if let Err(e) = wait_socket(Path::new(COMPOSITOR_CONTROL), 60, &mut sup, "compositor") {
-        say(&format!("rayos-init: the compositor did not come up ({e}); see {}", log.join("compositor.log").display()));
+        say(&format!("rayos-init: the compositor did not come up ({e}); see {}", comp_log.display()));
     }
     stages.mark("compositor");
     let svc = Spec {

@@ -5,9 +5,9 @@
 //! `modules-common` (file systems, virtio, DRM, input) and `modules-amd` /
 //! `modules-intel` (KVM for that vendor), one module name per line, each
 //! after its dependencies, with the decompressed `<name>.ko` beside them.
-//! PID 1 picks the vendor list from `/proc/cpuinfo` and loads the lists in
-//! order with finit_module(2); a module already in the kernel (built in or
-//! loaded) counts as loaded.
+//! PID 1 loads the common list first (the display comes up from it), then
+//! the vendor list it picks from `/proc/cpuinfo`, with finit_module(2); a
+//! module already in the kernel (built in or loaded) counts as loaded.
 
 use std::ffi::CString;
 use std::path::Path;
@@ -105,21 +105,34 @@ pub fn load(dir: &Path, module: &str) -> Result<(), ModuleError> {
     Ok(())
 }
 
-/// Loads the common list, then the vendor's; returns the vendor and what was loaded.
-pub fn load_all(dir: &Path) -> Result<(Vendor, Vec<String>), ModuleError> {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let vendor = Vendor::from_cpuinfo(&cpuinfo).ok_or(ModuleError::NoVirtualisation)?;
-    let order = merge(&[read_list(dir, "modules-common")?, read_list(dir, vendor.list())?]);
+/// Loads the modules of `lists` in order, skipping those already in the kernel.
+fn load_lists(dir: &Path, lists: &[&str]) -> Result<Vec<String>, ModuleError> {
+    let mut all = vec![];
+    for l in lists {
+        all.push(read_list(dir, l)?);
+    }
     let already = loaded(&std::fs::read_to_string("/proc/modules").unwrap_or_default());
     let mut done = vec![];
-    for m in order {
+    for m in merge(&all) {
         if already.iter().any(|a| a == &m) {
             continue;
         }
         load(dir, &m)?;
         done.push(m);
     }
-    Ok((vendor, done))
+    Ok(done)
+}
+
+/// Loads `modules-common` (file systems, virtio, display, input).
+pub fn load_common(dir: &Path) -> Result<Vec<String>, ModuleError> {
+    load_lists(dir, &["modules-common"])
+}
+
+/// Loads KVM for this CPU's vendor; returns the vendor and what was loaded.
+pub fn load_kvm(dir: &Path) -> Result<(Vendor, Vec<String>), ModuleError> {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let vendor = Vendor::from_cpuinfo(&cpuinfo).ok_or(ModuleError::NoVirtualisation)?;
+    Ok((vendor, load_lists(dir, &[vendor.list()])?))
 }
 
 #[cfg(test)]

@@ -573,11 +573,14 @@ fn run_inner(args: &HostE2eArgs) -> Result<String, ScenarioError> {
 
     // 4. First boot.
     let mut b = boot(1, &qemu, accel, args, &image, &run_dir, size)?;
-    let r = first_boot(&mut b, args, words);
+    let mut window_retries = 0;
+    let r = first_boot(&mut b, args, words, &mut window_retries);
     let figures = match r {
-        Ok(f) => format!("{f} reference_init_s={reference_init_s:.1}"),
+        Ok(f) => format!("{f} reference_init_s={reference_init_s:.1} window_retries={window_retries}"),
         Err(e) => {
             println!("{SCENARIO} console, last lines of boot 1:\n{}", b.console.tail(40));
+            drop(b);
+            volume_logs(&image.join("volume.img"), &run_dir);
             return Err(e);
         }
     };
@@ -621,6 +624,8 @@ fn run_inner(args: &HostE2eArgs) -> Result<String, ScenarioError> {
     })();
     if let Err(e) = second {
         println!("{SCENARIO} console, last lines of boot 2:\n{}", b.console.tail(40));
+        drop(b);
+        volume_logs(&image.join("volume.img"), &run_dir);
         return Err(e);
     }
     let off2 = b.poweroff(args.boot_timeout)?;
@@ -635,6 +640,29 @@ fn run_inner(args: &HostE2eArgs) -> Result<String, ScenarioError> {
         "{figures} typed_file_ok=1 second_boot_ok=1 rayos_init_boot2_s={:.1} rollback_ok=1 emergency_ok=1 host_image_s={image_s:.1} initrd_gz_mib={gz:.0} total_s={total:.1}",
         init2.unwrap_or(f64::NAN)
     ))
+}
+
+/// After a failure: the host's logs from a copy of the volume (the journal
+/// replayed by e2fsck, since QEMU was stopped), their tails printed.
+fn volume_logs(volume: &Path, run_dir: &Path) {
+    let copy = run_dir.join("volume-after-failure.img");
+    let ok = Command::new("cp").arg("--sparse=always").arg(volume).arg(&copy).status().is_ok_and(|s| s.success());
+    if !ok {
+        return;
+    }
+    let _ = Command::new("e2fsck").args(["-fy"]).arg(&copy).stdout(Stdio::null()).stderr(Stdio::null()).status();
+    for log in ["rayosd.log", "linux-serial.log", "heartbeat.log"] {
+        let out = Command::new("debugfs").arg("-R").arg(format!("cat log/{log}")).arg(&copy).stderr(Stdio::null()).output();
+        let Ok(out) = out else { continue };
+        let text = String::from_utf8_lossy(&out.stdout).replace('\0', "");
+        let _ = std::fs::write(run_dir.join(log), text.as_bytes());
+        let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with("[ ")).collect();
+        println!("{SCENARIO} host volume log/{log}, last lines:");
+        for l in &lines[lines.len().saturating_sub(15)..] {
+            println!("  | {l}");
+        }
+    }
+    let _ = std::fs::remove_file(&copy);
 }
 
 /// Boots the host image's kernel with a busybox initrd whose /init prints a
@@ -727,7 +755,7 @@ fn stage_broken_update(volume: &Path, guest_image: &Path, run_dir: &Path) -> Res
 }
 
 /// The first boot's steps; returns the figures so far.
-fn first_boot(b: &mut Boot, args: &HostE2eArgs, words: bool) -> Result<String, ScenarioError> {
+fn first_boot(b: &mut Boot, args: &HostE2eArgs, words: bool, window_retries: &mut u32) -> Result<String, ScenarioError> {
     let (t_first_frame, share) =
         b.poll_screen("first-frame", "the compositor's first frame", args.boot_timeout, |img| {
             let s = background(img);
@@ -756,11 +784,23 @@ fn first_boot(b: &mut Boot, args: &HostE2eArgs, words: bool) -> Result<String, S
         return Err(format!("\"{request}\": {launched}").into());
     }
     println!("{SCENARIO} \"{request}\": {launched}");
-    let (t_win, (px, bb)) =
-        b.poll_screen("terminal", "a window framed in the VM's colour", args.window_timeout, |img| {
-            let (n, bb) = vm_frame(img);
-            (n >= MIN_VM_PIXELS).then_some((n, bb))
-        })?;
+    let framed = |img: &Image| {
+        let (n, bb) = vm_frame(img);
+        (n >= MIN_VM_PIXELS).then_some((n, bb))
+    };
+    // One retry: an app that never shows a window (seen 2 times in 8 runs on
+    // 2026-12-04, the bridge never saw the guest's connection) is asked for
+    // again once, printed and counted; its cause is an open question.
+    let (t_win, (px, bb)) = match b.poll_screen("terminal", "a window framed in the VM's colour", args.window_timeout / 2, framed) {
+        Ok(r) => r,
+        Err(e) => {
+            *window_retries += 1;
+            println!("{SCENARIO} RETRY (cause open): {e}; asking for \"{request}\" again");
+            b.console.send(request)?;
+            b.console.wait("the second launch answer", args.window_timeout, |l| l.contains("launched ") || l.contains("refused"))?;
+            b.poll_screen("terminal", "a window framed in the VM's colour (after one retry)", args.window_timeout, framed)?
+        }
+    };
     let intent_to_window_s = t_win.duration_since(t_ask).as_secs_f64();
     let (x0, y0, x1, y1) = bb.ok_or("no VM frame")?;
     println!(

@@ -307,23 +307,35 @@ pub fn interactive(args: &crate::cli::HostBootArgs) -> Outcome {
         let (accel, why) = qemu::choose_accel(&AccelProbe::detect(), args.accel);
         println!("QEMU accelerator: {why}");
         let desktop = std::env::var_os("WAYLAND_DISPLAY").or(std::env::var_os("DISPLAY")).is_some();
+        // A window needs QEMU's gtk module (Debian package qemu-system-gui).
+        let gtk = Command::new(&qemu)
+            .args(["-display", "help"])
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).lines().any(|l| l.trim() == "gtk"));
+        let vnc = || {
+            println!(
+                "RayOS display: VNC on 127.0.0.1:{} (vncviewer 127.0.0.1:{})",
+                5900 + u32::from(args.vnc),
+                args.vnc
+            );
+            vec!["-display".to_string(), format!("vnc=127.0.0.1:{}", args.vnc)]
+        };
         let display = match (args.display, desktop) {
-            (crate::cli::DisplayMode::Window, _) | (crate::cli::DisplayMode::Auto, true) => {
+            (crate::cli::DisplayMode::Window, _) | (crate::cli::DisplayMode::Auto, true) if gtk => {
                 println!("RayOS display: a QEMU window on your desktop");
                 vec!["-display".to_string(), "gtk".into()]
+            }
+            (crate::cli::DisplayMode::Window, _) | (crate::cli::DisplayMode::Auto, true) => {
+                println!(
+                    "this QEMU has no window display (apt-get install qemu-system-gui for one); using VNC instead"
+                );
+                vnc()
             }
             (crate::cli::DisplayMode::None, _) => {
                 println!("RayOS display: none (`screenshot FILE` at the prompt saves it inside the host)");
                 vec!["-display".into(), "none".into()]
             }
-            _ => {
-                println!(
-                    "RayOS display: VNC on 127.0.0.1:{} (vncviewer 127.0.0.1:{})",
-                    5900 + u32::from(args.vnc),
-                    args.vnc
-                );
-                vec!["-display".into(), format!("vnc=127.0.0.1:{}", args.vnc)]
-            }
+            _ => vnc(),
         };
         println!(
             "booting RayOS ({}): this terminal is its console; at `rayos>` type \"open a terminal\", then `poweroff` (Ctrl-A x stops QEMU)",
@@ -652,7 +664,8 @@ fn volume_logs(volume: &Path, run_dir: &Path) {
     }
     let _ = Command::new("e2fsck").args(["-fy"]).arg(&copy).stdout(Stdio::null()).stderr(Stdio::null()).status();
     for log in ["rayosd.log", "linux-serial.log", "heartbeat.log"] {
-        let out = Command::new("debugfs").arg("-R").arg(format!("cat log/{log}")).arg(&copy).stderr(Stdio::null()).output();
+        let out =
+            Command::new("debugfs").arg("-R").arg(format!("cat log/{log}")).arg(&copy).stderr(Stdio::null()).output();
         let Ok(out) = out else { continue };
         let text = String::from_utf8_lossy(&out.stdout).replace('\0', "");
         let _ = std::fs::write(run_dir.join(log), text.as_bytes());
@@ -755,7 +768,12 @@ fn stage_broken_update(volume: &Path, guest_image: &Path, run_dir: &Path) -> Res
 }
 
 /// The first boot's steps; returns the figures so far.
-fn first_boot(b: &mut Boot, args: &HostE2eArgs, words: bool, window_retries: &mut u32) -> Result<String, ScenarioError> {
+fn first_boot(
+    b: &mut Boot,
+    args: &HostE2eArgs,
+    words: bool,
+    window_retries: &mut u32,
+) -> Result<String, ScenarioError> {
     let (t_first_frame, share) =
         b.poll_screen("first-frame", "the compositor's first frame", args.boot_timeout, |img| {
             let s = background(img);
@@ -791,16 +809,24 @@ fn first_boot(b: &mut Boot, args: &HostE2eArgs, words: bool, window_retries: &mu
     // One retry: an app that never shows a window (seen 2 times in 8 runs on
     // 2026-12-04, the bridge never saw the guest's connection) is asked for
     // again once, printed and counted; its cause is an open question.
-    let (t_win, (px, bb)) = match b.poll_screen("terminal", "a window framed in the VM's colour", args.window_timeout / 2, framed) {
-        Ok(r) => r,
-        Err(e) => {
-            *window_retries += 1;
-            println!("{SCENARIO} RETRY (cause open): {e}; asking for \"{request}\" again");
-            b.console.send(request)?;
-            b.console.wait("the second launch answer", args.window_timeout, |l| l.contains("launched ") || l.contains("refused"))?;
-            b.poll_screen("terminal", "a window framed in the VM's colour (after one retry)", args.window_timeout, framed)?
-        }
-    };
+    let (t_win, (px, bb)) =
+        match b.poll_screen("terminal", "a window framed in the VM's colour", args.window_timeout / 2, framed) {
+            Ok(r) => r,
+            Err(e) => {
+                *window_retries += 1;
+                println!("{SCENARIO} RETRY (cause open): {e}; asking for \"{request}\" again");
+                b.console.send(request)?;
+                b.console.wait("the second launch answer", args.window_timeout, |l| {
+                    l.contains("launched ") || l.contains("refused")
+                })?;
+                b.poll_screen(
+                    "terminal",
+                    "a window framed in the VM's colour (after one retry)",
+                    args.window_timeout,
+                    framed,
+                )?
+            }
+        };
     let intent_to_window_s = t_win.duration_since(t_ask).as_secs_f64();
     let (x0, y0, x1, y1) = bb.ok_or("no VM frame")?;
     println!(

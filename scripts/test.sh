@@ -120,7 +120,7 @@ run_fuzz contract/fuzz frame_decode 30
 run_fuzz contract/fuzz desktop_entry 30
 run_fuzz compositor/fuzz control_lines 30
 run_scenario intent-eval --catalog host/tests/catalog --labels host/tests/intent/labels.tsv \
-    --labels host/tests/intent/labels-holdout.tsv
+    --labels host/tests/intent/labels-holdout.tsv --labels host/tests/intent/labels-holdout-2.tsv
 run_scenario intent-bench --catalog host/tests/catalog --labels host/tests/intent/labels.tsv
 run_scenario vmm-startup
 run_scenario host-api

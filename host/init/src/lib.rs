@@ -74,8 +74,9 @@ fn say(line: &str) {
 }
 
 fn kmsg(line: &str) {
+    // One write is one kernel log record.
     if let Ok(mut f) = std::fs::OpenOptions::new().write(true).open("/dev/kmsg") {
-        let _ = writeln!(f, "<6>{line}");
+        let _ = f.write_all(format!("<6>{line}\n").as_bytes());
     }
 }
 
@@ -325,6 +326,8 @@ fn watch_first_start(vm: String, vol: PathBuf, trial: bool) {
     let api = rayosd::client::ApiClient::new(SERVICE_SOCKET);
     let t0 = Instant::now();
     let mut restarted = false;
+    // After the restart, whether the VM left the failed state (started again).
+    let mut left_failed = false;
     loop {
         std::thread::sleep(Duration::from_millis(500));
         let Ok(v) = api.get(&format!("/v1/vms/{vm}")) else { continue };
@@ -342,12 +345,26 @@ fn watch_first_start(vm: String, vol: PathBuf, trial: bool) {
             return;
         }
         let failed = matches!(state, "failed" | "stopped") && t0.elapsed() > Duration::from_secs(5);
-        if failed && trial && !restarted {
-            if let Ok((_, Some(line))) = guests::Slots::new(&vol).settle(false) {
-                say(&format!("rayos-init: {line}"));
+        if failed && !restarted {
+            let why = prompt::printable(v["last_exit"].as_str().unwrap_or("no reason given"));
+            if trial {
+                if let Ok((_, Some(line))) = guests::Slots::new(&vol).settle(false) {
+                    say(&format!("rayos-init: {line}"));
+                }
+            } else {
+                // A guest that crashed while booting gets one more boot.
+                say(&format!("rayos-init: VM {vm} failed to boot ({why}); starting it again, once"));
             }
             restarted = true;
             let _ = api.post(&format!("/v1/vms/{vm}/start"), serde_json::json!({}), Duration::from_secs(30));
+        } else if restarted && !failed {
+            left_failed = true;
+        } else if restarted && left_failed && state == "failed" {
+            let why = prompt::printable(v["last_exit"].as_str().unwrap_or("no reason given"));
+            say(&format!(
+                "rayos-init: VM {vm} failed to boot again ({why}); `vms` shows it, its log is in /var/lib/rayos/log"
+            ));
+            return;
         }
         if t0.elapsed() > Duration::from_secs(900) {
             say(&format!(
@@ -384,6 +401,8 @@ pub fn run(provision: &dyn Provision) -> ! {
     }
     stages.mark("udev-start");
     let moddir = Path::new(modules::MODULE_DIR);
+    // KVM loads beside the display's modules (the two lists share nothing).
+    let kvm_loader = std::thread::spawn(|| modules::load_kvm(Path::new(modules::MODULE_DIR)));
     let common = match modules::load_common(moddir) {
         Ok(v) => v,
         Err(e) => emergency(Some(&cfg), &e.to_string()),
@@ -427,9 +446,10 @@ pub fn run(provision: &dyn Provision) -> ! {
     }
     stages.mark("compositor-start");
 
-    let (vendor, kvm) = match modules::load_kvm(moddir) {
-        Ok(v) => v,
-        Err(e) => emergency(Some(&cfg), &e.to_string()),
+    let (vendor, kvm) = match kvm_loader.join() {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => emergency(Some(&cfg), &e.to_string()),
+        Err(_) => emergency(Some(&cfg), "loading the KVM modules panicked"),
     };
     if !Path::new("/dev/kvm").exists() {
         emergency(

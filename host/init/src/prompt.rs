@@ -260,9 +260,10 @@ impl Prompt {
             return;
         };
         let r = self.launch(json!({"vm": self.vm, "app": app, "embedded": true}));
-        if !r.is_null() {
-            println!("the desktop of VM {} shows in its window ({:.0} s)", self.vm, t.elapsed().as_secs_f64());
+        if r.is_null() {
+            return;
         }
+        println!("the desktop of VM {} shows in its window ({:.0} s)", self.vm, t.elapsed().as_secs_f64());
     }
 
     fn shared(&self, file: Option<&str>) {

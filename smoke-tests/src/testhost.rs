@@ -35,8 +35,8 @@ pub enum TestHostError {
     Kmod(#[from] KmodError),
     #[error(transparent)]
     Libs(#[from] LibsError),
-    #[error("cannot list busybox applets with {busybox} --list-full: {reason}")]
-    Applets { busybox: PathBuf, reason: String },
+    #[error(transparent)]
+    HostImage(#[from] rayos_image::hostimage::HostImageError),
     #[error("{what} not found at {path}")]
     Missing { what: String, path: PathBuf },
     #[error("cannot ask {qemu} for its firmware directories (-L help): {reason}")]
@@ -390,21 +390,7 @@ poweroff -f
 
 /// Applet paths (`bin/sh`, `sbin/poweroff`, ...) of a busybox binary.
 pub fn busybox_applets(busybox: &Path) -> Result<Vec<String>, TestHostError> {
-    let err = |reason: String| TestHostError::Applets { busybox: busybox.to_path_buf(), reason };
-    let out = Command::new(busybox).arg("--list-full").output().map_err(|e| err(e.to_string()))?;
-    if !out.status.success() {
-        return Err(err(format!("{}", out.status)));
-    }
-    let applets: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .map(String::from)
-        .collect();
-    if !applets.iter().any(|a| a == "bin/sh") {
-        return Err(err("no bin/sh applet".into()));
-    }
-    Ok(applets)
+    Ok(rayos_image::hostimage::busybox_applets(busybox)?)
 }
 
 /// A root skeleton: busybox with its applet links, `/dev/console` (the kernel

@@ -119,6 +119,11 @@ pub struct HostImage {
     pub stripped: bool,
 }
 
+/// The busybox binary in an extracted `busybox-static` package.
+pub fn busybox_in(package_root: &Path) -> Option<PathBuf> {
+    ["bin/busybox", "usr/bin/busybox"].iter().map(|p| package_root.join(p)).find(|p| p.is_file())
+}
+
 /// busybox's applets (`bin/sh`, `sbin/poweroff`, ...).
 pub fn busybox_applets(busybox: &Path) -> Result<Vec<String>, HostImageError> {
     let err = |reason: String| HostImageError::Applets { busybox: busybox.to_path_buf(), reason };
@@ -192,6 +197,44 @@ fn copy_tree(dir: &Path, dest: &Path) -> Result<usize, HostImageError> {
     Ok(n)
 }
 
+/// Adds udev (udevadm and systemd-udevd with their libraries), the rules
+/// and hwdb that tag input and DRM devices, and the xkb and libinput data:
+/// what the compositor needs on DRM with libinput. The host image and the
+/// compositor-drm test host both use it.
+pub fn add_udev(a: &mut Archive, udevd: &Path, udevadm: &Path) -> Result<(), HostImageError> {
+    // udev: systemd-udevd is udevadm under another name on current systemd.
+    a.file_from_host(UDEVADM, udevadm, Some(0o755))?;
+    for lib in sharedlibs::closure(udevadm)? {
+        a.file_from_host(&lib.to_string_lossy(), &lib, Some(0o755))?;
+    }
+    let canon = |p: &Path| std::fs::canonicalize(p).ok();
+    if canon(udevd).is_some() && canon(udevd) == canon(udevadm) {
+        a.symlink(UDEVD, UDEVADM)?;
+    } else {
+        a.file_from_host(UDEVD, udevd, Some(0o755))?;
+    }
+    for rule in UDEV_RULES {
+        let path = UDEV_RULE_DIRS
+            .iter()
+            .map(|d| Path::new(d).join(rule))
+            .find(|p| p.is_file())
+            .ok_or_else(|| HostImageError::NoRule { rule: rule.to_string(), dirs: UDEV_RULE_DIRS })?;
+        a.file_from_host(&format!("/lib/udev/rules.d/{rule}"), &path, Some(0o644))?;
+    }
+    match HWDB.iter().map(PathBuf::from).find(|p| p.is_file()) {
+        Some(hwdb) => {
+            a.file_from_host("/lib/udev/hwdb.bin", &hwdb, Some(0o444))?;
+        }
+        None => tracing::warn!("no udev hwdb.bin in {HWDB:?}: input devices get no hwdb properties"),
+    }
+    a.dir("/etc/udev", 0o755)?;
+    for dir in DATA_DIRS {
+        let n = add_tree(a, Path::new(dir))?;
+        tracing::info!("image: {dir} ({n} files)");
+    }
+    Ok(())
+}
+
 /// The initramfs archive.
 pub fn initrd_archive(
     spec: &HostImageSpec,
@@ -234,32 +277,7 @@ pub fn initrd_archive(
     }
     a.symlink("/init", "usr/bin/rayos")?;
 
-    // udev: systemd-udevd is udevadm under another name on current systemd.
-    a.file_from_host(UDEVADM, &spec.udevadm, Some(0o755))?;
-    for lib in sharedlibs::closure(&spec.udevadm)? {
-        a.file_from_host(&lib.to_string_lossy(), &lib, Some(0o755))?;
-    }
-    let canon = |p: &Path| std::fs::canonicalize(p).ok();
-    if canon(&spec.udevd).is_some() && canon(&spec.udevd) == canon(&spec.udevadm) {
-        a.symlink(UDEVD, UDEVADM)?;
-    } else {
-        a.file_from_host(UDEVD, &spec.udevd, Some(0o755))?;
-    }
-    for rule in UDEV_RULES {
-        let path = UDEV_RULE_DIRS
-            .iter()
-            .map(|d| Path::new(d).join(rule))
-            .find(|p| p.is_file())
-            .ok_or_else(|| HostImageError::NoRule { rule: rule.to_string(), dirs: UDEV_RULE_DIRS })?;
-        a.file_from_host(&format!("/lib/udev/rules.d/{rule}"), &path, Some(0o644))?;
-    }
-    if let Some(hwdb) = HWDB.iter().map(PathBuf::from).find(|p| p.is_file()) {
-        a.file_from_host("/lib/udev/hwdb.bin", &hwdb, Some(0o444))?;
-    }
-    a.dir("/etc/udev", 0o755)?;
-    for dir in DATA_DIRS {
-        add_tree(&mut a, Path::new(dir))?;
-    }
+    add_udev(&mut a, &spec.udevd, &spec.udevadm)?;
 
     let mut modules = 0;
     for (list, order) in module_lists(tree)? {

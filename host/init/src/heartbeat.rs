@@ -36,11 +36,16 @@ pub fn parse_loadavg(text: &str) -> Option<[f64; 3]> {
     Some([w.next()??, w.next()??, w.next()??])
 }
 
+/// The `key:` line of `/proc/meminfo` (in kB), in MiB.
+pub fn parse_meminfo_mib(text: &str, key: &str) -> Option<u64> {
+    let kib: u64 =
+        text.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))?.split_whitespace().next()?.parse().ok()?;
+    Some(kib / 1024)
+}
+
 /// MemAvailable in MiB, from `/proc/meminfo`.
 pub fn parse_mem_available(text: &str) -> Option<u64> {
-    let kib: u64 =
-        text.lines().find_map(|l| l.strip_prefix("MemAvailable:"))?.split_whitespace().next()?.parse().ok()?;
-    Some(kib / 1024)
+    parse_meminfo_mib(text, "MemAvailable")
 }
 
 /// Running and total VMs from the service's `GET /v1/vms` answer.

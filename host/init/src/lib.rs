@@ -188,10 +188,8 @@ fn first_boot(cfg: &InitConfig, vol: &Volume, provision: &dyn Provision) -> Resu
 }
 
 fn host_memory_mib() -> u64 {
-    heartbeat::parse_mem_available(
-        &std::fs::read_to_string("/proc/meminfo").unwrap_or_default().replace("MemTotal:", "MemAvailable:"),
-    )
-    .unwrap_or(1024)
+    heartbeat::parse_meminfo_mib(&std::fs::read_to_string("/proc/meminfo").unwrap_or_default(), "MemTotal")
+        .unwrap_or(1024)
 }
 
 fn host_cpus() -> u32 {

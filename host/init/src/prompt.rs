@@ -73,7 +73,7 @@ pub fn parse(line: &str) -> Command {
             Command::Screenshot(rest.to_string())
         }
         ("screenshot", _) => Command::Bad("screenshot needs one absolute path, e.g. screenshot /tmp/rayos.png".into()),
-        ("desktop", true) | ("desktop", false) if rest.is_empty() || rest == "on" => Command::Desktop(true),
+        ("desktop", _) if rest.is_empty() || rest == "on" => Command::Desktop(true),
         ("desktop", false) if rest == "off" => Command::Desktop(false),
         ("poweroff" | "shutdown" | "halt", true) => Command::Poweroff,
         ("reboot", true) => Command::Reboot,

@@ -186,10 +186,7 @@ fn host_image_cmd(a: HostArgs) -> Result<std::process::ExitCode, CliError> {
     let bb_root = cache
         .extract(&cache.fetch("busybox-static").map_err(|e| fail("busybox-static", &e))?)
         .map_err(|e| fail("busybox-static", &e))?;
-    let busybox = ["bin/busybox", "usr/bin/busybox"]
-        .iter()
-        .map(|p| bb_root.join(p))
-        .find(|p| p.is_file())
+    let busybox = rayos_image::hostimage::busybox_in(&bb_root)
         .ok_or_else(|| fail("busybox-static", &format!("no busybox in {}", bb_root.display())))?;
     let exe = std::env::current_exe().map_err(|e| fail("this program's path", &e))?;
     let dir = exe.parent().map(PathBuf::from).unwrap_or_default();

@@ -747,11 +747,7 @@ fn reference_boot(
     let root = cache
         .extract(&cache.fetch("busybox-static").map_err(|e| format!("busybox-static: {e}"))?)
         .map_err(|e| format!("busybox-static: {e}"))?;
-    let busybox = ["bin/busybox", "usr/bin/busybox"]
-        .iter()
-        .map(|p| root.join(p))
-        .find(|p| p.is_file())
-        .ok_or("no busybox in busybox-static")?;
+    let busybox = rayos_image::hostimage::busybox_in(&root).ok_or("no busybox in busybox-static")?;
     let mut a = rayos_image::cpio::Archive::new();
     a.file_from_host("/bin/busybox", &busybox, Some(0o755)).map_err(|e| e.to_string())?;
     a.symlink("/bin/sh", "busybox").map_err(|e| e.to_string())?;

@@ -126,10 +126,7 @@ fn resolve_vmm_bin(opts: &BootOptions) -> Result<PathBuf, NestedError> {
 }
 
 fn find_busybox(root: &Path) -> Result<PathBuf, NestedError> {
-    ["bin/busybox", "usr/bin/busybox"]
-        .iter()
-        .map(|p| root.join(p))
-        .find(|p| p.is_file())
+    rayos_image::hostimage::busybox_in(root)
         .ok_or_else(|| NestedError::NoBusybox { package: BUSYBOX_PACKAGE.into(), root: root.to_path_buf() })
 }
 

@@ -66,15 +66,13 @@ use crate::cli::{BootOptions, CompositorDrmArgs};
 use crate::qemu::{self, Accel, AccelProbe, Flow};
 use crate::testhost::{self, sh_quote, TestHostError, MODULE_DIR, MODULE_LIST_DIR};
 use crate::Outcome;
-use rayos_image::cpio::Archive;
+use rayos_image::hostimage::UDEVD;
 use rayos_image::kmod::ModuleTree;
 
 pub const SCENARIO: &str = "compositor-drm";
 
 const COMPOSITOR: &str = "/usr/bin/rayos-compositor";
 const CLIENT: &str = "/usr/bin/weston-simple-shm";
-const UDEVADM: &str = "/usr/bin/udevadm";
-const UDEVD: &str = "/lib/systemd/systemd-udevd";
 const SOCKET_DIR: &str = "/run/rayos";
 const SOCKET: &str = "rayos-host";
 const CONTROL: &str = "/run/rayos/ctl.sock";
@@ -83,23 +81,6 @@ const MODULE_LIST: &str = "modules-display";
 /// Kernel modules: the KMS driver of `-device bochs-display`, evdev (libinput
 /// reads `/dev/input/event*`) and the virtio-pci input devices.
 pub const MODULES: &[&str] = &["bochs", "evdev", "virtio_pci", "virtio_input"];
-
-/// udev rules that give input devices their `ID_INPUT*` properties (libinput
-/// ignores devices without `ID_INPUT`), evdev/mouse hwdb fixes, and the DRM
-/// device's properties. Looked up in [`UDEV_RULE_DIRS`].
-pub const UDEV_RULES: &[&str] = &[
-    "50-udev-default.rules",
-    "60-drm.rules",
-    "60-evdev.rules",
-    "60-input-id.rules",
-    "60-persistent-input.rules",
-    "70-mouse.rules",
-    "70-touchpad.rules",
-];
-const UDEV_RULE_DIRS: &[&str] = &["/lib/udev/rules.d", "/usr/lib/udev/rules.d"];
-const HWDB: &[&str] = &["/lib/udev/hwdb.bin", "/usr/lib/udev/hwdb.bin", "/etc/udev/hwdb.bin"];
-/// Data libinput and xkbcommon read at run time.
-const DATA_DIRS: &[&str] = &["/usr/share/X11/xkb", "/usr/share/libinput"];
 
 /// Errors that stop the scenario.
 #[derive(Debug, thiserror::Error)]
@@ -118,14 +99,8 @@ pub enum DrmError {
     Missing { what: &'static str, path: PathBuf, hint: &'static str },
     #[error("{program} not found on PATH ({hint})")]
     NoProgram { program: String, hint: &'static str },
-    #[error("udev rule {rule} not found in {dirs:?}")]
-    NoRule { rule: String, dirs: &'static [&'static str] },
-    #[error("cannot read directory {path}")]
-    ReadDir {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    HostImage(#[from] rayos_image::hostimage::HostImageError),
     #[error("bad --size {0:?}: expected WxH, e.g. 1280x800")]
     BadSize(String),
 }

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use rayos_vmm::memory::GuestRam;
-use rayos_vmm::virtio::transport::common_config::QueueState;
 use rayos_vmm::virtio::vhost_user::VhostUserDevice;
 use rayos_vmm::virtio::{Activation, VirtioDevice};
 use vmm_sys_util::eventfd::EventFd;
@@ -38,15 +37,7 @@ fn backend_death_marks_the_device_broken() {
     assert!(wait_eventfd(&notifier, Duration::from_secs(5)), "configuration interrupt raised");
 
     let ring = Ring::new(256, 0x10000);
-    let q = QueueState {
-        max_size: 256,
-        size: 256,
-        ready: true,
-        desc: ring.desc,
-        driver: ring.avail,
-        device: ring.used,
-        msix_vector: 0,
-    };
+    let q = ring.queue_state();
     let kicks = [EventFd::new(0).unwrap()];
     let calls = [EventFd::new(0).unwrap()];
     let err = dev

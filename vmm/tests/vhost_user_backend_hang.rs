@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use rayos_vmm::memory::GuestRam;
-use rayos_vmm::virtio::transport::common_config::QueueState;
 use rayos_vmm::virtio::vhost_user::{VhostUserDevice, REQUEST_TIMEOUT};
 use rayos_vmm::virtio::{Activation, VirtioDevice};
 use vmm_sys_util::eventfd::EventFd;
@@ -25,15 +24,7 @@ fn a_stopped_backend_times_out_and_marks_the_device_broken() {
     let notifier = EventFd::new(libc::EFD_NONBLOCK).unwrap();
     dev.set_broken_notifier(notifier.try_clone().unwrap());
     let ring = Ring::new(256, 0x10000);
-    let q = QueueState {
-        max_size: 256,
-        size: 256,
-        ready: true,
-        desc: ring.desc,
-        driver: ring.avail,
-        device: ring.used,
-        msix_vector: 0,
-    };
+    let q = ring.queue_state();
     let kicks = [EventFd::new(0).unwrap()];
     let calls = [EventFd::new(0).unwrap()];
     dev.activate(Activation {

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use common::*;
 use rayos_vmm::memory::GuestRam;
-use rayos_vmm::virtio::transport::common_config::QueueState;
 use rayos_vmm::virtio::vhost_user::VhostUserDevice;
 use rayos_vmm::virtio::{Activation, VirtioDevice, VIRTIO_F_VERSION_1};
 use vm_memory::{Bytes, GuestAddress};
@@ -31,15 +30,7 @@ fn requests_round_trip_through_the_backend() {
 
     let mem = &ram.memory;
     let mut ring = Ring::new(256, 0x10000);
-    let queue = QueueState {
-        max_size: 256,
-        size: 256,
-        ready: true,
-        desc: ring.desc,
-        driver: ring.avail,
-        device: ring.used,
-        msix_vector: 0,
-    };
+    let queue = ring.queue_state();
     let kicks = [EventFd::new(libc::EFD_NONBLOCK).unwrap()];
     let calls = [EventFd::new(libc::EFD_NONBLOCK).unwrap()];
     dev.activate(Activation {

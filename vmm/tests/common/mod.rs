@@ -134,6 +134,19 @@ impl Ring {
         Ring { size, desc: base, avail: base + 0x1000, used: base + 0x2000, next_avail: 0 }
     }
 
+    /// The queue's state as a driver sets it up: ready, vector 0, this ring's addresses.
+    pub fn queue_state(&self) -> rayos_vmm::virtio::transport::common_config::QueueState {
+        rayos_vmm::virtio::transport::common_config::QueueState {
+            max_size: self.size,
+            size: self.size,
+            ready: true,
+            desc: self.desc,
+            driver: self.avail,
+            device: self.used,
+            msix_vector: 0,
+        }
+    }
+
     pub fn write_desc(&self, mem: &GuestMemoryMmap, i: u16, addr: u64, len: u32, flags: u16, next: u16) {
         let d = self.desc + i as u64 * 16;
         mem.write_obj(addr, GuestAddress(d)).unwrap();

@@ -955,7 +955,7 @@ fn first_boot(
     println!("{SCENARIO} typed into the terminal; the shared folder has the file ({asked} looks at the prompt)");
     let _ = b.shot("after-typing");
 
-    // The VM's whole desktop in one window. Not yet reliable (2 of 5 runs on
+    // The VM's whole desktop in one window. Not yet reliable (2 of 6 runs on
     // 2026-12-04 drew weston's desktop; the others kept a black scanout):
     // its result is printed and in the figures, and only a stalled or ended
     // machine fails the run here.

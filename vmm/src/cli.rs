@@ -31,6 +31,10 @@ Exit status:
 Console: with --serial stdio and a terminal on stdin, the terminal is put in raw mode and
 every key goes to the guest; type Ctrl-A then x to stop the VM, Ctrl-A Ctrl-A to send Ctrl-A.
 
+SIGTERM or SIGINT stops the VM. SIGUSR1 logs a state report and the VM goes on: each vCPU's
+registers and, per virtio queue, the driver's and the device's ring indexes and whether its
+interrupt may deliver or is waiting (what a guest that stopped responding was waiting for).
+
 Logs go to stderr; set RUST_LOG (e.g. RUST_LOG=rayos_vmm=debug) for more.";
 
 /// rayos-vmm: boots an unmodified Linux kernel in a KVM virtual machine.

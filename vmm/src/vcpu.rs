@@ -45,14 +45,23 @@ pub struct Vcpu {
     pub stop: Arc<AtomicBool>,
     /// CLOCK_MONOTONIC at vCPU 0's first KVM_RUN (0 until then).
     pub first_run_ns: Arc<AtomicU64>,
+    /// State reports asked for (the VMM bumps it and kicks the vCPUs); each
+    /// vCPU logs its registers once per bump.
+    pub report: Arc<AtomicU64>,
 }
 
 impl Vcpu {
     /// Runs until the VM stops; sends what ended it (if this vCPU ended it).
     pub fn run(mut self) {
+        let mut reported = 0;
         loop {
             if self.stop.load(Ordering::Acquire) {
                 return;
+            }
+            let asked = self.report.load(Ordering::Acquire);
+            if asked != reported {
+                reported = asked;
+                tracing::info!(vcpu = self.id, "state report: {}", self.state());
             }
             if self.id == 0 && self.first_run_ns.load(Ordering::Relaxed) == 0 {
                 self.first_run_ns.store(monotonic_ns(), Ordering::Relaxed);

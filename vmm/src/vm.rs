@@ -147,6 +147,7 @@ pub fn classify(event: VmEvent, panic_line: Option<String>) -> Result<Outcome, V
         VmEvent::TripleFault { vcpu } => Outcome::TripleFault { vcpu },
         VmEvent::Stop(sig) => Outcome::Stopped(sig),
         VmEvent::Error(e) => return Err(VmError::Runtime(e)),
+        VmEvent::Report => return Err(VmError::Runtime("a state report does not end the VM".into())),
     })
 }
 
@@ -207,6 +208,8 @@ struct Devices {
     serial: Arc<Mutex<SerialDevice>>,
     /// The virtio-gpu display, with `--gpu`.
     gpu: Option<DisplayHandle<Box<dyn Scanout + Send>>>,
+    /// Every virtio-pci function, for state reports.
+    virtio: Vec<Arc<Mutex<VirtioPciDevice>>>,
 }
 
 fn create_devices(
@@ -241,6 +244,12 @@ fn create_devices(
     let mut root = PciRoot::new(mmio.clone());
     let router = Arc::new(MsiRouter::new(vm.clone()));
     let mut bars = BarAllocator::new(PCI_MMIO32_START, PCI_ECAM_START);
+    let mut virtio = Vec::new();
+    let mut add = |root: &mut PciRoot, pci: VirtioPciDevice| -> Result<u8, VmError> {
+        let pci = Arc::new(Mutex::new(pci));
+        virtio.push(pci.clone());
+        Ok(root.add(pci)?)
+    };
     for spec in &config.vhost_user {
         let device = VhostUserDevice::connect(
             &spec.name,
@@ -252,7 +261,7 @@ fn create_devices(
         )?;
         let bar = bars.allocate(transport::pci::BAR_SIZE)?;
         let pci = VirtioPciDevice::new(&spec.name, Box::new(device), ram.memory.clone(), router.clone(), bar)?;
-        let slot = root.add(Arc::new(Mutex::new(pci)))?;
+        let slot = add(&mut root, pci)?;
         tracing::info!("{}: virtio-pci device type {} at 00:{slot:02x}.0, BAR {bar:#x}", spec.name, spec.device_type);
     }
     let gpu = match &config.gpu {
@@ -268,7 +277,7 @@ fn create_devices(
                 handles.push(device.handle());
                 let bar = bars.allocate(transport::pci::BAR_SIZE)?;
                 let pci = VirtioPciDevice::new(name, Box::new(device), ram.memory.clone(), router.clone(), bar)?;
-                let slot = root.add(Arc::new(Mutex::new(pci)))?;
+                let slot = add(&mut root, pci)?;
                 tracing::info!("{name}: virtio-input at 00:{slot:02x}.0, BAR {bar:#x}");
             }
             let (scanout, input, shown): (Box<dyn Scanout + Send>, _, _) = match &spec.display {
@@ -288,7 +297,7 @@ fn create_devices(
             }
             let bar = bars.allocate(transport::pci::BAR_SIZE)?;
             let pci = VirtioPciDevice::new("gpu0", Box::new(device), ram.memory.clone(), router.clone(), bar)?;
-            let slot = root.add(Arc::new(Mutex::new(pci)))?;
+            let slot = add(&mut root, pci)?;
             tracing::info!(
                 "gpu0: virtio-gpu {}x{} ({shown}) at 00:{slot:02x}.0, BAR {bar:#x}",
                 spec.width,
@@ -305,7 +314,7 @@ fn create_devices(
         Arc::new(Mutex::new(PciConfigIo::new(root.clone()))),
     )?;
     mmio.insert(PCI_ECAM_START, PCI_ECAM_SIZE, Arc::new(Mutex::new(PciEcam::new(root))))?;
-    Ok(Devices { pio, mmio, serial, gpu })
+    Ok(Devices { pio, mmio, serial, gpu, virtio })
 }
 
 fn create_vcpus(
@@ -342,19 +351,39 @@ fn create_vcpus(
     Ok(vcpus)
 }
 
+/// SIGINT and SIGTERM stop the VM; SIGUSR1 asks for a state report.
 fn forward_signals(events: Sender<VmEvent>) -> Result<(), VmError> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals =
-        signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).map_err(|e| VmError::Signals(e.to_string()))?;
+    use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGUSR1])
+        .map_err(|e| VmError::Signals(e.to_string()))?;
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
-            if let Some(sig) = signals.forever().next() {
+            for sig in signals.forever() {
+                if sig == SIGUSR1 {
+                    let _ = events.send(VmEvent::Report);
+                    continue;
+                }
                 let _ = events.send(VmEvent::Stop(sig));
+                return;
             }
         })
         .map_err(VmError::Thread)?;
     Ok(())
+}
+
+/// Logs where every virtio queue stands and has each vCPU log its
+/// registers (kicked out of KVM_RUN to do so): what a hung guest was
+/// waiting for.
+fn state_report(virtio: &[Arc<Mutex<VirtioPciDevice>>], report: &AtomicU64, threads: &[JoinHandle<()>]) {
+    tracing::info!("state report (SIGUSR1)");
+    for d in virtio {
+        tracing::info!("state report: {}", d.lock().expect("virtio-pci lock").report());
+    }
+    report.fetch_add(1, Ordering::AcqRel);
+    for t in threads {
+        let _ = t.kill(vcpu::kick_signal());
+    }
 }
 
 fn stop_vcpus(stop: &AtomicBool, threads: Vec<JoinHandle<()>>) {
@@ -406,6 +435,7 @@ pub fn run(config: &VmConfig) -> Result<Outcome, VmError> {
     let mmio = devices.mmio.clone();
     let stop = Arc::new(AtomicBool::new(false));
     let first_run_ns = Arc::new(AtomicU64::new(0));
+    let report = Arc::new(AtomicU64::new(0));
     let mut threads = Vec::new();
     for (id, fd) in vcpu_fds.into_iter().enumerate() {
         let v = Vcpu {
@@ -416,6 +446,7 @@ pub fn run(config: &VmConfig) -> Result<Outcome, VmError> {
             events: tx.clone(),
             stop: stop.clone(),
             first_run_ns: first_run_ns.clone(),
+            report: report.clone(),
         };
         let t =
             std::thread::Builder::new().name(format!("vcpu{id}")).spawn(move || v.run()).map_err(VmError::Thread)?;
@@ -428,7 +459,12 @@ pub fn run(config: &VmConfig) -> Result<Outcome, VmError> {
         config.kernel.display()
     );
 
-    let event = rx.recv().map_err(|_| VmError::Runtime("event channel closed".into()))?;
+    let event = loop {
+        match rx.recv().map_err(|_| VmError::Runtime("event channel closed".into()))? {
+            VmEvent::Report => state_report(&devices.virtio, &report, &threads),
+            event => break event,
+        }
+    };
     stop_vcpus(&stop, threads);
     let panic_line = panic.lock().expect("panic watch lock").clone();
     let outcome = classify(event, panic_line);

@@ -124,7 +124,7 @@ fn pci_identity_and_capability_chain() {
 
 #[test]
 fn driver_sequence_activates_the_device_with_its_queues() {
-    let (mut d, log, _ram) = setup();
+    let (mut d, log, ram) = setup();
     let st = |d: &mut VirtioPciDevice, s: u8| bar_write(d, 0x14, 1, s as u64);
     st(&mut d, status::ACKNOWLEDGE);
     st(&mut d, status::ACKNOWLEDGE | status::DRIVER);
@@ -168,7 +168,22 @@ fn driver_sequence_activates_the_device_with_its_queues() {
     assert_eq!(*features, (1 << 32) | (1 << 28));
     assert_eq!(queues.len(), 1);
     assert_eq!((queues[0].0, queues[0].1.size, queues[0].1.desc), (0, 64, 0x10000));
+    let call = l.calls[0].try_clone().unwrap();
     drop(l);
+
+    // The state report reads the rings' indexes from guest memory: 7
+    // requests made available, 5 used, and the interrupt that follows.
+    use vm_memory::{Bytes, GuestAddress};
+    ram.memory.write_obj(7u16, GuestAddress(0x11002)).unwrap();
+    ram.memory.write_obj(5u16, GuestAddress(0x12002)).unwrap();
+    let r = d.report();
+    assert!(r.starts_with("test: status=0x0f active=true"), "{r}");
+    assert!(r.contains("; q0 size=64 avail=7 used=5 vector=0"), "{r}");
+    assert!(!r.contains("q1"), "a queue the driver did not enable is left out: {r}");
+    // Masking vector 0 leaves a raised interrupt waiting in the eventfd.
+    bar_write(&mut d, MSIX_TABLE_OFFSET + 12, 4, 1);
+    call.write(1).unwrap();
+    assert!(d.report().contains("vector=0 (may not deliver) call-signalled"), "{}", d.report());
 
     // Device configuration window and the PCI-cfg access window.
     assert_eq!(bar_read(&mut d, DEVICE_OFFSET + 4, 2), 0x0504);

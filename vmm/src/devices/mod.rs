@@ -12,9 +12,12 @@ pub mod serial;
 pub use bus::{Bus, BusDevice, BusError};
 pub use serial::PanicWatch;
 
-/// Something the guest did that ends the VM.
+/// Something that ends the VM (all but [`VmEvent::Report`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VmEvent {
+    /// The host asked for a state report (SIGUSR1): every vCPU's registers
+    /// and every virtio queue's indexes go to the log; the VM goes on.
+    Report,
     /// ACPI S5 through the sleep control register.
     Poweroff,
     /// ACPI reset register or i8042 reset line.

@@ -59,6 +59,7 @@ fail() {
         echo "RAYOS-VN-DIAG service log:"
         tail -n 40 /tmp/logs/rayosd.log 2>/dev/null | sed 's/^/RAYOS-VN-DIAG rayosd| /'
     fi
+    vmm_state_report $G
     echo "RAYOS-VN-DIAG guest console: last lines from user space, then the last lines:"
     console_tail $G
     [ -f $QS ] && console_tail $QS

@@ -36,11 +36,12 @@ fail() {
         vmm_pid=
         kvm_trace_dump $st
     fi
+    vmm_state_report /tmp/guest-serial.log
     echo "RAYOS-VN-DIAG guest console: last lines from user space, then the last lines:"
     grep -v '^\[ *[0-9]*\.[0-9]*\]' /tmp/guest-serial.log 2>/dev/null | tail -n 15 | sed 's/^/RAYOS-VN-DIAG guest| /'
     tail -n 12 /tmp/guest-serial.log 2>/dev/null | sed 's/^/RAYOS-VN-DIAG guest| /'
     echo "RAYOS-VN-DIAG rayos-vmm log:"
-    tail -n 15 /tmp/logs/rayos-vmm.log 2>/dev/null | sed 's/^/RAYOS-VN-DIAG vmm| /'
+    grep -v 'state report' /tmp/logs/rayos-vmm.log 2>/dev/null | tail -n 15 | sed 's/^/RAYOS-VN-DIAG vmm| /'
     [ -n "$vmm_pid" ] && kill "$vmm_pid" 2>/dev/null
     for p in $procs; do kill "$p" 2>/dev/null; done
     sleep 1

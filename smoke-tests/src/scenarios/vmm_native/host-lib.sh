@@ -3,6 +3,26 @@
 # call the including script's fail and wait_for, and add to its $procs.
 now() { cut -d. -f1 /proc/uptime; }
 step() { echo "RAYOS-VN-STEP $1"; }
+# vmm_state_report: for a failure while rayos-vmm runs: asks every rayos-vmm
+# for its state report (SIGUSR1: each vCPU's registers, each virtio queue's
+# ring indexes and interrupt state) and prints it, with how long the guest's
+# console ($1) has been silent (a guest that stopped printing is a hang, not
+# a slow step).
+vmm_state_report() {
+    if [ -f "$1" ]; then
+        silent=$(( $(date +%s) - $(stat -c %Y "$1") ))
+        echo "RAYOS-VN-DIAG guest console silent for $silent s ($(wc -l <"$1") lines)"
+    fi
+    pids=
+    for c in /proc/[0-9]*/comm; do
+        [ "$(cat "$c" 2>/dev/null)" = rayos-vmm ] && pids="$pids $(basename "$(dirname "$c")")"
+    done
+    [ -n "$pids" ] || return 0
+    kill -USR1 $pids 2>/dev/null
+    sleep 2
+    echo "RAYOS-VN-DIAG rayos-vmm state report:"
+    grep -h 'state report' /tmp/logs/*.log 2>/dev/null | tail -n 24 | cut -c1-600 | sed 's/^/RAYOS-VN-DIAG report| /'
+}
 ok() { echo "RAYOS-VN-OK $*"; }
 
 # load_kvm: KVM for this CPU's vendor and the file-system modules, as every

@@ -276,6 +276,9 @@ pub fn host_init(plan: &Plan) -> String {
 /// A test host whose console says nothing this long before the timeout has
 /// stalled (see [`Observation::stalled_host`]).
 pub const SILENT: Duration = Duration::from_secs(180);
+/// A nested guest whose console says nothing this long while a step waits
+/// for it has stalled (see [`Observation::stalled_guest`]).
+pub const GUEST_SILENT: Duration = Duration::from_secs(100);
 
 /// What one boot of the test host printed.
 #[derive(Debug, Default)]
@@ -301,6 +304,9 @@ pub struct Observation {
     pub reference_crash: Option<String>,
     /// Guest crashes the test host retried itself (what, why).
     pub retries: Vec<String>,
+    /// How long the guest's console had been silent when a step failed
+    /// (the test host's `vmm_state_report`).
+    pub guest_silent_s: Option<u64>,
     pub window: Option<Value>,
     pub terminal: Option<Value>,
     pub windows: Option<Value>,
@@ -357,6 +363,9 @@ impl Observation {
         } else if let Some(rest) = after(line, LIST) {
             self.windows = serde_json::from_str(rest).ok();
         } else if let Some(rest) = after(line, DIAG) {
+            if let Some(n) = after(rest, "guest console silent for") {
+                self.guest_silent_s = n.split_whitespace().next().and_then(|n| n.parse().ok());
+            }
             self.diag.push(rest.to_string());
         } else if let Some(rest) = after(line, RETRY) {
             self.retries.push(rest.to_string());
@@ -398,6 +407,19 @@ impl Observation {
                 self.last_line.as_secs_f64(),
                 silent.as_secs_f64()
             )
+        })
+    }
+
+    /// Why the nested guest, not a check, is the likely cause of a step
+    /// that timed out: its console had said nothing for [`GUEST_SILENT`] or
+    /// more (a guest at work prints, or reaches its agent, well within that).
+    /// Retried once like a guest crash; the VMM's state report (vCPU
+    /// registers, virtio ring indexes) is in the failure's diagnostics.
+    pub fn stalled_guest(&self) -> Option<String> {
+        let f = self.host_fail.as_ref()?;
+        let silent = self.guest_silent_s.filter(|s| *s >= GUEST_SILENT.as_secs())?;
+        f.contains("not within").then(|| {
+            format!("the nested guest stalled: its console said nothing for {silent} s before \"{f}\"")
         })
     }
 
@@ -891,6 +913,8 @@ pub(crate) struct RunResult<F> {
     pub reference_crash: Option<String>,
     /// rayos-vmm stopped on a KVM internal error (its log line).
     pub internal_error: Option<String>,
+    /// The nested guest went silent while a step waited for it.
+    pub guest_stall: Option<String>,
     pub metrics: Option<String>,
     pub log: PathBuf,
     pub wall: Duration,
@@ -920,7 +944,8 @@ impl<F> RunResult<F> {
                     self.internal_error.as_ref().map(|l| {
                         format!("the test host's KVM stopped the guest with an internal error ({l}); cause open")
                     })
-                }),
+                })
+                .or_else(|| self.guest_stall.clone()),
         })
     }
 }
@@ -1043,12 +1068,14 @@ pub(crate) fn run_once<F>(
         }
         ScenarioError::from(r)
     });
+    let guest_stall = obs.stalled_guest();
     Ok(RunResult {
         figures,
         vmm_exit: obs.vmm_exit,
         host_panic: obs.host_panic,
         reference_crash: obs.reference_crash,
         internal_error: obs.diag.iter().find(|l| l.contains("KVM internal error")).cloned(),
+        guest_stall,
         metrics: obs.metrics,
         log,
         wall: run.outcome.elapsed,
@@ -1252,6 +1279,7 @@ mod tests {
             host_panic: None,
             reference_crash: None,
             internal_error: internal.map(str::to_string),
+            guest_stall: None,
             metrics: None,
             log: PathBuf::from("serial.log"),
             wall: Duration::from_secs(1),
@@ -1280,6 +1308,18 @@ mod tests {
         // A step that failed with its own message is the scenario's failure.
         o.observe(Duration::from_secs(596), "RAYOS-HOST-FAIL step desktop timed out");
         assert_eq!(o.stalled_host(timeout), None);
+    }
+
+    #[test]
+    fn a_silent_guest_is_a_stall_and_a_talking_one_is_not() {
+        let fail = "RAYOS-HOST-FAIL the guest agent on vsock port 5252: not within 180 s";
+        let o = obs(&[fail, "RAYOS-VN-DIAG guest console silent for 166 s (431 lines)"]);
+        assert_eq!(o.guest_silent_s, Some(166));
+        assert!(o.stalled_guest().unwrap().contains("said nothing for 166 s"));
+        let o = obs(&[fail, "RAYOS-VN-DIAG guest console silent for 3 s (431 lines)"]);
+        assert_eq!(o.stalled_guest(), None, "a guest still printing failed on its own");
+        let o = obs(&["RAYOS-HOST-FAIL foot.desktop is not among the VM's apps", "RAYOS-VN-DIAG guest console silent for 500 s (9 lines)"]);
+        assert_eq!(o.stalled_guest(), None, "a failed check is not a stall");
     }
 
     #[test]

@@ -326,6 +326,40 @@ impl VirtioPciDevice {
                 .any(|s| signalled(self.slot_efd(s)))
     }
 
+    /// One line on where the device and its driver stand, for a state
+    /// report (`rayos-vmm` on SIGUSR1): the status, and per queue its size,
+    /// the driver's and the device's ring indexes (read from guest memory:
+    /// `avail - used` requests are outstanding), its vector, whether that
+    /// vector may deliver and whether an interrupt is waiting in its eventfd.
+    pub fn report(&self) -> String {
+        use vm_memory::{Bytes, GuestAddress};
+        let idx = |ring: u64| -> String {
+            ring.checked_add(2)
+                .and_then(|a| self.mem.read_obj::<u16>(GuestAddress(a)).ok())
+                .map_or_else(|| "?".to_string(), |v| v.to_string())
+        };
+        let mut out = format!(
+            "{}: status={:#04x} active={} isr={:#x} msix_config_vector={}",
+            self.name, self.common.status, self.active, self.isr, self.common.msix_config
+        );
+        for (i, q) in self.common.queues.iter().enumerate() {
+            if !q.ready {
+                continue;
+            }
+            let v = q.msix_vector;
+            out.push_str(&format!(
+                "; q{i} size={} avail={} used={} vector={}{}{}",
+                q.size,
+                idx(q.driver),
+                idx(q.device),
+                if v == NO_VECTOR { "none".to_string() } else { v.to_string() },
+                if v != NO_VECTOR && self.msix.route(v).is_none() { " (may not deliver)" } else { "" },
+                if signalled(&self.calls[i]) { " call-signalled" } else { "" },
+            ));
+        }
+        out
+    }
+
     /// Puts the device in DEVICE_NEEDS_RESET and tells the driver (2.1.2).
     fn needs_reset(&mut self, why: &str) {
         tracing::error!("{}: {why}; device needs reset", self.name);

@@ -48,6 +48,8 @@ pub struct Vcpu {
     /// State reports asked for (the VMM bumps it and kicks the vCPUs); each
     /// vCPU logs its registers once per bump.
     pub report: Arc<AtomicU64>,
+    /// Guest memory, read (never written) for a state report's stack words.
+    pub mem: crate::memory::GuestMem,
 }
 
 impl Vcpu {
@@ -121,9 +123,19 @@ impl Vcpu {
                 .into();
         }
         let mp = self.fd.get_mp_state().map(|m| m.mp_state.to_string()).unwrap_or_else(|e| e.to_string());
+        let lstar = crate::arch::regs::read_lstar(&self.fd);
+        // In the kernel: its position and the stack's text words relative to
+        // the syscall entry (placed with the guest kernel's symbol table).
+        let kernel = lstar.filter(|_| s.cs.selector & 3 == 0 && s.cs.l == 1 && lstar.is_some_and(|l| l != 0));
+        let place = kernel.map_or_else(String::new, |l| {
+            let words = crate::arch::pagewalk::text_words(&self.mem, s.cr3, s.cr4, r.rsp, l, 64);
+            let words: Vec<String> = words.iter().take(16).map(|o| format!("{o:+#x}")).collect();
+            format!(" rip-lstar={:+#x} stack-lstar=[{}]", r.rip.wrapping_sub(l) as i64, words.join(","))
+        });
+        let lstar = lstar.map_or_else(|| "?".into(), |l| format!("{l:#x}"));
         format!(
             "rip={:#x} rsp={:#x} rflags={:#x} cs={:#x}/base={:#x}/l={} cr0={:#x} cr2={:#x} cr3={:#x} cr4={:#x} efer={:#x} \
-             idt={:#x}+{:#x} gdt={:#x}+{:#x} mp_state={mp}",
+             idt={:#x}+{:#x} gdt={:#x}+{:#x} mp_state={mp} lstar={lstar}{place}",
             r.rip, r.rsp, r.rflags, s.cs.selector, s.cs.base, s.cs.l, s.cr0, s.cr2, s.cr3, s.cr4, s.efer,
             s.idt.base, s.idt.limit, s.gdt.base, s.gdt.limit
         )

@@ -447,6 +447,7 @@ pub fn run(config: &VmConfig) -> Result<Outcome, VmError> {
             stop: stop.clone(),
             first_run_ns: first_run_ns.clone(),
             report: report.clone(),
+            mem: ram.memory.clone(),
         };
         let t =
             std::thread::Builder::new().name(format!("vcpu{id}")).spawn(move || v.run()).map_err(VmError::Thread)?;

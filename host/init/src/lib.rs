@@ -2,15 +2,17 @@
 //!
 //! Design notes.
 //!
-//! * **Boot order.** [`mounts`] (proc, sys, dev, run, tmp, cgroup2), then
-//!   [`modules`] (file systems, virtio, DRM, input, and KVM for this CPU's
-//!   vendor), then the host volume (ext4 at `/var/lib/rayos`) and its
-//!   first-boot steps ([`volume`]), the host name, the guest image slot
-//!   ([`guests`]), udev (coldplug: trigger and settle, so DRM and input
-//!   devices have their nodes and tags), the compositor on DRM (headless when
-//!   the machine has no display device) and the host service, both
-//!   supervised ([`supervise`]). The host service starts the policy's VMs.
-//!   Then the `rayos>` prompt ([`prompt`]) reads the serial console.
+//! * **Boot order.** [`mounts`] (proc, sys, dev, run, tmp, cgroup2); then
+//!   udevd starts while two threads load [`modules`] (file systems, virtio,
+//!   DRM, input; and KVM for this CPU's vendor); the coldplug (trigger and
+//!   settle, so DRM and input devices have their nodes and tags) follows the
+//!   common modules. The compositor starts on DRM (headless when the machine
+//!   has no display device) while the host volume (ext4 at
+//!   `/var/lib/rayos`) is mounted and its first-boot steps run ([`volume`]),
+//!   then the host name, the guest image slot ([`guests`]) and the host
+//!   service; compositor and service are supervised ([`supervise`]). The
+//!   host service starts the policy's VMs. Then the `rayos>` prompt
+//!   ([`prompt`]) reads the serial console.
 //! * **Failure.** Anything essential that fails (a mount, a module, the
 //!   volume, a service that keeps dying) is said on the console in one line
 //!   naming what failed, and the emergency shell runs on the console instead
@@ -29,6 +31,7 @@
 //!   them to the system.
 
 pub mod config;
+pub mod firststart;
 pub mod guests;
 pub mod heartbeat;
 pub mod modules;
@@ -58,6 +61,8 @@ pub const SERVICE_SOCKET: &str = "/run/rayos/rayos.sock";
 pub const MARK_READY: &str = "RAYOS-HOST-READY";
 pub const MARK_AGENT: &str = "RAYOS-HOST-AGENT";
 pub const MARK_POWEROFF: &str = "RAYOS-HOST-POWEROFF";
+/// The compositor's log until poweroff copies it to the volume's `log/`.
+const COMPOSITOR_LOG: &str = "/run/compositor.log";
 pub const MARK_EMERGENCY: &str = "RAYOS-HOST-EMERGENCY";
 pub const MARK_FIRST_BOOT: &str = "RAYOS-HOST-FIRST-BOOT";
 
@@ -227,8 +232,15 @@ fn start_udev(cfg: &InitConfig, sup: &mut Supervisor) -> Result<(), String> {
     while !Path::new("/run/udev/control").exists() && Instant::now() < end {
         std::thread::sleep(Duration::from_millis(20));
     }
+    Ok(())
+}
+
+/// Replays every device's "add" through udevd and waits until it handled
+/// them all (nodes, permissions, the seat and input tags).
+fn coldplug(cfg: &InitConfig) -> Result<(), String> {
     udevadm(cfg, &["trigger", "--action=add", "--type=subsystems"])?;
-    udevadm(cfg, &["trigger", "--action=add", "--type=devices"])
+    udevadm(cfg, &["trigger", "--action=add", "--type=devices"])?;
+    udevadm(cfg, &["settle", "--timeout=60"])
 }
 
 fn udevadm(cfg: &InitConfig, args: &[&str]) -> Result<(), String> {
@@ -319,50 +331,54 @@ fn install_signals() {
     unsafe { libc::reboot(libc::RB_DISABLE_CAD) };
 }
 
-/// Watches the VM's first start on this boot and settles the guest image trial.
+/// Watches the VM's first start on this boot and settles the guest image
+/// trial ([`firststart`] decides).
 fn watch_first_start(vm: String, vol: PathBuf, trial: bool) {
     let api = rayosd::client::ApiClient::new(SERVICE_SOCKET);
     let t0 = Instant::now();
-    let mut restarted = false;
-    // After the restart, whether the VM left the failed state (started again).
-    let mut left_failed = false;
+    let mut watch = firststart::FirstStart::new(trial);
+    let start = |api: &rayosd::client::ApiClient| {
+        let _ = api.post(&format!("/v1/vms/{vm}/start"), serde_json::json!({}), Duration::from_secs(30));
+    };
     loop {
         std::thread::sleep(Duration::from_millis(500));
         let Ok(v) = api.get(&format!("/v1/vms/{vm}")) else { continue };
         let state = v["state"].as_str().unwrap_or("");
-        if state == "running" && !v["agent"].is_null() {
-            say(&format!(
-                "{MARK_AGENT} VM {vm} is running; its agent answered {:.1} s after the service started",
-                t0.elapsed().as_secs_f64()
-            ));
-            if trial {
-                if let Ok((_, Some(line))) = guests::Slots::new(&vol).settle(true) {
-                    say(&format!("rayos-init: {line}"));
-                }
-            }
-            return;
-        }
+        let ready = state == "running" && !v["agent"].is_null();
         let failed = matches!(state, "failed" | "stopped") && t0.elapsed() > Duration::from_secs(5);
-        if failed && !restarted {
-            let why = prompt::printable(v["last_exit"].as_str().unwrap_or("no reason given"));
-            if trial {
+        let why = || prompt::printable(v["last_exit"].as_str().unwrap_or("no reason given"));
+        match watch.observe(ready, failed) {
+            firststart::Step::Wait => {}
+            firststart::Step::Ready { commit } => {
+                say(&format!(
+                    "{MARK_AGENT} VM {vm} is running; its agent answered {:.1} s after the service started",
+                    t0.elapsed().as_secs_f64()
+                ));
+                if commit {
+                    if let Ok((_, Some(line))) = guests::Slots::new(&vol).settle(true) {
+                        say(&format!("rayos-init: {line}"));
+                    }
+                }
+                return;
+            }
+            firststart::Step::RollBack => {
                 if let Ok((_, Some(line))) = guests::Slots::new(&vol).settle(false) {
                     say(&format!("rayos-init: {line}"));
                 }
-            } else {
-                // A guest that crashed while booting gets one more boot.
-                say(&format!("rayos-init: VM {vm} failed to boot ({why}); starting it again, once"));
+                start(&api);
             }
-            restarted = true;
-            let _ = api.post(&format!("/v1/vms/{vm}/start"), serde_json::json!({}), Duration::from_secs(30));
-        } else if restarted && !failed {
-            left_failed = true;
-        } else if restarted && left_failed && state == "failed" {
-            let why = prompt::printable(v["last_exit"].as_str().unwrap_or("no reason given"));
-            say(&format!(
-                "rayos-init: VM {vm} failed to boot again ({why}); `vms` shows it, its log is in /var/lib/rayos/log"
-            ));
-            return;
+            firststart::Step::Retry => {
+                // A guest that crashed while booting gets one more boot.
+                say(&format!("rayos-init: VM {vm} failed to boot ({}); starting it again, once", why()));
+                start(&api);
+            }
+            firststart::Step::GiveUp => {
+                say(&format!(
+                    "rayos-init: VM {vm} failed to boot again ({}); `vms` shows it, its log is in /var/lib/rayos/log",
+                    why()
+                ));
+                return;
+            }
         }
         if t0.elapsed() > Duration::from_secs(900) {
             say(&format!(
@@ -394,23 +410,26 @@ pub fn run(provision: &dyn Provision) -> ! {
         Err(e) => emergency(None, &e.to_string()),
     };
     let mut sup = Supervisor::default();
+    // The modules load while udevd starts (the KVM list beside the common
+    // one: the two share nothing); the coldplug after them covers every
+    // device they created, whether udevd was listening yet or not.
+    let kvm_loader = std::thread::spawn(|| modules::load_kvm(Path::new(modules::MODULE_DIR)));
+    let common_loader = std::thread::spawn(|| modules::load_common(Path::new(modules::MODULE_DIR)));
     if let Err(e) = start_udev(&cfg, &mut sup) {
         emergency(Some(&cfg), &e);
     }
     stages.mark("udev-start");
-    let moddir = Path::new(modules::MODULE_DIR);
-    // KVM loads beside the display's modules (the two lists share nothing).
-    let kvm_loader = std::thread::spawn(|| modules::load_kvm(Path::new(modules::MODULE_DIR)));
-    let common = match modules::load_common(moddir) {
-        Ok(v) => v,
-        Err(e) => emergency(Some(&cfg), &e.to_string()),
+    let common = match common_loader.join() {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => emergency(Some(&cfg), &e.to_string()),
+        Err(_) => emergency(Some(&cfg), "loading the modules panicked"),
     };
     stages.mark("modules");
     // Devices the modules created have their nodes and tags once udev settles.
-    if let Err(e) = udevadm(&cfg, &["settle", "--timeout=60"]) {
+    if let Err(e) = coldplug(&cfg) {
         emergency(Some(&cfg), &e);
     }
-    stages.mark("udev-settle");
+    stages.mark("coldplug");
 
     // The compositor first, so the display is up while the rest starts: on
     // DRM when the machine has a display device. Its log stays in /run
@@ -424,7 +443,7 @@ pub fn run(provision: &dyn Provision) -> ! {
     if !drm {
         say("rayos-init: no display device (/dev/dri/card0): the compositor runs headless; `screenshot FILE` shows it");
     }
-    let comp_log = PathBuf::from("/run/compositor.log");
+    let comp_log = PathBuf::from(COMPOSITOR_LOG);
     let comp = Spec {
         name: "compositor",
         program: cfg.compositor.clone(),
@@ -512,6 +531,7 @@ pub fn run(provision: &dyn Provision) -> ! {
     // The prompt reads the console on its own thread; the main thread reaps.
     let (tx, rx) = mpsc::channel::<Next>();
     let shared = vol.shared(&cfg.vm);
+    let log_dir = vol.log();
     let vm = cfg.vm.clone();
     let prompt_alive = Arc::new(AtomicBool::new(true));
     {
@@ -522,6 +542,7 @@ pub fn run(provision: &dyn Provision) -> ! {
                 compositor: COMPOSITOR_CONTROL.into(),
                 vm,
                 shared,
+                log: log_dir,
             };
             say("type a request in words (\"open a terminal\"), an app name, or `help`");
             let stdin = std::io::stdin();
@@ -598,6 +619,11 @@ fn shutdown(sup: &mut Supervisor, api: &rayosd::client::ApiClient, reboot: bool)
         ["rayos-vmm", "virtiofsd", "rayos-vsock"].into_iter().filter(|n| process_running(n)).collect();
     let compositor = sup.stop("compositor", libc::SIGTERM, Duration::from_secs(10)).unwrap_or_else(|| "killed".into());
     sup.stop("udevd", libc::SIGTERM, Duration::from_secs(5));
+    // The compositor's log lived in /run (it starts before the volume is
+    // mounted); it joins the host's other logs, replacing the last boot's.
+    if let Err(e) = std::fs::copy(COMPOSITOR_LOG, Path::new(VOLUME).join("log/compositor.log")) {
+        say(&format!("rayos-init: cannot keep {COMPOSITOR_LOG} in {VOLUME}/log: {e}"));
+    }
     // Everything else.
     // SAFETY: kill(-1) signals every process but PID 1 itself.
     unsafe { libc::kill(-1, libc::SIGTERM) };

@@ -28,6 +28,8 @@ pub const HELP: &str = "\
   desktop [off]      the VM's whole desktop in one window, with a terminal in it
                      (the VM restarts and its apps end); `desktop off`: one window per app
   screenshot FILE    save the RayOS display as a PNG (an absolute path)
+  report             when the VM stops answering: its console's last lines, and
+                     rayos-vmm's state report (vCPUs, virtio queues) from the log
   poweroff           stop the VMs cleanly and power off
   reboot             the same, then restart
   help               this list";
@@ -47,6 +49,7 @@ pub enum Command {
     Screenshot(String),
     /// Show the VM's whole desktop (true) or one window per app (false).
     Desktop(bool),
+    Report,
     Poweroff,
     Reboot,
     /// A desktop id (`foot.desktop`).
@@ -77,6 +80,7 @@ pub fn parse(line: &str) -> Command {
         ("desktop", false) if rest == "off" => Command::Desktop(false),
         ("poweroff" | "shutdown" | "halt", true) => Command::Poweroff,
         ("reboot", true) => Command::Reboot,
+        ("report", true) => Command::Report,
         _ if line.ends_with(".desktop") && !line.contains(char::is_whitespace) => Command::App(line.to_string()),
         _ if line.len() > 1024 => Command::Bad("a request is at most 1024 bytes".into()),
         _ => Command::Words(line.to_string()),
@@ -113,6 +117,32 @@ pub struct Prompt {
     pub vm: String,
     /// The VM's shared folder on the host.
     pub shared: PathBuf,
+    /// The host's log folder (the VM's console, the service's log).
+    pub log: PathBuf,
+}
+
+/// Where in the service's log a state report starts.
+const REPORT_MARK: &str = "state report (SIGUSR1)";
+/// How much of the end of a log `report` reads.
+const LOG_TAIL: u64 = 256 * 1024;
+
+/// The last `n` lines of the last [`LOG_TAIL`] bytes of `path`.
+fn tail(path: &Path, n: usize) -> std::io::Result<Vec<String>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path)?;
+    let len = f.metadata()?.len();
+    f.seek(SeekFrom::Start(len.saturating_sub(LOG_TAIL)))?;
+    let mut buf = Vec::new();
+    f.read_to_end(&mut buf)?;
+    let text = String::from_utf8_lossy(&buf);
+    let lines: Vec<String> = text.lines().map(String::from).collect();
+    Ok(lines[lines.len().saturating_sub(n)..].to_vec())
+}
+
+/// The lines of the newest state report among `lines`.
+pub fn last_report(lines: &[String]) -> Vec<String> {
+    let Some(start) = lines.iter().rposition(|l| l.contains(REPORT_MARK)) else { return vec![] };
+    lines[start..].iter().filter(|l| l.contains("state report")).cloned().collect()
 }
 
 fn api_message(e: &ApiClientError) -> String {
@@ -170,6 +200,7 @@ impl Prompt {
                 Err(e) => println!("windows: {}", api_message(&e)),
             },
             Command::Shared(file) => self.shared(file.as_deref()),
+            Command::Report => self.report(),
             Command::Desktop(on) => self.desktop(on),
             Command::Screenshot(path) => {
                 let r = CompositorClient::connect(&self.compositor, Duration::from_secs(30)).and_then(|mut c| {
@@ -207,9 +238,65 @@ impl Prompt {
                 v
             }
             Err(e) => {
-                println!("{}", api_message(&e));
+                let m = api_message(&e);
+                println!("{m}");
+                if m.contains("no reply from the guest agent") {
+                    self.report();
+                }
                 Value::Null
             }
+        }
+    }
+
+    /// Where the VM stands: how long its console has been silent and its
+    /// last lines, then rayos-vmm's state report (asked for with SIGUSR1;
+    /// it goes to the service's log): what a guest that stopped answering
+    /// was doing.
+    fn report(&self) {
+        let serial = self.log.join(format!("{}-serial.log", self.vm));
+        match std::fs::metadata(&serial).and_then(|m| m.modified()) {
+            Ok(at) => {
+                let silent = at.elapsed().map(|d| d.as_secs()).unwrap_or(0);
+                println!("VM {}'s console ({}): last written {silent} s ago; its last lines:", self.vm, serial.display());
+                for l in tail(&serial, 6).unwrap_or_default() {
+                    println!("  | {}", printable(&l).chars().take(200).collect::<String>());
+                }
+            }
+            Err(e) => println!("VM {}'s console {}: {e}", self.vm, serial.display()),
+        }
+        let pid = match self.api.get(&format!("/v1/vms/{}", self.vm)) {
+            Ok(v) => v["children"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|c| c["name"] == "rayos-vmm")
+                .and_then(|c| c["pid"].as_i64()),
+            Err(e) => {
+                println!("report: {}", api_message(&e));
+                return;
+            }
+        };
+        let Some(pid) = pid.filter(|p| *p > 1 && *p <= i64::from(i32::MAX)) else {
+            println!("report: VM {} has no running rayos-vmm", self.vm);
+            return;
+        };
+        // SAFETY: kill(2) with a pid the service reported for its own child
+        // and a signal rayos-vmm handles (it logs and goes on).
+        if unsafe { libc::kill(pid as i32, libc::SIGUSR1) } != 0 {
+            println!("report: cannot signal rayos-vmm (pid {pid}): {}", std::io::Error::last_os_error());
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(1500));
+        let service_log = self.log.join("rayosd.log");
+        let lines = last_report(&tail(&service_log, 64).unwrap_or_default());
+        if lines.is_empty() {
+            println!("report: no state report in {} yet", service_log.display());
+            return;
+        }
+        println!("rayos-vmm's state report (pid {pid}, also in {}):", service_log.display());
+        for l in lines {
+            let l = l.split_once("state report").map_or(l.as_str(), |(_, r)| r.trim_start_matches(':').trim());
+            println!("  {}", printable(l).chars().take(400).collect::<String>());
         }
     }
 
@@ -339,6 +426,7 @@ mod tests {
         assert_eq!(parse("windows"), Command::Windows);
         assert_eq!(parse("poweroff"), Command::Poweroff);
         assert_eq!(parse("reboot"), Command::Reboot);
+        assert_eq!(parse("report"), Command::Report);
         assert_eq!(parse("open a terminal"), Command::Words("open a terminal".into()));
         assert_eq!(parse("foot"), Command::Words("foot".into()));
         assert_eq!(parse("foot.desktop"), Command::App("foot.desktop".into()));
@@ -348,6 +436,24 @@ mod tests {
         assert_eq!(parse("screenshot /tmp/a.png"), Command::Screenshot("/tmp/a.png".into()));
         assert!(matches!(parse("screenshot a.png"), Command::Bad(_)));
         assert!(matches!(parse(&"x ".repeat(600)), Command::Bad(_)));
+    }
+
+    #[test]
+    fn the_newest_state_report_is_found_in_the_service_log() {
+        let log: Vec<String> = [
+            "[linux rayos-vmm] t0 INFO state report (SIGUSR1)",
+            "[linux rayos-vmm] t0 INFO state report: fs0: status=0x0f; q0 avail=1 used=1",
+            "[linux rayos-vmm] t1 INFO state report (SIGUSR1)",
+            "[linux rayos-vmm] t1 INFO state report: gpu0: status=0x0f; q0 avail=9 used=7",
+            "some other line in between",
+            "[linux rayos-vmm] t1 INFO state report: rip=0xffffffff81000000 mp_state=3 vcpu=0",
+        ]
+        .map(String::from)
+        .to_vec();
+        let r = last_report(&log);
+        assert_eq!(r.len(), 3, "{r:?}");
+        assert!(r[1].contains("gpu0") && r[2].contains("vcpu=0"));
+        assert!(last_report(&log[4..]).is_empty(), "no marker, no report");
     }
 
     #[test]

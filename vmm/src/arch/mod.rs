@@ -6,4 +6,5 @@
 //! wait-for-SIPI until the guest starts them through its local APIC.
 
 pub mod cpuid;
+pub mod pagewalk;
 pub mod regs;

@@ -199,6 +199,14 @@ pub fn boot_msr_entries() -> Vec<kvm_msr_entry> {
     ]
 }
 
+/// The guest's MSR_LSTAR: the address of its 64-bit syscall entry. A Linux
+/// guest's `entry_SYSCALL_64`, so `rip - lstar` places a RIP in its
+/// System.map whatever KASLR chose.
+pub fn read_lstar(vcpu: &VcpuFd) -> Option<u64> {
+    let mut msrs = Msrs::from_entries(&[kvm_msr_entry { index: MSR_LSTAR, ..Default::default() }]).ok()?;
+    (vcpu.get_msrs(&mut msrs).ok()? == 1).then(|| msrs.as_slice()[0].data)
+}
+
 /// Sets the boot MSRs.
 pub fn setup_msrs(vcpu: &VcpuFd) -> Result<(), RegsError> {
     let entries = boot_msr_entries();

@@ -40,6 +40,12 @@ pub struct DesktopEntry {
     pub icon: Option<String>,
     pub no_display: bool,
     pub terminal: bool,
+    /// The kinds of app (freedesktop categories such as `TerminalEmulator`
+    /// or `WebBrowser`) the guest system makes this app its default for
+    /// (on Debian, the `x-terminal-emulator` and `x-www-browser`
+    /// alternatives); filled in by the guest agent, not read from the file.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub default_for: Vec<String>,
 }
 
 impl DesktopEntry {
@@ -219,6 +225,7 @@ pub fn parse_desktop(id: &str, text: &str) -> Result<Option<DesktopEntry>, Strin
         icon: opt("Icon"),
         no_display,
         terminal: get("Terminal").is_some_and(parse_bool),
+        default_for: Vec::new(),
     }))
 }
 
@@ -444,6 +451,7 @@ mod tests {
             icon: None,
             no_display: false,
             terminal: false,
+            default_for: vec![],
         };
         assert_eq!(mk("/usr/lib/firefox-esr/firefox-esr %u").program().as_deref(), Some("firefox-esr"));
         assert_eq!(mk("env GDK_BACKEND=x11 gimp-2.10 %U").program().as_deref(), Some("gimp-2.10"));

@@ -129,8 +129,8 @@ impl Vcpu {
         let kernel = lstar.filter(|_| s.cs.selector & 3 == 0 && s.cs.l == 1 && lstar.is_some_and(|l| l != 0));
         let place = kernel.map_or_else(String::new, |l| {
             let words = crate::arch::pagewalk::text_words(&self.mem, s.cr3, s.cr4, r.rsp, l, 64);
-            let words: Vec<String> = words.iter().take(16).map(|o| format!("{o:+#x}")).collect();
-            format!(" rip-lstar={:+#x} stack-lstar=[{}]", r.rip.wrapping_sub(l) as i64, words.join(","))
+            let words: Vec<String> = words.iter().take(16).map(|o| signed_hex(*o)).collect();
+            format!(" rip-lstar={} stack-lstar=[{}]", signed_hex(r.rip.wrapping_sub(l) as i64), words.join(","))
         });
         let lstar = lstar.map_or_else(|| "?".into(), |l| format!("{l:#x}"));
         format!(
@@ -139,6 +139,15 @@ impl Vcpu {
             r.rip, r.rsp, r.rflags, s.cs.selector, s.cs.base, s.cs.l, s.cr0, s.cr2, s.cr3, s.cr4, s.efer,
             s.idt.base, s.idt.limit, s.gdt.base, s.gdt.limit
         )
+    }
+}
+
+/// `-0x1a` / `+0x1a`.
+fn signed_hex(v: i64) -> String {
+    if v < 0 {
+        format!("-{:#x}", v.unsigned_abs())
+    } else {
+        format!("+{v:#x}")
     }
 }
 
@@ -202,6 +211,12 @@ fn handle_exit(id: u8, exit: VcpuExit<'_>, pio: &Bus, mmio: &Bus) -> Option<VmEv
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn offsets_print_with_their_sign() {
+        assert_eq!(signed_hex(-0xd67302), "-0xd67302");
+        assert_eq!(signed_hex(0x1234), "+0x1234");
+    }
 
     #[test]
     fn reset_state_is_f000_fff0() {

@@ -63,7 +63,49 @@ impl Catalog {
     pub fn get(&self, id: &str) -> Option<&DesktopEntry> {
         self.entries.iter().find(|e| e.id == id)
     }
+
+    /// Marks the apps the system makes its default for a kind of app: an
+    /// entry that runs, with no options of its own, the program (found
+    /// through `path_env`) an alternative in `alternatives`
+    /// (`/etc/alternatives`) finally points at gets that alternative's kind
+    /// in `default_for` (`foot`, not `foot --server`).
+    pub fn mark_defaults(&mut self, alternatives: &Path, path_env: &str) {
+        for (alternative, kind) in DEFAULT_ALTERNATIVES {
+            let Ok(target) = std::fs::canonicalize(alternatives.join(alternative)) else { continue };
+            for e in &mut self.entries {
+                if !runs_plain(e) {
+                    continue;
+                }
+                let program = e.program().and_then(|p| find_program(&p, path_env));
+                if program.and_then(|p| std::fs::canonicalize(p).ok()).as_ref() == Some(&target)
+                    && !e.default_for.iter().any(|k| k == kind)
+                {
+                    e.default_for.push(kind.to_string());
+                }
+            }
+        }
+    }
 }
+
+/// Whether the entry's Exec is its program and field codes only (`foot`,
+/// `firefox-esr %u`), as the alternative runs it.
+fn runs_plain(e: &DesktopEntry) -> bool {
+    let Some(program) = e.program() else { return false };
+    let words: Vec<&str> = e.exec.split_whitespace().collect();
+    let Some(at) = words.iter().position(|w| w.rsplit('/').next().map(|b| b.trim_matches('"')) == Some(&program))
+    else {
+        return false;
+    };
+    words[at + 1..].iter().all(|w| w.starts_with('%'))
+}
+
+/// Debian's alternatives that choose the system's app of a kind, and that
+/// kind as a freedesktop category.
+pub const DEFAULT_ALTERNATIVES: [(&str, &str); 2] =
+    [("x-terminal-emulator", "TerminalEmulator"), ("x-www-browser", "WebBrowser")];
+
+/// Where Debian keeps its alternatives.
+pub const ALTERNATIVES_DIR: &str = "/etc/alternatives";
 
 /// `(desktop id, path)` of every `.desktop` file below `root`, sorted.
 fn desktop_files(root: &Path) -> Vec<(String, PathBuf)> {
@@ -127,6 +169,36 @@ mod tests {
         let p = dir.join(rel);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(p, text).unwrap();
+    }
+
+    #[test]
+    fn the_alternatives_mark_the_system_default_apps() {
+        use std::os::unix::fs::{symlink, PermissionsExt};
+        let tmp = tempfile::tempdir().unwrap();
+        let (apps, bin, alt) = (tmp.path().join("applications"), tmp.path().join("bin"), tmp.path().join("alternatives"));
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::create_dir_all(&alt).unwrap();
+        for p in ["foot", "weston-terminal"] {
+            std::fs::write(bin.join(p), "").unwrap();
+            std::fs::set_permissions(bin.join(p), std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        // x-terminal-emulator -> /etc/alternatives/x-terminal-emulator -> foot, as Debian links it.
+        symlink(bin.join("foot"), alt.join("x-terminal-emulator")).unwrap();
+        symlink(alt.join("x-terminal-emulator"), bin.join("x-terminal-emulator")).unwrap();
+        write(&apps, "foot.desktop", "[Desktop Entry]\nType=Application\nName=Foot\nExec=foot\n");
+        write(&apps, "foot-server.desktop", "[Desktop Entry]\nType=Application\nName=Foot Server\nExec=foot --server\n");
+        write(&apps, "weston-terminal.desktop", "[Desktop Entry]\nType=Application\nName=Weston Terminal\nExec=weston-terminal\n");
+        let path = bin.to_string_lossy().into_owned();
+        let mut cat = Catalog::load(&[apps], &path);
+        cat.mark_defaults(&alt, &path);
+        let kinds = |id: &str| cat.get(id).unwrap().default_for.clone();
+        assert_eq!(kinds("foot.desktop"), vec!["TerminalEmulator".to_string()]);
+        assert!(kinds("foot-server.desktop").is_empty(), "the same program, but as a server: {:?}", kinds("foot-server.desktop"));
+        assert!(kinds("weston-terminal.desktop").is_empty());
+        // No alternatives folder: nothing is marked, nothing fails.
+        let mut cat = Catalog::load(&[tmp.path().join("applications")], &path);
+        cat.mark_defaults(&tmp.path().join("none"), &path);
+        assert!(cat.entries.iter().all(|e| e.default_for.is_empty()));
     }
 
     #[test]

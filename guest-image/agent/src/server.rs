@@ -18,7 +18,7 @@
 use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -350,6 +350,7 @@ impl Agent {
             HostRequest::ListApps { include_hidden } => {
                 let path = self.launcher().run_as().path.clone();
                 let mut cat = Catalog::load(&self.catalog_dirs, &path);
+                cat.mark_defaults(Path::new(crate::catalog::ALTERNATIVES_DIR), &path);
                 if !include_hidden {
                     cat.entries.retain(|e| !e.no_display);
                 }

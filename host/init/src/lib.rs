@@ -3,10 +3,10 @@
 //! Design notes.
 //!
 //! * **Boot order.** [`mounts`] (proc, sys, dev, run, tmp, cgroup2); then
-//!   udevd starts while two threads load [`modules`] (file systems, virtio,
-//!   DRM, input; and KVM for this CPU's vendor); the coldplug (trigger and
-//!   settle, so DRM and input devices have their nodes and tags) follows the
-//!   common modules. The compositor starts on DRM (headless when the machine
+//!   udevd starts and replays the devices present (coldplug) while two
+//!   threads load [`modules`] (file systems, virtio, DRM, input; and KVM for
+//!   this CPU's vendor); udev settles after the common modules, so DRM and
+//!   input devices have their nodes and tags. The compositor starts on DRM (headless when the machine
 //!   has no display device) while the host volume (ext4 at
 //!   `/var/lib/rayos`) is mounted and its first-boot steps run ([`volume`]),
 //!   then the host name, the guest image slot ([`guests`]) and the host
@@ -232,15 +232,8 @@ fn start_udev(cfg: &InitConfig, sup: &mut Supervisor) -> Result<(), String> {
     while !Path::new("/run/udev/control").exists() && Instant::now() < end {
         std::thread::sleep(Duration::from_millis(20));
     }
-    Ok(())
-}
-
-/// Replays every device's "add" through udevd and waits until it handled
-/// them all (nodes, permissions, the seat and input tags).
-fn coldplug(cfg: &InitConfig) -> Result<(), String> {
     udevadm(cfg, &["trigger", "--action=add", "--type=subsystems"])?;
-    udevadm(cfg, &["trigger", "--action=add", "--type=devices"])?;
-    udevadm(cfg, &["settle", "--timeout=60"])
+    udevadm(cfg, &["trigger", "--action=add", "--type=devices"])
 }
 
 fn udevadm(cfg: &InitConfig, args: &[&str]) -> Result<(), String> {
@@ -410,9 +403,10 @@ pub fn run(provision: &dyn Provision) -> ! {
         Err(e) => emergency(None, &e.to_string()),
     };
     let mut sup = Supervisor::default();
-    // The modules load while udevd starts (the KVM list beside the common
-    // one: the two share nothing); the coldplug after them covers every
-    // device they created, whether udevd was listening yet or not.
+    // The modules load while udevd starts and replays the devices present
+    // (the KVM list beside the common one: the two share nothing). udevd
+    // listens before the replay, so a device a module adds is either
+    // replayed or seen live; the settle covers both.
     let kvm_loader = std::thread::spawn(|| modules::load_kvm(Path::new(modules::MODULE_DIR)));
     let common_loader = std::thread::spawn(|| modules::load_common(Path::new(modules::MODULE_DIR)));
     if let Err(e) = start_udev(&cfg, &mut sup) {
@@ -426,10 +420,10 @@ pub fn run(provision: &dyn Provision) -> ! {
     };
     stages.mark("modules");
     // Devices the modules created have their nodes and tags once udev settles.
-    if let Err(e) = coldplug(&cfg) {
+    if let Err(e) = udevadm(&cfg, &["settle", "--timeout=60"]) {
         emergency(Some(&cfg), &e);
     }
-    stages.mark("coldplug");
+    stages.mark("udev-settle");
 
     // The compositor first, so the display is up while the rest starts: on
     // DRM when the machine has a display device. Its log stays in /run

@@ -392,8 +392,13 @@ impl Prompt {
 /// The desktop id of the catalog's first terminal emulator (by its
 /// freedesktop category), else of its first app.
 pub fn terminal_app(apps: &[Value]) -> Option<String> {
-    let is_term = |a: &&Value| a["categories"].as_array().is_some_and(|c| c.iter().any(|x| x == "TerminalEmulator"));
-    apps.iter().find(is_term).or(apps.first()).and_then(|a| a["id"].as_str()).map(str::to_string)
+    let has = |a: &Value, key: &str| a[key].as_array().is_some_and(|c| c.iter().any(|x| x == "TerminalEmulator"));
+    apps.iter()
+        .find(|a| has(a, "default_for"))
+        .or_else(|| apps.iter().find(|a| has(a, "categories")))
+        .or(apps.first())
+        .and_then(|a| a["id"].as_str())
+        .map(str::to_string)
 }
 
 /// One window as a line: id, origin, app id, title.
@@ -491,5 +496,11 @@ mod tests {
         assert_eq!(terminal_app(&apps).as_deref(), Some("foot.desktop"));
         assert_eq!(terminal_app(&apps[..1]).as_deref(), Some("weston-flower.desktop"));
         assert_eq!(terminal_app(&[]), None);
+        // The system's default terminal before the first one listed.
+        let apps = vec![
+            json!({"id": "foot-server.desktop", "categories": ["System", "TerminalEmulator"]}),
+            json!({"id": "foot.desktop", "categories": ["TerminalEmulator"], "default_for": ["TerminalEmulator"]}),
+        ];
+        assert_eq!(terminal_app(&apps).as_deref(), Some("foot.desktop"));
     }
 }

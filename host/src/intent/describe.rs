@@ -456,7 +456,11 @@ pub(crate) fn described_words(e: &DesktopEntry) -> Vec<String> {
 }
 
 /// The name terms of each app that at most `max_families` program families
-/// use in their descriptions. `apps` is (entry, family) per app.
+/// use in their descriptions. `apps` is (entry, family) per app. One word
+/// of a compound name (`terminal` of `weston-terminal`) names the app only
+/// when no other family uses it: otherwise it is an ordinary word that
+/// happens to be in the name, and the request "open a terminal" would name
+/// `weston-terminal` rather than ask for any terminal.
 pub(crate) fn rare_terms(apps: &[(&DesktopEntry, &str)], max_families: usize) -> Vec<Vec<Vec<String>>> {
     let described: Vec<Vec<String>> = apps.iter().map(|(e, _)| described_words(e)).collect();
     let mut index: HashMap<&str, HashSet<&str>> = HashMap::new();
@@ -477,8 +481,11 @@ pub(crate) fn rare_terms(apps: &[(&DesktopEntry, &str)], max_families: usize) ->
     }
     apps.iter()
         .map(|(e, _)| {
-            candidate_terms(e)
-                .into_iter()
+            let terms = candidate_terms(e);
+            let part_of_compound =
+                |t: &Vec<String>| t.len() == 1 && terms.iter().any(|c| c.len() > 1 && c.contains(&t[0]));
+            terms
+                .iter()
                 .filter(|t| {
                     let rarest = t.iter().min_by_key(|w| index.get(w.as_str()).map_or(0, |s| s.len())).unwrap();
                     let Some(users) = by_word.get(rarest.as_str()) else {
@@ -486,8 +493,9 @@ pub(crate) fn rare_terms(apps: &[(&DesktopEntry, &str)], max_families: usize) ->
                     };
                     let families: HashSet<&str> =
                         users.iter().filter(|&&i| contains_seq(&described[i], t)).map(|&i| apps[i].1).collect();
-                    families.len() <= max_families
+                    families.len() <= if part_of_compound(t) { 1 } else { max_families }
                 })
+                .cloned()
                 .collect()
         })
         .collect()
@@ -558,5 +566,18 @@ mod tests {
         assert!(terms[1].contains(&vec!["nautilus".to_string()]));
         assert!(!terms[1].contains(&vec!["files".to_string()]), "a Name word is not a name term");
         assert!(terms[0].iter().all(|t| t != &vec!["media".to_string()]));
+    }
+
+    #[test]
+    fn a_shared_word_of_a_compound_name_does_not_name_the_app() {
+        let wt = entry("weston-terminal.desktop", "Name=Weston Terminal\nExec=weston-terminal\n");
+        let foot = entry("foot.desktop", "Name=Foot\nGenericName=Terminal\nExec=foot\n");
+        let flower = entry("weston-flower.desktop", "Name=Flower\nExec=weston-flower\n");
+        let all: Vec<(&DesktopEntry, &str)> = vec![(&wt, "weston-terminal"), (&foot, "foot"), (&flower, "weston-flower")];
+        let terms = rare_terms(&all, 3);
+        assert!(terms[0].contains(&vec!["weston".to_string(), "terminal".to_string()]), "{:?}", terms[0]);
+        assert!(!terms[0].contains(&vec!["terminal".to_string()]), "foot is a terminal too: {:?}", terms[0]);
+        assert!(!terms[0].contains(&vec!["weston".to_string()]), "two weston programs: {:?}", terms[0]);
+        assert!(terms[1].contains(&vec!["foot".to_string()]));
     }
 }

@@ -31,6 +31,10 @@ pub struct EngineConfig {
     /// Share of the score taken from the app's second-best view, so apps whose
     /// several facets agree beat apps with one lucky facet.
     pub second_weight: f32,
+    /// An app the guest system makes its default for the kind of app the
+    /// best one is (`DesktopEntry::default_for`, e.g. its terminal) is
+    /// launched instead when it scores within this much of the best.
+    pub default_margin: f32,
     pub max_request_bytes: usize,
 }
 
@@ -46,6 +50,7 @@ impl Default for EngineConfig {
             view_weights: [1.0, 1.0, 0.85, 0.75, 0.75],
             second_weight: 0.2,
             lexical_weight: 0.10,
+            default_margin: 0.05,
             max_request_bytes: MAX_REQUEST_BYTES,
         }
     }

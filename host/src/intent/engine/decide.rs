@@ -36,7 +36,15 @@ impl<E: Embedder> Engine<E> {
         let cfg = &self.config;
         let best_any = scored.first();
         let action = if let Some((s, hidden)) = choose(cfg, grounded, &scored) {
-            self.launch(s, hidden, &ex, &mut explanation)
+            let (s, default_kind) = self.prefer_default(s, hidden, &scored);
+            let action = self.launch(s, hidden, &ex, &mut explanation);
+            if let Some(kind) = default_kind {
+                explanation.decision.push_str(&format!(
+                    "; the system's default {kind}, within {:.2} of the best ({})",
+                    cfg.default_margin, scored[0].app_id
+                ));
+            }
+            action
         } else if scored.iter().any(|s| offered(cfg, grounded, s)) {
             clarify(cfg, grounded, &scored, &mut explanation)
         } else {
@@ -61,6 +69,33 @@ impl<E: Embedder> Engine<E> {
         !ex.args.is_empty()
             || scored.iter().any(|s| s.name_bonus > 0.0)
             || lex_terms(&ex.text).iter().any(|t| self.idf.contains_key(t))
+    }
+
+    /// `chosen`, or the app the guest system makes its default for a kind of
+    /// app `chosen` is (a category they share) when it also reaches the
+    /// launch threshold within [`EngineConfig::default_margin`] of it: among
+    /// near-equals, the one the user's system already picked (with that kind).
+    fn prefer_default<'a>(
+        &self,
+        chosen: &'a Scored,
+        hidden: bool,
+        scored: &'a [Scored],
+    ) -> (&'a Scored, Option<String>) {
+        let cfg = &self.config;
+        let Some(best) = self.catalog.get(&chosen.app_id) else { return (chosen, None) };
+        if best.default_for.iter().any(|k| best.categories.contains(k)) {
+            return (chosen, None);
+        }
+        for s in scored {
+            if s.no_display != hidden || s.score < cfg.launch_threshold || chosen.score - s.score > cfg.default_margin {
+                continue;
+            }
+            let Some(e) = self.catalog.get(&s.app_id) else { continue };
+            if let Some(kind) = e.default_for.iter().find(|k| best.categories.contains(k) && e.categories.contains(k)) {
+                return (s, Some(kind.clone()));
+            }
+        }
+        (chosen, None)
     }
 
     /// The launch of `s` with the arguments its Exec can take.

@@ -207,3 +207,31 @@ fn thousands_of_entries_stay_fast() {
     assert!(build.as_secs_f32() < 10.0, "build {build:?}");
     assert!(per.as_millis() < 50, "resolve {per:?} per request over 5006 apps");
 }
+
+#[test]
+fn among_near_equals_the_system_default_of_that_kind_is_launched() {
+    let launched = |default: Option<&str>| {
+        let mut cat = catalog();
+        for e in &mut cat.entries {
+            if Some(e.id.as_str()) == default {
+                e.default_for = vec!["TerminalEmulator".into()];
+            }
+        }
+        let e = HashEmbedder::new();
+        let mut cache = VectorCache::in_memory(e.fingerprint(), e.dim());
+        let eng = Engine::build(e, cat, &mut cache, EngineConfig::default()).unwrap();
+        let r = eng.resolve("a terminal emulator please").unwrap();
+        match r.action {
+            Action::Launch { app_id, .. } => (app_id, r.explanation.decision),
+            other => panic!("{other:?}"),
+        }
+    };
+    let (plain, _) = launched(None);
+    let other = if plain == "foot.desktop" { "footclient.desktop" } else { "foot.desktop" };
+    let (chosen, why) = launched(Some(other));
+    assert_eq!(chosen, other, "{why}");
+    assert!(why.contains("the system's default TerminalEmulator"), "{why}");
+    // A default of another kind changes nothing.
+    let (chosen, _) = launched(Some("firefox.desktop"));
+    assert_eq!(chosen, plain);
+}

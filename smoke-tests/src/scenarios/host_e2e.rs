@@ -917,6 +917,11 @@ fn first_boot(
     if !launched.starts_with("launched ") && !launched.contains("rayos> launched ") {
         return Err(format!("\"{request}\": {launched}").into());
     }
+    // The guest's own terminal (Debian's x-terminal-emulator is foot), not
+    // just any app that happens to score well.
+    if !launched.contains("launched foot.desktop ") {
+        return Err(format!("\"{request}\" did not open the guest's terminal (foot.desktop): {launched}").into());
+    }
     println!("{SCENARIO} \"{request}\": {launched}");
     let framed = |img: &Image| {
         let (n, bb) = vm_frame(img);

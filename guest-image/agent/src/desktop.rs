@@ -4,8 +4,8 @@
 //! The session starts in the background once the guest has a DRM card (the
 //! agent watches for one after boot, as a display manager would), and
 //! again if an embedded launch finds its socket gone; an embedded launch
-//! waits a few seconds for a start in progress, never for long (the host
-//! waits for its reply). Starting is `systemd-udevd` with a coldplug
+//! waits for a start in progress up to 25 s (under the host's 30 s wait for
+//! its reply), so its app finds weston serving. Starting is `systemd-udevd` with a coldplug
 //! (`udevadm trigger`) so libinput finds the virtio keyboard and tablet
 //! (it only takes devices udev has classified), then `seatd` (as root, its
 //! socket for the `video` group) hands the DRM and input devices to weston, which runs

@@ -34,8 +34,11 @@ use crate::desktop::{Desktop, Session};
 
 /// How long after boot the agent watches for a DRM card to run the desktop on.
 const DESKTOP_CARD_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
-/// How long an embedded launch waits for a desktop session start in progress.
-const DESKTOP_LAUNCH_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long an embedded launch waits for a desktop session start in
+/// progress: long enough for udev, seatd and weston on a slow (nested)
+/// machine, so the app finds its display, and under the host's 30 s wait
+/// for the reply. An app launched before weston serves exits at once.
+const DESKTOP_LAUNCH_WAIT: std::time::Duration = std::time::Duration::from_secs(25);
 use crate::launcher::{bridged_argv, LaunchError, Launcher};
 
 pub const MAX_QUEUED_EVENTS: usize = 256;

@@ -4,8 +4,9 @@
 //! The session starts in the background once the guest has a DRM card (the
 //! agent watches for one after boot, as a display manager would), and
 //! again if an embedded launch finds its socket gone; an embedded launch
-//! waits for a start in progress up to 25 s (under the host's 30 s wait for
-//! its reply), so its app finds weston serving. Starting is `systemd-udevd` with a coldplug
+//! waits briefly for a start in progress (the host waits for its reply),
+//! and if weston is still starting its app waits for weston's socket in
+//! its own process ([`wait_for_display`]) rather than exiting at once. Starting is `systemd-udevd` with a coldplug
 //! (`udevadm trigger`) so libinput finds the virtio keyboard and tablet
 //! (it only takes devices udev has classified), then `seatd` (as root, its
 //! socket for the `video` group) hands the DRM and input devices to weston, which runs
@@ -199,6 +200,35 @@ impl Desktop {
     }
 }
 
+/// What an embedded launch finds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BeforeLaunch {
+    /// The session serves (or the launch needs none).
+    Go,
+    /// A start is in progress; weston will serve this socket.
+    Starting(PathBuf),
+    /// The last start failed, with why.
+    Failed(String),
+}
+
+/// Longest an app launched into a session still starting waits for its
+/// socket (weston on a nested machine took a minute).
+pub const DISPLAY_WAIT_S: u32 = 180;
+
+/// `argv` started as soon as `socket` serves: a shell waits for the socket
+/// (at most [`DISPLAY_WAIT_S`]) and then execs the app in its own process,
+/// so the launch's pid is the app's and the reply does not wait for weston.
+pub fn wait_for_display(socket: &Path, argv: &[String]) -> Vec<String> {
+    let script = format!(
+        "s=$1; shift; n=0; while [ ! -S \"$s\" ] && [ $n -lt {} ]; do sleep 0.1; n=$((n + 1)); done; exec \"$@\"",
+        DISPLAY_WAIT_S * 10
+    );
+    let mut out = vec!["/bin/sh".to_string(), "-c".to_string(), script, "rayos-wait-display".to_string()];
+    out.push(socket.display().to_string());
+    out.extend(argv.iter().cloned());
+    out
+}
+
 /// Where a session start is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Phase {
@@ -248,27 +278,29 @@ impl Session {
     }
 
     /// For an embedded launch: starts the session if needed and waits up to
-    /// `wait` for a start in progress. Returns the last start's failure.
+    /// `wait` for a start in progress. Returns the last start's failure, or
+    /// the session's socket when its start is still in progress (the app
+    /// then waits for it: [`wait_for_display`]).
     pub fn before_launch(
         self: &Arc<Self>,
         launcher: &Arc<Launcher>,
         display: DisplayMode,
         wait: Duration,
-    ) -> Option<String> {
+    ) -> BeforeLaunch {
         if display != DisplayMode::Embedded {
-            return None;
+            return BeforeLaunch::Go;
         }
         self.kick(launcher);
         let phase = self.phase.lock().expect("session phase");
         let (phase, _) =
             self.changed.wait_timeout_while(phase, wait, |p| *p == Phase::Starting).expect("session phase");
         match &*phase {
-            Phase::Failed(e) => Some(e.clone()),
+            Phase::Failed(e) => BeforeLaunch::Failed(e.clone()),
             Phase::Starting => {
-                tracing::info!("desktop session still starting; launching without waiting longer");
-                None
+                let ra = launcher.run_as();
+                BeforeLaunch::Starting(ra.runtime_dir.join(&ra.embedded_display))
             }
-            Phase::Idle => None,
+            Phase::Idle => BeforeLaunch::Go,
         }
     }
 
@@ -287,6 +319,21 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_app_launched_while_the_session_starts_waits_for_its_socket() {
+        let tmp = tempfile::tempdir().unwrap();
+        let socket = tmp.path().join("wayland-0");
+        let out = tmp.path().join("ran");
+        let argv = wait_for_display(&socket, &["sh".into(), "-c".into(), format!("echo started > {}", out.display())]);
+        assert_eq!(&argv[..2], &["/bin/sh".to_string(), "-c".to_string()]);
+        let mut child = Command::new(&argv[0]).args(&argv[1..]).spawn().unwrap();
+        std::thread::sleep(Duration::from_millis(400));
+        assert!(!out.exists(), "the app waits while there is no socket");
+        let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        assert!(child.wait().unwrap().success());
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), "started\n");
+    }
 
     #[test]
     fn a_session_starts_only_with_a_card_and_without_a_socket() {

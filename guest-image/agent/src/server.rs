@@ -30,15 +30,13 @@ use rayos_contract::{
 };
 
 use crate::catalog::Catalog;
-use crate::desktop::{Desktop, Session};
+use crate::desktop::{wait_for_display, BeforeLaunch, Desktop, Session};
 
 /// How long after boot the agent watches for a DRM card to run the desktop on.
 const DESKTOP_CARD_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
 /// How long an embedded launch waits for a desktop session start in
-/// progress: long enough for udev, seatd and weston on a slow (nested)
-/// machine, so the app finds its display, and under the host's 30 s wait
-/// for the reply. An app launched before weston serves exits at once.
-const DESKTOP_LAUNCH_WAIT: std::time::Duration = std::time::Duration::from_secs(25);
+/// progress before it replies (the app then waits for weston itself).
+const DESKTOP_LAUNCH_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 use crate::launcher::{bridged_argv, LaunchError, Launcher};
 
 pub const MAX_QUEUED_EVENTS: usize = 256;
@@ -416,11 +414,18 @@ impl Agent {
         };
         // An embedded app shows in the desktop session: start it if it is
         // gone, wait briefly for a start in progress (the host waits for
-        // this reply), and launch either way.
+        // this reply); while it is still starting the app waits for
+        // weston's socket in its own process.
         let session = self.desktop.lock().expect("desktop slot").clone();
+        let mut argv = argv;
         if let Some(session) = session {
-            if let Some(e) = session.before_launch(&launcher, launch.display, DESKTOP_LAUNCH_WAIT) {
-                tracing::warn!("launching without the desktop session: {e}");
+            match session.before_launch(&launcher, launch.display, DESKTOP_LAUNCH_WAIT) {
+                BeforeLaunch::Go => {}
+                BeforeLaunch::Starting(socket) => {
+                    tracing::info!("desktop session still starting: the app starts once {} serves", socket.display());
+                    argv = wait_for_display(&socket, &argv);
+                }
+                BeforeLaunch::Failed(e) => tracing::warn!("launching without the desktop session: {e}"),
             }
         }
         launcher.launch(&argv, &launch.env, launch.cwd.as_deref(), launch.display).map_err(|e| {

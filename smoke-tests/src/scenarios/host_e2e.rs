@@ -174,6 +174,29 @@ pub fn desktop_drawn(img: &Image) -> Option<f64> {
     (all > 10_000 && share > 0.3).then_some(share)
 }
 
+/// foot's default background (#242424), which weston's desktop does not use
+/// below its panel.
+const FOOT_RGB: [u8; 3] = [0x24, 0x24, 0x24];
+/// Pixels of foot's background that make a terminal window (a foot window
+/// of its default size has about 250,000).
+const MIN_TERMINAL_PIXELS: usize = 40_000;
+
+/// Pixels of a terminal's background inside the VM-framed desktop window,
+/// below weston's panel, when there are enough to be a terminal window.
+pub fn terminal_in_desktop(img: &Image) -> Option<usize> {
+    let (n, bb) = vm_frame(img);
+    let (x0, y0, x1, y1) = bb.filter(|_| n >= MIN_VM_PIXELS)?;
+    let mut count = 0;
+    for y in (y0 + 80).min(y1)..y1.saturating_sub(8) {
+        for x in (x0 + 8).min(x1)..x1.saturating_sub(8) {
+            if img.px(x, y).iter().zip(FOOT_RGB).all(|(a, b)| a.abs_diff(b) <= 2) {
+                count += 1;
+            }
+        }
+    }
+    (count >= MIN_TERMINAL_PIXELS).then_some(count)
+}
+
 /// Share of the capture in the compositor's background colour.
 fn background(img: &Image) -> f64 {
     img.count(img.whole(), is_background) as f64 / img.whole().area().max(1) as f64
@@ -840,8 +863,9 @@ fn stage_broken_update(volume: &Path, guest_image: &Path, run_dir: &Path) -> Res
     Ok(())
 }
 
-/// `desktop` at the prompt; returns the seconds until the guest's desktop is drawn.
-fn desktop_step(b: &mut Boot, args: &HostE2eArgs) -> Result<f64, ScenarioError> {
+/// `desktop` at the prompt; returns the seconds until the guest's desktop
+/// was drawn and whether the terminal it opens with showed inside it.
+fn desktop_step(b: &mut Boot, args: &HostE2eArgs) -> Result<(f64, bool), ScenarioError> {
     let t_desk = Instant::now();
     b.console.send("desktop")?;
     let (_, said) = b.console.wait("the desktop switch", args.boot_timeout, |l| {
@@ -874,7 +898,29 @@ fn desktop_step(b: &mut Boot, args: &HostE2eArgs) -> Result<f64, ScenarioError> 
         "{SCENARIO} the guest's desktop on the screen {desktop_s:.1} s after `desktop` ({:.0}% of its window drawn)",
         drawn * 100.0
     );
-    Ok(desktop_s)
+    // The terminal the desktop opens with, inside it (foot starts once
+    // weston serves).
+    let terminal = b.poll_screen(
+        "desktop-terminal",
+        "the guest's terminal inside its desktop",
+        Duration::from_secs(90),
+        terminal_in_desktop,
+    );
+    let terminal_ok = match terminal {
+        Ok((t, px)) => {
+            println!(
+                "{SCENARIO} the guest's terminal inside its desktop {:.1} s after `desktop` ({px} pixels of its background)",
+                t.duration_since(t_desk).as_secs_f64()
+            );
+            true
+        }
+        Err(e) if e.to_string().contains(MACHINE_STALLED) || e.to_string().contains(MACHINE_ENDED) => return Err(e),
+        Err(e) => {
+            println!("{SCENARIO} NOT OK desktop terminal: {e}");
+            false
+        }
+    };
+    Ok((desktop_s, terminal_ok))
 }
 
 /// The first boot's steps; returns the figures so far.
@@ -991,17 +1037,17 @@ fn first_boot(
     // 2026-12-04 drew weston's desktop; the others kept a black scanout):
     // its result is printed and in the figures, and only a stalled or ended
     // machine fails the run here.
-    let (desktop_ok, desktop_s) = match desktop_step(b, args) {
-        Ok(s) => (1, s),
+    let (desktop_ok, desktop_s, desktop_terminal) = match desktop_step(b, args) {
+        Ok((s, terminal)) => (1, s, u8::from(terminal)),
         Err(e) if e.to_string().contains(MACHINE_STALLED) || e.to_string().contains(MACHINE_ENDED) => return Err(e),
         Err(e) => {
             println!("{SCENARIO} NOT OK desktop (cause open; issue 17 stays open for it): {e}");
             b.console.report();
-            (0, f64::NAN)
+            (0, f64::NAN, 0)
         }
     };
     Ok(format!(
-        "host_boot_s={host_boot_s:.1} rayos_init_s={init_s:.1} kernel_s={kernel_s:.1} first_frame_s={first_frame_s:.1} guest_agent_s={guest_agent_s:.1} intent_to_window_s={intent_to_window_s:.1} words={} desktop_ok={desktop_ok} desktop_s={desktop_s:.1} vm_boot_retries={vm_boot_retries}",
+        "host_boot_s={host_boot_s:.1} rayos_init_s={init_s:.1} kernel_s={kernel_s:.1} first_frame_s={first_frame_s:.1} guest_agent_s={guest_agent_s:.1} intent_to_window_s={intent_to_window_s:.1} words={} desktop_ok={desktop_ok} desktop_s={desktop_s:.1} desktop_terminal={desktop_terminal} vm_boot_retries={vm_boot_retries}",
         u8::from(words)
     ))
 }
@@ -1009,6 +1055,18 @@ fn first_boot(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_terminal_is_found_inside_the_desktop_and_not_in_its_panel() {
+        use rayos_test_kit::image::Rect;
+        // The VM's frame around a 1280x800 desktop: weston's grey, a dark panel on top.
+        let mut img = Image::new(1280, 800, VM_RGB);
+        img.fill(Rect { x: 4, y: 28, w: 1272, h: 768 }, [123, 116, 113]);
+        img.fill(Rect { x: 4, y: 28, w: 1272, h: 32 }, FOOT_RGB);
+        assert_eq!(terminal_in_desktop(&img), None, "the panel alone is no terminal");
+        img.fill(Rect { x: 100, y: 120, w: 640, h: 400 }, FOOT_RGB);
+        assert!(terminal_in_desktop(&img).is_some_and(|n| n >= 200_000));
+    }
 
     #[test]
     fn every_typed_character_has_key_events() {

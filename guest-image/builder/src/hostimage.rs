@@ -32,8 +32,10 @@ use crate::sharedlibs::{self, LibsError};
 /// Modules every host loads (their dependencies are added): the host
 /// volume's file system, virtio-fs for the guests' roots, virtio block and
 /// PCI, the display (bochs, virtio-gpu) and input (virtio-input, evdev).
+/// Display and input first: rayos-init starts the compositor as soon as the
+/// display's card exists, while the storage modules still load.
 pub const COMMON_MODULES: &[&str] =
-    &["virtio_pci", "virtio_blk", "crc32c_generic", "ext4", "virtiofs", "bochs", "virtio_gpu", "virtio_input", "evdev"];
+    &["virtio_pci", "bochs", "virtio_gpu", "virtio_input", "evdev", "virtio_blk", "crc32c_generic", "ext4", "virtiofs"];
 /// Where the modules and their load-order lists go (rayos-init's `MODULE_DIR`).
 pub const MODULE_DIR: &str = "/lib/modules/rayos";
 /// udev rules that give input devices their `ID_INPUT*` properties (libinput

@@ -4,10 +4,11 @@
 //!
 //! * **Boot order.** [`mounts`] (proc, sys, dev, run, tmp, cgroup2); then
 //!   udevd starts and replays the devices present (coldplug) while two
-//!   threads load [`modules`] (file systems, virtio, DRM, input; and KVM for
-//!   this CPU's vendor); udev settles after the common modules, so DRM and
-//!   input devices have their nodes and tags. The compositor starts on DRM (headless when the machine
-//!   has no display device) while the host volume (ext4 at
+//!   threads load [`modules`] (display and input first, then storage; and
+//!   KVM for this CPU's vendor). The compositor starts on DRM as soon as the
+//!   card exists (headless when the machine has no display device), before
+//!   the storage modules and udev's settle; input devices reach it through
+//!   udev as they are added. Then the host volume (ext4 at
 //!   `/var/lib/rayos`) is mounted and its first-boot steps run ([`volume`]),
 //!   then the host name, the guest image slot ([`guests`]) and the host
 //!   service; compositor and service are supervised ([`supervise`]). The
@@ -63,6 +64,8 @@ pub const MARK_AGENT: &str = "RAYOS-HOST-AGENT";
 pub const MARK_POWEROFF: &str = "RAYOS-HOST-POWEROFF";
 /// The compositor's log until poweroff copies it to the volume's `log/`.
 const COMPOSITOR_LOG: &str = "/run/compositor.log";
+/// The display the compositor drives when the machine has one.
+const DRM_CARD: &str = "/dev/dri/card0";
 pub const MARK_EMERGENCY: &str = "RAYOS-HOST-EMERGENCY";
 pub const MARK_FIRST_BOOT: &str = "RAYOS-HOST-FIRST-BOOT";
 
@@ -382,6 +385,37 @@ fn watch_first_start(vm: String, vol: PathBuf, trial: bool) {
     }
 }
 
+/// Starts the compositor (supervised), on DRM when `drm`, else headless.
+/// Its log stays in /run (the host volume is not mounted yet).
+fn start_compositor(cfg: &InitConfig, sup: &mut Supervisor, drm: bool) -> &'static str {
+    for d in [COMPOSITOR_DIR, RUNTIME_DIR] {
+        let _ = std::fs::create_dir_all(d);
+        let _ = std::fs::set_permissions(d, std::os::unix::fs::PermissionsExt::from_mode(0o700));
+    }
+    let backend = if drm { "drm" } else { "headless" };
+    if !drm {
+        say("rayos-init: no display device (/dev/dri/card0): the compositor runs headless; `screenshot FILE` shows it");
+    }
+    let comp = Spec {
+        name: "compositor",
+        program: cfg.compositor.clone(),
+        args: ["--backend", backend, "--socket-dir", COMPOSITOR_DIR, "--control", COMPOSITOR_CONTROL]
+            .map(String::from)
+            .to_vec(),
+        env: vec![
+            ("LIBSEAT_BACKEND".into(), "builtin".into()),
+            ("XDG_RUNTIME_DIR".into(), COMPOSITOR_DIR.into()),
+            ("RUST_LOG".into(), "info".into()),
+        ],
+        log: PathBuf::from(COMPOSITOR_LOG),
+        restart: true,
+    };
+    if let Err(e) = sup.start(comp) {
+        emergency(Some(cfg), &format!("{}: {e}", cfg.compositor.display()));
+    }
+    backend
+}
+
 /// PID 1. Never returns.
 pub fn run(provision: &dyn Provision) -> ! {
     let t0 = Instant::now();
@@ -413,6 +447,19 @@ pub fn run(provision: &dyn Provision) -> ! {
         emergency(Some(&cfg), &e);
     }
     stages.mark("udev-start");
+    // The compositor as soon as the display exists (the display modules
+    // load first; devtmpfs makes the card's node at once): the first frame
+    // does not wait for storage modules or udev. Input devices reach it
+    // through udev as they are added.
+    let mut backend = None;
+    while backend.is_none() && !common_loader.is_finished() {
+        if Path::new(DRM_CARD).exists() {
+            backend = Some(start_compositor(&cfg, &mut sup, true));
+            stages.mark("compositor-start");
+        } else {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
     let common = match common_loader.join() {
         Ok(Ok(v)) => v,
         Ok(Err(e)) => emergency(Some(&cfg), &e.to_string()),
@@ -424,38 +471,15 @@ pub fn run(provision: &dyn Provision) -> ! {
         emergency(Some(&cfg), &e);
     }
     stages.mark("udev-settle");
-
-    // The compositor first, so the display is up while the rest starts: on
-    // DRM when the machine has a display device. Its log stays in /run
-    // (the host volume is not mounted yet).
-    let drm = Path::new("/dev/dri/card0").exists();
-    for d in [COMPOSITOR_DIR, RUNTIME_DIR] {
-        let _ = std::fs::create_dir_all(d);
-        let _ = std::fs::set_permissions(d, std::os::unix::fs::PermissionsExt::from_mode(0o700));
-    }
-    let backend = if drm { "drm" } else { "headless" };
-    if !drm {
-        say("rayos-init: no display device (/dev/dri/card0): the compositor runs headless; `screenshot FILE` shows it");
-    }
-    let comp_log = PathBuf::from(COMPOSITOR_LOG);
-    let comp = Spec {
-        name: "compositor",
-        program: cfg.compositor.clone(),
-        args: ["--backend", backend, "--socket-dir", COMPOSITOR_DIR, "--control", COMPOSITOR_CONTROL]
-            .map(String::from)
-            .to_vec(),
-        env: vec![
-            ("LIBSEAT_BACKEND".into(), "builtin".into()),
-            ("XDG_RUNTIME_DIR".into(), COMPOSITOR_DIR.into()),
-            ("RUST_LOG".into(), "info".into()),
-        ],
-        log: comp_log.clone(),
-        restart: true,
+    let backend = match backend {
+        Some(b) => b,
+        None => {
+            let b = start_compositor(&cfg, &mut sup, Path::new(DRM_CARD).exists());
+            stages.mark("compositor-start");
+            b
+        }
     };
-    if let Err(e) = sup.start(comp) {
-        emergency(Some(&cfg), &format!("{}: {e}", cfg.compositor.display()));
-    }
-    stages.mark("compositor-start");
+
 
     let (vendor, kvm) = match kvm_loader.join() {
         Ok(Ok(v)) => v,
@@ -490,7 +514,7 @@ pub fn run(provision: &dyn Provision) -> ! {
     };
     let log = vol.log();
     if let Err(e) = wait_socket(Path::new(COMPOSITOR_CONTROL), 60, &mut sup, "compositor") {
-        say(&format!("rayos-init: the compositor did not come up ({e}); see {}", comp_log.display()));
+        say(&format!("rayos-init: the compositor did not come up ({e}); see {}", COMPOSITOR_LOG));
     }
     stages.mark("compositor");
     let svc = Spec {

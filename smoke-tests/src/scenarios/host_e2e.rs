@@ -280,9 +280,13 @@ impl Console {
     }
 
     fn send(&mut self, line: &str) -> Result<(), ScenarioError> {
-        writeln!(self.stdin, "{line}")
-            .and_then(|_| self.stdin.flush())
-            .map_err(|e| format!("serial console input: {e}"))?;
+        writeln!(self.stdin, "{line}").and_then(|_| self.stdin.flush()).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                format!("boot {}: serial console input: {MACHINE_ENDED}", self.boot)
+            } else {
+                format!("serial console input: {e}")
+            }
+        })?;
         Ok(())
     }
 
@@ -511,7 +515,12 @@ fn boot(
 
 impl Boot {
     fn shot(&mut self, name: &str) -> Result<(PathBuf, Image), ScenarioError> {
-        self.camera.shot(name).map_err(|e| e.to_string().into())
+        self.camera.shot(name).map_err(|e| match self.child.try_wait() {
+            Ok(Some(status)) => {
+                format!("boot {}: screenshot {name}: {MACHINE_ENDED} ({status}): {e}", self.console.boot).into()
+            }
+            _ => e.to_string().into(),
+        })
     }
 
     /// Polls captures until `f` accepts one.

@@ -327,12 +327,6 @@ fn create_vcpus(
     let tsc_deadline = kvm.check_extension(Cap::TscDeadlineTimer);
     let mut tsc_khz = None;
     let mut vcpus = Vec::with_capacity(config.cpus as usize);
-    // RayOS in a VM itself: the guest's paravirtual spinlocks are left out
-    // (see `cpuid`: their wake-up was lost there and the guest hung).
-    let nested = cpuid::host_is_virtual();
-    if nested && config.cpus > 1 {
-        tracing::info!("this machine is itself a VM: the guest's spinlocks spin instead of halting (no PV_UNHALT)");
-    }
     for id in 0..config.cpus {
         let fd = vm.create_vcpu(id as u64).map_err(kvm_err("create vCPU"))?;
         if id == 0 {
@@ -340,7 +334,7 @@ fn create_vcpus(
         }
         let table = cpuid::vcpu_cpuid(
             &supported,
-            cpuid::CpuidParams { vcpu_id: id, cpu_count: config.cpus, tsc_khz, tsc_deadline, pv_unhalt: !nested },
+            cpuid::CpuidParams { vcpu_id: id, cpu_count: config.cpus, tsc_khz, tsc_deadline },
         )?;
         fd.set_cpuid2(&table).map_err(kvm_err("set CPUID"))?;
         regs::setup_msrs(&fd)?;

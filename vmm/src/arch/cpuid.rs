@@ -8,16 +8,7 @@
 //! - leaf 0xa: no PMU (fewer exits, no perf MSR traffic in nested setups);
 //! - 0x4000_0000..: the KVM signature and paravirt features (kvmclock, so the
 //!   guest takes the TSC frequency from the hypervisor instead of calibrating),
-//!   and leaf 0x4000_0010 with the TSC and bus frequencies in kHz;
-//! - 0x4000_0001: without PV_UNHALT when RayOS itself runs in a VM
-//!   ([`CpuidParams::pv_unhalt`]). A guest with it waits for a contended
-//!   spinlock in HLT, with interrupts off, until the holder's KICK_CPU
-//!   hypercall wakes it; nested (QEMU's emulated SVM under RayOS's KVM) that
-//!   kick was lost: the state report of a guest that stopped for good showed
-//!   one vCPU halted in `kvm_wait` under `hrtimer_interrupt` and the other
-//!   spinning in `__pv_queued_spin_lock_slowpath` behind it. Without the
-//!   feature, waiters spin (plain queued spinlocks) and nothing waits for a
-//!   wake-up.
+//!   and leaf 0x4000_0010 with the TSC and bus frequencies in kHz.
 
 use kvm_bindings::{kvm_cpuid_entry2, CpuId, KVM_CPUID_FLAG_SIGNIFCANT_INDEX};
 
@@ -38,9 +29,6 @@ const LEAF_HYPERVISOR_TIMING: u32 = 0x4000_0010;
 const LEAF_AMD_SIZES: u32 = 0x8000_0008;
 const LEAF_AMD_TOPOLOGY: u32 = 0x8000_001e;
 
-const LEAF_KVM_FEATURES: u32 = 0x4000_0001;
-/// KVM_FEATURE_PV_UNHALT in leaf 0x4000_0001 EAX.
-pub const KVM_FEATURE_PV_UNHALT: u32 = 1 << 7;
 const ECX_TSC_DEADLINE: u32 = 1 << 24;
 const ECX_HYPERVISOR: u32 = 1 << 31;
 const EDX_HTT: u32 = 1 << 28;
@@ -52,16 +40,6 @@ pub struct CpuidParams {
     pub cpu_count: u8,
     pub tsc_khz: Option<u32>,
     pub tsc_deadline: bool,
-    /// Offer KVM_FEATURE_PV_UNHALT (paravirtual spinlocks that halt).
-    pub pv_unhalt: bool,
-}
-
-/// Whether the machine this VMM runs on is itself a VM (CPUID.1:ECX's
-/// hypervisor bit, which a hypervisor sets for its guests).
-pub fn host_is_virtual() -> bool {
-    // CPUID leaf 1 exists on every x86_64 CPU and has no side effects.
-    let r = std::arch::x86_64::__cpuid(LEAF_FEATURES);
-    r.ecx & ECX_HYPERVISOR != 0
 }
 
 /// Number of bits needed to hold `n` distinct ids (the x2APIC id shift).
@@ -126,9 +104,6 @@ pub fn filter_entries(entries: &mut Vec<kvm_cpuid_entry2>, p: CpuidParams) {
             LEAF_HYPERVISOR => {
                 e.eax = e.eax.max(LEAF_HYPERVISOR_TIMING);
             }
-            LEAF_KVM_FEATURES if !p.pv_unhalt => {
-                e.eax &= !KVM_FEATURE_PV_UNHALT;
-            }
             LEAF_HYPERVISOR_TIMING => {
                 have_timing = true;
                 e.eax = p.tsc_khz.unwrap_or(0);
@@ -182,19 +157,7 @@ mod tests {
     }
 
     fn params(id: u8, count: u8) -> CpuidParams {
-        CpuidParams { vcpu_id: id, cpu_count: count, tsc_khz: Some(2_500_000), tsc_deadline: true, pv_unhalt: true }
-    }
-
-    #[test]
-    fn pv_unhalt_is_withheld_on_request_and_other_kvm_features_kept() {
-        let kvm = |eax| kvm_cpuid_entry2 { function: LEAF_KVM_FEATURES, eax, ..Default::default() };
-        let features = 0x0100_0000 | KVM_FEATURE_PV_UNHALT | 0x3; // kvmclock bits, stable bit, PV_UNHALT
-        let mut v = vec![kvm(features)];
-        filter_entries(&mut v, params(0, 2));
-        assert_eq!(find(&v, LEAF_KVM_FEATURES, 0).eax, features, "offered by default");
-        let mut v = vec![kvm(features)];
-        filter_entries(&mut v, CpuidParams { pv_unhalt: false, ..params(0, 2) });
-        assert_eq!(find(&v, LEAF_KVM_FEATURES, 0).eax, features & !KVM_FEATURE_PV_UNHALT);
+        CpuidParams { vcpu_id: id, cpu_count: count, tsc_khz: Some(2_500_000), tsc_deadline: true }
     }
 
     #[test]

@@ -354,8 +354,8 @@ fn create_vcpus(
 /// SIGINT and SIGTERM stop the VM; SIGUSR1 asks for a state report.
 fn forward_signals(events: Sender<VmEvent>) -> Result<(), VmError> {
     use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGUSR1])
-        .map_err(|e| VmError::Signals(e.to_string()))?;
+    let mut signals =
+        signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGUSR1]).map_err(|e| VmError::Signals(e.to_string()))?;
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {

@@ -175,7 +175,8 @@ mod tests {
     fn the_alternatives_mark_the_system_default_apps() {
         use std::os::unix::fs::{symlink, PermissionsExt};
         let tmp = tempfile::tempdir().unwrap();
-        let (apps, bin, alt) = (tmp.path().join("applications"), tmp.path().join("bin"), tmp.path().join("alternatives"));
+        let (apps, bin, alt) =
+            (tmp.path().join("applications"), tmp.path().join("bin"), tmp.path().join("alternatives"));
         std::fs::create_dir_all(&bin).unwrap();
         std::fs::create_dir_all(&alt).unwrap();
         for p in ["foot", "weston-terminal"] {
@@ -186,14 +187,26 @@ mod tests {
         symlink(bin.join("foot"), alt.join("x-terminal-emulator")).unwrap();
         symlink(alt.join("x-terminal-emulator"), bin.join("x-terminal-emulator")).unwrap();
         write(&apps, "foot.desktop", "[Desktop Entry]\nType=Application\nName=Foot\nExec=foot\n");
-        write(&apps, "foot-server.desktop", "[Desktop Entry]\nType=Application\nName=Foot Server\nExec=foot --server\n");
-        write(&apps, "weston-terminal.desktop", "[Desktop Entry]\nType=Application\nName=Weston Terminal\nExec=weston-terminal\n");
+        write(
+            &apps,
+            "foot-server.desktop",
+            "[Desktop Entry]\nType=Application\nName=Foot Server\nExec=foot --server\n",
+        );
+        write(
+            &apps,
+            "weston-terminal.desktop",
+            "[Desktop Entry]\nType=Application\nName=Weston Terminal\nExec=weston-terminal\n",
+        );
         let path = bin.to_string_lossy().into_owned();
         let mut cat = Catalog::load(&[apps], &path);
         cat.mark_defaults(&alt, &path);
         let kinds = |id: &str| cat.get(id).unwrap().default_for.clone();
         assert_eq!(kinds("foot.desktop"), vec!["TerminalEmulator".to_string()]);
-        assert!(kinds("foot-server.desktop").is_empty(), "the same program, but as a server: {:?}", kinds("foot-server.desktop"));
+        assert!(
+            kinds("foot-server.desktop").is_empty(),
+            "the same program, but as a server: {:?}",
+            kinds("foot-server.desktop")
+        );
         assert!(kinds("weston-terminal.desktop").is_empty());
         // No alternatives folder: nothing is marked, nothing fails.
         let mut cat = Catalog::load(&[tmp.path().join("applications")], &path);

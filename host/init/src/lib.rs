@@ -480,7 +480,6 @@ pub fn run(provision: &dyn Provision) -> ! {
         }
     };
 
-
     let (vendor, kvm) = match kvm_loader.join() {
         Ok(Ok(v)) => v,
         Ok(Err(e)) => emergency(Some(&cfg), &e.to_string()),

@@ -257,7 +257,11 @@ impl Prompt {
         match std::fs::metadata(&serial).and_then(|m| m.modified()) {
             Ok(at) => {
                 let silent = at.elapsed().map(|d| d.as_secs()).unwrap_or(0);
-                println!("VM {}'s console ({}): last written {silent} s ago; its last lines:", self.vm, serial.display());
+                println!(
+                    "VM {}'s console ({}): last written {silent} s ago; its last lines:",
+                    self.vm,
+                    serial.display()
+                );
                 for l in tail(&serial, 6).unwrap_or_default() {
                     println!("  | {}", printable(&l).chars().take(200).collect::<String>());
                 }

@@ -573,7 +573,8 @@ mod tests {
         let wt = entry("weston-terminal.desktop", "Name=Weston Terminal\nExec=weston-terminal\n");
         let foot = entry("foot.desktop", "Name=Foot\nGenericName=Terminal\nExec=foot\n");
         let flower = entry("weston-flower.desktop", "Name=Flower\nExec=weston-flower\n");
-        let all: Vec<(&DesktopEntry, &str)> = vec![(&wt, "weston-terminal"), (&foot, "foot"), (&flower, "weston-flower")];
+        let all: Vec<(&DesktopEntry, &str)> =
+            vec![(&wt, "weston-terminal"), (&foot, "foot"), (&flower, "weston-flower")];
         let terms = rare_terms(&all, 3);
         assert!(terms[0].contains(&vec!["weston".to_string(), "terminal".to_string()]), "{:?}", terms[0]);
         assert!(!terms[0].contains(&vec!["terminal".to_string()]), "foot is a terminal too: {:?}", terms[0]);

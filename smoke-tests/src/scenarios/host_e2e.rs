@@ -82,9 +82,9 @@ pub fn run(args: &HostE2eArgs) -> Outcome {
             }
             Err(e)
                 if attempts == 1
-                    && (e.to_string().contains(MACHINE_ENDED) || e.to_string().contains(MACHINE_STALLED)) =>
+                    && [MACHINE_ENDED, MACHINE_STALLED, GUEST_STALLED].iter().any(|m| e.to_string().contains(m)) =>
             {
-                println!("{SCENARIO} attempt 1 failed: {e}: the machine ended on its own (the nested environment, not a check); retrying once (cause open)");
+                println!("{SCENARIO} attempt 1 failed: {e}: the machine or its guest stopped on its own (the nested environment, not a check); retrying once (cause open)");
                 attempts += 1;
             }
             Err(e) => return Outcome::Fail { scenario: SCENARIO, reason: format!("{e} (attempt {attempts})") },
@@ -96,6 +96,9 @@ pub fn run(args: &HostE2eArgs) -> Outcome {
 const MACHINE_ENDED: &str = "the console closed (QEMU ended)";
 /// What the scenario reports when the machine stops answering its console.
 const MACHINE_STALLED: &str = "the host machine stalled";
+/// What the scenario reports when the guest stops answering its agent
+/// (README: the nested guest's hrtimer deadlock, delivered from below it).
+const GUEST_STALLED: &str = "the guest stopped answering (nested hang; see the report)";
 
 /// The QMP key events for one character (None: not typeable here).
 pub fn key_events(c: char) -> Option<Vec<(&'static str, bool)>> {
@@ -967,8 +970,15 @@ fn first_boot(
     let t_ask = Instant::now();
     b.console.send(request)?;
     let (_, launched) = b.console.wait("the launch answer", args.window_timeout, |l| {
-        l.contains("launched ") || l.contains("refused") || l.contains("error")
+        l.contains("launched ")
+            || l.contains("refused")
+            || l.contains("error")
+            || l.contains("no reply from the guest agent")
     })?;
+    if launched.contains("no reply from the guest agent") {
+        b.console.report();
+        return Err(format!("\"{request}\": {launched}: {GUEST_STALLED}").into());
+    }
     if !launched.starts_with("launched ") && !launched.contains("rayos> launched ") {
         return Err(format!("\"{request}\": {launched}").into());
     }
@@ -996,6 +1006,9 @@ fn first_boot(
                 let (_, again) = b.console.wait("the second launch answer", args.window_timeout, |l| {
                     l.contains("launched ") || l.contains("refused") || l.contains("no reply from the guest agent")
                 })?;
+                if again.contains("no reply from the guest agent") {
+                    return Err(format!("\"{request}\" again: {again}: {GUEST_STALLED}").into());
+                }
                 if !again.contains("launched ") {
                     return Err(format!("\"{request}\" again: {again}").into());
                 }

@@ -94,7 +94,7 @@ mod tests {
         let lstar = KERNEL + 0x100_0000;
         mem.write_obj(KERNEL + 0x1234, GuestAddress(0x8ff0)).unwrap();
         mem.write_obj(0x7fff_0000_1234u64, GuestAddress(0x8ff8)).unwrap(); // user data
-        // The walk stops at the unmapped next page instead of reading past it.
+                                                                           // The walk stops at the unmapped next page instead of reading past it.
         assert_eq!(text_words(&mem, 0x1000, 0, rsp, lstar, 8), vec![0x1234 - 0x100_0000]);
     }
 }

@@ -418,9 +418,8 @@ impl Observation {
     pub fn stalled_guest(&self) -> Option<String> {
         let f = self.host_fail.as_ref()?;
         let silent = self.guest_silent_s.filter(|s| *s >= GUEST_SILENT.as_secs())?;
-        f.contains("not within").then(|| {
-            format!("the nested guest stalled: its console said nothing for {silent} s before \"{f}\"")
-        })
+        f.contains("not within")
+            .then(|| format!("the nested guest stalled: its console said nothing for {silent} s before \"{f}\""))
     }
 
     pub(crate) fn passed_at(&self, step: &str) -> Option<Duration> {
@@ -1318,7 +1317,10 @@ mod tests {
         assert!(o.stalled_guest().unwrap().contains("said nothing for 166 s"));
         let o = obs(&[fail, "RAYOS-VN-DIAG guest console silent for 3 s (431 lines)"]);
         assert_eq!(o.stalled_guest(), None, "a guest still printing failed on its own");
-        let o = obs(&["RAYOS-HOST-FAIL foot.desktop is not among the VM's apps", "RAYOS-VN-DIAG guest console silent for 500 s (9 lines)"]);
+        let o = obs(&[
+            "RAYOS-HOST-FAIL foot.desktop is not among the VM's apps",
+            "RAYOS-VN-DIAG guest console silent for 500 s (9 lines)",
+        ]);
         assert_eq!(o.stalled_guest(), None, "a failed check is not a stall");
     }
 

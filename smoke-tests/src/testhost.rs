@@ -337,12 +337,8 @@ fail() {{ echo "{host_fail} $*"; poweroff -f; sleep 60; }}
 if grep -qw svm /proc/cpuinfo; then vendor=amd
 elif grep -qw vmx /proc/cpuinfo; then vendor=intel
 else fail "CPU has neither svm nor vmx: no nested virtualisation"; fi
-# On an emulated CPU (the hypervisor flag) KVM for AMD runs without vGIF, as
-# rayos init does (host/init/src/modules.rs: params_for).
 for m in $(cat /etc/rayos-smoke/modules-$vendor); do
-    p=
-    case "$m" in kvm-amd|kvm_amd) grep -qw hypervisor /proc/cpuinfo && p=vgif=0 ;; esac
-    insmod {module_dir}/$m.ko $p || fail "insmod $m.ko failed (kvm-$vendor)"
+    insmod {module_dir}/$m.ko || fail "insmod $m.ko failed (kvm-$vendor)"
 done
 [ -c /dev/kvm ] || fail "/dev/kvm missing after loading kvm-$vendor"
 # RayOS host policy: shared-memory guest RAM (rayos-vmm's memfd, QEMU's
@@ -635,8 +631,7 @@ mod tests {
         assert!(start < exit);
         assert!(s.contains("echo RAYOS-VMM-START\n    /usr/bin/qemu-system-x86_64"));
         assert!(s.contains("rayos_smoke.vmm=*) vmm=\"${arg#rayos_smoke.vmm=}\""));
-        assert!(s.contains("insmod /lib/modules/rayos-smoke/$m.ko $p"));
-        assert!(s.contains("kvm-amd|kvm_amd) grep -qw hypervisor /proc/cpuinfo && p=vgif=0"));
+        assert!(s.contains("insmod /lib/modules/rayos-smoke/$m.ko"));
         assert!(!s.contains("scenario hook"));
     }
 

@@ -89,8 +89,10 @@ pub fn read_list(dir: &Path, list: &str) -> Result<Vec<String>, ModuleError> {
 
 /// The parameters `module` loads with on a CPU whose `/proc/cpuinfo` is
 /// `cpuinfo`. On a machine that is itself a VM (the `hypervisor` flag), KVM
-/// for AMD runs without vGIF: the emulated SVM of such machines (QEMU's TCG)
-/// delivered interrupts to our guests inside their interrupts-off sections.
+/// for AMD runs without vGIF: under QEMU's emulated SVM our guests took timer
+/// interrupts inside their interrupts-off sections and hung (4 of 8 host-e2e
+/// runs); with `vgif=0` the desktop showed in 3 of 3 (README: Using
+/// rayos-vmm directly). Evidence, not a known root cause.
 pub fn params_for(module: &str, cpuinfo: &str) -> &'static str {
     let virtual_cpu = cpuinfo
         .lines()

@@ -31,12 +31,8 @@ load_kvm() {
     if grep -qw svm /proc/cpuinfo; then vendor=amd
     elif grep -qw vmx /proc/cpuinfo; then vendor=intel
     else fail "CPU has neither svm nor vmx: no nested virtualisation"; fi
-    # On an emulated CPU (the hypervisor flag) KVM for AMD runs without vGIF,
-    # as rayos init does (host/init/src/modules.rs: params_for).
     for m in $(cat @MODULE_LIST_DIR@/modules-$vendor) $(cat @MODULE_LIST_DIR@/modules-fs); do
-        p=
-        case "$m" in kvm-amd|kvm_amd) grep -qw hypervisor /proc/cpuinfo && p=vgif=0 ;; esac
-        grep -q "^$m " /proc/modules || insmod @MODULE_DIR@/$m.ko $p || fail "insmod $m.ko failed"
+        grep -q "^$m " /proc/modules || insmod @MODULE_DIR@/$m.ko || fail "insmod $m.ko failed"
     done
     [ -c /dev/kvm ] || fail "/dev/kvm missing after loading kvm-$vendor"
     echo advise > /sys/kernel/mm/transparent_hugepage/shmem_enabled 2>/dev/null

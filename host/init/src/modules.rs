@@ -87,29 +87,12 @@ pub fn read_list(dir: &Path, list: &str) -> Result<Vec<String>, ModuleError> {
     }
 }
 
-/// The parameters `module` loads with on a CPU whose `/proc/cpuinfo` is
-/// `cpuinfo`. On a machine that is itself a VM (the `hypervisor` flag), KVM
-/// for AMD runs without vGIF: under QEMU's emulated SVM our guests took timer
-/// interrupts inside their interrupts-off sections and hung (4 of 8 host-e2e
-/// runs); with `vgif=0` the desktop showed in 3 of 3 (README: Using
-/// rayos-vmm directly). Evidence, not a known root cause.
-pub fn params_for(module: &str, cpuinfo: &str) -> &'static str {
-    let virtual_cpu = cpuinfo
-        .lines()
-        .find(|l| l.starts_with("flags"))
-        .is_some_and(|f| f.split_whitespace().any(|w| w == "hypervisor"));
-    match module {
-        "kvm_amd" if virtual_cpu => "vgif=0",
-        _ => "",
-    }
-}
-
-/// Loads `<dir>/<module>.ko` with finit_module(2) and `params`; EEXIST is success.
-pub fn load(dir: &Path, module: &str, params: &str) -> Result<(), ModuleError> {
+/// Loads `<dir>/<module>.ko` with finit_module(2); EEXIST is success.
+pub fn load(dir: &Path, module: &str) -> Result<(), ModuleError> {
     let file = dir.join(format!("{module}.ko"));
     let err = |source| ModuleError::Load { module: module.into(), file: file.display().to_string(), source };
     let f = std::fs::File::open(&file).map_err(err)?;
-    let params = CString::new(params).unwrap_or_default();
+    let params = CString::default();
     // SAFETY: the fd is open for the call's duration and params is a valid
     // empty NUL-terminated string; the kernel copies what it needs.
     let rc = unsafe { libc::syscall(libc::SYS_finit_module, std::os::fd::AsRawFd::as_raw_fd(&f), params.as_ptr(), 0) };
@@ -129,13 +112,12 @@ fn load_lists(dir: &Path, lists: &[&str]) -> Result<Vec<String>, ModuleError> {
         all.push(read_list(dir, l)?);
     }
     let already = loaded(&std::fs::read_to_string("/proc/modules").unwrap_or_default());
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let mut done = vec![];
     for m in merge(&all) {
         if already.iter().any(|a| a == &m) {
             continue;
         }
-        load(dir, &m, params_for(&m, &cpuinfo))?;
+        load(dir, &m)?;
         done.push(m);
     }
     Ok(done)
@@ -156,13 +138,6 @@ pub fn load_kvm(dir: &Path) -> Result<(Vendor, Vec<String>), ModuleError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn kvm_amd_runs_without_vgif_only_on_a_virtual_cpu() {
-        assert_eq!(params_for("kvm_amd", "flags\t: fpu svm hypervisor\n"), "vgif=0");
-        assert_eq!(params_for("kvm_amd", "flags\t: fpu svm\n"), "");
-        assert_eq!(params_for("kvm", "flags\t: fpu svm hypervisor\n"), "");
-    }
 
     #[test]
     fn the_vendor_comes_from_the_flags_line() {
@@ -189,7 +164,7 @@ mod tests {
     fn a_missing_list_is_empty_and_a_missing_module_names_its_file() {
         let d = tempfile::tempdir().unwrap();
         assert!(read_list(d.path(), "modules-amd").unwrap().is_empty());
-        let e = load(d.path(), "nope", "").unwrap_err().to_string();
+        let e = load(d.path(), "nope").unwrap_err().to_string();
         assert!(e.contains("nope.ko"), "{e}");
     }
 }

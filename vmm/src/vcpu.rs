@@ -126,7 +126,7 @@ impl Vcpu {
         let lstar = crate::arch::regs::read_lstar(&self.fd);
         // In the kernel: its position and the stack's text words relative to
         // the syscall entry (placed with the guest kernel's symbol table).
-        let kernel = lstar.filter(|_| s.cs.selector & 3 == 0 && s.cs.l == 1 && lstar.is_some_and(|l| l != 0));
+        let kernel = lstar.filter(|&l| l != 0 && s.cs.selector & 3 == 0 && s.cs.l == 1);
         let place = kernel.map_or_else(String::new, |l| {
             let words = crate::arch::pagewalk::text_words(&self.mem, s.cr3, s.cr4, r.rsp, l, 64);
             let words: Vec<String> = words.iter().take(16).map(|o| signed_hex(*o)).collect();

@@ -274,12 +274,11 @@ fn report(r: &Report) {
         }
         Report::Exited { name, status, restart_in: None } => format!("rayos-init: {name} ended ({status})"),
         Report::GaveUp { name, log } => {
-            let tail = std::fs::read_to_string(log).unwrap_or_default();
-            let tail: Vec<&str> = tail.lines().rev().take(5).collect();
+            let tail = prompt::tail(log, 5).unwrap_or_default();
             format!(
                 "rayos-init: {name} keeps failing; not started again. Its log {}:\n  {}",
                 log.display(),
-                tail.into_iter().rev().map(prompt::printable).collect::<Vec<_>>().join("\n  ")
+                tail.iter().map(|l| prompt::printable(l)).collect::<Vec<_>>().join("\n  ")
             )
         }
         Report::Restarted { name, pid } => format!("rayos-init: {name} started again (pid {pid})"),

@@ -127,7 +127,7 @@ const REPORT_MARK: &str = "state report (SIGUSR1)";
 const LOG_TAIL: u64 = 256 * 1024;
 
 /// The last `n` lines of the last [`LOG_TAIL`] bytes of `path`.
-fn tail(path: &Path, n: usize) -> std::io::Result<Vec<String>> {
+pub fn tail(path: &Path, n: usize) -> std::io::Result<Vec<String>> {
     use std::io::{Read, Seek, SeekFrom};
     let mut f = std::fs::File::open(path)?;
     let len = f.metadata()?.len();
